@@ -1,1 +1,25 @@
-//! placeholder
+//! The Kafka wire format as Sluice speaks it: request framing, the request header, the
+//! allocation guard in front of `kafka-protocol`, and the table of API versions we advertise.
+//!
+//! ```text
+//! frame:           size: i32 (bytes that follow) | header | body
+//! request header:  api_key: i16 | api_version: i16 | correlation_id: i32
+//!                  | client_id: nullable string (i16 length)
+//!                  | tagged fields (header v2, i.e. flexible request versions only)
+//! response:        size: i32 | correlation_id: i32 | tagged fields (header v1) | body
+//! ```
+//!
+//! This crate knows nothing of storage. It turns bytes into typed requests (only after
+//! [`guard::check_request_body`] has bounded what decoding may allocate) and typed responses
+//! into bytes.
+
+pub mod guard;
+mod request;
+mod versions;
+
+pub use kafka_protocol;
+pub use request::{
+    encode_response, parse_request_header, DecodeError, Request, RequestHeader,
+    REQUEST_HEADER_MIN_SIZE,
+};
+pub use versions::{supported_versions, SUPPORTED_APIS};

@@ -1,0 +1,677 @@
+//! The allocation guard: walks a request body against a compact schema before `kafka-protocol`
+//! decodes it.
+//!
+//! `kafka-protocol` 0.18 calls `Vec::with_capacity(n)` with array counts read off the wire, so a
+//! six-byte body claiming two billion topics aborts the process. The walker reads every length
+//! and count the decoder will read, in the same order, and refuses the request unless
+//! - every count fits in the bytes that remain (each element needs at least one byte), and
+//! - the sum over all arrays of `count × size_of::<element>()` stays within a budget.
+//!
+//! Only then is the body handed to the decoder, whose allocations are therefore bounded by the
+//! frame size plus the budget. The walk is linear in the frame's length.
+//!
+//! Unit tests encode requests of every advertised version with `kafka-protocol` and check that
+//! the walker consumes exactly the encoded bytes, so a schema typo fails a test.
+
+use std::mem::size_of;
+
+use kafka_protocol::messages::{
+    create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic},
+    create_topics_request::{CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig},
+    delete_topics_request::DeleteTopicState,
+    describe_configs_request::DescribeConfigsResource,
+    fetch_request::{FetchPartition, FetchTopic, ForgottenTopic},
+    list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
+    metadata_request::MetadataRequestTopic,
+    produce_request::{PartitionProduceData, TopicProduceData},
+    ApiKey,
+};
+use kafka_protocol::protocol::StrBytes;
+
+/// Bytes charged per unknown tagged field (a `BTreeMap` entry holding a `Bytes`).
+const TAGGED_FIELD_COST: usize = 64;
+
+/// Why the guard refused a body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuardError {
+    #[error("request body ends early at byte {0}")]
+    Truncated(usize),
+    #[error("negative length or count {0}")]
+    Negative(i64),
+    #[error("count {count} cannot fit in the {remaining} bytes left")]
+    CountTooLarge { count: u64, remaining: usize },
+    #[error("decoded request would need more than {0} bytes")]
+    OverBudget(usize),
+    #[error("no schema for api key {0:?}")]
+    NoSchema(ApiKey),
+}
+
+/// Field kinds as they appear on the wire. Strings, bytes and arrays switch to their compact
+/// (varint-length) form in flexible versions.
+#[derive(Clone, Copy)]
+enum Kind {
+    I8,
+    I16,
+    I32,
+    I64,
+    Uuid,
+    /// A (nullable) string.
+    Str,
+    /// (Nullable) bytes, including record sets.
+    Bytes,
+    /// A (nullable) array of structs with these fields; the usize is `size_of` the decoded
+    /// element type.
+    Structs(&'static [Field], usize),
+    /// A (nullable) array of int32.
+    I32s,
+    /// A (nullable) array of strings.
+    Strs,
+}
+
+/// One field, present for versions `since..=until`.
+#[derive(Clone, Copy)]
+struct Field {
+    since: i16,
+    until: i16,
+    kind: Kind,
+}
+
+const fn f(kind: Kind) -> Field {
+    Field {
+        since: 0,
+        until: i16::MAX,
+        kind,
+    }
+}
+const fn since(v: i16, kind: Kind) -> Field {
+    Field {
+        since: v,
+        until: i16::MAX,
+        kind,
+    }
+}
+const fn range(since: i16, until: i16, kind: Kind) -> Field {
+    Field { since, until, kind }
+}
+
+use Kind::*;
+
+const API_VERSIONS: &[Field] = &[since(3, Str), since(3, Str)];
+
+const METADATA: &[Field] = &[
+    f(Structs(
+        &[since(10, Uuid), f(Str)],
+        size_of::<MetadataRequestTopic>(),
+    )),
+    since(4, I8),
+    range(8, 10, I8),
+    since(8, I8),
+];
+
+const PRODUCE: &[Field] = &[
+    since(3, Str),
+    f(I16),
+    f(I32),
+    f(Structs(
+        &[
+            range(0, 12, Str),
+            since(13, Uuid),
+            f(Structs(
+                &[f(I32), f(Bytes)],
+                size_of::<PartitionProduceData>(),
+            )),
+        ],
+        size_of::<TopicProduceData>(),
+    )),
+];
+
+const FETCH: &[Field] = &[
+    range(0, 14, I32),
+    f(I32),
+    f(I32),
+    since(3, I32),
+    since(4, I8),
+    since(7, I32),
+    since(7, I32),
+    f(Structs(
+        &[
+            range(0, 12, Str),
+            since(13, Uuid),
+            f(Structs(
+                &[
+                    f(I32),
+                    since(9, I32),
+                    f(I64),
+                    since(12, I32),
+                    since(5, I64),
+                    f(I32),
+                ],
+                size_of::<FetchPartition>(),
+            )),
+        ],
+        size_of::<FetchTopic>(),
+    )),
+    since(
+        7,
+        Structs(
+            &[range(7, 12, Str), since(13, Uuid), f(I32s)],
+            size_of::<ForgottenTopic>(),
+        ),
+    ),
+    since(11, Str),
+];
+
+const LIST_OFFSETS: &[Field] = &[
+    f(I32),
+    since(2, I8),
+    f(Structs(
+        &[
+            f(Str),
+            f(Structs(
+                &[f(I32), since(4, I32), f(I64), range(0, 0, I32)],
+                size_of::<ListOffsetsPartition>(),
+            )),
+        ],
+        size_of::<ListOffsetsTopic>(),
+    )),
+    since(10, I32),
+];
+
+const CREATE_TOPICS: &[Field] = &[
+    f(Structs(
+        &[
+            f(Str),
+            f(I32),
+            f(I16),
+            f(Structs(
+                &[f(I32), f(I32s)],
+                size_of::<CreatableReplicaAssignment>(),
+            )),
+            f(Structs(
+                &[f(Str), f(Str)],
+                size_of::<CreatableTopicConfig>(),
+            )),
+        ],
+        size_of::<CreatableTopic>(),
+    )),
+    f(I32),
+    since(1, I8),
+];
+
+const DELETE_TOPICS: &[Field] = &[
+    since(
+        6,
+        Structs(&[f(Str), f(Uuid)], size_of::<DeleteTopicState>()),
+    ),
+    range(0, 5, Strs),
+    f(I32),
+];
+
+const DESCRIBE_CONFIGS: &[Field] = &[
+    f(Structs(
+        &[f(I8), f(Str), f(Strs)],
+        size_of::<DescribeConfigsResource>(),
+    )),
+    since(1, I8),
+    since(3, I8),
+];
+
+const CREATE_PARTITIONS: &[Field] = &[
+    f(Structs(
+        &[
+            f(Str),
+            f(I32),
+            f(Structs(&[f(I32s)], size_of::<CreatePartitionsAssignment>())),
+        ],
+        size_of::<CreatePartitionsTopic>(),
+    )),
+    f(I32),
+    f(I8),
+];
+
+/// The schema of a request body, and the first flexible version of that request.
+fn schema(api: ApiKey) -> Option<(&'static [Field], i16)> {
+    Some(match api {
+        ApiKey::ApiVersions => (API_VERSIONS, 3),
+        ApiKey::Metadata => (METADATA, 9),
+        ApiKey::Produce => (PRODUCE, 9),
+        ApiKey::Fetch => (FETCH, 12),
+        ApiKey::ListOffsets => (LIST_OFFSETS, 6),
+        ApiKey::CreateTopics => (CREATE_TOPICS, 5),
+        ApiKey::DeleteTopics => (DELETE_TOPICS, 4),
+        ApiKey::DescribeConfigs => (DESCRIBE_CONFIGS, 4),
+        ApiKey::CreatePartitions => (CREATE_PARTITIONS, 2),
+        _ => return None,
+    })
+}
+
+struct Walker<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    version: i16,
+    flexible: bool,
+    budget_left: usize,
+    budget: usize,
+}
+
+impl Walker<'_> {
+    fn skip(&mut self, n: usize) -> Result<(), GuardError> {
+        if self.buf.len() - self.pos < n {
+            return Err(GuardError::Truncated(self.pos));
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn read_i16(&mut self) -> Result<i16, GuardError> {
+        let at = self.pos;
+        self.skip(2)?;
+        Ok(i16::from_be_bytes([self.buf[at], self.buf[at + 1]]))
+    }
+
+    fn read_i32(&mut self) -> Result<i32, GuardError> {
+        let at = self.pos;
+        self.skip(4)?;
+        Ok(i32::from_be_bytes(
+            self.buf[at..at + 4].try_into().expect("4 bytes"),
+        ))
+    }
+
+    fn read_uvarint(&mut self) -> Result<u32, GuardError> {
+        let mut value: u32 = 0;
+        for i in 0..5 {
+            let at = self.pos;
+            self.skip(1)?;
+            let byte = self.buf[at];
+            value |= u32::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(GuardError::Truncated(self.pos))
+    }
+
+    fn charge(&mut self, bytes: u64) -> Result<(), GuardError> {
+        let bytes = usize::try_from(bytes).map_err(|_| GuardError::OverBudget(self.budget))?;
+        self.budget_left = self
+            .budget_left
+            .checked_sub(bytes)
+            .ok_or(GuardError::OverBudget(self.budget))?;
+        Ok(())
+    }
+
+    /// A length-prefixed byte string (string or bytes): skips the bytes, allows null.
+    fn length_prefixed(&mut self, classic_i16: bool) -> Result<(), GuardError> {
+        let len: i64 = if self.flexible {
+            i64::from(self.read_uvarint()?) - 1
+        } else if classic_i16 {
+            i64::from(self.read_i16()?)
+        } else {
+            i64::from(self.read_i32()?)
+        };
+        match len {
+            -1 => Ok(()),
+            n if n < 0 => Err(GuardError::Negative(n)),
+            n => self.skip(n as usize),
+        }
+    }
+
+    /// Reads an array count; returns `None` for a null array. Checks it against the bytes left
+    /// and charges `count × element_size` to the budget.
+    fn array_count(&mut self, element_size: usize) -> Result<Option<u64>, GuardError> {
+        let count: i64 = if self.flexible {
+            i64::from(self.read_uvarint()?) - 1
+        } else {
+            i64::from(self.read_i32()?)
+        };
+        match count {
+            -1 => Ok(None),
+            n if n < 0 => Err(GuardError::Negative(n)),
+            n => {
+                let n = n as u64;
+                if n > self.remaining() as u64 {
+                    return Err(GuardError::CountTooLarge {
+                        count: n,
+                        remaining: self.remaining(),
+                    });
+                }
+                self.charge(n * element_size as u64)?;
+                Ok(Some(n))
+            }
+        }
+    }
+
+    fn tagged_fields(&mut self) -> Result<(), GuardError> {
+        let count = self.read_uvarint()?;
+        if u64::from(count) > self.remaining() as u64 {
+            return Err(GuardError::CountTooLarge {
+                count: count.into(),
+                remaining: self.remaining(),
+            });
+        }
+        self.charge(u64::from(count) * TAGGED_FIELD_COST as u64)?;
+        for _ in 0..count {
+            self.read_uvarint()?;
+            let size = self.read_uvarint()?;
+            self.skip(size as usize)?;
+        }
+        Ok(())
+    }
+
+    fn structure(&mut self, fields: &[Field]) -> Result<(), GuardError> {
+        for field in fields {
+            if self.version < field.since || self.version > field.until {
+                continue;
+            }
+            self.field(field.kind)?;
+        }
+        if self.flexible {
+            self.tagged_fields()?;
+        }
+        Ok(())
+    }
+
+    fn field(&mut self, kind: Kind) -> Result<(), GuardError> {
+        match kind {
+            I8 => self.skip(1),
+            I16 => self.skip(2),
+            I32 => self.skip(4),
+            I64 => self.skip(8),
+            Uuid => self.skip(16),
+            Str => self.length_prefixed(true),
+            Bytes => self.length_prefixed(false),
+            Structs(fields, size) => {
+                if let Some(n) = self.array_count(size)? {
+                    for _ in 0..n {
+                        self.structure(fields)?;
+                    }
+                }
+                Ok(())
+            }
+            I32s => {
+                if let Some(n) = self.array_count(size_of::<i32>())? {
+                    self.skip(n as usize * 4)?;
+                }
+                Ok(())
+            }
+            Strs => {
+                if let Some(n) = self.array_count(size_of::<StrBytes>())? {
+                    for _ in 0..n {
+                        self.length_prefixed(true)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Checks that decoding `body` as request `api` at `version` allocates at most
+/// `budget_bytes` for arrays on top of the body itself. Returns the number of bytes the schema
+/// accounts for (the whole body for a well-formed request).
+pub fn check_request_body(
+    api: ApiKey,
+    version: i16,
+    body: &[u8],
+    budget_bytes: usize,
+) -> Result<usize, GuardError> {
+    let (fields, flexible_since) = schema(api).ok_or(GuardError::NoSchema(api))?;
+    let mut walker = Walker {
+        buf: body,
+        pos: 0,
+        version,
+        flexible: version >= flexible_since,
+        budget_left: budget_bytes,
+        budget: budget_bytes,
+    };
+    walker.structure(fields)?;
+    Ok(walker.pos)
+}
+
+/// Whether the guard has a schema for this API (and so the broker may decode it).
+pub fn has_schema(api: ApiKey) -> bool {
+    schema(api).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Request, RequestHeader, SUPPORTED_APIS};
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    use proptest::prelude::*;
+
+    fn s(v: &str) -> StrBytes {
+        StrBytes::from_string(v.to_string())
+    }
+    fn topic(v: &str) -> TopicName {
+        TopicName(s(v))
+    }
+
+    /// A request of `api` at `version` with every array populated, so that nested fields are
+    /// exercised. Fields a version lacks are left at their defaults.
+    fn sample(api: ApiKey, v: i16) -> Box<dyn Fn(&mut BytesMut) -> anyhow_free::R> {
+        use anyhow_free::enc;
+        match api {
+            ApiKey::ApiVersions => enc(
+                ApiVersionsRequest::default()
+                    .with_client_software_name(s("t"))
+                    .with_client_software_version(s("1")),
+                v,
+            ),
+            ApiKey::Metadata => enc(
+                MetadataRequest::default().with_topics(Some(vec![
+                    metadata_request::MetadataRequestTopic::default().with_name(Some(topic("a"))),
+                ])),
+                v,
+            ),
+            ApiKey::Produce => enc(
+                ProduceRequest::default()
+                    .with_acks(-1)
+                    .with_topic_data(vec![produce_request::TopicProduceData::default()
+                        .with_name(topic("a"))
+                        .with_partition_data(vec![
+                            produce_request::PartitionProduceData::default()
+                                .with_index(1)
+                                .with_records(Some(Bytes::from_static(b"xyz"))),
+                        ])]),
+                v,
+            ),
+            ApiKey::Fetch => enc(
+                FetchRequest::default()
+                    .with_topics(vec![fetch_request::FetchTopic::default()
+                        .with_topic(topic("a"))
+                        .with_partitions(vec![
+                            fetch_request::FetchPartition::default().with_fetch_offset(5)
+                        ])])
+                    .with_forgotten_topics_data(if v >= 7 {
+                        vec![fetch_request::ForgottenTopic::default()
+                            .with_topic(topic("b"))
+                            .with_partitions(vec![1, 2])]
+                    } else {
+                        vec![]
+                    })
+                    .with_rack_id(s("r")),
+                v,
+            ),
+            ApiKey::ListOffsets => enc(
+                ListOffsetsRequest::default().with_topics(vec![
+                    list_offsets_request::ListOffsetsTopic::default()
+                        .with_name(topic("a"))
+                        .with_partitions(vec![
+                            list_offsets_request::ListOffsetsPartition::default()
+                                .with_timestamp(-1),
+                        ]),
+                ]),
+                v,
+            ),
+            ApiKey::CreateTopics => enc(
+                CreateTopicsRequest::default().with_topics(vec![
+                    create_topics_request::CreatableTopic::default()
+                        .with_name(topic("a"))
+                        .with_num_partitions(-1)
+                        .with_assignments(vec![
+                            create_topics_request::CreatableReplicaAssignment::default()
+                                .with_broker_ids(vec![BrokerId(0)]),
+                        ])
+                        .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
+                            .with_name(s("segment.bytes"))
+                            .with_value(Some(s("1024")))]),
+                ]),
+                v,
+            ),
+            ApiKey::DeleteTopics => {
+                let mut r = DeleteTopicsRequest::default();
+                if v >= 6 {
+                    r = r.with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                        .with_name(Some(topic("a")))]);
+                } else {
+                    r = r.with_topic_names(vec![topic("a"), topic("b")]);
+                }
+                enc(r, v)
+            }
+            ApiKey::DescribeConfigs => enc(
+                DescribeConfigsRequest::default().with_resources(vec![
+                    describe_configs_request::DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(s("a"))
+                        .with_configuration_keys(Some(vec![s("x"), s("y")])),
+                ]),
+                v,
+            ),
+            ApiKey::CreatePartitions => enc(
+                CreatePartitionsRequest::default().with_topics(vec![
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(topic("a"))
+                        .with_count(3)
+                        .with_assignments(Some(vec![
+                            create_partitions_request::CreatePartitionsAssignment::default()
+                                .with_broker_ids(vec![BrokerId(0)]),
+                        ])),
+                ]),
+                v,
+            ),
+            other => panic!("no sample for {other:?}"),
+        }
+    }
+
+    mod anyhow_free {
+        use super::*;
+        pub type R = Result<(), String>;
+        pub fn enc<T: Encodable + 'static>(msg: T, v: i16) -> Box<dyn Fn(&mut BytesMut) -> R> {
+            Box::new(move |buf| msg.encode(buf, v).map_err(|e| e.to_string()))
+        }
+    }
+
+    fn encoded(api: ApiKey, v: i16) -> Bytes {
+        let mut buf = BytesMut::new();
+        sample(api, v)(&mut buf).unwrap_or_else(|e| panic!("{api:?} v{v}: {e}"));
+        buf.freeze()
+    }
+
+    fn header(api: ApiKey, v: i16) -> RequestHeader {
+        RequestHeader {
+            api_key: api as i16,
+            api_version: v,
+            correlation_id: 1,
+            client_id: None,
+        }
+    }
+
+    /// The walker's schema matches the codec's for every advertised version: it consumes
+    /// exactly the bytes the codec wrote, and the guarded decode succeeds.
+    #[test]
+    fn guard_schema_matches_codec_for_every_advertised_version() {
+        for &(api, lo, hi) in SUPPORTED_APIS {
+            for v in lo..=hi {
+                let body = encoded(api, v);
+                let used = check_request_body(api, v, &body, 1 << 20)
+                    .unwrap_or_else(|e| panic!("{api:?} v{v}: {e}"));
+                assert_eq!(used, body.len(), "{api:?} v{v}: walker and codec disagree");
+                Request::decode(&header(api, v), body, 1 << 20)
+                    .unwrap_or_else(|e| panic!("{api:?} v{v}: {e}"));
+            }
+        }
+    }
+
+    /// Six bytes claiming two billion topics are refused before any allocation.
+    #[test]
+    fn absurd_array_count_is_refused() {
+        let mut body = vec![0x7f, 0xff, 0xff, 0xff];
+        body.extend_from_slice(&[0, 1]);
+        let err = check_request_body(ApiKey::Metadata, 1, &body, 1 << 20).unwrap_err();
+        assert!(matches!(err, GuardError::CountTooLarge { .. }), "{err}");
+        // The flexible (varint) form as well.
+        let body = [0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0];
+        let err = check_request_body(ApiKey::Metadata, 12, &body, 1 << 20).unwrap_err();
+        assert!(matches!(err, GuardError::CountTooLarge { .. }), "{err}");
+    }
+
+    /// A count that fits the bytes but whose decoded form exceeds the budget is refused.
+    #[test]
+    fn decoded_size_budget_is_enforced() {
+        let topics = 1000;
+        let mut body = (topics as i32).to_be_bytes().to_vec();
+        for _ in 0..topics {
+            body.extend_from_slice(&0i16.to_be_bytes());
+        }
+        let need = topics * size_of::<MetadataRequestTopic>();
+        assert!(check_request_body(ApiKey::Metadata, 1, &body, need).is_ok());
+        let err = check_request_body(ApiKey::Metadata, 1, &body, need - 1).unwrap_err();
+        assert!(matches!(err, GuardError::OverBudget(_)), "{err}");
+    }
+
+    #[test]
+    fn negative_lengths_are_refused() {
+        let body = (-5i32).to_be_bytes();
+        assert!(matches!(
+            check_request_body(ApiKey::Metadata, 1, &body, 1 << 20),
+            Err(GuardError::Negative(-5))
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Random bodies for every advertised API and version never panic or abort the guarded
+        /// decode path: they decode or return an error.
+        #[test]
+        fn random_bodies_never_panic(
+            which in 0usize..SUPPORTED_APIS.len(),
+            vsel in 0i16..20,
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let (api, lo, hi) = SUPPORTED_APIS[which];
+            let v = lo + vsel % (hi - lo + 1);
+            let _ = Request::decode(&header(api, v), Bytes::from(body), 1 << 16);
+        }
+
+        /// Valid encodings with bytes flipped or cut never panic either: these reach deep
+        /// into the structure, where purely random bytes rarely go.
+        #[test]
+        fn mutated_valid_bodies_never_panic(
+            which in 0usize..SUPPORTED_APIS.len(),
+            vsel in 0i16..20,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+            cut in any::<usize>(),
+        ) {
+            let (api, lo, hi) = SUPPORTED_APIS[which];
+            let v = lo + vsel % (hi - lo + 1);
+            let mut body = encoded(api, v).to_vec();
+            let n = body.len();
+            if n > 0 {
+                for (pos, byte) in flips {
+                    body[pos % n] = byte;
+                }
+            }
+            let cut = cut % (body.len() + 1);
+            body.truncate(cut.max(1));
+            let _ = Request::decode(&header(api, v), Bytes::from(body), 1 << 16);
+        }
+    }
+}
