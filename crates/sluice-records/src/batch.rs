@@ -213,9 +213,9 @@ impl BatchHeader {
 
     /// Decodes the records of a batch (decompressing if needed), refusing to produce more than
     /// `max_decompressed_bytes` of decompressed data.
-    pub fn records<'a>(
+    pub fn records(
         &self,
-        buf: &'a [u8],
+        buf: &[u8],
         max_decompressed_bytes: usize,
     ) -> Result<Vec<crate::Record>, BatchError> {
         let body = buf

@@ -1,1 +1,78 @@
-//! placeholder
+//! Sluice's storage engine: partition logs made of segments, sparse indexes, recovery after a
+//! crash, group commit, and the topic metadata of one data directory.
+//!
+//! This crate knows files and record batches; it knows nothing of sockets or Kafka request
+//! types. The broker translates [`StorageError`]s into Kafka error codes.
+
+mod config;
+mod durability;
+mod index;
+mod log;
+mod manager;
+mod segment;
+
+pub use config::{LogConfig, TimestampPolicy, TOPIC_CONFIG_NAMES};
+pub use durability::{Durability, FailAfter, Fsync};
+pub use index::{OffsetIndex, TimeIndex};
+pub use log::{AppendOutcome, DirState, ReadOutcome, UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES};
+pub use manager::{
+    validate_topic_name, LogManager, Topic, MAX_PARTITIONS_PER_TOPIC, TOPIC_NAME_MAX_LEN,
+};
+
+use sluice_records::BatchError;
+
+/// Everything storage can refuse or fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    #[error("corrupt message: {0}")]
+    CorruptMessage(String),
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
+    #[error("batch of {size} bytes exceeds max.message.bytes={max}")]
+    MessageTooLarge { size: usize, max: usize },
+    #[error("offset {offset} is outside the log [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+    #[error("the log directory is offline after an I/O failure")]
+    Offline,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("I/O error: {0}")]
+    Io(String),
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    #[error("invalid topic: {0}")]
+    InvalidTopic(String),
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        StorageError::Io(e.to_string())
+    }
+}
+
+impl From<BatchError> for StorageError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Truncated { .. } | BatchError::Corrupt(_) => {
+                StorageError::CorruptMessage(e.to_string())
+            }
+            BatchError::InvalidRecord(_) | BatchError::DecompressedTooLarge(_) => {
+                StorageError::InvalidRecord(e.to_string())
+            }
+            BatchError::InvalidTimestamp(_) => StorageError::InvalidTimestamp(e.to_string()),
+            BatchError::TooLarge { size, max } => StorageError::MessageTooLarge { size, max },
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Per-topic log configuration: Kafka's topic config names, with broker-wide defaults.
+
+use std::collections::BTreeMap;
+
+use crate::StorageError;
+
+/// How record timestamps are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampPolicy {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// The typed configuration of one partition log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll the active segment when it would grow past this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll the active segment when it is older than this.
+    pub segment_ms: i64,
+    /// `max.message.bytes`: the largest batch accepted.
+    pub max_message_bytes: usize,
+    /// `message.timestamp.type`.
+    pub timestamp_type: TimestampPolicy,
+    /// `index.interval.bytes`: bytes between offset index entries.
+    pub index_interval_bytes: u64,
+    /// `cleanup.policy`; stored and reported, enforced from the retention/compaction work on.
+    pub cleanup_policy: String,
+    /// `retention.ms`; stored and reported, enforced from the retention work on.
+    pub retention_ms: i64,
+    /// `retention.bytes`; stored and reported, enforced from the retention work on.
+    pub retention_bytes: i64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            max_message_bytes: 1_048_588,
+            timestamp_type: TimestampPolicy::CreateTime,
+            index_interval_bytes: 4096,
+            cleanup_policy: "delete".into(),
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+        }
+    }
+}
+
+/// The topic config names Sluice knows, in the order DescribeConfigs lists them.
+pub const TOPIC_CONFIG_NAMES: &[&str] = &[
+    "cleanup.policy",
+    "index.interval.bytes",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
+
+fn parse_int(name: &str, value: &str, min: i64) -> Result<i64, StorageError> {
+    let v: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| StorageError::InvalidConfig(format!("{name}={value} is not an integer")))?;
+    if v < min {
+        return Err(StorageError::InvalidConfig(format!(
+            "{name}={value} is below {min}"
+        )));
+    }
+    Ok(v)
+}
+
+impl LogConfig {
+    /// Applies one `name=value` override; unknown names and bad values are errors.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), StorageError> {
+        match name {
+            "segment.bytes" => self.segment_bytes = parse_int(name, value, 14)? as u64,
+            "segment.ms" => self.segment_ms = parse_int(name, value, 1)?,
+            "max.message.bytes" => {
+                self.max_message_bytes = parse_int(name, value, 0)?.min(i32::MAX as i64) as usize
+            }
+            "index.interval.bytes" => self.index_interval_bytes = parse_int(name, value, 0)? as u64,
+            "retention.ms" => self.retention_ms = parse_int(name, value, -1)?,
+            "retention.bytes" => self.retention_bytes = parse_int(name, value, -1)?,
+            "message.timestamp.type" => {
+                self.timestamp_type = match value {
+                    "CreateTime" => TimestampPolicy::CreateTime,
+                    "LogAppendTime" => TimestampPolicy::LogAppendTime,
+                    _ => {
+                        return Err(StorageError::InvalidConfig(format!(
+                            "{name}={value}: expected CreateTime or LogAppendTime"
+                        )))
+                    }
+                }
+            }
+            "cleanup.policy" => {
+                let ok = value
+                    .split(',')
+                    .all(|p| matches!(p.trim(), "delete" | "compact"));
+                if !ok || value.is_empty() {
+                    return Err(StorageError::InvalidConfig(format!(
+                        "{name}={value}: expected delete, compact or both"
+                    )));
+                }
+                self.cleanup_policy = value.to_string();
+            }
+            _ => {
+                return Err(StorageError::InvalidConfig(format!(
+                    "unknown topic config {name}"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// `defaults` with every override in `overrides` applied.
+    pub fn with_overrides(
+        defaults: &LogConfig,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, StorageError> {
+        let mut config = defaults.clone();
+        for (name, value) in overrides {
+            config.set(name, value)?;
+        }
+        Ok(config)
+    }
+
+    /// The value of a known config name as Kafka prints it.
+    pub fn get(&self, name: &str) -> Option<String> {
+        Some(match name {
+            "segment.bytes" => self.segment_bytes.to_string(),
+            "segment.ms" => self.segment_ms.to_string(),
+            "max.message.bytes" => self.max_message_bytes.to_string(),
+            "index.interval.bytes" => self.index_interval_bytes.to_string(),
+            "retention.ms" => self.retention_ms.to_string(),
+            "retention.bytes" => self.retention_bytes.to_string(),
+            "cleanup.policy" => self.cleanup_policy.clone(),
+            "message.timestamp.type" => match self.timestamp_type {
+                TimestampPolicy::CreateTime => "CreateTime".into(),
+                TimestampPolicy::LogAppendTime => "LogAppendTime".into(),
+            },
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_apply_and_bad_values_are_refused() {
+        let mut overrides = BTreeMap::new();
+        overrides.insert("segment.bytes".to_string(), "2048".to_string());
+        overrides.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
+        let config = LogConfig::with_overrides(&LogConfig::default(), &overrides).unwrap();
+        assert_eq!(config.segment_bytes, 2048);
+        assert_eq!(config.timestamp_type, TimestampPolicy::LogAppendTime);
+        assert_eq!(config.get("segment.bytes").as_deref(), Some("2048"));
+
+        let mut bad = LogConfig::default();
+        assert!(bad.set("segment.bytes", "ten").is_err());
+        assert!(bad.set("segment.bytes", "3").is_err());
+        assert!(bad.set("no.such.config", "1").is_err());
+        assert!(bad.set("message.timestamp.type", "Whenever").is_err());
+    }
+
+    #[test]
+    fn every_listed_name_has_a_value() {
+        let config = LogConfig::default();
+        for name in TOPIC_CONFIG_NAMES {
+            assert!(config.get(name).is_some(), "{name}");
+            let value = config.get(name).unwrap();
+            let mut copy = config.clone();
+            copy.set(name, &value).unwrap();
+            assert_eq!(copy, config, "{name} does not round-trip");
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! `UnifiedLog`: one partition's ordered segments, with append, read, group commit and
+//! recovery.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sluice_records::{
+    patch_base_offset, set_log_append_time, BatchHeader, BatchIter, BATCH_HEADER_SIZE, LOG_OVERHEAD,
+};
+
+use crate::config::{LogConfig, TimestampPolicy};
+use crate::segment::{parse_segment_file_name, LogSegment, HEADER_PEEK};
+use crate::{Durability, StorageError};
+
+/// The most a single batch may decompress to when the broker must look inside it
+/// (ListOffsets by timestamp). Larger batches are refused rather than inflated.
+pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 << 20;
+
+/// State shared by every log in one data directory.
+#[derive(Debug)]
+pub struct DirState {
+    offline: AtomicBool,
+    pub(crate) durability: Arc<dyn Durability>,
+}
+
+impl DirState {
+    pub fn new(durability: Arc<dyn Durability>) -> Self {
+        Self {
+            offline: AtomicBool::new(false),
+            durability,
+        }
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::SeqCst)
+    }
+
+    /// Takes the directory offline after a failed write or sync. Never undone in-process: the
+    /// page cache may have dropped the data, so the only safe path is a restart and recovery.
+    pub(crate) fn fail(&self, what: &str, err: &io::Error) -> StorageError {
+        if !self.offline.swap(true, Ordering::SeqCst) {
+            tracing::error!(error = %err, "{what} failed: log directory taken offline");
+        }
+        StorageError::Offline
+    }
+
+    fn check(&self) -> Result<(), StorageError> {
+        if self.is_offline() {
+            Err(StorageError::Offline)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker-assigned timestamp for LogAppendTime topics, else -1.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+/// Result of a read: whole stored batches, never past the high watermark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOutcome {
+    pub records: Vec<u8>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug)]
+struct LogInner {
+    segments: BTreeMap<i64, LogSegment>,
+    config: LogConfig,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    /// A segment file was created since the directory was last synced.
+    dir_dirty: bool,
+}
+
+impl LogInner {
+    fn active(&mut self) -> &mut LogSegment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+}
+
+/// One partition's log.
+#[derive(Debug)]
+pub struct UnifiedLog {
+    dir: PathBuf,
+    inner: Mutex<LogInner>,
+    /// Serialises syncs; waiters that queue behind one sync are covered by the next.
+    flush_lock: Mutex<()>,
+    /// Every offset below this is durable: the recovery point.
+    flushed_offset: AtomicI64,
+    dir_state: Arc<DirState>,
+    /// Bytes validated batch by batch when the log was opened (0 after a clean shutdown).
+    recovery_scanned_bytes: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a log lock is a broken invariant; refuse to continue with
+    // possibly half-updated state.
+    m.lock().expect("log lock poisoned")
+}
+
+impl UnifiedLog {
+    /// Opens (or creates) the log in `dir`, recovering everything past `recovery_point`:
+    /// every batch from there on is validated, a torn or corrupt tail is truncated, later
+    /// segments are deleted, and indexes are rebuilt.
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        recovery_point: Option<i64>,
+        dir_state: Arc<DirState>,
+        now_ms: i64,
+    ) -> Result<Self, StorageError> {
+        fs::create_dir_all(dir)?;
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(base) = parse_segment_file_name(&name) {
+                bases.push(base);
+            } else if name.ends_with(".index") || name.ends_with(".timeindex") {
+                let stem = name.split('.').next().unwrap_or_default();
+                if !dir.join(format!("{stem}.log")).exists() {
+                    fs::remove_file(dir.join(&*name))?;
+                }
+            }
+        }
+        bases.sort_unstable();
+        let mut segments = BTreeMap::new();
+        let mut dir_dirty = false;
+        if bases.is_empty() {
+            segments.insert(0, LogSegment::create(dir, 0, now_ms)?);
+            dir_dirty = true;
+        }
+        let rp = recovery_point.unwrap_or(i64::MIN);
+        let interval = config.index_interval_bytes;
+        let mut recovered_any = false;
+        let mut scanned = 0u64;
+        for (i, &base) in bases.iter().enumerate() {
+            let mut segment = LogSegment::open(dir, base, now_ms)?;
+            let next_base = bases.get(i + 1).copied();
+            let below_rp = next_base.is_some_and(|nb| nb <= rp);
+            let trusted = if below_rp {
+                segment.load_indexes(next_base.unwrap_or(i64::MAX)) && {
+                    segment.next_offset = next_base.unwrap_or(base);
+                    true
+                }
+            } else if next_base.is_none() && rp > i64::MIN {
+                // The active segment after a clean shutdown: its indexes were persisted and
+                // the walk from the last index entry must land exactly on the recovery point.
+                segment.load_indexes(rp + 1)
+                    && segment.walk_headers_from_index(interval).ok() == Some(segment.size)
+                    && segment.next_offset == rp
+            } else {
+                false
+            };
+            if !trusted {
+                segment = LogSegment::open(dir, base, now_ms)?;
+                let outcome = segment.scan_from(0, interval)?;
+                recovered_any = true;
+                scanned += outcome.valid_end;
+                if let Some((pos, reason)) = outcome.corruption {
+                    let file_len = segment.file.metadata()?.len();
+                    tracing::warn!(
+                        log = %dir.display(),
+                        segment = base,
+                        position = pos,
+                        truncated_bytes = file_len - pos,
+                        dropped_segments = bases.len() - i - 1,
+                        %reason,
+                        "recovery truncated the log"
+                    );
+                    segment.truncate_to(outcome.valid_end)?;
+                    let relative_end = (segment.next_offset - base) as u32;
+                    segment.time_index.truncate_to_relative_offset(relative_end);
+                    for &later in &bases[i + 1..] {
+                        LogSegment::open(dir, later, now_ms)?.delete_files()?;
+                    }
+                    segments.insert(base, segment);
+                    break;
+                }
+            }
+            segments.insert(base, segment);
+        }
+        let last = segments.values().next_back().expect("at least one segment");
+        let log_end_offset = last.next_offset;
+        let log_start_offset = *segments.keys().next().expect("at least one segment");
+        let log = Self {
+            dir: dir.to_path_buf(),
+            inner: Mutex::new(LogInner {
+                segments,
+                config,
+                log_start_offset,
+                log_end_offset,
+                dir_dirty,
+            }),
+            flush_lock: Mutex::new(()),
+            flushed_offset: AtomicI64::new(if recovered_any {
+                i64::MIN
+            } else {
+                log_end_offset
+            }),
+            dir_state,
+            recovery_scanned_bytes: scanned,
+        };
+        if recovered_any || dir_dirty {
+            // What survived recovery may still sit only in the page cache.
+            log.flush_to(i64::MAX)?;
+        }
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// How many bytes opening this log had to validate batch by batch.
+    pub fn recovery_scanned_bytes(&self) -> u64 {
+        self.recovery_scanned_bytes
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        lock(&self.inner).log_end_offset
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        lock(&self.inner).log_start_offset
+    }
+
+    /// Everything below this offset is durable.
+    pub fn recovery_point(&self) -> i64 {
+        self.flushed_offset.load(Ordering::SeqCst)
+    }
+
+    pub fn config(&self) -> LogConfig {
+        lock(&self.inner).config.clone()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        lock(&self.inner).segments.len()
+    }
+
+    /// Validates and appends the batches in `records` (as a client sent them), assigning
+    /// offsets from the log end. Either every batch is appended or none is.
+    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendOutcome, StorageError> {
+        self.dir_state.check()?;
+        if records.is_empty() {
+            return Err(StorageError::InvalidRecord("no record batches".into()));
+        }
+        let mut headers = Vec::new();
+        for batch in BatchIter::new(records) {
+            headers.push(BatchHeader::validate(batch?)?);
+        }
+        // One copy, so base offsets can be patched in place; never a re-encode.
+        let mut buf = records.to_vec();
+        let mut inner = lock(&self.inner);
+        let config = &inner.config;
+        for h in &headers {
+            if h.total_size() > config.max_message_bytes {
+                return Err(StorageError::MessageTooLarge {
+                    size: h.total_size(),
+                    max: config.max_message_bytes,
+                });
+            }
+        }
+        let log_append = config.timestamp_type == TimestampPolicy::LogAppendTime;
+        let base_offset = inner.log_end_offset;
+        let count: i64 = headers
+            .iter()
+            .map(|h| i64::from(h.last_offset_delta) + 1)
+            .sum();
+        self.maybe_roll(&mut inner, buf.len() as u64, count, now_ms)?;
+
+        let mut offset = base_offset;
+        let mut pos = 0usize;
+        for h in headers.iter_mut() {
+            let bytes = &mut buf[pos..pos + h.total_size()];
+            patch_base_offset(bytes, offset);
+            h.base_offset = offset;
+            if log_append {
+                set_log_append_time(bytes, now_ms);
+                h.max_timestamp = now_ms;
+            }
+            offset = h.next_offset();
+            pos += h.total_size();
+        }
+        let interval = inner.config.index_interval_bytes;
+        let active = inner.active();
+        let start = active.size;
+        if let Err(e) = active.file.write_all_at(&buf, start) {
+            // A short write may have left a partial batch; recovery will cut it.
+            return Err(self.dir_state.fail("segment write", &e));
+        }
+        let mut at = start;
+        for h in &headers {
+            active.track_batch(at, h, interval);
+            at += h.total_size() as u64;
+        }
+        active.size = at;
+        inner.log_end_offset = offset;
+        Ok(AppendOutcome {
+            base_offset,
+            last_offset: offset - 1,
+            log_append_time: if log_append { now_ms } else { -1 },
+            log_start_offset: inner.log_start_offset,
+        })
+    }
+
+    fn maybe_roll(
+        &self,
+        inner: &mut LogInner,
+        bytes: u64,
+        records: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let config = inner.config.clone();
+        let leo = inner.log_end_offset;
+        let active = inner.active();
+        if active.size == 0 {
+            return Ok(());
+        }
+        let full = active.size + bytes > config.segment_bytes;
+        let old = now_ms - active.created_ms > config.segment_ms;
+        let offsets_overflow = leo + records - active.base_offset > i64::from(i32::MAX);
+        let position_overflow = active.size + bytes > u64::from(u32::MAX);
+        if !(full || old || offsets_overflow || position_overflow) {
+            return Ok(());
+        }
+        let durability = self.dir_state.durability.clone();
+        active
+            .persist_indexes(durability.as_ref())
+            .map_err(|e| self.dir_state.fail("index write", &e))?;
+        let segment = LogSegment::create(&self.dir, leo, now_ms)?;
+        inner.segments.insert(leo, segment);
+        inner.dir_dirty = true;
+        Ok(())
+    }
+
+    /// Makes every offset below `target` durable, sharing one sync among all callers that
+    /// arrive while a sync is in progress (group commit). A failed sync takes the directory
+    /// offline.
+    pub fn flush_to(&self, target: i64) -> Result<(), StorageError> {
+        if self.flushed_offset.load(Ordering::SeqCst) >= target {
+            return Ok(());
+        }
+        let _flush = lock(&self.flush_lock);
+        if self.flushed_offset.load(Ordering::SeqCst) >= target {
+            return Ok(());
+        }
+        self.dir_state.check()?;
+        let flushed = self.flushed_offset.load(Ordering::SeqCst);
+        let (end, files, dir_dirty) = {
+            let mut inner = lock(&self.inner);
+            let first = inner
+                .segments
+                .range(..=flushed)
+                .next_back()
+                .map(|(b, _)| *b);
+            let files: Vec<Arc<File>> = inner
+                .segments
+                .range(first.unwrap_or(i64::MIN)..)
+                .map(|(_, s)| s.file.clone())
+                .collect();
+            let dirty = std::mem::take(&mut inner.dir_dirty);
+            (inner.log_end_offset, files, dirty)
+        };
+        let durability = &self.dir_state.durability;
+        for file in files {
+            durability
+                .sync_file(&file)
+                .map_err(|e| self.dir_state.fail("fsync", &e))?;
+        }
+        if dir_dirty {
+            durability
+                .sync_dir(&self.dir)
+                .map_err(|e| self.dir_state.fail("directory fsync", &e))?;
+        }
+        self.flushed_offset.fetch_max(end, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Flushes everything and persists the active segment's indexes: for clean shutdown and
+    /// periodic checkpoints.
+    pub fn flush_all(&self) -> Result<(), StorageError> {
+        let end = self.log_end_offset();
+        self.flush_to(end)?;
+        let mut inner = lock(&self.inner);
+        let durability = self.dir_state.durability.clone();
+        inner
+            .active()
+            .persist_indexes(durability.as_ref())
+            .map_err(|e| self.dir_state.fail("index write", &e))?;
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one containing `offset`, at most `max_bytes`
+    /// of them unless `min_one_batch` and the first batch alone is larger.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<ReadOutcome, StorageError> {
+        self.dir_state.check()?;
+        let (file, mut pos, end, hw, log_start) = {
+            let inner = lock(&self.inner);
+            let hw = inner.log_end_offset;
+            let log_start = inner.log_start_offset;
+            if offset < log_start || offset > hw {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start,
+                    log_end: hw,
+                });
+            }
+            let empty = ReadOutcome {
+                records: Vec::new(),
+                high_watermark: hw,
+                log_start_offset: log_start,
+            };
+            if offset == hw {
+                return Ok(empty);
+            }
+            // The segment holding `offset`, or the first one after a gap.
+            let segment = inner
+                .segments
+                .range(..=offset)
+                .next_back()
+                .map(|(_, s)| s)
+                .filter(|s| offset < s.next_offset)
+                .or_else(|| inner.segments.range(offset..).map(|(_, s)| s).next());
+            let Some(segment) = segment else {
+                return Ok(empty);
+            };
+            let relative = (offset - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+            let (_, pos) = segment.offset_index.lookup(relative);
+            (
+                segment.file.clone(),
+                u64::from(pos),
+                segment.size,
+                hw,
+                log_start,
+            )
+        };
+        let empty = ReadOutcome {
+            records: Vec::new(),
+            high_watermark: hw,
+            log_start_offset: log_start,
+        };
+        // Step over batches that end before `offset`.
+        let mut header = [0u8; HEADER_PEEK];
+        let first_size = loop {
+            if pos + HEADER_PEEK as u64 > end {
+                return Ok(empty);
+            }
+            file.read_exact_at(&mut header, pos)?;
+            let base = i64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
+            let length = i32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
+            let delta = i32::from_be_bytes(header[23..27].try_into().expect("4 bytes"));
+            if length < (BATCH_HEADER_SIZE - LOG_OVERHEAD) as i32 {
+                return Err(StorageError::Corrupt(format!("bad batch length at {pos}")));
+            }
+            let size = LOG_OVERHEAD as u64 + length as u64;
+            if base + i64::from(delta) >= offset {
+                break size;
+            }
+            pos += size;
+        };
+        let available = end - pos;
+        let want = if min_one_batch {
+            (max_bytes as u64).max(first_size)
+        } else {
+            max_bytes as u64
+        };
+        let want = want.min(available) as usize;
+        let mut records = vec![0u8; want];
+        file.read_exact_at(&mut records, pos)?;
+        // Keep only whole batches.
+        let mut keep = 0usize;
+        for batch in BatchIter::new(&records) {
+            match batch {
+                Ok(b) => keep += b.len(),
+                Err(_) => break,
+            }
+        }
+        records.truncate(keep);
+        Ok(ReadOutcome {
+            records,
+            high_watermark: hw,
+            log_start_offset: log_start,
+        })
+    }
+
+    /// The first offset whose record timestamp is ≥ `target`, with that timestamp, as
+    /// ListOffsets asks. Uses the time index to skip segments and batches.
+    pub fn offset_for_timestamp(&self, target: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        self.dir_state.check()?;
+        let candidates: Vec<(Arc<File>, u64, u64)> = {
+            let inner = lock(&self.inner);
+            inner
+                .segments
+                .values()
+                .filter(|s| s.max_timestamp >= target)
+                .map(|s| {
+                    let pos = s
+                        .time_index
+                        .last_below(target)
+                        .map(|rel| s.offset_index.lookup(rel).1)
+                        .unwrap_or(0);
+                    (s.file.clone(), u64::from(pos), s.size)
+                })
+                .collect()
+        };
+        let log_start = self.log_start_offset();
+        for (file, mut pos, end) in candidates {
+            let mut header = [0u8; BATCH_HEADER_SIZE];
+            while pos + BATCH_HEADER_SIZE as u64 <= end {
+                file.read_exact_at(&mut header, pos)?;
+                let h = BatchHeader::parse(&header)?;
+                let size = h.total_size() as u64;
+                if h.max_timestamp >= target && h.last_offset() >= log_start {
+                    let mut batch = vec![0u8; size as usize];
+                    file.read_exact_at(&mut batch, pos)?;
+                    for record in h.records(&batch, MAX_DECOMPRESSED_BATCH_BYTES)? {
+                        if record.timestamp >= target && record.offset >= log_start {
+                            return Ok(Some((record.offset, record.timestamp)));
+                        }
+                    }
+                }
+                pos += size;
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,474 @@
+//! `LogManager`: the data directory, its topics and their partition logs.
+//!
+//! ```text
+//! <data-dir>/
+//!   .lock                               flock held while a broker uses the directory
+//!   meta.json                           {"cluster_id": "...", "node_id": 0}
+//!   topics.json                         [{"name", "id", "partitions", "configs"}], replaced atomically
+//!   recovery-point-offset-checkpoint    Kafka's format: "0\n<count>\n<topic> <partition> <offset>\n…"
+//!   <topic>-<partition>/                one UnifiedLog each
+//!   <topic>-<partition>.<uuid>-delete/  a deleted partition, removed at the next opportunity
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::LogConfig;
+use crate::log::{DirState, UnifiedLog};
+use crate::{Durability, StorageError};
+
+const TOPICS_FILE: &str = "topics.json";
+const META_FILE: &str = "meta.json";
+const RECOVERY_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
+const DELETE_SUFFIX: &str = "-delete";
+/// Kafka's limit on topic name length.
+pub const TOPIC_NAME_MAX_LEN: usize = 249;
+/// The most partitions one topic may have.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+
+/// A topic as stored: immutable; changes replace the whole `Arc<Topic>`.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    /// Config overrides as given at creation.
+    pub overrides: BTreeMap<String, String>,
+    pub config: LogConfig,
+    pub partitions: Vec<Arc<UnifiedLog>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredTopic {
+    name: String,
+    id: Uuid,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMeta {
+    cluster_id: String,
+    node_id: i32,
+}
+
+/// Owns every log in one data directory.
+#[derive(Debug)]
+pub struct LogManager {
+    data_dir: PathBuf,
+    defaults: LogConfig,
+    dir_state: Arc<DirState>,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises topic changes and the writes of `topics.json`.
+    metadata_lock: Mutex<()>,
+    cluster_id: String,
+    _dir_lock: File,
+}
+
+/// Checks a topic name the way Kafka does.
+pub fn validate_topic_name(name: &str) -> Result<(), StorageError> {
+    let legal = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(StorageError::InvalidTopic(format!(
+            "illegal topic name {name:?}"
+        )));
+    }
+    if name.len() > TOPIC_NAME_MAX_LEN {
+        return Err(StorageError::InvalidTopic(format!(
+            "topic name is longer than {TOPIC_NAME_MAX_LEN} characters"
+        )));
+    }
+    if !legal {
+        return Err(StorageError::InvalidTopic(format!(
+            "topic name {name:?} has characters other than ASCII alphanumerics, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
+fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// Writes `bytes` to `path` atomically: temp file, sync, rename, sync directory.
+fn write_atomically(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    durability: &dyn Durability,
+) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    durability.sync_file(&file)?;
+    fs::rename(&tmp, dir.join(name))?;
+    durability.sync_dir(dir)
+}
+
+fn read_recovery_checkpoint(path: &Path) -> HashMap<(String, i32), i64> {
+    let mut points = HashMap::new();
+    let Ok(text) = fs::read_to_string(path) else {
+        return points;
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some("0") {
+        tracing::warn!(path = %path.display(), "ignoring recovery checkpoint of unknown version");
+        return points;
+    }
+    let _count = lines.next();
+    for line in lines {
+        let mut parts = line.rsplitn(3, ' ');
+        let (Some(offset), Some(partition), Some(topic)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if let (Ok(p), Ok(o)) = (partition.parse(), offset.parse()) {
+            points.insert((topic.to_string(), p), o);
+        }
+    }
+    points
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl LogManager {
+    /// Opens the data directory, creating it if needed, and recovers every partition log.
+    pub fn open(
+        data_dir: &Path,
+        defaults: LogConfig,
+        durability: Arc<dyn Durability>,
+    ) -> Result<Self, StorageError> {
+        fs::create_dir_all(data_dir)?;
+        let dir_lock = File::create(data_dir.join(".lock"))?;
+        dir_lock.try_lock().map_err(|_| {
+            StorageError::Io(format!(
+                "{} is in use by another broker",
+                data_dir.display()
+            ))
+        })?;
+        let dir_state = Arc::new(DirState::new(durability.clone()));
+
+        let meta_path = data_dir.join(META_FILE);
+        let cluster_id = if meta_path.exists() {
+            let meta: StoredMeta = serde_json::from_slice(&fs::read(&meta_path)?)
+                .map_err(|e| StorageError::Io(format!("{}: {e}", meta_path.display())))?;
+            meta.cluster_id
+        } else {
+            let meta = StoredMeta {
+                cluster_id: new_cluster_id(),
+                node_id: 0,
+            };
+            let bytes = serde_json::to_vec_pretty(&meta).expect("meta serialises");
+            write_atomically(data_dir, META_FILE, &bytes, durability.as_ref())?;
+            meta.cluster_id
+        };
+
+        for entry in fs::read_dir(data_dir)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().ends_with(DELETE_SUFFIX) {
+                fs::remove_dir_all(entry.path())?;
+            }
+        }
+
+        let topics_path = data_dir.join(TOPICS_FILE);
+        let stored: Vec<StoredTopic> = if topics_path.exists() {
+            serde_json::from_slice(&fs::read(&topics_path)?)
+                .map_err(|e| StorageError::Io(format!("{}: {e}", topics_path.display())))?
+        } else {
+            Vec::new()
+        };
+        let recovery_points = read_recovery_checkpoint(&data_dir.join(RECOVERY_CHECKPOINT_FILE));
+        let now = now_ms();
+        let mut topics = BTreeMap::new();
+        for t in stored {
+            let config = LogConfig::with_overrides(&defaults, &t.configs)?;
+            let mut partitions = Vec::with_capacity(t.partitions.max(0) as usize);
+            for p in 0..t.partitions {
+                let rp = recovery_points.get(&(t.name.clone(), p)).copied();
+                let dir = partition_dir(data_dir, &t.name, p);
+                let log = UnifiedLog::open(&dir, config.clone(), rp, dir_state.clone(), now)?;
+                partitions.push(Arc::new(log));
+            }
+            let topic = Topic {
+                name: t.name.clone(),
+                id: t.id,
+                overrides: t.configs,
+                config,
+                partitions,
+            };
+            topics.insert(t.name, Arc::new(topic));
+        }
+        let manager = Self {
+            data_dir: data_dir.to_path_buf(),
+            defaults,
+            dir_state,
+            topics: RwLock::new(topics),
+            metadata_lock: Mutex::new(()),
+            cluster_id,
+            _dir_lock: dir_lock,
+        };
+        manager.checkpoint_recovery_points()?;
+        Ok(manager)
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn defaults(&self) -> &LogConfig {
+        &self.defaults
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.dir_state.is_offline()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().expect("topics lock").get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .expect("topics lock")
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .expect("topics lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<UnifiedLog>> {
+        let topics = self.topics.read().expect("topics lock");
+        let t = topics.get(topic)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.partitions.get(p))
+            .cloned()
+    }
+
+    fn persist_topics(&self, topics: &BTreeMap<String, Arc<Topic>>) -> Result<(), StorageError> {
+        let stored: Vec<StoredTopic> = topics
+            .values()
+            .map(|t| StoredTopic {
+                name: t.name.clone(),
+                id: t.id,
+                partitions: t.partitions.len() as i32,
+                configs: t.overrides.clone(),
+            })
+            .collect();
+        let bytes = serde_json::to_vec_pretty(&stored).expect("topics serialise");
+        write_atomically(
+            &self.data_dir,
+            TOPICS_FILE,
+            &bytes,
+            self.dir_state.durability.as_ref(),
+        )
+        .map_err(|e| self.dir_state.fail("topics.json write", &e))
+    }
+
+    /// Creates a topic. With `validate_only` every check runs and nothing changes.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, StorageError> {
+        validate_topic_name(name)?;
+        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
+            return Err(StorageError::InvalidPartitions(format!(
+                "partition count {partitions} is outside 1..={MAX_PARTITIONS_PER_TOPIC}"
+            )));
+        }
+        let config = LogConfig::with_overrides(&self.defaults, &overrides)?;
+        let _guard = self.metadata_lock.lock().expect("metadata lock");
+        if self.topic(name).is_some() {
+            return Err(StorageError::TopicExists(name.to_string()));
+        }
+        let id = Uuid::new_v4();
+        let topic = Topic {
+            name: name.to_string(),
+            id,
+            overrides,
+            config,
+            partitions: Vec::new(),
+        };
+        if validate_only {
+            return Ok(Arc::new(topic));
+        }
+        let topic = self.with_partitions(topic, partitions)?;
+        let mut topics = self.topics.read().expect("topics lock").clone();
+        topics.insert(name.to_string(), topic.clone());
+        self.persist_topics(&topics)?;
+        *self.topics.write().expect("topics lock") = topics;
+        Ok(topic)
+    }
+
+    /// Returns `topic` extended with new, empty partition logs up to `count`.
+    fn with_partitions(&self, mut topic: Topic, count: i32) -> Result<Arc<Topic>, StorageError> {
+        let now = now_ms();
+        for p in topic.partitions.len() as i32..count {
+            let dir = partition_dir(&self.data_dir, &topic.name, p);
+            if dir.exists() {
+                // Left over from a crash between creating the directory and recording it.
+                fs::remove_dir_all(&dir)?;
+            }
+            let log = UnifiedLog::open(
+                &dir,
+                topic.config.clone(),
+                None,
+                self.dir_state.clone(),
+                now,
+            )?;
+            topic.partitions.push(Arc::new(log));
+        }
+        self.dir_state
+            .durability
+            .sync_dir(&self.data_dir)
+            .map_err(|e| self.dir_state.fail("directory fsync", &e))?;
+        Ok(Arc::new(topic))
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, StorageError> {
+        let _guard = self.metadata_lock.lock().expect("metadata lock");
+        let current = self
+            .topic(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.into()))?;
+        let have = current.partitions.len() as i32;
+        if count <= have {
+            return Err(StorageError::InvalidPartitions(format!(
+                "topic {name} has {have} partitions; the new count {count} must be larger"
+            )));
+        }
+        if count > MAX_PARTITIONS_PER_TOPIC {
+            return Err(StorageError::InvalidPartitions(format!(
+                "partition count {count} exceeds {MAX_PARTITIONS_PER_TOPIC}"
+            )));
+        }
+        if validate_only {
+            return Ok(current);
+        }
+        let topic = Topic {
+            name: current.name.clone(),
+            id: current.id,
+            overrides: current.overrides.clone(),
+            config: current.config.clone(),
+            partitions: current.partitions.clone(),
+        };
+        let topic = self.with_partitions(topic, count)?;
+        let mut topics = self.topics.read().expect("topics lock").clone();
+        topics.insert(name.to_string(), topic.clone());
+        self.persist_topics(&topics)?;
+        *self.topics.write().expect("topics lock") = topics;
+        Ok(topic)
+    }
+
+    /// Deletes a topic and its data. The metadata change is durable before any data goes.
+    pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, StorageError> {
+        let _guard = self.metadata_lock.lock().expect("metadata lock");
+        let mut topics = self.topics.read().expect("topics lock").clone();
+        let topic = topics
+            .remove(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.into()))?;
+        self.persist_topics(&topics)?;
+        *self.topics.write().expect("topics lock") = topics;
+        for log in &topic.partitions {
+            let dir = log.dir();
+            let file_name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+            let doomed = self.data_dir.join(format!(
+                "{}.{}{DELETE_SUFFIX}",
+                file_name.unwrap_or_default(),
+                Uuid::new_v4().simple()
+            ));
+            if let Err(e) = fs::rename(dir, &doomed).and_then(|()| fs::remove_dir_all(&doomed)) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted partition");
+            }
+        }
+        Ok(topic)
+    }
+
+    /// Writes every log's recovery point to the checkpoint file.
+    pub fn checkpoint_recovery_points(&self) -> Result<(), StorageError> {
+        let topics = self.topics();
+        let mut lines = Vec::new();
+        for t in &topics {
+            for (p, log) in t.partitions.iter().enumerate() {
+                let rp = log.recovery_point();
+                if rp >= 0 {
+                    lines.push(format!("{} {} {}", t.name, p, rp));
+                }
+            }
+        }
+        let text = format!("0\n{}\n{}\n", lines.len(), lines.join("\n"));
+        write_atomically(
+            &self.data_dir,
+            RECOVERY_CHECKPOINT_FILE,
+            text.as_bytes(),
+            self.dir_state.durability.as_ref(),
+        )
+        .map_err(|e| self.dir_state.fail("checkpoint write", &e))
+    }
+
+    /// Flushes every log, persists indexes and writes the recovery checkpoint: run
+    /// periodically and at shutdown so that the next start-up need not rescan.
+    pub fn flush_and_checkpoint(&self) -> Result<(), StorageError> {
+        for t in self.topics() {
+            for log in &t.partitions {
+                log.flush_all()?;
+            }
+        }
+        self.checkpoint_recovery_points()
+    }
+}
+
+fn new_cluster_id() -> String {
+    // Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = Uuid::new_v4().into_bytes();
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    let mut out = String::new();
+    for b in bytes {
+        bits = (bits << 8) | u32::from(b);
+        nbits += 8;
+        while nbits >= 6 {
+            nbits -= 6;
+            out.push(ALPHABET[((bits >> nbits) & 0x3f) as usize] as char);
+        }
+    }
+    if nbits > 0 {
+        out.push(ALPHABET[((bits << (6 - nbits)) & 0x3f) as usize] as char);
+    }
+    out
+}

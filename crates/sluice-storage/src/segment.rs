@@ -1,0 +1,289 @@
+//! One segment: a `.log` file of stored batches plus its two sparse indexes.
+//!
+//! ```text
+//! <topic>-<partition>/
+//!   00000000000000000000.log        batches, byte-for-byte as produced except base offset
+//!   00000000000000000000.index      (partition leader epoch and LogAppendTime fields patched)
+//!   00000000000000000000.timeindex
+//!   00000000000000004711.log        next segment: its name is its base offset
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sluice_records::{BatchError, BatchHeader, BATCH_HEADER_SIZE, LOG_OVERHEAD};
+
+use crate::index::{OffsetIndex, TimeIndex};
+
+/// Bytes of a batch header we read to step over and locate batches.
+pub(crate) const HEADER_PEEK: usize = 27;
+
+pub(crate) fn segment_file_name(base_offset: i64, suffix: &str) -> String {
+    format!("{base_offset:020}.{suffix}")
+}
+
+/// Parses `00000000000000000042.log` into 42.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<i64> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+#[derive(Debug)]
+pub(crate) struct LogSegment {
+    pub base_offset: i64,
+    pub file: Arc<File>,
+    pub dir: PathBuf,
+    /// Bytes of valid batches; writes go here.
+    pub size: u64,
+    /// The offset after the last batch in this segment.
+    pub next_offset: i64,
+    /// Largest batch max timestamp seen, -1 if none.
+    pub max_timestamp: i64,
+    pub offset_index: OffsetIndex,
+    pub time_index: TimeIndex,
+    bytes_since_index_entry: u64,
+    /// Wall-clock time the segment was created or opened, for `segment.ms`.
+    pub created_ms: i64,
+    /// Whether the index files on disk match the in-memory indexes.
+    pub indexes_persisted: bool,
+}
+
+/// What scanning a run of batches found.
+#[derive(Debug)]
+pub(crate) struct ScanOutcome {
+    /// Position just past the last valid batch.
+    pub valid_end: u64,
+    /// The first invalid batch's position and reason, if the scan stopped early.
+    pub corruption: Option<(u64, BatchError)>,
+}
+
+impl LogSegment {
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(segment_file_name(self.base_offset, "log"))
+    }
+    fn index_path(&self) -> PathBuf {
+        self.dir.join(segment_file_name(self.base_offset, "index"))
+    }
+    fn time_index_path(&self) -> PathBuf {
+        self.dir
+            .join(segment_file_name(self.base_offset, "timeindex"))
+    }
+
+    /// Creates an empty segment file (truncating any leftover with the same name).
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Self> {
+        let path = dir.join(segment_file_name(base_offset, "log"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Self::with_file(dir, base_offset, file, now_ms))
+    }
+
+    fn with_file(dir: &Path, base_offset: i64, file: File, now_ms: i64) -> Self {
+        Self {
+            base_offset,
+            file: Arc::new(file),
+            dir: dir.to_path_buf(),
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            bytes_since_index_entry: 0,
+            created_ms: now_ms,
+            indexes_persisted: false,
+        }
+    }
+
+    /// Opens an existing segment without reading its batches. `size` is the file length;
+    /// offsets and timestamps are filled in by [`LogSegment::load_indexes`] or a scan.
+    pub fn open(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Self> {
+        let path = dir.join(segment_file_name(base_offset, "log"));
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let size = file.metadata()?.len();
+        let mut segment = Self::with_file(dir, base_offset, file, now_ms);
+        segment.size = size;
+        Ok(segment)
+    }
+
+    /// Loads both index files if they exist and are plausible. Returns false (and leaves the
+    /// indexes empty) if either is missing or damaged, so the caller rebuilds them by scanning.
+    pub fn load_indexes(&mut self, next_offset_bound: i64) -> bool {
+        let relative_end = (next_offset_bound - self.base_offset).max(0) as u64;
+        let offset = fs::read(self.index_path())
+            .ok()
+            .and_then(|b| OffsetIndex::from_bytes(&b, self.size));
+        let time = fs::read(self.time_index_path())
+            .ok()
+            .and_then(|b| TimeIndex::from_bytes(&b, relative_end));
+        match (offset, time) {
+            (Some(o), Some(t)) => {
+                self.max_timestamp = t.max_timestamp().unwrap_or(-1);
+                self.offset_index = o;
+                self.time_index = t;
+                self.indexes_persisted = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes both index files and syncs them. They are derived, so a failure here costs only
+    /// a rebuild at the next start-up, but it is still reported.
+    pub fn persist_indexes(&mut self, durability: &dyn crate::Durability) -> io::Result<()> {
+        if self.indexes_persisted {
+            return Ok(());
+        }
+        for (path, bytes) in [
+            (self.index_path(), self.offset_index.to_bytes()),
+            (self.time_index_path(), self.time_index.to_bytes()),
+        ] {
+            let file = File::create(&path)?;
+            file.write_all_at(&bytes, 0)?;
+            durability.sync_file(&file)?;
+        }
+        self.indexes_persisted = true;
+        Ok(())
+    }
+
+    /// Records the index entries for a batch appended at `position`.
+    pub fn track_batch(&mut self, position: u64, header: &BatchHeader, interval_bytes: u64) {
+        let relative = (header.base_offset - self.base_offset) as u32;
+        if self.bytes_since_index_entry >= interval_bytes || self.offset_index.last().is_none() {
+            self.offset_index.append(relative, position as u32);
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += header.total_size() as u64;
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            let last_relative = (header.last_offset() - self.base_offset) as u32;
+            self.time_index.append(header.max_timestamp, last_relative);
+        }
+        self.next_offset = header.next_offset();
+        self.indexes_persisted = false;
+    }
+
+    /// Validates batches from `start` to the end of the file, tracking each valid one in the
+    /// indexes. Stops at the first batch that is torn, corrupt or out of order.
+    pub fn scan_from(&mut self, start: u64, interval_bytes: u64) -> io::Result<ScanOutcome> {
+        let file_len = self.file.metadata()?.len();
+        let mut pos = start;
+        let mut buf = Vec::new();
+        let mut header_buf = [0u8; LOG_OVERHEAD];
+        while pos < file_len {
+            let left = file_len - pos;
+            if left < LOG_OVERHEAD as u64 {
+                let needed = LOG_OVERHEAD;
+                let err = BatchError::Truncated {
+                    needed,
+                    available: left as usize,
+                };
+                return Ok(ScanOutcome {
+                    valid_end: pos,
+                    corruption: Some((pos, err)),
+                });
+            }
+            self.file.read_exact_at(&mut header_buf, pos)?;
+            let total = match BatchHeader::peek_size(&header_buf) {
+                Ok((_, total)) if total as u64 <= left => total,
+                Ok((_, total)) => {
+                    let err = BatchError::Truncated {
+                        needed: total,
+                        available: left as usize,
+                    };
+                    return Ok(ScanOutcome {
+                        valid_end: pos,
+                        corruption: Some((pos, err)),
+                    });
+                }
+                Err(err) => {
+                    return Ok(ScanOutcome {
+                        valid_end: pos,
+                        corruption: Some((pos, err)),
+                    })
+                }
+            };
+            buf.resize(total, 0);
+            self.file.read_exact_at(&mut buf, pos)?;
+            let header = match BatchHeader::validate(&buf) {
+                Ok(h) => h,
+                Err(err) => {
+                    return Ok(ScanOutcome {
+                        valid_end: pos,
+                        corruption: Some((pos, err)),
+                    })
+                }
+            };
+            if header.base_offset < self.next_offset {
+                let err = BatchError::Corrupt("offsets go backwards");
+                return Ok(ScanOutcome {
+                    valid_end: pos,
+                    corruption: Some((pos, err)),
+                });
+            }
+            self.track_batch(pos, &header, interval_bytes);
+            pos += total as u64;
+        }
+        Ok(ScanOutcome {
+            valid_end: pos,
+            corruption: None,
+        })
+    }
+
+    /// Walks batch headers from the last index entry to the end of the file, tracking each
+    /// batch in the indexes, without reading record bodies or checking CRCs: for a segment
+    /// the recovery point says is durable. Returns the position the walk ended at, which
+    /// equals the file size for an intact segment.
+    pub fn walk_headers_from_index(&mut self, interval_bytes: u64) -> io::Result<u64> {
+        let mut pos = self
+            .offset_index
+            .last()
+            .map(|(_, p)| u64::from(p))
+            .unwrap_or(0);
+        let mut header = [0u8; BATCH_HEADER_SIZE];
+        while pos + BATCH_HEADER_SIZE as u64 <= self.size {
+            self.file.read_exact_at(&mut header, pos)?;
+            let parsed = BatchHeader::parse(&header)
+                .and_then(|h| BatchHeader::peek_size(&header).map(|_| h))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if parsed.base_offset < self.next_offset || pos + parsed.total_size() as u64 > self.size
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "batch out of place",
+                ));
+            }
+            self.track_batch(pos, &parsed, interval_bytes);
+            pos += parsed.total_size() as u64;
+        }
+        Ok(pos)
+    }
+
+    /// Cuts the segment at `position` (a batch boundary) and drops index entries past it.
+    pub fn truncate_to(&mut self, position: u64) -> io::Result<()> {
+        self.file.set_len(position)?;
+        self.size = position;
+        self.offset_index.truncate_to_position(position as u32);
+        self.indexes_persisted = false;
+        Ok(())
+    }
+
+    /// Deletes the segment's files.
+    pub fn delete_files(&self) -> io::Result<()> {
+        for path in [self.log_path(), self.index_path(), self.time_index_path()] {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,538 @@
+//! Storage properties: what is appended reads back byte-for-byte, indexes and segment rolls
+//! are transparent, recovery keeps exactly the valid prefix, group commit shares syncs, and a
+//! failed sync takes the directory offline.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use proptest::prelude::*;
+use sluice_records::{BatchBuilder, BatchHeader, BatchIter, NewRecord};
+use sluice_storage::{
+    DirState, Durability, FailAfter, LogConfig, LogManager, StorageError, TimestampPolicy,
+    UnifiedLog,
+};
+
+/// Skips syncing: for tests that reopen logs hundreds of times and do not test durability.
+#[derive(Debug, Default)]
+struct NoSync;
+impl Durability for NoSync {
+    fn sync_file(&self, _: &File) -> io::Result<()> {
+        Ok(())
+    }
+    fn sync_dir(&self, _: &Path) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn state(d: impl Durability + 'static) -> Arc<DirState> {
+    Arc::new(DirState::new(Arc::new(d)))
+}
+
+/// A batch of `n` records whose values identify `(tag, record index)`.
+fn batch(tag: u32, n: usize, timestamp: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::new(timestamp);
+    for i in 0..n {
+        b.push(NewRecord {
+            key: Some(format!("key-{tag}-{i}").into_bytes()),
+            value: Some(
+                format!(
+                    "value-{tag}-{i}-{}",
+                    "x".repeat((tag as usize * 7 + i) % 50)
+                )
+                .into_bytes(),
+            ),
+            headers: vec![("tag".into(), Some(tag.to_be_bytes().to_vec()))],
+            timestamp_delta: i as i64,
+        });
+    }
+    b.build()
+}
+
+fn config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
+}
+
+/// All batches readable from `offset` on, following reads until the log end.
+fn read_all(log: &UnifiedLog, mut offset: i64) -> Vec<BatchHeader> {
+    let mut out = Vec::new();
+    while offset < log.log_end_offset() {
+        let read = log.read(offset, 1000, true).unwrap();
+        assert!(!read.records.is_empty(), "no progress at offset {offset}");
+        for b in BatchIter::new(&read.records) {
+            let h = BatchHeader::validate(b.unwrap()).expect("served batches are valid");
+            out.push(h);
+            offset = h.next_offset();
+        }
+    }
+    out
+}
+
+#[test]
+fn appended_batches_read_back_with_assigned_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = UnifiedLog::open(dir.path(), config(1 << 20), None, state(NoSync), 0).unwrap();
+    let mut expected = Vec::new();
+    for tag in 0..30u32 {
+        let bytes = batch(tag, 1 + tag as usize % 4, 1000 + i64::from(tag));
+        let out = log.append(&bytes, 0).unwrap();
+        expected.push((out.base_offset, out.last_offset, bytes));
+    }
+    let headers = read_all(&log, 0);
+    assert_eq!(headers.len(), expected.len());
+    for (h, (base, last, _)) in headers.iter().zip(&expected) {
+        assert_eq!((h.base_offset, h.last_offset()), (*base, *last));
+    }
+    // A read starting mid-batch returns that whole batch first, as Kafka does.
+    let (base, last, ref original) = expected[7];
+    assert!(last > base, "batch 7 has several records");
+    let read = log.read(base + 1, 1, true).unwrap();
+    let first = BatchIter::new(&read.records).next().unwrap().unwrap();
+    assert_eq!(first.len(), original.len());
+    assert_eq!(
+        &first[8..],
+        &original[8..],
+        "stored bytes equal the produced bytes past the base offset"
+    );
+    assert_eq!(BatchHeader::parse(first).unwrap().base_offset, base);
+    // Reads never pass the high watermark, and offsets past it are out of range.
+    assert_eq!(read.high_watermark, log.log_end_offset());
+    assert!(log
+        .read(log.log_end_offset(), 1000, true)
+        .unwrap()
+        .records
+        .is_empty());
+    assert!(matches!(
+        log.read(log.log_end_offset() + 1, 1000, true),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn max_bytes_cuts_at_whole_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = UnifiedLog::open(dir.path(), config(1 << 20), None, state(NoSync), 0).unwrap();
+    let sizes: Vec<usize> = (0..5u32).map(|t| log_append_len(&log, t)).collect();
+    let read = log.read(0, sizes[0] + sizes[1] + 1, false).unwrap();
+    assert_eq!(read.records.len(), sizes[0] + sizes[1]);
+    // Smaller than one batch: nothing, unless at least one batch is asked for.
+    assert!(log.read(0, 10, false).unwrap().records.is_empty());
+    assert_eq!(log.read(0, 10, true).unwrap().records.len(), sizes[0]);
+}
+
+fn log_append_len(log: &UnifiedLog, tag: u32) -> usize {
+    let bytes = batch(tag, 3, 5);
+    log.append(&bytes, 0).unwrap();
+    bytes.len()
+}
+
+#[test]
+fn segments_roll_by_size_and_age_and_reads_cross_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(2_000);
+    cfg.segment_ms = 1_000;
+    let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    let mut total = 0;
+    for tag in 0..40u32 {
+        let bytes = batch(tag, 2, 7);
+        total += bytes.len();
+        log.append(&bytes, 0).unwrap();
+    }
+    let by_size = log.segment_count();
+    assert!(
+        by_size >= total / 2_000,
+        "{total} bytes in 2 KB segments: {by_size} segments"
+    );
+    assert!(by_size > 1);
+    log.append(&batch(99, 1, 7), 5_000).unwrap();
+    assert_eq!(
+        log.segment_count(),
+        by_size + 1,
+        "an old segment rolls on the next append"
+    );
+    let headers = read_all(&log, 0);
+    assert_eq!(headers.len(), 41);
+    assert_eq!(headers.last().unwrap().next_offset(), log.log_end_offset());
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    assert!(
+        names.iter().all(|n| n.len() == 24),
+        "20-digit base offset names: {names:?}"
+    );
+}
+
+#[test]
+fn invalid_batches_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1 << 20);
+    cfg.max_message_bytes = 300;
+    let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    let good = batch(1, 1, 5);
+    let mut bad_crc = good.clone();
+    *bad_crc.last_mut().unwrap() ^= 1;
+    let big = batch(2, 20, 5);
+    assert!(big.len() > 300);
+    assert!(matches!(
+        log.append(&bad_crc, 0),
+        Err(StorageError::CorruptMessage(_))
+    ));
+    assert!(matches!(
+        log.append(&big, 0),
+        Err(StorageError::MessageTooLarge { .. })
+    ));
+    assert!(matches!(
+        log.append(&good[..good.len() - 1], 0),
+        Err(StorageError::CorruptMessage(_))
+    ));
+    // A good batch followed by a bad one: all or nothing.
+    let mut mixed = good.clone();
+    mixed.extend_from_slice(&bad_crc);
+    assert!(log.append(&mixed, 0).is_err());
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(
+        fs::metadata(dir.path().join("00000000000000000000.log"))
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[test]
+fn log_append_time_topics_stamp_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1 << 20);
+    cfg.timestamp_type = TimestampPolicy::LogAppendTime;
+    let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    let out = log.append(&batch(1, 2, 5), 123_456).unwrap();
+    assert_eq!(out.log_append_time, 123_456);
+    let h = read_all(&log, 0)[0];
+    assert_eq!(h.max_timestamp, 123_456);
+}
+
+#[test]
+fn offset_for_timestamp_finds_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = UnifiedLog::open(dir.path(), config(1_500), None, state(NoSync), 0).unwrap();
+    // Batch t has records at timestamps 1000*t + i for i in 0..3.
+    for t in 0..30u32 {
+        log.append(&batch(t, 3, 1000 * i64::from(t)), 0).unwrap();
+    }
+    assert!(log.segment_count() > 3);
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 0)));
+    assert_eq!(log.offset_for_timestamp(5_001).unwrap(), Some((16, 5_001)));
+    assert_eq!(log.offset_for_timestamp(5_003).unwrap(), Some((18, 6_000)));
+    assert_eq!(
+        log.offset_for_timestamp(29_002).unwrap(),
+        Some((89, 29_002))
+    );
+    assert_eq!(log.offset_for_timestamp(29_003).unwrap(), None);
+}
+
+/// Builds a log of `batches` batches in `dir` and returns each batch's (end position in the
+/// single segment, next offset).
+fn build_log(dir: &Path, batches: u32) -> Vec<(u64, i64)> {
+    let log = UnifiedLog::open(dir, config(1 << 30), None, state(NoSync), 0).unwrap();
+    let mut ends = Vec::new();
+    let mut pos = 0u64;
+    for tag in 0..batches {
+        let bytes = batch(tag, 1 + tag as usize % 3, 100);
+        let out = log.append(&bytes, 0).unwrap();
+        pos += bytes.len() as u64;
+        ends.push((pos, out.last_offset + 1));
+    }
+    ends
+}
+
+/// Truncating the active segment at every byte position of its last batches (a torn write
+/// at any point) recovers exactly the batches that were complete, serves nothing corrupt, and
+/// accepts new appends at the recovered end.
+#[test]
+fn recovery_keeps_the_complete_prefix_for_every_cut_position() {
+    let src = tempfile::tempdir().unwrap();
+    let ends = build_log(src.path(), 12);
+    let segment = "00000000000000000000.log";
+    let original = fs::read(src.path().join(segment)).unwrap();
+    let from = ends[ends.len() - 4].0 as usize;
+    for cut in from..=original.len() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(segment), &original[..cut]).unwrap();
+        let log = UnifiedLog::open(dir.path(), config(1 << 30), None, state(NoSync), 0).unwrap();
+        let (keep_pos, keep_next) = ends
+            .iter()
+            .rev()
+            .find(|(end, _)| *end as usize <= cut)
+            .copied()
+            .unwrap();
+        assert_eq!(log.log_end_offset(), keep_next, "cut at {cut}");
+        assert_eq!(
+            fs::metadata(dir.path().join(segment)).unwrap().len(),
+            keep_pos,
+            "cut at {cut}"
+        );
+        let served = log.read(0, 1 << 20, true).unwrap().records;
+        assert_eq!(served, &original[..keep_pos as usize], "cut at {cut}");
+        let out = log.append(&batch(99, 1, 100), 0).unwrap();
+        assert_eq!(out.base_offset, keep_next);
+    }
+}
+
+/// A flipped bit in a middle batch truncates the log there and drops later segments: nothing
+/// after the damage is served, even if it was itself intact.
+#[test]
+fn recovery_truncates_at_corruption_and_drops_later_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = UnifiedLog::open(dir.path(), config(1_000), None, state(NoSync), 0).unwrap();
+        for tag in 0..30u32 {
+            log.append(&batch(tag, 2, 100), 0).unwrap();
+        }
+        assert!(log.segment_count() >= 4);
+    }
+    let mut logs: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    let victim = &logs[1];
+    let mut bytes = fs::read(victim).unwrap();
+    let (_, first) = BatchHeader::peek_size(&bytes).unwrap();
+    bytes[first + 70] ^= 0x40; // inside the second batch's records
+    fs::write(victim, &bytes).unwrap();
+    let log = UnifiedLog::open(dir.path(), config(1_000), None, state(NoSync), 0).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    let base: i64 = victim
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        log.log_end_offset(),
+        base + 2,
+        "only the first batch of the damaged segment stays"
+    );
+    for h in read_all(&log, 0) {
+        assert!(h.next_offset() <= base + 2);
+    }
+}
+
+/// After a clean shutdown (flush + checkpointed recovery point) opening validates no batch
+/// bodies; after a crash (no recovery point) it validates the segments.
+#[test]
+fn clean_restart_does_not_rescan_but_crash_restart_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(4_000);
+    let (end, rp) = {
+        let log = UnifiedLog::open(dir.path(), cfg.clone(), None, state(NoSync), 0).unwrap();
+        for tag in 0..60u32 {
+            log.append(&batch(tag, 3, 100), 0).unwrap();
+        }
+        log.flush_all().unwrap();
+        (log.log_end_offset(), log.recovery_point())
+    };
+    assert_eq!(rp, end);
+    let clean = UnifiedLog::open(dir.path(), cfg.clone(), Some(rp), state(NoSync), 0).unwrap();
+    assert_eq!(clean.recovery_scanned_bytes(), 0);
+    assert_eq!(clean.log_end_offset(), end);
+    assert_eq!(read_all(&clean, 0).len(), 60);
+    drop(clean);
+    let crashed = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    assert!(crashed.recovery_scanned_bytes() > 0);
+    assert_eq!(crashed.log_end_offset(), end);
+}
+
+/// A sync that blocks lets other appenders queue; when it finishes, one more sync covers all
+/// of them (group commit), instead of one sync each.
+#[test]
+fn concurrent_flushes_share_one_sync() {
+    #[derive(Debug)]
+    struct Gate {
+        syncs: AtomicU64,
+        entered: Mutex<Option<mpsc::Sender<()>>>,
+        release: Mutex<Option<mpsc::Receiver<()>>>,
+    }
+    impl Durability for Gate {
+        fn sync_file(&self, _: &File) -> io::Result<()> {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            if let Some(entered) = self.entered.lock().unwrap().take() {
+                entered.send(()).unwrap();
+                let release = self.release.lock().unwrap().take().unwrap();
+                release.recv().unwrap();
+            }
+            Ok(())
+        }
+        fn sync_dir(&self, _: &Path) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    let gate = Arc::new(Gate {
+        syncs: AtomicU64::new(0),
+        entered: Mutex::new(None),
+        release: Mutex::new(Some(release_rx)),
+    });
+    let dir_state = Arc::new(DirState::new(gate.clone()));
+    let log = Arc::new(UnifiedLog::open(dir.path(), config(1 << 20), None, dir_state, 0).unwrap());
+    *gate.entered.lock().unwrap() = Some(entered_tx);
+    let before = gate.syncs.load(Ordering::SeqCst);
+
+    let first = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let out = log.append(&batch(0, 1, 1), 0).unwrap();
+            log.flush_to(out.last_offset + 1).unwrap();
+        })
+    };
+    entered_rx.recv().unwrap(); // the first sync is in progress
+    let (appended_tx, appended_rx) = mpsc::channel();
+    let waiters: Vec<_> = (1..=8u32)
+        .map(|t| {
+            let log = log.clone();
+            let appended_tx = appended_tx.clone();
+            std::thread::spawn(move || {
+                let out = log.append(&batch(t, 1, 1), 0).unwrap();
+                appended_tx.send(()).unwrap();
+                log.flush_to(out.last_offset + 1).unwrap();
+            })
+        })
+        .collect();
+    for _ in 0..8 {
+        appended_rx.recv().unwrap();
+    }
+    release_tx.send(()).unwrap();
+    first.join().unwrap();
+    for w in waiters {
+        w.join().unwrap();
+    }
+    assert_eq!(
+        gate.syncs.load(Ordering::SeqCst) - before,
+        2,
+        "9 flushes, 2 syncs"
+    );
+    assert_eq!(log.recovery_point(), 9);
+}
+
+#[test]
+fn failed_sync_takes_the_directory_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    // Opening a new log syncs its segment file and its directory; the third sync fails.
+    let dir_state = Arc::new(DirState::new(Arc::new(FailAfter::new(2))));
+    let log = UnifiedLog::open(dir.path(), config(1 << 20), None, dir_state.clone(), 0).unwrap();
+    let out = log.append(&batch(0, 1, 1), 0).unwrap();
+    assert_eq!(
+        log.flush_to(out.last_offset + 1),
+        Err(StorageError::Offline)
+    );
+    assert!(dir_state.is_offline());
+    assert_eq!(log.append(&batch(1, 1, 1), 0), Err(StorageError::Offline));
+    assert_eq!(log.read(0, 100, true), Err(StorageError::Offline));
+    assert_eq!(
+        log.flush_to(out.last_offset + 1),
+        Err(StorageError::Offline)
+    );
+}
+
+#[test]
+fn topics_survive_reopen_and_deletion_removes_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut overrides = BTreeMap::new();
+    overrides.insert("segment.bytes".to_string(), "5000".to_string());
+    let (id, other_id) = {
+        let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+        let t = m
+            .create_topic("orders", 3, overrides.clone(), false)
+            .unwrap();
+        let o = m.create_topic("other", 1, BTreeMap::new(), false).unwrap();
+        assert!(matches!(
+            m.create_topic("orders", 1, BTreeMap::new(), false),
+            Err(StorageError::TopicExists(_))
+        ));
+        assert!(m
+            .create_topic("bad/name", 1, BTreeMap::new(), false)
+            .is_err());
+        assert!(m.create_topic("v", 1, BTreeMap::new(), true).is_ok());
+        assert!(m.topic("v").is_none(), "validate_only creates nothing");
+        m.partition("orders", 2)
+            .unwrap()
+            .append(&batch(1, 2, 1), 0)
+            .unwrap();
+        m.create_partitions("orders", 5, false).unwrap();
+        assert!(m.create_partitions("orders", 4, false).is_err());
+        m.flush_and_checkpoint().unwrap();
+        (t.id, o.id)
+    };
+    let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+    let t = m.topic("orders").unwrap();
+    assert_eq!(t.id, id);
+    assert_eq!(t.partitions.len(), 5);
+    assert_eq!(t.config.segment_bytes, 5000);
+    assert_eq!(m.partition("orders", 2).unwrap().log_end_offset(), 2);
+    assert_eq!(m.topic_by_id(other_id).unwrap().name, "other");
+    m.delete_topic("orders").unwrap();
+    assert!(!dir.path().join("orders-0").exists());
+    drop(m);
+    let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+    assert!(m.topic("orders").is_none());
+    assert!(m.topic("other").is_some());
+}
+
+#[test]
+fn a_data_directory_serves_one_broker_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+    assert!(LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// For random batch sizes and segment sizes, every offset reads back the batch that holds
+    /// it, before and after an unclean and a clean reopen.
+    #[test]
+    fn every_offset_reads_its_batch_across_rolls_and_reopens(
+        sizes in proptest::collection::vec(1usize..6, 1..40),
+        segment_bytes in 200u64..3_000,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(segment_bytes);
+        let mut spans = Vec::new();
+        {
+            let log = UnifiedLog::open(dir.path(), cfg.clone(), None, state(NoSync), 0).unwrap();
+            for (tag, n) in sizes.iter().enumerate() {
+                let out = log.append(&batch(tag as u32, *n, 5), 0).unwrap();
+                spans.push((out.base_offset, out.last_offset));
+            }
+        }
+        let check = |log: &UnifiedLog| -> Result<(), TestCaseError> {
+            prop_assert_eq!(log.log_end_offset(), spans.last().unwrap().1 + 1);
+            for &(base, last) in &spans {
+                for offset in base..=last {
+                    let read = log.read(offset, 1, true).unwrap();
+                    let h = BatchHeader::parse(&read.records).unwrap();
+                    prop_assert_eq!((h.base_offset, h.last_offset()), (base, last));
+                }
+            }
+            Ok(())
+        };
+        let log = UnifiedLog::open(dir.path(), cfg.clone(), None, state(NoSync), 0).unwrap();
+        check(&log)?;
+        log.flush_all().unwrap();
+        let rp = log.recovery_point();
+        drop(log);
+        let log = UnifiedLog::open(dir.path(), cfg, Some(rp), state(NoSync), 0).unwrap();
+        check(&log)?;
+    }
+}
