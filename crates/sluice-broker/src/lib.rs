@@ -1,1 +1,130 @@
-//! placeholder
+//! The Kafka-protocol server: accepts connections, decodes requests through the protocol crate,
+//! runs them against the storage crate, and writes responses in request order.
+//!
+//! This is the only crate that sees both the wire format and storage.
+
+pub mod config;
+mod errors;
+mod handlers;
+mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_storage::{Fsync, LogManager};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::BrokerConfig;
+
+/// State every connection shares.
+#[derive(Debug)]
+pub(crate) struct BrokerState {
+    pub config: BrokerConfig,
+    pub logs: Arc<LogManager>,
+    /// The advertised (host, port), fixed once the listener is bound.
+    pub advertised: (String, u16),
+    /// Bumped after every append; long-polling fetches wait on it.
+    pub appended: watch::Sender<u64>,
+    /// Flips to true when shutdown starts.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl BrokerState {
+    pub fn notify_appended(&self) {
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// A broker that is accepting connections.
+pub struct RunningBroker {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl RunningBroker {
+    /// The address the Kafka listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to `shutdown.timeout.ms`), then
+    /// flushes and fsyncs every log and writes the recovery checkpoint.
+    pub async fn shutdown(self) -> Result<(), String> {
+        let _ = self.shutdown.send(true);
+        self.task
+            .await
+            .map_err(|e| format!("broker task failed: {e}"))?
+    }
+
+    /// Waits until the broker stops by itself (it only does on a fatal error).
+    pub async fn wait(&mut self) -> Result<(), String> {
+        (&mut self.task)
+            .await
+            .map_err(|e| format!("broker task failed: {e}"))?
+    }
+}
+
+/// Opens the data directory (recovering every log), binds the listener and starts serving.
+/// Logs `listening on HOST:PORT` once connections are accepted.
+pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
+    let data_dir = config.data_dir.clone();
+    let log_defaults = config.log.clone();
+    let started = std::time::Instant::now();
+    let logs = tokio::task::spawn_blocking(move || {
+        LogManager::open(&data_dir, log_defaults, Arc::new(Fsync))
+    })
+    .await
+    .map_err(|e| format!("opening the data directory panicked: {e}"))?
+    .map_err(|e| {
+        format!(
+            "cannot open data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let partitions: usize = logs.topics().iter().map(|t| t.partitions.len()).sum();
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        topics = logs.topics().len(),
+        partitions,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "log manager opened"
+    );
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let advertised = config
+        .advertised
+        .clone()
+        .unwrap_or_else(|| (addr.ip().to_string(), addr.port()));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (appended, _) = watch::channel(0u64);
+    let state = Arc::new(BrokerState {
+        config,
+        logs: Arc::new(logs),
+        advertised,
+        appended,
+        shutdown: shutdown_rx,
+    });
+    tracing::info!("listening on {addr}");
+    let task = tokio::spawn(server::serve(listener, state));
+    Ok(RunningBroker {
+        addr,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}

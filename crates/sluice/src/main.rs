@@ -1,1 +1,178 @@
-fn main() {}
+//! `sluice`: the broker binary. Embedded defaults, overridden by a TOML file, overridden by
+//! flags.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice_broker::config::BROKER_CONFIGS;
+use sluice_broker::BrokerConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka-compatible event streaming broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker. With no arguments: data in ./sluice-data, Kafka listener on
+    /// 127.0.0.1:9092, node id 0.
+    #[command(after_help = config_help())]
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML file of broker configs by their Kafka names, e.g. `num.partitions = 3` (dotted
+    /// keys and [tables] both work). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (`log.dirs`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the Kafka listener (`listeners`); port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address advertised to clients (`advertised.listeners`); defaults to the bound address.
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// This broker's id (`node.id`).
+    #[arg(long, value_name = "N")]
+    node_id: Option<i32>,
+    /// Any broker config by its Kafka name; repeatable. Applied last.
+    #[arg(long = "set", short = 'o', value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+fn config_help() -> String {
+    let defaults = BrokerConfig::default();
+    let mut help = String::from("Broker configs (for --config files and --set), with defaults:\n");
+    for (key, _, doc) in BROKER_CONFIGS {
+        let value = defaults.get(key).unwrap_or_default();
+        help.push_str(&format!("  {key} = {value}\n      {doc}\n"));
+    }
+    help
+}
+
+/// Flattens a TOML document into `dotted.key = value` strings.
+fn flatten(
+    prefix: &str,
+    value: &toml::Value,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), String> {
+    match value {
+        toml::Value::Table(table) => {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out)?;
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        toml::Value::Integer(i) => out.push((prefix.to_string(), i.to_string())),
+        toml::Value::Boolean(b) => out.push((prefix.to_string(), b.to_string())),
+        toml::Value::Float(f) => out.push((prefix.to_string(), f.to_string())),
+        other => return Err(format!("{prefix}: unsupported value {other}")),
+    }
+    Ok(())
+}
+
+fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
+    let mut config = BrokerConfig::default();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let doc: toml::Value =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut pairs = Vec::new();
+        flatten("", &doc, &mut pairs)?;
+        for (key, value) in pairs {
+            config
+                .set(&key, &value)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(listen) = &args.listen {
+        config.set("listeners", listen)?;
+    }
+    if let Some(advertised) = &args.advertised_listener {
+        config.set("advertised.listeners", advertised)?;
+    }
+    if let Some(id) = args.node_id {
+        config.node_id = id;
+    }
+    for pair in &args.overrides {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--set {pair}: expected KEY=VALUE"))?;
+        config.set(key.trim(), value.trim())?;
+    }
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received SIGINT"),
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+    }
+}
+
+async fn serve(config: BrokerConfig) -> Result<(), String> {
+    let mut broker = sluice_broker::start(config).await?;
+    tokio::select! {
+        result = broker.wait() => result,
+        _ = shutdown_signal() => broker.shutdown().await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let Command::Serve(args) = cli.command;
+    let config = match build_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

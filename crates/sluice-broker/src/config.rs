@@ -1,0 +1,344 @@
+//! Broker configuration: Kafka's broker config names, embedded defaults, typed values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use sluice_storage::{LogConfig, TimestampPolicy};
+
+/// Everything the broker needs to run. [`BrokerConfig::default`] is the zero-config broker
+/// `sluice serve` starts.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `node.id`.
+    pub node_id: i32,
+    /// `listeners`: the Kafka listener.
+    pub listen: SocketAddr,
+    /// `advertised.listeners` host and port; `None` means the bound listener address.
+    pub advertised: Option<(String, u16)>,
+    /// `log.dirs` (one directory).
+    pub data_dir: PathBuf,
+    /// `socket.request.max.bytes`: the largest request frame accepted.
+    pub socket_request_max_bytes: usize,
+    /// `max.connections`: connections beyond this are closed on accept.
+    pub max_connections: usize,
+    /// `queued.max.requests.per.connection`: requests read ahead of their responses on one
+    /// connection (pipelining depth).
+    pub queued_max_requests_per_connection: usize,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `num.partitions`: partitions of auto-created topics and of CreateTopics with -1.
+    pub num_partitions: i32,
+    /// `default.replication.factor`; a single node only accepts 1.
+    pub default_replication_factor: i16,
+    /// `fetch.max.bytes`: cap on the bytes one Fetch response carries.
+    pub fetch_max_bytes: usize,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often every log is flushed and the
+    /// recovery points checkpointed.
+    pub checkpoint_interval_ms: u64,
+    /// Shutdown waits this long for in-flight requests before closing connections.
+    pub shutdown_timeout_ms: u64,
+    /// Topic config defaults (`log.segment.bytes`, `message.max.bytes`, …).
+    pub log: LogConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            listen: "127.0.0.1:9092".parse().expect("valid address"),
+            advertised: None,
+            data_dir: PathBuf::from("./sluice-data"),
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            queued_max_requests_per_connection: 64,
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            fetch_max_bytes: 55 * 1024 * 1024,
+            checkpoint_interval_ms: 60_000,
+            shutdown_timeout_ms: 10_000,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// How a broker config key is typed, for DescribeConfigs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    List = 7,
+}
+
+/// Broker config names Sluice understands, with their types and one-line documentation.
+pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
+    ("node.id", ConfigType::Int, "The id of this broker."),
+    (
+        "listeners",
+        ConfigType::List,
+        "The address the Kafka listener binds, HOST:PORT.",
+    ),
+    (
+        "advertised.listeners",
+        ConfigType::List,
+        "The address clients are told to connect to.",
+    ),
+    ("log.dirs", ConfigType::String, "The data directory."),
+    (
+        "socket.request.max.bytes",
+        ConfigType::Int,
+        "The largest request accepted.",
+    ),
+    (
+        "max.connections",
+        ConfigType::Int,
+        "The most client connections at once.",
+    ),
+    (
+        "queued.max.requests.per.connection",
+        ConfigType::Int,
+        "Requests read ahead of their responses on one connection.",
+    ),
+    (
+        "auto.create.topics.enable",
+        ConfigType::Boolean,
+        "Create unknown topics on metadata requests.",
+    ),
+    (
+        "num.partitions",
+        ConfigType::Int,
+        "Default partition count of new topics.",
+    ),
+    (
+        "default.replication.factor",
+        ConfigType::Int,
+        "Default replication factor (1 on one node).",
+    ),
+    (
+        "fetch.max.bytes",
+        ConfigType::Int,
+        "The most bytes one fetch response carries.",
+    ),
+    (
+        "log.flush.offset.checkpoint.interval.ms",
+        ConfigType::Long,
+        "How often logs are flushed and recovery points checkpointed.",
+    ),
+    (
+        "log.segment.bytes",
+        ConfigType::Int,
+        "Default segment.bytes of topics.",
+    ),
+    (
+        "log.roll.ms",
+        ConfigType::Long,
+        "Default segment.ms of topics.",
+    ),
+    (
+        "message.max.bytes",
+        ConfigType::Int,
+        "Default max.message.bytes of topics.",
+    ),
+    (
+        "log.message.timestamp.type",
+        ConfigType::String,
+        "Default message.timestamp.type of topics.",
+    ),
+    (
+        "log.index.interval.bytes",
+        ConfigType::Int,
+        "Default index.interval.bytes of topics.",
+    ),
+    (
+        "log.cleanup.policy",
+        ConfigType::List,
+        "Default cleanup.policy of topics.",
+    ),
+    (
+        "log.retention.ms",
+        ConfigType::Long,
+        "Default retention.ms of topics.",
+    ),
+    (
+        "log.retention.bytes",
+        ConfigType::Long,
+        "Default retention.bytes of topics.",
+    ),
+    (
+        "shutdown.timeout.ms",
+        ConfigType::Long,
+        "How long shutdown waits for in-flight requests.",
+    ),
+];
+
+/// The topic config each `log.*` broker default feeds.
+pub fn topic_config_for_broker_key(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "log.segment.bytes" => "segment.bytes",
+        "log.roll.ms" => "segment.ms",
+        "message.max.bytes" => "max.message.bytes",
+        "log.message.timestamp.type" => "message.timestamp.type",
+        "log.index.interval.bytes" => "index.interval.bytes",
+        "log.cleanup.policy" => "cleanup.policy",
+        "log.retention.ms" => "retention.ms",
+        "log.retention.bytes" => "retention.bytes",
+        _ => return None,
+    })
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{key}={value}: not a valid value"))
+}
+
+fn positive(key: &str, value: &str) -> Result<usize, String> {
+    let v: usize = parse(key, value)?;
+    if v == 0 {
+        return Err(format!("{key} must be positive"));
+    }
+    Ok(v)
+}
+
+fn host_port(key: &str, value: &str) -> Result<(String, u16), String> {
+    // Accept Kafka's "PLAINTEXT://host:port" form as well as "host:port".
+    let plain = value.rsplit("://").next().unwrap_or(value);
+    let (host, port) = plain
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{key}={value}: expected HOST:PORT"))?;
+    Ok((host.trim_matches(['[', ']']).to_string(), parse(key, port)?))
+}
+
+impl BrokerConfig {
+    /// Sets one config by its Kafka name. Unknown names are errors, so typos do not pass
+    /// silently.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        if let Some(topic_key) = topic_config_for_broker_key(key) {
+            return self
+                .log
+                .set(topic_key, value)
+                .map_err(|e| format!("{key}: {e}"));
+        }
+        match key {
+            "node.id" | "broker.id" => self.node_id = parse(key, value)?,
+            "listeners" => {
+                let (host, port) = host_port(key, value)?;
+                let addr = format!("{host}:{port}");
+                self.listen = addr
+                    .parse()
+                    .map_err(|_| format!("{key}={value}: expected an IP address and port"))?;
+            }
+            "advertised.listeners" => self.advertised = Some(host_port(key, value)?),
+            "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value),
+            "socket.request.max.bytes" => {
+                let v = positive(key, value)?;
+                if v > i32::MAX as usize {
+                    return Err(format!("{key} must fit in an int32"));
+                }
+                self.socket_request_max_bytes = v;
+            }
+            "max.connections" => self.max_connections = positive(key, value)?,
+            "queued.max.requests.per.connection" => {
+                self.queued_max_requests_per_connection = positive(key, value)?
+            }
+            "auto.create.topics.enable" => self.auto_create_topics_enable = parse(key, value)?,
+            "num.partitions" => {
+                let v: i32 = parse(key, value)?;
+                if v < 1 {
+                    return Err(format!("{key} must be at least 1"));
+                }
+                self.num_partitions = v;
+            }
+            "default.replication.factor" => {
+                let v: i16 = parse(key, value)?;
+                if v != 1 {
+                    return Err(format!("{key}: a single node supports only 1"));
+                }
+                self.default_replication_factor = v;
+            }
+            "fetch.max.bytes" => self.fetch_max_bytes = positive(key, value)?,
+            "log.flush.offset.checkpoint.interval.ms" => {
+                self.checkpoint_interval_ms = positive(key, value)? as u64
+            }
+            "shutdown.timeout.ms" => self.shutdown_timeout_ms = parse(key, value)?,
+            _ => return Err(format!("unknown config {key}")),
+        }
+        Ok(())
+    }
+
+    /// The current value of a broker config, as Kafka prints it.
+    pub fn get(&self, key: &str) -> Option<String> {
+        if let Some(topic_key) = topic_config_for_broker_key(key) {
+            return self.log.get(topic_key);
+        }
+        Some(match key {
+            "node.id" => self.node_id.to_string(),
+            "listeners" => format!("PLAINTEXT://{}", self.listen),
+            "advertised.listeners" => match &self.advertised {
+                Some((h, p)) => format!("PLAINTEXT://{h}:{p}"),
+                None => format!("PLAINTEXT://{}", self.listen),
+            },
+            "log.dirs" => self.data_dir.display().to_string(),
+            "socket.request.max.bytes" => self.socket_request_max_bytes.to_string(),
+            "max.connections" => self.max_connections.to_string(),
+            "queued.max.requests.per.connection" => {
+                self.queued_max_requests_per_connection.to_string()
+            }
+            "auto.create.topics.enable" => self.auto_create_topics_enable.to_string(),
+            "num.partitions" => self.num_partitions.to_string(),
+            "default.replication.factor" => self.default_replication_factor.to_string(),
+            "fetch.max.bytes" => self.fetch_max_bytes.to_string(),
+            "log.flush.offset.checkpoint.interval.ms" => self.checkpoint_interval_ms.to_string(),
+            "shutdown.timeout.ms" => self.shutdown_timeout_ms.to_string(),
+            _ => return None,
+        })
+    }
+
+    /// Whether `key` still has its embedded default value.
+    pub fn is_default(&self, key: &str) -> bool {
+        Self::default().get(key) == self.get(key)
+    }
+
+    pub fn timestamp_policy(&self) -> TimestampPolicy {
+        self.log.timestamp_type
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_key_can_be_read_and_set_to_its_own_value() {
+        let config = BrokerConfig::default();
+        for (key, _, _) in BROKER_CONFIGS {
+            let value = config
+                .get(key)
+                .unwrap_or_else(|| panic!("{key} has no value"));
+            let mut copy = config.clone();
+            copy.set(key, &value)
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(copy.get(key), Some(value), "{key}");
+            assert!(copy.is_default(key));
+        }
+    }
+
+    #[test]
+    fn settings_change_values_and_bad_ones_are_refused() {
+        let mut config = BrokerConfig::default();
+        config.set("log.segment.bytes", "4096").unwrap();
+        assert_eq!(config.log.segment_bytes, 4096);
+        assert!(!config.is_default("log.segment.bytes"));
+        config
+            .set("listeners", "PLAINTEXT://127.0.0.1:19092")
+            .unwrap();
+        assert_eq!(config.listen.port(), 19092);
+        assert!(config.set("num.partitions", "0").is_err());
+        assert!(config.set("default.replication.factor", "3").is_err());
+        assert!(config.set("no.such.key", "1").is_err());
+        assert!(config.set("socket.request.max.bytes", "many").is_err());
+    }
+}

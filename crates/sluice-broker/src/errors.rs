@@ -1,0 +1,24 @@
+//! Storage errors as Kafka error codes.
+
+use kafka_protocol::ResponseError;
+use sluice_storage::StorageError;
+
+/// The Kafka error code a client should see for a storage error.
+pub fn error_code(e: &StorageError) -> i16 {
+    let kafka = match e {
+        StorageError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        StorageError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+        StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::Offline | StorageError::Corrupt(_) | StorageError::Io(_) => {
+            ResponseError::KafkaStorageError
+        }
+        StorageError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        StorageError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        StorageError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        StorageError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        StorageError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+    };
+    kafka.code()
+}

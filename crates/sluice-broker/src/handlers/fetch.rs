@@ -1,0 +1,115 @@
+//! Fetch: stored batches straight from the segment files, with long polling.
+//!
+//! Fetch sessions (KIP-227) are declined: every response carries session id 0, which tells
+//! the client to keep sending full fetch requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+use tokio::time::Instant;
+
+use crate::errors::error_code;
+use crate::BrokerState;
+
+/// Cap on a client's max_wait_ms, so a hostile value cannot park a request for days.
+const MAX_WAIT_MS_LIMIT: i32 = 5 * 60 * 1000;
+
+pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest) -> FetchResponse {
+    if req.session_id != 0 {
+        // We never hand out a session, so a client naming one is confused or replaying.
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
+            .with_session_id(0);
+    }
+    let wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
+    let deadline = Instant::now() + wait;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let mut appended = state.appended.subscribe();
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        // Mark the current append count seen before reading, so an append that lands while
+        // we read wakes the wait below.
+        appended.borrow_and_update();
+        let (response, bytes, errors) = collect(&state, &req);
+        if bytes >= min_bytes || errors || *shutdown.borrow() {
+            return response;
+        }
+        tokio::select! {
+            changed = appended.changed() => if changed.is_err() { return response },
+            _ = tokio::time::sleep_until(deadline) => return collect(&state, &req).0,
+            _ = shutdown.changed() => return response,
+        }
+    }
+}
+
+/// Reads every requested partition once. Returns the response, its record bytes, and whether
+/// any partition had an error (which ends a long poll at once, as in Kafka).
+fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+    let max_bytes = (req.max_bytes.max(0) as usize).min(state.config.fetch_max_bytes);
+    let mut total = 0usize;
+    let mut errors = false;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for fetch_topic in &req.topics {
+        let topic = state.logs.topic(fetch_topic.topic.as_str());
+        let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
+        for p in &fetch_topic.partitions {
+            let mut out = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_preferred_read_replica(BrokerId(-1))
+                .with_aborted_transactions(Some(Vec::new()));
+            let log = topic.as_ref().and_then(|t| {
+                usize::try_from(p.partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            });
+            let Some(log) = log else {
+                errors = true;
+                partitions.push(out.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            let budget = max_bytes.saturating_sub(total);
+            let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
+            // KIP-74: the first batch of the response is returned whole even past the limits,
+            // so a consumer always makes progress.
+            let min_one = total == 0;
+            match log.read(p.fetch_offset, limit, min_one) {
+                Ok(read) => {
+                    total += read.records.len();
+                    out = out
+                        .with_high_watermark(read.high_watermark)
+                        .with_last_stable_offset(read.high_watermark)
+                        .with_log_start_offset(read.log_start_offset)
+                        .with_records(Some(Bytes::from(read.records)));
+                }
+                Err(e) => {
+                    errors = true;
+                    out = out
+                        .with_error_code(error_code(&e))
+                        .with_high_watermark(log.log_end_offset())
+                        .with_last_stable_offset(log.log_end_offset())
+                        .with_log_start_offset(log.log_start_offset());
+                }
+            }
+            partitions.push(out);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(fetch_topic.topic.clone())
+                .with_partitions(partitions),
+        );
+    }
+    (
+        FetchResponse::default()
+            .with_session_id(0)
+            .with_responses(topics),
+        total,
+        errors,
+    )
+}

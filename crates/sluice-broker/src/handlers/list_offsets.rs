@@ -1,0 +1,78 @@
+//! ListOffsets: earliest (-2), latest (-1), or the first offset at or after a timestamp.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+use sluice_storage::UnifiedLog;
+
+use crate::errors::error_code;
+use crate::BrokerState;
+
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+
+pub(crate) async fn handle(
+    state: Arc<BrokerState>,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    // Timestamp lookups read (and may decompress) batches: keep them off the reactor.
+    let result = tokio::task::spawn_blocking(move || answer(&state, &req)).await;
+    result.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "ListOffsets lookup panicked");
+        ListOffsetsResponse::default()
+    })
+}
+
+fn answer(state: &BrokerState, req: &ListOffsetsRequest) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let topic = state.logs.topic(t.name.as_str());
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let out = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1);
+                    let log = topic.as_ref().and_then(|t| {
+                        usize::try_from(p.partition_index)
+                            .ok()
+                            .and_then(|i| t.partitions.get(i))
+                    });
+                    match log {
+                        None => out.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                        Some(log) => lookup(log, p.timestamp, out),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+fn lookup(
+    log: &UnifiedLog,
+    timestamp: i64,
+    out: ListOffsetsPartitionResponse,
+) -> ListOffsetsPartitionResponse {
+    match timestamp {
+        LATEST_TIMESTAMP => out.with_offset(log.log_end_offset()),
+        EARLIEST_TIMESTAMP => out.with_offset(log.log_start_offset()),
+        ts if ts < 0 => out.with_error_code(ResponseError::UnsupportedVersion.code()),
+        ts => match log.offset_for_timestamp(ts) {
+            Ok(Some((offset, found))) => out.with_offset(offset).with_timestamp(found),
+            Ok(None) => out,
+            Err(e) => out.with_error_code(error_code(&e)),
+        },
+    }
+}

@@ -1,0 +1,120 @@
+//! Metadata: this node as the only broker, controller and leader of every partition.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::ResponseError;
+use sluice_storage::{validate_topic_name, StorageError, Topic};
+use uuid::Uuid;
+
+use super::str_bytes;
+use crate::errors::error_code;
+use crate::BrokerState;
+
+pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let node = BrokerId(state.config.node_id);
+    let (host, port) = &state.advertised;
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(node)
+        .with_host(str_bytes(host))
+        .with_port(i32::from(*port));
+    // v0 used an empty list for "all topics"; later versions use null.
+    let all = match &req.topics {
+        None => true,
+        Some(list) => list.is_empty() && version == 0,
+    };
+    let auto_create = state.config.auto_create_topics_enable && req.allow_auto_topic_creation;
+    let mut topics = Vec::new();
+    if all {
+        for topic in state.logs.topics() {
+            topics.push(describe(state, &topic));
+        }
+    } else {
+        for requested in req.topics.unwrap_or_default() {
+            topics.push(match requested.name {
+                Some(name) => by_name(state, name.as_str(), auto_create),
+                None => by_id(state, requested.topic_id),
+            });
+        }
+    }
+    MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_cluster_id(Some(str_bytes(state.logs.cluster_id())))
+        .with_controller_id(node)
+        .with_topics(topics)
+}
+
+fn by_name(state: &BrokerState, name: &str, auto_create: bool) -> MetadataResponseTopic {
+    let unknown = |code: i16| {
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(str_bytes(name))))
+            .with_error_code(code)
+    };
+    if let Some(topic) = state.logs.topic(name) {
+        return describe(state, &topic);
+    }
+    if validate_topic_name(name).is_err() {
+        return unknown(ResponseError::InvalidTopicException.code());
+    }
+    if !auto_create {
+        return unknown(ResponseError::UnknownTopicOrPartition.code());
+    }
+    let created = tokio::task::block_in_place(|| {
+        state
+            .logs
+            .create_topic(name, state.config.num_partitions, BTreeMap::new(), false)
+    });
+    match created {
+        Ok(topic) => {
+            tracing::info!(
+                topic = name,
+                partitions = topic.partitions.len(),
+                "auto-created topic"
+            );
+            describe(state, &topic)
+        }
+        // Another request created it first.
+        Err(StorageError::TopicExists(_)) => match state.logs.topic(name) {
+            Some(topic) => describe(state, &topic),
+            None => unknown(ResponseError::UnknownTopicOrPartition.code()),
+        },
+        Err(e) => unknown(error_code(&e)),
+    }
+}
+
+fn by_id(state: &BrokerState, id: Uuid) -> MetadataResponseTopic {
+    match state.logs.topic_by_id(id) {
+        Some(topic) => describe(state, &topic),
+        None => MetadataResponseTopic::default()
+            .with_topic_id(id)
+            .with_error_code(ResponseError::UnknownTopicId.code()),
+    }
+}
+
+fn describe(state: &BrokerState, topic: &Arc<Topic>) -> MetadataResponseTopic {
+    let node = BrokerId(state.config.node_id);
+    let partition_error = if state.logs.is_offline() {
+        ResponseError::KafkaStorageError.code()
+    } else {
+        0
+    };
+    let partitions = (0..topic.partitions.len() as i32)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_error_code(partition_error)
+                .with_partition_index(p)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(&topic.name))))
+        .with_topic_id(topic.id)
+        .with_partitions(partitions)
+}

@@ -1,0 +1,121 @@
+//! Request dispatch. Each handler does its state-changing work synchronously (so requests on
+//! one connection take effect in order) and returns a future for what it waits on.
+
+mod admin;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::ResponseError;
+use sluice_protocol::{
+    encode_response, parse_request_header, DecodeError, Request, SUPPORTED_APIS,
+};
+
+use crate::server::ResponseFuture;
+use crate::BrokerState;
+
+/// What the connection should do with a request: send the response the future yields, or
+/// close (the string says why, for the one log line).
+pub(crate) type Dispatched = Result<Option<ResponseFuture>, String>;
+
+pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes) -> Dispatched {
+    let (header, body) = parse_request_header(&frame).map_err(|e| e.to_string())?;
+    let corr = header.correlation_id;
+    let version = header.api_version;
+    let budget = state.config.socket_request_max_bytes;
+    let request = match Request::decode(&header, body, budget) {
+        Ok(request) => request,
+        Err(DecodeError::UnsupportedVersion {
+            api: ApiKey::ApiVersions,
+            version,
+        }) => {
+            // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges, so the client
+            // can retry with a version we support.
+            tracing::debug!(version, "ApiVersions version unsupported; answering v0");
+            let body = api_versions(ResponseError::UnsupportedVersion.code());
+            return ready(ApiKey::ApiVersions, 0, corr, body);
+        }
+        Err(e) => {
+            let client = header.client_id.as_deref().unwrap_or("-");
+            return Err(format!("{e} (client_id {client}, correlation_id {corr})"));
+        }
+    };
+    let api = header.api().expect("decoded requests have a known key");
+    match request {
+        Request::ApiVersions(_) => ready(api, version, corr, api_versions(0)),
+        Request::Metadata(r) => ready(api, version, corr, metadata::handle(state, r, version)),
+        Request::Produce(r) => produce::handle(state, r, version, corr),
+        Request::Fetch(r) => respond(api, version, corr, fetch::handle(state.clone(), r)),
+        Request::ListOffsets(r) => {
+            respond(api, version, corr, list_offsets::handle(state.clone(), r))
+        }
+        Request::CreateTopics(r) => ready(api, version, corr, admin::create_topics(state, r)),
+        Request::DeleteTopics(r) => ready(api, version, corr, admin::delete_topics(state, r)),
+        Request::DescribeConfigs(r) => ready(
+            api,
+            version,
+            corr,
+            admin::describe_configs(state, r, version),
+        ),
+        Request::CreatePartitions(r) => {
+            ready(api, version, corr, admin::create_partitions(state, r))
+        }
+    }
+}
+
+fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    let api_keys = SUPPORTED_APIS
+        .iter()
+        .map(|&(api, min, max)| {
+            ApiVersion::default()
+                .with_api_key(api as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect();
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(api_keys)
+}
+
+/// Encodes a response. A failure is a bug of ours (a field set that the client's version
+/// lacks), not client input; the connection closes rather than sending garbage.
+fn encode<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    corr: i32,
+    body: &R,
+) -> Result<Option<Bytes>, String> {
+    encode_response(api, version, corr, body)
+        .map(Some)
+        .map_err(|e| format!("cannot encode {api:?} v{version} response: {e}"))
+}
+
+/// A response computed synchronously.
+pub(crate) fn ready<R: Encodable>(api: ApiKey, version: i16, corr: i32, body: R) -> Dispatched {
+    let bytes = encode(api, version, corr, &body)?;
+    Ok(Some(Box::pin(std::future::ready(Ok(bytes)))))
+}
+
+/// A response that is computed by a future.
+pub(crate) fn respond<R, F>(api: ApiKey, version: i16, corr: i32, body: F) -> Dispatched
+where
+    R: Encodable + Send + 'static,
+    F: Future<Output = R> + Send + 'static,
+{
+    Ok(Some(Box::pin(async move {
+        encode(api, version, corr, &body.await)
+    })))
+}
+
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}

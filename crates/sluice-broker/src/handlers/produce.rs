@@ -1,0 +1,172 @@
+//! Produce: validate and append client batches as they are; with acks=all answer only once
+//! the appended bytes are fsynced (sharing syncs with concurrent appenders).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+use sluice_storage::{StorageError, UnifiedLog};
+
+use super::{ready, respond, str_bytes, Dispatched};
+use crate::errors::error_code;
+use crate::{millis, now_ms, BrokerState};
+
+/// An appended partition waiting for its fsync.
+struct Awaiting {
+    topic: usize,
+    partition: usize,
+    log: Arc<UnifiedLog>,
+    end_offset: i64,
+}
+
+pub(crate) fn handle(
+    state: &Arc<BrokerState>,
+    req: ProduceRequest,
+    version: i16,
+    corr: i32,
+) -> Dispatched {
+    let acks = req.acks;
+    if !matches!(acks, -1..=1) {
+        let code = ResponseError::InvalidRequiredAcks.code();
+        let response = error_all(&req, code);
+        return ready(ApiKey::Produce, version, corr, response);
+    }
+    let now = now_ms();
+    let mut awaiting = Vec::new();
+    let mut appended = false;
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    for (ti, topic_data) in req.topic_data.iter().enumerate() {
+        let name = topic_data.name.as_str();
+        let topic = state.logs.topic(name);
+        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+        for (pi, data) in topic_data.partition_data.iter().enumerate() {
+            let mut out = PartitionProduceResponse::default()
+                .with_index(data.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let log = topic.as_ref().and_then(|t| {
+                usize::try_from(data.index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            });
+            let result = match (log, &data.records) {
+                (None, _) => Err(ResponseError::UnknownTopicOrPartition.code()),
+                (Some(_), None) => Err(ResponseError::CorruptMessage.code()),
+                (Some(log), Some(records)) => {
+                    log.append(records, now).map(|o| (log, o)).map_err(|e| {
+                        log_refusal(name, data.index, &e);
+                        error_code(&e)
+                    })
+                }
+            };
+            match result {
+                Ok((log, outcome)) => {
+                    appended = true;
+                    out = out
+                        .with_base_offset(outcome.base_offset)
+                        .with_log_append_time_ms(outcome.log_append_time)
+                        .with_log_start_offset(outcome.log_start_offset);
+                    if acks == -1 {
+                        awaiting.push(Awaiting {
+                            topic: ti,
+                            partition: pi,
+                            log: log.clone(),
+                            end_offset: outcome.last_offset + 1,
+                        });
+                    }
+                }
+                Err(code) => out = out.with_error_code(code),
+            }
+            partitions.push(out);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_data.name.clone())
+                .with_partition_responses(partitions),
+        );
+    }
+    if appended {
+        state.notify_appended();
+    }
+    let response = ProduceResponse::default().with_responses(responses);
+    if acks == 0 {
+        return Ok(None);
+    }
+    if awaiting.is_empty() {
+        return ready(ApiKey::Produce, version, corr, response);
+    }
+    let timeout = millis(req.timeout_ms.max(0) as u64);
+    respond(ApiKey::Produce, version, corr, async move {
+        let mut response = response;
+        let syncs = tokio::task::spawn_blocking(move || {
+            awaiting
+                .into_iter()
+                .map(|a| {
+                    let result = a.log.flush_to(a.end_offset);
+                    (a.topic, a.partition, result)
+                })
+                .collect::<Vec<_>>()
+        });
+        match tokio::time::timeout(timeout, syncs).await {
+            Ok(Ok(results)) => {
+                for (t, p, result) in results {
+                    if let Err(e) = result {
+                        let out = &mut response.responses[t].partition_responses[p];
+                        out.error_code = error_code(&e);
+                        out.error_message = Some(str_bytes(&e.to_string()));
+                        out.base_offset = -1;
+                    }
+                }
+            }
+            // The data is appended but not known durable: the client must not count it as
+            // acknowledged.
+            outcome => {
+                let code = match outcome {
+                    Err(_) => ResponseError::RequestTimedOut.code(),
+                    Ok(_) => ResponseError::KafkaStorageError.code(),
+                };
+                for topic in &mut response.responses {
+                    for out in &mut topic.partition_responses {
+                        if out.error_code == 0 {
+                            out.error_code = code;
+                            out.base_offset = -1;
+                        }
+                    }
+                }
+            }
+        }
+        response
+    })
+}
+
+fn error_all(req: &ProduceRequest, code: i16) -> ProduceResponse {
+    let responses = req
+        .topic_data
+        .iter()
+        .map(|t| {
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_partition_responses(
+                    t.partition_data
+                        .iter()
+                        .map(|p| {
+                            PartitionProduceResponse::default()
+                                .with_index(p.index)
+                                .with_error_code(code)
+                                .with_base_offset(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ProduceResponse::default().with_responses(responses)
+}
+
+fn log_refusal(topic: &str, partition: i32, e: &StorageError) {
+    match e {
+        StorageError::Offline => {}
+        _ => tracing::info!(topic, partition, error = %e, "produce refused"),
+    }
+}
