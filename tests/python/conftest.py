@@ -1,0 +1,177 @@
+"""Harness for driving the real `sluice` binary with real Kafka clients.
+
+Every test gets a fresh data directory and a broker on a free loopback port. The broker is
+stopped (SIGTERM, then SIGKILL if it hangs) when the test ends, whatever happened.
+"""
+
+import collections
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import threading
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("SLUICE_BIN", str(ROOT / "target" / "debug" / "sluice"))
+LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+START_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 60
+
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+
+
+class Broker:
+    """One sluice process at a time over one data directory."""
+
+    def __init__(self, data_dir, log_path, extra_args=()):
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.port = 0
+        self._reader = None
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        assert self.proc is None, "broker already running"
+        if not os.path.exists(BIN):
+            pytest.fail(f"{BIN} does not exist: build it with `cargo build -p sluice` first")
+        # After the first start, reuse the port so clients keep their bootstrap address.
+        args = [BIN, "serve", "--data-dir", str(self.data_dir),
+                "--listen", f"127.0.0.1:{self.port}", *self.extra_args]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        ready = threading.Event()
+        found = {}
+
+        def pump(stream, log):
+            with open(log, "ab") as out:
+                for line in stream:
+                    out.write(line)
+                    out.flush()
+                    m = LISTENING.search(line)
+                    if m and not ready.is_set():
+                        found["port"] = int(m.group(1))
+                        ready.set()
+            ready.set()  # the process ended: unblock the waiter either way
+
+        self._reader = threading.Thread(target=pump, args=(self.proc.stdout, self.log_path),
+                                        daemon=True)
+        self._reader.start()
+        if not ready.wait(START_TIMEOUT_S) or "port" not in found:
+            self.kill()
+            pytest.fail(f"broker did not start; log:\n{self.log_text()}")
+        self.port = found["port"]
+
+    def _reap(self):
+        # The reader ends when the process's output closes, which its exit guarantees.
+        if self._reader is not None:
+            self._reader.join(STOP_TIMEOUT_S)
+        self.proc = None
+        self._reader = None
+
+    def stop(self):
+        """Clean shutdown; asserts the broker exited 0."""
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail("broker did not stop within the timeout after SIGTERM")
+        self._reap()
+        assert code == 0, f"broker exited {code}; log:\n{self.log_text()}"
+
+    def kill(self):
+        """kill -9: no flush, no checkpoint."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait(STOP_TIMEOUT_S)
+        self._reap()
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self):
+        try:
+            return pathlib.Path(self.log_path).read_text(errors="replace")[-5000:]
+        except OSError:
+            return "(no log)"
+
+
+def make_broker(tmp_path, extra_args=()):
+    return Broker(tmp_path / "data", tmp_path / "broker.log", extra_args)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = make_broker(tmp_path)
+    b.start()
+    yield b
+    try:
+        b.stop()
+    finally:
+        b.kill()
+
+
+# -- what every client test checks --------------------------------------------------------
+
+Msg = collections.namedtuple("Msg", "partition offset key value headers timestamp")
+
+
+def expected_messages(codec, n):
+    """Keyed messages whose values carry the codec and a sequence number."""
+    return [(f"key-{i % 97}".encode(), f"{codec}-{i:06d}-{'v' * (i % 50)}".encode())
+            for i in range(n)]
+
+
+def check_round_trip(consumed, produced_by_codec, partitions, headers_of=None, timestamp_of=None):
+    """Asserts that `consumed` holds exactly the produced messages, each once, with per-partition
+    offsets dense from 0, every partition's messages in production order, one partition per
+    key, and headers/timestamps as produced."""
+    total = sum(len(m) for m in produced_by_codec.values())
+    assert len(consumed) == total, f"consumed {len(consumed)} of {total}"
+    by_partition = collections.defaultdict(list)
+    for m in consumed:
+        by_partition[m.partition].append(m)
+    assert set(by_partition) <= set(range(partitions))
+    assert len(by_partition) > 1, "keyed messages should spread over partitions"
+    key_partition = {}
+    for p, msgs in by_partition.items():
+        msgs.sort(key=lambda m: m.offset)
+        assert [m.offset for m in msgs] == list(range(len(msgs))), f"partition {p} offsets"
+        last_seq = {}
+        for m in msgs:
+            assert key_partition.setdefault(m.key, p) == p, f"key {m.key} in two partitions"
+            codec, seq, _ = m.value.decode().split("-", 2)
+            seq = int(seq)
+            assert seq > last_seq.get(codec, -1), f"partition {p} out of order at {m}"
+            last_seq[codec] = seq
+    produced = {(k, v) for msgs in produced_by_codec.values() for k, v in msgs}
+    got = [(m.key, m.value) for m in consumed]
+    assert len(set(got)) == len(got), "a message was delivered twice"
+    assert set(got) == produced
+    for m in consumed:
+        codec, seq, _ = m.value.decode().split("-", 2)
+        if headers_of is not None:
+            assert m.headers == headers_of(codec, int(seq)), f"headers of {m}"
+        if timestamp_of is not None:
+            lo, hi = timestamp_of(codec, int(seq))
+            assert lo <= m.timestamp <= hi, f"timestamp of {m} not in [{lo}, {hi}]"
+
+
+def first_offset_at_or_after(consumed, partition, timestamp):
+    """The offset ListOffsets must return for `timestamp`, computed from what was consumed."""
+    candidates = [m.offset for m in consumed if m.partition == partition and m.timestamp >= timestamp]
+    return min(candidates) if candidates else -1
