@@ -83,13 +83,11 @@ def test_kafka_python_admin(broker):
     admin.create_topics([NewTopic("kp", num_partitions=1, replication_factor=1,
                                   topic_configs={"retention.ms": "3600000"})])
     described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "kp")])
-    entries = {}
-    for response in described:
-        for resource in response.to_object()["results"]:
-            for entry in resource["configs"]:
-                entries[entry["name"]] = entry
-    assert entries["retention.ms"]["value"] == "3600000"
-    assert entries["segment.bytes"]["value"] == str(1 << 30)
+    entry = described["topic"]["kp"]["retention.ms"]
+    assert entry["value"] == "3600000"
+    assert entry["config_source"] == "DYNAMIC_TOPIC_CONFIG"
+    topic = admin.describe_topics(["kp"])[0]
+    assert topic["error_code"] == 0 and len(topic["topic_id"]) == 36
     admin.create_partitions({"kp": NewPartitions(total_count=4)})
     assert len(admin.describe_topics(["kp"])[0]["partitions"]) == 4
     admin.delete_topics(["kp"])

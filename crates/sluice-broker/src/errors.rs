@@ -19,6 +19,9 @@ pub fn error_code(e: &StorageError) -> i16 {
         StorageError::TopicExists(_) => ResponseError::TopicAlreadyExists,
         StorageError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         StorageError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        StorageError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        StorageError::DuplicateSequence(_) => ResponseError::DuplicateSequenceNumber,
+        StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
     };
     kafka.code()
 }

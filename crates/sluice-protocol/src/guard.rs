@@ -229,6 +229,8 @@ const CREATE_PARTITIONS: &[Field] = &[
     f(I8),
 ];
 
+const INIT_PRODUCER_ID: &[Field] = &[f(Str), f(I32), since(3, I64), since(3, I16)];
+
 /// The schema of a request body, and the first flexible version of that request.
 fn schema(api: ApiKey) -> Option<(&'static [Field], i16)> {
     Some(match api {
@@ -241,6 +243,7 @@ fn schema(api: ApiKey) -> Option<(&'static [Field], i16)> {
         ApiKey::DeleteTopics => (DELETE_TOPICS, 4),
         ApiKey::DescribeConfigs => (DESCRIBE_CONFIGS, 4),
         ApiKey::CreatePartitions => (CREATE_PARTITIONS, 2),
+        ApiKey::InitProducerId => (INIT_PRODUCER_ID, 2),
         _ => return None,
     })
 }
@@ -554,6 +557,12 @@ mod tests {
                                 .with_broker_ids(vec![BrokerId(0)]),
                         ])),
                 ]),
+                v,
+            ),
+            ApiKey::InitProducerId => enc(
+                InitProducerIdRequest::default()
+                    .with_transactional_id(Some(TransactionalId(s("tx"))))
+                    .with_transaction_timeout_ms(60_000),
                 v,
             ),
             other => panic!("no sample for {other:?}"),

@@ -3,7 +3,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -120,6 +121,7 @@ pub enum Request {
     DeleteTopics(DeleteTopicsRequest),
     DescribeConfigs(DescribeConfigsRequest),
     CreatePartitions(CreatePartitionsRequest),
+    InitProducerId(InitProducerIdRequest),
 }
 
 fn decode_as<T: Decodable>(mut body: Bytes, version: i16) -> Result<T, DecodeError> {
@@ -153,6 +155,7 @@ impl Request {
             ApiKey::DeleteTopics => Self::DeleteTopics(decode_as(body, version)?),
             ApiKey::DescribeConfigs => Self::DescribeConfigs(decode_as(body, version)?),
             ApiKey::CreatePartitions => Self::CreatePartitions(decode_as(body, version)?),
+            ApiKey::InitProducerId => Self::InitProducerId(decode_as(body, version)?),
             other => {
                 return Err(DecodeError::UnsupportedVersion {
                     api: other,

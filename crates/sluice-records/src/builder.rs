@@ -42,6 +42,15 @@ impl BatchBuilder {
         }
     }
 
+    /// Marks the batch as coming from idempotent producer `producer_id` at `epoch`, its
+    /// first record carrying sequence number `base_sequence`.
+    pub fn producer(&mut self, producer_id: i64, epoch: i16, base_sequence: i32) -> &mut Self {
+        self.producer_id = producer_id;
+        self.producer_epoch = epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
     pub fn push(&mut self, record: NewRecord) -> &mut Self {
         self.records.push(record);
         self

@@ -9,6 +9,7 @@ mod durability;
 mod index;
 mod log;
 mod manager;
+mod producer_state;
 mod segment;
 
 pub use config::{LogConfig, TimestampPolicy, TOPIC_CONFIG_NAMES};
@@ -18,6 +19,7 @@ pub use log::{AppendOutcome, DirState, ReadOutcome, UnifiedLog, MAX_DECOMPRESSED
 pub use manager::{
     validate_topic_name, LogManager, Topic, MAX_PARTITIONS_PER_TOPIC, TOPIC_NAME_MAX_LEN,
 };
+pub use producer_state::{ProducerStateManager, SequenceCheck, BATCHES_PER_PRODUCER};
 
 use sluice_records::BatchError;
 
@@ -54,6 +56,12 @@ pub enum StorageError {
     UnknownTopic(String),
     #[error("invalid partitions: {0}")]
     InvalidPartitions(String),
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    #[error("duplicate sequence: {0}")]
+    DuplicateSequence(String),
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
 }
 
 impl From<std::io::Error> for StorageError {

@@ -14,12 +14,18 @@ use sluice_records::{
 };
 
 use crate::config::{LogConfig, TimestampPolicy};
+use crate::producer_state::{ProducerStateManager, SequenceCheck, Snapshot};
 use crate::segment::{parse_segment_file_name, LogSegment, HEADER_PEEK};
 use crate::{Durability, StorageError};
 
 /// The most a single batch may decompress to when the broker must look inside it
 /// (ListOffsets by timestamp). Larger batches are refused rather than inflated.
 pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 << 20;
+
+/// Kafka's `producer.id.expiration.ms`: producer state idle this long is forgotten.
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
+
+const PRODUCER_SNAPSHOT_FILE: &str = "producer-state.json";
 
 /// State shared by every log in one data directory.
 #[derive(Debug)]
@@ -84,6 +90,7 @@ struct LogInner {
     log_end_offset: i64,
     /// A segment file was created since the directory was last synced.
     dir_dirty: bool,
+    producers: ProducerStateManager,
 }
 
 impl LogInner {
@@ -200,6 +207,8 @@ impl UnifiedLog {
         let last = segments.values().next_back().expect("at least one segment");
         let log_end_offset = last.next_offset;
         let log_start_offset = *segments.keys().next().expect("at least one segment");
+        let producers =
+            load_producer_state(dir, &segments, log_start_offset, log_end_offset, now_ms)?;
         let log = Self {
             dir: dir.to_path_buf(),
             inner: Mutex::new(LogInner {
@@ -208,6 +217,7 @@ impl UnifiedLog {
                 log_start_offset,
                 log_end_offset,
                 dir_dirty,
+                producers,
             }),
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicI64::new(if recovered_any {
@@ -264,7 +274,14 @@ impl UnifiedLog {
         }
         let mut headers = Vec::new();
         for batch in BatchIter::new(records) {
-            headers.push(BatchHeader::validate(batch?)?);
+            let header = BatchHeader::validate(batch?)?;
+            if header.is_control() || header.is_transactional() {
+                // Control batches are the broker's to write; transactions are not built yet.
+                return Err(StorageError::InvalidRecord(
+                    "transactional and control batches are not accepted".into(),
+                ));
+            }
+            headers.push(header);
         }
         // One copy, so base offsets can be patched in place; never a re-encode.
         let mut buf = records.to_vec();
@@ -279,6 +296,19 @@ impl UnifiedLog {
             }
         }
         let log_append = config.timestamp_type == TimestampPolicy::LogAppendTime;
+        if let SequenceCheck::Duplicate {
+            base_offset,
+            last_offset,
+        } = inner.producers.check_append(&headers)?
+        {
+            // A retry of a batch we already have: answer with where it went, write nothing.
+            return Ok(AppendOutcome {
+                base_offset,
+                last_offset,
+                log_append_time: -1,
+                log_start_offset: inner.log_start_offset,
+            });
+        }
         let base_offset = inner.log_end_offset;
         let count: i64 = headers
             .iter()
@@ -313,6 +343,9 @@ impl UnifiedLog {
         }
         active.size = at;
         inner.log_end_offset = offset;
+        for h in &headers {
+            inner.producers.record(h, now_ms);
+        }
         Ok(AppendOutcome {
             base_offset,
             last_offset: offset - 1,
@@ -396,16 +429,32 @@ impl UnifiedLog {
 
     /// Flushes everything and persists the active segment's indexes: for clean shutdown and
     /// periodic checkpoints.
-    pub fn flush_all(&self) -> Result<(), StorageError> {
+    pub fn flush_all(&self, now_ms: i64) -> Result<(), StorageError> {
         let end = self.log_end_offset();
         self.flush_to(end)?;
-        let mut inner = lock(&self.inner);
         let durability = self.dir_state.durability.clone();
-        inner
-            .active()
-            .persist_indexes(durability.as_ref())
-            .map_err(|e| self.dir_state.fail("index write", &e))?;
-        Ok(())
+        let snapshot = {
+            let mut inner = lock(&self.inner);
+            inner
+                .active()
+                .persist_indexes(durability.as_ref())
+                .map_err(|e| self.dir_state.fail("index write", &e))?;
+            inner.producers.expire(now_ms, PRODUCER_ID_EXPIRATION_MS);
+            let leo = inner.log_end_offset;
+            serde_json::to_vec(&inner.producers.to_snapshot(leo)).expect("snapshot serialises")
+        };
+        write_file_atomically(
+            &self.dir,
+            PRODUCER_SNAPSHOT_FILE,
+            &snapshot,
+            durability.as_ref(),
+        )
+        .map_err(|e| self.dir_state.fail("producer snapshot write", &e))
+    }
+
+    /// Idempotent producers this partition currently remembers.
+    pub fn producer_count(&self) -> usize {
+        lock(&self.inner).producers.len()
     }
 
     /// Reads whole batches starting with the one containing `offset`, at most `max_bytes`
@@ -547,4 +596,55 @@ impl UnifiedLog {
         }
         Ok(None)
     }
+}
+
+/// Writes `bytes` to `dir/name` atomically: temp file, sync, rename, sync directory.
+pub(crate) fn write_file_atomically(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    durability: &dyn Durability,
+) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let file = File::create(&tmp)?;
+    file.write_all_at(bytes, 0)?;
+    durability.sync_file(&file)?;
+    fs::rename(&tmp, dir.join(name))?;
+    durability.sync_dir(dir)
+}
+
+/// Rebuilds producer state: the snapshot, if it covers a prefix of the log, then every batch
+/// header after it. Without a usable snapshot, every header in the log.
+fn load_producer_state(
+    dir: &Path,
+    segments: &BTreeMap<i64, LogSegment>,
+    log_start: i64,
+    log_end: i64,
+    now_ms: i64,
+) -> Result<ProducerStateManager, StorageError> {
+    let snapshot = fs::read(dir.join(PRODUCER_SNAPSHOT_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Snapshot>(&bytes).ok())
+        .filter(|s| (log_start..=log_end).contains(&s.offset));
+    let (mut state, from) = match snapshot {
+        Some(s) => {
+            let from = s.offset;
+            (ProducerStateManager::from_snapshot(s), from)
+        }
+        None => (ProducerStateManager::default(), log_start),
+    };
+    let mut header = [0u8; BATCH_HEADER_SIZE];
+    for segment in segments.values().filter(|s| s.next_offset > from) {
+        let relative = (from - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        let mut pos = u64::from(segment.offset_index.lookup(relative).1);
+        while pos + BATCH_HEADER_SIZE as u64 <= segment.size {
+            segment.file.read_exact_at(&mut header, pos)?;
+            let h = BatchHeader::parse(&header)?;
+            if h.base_offset >= from {
+                state.record(&h, now_ms);
+            }
+            pos += h.total_size() as u64;
+        }
+    }
+    Ok(state)
 }

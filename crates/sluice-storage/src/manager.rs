@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -20,13 +19,16 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::LogConfig;
-use crate::log::{DirState, UnifiedLog};
+use crate::log::{write_file_atomically as write_atomically, DirState, UnifiedLog};
 use crate::{Durability, StorageError};
 
 const TOPICS_FILE: &str = "topics.json";
 const META_FILE: &str = "meta.json";
 const RECOVERY_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
 const DELETE_SUFFIX: &str = "-delete";
+const PRODUCER_ID_BLOCK_FILE: &str = "producer-id-block.json";
+/// Producer ids are reserved durably in blocks of this many, so handing one out rarely syncs.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_MAX_LEN: usize = 249;
 /// The most partitions one topic may have.
@@ -67,7 +69,15 @@ pub struct LogManager {
     /// Serialises topic changes and the writes of `topics.json`.
     metadata_lock: Mutex<()>,
     cluster_id: String,
+    producer_ids: Mutex<ProducerIdBlock>,
     _dir_lock: File,
+}
+
+/// The producer ids this broker may hand out without touching disk: `next..end`.
+#[derive(Debug, Serialize, Deserialize)]
+struct ProducerIdBlock {
+    next: i64,
+    end: i64,
 }
 
 /// Checks a topic name the way Kafka does.
@@ -95,21 +105,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), StorageError> {
 
 fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
-}
-
-/// Writes `bytes` to `path` atomically: temp file, sync, rename, sync directory.
-fn write_atomically(
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-    durability: &dyn Durability,
-) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
-    durability.sync_file(&file)?;
-    fs::rename(&tmp, dir.join(name))?;
-    durability.sync_dir(dir)
 }
 
 fn read_recovery_checkpoint(path: &Path) -> HashMap<(String, i32), i64> {
@@ -211,7 +206,16 @@ impl LogManager {
             };
             topics.insert(t.name, Arc::new(topic));
         }
+        // Ids below the last reserved end may have been handed out before a crash: start after it.
+        let reserved_end = fs::read(data_dir.join(PRODUCER_ID_BLOCK_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ProducerIdBlock>(&b).ok())
+            .map_or(0, |b| b.end);
         let manager = Self {
+            producer_ids: Mutex::new(ProducerIdBlock {
+                next: reserved_end,
+                end: reserved_end,
+            }),
             data_dir: data_dir.to_path_buf(),
             defaults,
             dir_state,
@@ -418,6 +422,31 @@ impl LogManager {
         Ok(topic)
     }
 
+    /// Hands out a producer id never handed out before by this data directory, reserving a new
+    /// block durably when the current one is used up.
+    pub fn allocate_producer_id(&self) -> Result<i64, StorageError> {
+        let mut block = self.producer_ids.lock().expect("producer id lock");
+        if block.next >= block.end {
+            let end = block.end + PRODUCER_ID_BLOCK_SIZE;
+            let bytes = serde_json::to_vec(&ProducerIdBlock {
+                next: block.end,
+                end,
+            })
+            .expect("block serialises");
+            write_atomically(
+                &self.data_dir,
+                PRODUCER_ID_BLOCK_FILE,
+                &bytes,
+                self.dir_state.durability.as_ref(),
+            )
+            .map_err(|e| self.dir_state.fail("producer id block write", &e))?;
+            block.end = end;
+        }
+        let id = block.next;
+        block.next += 1;
+        Ok(id)
+    }
+
     /// Writes every log's recovery point to the checkpoint file.
     pub fn checkpoint_recovery_points(&self) -> Result<(), StorageError> {
         let topics = self.topics();
@@ -445,7 +474,7 @@ impl LogManager {
     pub fn flush_and_checkpoint(&self) -> Result<(), StorageError> {
         for t in self.topics() {
             for log in &t.partitions {
-                log.flush_all()?;
+                log.flush_all(now_ms())?;
             }
         }
         self.checkpoint_recovery_points()

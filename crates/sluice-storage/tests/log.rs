@@ -338,7 +338,7 @@ fn clean_restart_does_not_rescan_but_crash_restart_does() {
         for tag in 0..60u32 {
             log.append(&batch(tag, 3, 100), 0).unwrap();
         }
-        log.flush_all().unwrap();
+        log.flush_all(0).unwrap();
         (log.log_end_offset(), log.recovery_point())
     };
     assert_eq!(rp, end);
@@ -496,6 +496,100 @@ fn a_data_directory_serves_one_broker_at_a_time() {
     assert!(LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).is_err());
 }
 
+fn idempotent_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
+    let mut b = BatchBuilder::new(1_000);
+    b.producer(pid, epoch, seq);
+    for i in 0..n {
+        b.push(NewRecord {
+            value: Some(format!("{pid}-{seq}-{i}").into_bytes()),
+            ..NewRecord::default()
+        });
+    }
+    b.build()
+}
+
+/// A retried idempotent batch gets its original offsets back and is not written twice; a
+/// gap in sequence numbers is refused. The state survives a clean restart (snapshot) and a
+/// crash (replay of the log's batch headers).
+#[test]
+fn idempotent_retries_are_deduplicated_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(1_000);
+    let log = UnifiedLog::open(dir.path(), cfg.clone(), None, state(NoSync), 0).unwrap();
+    log.append(&batch(0, 2, 5), 0).unwrap(); // a non-idempotent batch first
+    let mut seq = 0;
+    let mut placed = Vec::new();
+    for _ in 0..8 {
+        let out = log.append(&idempotent_batch(42, 0, seq, 3), 0).unwrap();
+        placed.push((seq, out.base_offset, out.last_offset));
+        seq += 3;
+    }
+    let end = log.log_end_offset();
+    let (retry_seq, base, last) = placed[6];
+    let again = log
+        .append(&idempotent_batch(42, 0, retry_seq, 3), 0)
+        .unwrap();
+    assert_eq!((again.base_offset, again.last_offset), (base, last));
+    assert_eq!(log.log_end_offset(), end, "a duplicate writes nothing");
+    assert!(matches!(
+        log.append(&idempotent_batch(42, 0, seq + 1, 1), 0),
+        Err(StorageError::OutOfOrderSequence(_))
+    ));
+    log.flush_all(0).unwrap();
+    let rp = log.recovery_point();
+    drop(log);
+
+    for recovery_point in [Some(rp), None] {
+        let log =
+            UnifiedLog::open(dir.path(), cfg.clone(), recovery_point, state(NoSync), 0).unwrap();
+        assert_eq!(log.producer_count(), 1);
+        let again = log
+            .append(&idempotent_batch(42, 0, retry_seq, 3), 0)
+            .unwrap();
+        assert_eq!(
+            (again.base_offset, again.last_offset),
+            (base, last),
+            "{recovery_point:?}"
+        );
+        assert_eq!(log.log_end_offset(), end);
+    }
+    // Without the snapshot the state is rebuilt from the whole log.
+    fs::remove_file(dir.path().join("producer-state.json")).unwrap();
+    let log = UnifiedLog::open(dir.path(), cfg, Some(rp), state(NoSync), 0).unwrap();
+    let again = log
+        .append(&idempotent_batch(42, 0, retry_seq, 3), 0)
+        .unwrap();
+    assert_eq!(again.base_offset, base);
+    let next = log.append(&idempotent_batch(42, 0, seq, 1), 0).unwrap();
+    assert_eq!(next.base_offset, end);
+}
+
+#[test]
+fn producer_ids_are_never_reused_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+        for _ in 0..5 {
+            assert!(seen.insert(m.allocate_producer_id().unwrap()));
+        }
+    }
+}
+
+#[test]
+fn client_control_and_transactional_batches_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = UnifiedLog::open(dir.path(), config(1 << 20), None, state(NoSync), 0).unwrap();
+    let mut bytes = idempotent_batch(1, 0, 0, 1);
+    bytes[22] |= 0x10; // transactional bit of attributes
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(
+        log.append(&bytes, 0),
+        Err(StorageError::InvalidRecord(_))
+    ));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(40))]
 
@@ -529,7 +623,7 @@ proptest! {
         };
         let log = UnifiedLog::open(dir.path(), cfg.clone(), None, state(NoSync), 0).unwrap();
         check(&log)?;
-        log.flush_all().unwrap();
+        log.flush_all(0).unwrap();
         let rp = log.recovery_point();
         drop(log);
         let log = UnifiedLog::open(dir.path(), cfg, Some(rp), state(NoSync), 0).unwrap();

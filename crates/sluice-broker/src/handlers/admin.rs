@@ -335,7 +335,7 @@ pub(crate) fn describe_configs(
                     .with_config_source(source);
                 if version >= 3 {
                     e = e.with_config_type(config_type);
-                    if req.include_documentation {
+                    if req.include_documentation && !doc.is_empty() {
                         e = e.with_documentation(Some(str_bytes(doc)));
                     }
                 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -68,6 +69,7 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes) -> Dispatched {
         Request::CreatePartitions(r) => {
             ready(api, version, corr, admin::create_partitions(state, r))
         }
+        Request::InitProducerId(r) => ready(api, version, corr, init_producer_id::handle(state, r)),
     }
 }
 
