@@ -28,7 +28,18 @@ use crate::BrokerState;
 pub(crate) type Dispatched = Result<Option<ResponseFuture>, String>;
 
 pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes) -> Dispatched {
-    let (header, body) = parse_request_header(&frame).map_err(|e| e.to_string())?;
+    let (header, body) = match parse_request_header(&frame) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            // An ApiVersions request from a newer client is answered whatever follows its
+            // fixed header fields: the client needs our ranges to pick a version at all.
+            if let Some(corr) = unsupported_api_versions(&frame) {
+                let body = api_versions(ResponseError::UnsupportedVersion.code());
+                return ready(ApiKey::ApiVersions, 0, corr, body);
+            }
+            return Err(e.to_string());
+        }
+    };
     let corr = header.correlation_id;
     let version = header.api_version;
     let budget = state.config.socket_request_max_bytes;
@@ -71,6 +82,16 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes) -> Dispatched {
         }
         Request::InitProducerId(r) => ready(api, version, corr, init_producer_id::handle(state, r)),
     }
+}
+
+/// The correlation id of an ApiVersions request at a version above ours, if `frame` is one.
+fn unsupported_api_versions(frame: &[u8]) -> Option<i32> {
+    let fixed = frame.get(..sluice_protocol::REQUEST_HEADER_MIN_SIZE)?;
+    let key = i16::from_be_bytes([fixed[0], fixed[1]]);
+    let version = i16::from_be_bytes([fixed[2], fixed[3]]);
+    let (_, max) = sluice_protocol::supported_versions(ApiKey::ApiVersions)?;
+    (key == ApiKey::ApiVersions as i16 && version > max)
+        .then(|| i32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]))
 }
 
 fn api_versions(error_code: i16) -> ApiVersionsResponse {
