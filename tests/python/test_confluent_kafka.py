@@ -50,6 +50,7 @@ def produce(bootstrap, topic, codec, msgs):
 
 
 def consume_all(bootstrap, topic, partitions, expected):
+    """Reads from the beginning of every partition until `expected` messages arrived."""
     c = Consumer(assign_only(bootstrap))
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     out = []
@@ -169,3 +170,31 @@ def test_confluent_admin_topics_partitions_and_configs(broker):
 
 def describe_topic(admin, name):
     return admin.describe_topics(TopicCollection([name]))[name].result(30)
+
+
+def test_confluent_acks_levels_and_oversized_messages(broker):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("acks", 1, 1, config={"max.message.bytes": "2000"})])["acks"].result(30)
+    outcomes = {}
+    for acks in ("0", "1", "all"):
+        p = Producer({"bootstrap.servers": broker.bootstrap, "acks": acks, "linger.ms": 0})
+        results = []
+        for i in range(100):
+            p.produce("acks", value=f"acks{acks}-{i}".encode(),
+                      on_delivery=lambda err, msg: results.append(err))
+        assert p.flush(30) == 0
+        outcomes[acks] = results
+    assert all(e is None for r in outcomes.values() for e in r)
+
+    # A batch over the topic's max.message.bytes is refused by the broker, and nothing of it
+    # is stored.
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all",
+                  "compression.type": "none", "message.send.max.retries": 0})
+    errors = []
+    p.produce("acks", value=b"z" * 5000, on_delivery=lambda err, msg: errors.append(err))
+    assert p.flush(30) == 0
+    assert errors[0] is not None and errors[0].name() == "MSG_SIZE_TOO_LARGE", errors
+
+    consumed = consume_all(broker.bootstrap, "acks", 1, 300)
+    assert sorted(m.value for m in consumed) == sorted(
+        f"acks{a}-{i}".encode() for a in ("0", "1", "all") for i in range(100))
