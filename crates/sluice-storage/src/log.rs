@@ -91,6 +91,8 @@ struct LogInner {
     /// A segment file was created since the directory was last synced.
     dir_dirty: bool,
     producers: ProducerStateManager,
+    /// The log end offset the last producer snapshot covered; -1 before the first.
+    checkpointed_offset: i64,
 }
 
 impl LogInner {
@@ -218,6 +220,7 @@ impl UnifiedLog {
                 log_end_offset,
                 dir_dirty,
                 producers,
+                checkpointed_offset: -1,
             }),
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicI64::new(if recovered_any {
@@ -430,10 +433,19 @@ impl UnifiedLog {
     /// Flushes everything and persists the active segment's indexes: for clean shutdown and
     /// periodic checkpoints.
     pub fn flush_all(&self, now_ms: i64) -> Result<(), StorageError> {
-        let end = self.log_end_offset();
+        let end = {
+            let mut inner = lock(&self.inner);
+            let leo = inner.log_end_offset;
+            let unchanged = inner.checkpointed_offset == leo && inner.active().indexes_persisted;
+            if unchanged && self.recovery_point() >= leo {
+                // Nothing appended since the last checkpoint: no sync, no file writes.
+                return Ok(());
+            }
+            leo
+        };
         self.flush_to(end)?;
         let durability = self.dir_state.durability.clone();
-        let snapshot = {
+        let (snapshot, covered) = {
             let mut inner = lock(&self.inner);
             inner
                 .active()
@@ -441,7 +453,9 @@ impl UnifiedLog {
                 .map_err(|e| self.dir_state.fail("index write", &e))?;
             inner.producers.expire(now_ms, PRODUCER_ID_EXPIRATION_MS);
             let leo = inner.log_end_offset;
-            serde_json::to_vec(&inner.producers.to_snapshot(leo)).expect("snapshot serialises")
+            let bytes =
+                serde_json::to_vec(&inner.producers.to_snapshot(leo)).expect("snapshot serialises");
+            (bytes, leo)
         };
         write_file_atomically(
             &self.dir,
@@ -449,7 +463,9 @@ impl UnifiedLog {
             &snapshot,
             durability.as_ref(),
         )
-        .map_err(|e| self.dir_state.fail("producer snapshot write", &e))
+        .map_err(|e| self.dir_state.fail("producer snapshot write", &e))?;
+        lock(&self.inner).checkpointed_offset = covered;
+        Ok(())
     }
 
     /// Idempotent producers this partition currently remembers.

@@ -425,6 +425,42 @@ fn concurrent_flushes_share_one_sync() {
     assert_eq!(log.recovery_point(), 9);
 }
 
+/// A periodic checkpoint of a log with no new appends syncs and writes nothing.
+#[test]
+fn checkpointing_an_unchanged_log_does_no_io() {
+    #[derive(Debug, Default)]
+    struct Count(AtomicU64);
+    impl Durability for Count {
+        fn sync_file(&self, _: &File) -> io::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn sync_dir(&self, _: &Path) -> io::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let count = Arc::new(Count::default());
+    let log = UnifiedLog::open(
+        dir.path(),
+        config(1 << 20),
+        None,
+        Arc::new(DirState::new(count.clone())),
+        0,
+    )
+    .unwrap();
+    log.append(&batch(1, 2, 5), 0).unwrap();
+    log.flush_all(0).unwrap();
+    let after_first = count.0.load(Ordering::SeqCst);
+    log.flush_all(0).unwrap();
+    log.flush_all(0).unwrap();
+    assert_eq!(count.0.load(Ordering::SeqCst), after_first);
+    log.append(&batch(2, 2, 5), 0).unwrap();
+    log.flush_all(0).unwrap();
+    assert!(count.0.load(Ordering::SeqCst) > after_first);
+}
+
 #[test]
 fn failed_sync_takes_the_directory_offline() {
     let dir = tempfile::tempdir().unwrap();
@@ -513,7 +549,10 @@ fn missing_or_damaged_index_files_are_rebuilt() {
     let mut indexes: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "index" || e == "timeindex"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "index" || e == "timeindex")
+        })
         .collect();
     indexes.sort();
     assert!(indexes.len() >= 6);
@@ -521,14 +560,20 @@ fn missing_or_damaged_index_files_are_rebuilt() {
     fs::write(&indexes[1], b"garbage").unwrap(); // wrong length
     fs::write(&indexes[2], [0u8; 16]).unwrap(); // entries that do not increase
     let log = UnifiedLog::open(dir.path(), cfg, Some(rp), state(NoSync), 0).unwrap();
-    assert!(log.recovery_scanned_bytes() > 0, "damaged segments were rescanned");
+    assert!(
+        log.recovery_scanned_bytes() > 0,
+        "damaged segments were rescanned"
+    );
     assert_eq!(read_all(&log, 0).len(), 30);
     for offset in 0..90 {
         let h = BatchHeader::parse(&log.read(offset, 1, true).unwrap().records).unwrap();
         assert!(h.base_offset <= offset && offset <= h.last_offset());
     }
     assert_eq!(log.offset_for_timestamp(5_001).unwrap(), Some((16, 5_001)));
-    assert_eq!(log.offset_for_timestamp(12_000).unwrap(), Some((36, 12_000)));
+    assert_eq!(
+        log.offset_for_timestamp(12_000).unwrap(),
+        Some((36, 12_000))
+    );
 }
 
 fn idempotent_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {

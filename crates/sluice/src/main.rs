@@ -132,6 +132,33 @@ async fn shutdown_signal() {
     }
 }
 
+/// Every partition keeps its active segment open, so a broker with a thousand partitions
+/// needs more descriptors than the common soft limit of 1024: lift the soft limit to the hard.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            tracing::info!(
+                from = limit.rlim_cur,
+                to = limit.rlim_max,
+                "raised the open file limit"
+            );
+        }
+    }
+}
+
 async fn serve(config: BrokerConfig) -> Result<(), String> {
     let mut broker = sluice_broker::start(config).await?;
     tokio::select! {
@@ -158,6 +185,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
