@@ -166,6 +166,49 @@ def test_unknown_api_key_and_unsupported_versions(small):
     assert small.alive()
 
 
+def uvarint(n):
+    out = b""
+    while n >= 0x80:
+        out += bytes([(n & 0x7F) | 0x80])
+        n >>= 7
+    return out + bytes([n])
+
+
+def compact_str(b):
+    return uvarint(len(b) + 1) + b
+
+
+def test_known_apis_at_unadvertised_versions_get_unsupported_version(small):
+    # Metadata v13 (we advertise up to 12): all topics (null array), no auto-creation.
+    s = connect(small)
+    s.sendall(frame(3, 13, 5, b"\x00\x00\x00\x00", flexible=True))
+    resp = recv_frame(s)
+    corr, tags = struct.unpack(">ib", resp[:5])
+    at = 5 + 4  # throttle
+    assert resp[at] == 1 and resp[at + 1] == 0  # no brokers, null cluster id
+    at += 2 + 4  # controller id
+    assert resp[at] == 1  # no topics
+    (error,) = struct.unpack(">h", resp[at + 1:at + 3])
+    assert (corr, error) == (5, 35)
+    # Produce v10 (we advertise up to 9): the partition's error is UNSUPPORTED_VERSION.
+    body = b"\x00" + struct.pack(">hi", -1, 1000)
+    body += uvarint(2) + compact_str(b"t") + uvarint(2) + struct.pack(">i", 0) + b"\x00"
+    body += b"\x00" + b"\x00" + b"\x00"  # partition, topic and request tagged fields
+    s.sendall(frame(0, 10, 6, body, flexible=True))
+    resp = recv_frame(s)
+    (corr,) = struct.unpack(">i", resp[:4])
+    at = 5 + 1  # header tags, responses array length
+    at += 1 + resp[at] - 1  # topic name
+    at += 1 + 4  # partitions array length, index
+    (error,) = struct.unpack(">h", resp[at:at + 2])
+    assert (corr, error) == (6, 35)
+    # The connection stays usable.
+    s.sendall(frame(18, 0, 7))
+    assert struct.unpack(">i", recv_frame(s)[:4])[0] == 7
+    s.close()
+    assert "unsupported version" in small.log_text()
+
+
 def produce_v3(corr, topic, partition, records):
     body = struct.pack(">hhi", -1, -1, 5000)  # null transactional id, acks=all, timeout
     body += struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic

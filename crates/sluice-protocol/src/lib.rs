@@ -22,4 +22,4 @@ pub use request::{
     encode_response, parse_request_header, DecodeError, Request, RequestHeader,
     REQUEST_HEADER_MIN_SIZE,
 };
-pub use versions::{supported_versions, SUPPORTED_APIS};
+pub use versions::{codec_versions, supported_versions, SUPPORTED_APIS};

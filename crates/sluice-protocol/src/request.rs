@@ -9,7 +9,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::guard::{self, GuardError};
-use crate::versions::supported_versions;
+use crate::versions::{codec_versions, supported_versions};
 
 /// api_key, api_version and correlation_id: the part of every header we must be able to read
 /// to answer at all.
@@ -144,6 +144,34 @@ impl Request {
             Some((lo, hi)) if (lo..=hi).contains(&version) => {}
             _ => return Err(DecodeError::UnsupportedVersion { api, version }),
         }
+        Self::decode_guarded(api, version, body, budget_bytes)
+    }
+
+    /// Decodes a request at a version we do not support but the codec knows, so that it can
+    /// be answered with UNSUPPORTED_VERSION instead of a closed connection. The guard runs
+    /// exactly as for supported versions.
+    pub fn decode_unsupported(
+        header: &RequestHeader,
+        body: Bytes,
+        budget_bytes: usize,
+    ) -> Result<Self, DecodeError> {
+        let api = header
+            .api()
+            .ok_or(DecodeError::UnknownApi(header.api_key))?;
+        let version = header.api_version;
+        match codec_versions(api) {
+            Some((lo, hi)) if (lo..=hi).contains(&version) => {}
+            _ => return Err(DecodeError::UnsupportedVersion { api, version }),
+        }
+        Self::decode_guarded(api, version, body, budget_bytes)
+    }
+
+    fn decode_guarded(
+        api: ApiKey,
+        version: i16,
+        body: Bytes,
+        budget_bytes: usize,
+    ) -> Result<Self, DecodeError> {
         guard::check_request_body(api, version, &body, budget_bytes)?;
         Ok(match api {
             ApiKey::ApiVersions => Self::ApiVersions(decode_as(body, version)?),

@@ -7,6 +7,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod unsupported;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes) -> Dispatched {
     let corr = header.correlation_id;
     let version = header.api_version;
     let budget = state.config.socket_request_max_bytes;
-    let request = match Request::decode(&header, body, budget) {
+    let request = match Request::decode(&header, body.clone(), budget) {
         Ok(request) => request,
         Err(DecodeError::UnsupportedVersion {
             api: ApiKey::ApiVersions,
@@ -54,6 +55,16 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes) -> Dispatched {
             tracing::debug!(version, "ApiVersions version unsupported; answering v0");
             let body = api_versions(ResponseError::UnsupportedVersion.code());
             return ready(ApiKey::ApiVersions, 0, corr, body);
+        }
+        Err(DecodeError::UnsupportedVersion { api, version }) => {
+            // Answer with UNSUPPORTED_VERSION where the codec can still read the request;
+            // otherwise there is no format to answer in, and the connection closes.
+            let client = header.client_id.as_deref().unwrap_or("-");
+            tracing::info!(?api, version, client, "request at an unsupported version");
+            return match Request::decode_unsupported(&header, body, budget) {
+                Ok(request) => unsupported::respond(request, version, corr),
+                Err(e) => Err(format!("{e} (client_id {client}, correlation_id {corr})")),
+            };
         }
         Err(e) => {
             let client = header.client_id.as_deref().unwrap_or("-");
