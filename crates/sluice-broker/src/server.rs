@@ -46,9 +46,10 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<BrokerState>) -> Res
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = checkpoints.tick() => {
                 let logs = state.logs.clone();
-                let result = tokio::task::spawn_blocking(move || logs.flush_and_checkpoint()).await;
-                if let Ok(Err(e)) = result {
-                    tracing::error!(error = %e, "periodic flush and checkpoint failed");
+                match tokio::task::spawn_blocking(move || logs.flush_and_checkpoint()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "periodic flush and checkpoint failed"),
+                    Err(e) => tracing::error!(error = %e, "periodic flush and checkpoint panicked"),
                 }
             }
             _ = shutdown.changed() => break,

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sluice_records::{
-    patch_base_offset, set_log_append_time, BatchHeader, BatchIter, BATCH_HEADER_SIZE, LOG_OVERHEAD,
+    patch_base_offset, patch_partition_leader_epoch, set_log_append_time, BatchHeader, BatchIter,
+    BATCH_HEADER_SIZE, LOG_OVERHEAD,
 };
 
 use crate::config::{LogConfig, TimestampPolicy};
@@ -21,6 +22,10 @@ use crate::{Durability, StorageError};
 /// The most a single batch may decompress to when the broker must look inside it
 /// (ListOffsets by timestamp). Larger batches are refused rather than inflated.
 pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 << 20;
+
+/// The partition leader epoch stamped on every appended batch. A single node leads every
+/// partition in epoch 0; replication will make this a parameter.
+pub const LEADER_EPOCH: i32 = 0;
 
 /// Kafka's `producer.id.expiration.ms`: producer state idle this long is forgotten.
 pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
@@ -116,6 +121,9 @@ pub struct UnifiedLog {
     dir_state: Arc<DirState>,
     /// Bytes validated batch by batch when the log was opened (0 after a clean shutdown).
     recovery_scanned_bytes: u64,
+    /// Set when the topic is deleted: the directory is going away, and nothing may write to
+    /// it (or to a new topic's directory of the same name) again.
+    closed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -199,6 +207,8 @@ impl UnifiedLog {
                     segment.time_index.truncate_to_relative_offset(relative_end);
                     for &later in &bases[i + 1..] {
                         LogSegment::open(dir, later, now_ms)?.delete_files()?;
+                        // The unlinks must be durable before new data reuses those offsets.
+                        dir_dirty = true;
                     }
                     segments.insert(base, segment);
                     break;
@@ -230,6 +240,7 @@ impl UnifiedLog {
             }),
             dir_state,
             recovery_scanned_bytes: scanned,
+            closed: AtomicBool::new(false),
         };
         if recovered_any || dir_dirty {
             // What survived recovery may still sit only in the page cache.
@@ -240,6 +251,23 @@ impl UnifiedLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    fn check_open(&self) -> Result<(), StorageError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StorageError::UnknownTopic(
+                "the partition was deleted".into(),
+            ));
+        }
+        self.dir_state.check()
+    }
+
+    /// Stops all further appends, reads and flushes, waiting for any in progress: called when
+    /// the topic is deleted, before its directory is removed.
+    pub fn close(&self) {
+        let _flush = lock(&self.flush_lock);
+        let _inner = lock(&self.inner);
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     /// How many bytes opening this log had to validate batch by batch.
@@ -271,7 +299,7 @@ impl UnifiedLog {
     /// Validates and appends the batches in `records` (as a client sent them), assigning
     /// offsets from the log end. Either every batch is appended or none is.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendOutcome, StorageError> {
-        self.dir_state.check()?;
+        self.check_open()?;
         if records.is_empty() {
             return Err(StorageError::InvalidRecord("no record batches".into()));
         }
@@ -287,8 +315,21 @@ impl UnifiedLog {
             headers.push(header);
         }
         // One copy, so base offsets can be patched in place; never a re-encode.
+        let count: i64 = headers
+            .iter()
+            .map(|h| i64::from(h.last_offset_delta) + 1)
+            .sum();
+        if count > i64::from(i32::MAX) {
+            // Relative offsets inside a segment are 32-bit; one append must fit a segment.
+            return Err(StorageError::InvalidRecord(format!(
+                "one append may not span {count} offsets"
+            )));
+        }
         let mut buf = records.to_vec();
         let mut inner = lock(&self.inner);
+        // Re-check under the lock: a write that failed while we waited took the directory
+        // offline, and nothing may be appended (or acknowledged) after that.
+        self.check_open()?;
         let config = &inner.config;
         for h in &headers {
             if h.total_size() > config.max_message_bytes {
@@ -324,7 +365,9 @@ impl UnifiedLog {
         for h in headers.iter_mut() {
             let bytes = &mut buf[pos..pos + h.total_size()];
             patch_base_offset(bytes, offset);
+            patch_partition_leader_epoch(bytes, LEADER_EPOCH);
             h.base_offset = offset;
+            h.partition_leader_epoch = LEADER_EPOCH;
             if log_append {
                 set_log_append_time(bytes, now_ms);
                 h.max_timestamp = now_ms;
@@ -398,7 +441,12 @@ impl UnifiedLog {
         if self.flushed_offset.load(Ordering::SeqCst) >= target {
             return Ok(());
         }
-        self.dir_state.check()?;
+        self.sync_appended()
+    }
+
+    /// Syncs everything appended so far. The caller holds `flush_lock`.
+    fn sync_appended(&self) -> Result<(), StorageError> {
+        self.check_open()?;
         let flushed = self.flushed_offset.load(Ordering::SeqCst);
         let (end, files, dir_dirty) = {
             let mut inner = lock(&self.inner);
@@ -430,10 +478,15 @@ impl UnifiedLog {
         Ok(())
     }
 
-    /// Flushes everything and persists the active segment's indexes: for clean shutdown and
-    /// periodic checkpoints.
+    /// Flushes everything, persists the active segment's indexes and snapshots producer
+    /// state: for clean shutdown and periodic checkpoints. Holds `flush_lock` throughout, so
+    /// [`UnifiedLog::close`] cannot remove the directory underneath it.
     pub fn flush_all(&self, now_ms: i64) -> Result<(), StorageError> {
-        let end = {
+        let _flush = lock(&self.flush_lock);
+        if self.closed.load(Ordering::SeqCst) {
+            return Ok(()); // deleted: nothing left to make durable
+        }
+        {
             let mut inner = lock(&self.inner);
             let leo = inner.log_end_offset;
             let unchanged = inner.checkpointed_offset == leo && inner.active().indexes_persisted;
@@ -441,9 +494,8 @@ impl UnifiedLog {
                 // Nothing appended since the last checkpoint: no sync, no file writes.
                 return Ok(());
             }
-            leo
-        };
-        self.flush_to(end)?;
+        }
+        self.sync_appended()?;
         let durability = self.dir_state.durability.clone();
         let (snapshot, covered) = {
             let mut inner = lock(&self.inner);
@@ -481,7 +533,7 @@ impl UnifiedLog {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<ReadOutcome, StorageError> {
-        self.dir_state.check()?;
+        self.check_open()?;
         let (file, mut pos, end, hw, log_start) = {
             let inner = lock(&self.inner);
             let hw = inner.log_end_offset;
@@ -574,7 +626,7 @@ impl UnifiedLog {
     /// The first offset whose record timestamp is ≥ `target`, with that timestamp, as
     /// ListOffsets asks. Uses the time index to skip segments and batches.
     pub fn offset_for_timestamp(&self, target: i64) -> Result<Option<(i64, i64)>, StorageError> {
-        self.dir_state.check()?;
+        self.check_open()?;
         let candidates: Vec<(Arc<File>, u64, u64)> = {
             let inner = lock(&self.inner);
             inner

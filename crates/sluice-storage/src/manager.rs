@@ -407,7 +407,12 @@ impl LogManager {
             .ok_or_else(|| StorageError::UnknownTopic(name.into()))?;
         self.persist_topics(&topics)?;
         *self.topics.write().expect("topics lock") = topics;
+        // Its recovery points must not outlive it: a new topic of the same name would inherit
+        // them and trust segments that were never synced.
+        self.checkpoint_recovery_points()?;
         for log in &topic.partitions {
+            // Wait out in-flight appends and flushes; none may touch the directory after this.
+            log.close();
             let dir = log.dir();
             let file_name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
             let doomed = self.data_dir.join(format!(

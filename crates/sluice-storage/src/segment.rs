@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! <topic>-<partition>/
-//!   00000000000000000000.log        batches, byte-for-byte as produced except base offset
-//!   00000000000000000000.index      (partition leader epoch and LogAppendTime fields patched)
+//!   00000000000000000000.log        batches, byte-for-byte as produced except the base
+//!   00000000000000000000.index      offset, leader epoch and LogAppendTime fields
 //!   00000000000000000000.timeindex
 //!   00000000000000004711.log        next segment: its name is its base offset
 //! ```
@@ -222,8 +222,10 @@ impl LogSegment {
                     })
                 }
             };
-            if header.base_offset < self.next_offset {
-                let err = BatchError::Corrupt("offsets go backwards");
+            // Sluice never leaves gaps inside a segment, and the CRC does not cover the base
+            // offset: a batch that does not start where the previous one ended is damaged.
+            if header.base_offset != self.next_offset {
+                let err = BatchError::Corrupt("base offset does not follow the previous batch");
                 return Ok(ScanOutcome {
                     valid_end: pos,
                     corruption: Some((pos, err)),
@@ -243,25 +245,27 @@ impl LogSegment {
     /// the recovery point says is durable. Returns the position the walk ended at, which
     /// equals the file size for an intact segment.
     pub fn walk_headers_from_index(&mut self, interval_bytes: u64) -> io::Result<u64> {
-        let mut pos = self
+        let (relative, mut pos) = self
             .offset_index
             .last()
-            .map(|(_, p)| u64::from(p))
-            .unwrap_or(0);
+            .map(|(r, p)| (r, u64::from(p)))
+            .unwrap_or((0, 0));
+        // Batches are contiguous: the first one walked starts at the indexed offset.
+        let mut expected = self.base_offset + i64::from(relative);
         let mut header = [0u8; BATCH_HEADER_SIZE];
         while pos + BATCH_HEADER_SIZE as u64 <= self.size {
             self.file.read_exact_at(&mut header, pos)?;
             let parsed = BatchHeader::parse(&header)
                 .and_then(|h| BatchHeader::peek_size(&header).map(|_| h))
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if parsed.base_offset < self.next_offset || pos + parsed.total_size() as u64 > self.size
-            {
+            if parsed.base_offset != expected || pos + parsed.total_size() as u64 > self.size {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "batch out of place",
                 ));
             }
             self.track_batch(pos, &parsed, interval_bytes);
+            expected = parsed.next_offset();
             pos += parsed.total_size() as u64;
         }
         Ok(pos)

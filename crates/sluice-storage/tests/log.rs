@@ -96,11 +96,14 @@ fn appended_batches_read_back_with_assigned_offsets() {
     let read = log.read(base + 1, 1, true).unwrap();
     let first = BatchIter::new(&read.records).next().unwrap().unwrap();
     assert_eq!(first.len(), original.len());
+    // Only the base offset (0..8) and the partition leader epoch (12..16) are the broker's.
+    assert_eq!(&first[8..12], &original[8..12]);
     assert_eq!(
-        &first[8..],
-        &original[8..],
-        "stored bytes equal the produced bytes past the base offset"
+        &first[16..],
+        &original[16..],
+        "the rest is stored exactly as produced"
     );
+    assert_eq!(BatchHeader::parse(first).unwrap().partition_leader_epoch, 0);
     assert_eq!(BatchHeader::parse(first).unwrap().base_offset, base);
     // Reads never pass the high watermark, and offsets past it are out of range.
     assert_eq!(read.high_watermark, log.log_end_offset());
@@ -668,6 +671,152 @@ fn client_control_and_transactional_batches_are_refused() {
         log.append(&bytes, 0),
         Err(StorageError::InvalidRecord(_))
     ));
+}
+
+/// Deleting a topic while its log is still referenced (an in-flight produce, a checkpoint
+/// pass) refuses further work with an ordinary error instead of writing into the removed
+/// directory and taking the data directory offline; the deleted topic's recovery points leave
+/// the checkpoint, so a new topic of the same name cannot inherit them.
+#[test]
+fn deleting_a_topic_in_use_does_not_take_the_directory_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+    m.create_topic("doomed", 1, BTreeMap::new(), false).unwrap();
+    let log = m.partition("doomed", 0).unwrap();
+    let out = log.append(&batch(1, 2, 5), 0).unwrap();
+    m.flush_and_checkpoint().unwrap();
+    let checkpoint = dir.path().join("recovery-point-offset-checkpoint");
+    assert!(fs::read_to_string(&checkpoint)
+        .unwrap()
+        .contains("doomed 0 2"));
+    log.append(&batch(2, 2, 5), 0).unwrap(); // appended, not yet flushed
+    m.delete_topic("doomed").unwrap();
+    assert!(!fs::read_to_string(&checkpoint).unwrap().contains("doomed"));
+    assert!(matches!(
+        log.append(&batch(3, 1, 5), 0),
+        Err(StorageError::UnknownTopic(_))
+    ));
+    assert!(matches!(
+        log.flush_to(out.last_offset + 10),
+        Err(StorageError::UnknownTopic(_))
+    ));
+    assert_eq!(log.flush_all(0), Ok(()));
+    m.flush_and_checkpoint().unwrap();
+    assert!(!m.is_offline());
+    // A new topic of the same name starts empty and unaffected.
+    m.create_topic("doomed", 1, BTreeMap::new(), false).unwrap();
+    assert_eq!(m.partition("doomed", 0).unwrap().log_end_offset(), 0);
+}
+
+/// When recovery deletes segments after a corrupt one, the directory is synced, so the
+/// unlinks are durable before their offsets are reused.
+#[test]
+fn recovery_syncs_the_directory_after_deleting_segments() {
+    #[derive(Debug, Default)]
+    struct DirSyncs(AtomicU64);
+    impl Durability for DirSyncs {
+        fn sync_file(&self, _: &File) -> io::Result<()> {
+            Ok(())
+        }
+        fn sync_dir(&self, _: &Path) -> io::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = UnifiedLog::open(dir.path(), config(1_000), None, state(NoSync), 0).unwrap();
+        for tag in 0..30u32 {
+            log.append(&batch(tag, 2, 100), 0).unwrap();
+        }
+    }
+    let first = dir.path().join("00000000000000000000.log");
+    let mut bytes = fs::read(&first).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1; // damage the last batch of the first segment
+    fs::write(&first, &bytes).unwrap();
+    let syncs = Arc::new(DirSyncs::default());
+    let log = UnifiedLog::open(
+        dir.path(),
+        config(1_000),
+        None,
+        Arc::new(DirState::new(syncs.clone())),
+        0,
+    )
+    .unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert!(syncs.0.load(Ordering::SeqCst) >= 1);
+}
+
+/// A hostile base offset in an idempotent client batch (the broker overwrites it) must not
+/// overflow while the producer state is checked.
+#[test]
+fn hostile_client_base_offsets_do_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = UnifiedLog::open(dir.path(), config(1 << 20), None, state(NoSync), 0).unwrap();
+    let mut bytes = idempotent_batch(5, 0, 0, 2);
+    sluice_records::patch_base_offset(&mut bytes, i64::MAX);
+    let out = log.append(&bytes, 0).unwrap();
+    assert_eq!((out.base_offset, out.last_offset), (0, 1));
+}
+
+/// The CRC does not cover the base offset: a damaged one is caught because batches in a
+/// segment are contiguous, and the log is cut there instead of jumping ahead.
+#[test]
+fn recovery_rejects_a_damaged_base_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let sizes: Vec<usize> = {
+        let log = UnifiedLog::open(dir.path(), config(1 << 20), None, state(NoSync), 0).unwrap();
+        (0..5u32)
+            .map(|t| {
+                let b = batch(t, 2, 100);
+                log.append(&b, 0).unwrap();
+                b.len()
+            })
+            .collect()
+    };
+    let seg = dir.path().join("00000000000000000000.log");
+    let mut bytes = fs::read(&seg).unwrap();
+    let third = sizes[0] + sizes[1];
+    bytes[third] |= 0x40; // a high bit of the third batch's base offset
+    fs::write(&seg, &bytes).unwrap();
+    let log = UnifiedLog::open(dir.path(), config(1 << 20), None, state(NoSync), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 4);
+}
+
+/// A compressed batch's record count is not checked against its (undecoded) body, so one
+/// batch may claim up to i32::MAX offsets; an append may not span more than a segment's
+/// 32-bit relative offsets, and the next append rolls a new segment.
+#[test]
+fn appends_never_overflow_relative_offsets() {
+    fn claiming(records: i32) -> Vec<u8> {
+        let mut bytes = batch(0, 1, 5);
+        bytes[21..23].copy_from_slice(&1i16.to_be_bytes()); // gzip: records not walked
+        bytes[23..27].copy_from_slice(&(records - 1).to_be_bytes());
+        bytes[57..61].copy_from_slice(&records.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = UnifiedLog::open(dir.path(), config(1 << 20), None, state(NoSync), 0).unwrap();
+    let mut two = claiming(i32::MAX);
+    two.extend_from_slice(&claiming(i32::MAX));
+    assert!(matches!(
+        log.append(&two, 0),
+        Err(StorageError::InvalidRecord(_))
+    ));
+    log.append(&claiming(i32::MAX), 0).unwrap();
+    let out = log.append(&batch(1, 1, 5), 0).unwrap();
+    assert_eq!(out.base_offset, i64::from(i32::MAX));
+    assert_eq!(log.segment_count(), 2, "the second append rolled");
+    let read = log.read(out.base_offset, 1 << 20, true).unwrap();
+    assert_eq!(
+        BatchHeader::parse(&read.records).unwrap().base_offset,
+        out.base_offset
+    );
+    let early = log.read(5, 1 << 20, true).unwrap();
+    assert_eq!(BatchHeader::parse(&early.records).unwrap().base_offset, 0);
 }
 
 proptest! {

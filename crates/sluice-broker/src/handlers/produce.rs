@@ -10,7 +10,7 @@ use sluice_storage::{StorageError, UnifiedLog};
 
 use super::{ready, respond, str_bytes, Dispatched};
 use crate::errors::error_code;
-use crate::{millis, now_ms, BrokerState};
+use crate::{now_ms, BrokerState};
 
 /// An appended partition waiting for its fsync.
 struct Awaiting {
@@ -92,48 +92,59 @@ pub(crate) fn handle(
     }
     let response = ProduceResponse::default().with_responses(responses);
     if acks == 0 {
+        // No response to carry an error: like Kafka, close the connection so the client
+        // notices (and refreshes its metadata) instead of losing data silently.
+        let failed = response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .find(|p| p.error_code != 0);
+        if let Some(p) = failed {
+            return Err(format!("acks=0 produce failed with error {}", p.error_code));
+        }
         return Ok(None);
     }
     if awaiting.is_empty() {
         return ready(ApiKey::Produce, version, corr, response);
     }
-    let timeout = millis(req.timeout_ms.max(0) as u64);
+    // The produce timeout bounds waiting for replicas in Kafka; on one node Kafka never
+    // waits, so neither do we time out our own fsync. A disk that hangs is bounded by the
+    // client's request timeout, and a failed sync takes the directory offline.
     respond(ApiKey::Produce, version, corr, async move {
         let mut response = response;
         let syncs = tokio::task::spawn_blocking(move || {
             awaiting
                 .into_iter()
-                .map(|a| {
-                    let result = a.log.flush_to(a.end_offset);
-                    (a.topic, a.partition, result)
-                })
+                .map(|a| (a.topic, a.partition, a.log.flush_to(a.end_offset)))
                 .collect::<Vec<_>>()
-        });
-        match tokio::time::timeout(timeout, syncs).await {
-            Ok(Ok(results)) => {
-                for (t, p, result) in results {
-                    if let Err(e) = result {
-                        let out = &mut response.responses[t].partition_responses[p];
-                        out.error_code = error_code(&e);
-                        out.error_message = Some(str_bytes(&e.to_string()));
-                        out.base_offset = -1;
-                    }
-                }
+        })
+        .await;
+        let results = match syncs {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::error!(error = %e, "fsync task failed");
+                Vec::new()
             }
-            // The data is appended but not known durable: the client must not count it as
-            // acknowledged.
-            outcome => {
-                let code = match outcome {
-                    Err(_) => ResponseError::RequestTimedOut.code(),
-                    Ok(_) => ResponseError::KafkaStorageError.code(),
-                };
-                for topic in &mut response.responses {
-                    for out in &mut topic.partition_responses {
-                        if out.error_code == 0 {
-                            out.error_code = code;
-                            out.base_offset = -1;
-                        }
-                    }
+        };
+        let synced: std::collections::HashSet<(usize, usize)> = results
+            .iter()
+            .filter(|(_, _, r)| r.is_ok())
+            .map(|(t, p, _)| (*t, *p))
+            .collect();
+        for (t, p, result) in &results {
+            if let Err(e) = result {
+                let out = &mut response.responses[*t].partition_responses[*p];
+                out.error_code = error_code(e);
+                out.error_message = Some(str_bytes(&e.to_string()));
+                out.base_offset = -1;
+            }
+        }
+        // Anything appended that was not confirmed synced must not look acknowledged.
+        for (t, topic) in response.responses.iter_mut().enumerate() {
+            for (p, out) in topic.partition_responses.iter_mut().enumerate() {
+                if out.error_code == 0 && !synced.contains(&(t, p)) {
+                    out.error_code = ResponseError::KafkaStorageError.code();
+                    out.base_offset = -1;
                 }
             }
         }
