@@ -1,0 +1,169 @@
+//! A Sluice broker in its own process, so its CPU time and memory can be read from /proc
+//! apart from the client's.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Finds the release `sluice` binary, building it if it is missing.
+pub fn locate_binary(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(path) = explicit.or_else(|| std::env::var_os("SLUICE_BIN").map(PathBuf::from)) {
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let sibling = exe.with_file_name("sluice");
+    if !sibling.exists() {
+        eprintln!("building the sluice binary (cargo build --release -p sluice)");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "-p", "sluice"])
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err("building sluice failed".into());
+        }
+    }
+    Ok(sibling)
+}
+
+pub struct Broker {
+    bin: PathBuf,
+    data_dir: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Broker {
+    pub fn start(bin: &Path, data_dir: &Path, extra: &[&str]) -> Result<Self, String> {
+        let mut broker = Self {
+            bin: bin.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            port: 0,
+        };
+        broker.launch()?;
+        Ok(broker)
+    }
+
+    /// Starts the process and returns how long it took until it accepted connections.
+    fn launch(&mut self) -> Result<Duration, String> {
+        let started = Instant::now();
+        let mut child = Command::new(&self.bin)
+            .args(["serve", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().rsplit(':').next().and_then(|p| p.parse().ok()));
+                }
+                if line.contains("ERROR") {
+                    eprintln!("[sluice] {line}");
+                }
+            }
+        });
+        self.child = Some(child);
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Some(port)) => {
+                self.port = port;
+                Ok(started.elapsed())
+            }
+            other => {
+                self.kill();
+                Err(format!("broker did not start: {other:?}"))
+            }
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// User plus system CPU seconds the broker process has used.
+    pub fn cpu_seconds(&self) -> f64 {
+        let Some(pid) = self.pid() else { return 0.0 };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return 0.0;
+        };
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let rest = stat.rsplit(')').next().unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        ticks / hz.max(1.0)
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let Some(pid) = self.pid() else { return 0 };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(field))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Resident memory now, in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.status_kib("VmRSS:") as f64 / 1024.0
+    }
+
+    /// Peak resident memory since start, in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.status_kib("VmHWM:") as f64 / 1024.0
+    }
+
+    /// SIGTERM (clean shutdown) and wait.
+    pub fn stop(&mut self) -> Result<(), String> {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let status = child.wait().map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err(format!("broker exited with {status}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Clean shutdown, then start again; returns the start-up time.
+    pub fn restart(&mut self) -> Result<Duration, String> {
+        self.stop()?;
+        self.launch()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,341 @@
+//! Load generated with librdkafka (the rdkafka crate), so the client is not ours.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+/// Counts deliveries.
+#[derive(Default)]
+pub struct Counter {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ClientContext for Counter {}
+impl ProducerContext for Counter {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.ok.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
+    let results = runtime()
+        .block_on(admin.create_topics([&topic], &opts))
+        .map_err(|e| e.to_string())?;
+    for r in results {
+        r.map_err(|(name, code)| format!("creating {name}: {code}"))?;
+    }
+    Ok(())
+}
+
+pub fn delete_topic(bootstrap: &str, name: &str) {
+    let Ok(admin) = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create::<AdminClient<DefaultClientContext>>()
+    else {
+        return;
+    };
+    let _ = runtime().block_on(admin.delete_topics(&[name], &AdminOptions::new()));
+}
+
+/// Payloads of moderate compressibility (random letters from a 16-letter alphabet), so
+/// compressed scenarios are neither flattered by zeros nor defeated by noise.
+pub fn payloads(size: usize, count: usize) -> Vec<Vec<u8>> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..count)
+        .map(|_| {
+            (0..size)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    b'a' + (state % 16) as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceSpec {
+    pub size: usize,
+    pub partitions: i32,
+    pub acks: &'static str,
+    pub compression: &'static str,
+    pub bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceResult {
+    pub messages: u64,
+    pub mb_s: f64,
+    pub msg_s: f64,
+}
+
+fn producer_config(bootstrap: &str, acks: &str, compression: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("acks", acks)
+        .set("compression.type", compression)
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("enable.idempotence", "false");
+    c
+}
+
+/// Sends `messages` messages as fast as librdkafka accepts them and waits for every delivery.
+fn drive(producer: &BaseProducer<Counter>, topic: &str, messages: u64, payloads: &[Vec<u8>]) {
+    for i in 0..messages {
+        let key = (i % 4096).to_be_bytes();
+        let payload = &payloads[(i % payloads.len() as u64) as usize];
+        let mut record = BaseRecord::to(topic)
+            .key(&key[..])
+            .payload(payload.as_slice());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => panic!("produce failed: {e}"),
+            }
+        }
+        if i % 1024 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(300));
+}
+
+/// Producer throughput: MB/s of message values (uncompressed, as Kafka's perf tool counts).
+pub fn produce(bootstrap: &str, topic: &str, spec: ProduceSpec) -> Result<ProduceResult, String> {
+    let messages = (spec.bytes / spec.size).max(1) as u64;
+    let producer: BaseProducer<Counter> = producer_config(bootstrap, spec.acks, spec.compression)
+        .create_with_context(Counter::default())
+        .map_err(|e| e.to_string())?;
+    let payloads = payloads(spec.size, 64);
+    let start = Instant::now();
+    drive(&producer, topic, messages, &payloads);
+    let seconds = start.elapsed().as_secs_f64();
+    let ok = producer.context().ok.load(Ordering::Relaxed);
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if failed > 0 || ok != messages {
+        return Err(format!(
+            "{failed} deliveries failed, {ok} of {messages} acknowledged"
+        ));
+    }
+    Ok(ProduceResult {
+        messages,
+        mb_s: (messages as usize * spec.size) as f64 / seconds / 1e6,
+        msg_s: messages as f64 / seconds,
+    })
+}
+
+/// `producers` independent producers (each its own connection) sharing `bytes`.
+pub fn fan_in(
+    bootstrap: &str,
+    topic: &str,
+    producers: usize,
+    spec: ProduceSpec,
+) -> Result<ProduceResult, String> {
+    let per = (spec.bytes / spec.size / producers).max(1) as u64;
+    let payloads = Arc::new(payloads(spec.size, 64));
+    let clients: Vec<BaseProducer<Counter>> = (0..producers)
+        .map(|_| {
+            producer_config(bootstrap, spec.acks, spec.compression)
+                .create_with_context(Counter::default())
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for producer in &clients {
+            let payloads = payloads.clone();
+            s.spawn(move || drive(producer, topic, per, &payloads));
+        }
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    let ok: u64 = clients
+        .iter()
+        .map(|p| p.context().ok.load(Ordering::Relaxed))
+        .sum();
+    let total = per * producers as u64;
+    if ok != total {
+        return Err(format!("{ok} of {total} acknowledged"));
+    }
+    Ok(ProduceResult {
+        messages: total,
+        mb_s: (total as usize * spec.size) as f64 / seconds / 1e6,
+        msg_s: total as f64 / seconds,
+    })
+}
+
+fn consumer(bootstrap: &str) -> Result<BaseConsumer, String> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "sluice-bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "50")
+        .create()
+        .map_err(|e| e.to_string())
+}
+
+fn assign_all(c: &BaseConsumer, topic: &str, partitions: i32) -> Result<(), String> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+    }
+    c.assign(&tpl).map_err(|e| e.to_string())
+}
+
+/// Consumer throughput reading an existing backlog of `messages` from the beginning.
+pub fn consume_backlog(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    messages: u64,
+) -> Result<ProduceResult, String> {
+    let c = consumer(bootstrap)?;
+    assign_all(&c, topic, partitions)?;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(300);
+    let (mut n, mut bytes) = (0u64, 0usize);
+    while n < messages && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            n += 1;
+            bytes += m.payload_len();
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if n < messages {
+        return Err(format!("consumed {n} of {messages}"));
+    }
+    Ok(ProduceResult {
+        messages: n,
+        mb_s: bytes as f64 / seconds / 1e6,
+        msg_s: n as f64 / seconds,
+    })
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Latency {
+    pub target_msg_s: f64,
+    pub achieved_msg_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+/// End-to-end latency at a fixed rate, free of coordinated omission: message i is due at
+/// `start + i / rate`, carries that due time, and its latency is measured from the due time,
+/// so a stalled producer's backlog counts against the broker rather than vanishing.
+pub fn latency(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    size: usize,
+    rate: f64,
+    duration: Duration,
+) -> Result<Latency, String> {
+    let total = (rate * duration.as_secs_f64()) as u64;
+    let c = consumer(bootstrap)?;
+    assign_all(&c, topic, partitions)?;
+    let producer: BaseProducer<Counter> = {
+        let mut cfg = producer_config(bootstrap, "all", "none");
+        cfg.set("linger.ms", "1");
+        cfg.create_with_context(Counter::default())
+            .map_err(|e| e.to_string())?
+    };
+    let start = Instant::now();
+    let consumer_thread = std::thread::spawn(move || {
+        let mut latencies = Vec::with_capacity(total as usize);
+        let deadline = start + duration + Duration::from_secs(60);
+        while (latencies.len() as u64) < total && Instant::now() < deadline {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+                let now = start.elapsed().as_nanos() as u64;
+                if let Some(p) = m.payload() {
+                    let due = u64::from_le_bytes(p[..8].try_into().expect("8-byte stamp"));
+                    latencies.push(now.saturating_sub(due));
+                }
+            }
+        }
+        latencies
+    });
+    let mut payload = payloads(size.max(8), 1).remove(0);
+    for i in 0..total {
+        let due = Duration::from_secs_f64(i as f64 / rate);
+        while start.elapsed() < due {
+            producer.poll(Duration::ZERO);
+            let left = due.saturating_sub(start.elapsed());
+            if left > Duration::from_micros(200) {
+                std::thread::sleep(left - Duration::from_micros(100));
+            }
+        }
+        payload[..8].copy_from_slice(&(due.as_nanos() as u64).to_le_bytes());
+        let key = (i % 4096).to_be_bytes();
+        let mut record = BaseRecord::to(topic)
+            .key(&key[..])
+            .payload(payload.as_slice());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(format!("produce failed: {e}")),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    let _ = producer.flush(Duration::from_secs(60));
+    let sent_secs = start.elapsed().as_secs_f64();
+    let mut latencies = consumer_thread
+        .join()
+        .map_err(|_| "consumer panicked".to_string())?;
+    if (latencies.len() as u64) < total {
+        return Err(format!("received {} of {total}", latencies.len()));
+    }
+    latencies.sort_unstable();
+    let pct = |q: f64| {
+        latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)] as f64 / 1e6
+    };
+    Ok(Latency {
+        target_msg_s: rate,
+        achieved_msg_s: total as f64 / sent_secs,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
+        max_ms: *latencies.last().unwrap_or(&0) as f64 / 1e6,
+    })
+}

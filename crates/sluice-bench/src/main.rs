@@ -1,0 +1,441 @@
+//! `sluice-bench`: measures a Kafka-compatible broker with librdkafka, next to the machine's
+//! own ceilings measured in the same run.
+//!
+//! `cargo run --release -p sluice-bench -- [--quick] [--bootstrap HOST:PORT] [--json FILE]`
+//!
+//! Without `--bootstrap` it starts a fresh Sluice broker (the release binary) in its own
+//! process, which also lets it report the broker's CPU time and memory.
+
+mod broker;
+mod ceilings;
+mod load;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde::Serialize;
+
+use broker::Broker;
+use load::ProduceSpec;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice-bench",
+    about = "Benchmark Sluice against the machine's limits"
+)]
+struct Args {
+    /// A short run (under two minutes) for routine checks.
+    #[arg(long)]
+    quick: bool,
+    /// Benchmark the broker listening here instead of starting Sluice.
+    #[arg(long, value_name = "HOST:PORT")]
+    bootstrap: Option<String>,
+    /// Also write the results as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Where the started broker keeps its data and where disk bandwidth is measured.
+    #[arg(long, value_name = "DIR", default_value = "target/bench-data")]
+    data_dir: PathBuf,
+    /// The sluice binary to start (default: the release build next to this one).
+    #[arg(long, value_name = "FILE")]
+    sluice_bin: Option<PathBuf>,
+    /// Run only these groups (produce, consume, latency, fan-in, memory), for profiling one
+    /// path; the ceilings are always measured.
+    #[arg(long, value_name = "GROUP", value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+impl Args {
+    fn wants(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
+}
+
+#[derive(Serialize, Clone)]
+struct Row {
+    group: &'static str,
+    scenario: String,
+    result: String,
+    comparison: String,
+}
+
+#[derive(Serialize)]
+struct Report {
+    command: String,
+    machine: String,
+    broker: String,
+    rows: Vec<Row>,
+    latency: Vec<load::Latency>,
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next()?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cores} cores, {:.1} GiB RAM, Linux {}",
+        mem_kib as f64 / 1048576.0,
+        kernel.trim()
+    )
+}
+
+struct Run {
+    rows: Vec<Row>,
+    latency: Vec<load::Latency>,
+}
+
+impl Run {
+    fn row(
+        &mut self,
+        group: &'static str,
+        scenario: impl Into<String>,
+        result: String,
+        comparison: String,
+    ) {
+        let row = Row {
+            group,
+            scenario: scenario.into(),
+            result,
+            comparison,
+        };
+        eprintln!(
+            "  {} | {} | {} | {}",
+            row.group, row.scenario, row.result, row.comparison
+        );
+        self.rows.push(row);
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(&args) {
+        eprintln!("sluice-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let started = Instant::now();
+    let quick = args.quick;
+    let mut run = Run {
+        rows: Vec::new(),
+        latency: Vec::new(),
+    };
+    let _ = std::fs::remove_dir_all(&args.data_dir);
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| e.to_string())?;
+
+    eprintln!("measuring the machine's ceilings");
+    let (disk_bytes, tcp_secs) = if quick { (256 << 20, 1) } else { (1 << 30, 3) };
+    let disk = ceilings::fdatasync_write_mb_s(&args.data_dir, disk_bytes, 1 << 20)?;
+    let tcp = ceilings::loopback_tcp_mb_s(Duration::from_secs(tcp_secs))?;
+    run.row(
+        "ceiling",
+        "sequential write, fdatasync every 1 MiB",
+        format!("{disk:.0} MB/s"),
+        String::new(),
+    );
+    run.row(
+        "ceiling",
+        "loopback TCP, one stream",
+        format!("{tcp:.0} MB/s"),
+        String::new(),
+    );
+
+    let bin = if args.bootstrap.is_none() {
+        Some(broker::locate_binary(args.sluice_bin.clone())?)
+    } else {
+        None
+    };
+    let mut broker = match &bin {
+        Some(bin) => Some(Broker::start(bin, &args.data_dir.join("broker"), &[])?),
+        None => None,
+    };
+    let bootstrap = match (&args.bootstrap, &broker) {
+        (Some(b), _) => b.clone(),
+        (None, Some(b)) => b.bootstrap(),
+        (None, None) => unreachable!("a broker is started when none is given"),
+    };
+    let cpu = |b: &Option<Broker>| b.as_ref().map(Broker::cpu_seconds);
+
+    // Producer throughput.
+    let mb = 1 << 20;
+    let matrix: Vec<ProduceSpec> = if quick {
+        vec![
+            ProduceSpec {
+                size: 1024,
+                partitions: 16,
+                acks: "all",
+                compression: "none",
+                bytes: 256 * mb,
+            },
+            ProduceSpec {
+                size: 1024,
+                partitions: 16,
+                acks: "1",
+                compression: "none",
+                bytes: 256 * mb,
+            },
+            ProduceSpec {
+                size: 1024,
+                partitions: 1,
+                acks: "all",
+                compression: "none",
+                bytes: 128 * mb,
+            },
+            ProduceSpec {
+                size: 100,
+                partitions: 1,
+                acks: "1",
+                compression: "none",
+                bytes: 32 * mb,
+            },
+            ProduceSpec {
+                size: 1024,
+                partitions: 16,
+                acks: "all",
+                compression: "lz4",
+                bytes: 128 * mb,
+            },
+        ]
+    } else {
+        let mut m = Vec::new();
+        for size in [1024usize, 100] {
+            for partitions in [16, 1] {
+                for acks in ["all", "1"] {
+                    for compression in ["none", "lz4", "zstd"] {
+                        let bytes = if size == 100 { 128 * mb } else { 1024 * mb };
+                        m.push(ProduceSpec {
+                            size,
+                            partitions,
+                            acks,
+                            compression,
+                            bytes,
+                        });
+                    }
+                }
+            }
+        }
+        m
+    };
+    let matrix: Vec<ProduceSpec> = matrix
+        .into_iter()
+        .filter(|s| {
+            args.wants("produce")
+                || (args.wants("latency")
+                    && s.size == 1024
+                    && s.partitions == 16
+                    && s.acks == "all"
+                    && s.compression == "none")
+                || (args.wants("consume")
+                    && s.size == 1024
+                    && s.partitions == 16
+                    && s.acks == "1"
+                    && s.compression == "none")
+        })
+        .collect();
+    eprintln!("producer throughput ({} scenarios)", matrix.len());
+    let mut max_all_1k_16 = 0.0f64;
+    let mut backlog: Option<(String, i32, u64)> = None;
+    for (i, spec) in matrix.iter().enumerate() {
+        let topic = format!("produce-{i}");
+        load::create_topic(&bootstrap, &topic, spec.partitions)?;
+        let cpu_before = cpu(&broker);
+        let result = load::produce(&bootstrap, &topic, *spec)?;
+        let cpu_used = cpu(&broker).zip(cpu_before).map(|(a, b)| a - b);
+        let name = format!(
+            "{} B, {} partition{}, acks={}, {}",
+            spec.size,
+            spec.partitions,
+            if spec.partitions == 1 { "" } else { "s" },
+            spec.acks,
+            spec.compression
+        );
+        let mut comparison = String::new();
+        let gb = (result.messages as usize * spec.size) as f64 / 1e9;
+        if spec.acks == "all" && spec.compression == "none" {
+            comparison = format!(
+                "{:.0}% of fdatasync write bandwidth",
+                100.0 * result.mb_s / disk
+            );
+        } else if spec.compression == "none" {
+            comparison = format!("{:.0}% of loopback TCP", 100.0 * result.mb_s / tcp);
+        }
+        if let Some(cpu) = cpu_used {
+            comparison = format!("{comparison}; broker {:.2} CPU-s/GB", cpu / gb)
+                .trim_start_matches("; ")
+                .to_string();
+        }
+        run.row(
+            "produce",
+            name,
+            format!("{:.1} MB/s, {:.0} msg/s", result.mb_s, result.msg_s),
+            comparison,
+        );
+        let keep = spec.size == 1024
+            && spec.partitions == 16
+            && spec.acks == "1"
+            && spec.compression == "none";
+        if spec.size == 1024
+            && spec.partitions == 16
+            && spec.acks == "all"
+            && spec.compression == "none"
+        {
+            max_all_1k_16 = result.msg_s;
+        }
+        if keep {
+            backlog = Some((topic, spec.partitions, result.messages));
+        } else {
+            load::delete_topic(&bootstrap, &topic);
+        }
+    }
+
+    if let Some((topic, partitions, messages)) = backlog.as_ref().filter(|_| args.wants("consume"))
+    {
+        eprintln!("consumer throughput");
+        let r = load::consume_backlog(&bootstrap, topic, *partitions, *messages)?;
+        let comparison = format!("{:.0}% of loopback TCP", 100.0 * r.mb_s / tcp);
+        run.row(
+            "consume",
+            format!("backlog of {messages} × 1 KB, 16 partitions"),
+            format!("{:.1} MB/s, {:.0} msg/s", r.mb_s, r.msg_s),
+            comparison,
+        );
+        load::delete_topic(&bootstrap, topic);
+    }
+
+    if max_all_1k_16 > 0.0 && args.wants("latency") {
+        eprintln!("end-to-end latency");
+        let secs = if quick { 3 } else { 10 };
+        for fraction in [0.1, 0.5, 0.8] {
+            let topic = format!("latency-{}", (fraction * 100.0) as u32);
+            load::create_topic(&bootstrap, &topic, 16)?;
+            let rate = max_all_1k_16 * fraction;
+            let l = load::latency(
+                &bootstrap,
+                &topic,
+                16,
+                1024,
+                rate,
+                Duration::from_secs(secs),
+            )?;
+            run.row(
+                "latency",
+                format!(
+                    "1 KB, 16 partitions, acks=all at {:.0}% of max ({:.0} msg/s)",
+                    fraction * 100.0,
+                    rate
+                ),
+                format!(
+                    "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+                    l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
+                ),
+                format!("achieved {:.0} msg/s", l.achieved_msg_s),
+            );
+            run.latency.push(l);
+            load::delete_topic(&bootstrap, &topic);
+        }
+    }
+
+    if args.wants("fan-in") {
+        eprintln!("fan-in");
+        load::create_topic(&bootstrap, "fan-in", 16)?;
+        let spec = ProduceSpec {
+            size: 1024,
+            partitions: 16,
+            acks: "all",
+            compression: "none",
+            bytes: if quick { 64 * mb } else { 512 * mb },
+        };
+        let r = load::fan_in(&bootstrap, "fan-in", 100, spec)?;
+        run.row(
+            "fan-in",
+            "100 producers, 1 KB, 16 partitions, acks=all",
+            format!("{:.1} MB/s, {:.0} msg/s", r.mb_s, r.msg_s),
+            format!("{:.0}% of fdatasync write bandwidth", 100.0 * r.mb_s / disk),
+        );
+        load::delete_topic(&bootstrap, "fan-in");
+    }
+
+    if let Some(b) = broker.as_mut() {
+        run.row(
+            "memory",
+            "peak RSS during the runs above",
+            format!("{:.0} MiB", b.peak_rss_mib()),
+            String::new(),
+        );
+        b.stop()?;
+    }
+    drop(broker);
+
+    if let Some(bin) = bin.as_ref().filter(|_| args.wants("memory")) {
+        eprintln!("idle memory and start-up with 1,000 partitions");
+        let dir = args.data_dir.join("partitions-1000");
+        let mut b = Broker::start(bin, &dir, &[])?;
+        let bs = b.bootstrap();
+        for t in 0..10 {
+            load::create_topic(&bs, &format!("idle-{t}"), 100)?;
+        }
+        let rss = b.rss_mib();
+        run.row(
+            "memory",
+            "idle broker, 1,000 partitions",
+            format!("{rss:.0} MiB RSS"),
+            "target < 200 MiB".into(),
+        );
+        let data = if quick { 1usize << 30 } else { 10 << 30 };
+        let per_topic = ProduceSpec {
+            size: 1024,
+            partitions: 100,
+            acks: "1",
+            compression: "none",
+            bytes: data / 10,
+        };
+        for t in 0..10 {
+            load::produce(&bs, &format!("idle-{t}"), per_topic)?;
+        }
+        let startup = b.restart()?;
+        run.row(
+            "start-up",
+            format!("clean restart, 1,000 partitions, {} GiB", data >> 30),
+            format!("{:.2} s to accept connections", startup.as_secs_f64()),
+            "target < 2 s".into(),
+        );
+        b.stop()?;
+    }
+
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let report = Report {
+        command: command.clone(),
+        machine: machine(),
+        broker: args
+            .bootstrap
+            .clone()
+            .unwrap_or_else(|| "sluice (started by the benchmark)".into()),
+        rows: run.rows.clone(),
+        latency: run.latency.clone(),
+    };
+    println!("Command: `{command}`  ");
+    println!("Machine: {}  ", report.machine);
+    println!("Broker: {}  ", report.broker);
+    println!("Took {:.0} s\n", started.elapsed().as_secs_f64());
+    println!("| group | scenario | result | against |");
+    println!("| --- | --- | --- | --- |");
+    for r in &run.rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            r.group, r.scenario, r.result, r.comparison
+        );
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| e.to_string())?;
+    }
+    let _ = std::fs::remove_dir_all(&args.data_dir);
+    Ok(())
+}
