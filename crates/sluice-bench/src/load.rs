@@ -30,6 +30,18 @@ impl ProducerContext for Counter {
     }
 }
 
+/// Client settings from `SLUICE_BENCH_CLIENT="key=value,key=value"`, applied to every
+/// producer and consumer after the benchmark's own: for experiments with client tuning.
+fn client_overrides(c: &mut ClientConfig) {
+    if let Ok(list) = std::env::var("SLUICE_BENCH_CLIENT") {
+        for pair in list.split(',').filter(|p| !p.is_empty()) {
+            if let Some((k, v)) = pair.split_once('=') {
+                c.set(k.trim(), v.trim());
+            }
+        }
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -107,6 +119,7 @@ fn producer_config(bootstrap: &str, acks: &str, compression: &str) -> ClientConf
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("enable.idempotence", "false");
+    client_overrides(&mut c);
     c
 }
 
@@ -199,13 +212,13 @@ pub fn fan_in(
 }
 
 fn consumer(bootstrap: &str) -> Result<BaseConsumer, String> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
         .set("group.id", "sluice-bench")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "50")
-        .create()
-        .map_err(|e| e.to_string())
+        .set("fetch.wait.max.ms", "50");
+    client_overrides(&mut c);
+    c.create().map_err(|e| e.to_string())
 }
 
 fn assign_all(c: &BaseConsumer, topic: &str, partitions: i32) -> Result<(), String> {
@@ -256,9 +269,15 @@ pub struct Latency {
     pub max_ms: f64,
 }
 
+/// Marks warm-up messages, which prove the consumer is fetching before the clock starts.
+const WARM_UP: u64 = u64::MAX;
+
 /// End-to-end latency at a fixed rate, free of coordinated omission: message i is due at
-/// `start + i / rate`, carries that due time, and its latency is measured from the due time,
+/// `begin + i / rate`, carries that due time, and its latency is measured from the due time,
 /// so a stalled producer's backlog counts against the broker rather than vanishing.
+///
+/// The schedule starts only once the consumer has received a warm-up message, so client
+/// start-up (metadata, offsets, the first fetch) is not charged to the broker.
 pub fn latency(
     bootstrap: &str,
     topic: &str,
@@ -273,18 +292,27 @@ pub fn latency(
     let producer: BaseProducer<Counter> = {
         let mut cfg = producer_config(bootstrap, "all", "none");
         cfg.set("linger.ms", "1");
+        client_overrides(&mut cfg);
         cfg.create_with_context(Counter::default())
             .map_err(|e| e.to_string())?
     };
-    let start = Instant::now();
+    let epoch = Instant::now();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let consumer_thread = std::thread::spawn(move || {
         let mut latencies = Vec::with_capacity(total as usize);
-        let deadline = start + duration + Duration::from_secs(60);
+        let mut warm = false;
+        let deadline = Instant::now() + duration + Duration::from_secs(120);
         while (latencies.len() as u64) < total && Instant::now() < deadline {
             if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
-                let now = start.elapsed().as_nanos() as u64;
-                if let Some(p) = m.payload() {
-                    let due = u64::from_le_bytes(p[..8].try_into().expect("8-byte stamp"));
+                let now = epoch.elapsed().as_nanos() as u64;
+                let Some(p) = m.payload() else { continue };
+                let due = u64::from_le_bytes(p[..8].try_into().expect("8-byte stamp"));
+                if due == WARM_UP {
+                    if !warm {
+                        warm = true;
+                        let _ = ready_tx.send(());
+                    }
+                } else {
                     latencies.push(now.saturating_sub(due));
                 }
             }
@@ -292,23 +320,12 @@ pub fn latency(
         latencies
     });
     let mut payload = payloads(size.max(8), 1).remove(0);
-    for i in 0..total {
-        let due = Duration::from_secs_f64(i as f64 / rate);
-        while start.elapsed() < due {
-            producer.poll(Duration::ZERO);
-            let left = due.saturating_sub(start.elapsed());
-            if left > Duration::from_micros(200) {
-                std::thread::sleep(left - Duration::from_micros(100));
-            }
-        }
-        payload[..8].copy_from_slice(&(due.as_nanos() as u64).to_le_bytes());
+    let send = |payload: &[u8], i: u64| -> Result<(), String> {
         let key = (i % 4096).to_be_bytes();
-        let mut record = BaseRecord::to(topic)
-            .key(&key[..])
-            .payload(payload.as_slice());
+        let mut record = BaseRecord::to(topic).key(&key[..]).payload(payload);
         loop {
             match producer.send(record) {
-                Ok(()) => break,
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     producer.poll(Duration::from_millis(1));
@@ -316,10 +333,37 @@ pub fn latency(
                 Err((e, _)) => return Err(format!("produce failed: {e}")),
             }
         }
+    };
+    // Warm up: one marker per partition's worth of keys, until the consumer has one.
+    payload[..8].copy_from_slice(&WARM_UP.to_le_bytes());
+    let warm_deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for i in 0..64 {
+            send(&payload, i)?;
+        }
+        let _ = producer.flush(Duration::from_secs(10));
+        match ready_rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(()) => break,
+            Err(_) if Instant::now() < warm_deadline => continue,
+            Err(_) => return Err("the consumer never received the warm-up".into()),
+        }
+    }
+    let begin = epoch.elapsed();
+    for i in 0..total {
+        let due = begin + Duration::from_secs_f64(i as f64 / rate);
+        while epoch.elapsed() < due {
+            producer.poll(Duration::ZERO);
+            let left = due.saturating_sub(epoch.elapsed());
+            if left > Duration::from_micros(200) {
+                std::thread::sleep(left - Duration::from_micros(100));
+            }
+        }
+        payload[..8].copy_from_slice(&(due.as_nanos() as u64).to_le_bytes());
+        send(&payload, i)?;
         producer.poll(Duration::ZERO);
     }
     let _ = producer.flush(Duration::from_secs(60));
-    let sent_secs = start.elapsed().as_secs_f64();
+    let sent_secs = (epoch.elapsed() - begin).as_secs_f64();
     let mut latencies = consumer_thread
         .join()
         .map_err(|_| "consumer panicked".to_string())?;

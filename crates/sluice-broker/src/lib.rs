@@ -5,6 +5,7 @@
 
 pub mod config;
 mod errors;
+mod flusher;
 mod handlers;
 mod server;
 
@@ -29,6 +30,8 @@ pub(crate) struct BrokerState {
     pub appended: watch::Sender<u64>,
     /// Flips to true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
+    /// Makes acks=all appends durable, in groups across partitions and requests.
+    pub flusher: flusher::Flusher,
 }
 
 impl BrokerState {
@@ -102,7 +105,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
         .unwrap_or_else(|| (addr.ip().to_string(), addr.port()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (appended, _) = watch::channel(0u64);
+    let flusher =
+        flusher::Flusher::start().map_err(|e| format!("cannot start the flusher: {e}"))?;
     let state = Arc::new(BrokerState {
+        flusher,
         config,
         logs: Arc::new(logs),
         advertised,

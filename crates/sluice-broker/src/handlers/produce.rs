@@ -110,22 +110,18 @@ pub(crate) fn handle(
     // The produce timeout bounds waiting for replicas in Kafka; on one node Kafka never
     // waits, so neither do we time out our own fsync. A disk that hangs is bounded by the
     // client's request timeout, and a failed sync takes the directory offline.
+    let flusher = state.flusher.clone();
     respond(ApiKey::Produce, version, corr, async move {
         let mut response = response;
-        let syncs = tokio::task::spawn_blocking(move || {
-            awaiting
-                .into_iter()
-                .map(|a| (a.topic, a.partition, a.log.flush_to(a.end_offset)))
-                .collect::<Vec<_>>()
-        })
-        .await;
-        let results = match syncs {
-            Ok(results) => results,
-            Err(e) => {
-                tracing::error!(error = %e, "fsync task failed");
-                Vec::new()
-            }
-        };
+        // Register every partition with the flusher first, so they share its next pass.
+        let waits: Vec<_> = awaiting
+            .into_iter()
+            .map(|a| (a.topic, a.partition, flusher.flush(a.log, a.end_offset)))
+            .collect();
+        let mut results = Vec::with_capacity(waits.len());
+        for (t, p, wait) in waits {
+            results.push((t, p, wait.wait().await));
+        }
         let synced: std::collections::HashSet<(usize, usize)> = results
             .iter()
             .filter(|(_, _, r)| r.is_ok())
