@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -26,6 +26,10 @@ pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 << 20;
 /// The partition leader epoch stamped on every appended batch. A single node leads every
 /// partition in epoch 0; replication will make this a parameter.
 pub const LEADER_EPOCH: i32 = 0;
+
+/// The bytes of a batch the broker rewrites on append: base offset, batch length (unchanged)
+/// and partition leader epoch.
+const PATCHED_PREFIX: usize = 16;
 
 /// Kafka's `producer.id.expiration.ms`: producer state idle this long is forgotten.
 pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
@@ -325,7 +329,6 @@ impl UnifiedLog {
                 "one append may not span {count} offsets"
             )));
         }
-        let mut buf = records.to_vec();
         let mut inner = lock(&self.inner);
         // Re-check under the lock: a write that failed while we waited took the directory
         // offline, and nothing may be appended (or acknowledged) after that.
@@ -358,27 +361,53 @@ impl UnifiedLog {
             .iter()
             .map(|h| i64::from(h.last_offset_delta) + 1)
             .sum();
-        self.maybe_roll(&mut inner, buf.len() as u64, count, now_ms)?;
+        self.maybe_roll(&mut inner, records.len() as u64, count, now_ms)?;
 
+        // The batches go to disk as the client sent them, except the first 16 bytes of each
+        // (base offset, length, leader epoch), which are written from a patched copy. Only a
+        // LogAppendTime batch, whose CRC changes, is copied whole. No other copy is made.
+        let mut prefixes: Vec<[u8; PATCHED_PREFIX]> = Vec::with_capacity(headers.len());
+        let mut stamped: Vec<Vec<u8>> = Vec::new();
         let mut offset = base_offset;
         let mut pos = 0usize;
         for h in headers.iter_mut() {
-            let bytes = &mut buf[pos..pos + h.total_size()];
-            patch_base_offset(bytes, offset);
-            patch_partition_leader_epoch(bytes, LEADER_EPOCH);
+            let original = &records[pos..pos + h.total_size()];
+            if log_append {
+                let mut bytes = original.to_vec();
+                patch_base_offset(&mut bytes, offset);
+                patch_partition_leader_epoch(&mut bytes, LEADER_EPOCH);
+                set_log_append_time(&mut bytes, now_ms);
+                h.max_timestamp = now_ms;
+                stamped.push(bytes);
+            } else {
+                let mut prefix = [0u8; PATCHED_PREFIX];
+                prefix.copy_from_slice(&original[..PATCHED_PREFIX]);
+                patch_base_offset(&mut prefix, offset);
+                patch_partition_leader_epoch(&mut prefix, LEADER_EPOCH);
+                prefixes.push(prefix);
+            }
             h.base_offset = offset;
             h.partition_leader_epoch = LEADER_EPOCH;
-            if log_append {
-                set_log_append_time(bytes, now_ms);
-                h.max_timestamp = now_ms;
-            }
             offset = h.next_offset();
             pos += h.total_size();
+        }
+        let mut slices = Vec::with_capacity(headers.len() * 2);
+        if log_append {
+            slices.extend(stamped.iter().map(|b| IoSlice::new(b)));
+        } else {
+            let mut pos = 0usize;
+            for (h, prefix) in headers.iter().zip(&prefixes) {
+                slices.push(IoSlice::new(prefix));
+                slices.push(IoSlice::new(
+                    &records[pos + PATCHED_PREFIX..pos + h.total_size()],
+                ));
+                pos += h.total_size();
+            }
         }
         let interval = inner.config.index_interval_bytes;
         let active = inner.active();
         let start = active.size;
-        if let Err(e) = active.file.write_all_at(&buf, start) {
+        if let Err(e) = write_all_vectored_at(&active.file, &mut slices, start) {
             // A short write may have left a partial batch; recovery will cut it.
             return Err(self.dir_state.fail("segment write", &e));
         }
@@ -716,3 +745,50 @@ fn load_producer_state(
     }
     Ok(state)
 }
+
+/// `pwritev` until every slice is written at `offset`: one system call for all the batches of
+/// an append, however they are split, without gathering them into one buffer first.
+fn write_all_vectored_at(
+    file: &File,
+    slices: &mut [IoSlice<'_>],
+    mut offset: u64,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut slices = slices;
+    // Skip empty slices up front so an all-empty tail ends the loop.
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        let count = slices.len().min(IOV_MAX) as libc::c_int;
+        let position = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        // SAFETY: IoSlice is ABI-compatible with struct iovec on Unix, and every slice
+        // borrows memory that outlives this call; pwritev only reads from it.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                slices.as_ptr().cast::<libc::iovec>(),
+                count,
+                position,
+            )
+        };
+        if written < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if written == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwritev wrote nothing",
+            ));
+        }
+        offset += written as u64;
+        IoSlice::advance_slices(&mut slices, written as usize);
+    }
+    Ok(())
+}
+
+/// The most slices one `pwritev` takes (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
