@@ -7,6 +7,7 @@
 //! overlap. At most `queued.max.requests.per.connection` wait at once.
 
 use std::future::Future;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use crate::{handlers, millis, BrokerState};
 /// A response still being computed: `Ok(None)` for requests that get no response (acks=0),
 /// `Err` when the connection must close instead (the string says why).
 pub(crate) type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<Option<Bytes>, String>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<Option<Vec<Bytes>>, String>> + Send>>;
 
 pub(crate) async fn serve(listener: TcpListener, state: Arc<BrokerState>) -> Result<(), String> {
     let mut connections = JoinSet::new();
@@ -82,7 +83,7 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<BrokerState>) -> Res
 async fn connection(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
-    let (pending_tx, pending_rx) = mpsc::channel::<JoinHandle<Result<Option<Bytes>, String>>>(
+    let (pending_tx, pending_rx) = mpsc::channel::<JoinHandle<Result<Option<Vec<Bytes>>, String>>>(
         state.config.queued_max_requests_per_connection,
     );
     let writer = tokio::spawn(write_responses(writer, pending_rx, peer));
@@ -132,15 +133,30 @@ async fn connection(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr
     let _ = writer.await;
 }
 
+/// Writes every chunk of a response, in as few system calls as the socket allows.
+async fn write_all_vectored(writer: &mut OwnedWriteHalf, chunks: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut slices = &mut slices[..];
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        let n = writer.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
+
 async fn write_responses(
     mut writer: OwnedWriteHalf,
-    mut pending: mpsc::Receiver<JoinHandle<Result<Option<Bytes>, String>>>,
+    mut pending: mpsc::Receiver<JoinHandle<Result<Option<Vec<Bytes>>, String>>>,
     peer: SocketAddr,
 ) {
     while let Some(response) = pending.recv().await {
         match response.await {
-            Ok(Ok(Some(bytes))) => {
-                if writer.write_all(&bytes).await.is_err() {
+            Ok(Ok(Some(chunks))) => {
+                if write_all_vectored(&mut writer, &chunks).await.is_err() {
                     return;
                 }
             }

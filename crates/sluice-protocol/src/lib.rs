@@ -13,6 +13,7 @@
 //! [`guard::check_request_body`] has bounded what decoding may allocate) and typed responses
 //! into bytes.
 
+pub mod fetch_response;
 pub mod guard;
 mod request;
 mod versions;

@@ -634,8 +634,7 @@ impl UnifiedLog {
             max_bytes as u64
         };
         let want = want.min(available) as usize;
-        let mut records = vec![0u8; want];
-        file.read_exact_at(&mut records, pos)?;
+        let mut records = read_exact_at_uninit(&file, want, pos)?;
         // Keep only whole batches.
         let mut keep = 0usize;
         for batch in BatchIter::new(&records) {
@@ -792,3 +791,41 @@ fn write_all_vectored_at(
 
 /// The most slices one `pwritev` takes (Linux's `IOV_MAX`).
 const IOV_MAX: usize = 1024;
+
+/// Reads exactly `len` bytes at `offset` into a new vector without zero-filling it first:
+/// fetches read up to a megabyte per partition, and the profile showed the zeroing (and the
+/// page faults it forces) among the broker's top costs.
+fn read_exact_at_uninit(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let mut filled = 0usize;
+    while filled < len {
+        let position = libc::off_t::try_from(offset + filled as u64)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        let spare = &mut buf.spare_capacity_mut()[..len - filled];
+        // SAFETY: pread writes at most `spare.len()` bytes into memory we own and do not read
+        // before it returns; the bytes count as initialised only once pread reports them.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                position,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += n as usize;
+        // SAFETY: the first `filled` bytes were written by pread.
+        unsafe { buf.set_len(filled) };
+    }
+    Ok(buf)
+}

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
+use sluice_protocol::fetch_response::{FetchPartitionOut, FetchResponseOut, FetchTopicOut};
 use tokio::time::Instant;
 
 use crate::errors::error_code;
@@ -18,12 +18,13 @@ use crate::BrokerState;
 /// Cap on a client's max_wait_ms, so a hostile value cannot park a request for days.
 const MAX_WAIT_MS_LIMIT: i32 = 5 * 60 * 1000;
 
-pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest) -> FetchResponse {
+pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest) -> FetchResponseOut {
     if req.session_id != 0 {
         // We never hand out a session, so a client naming one is confused or replaying.
-        return FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
-            .with_session_id(0);
+        return FetchResponseOut {
+            error_code: ResponseError::FetchSessionIdNotFound.code(),
+            ..FetchResponseOut::default()
+        };
     }
     let wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
     let deadline = Instant::now() + wait;
@@ -48,7 +49,7 @@ pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest) -> FetchR
 
 /// Reads every requested partition once. Returns the response, its record bytes, and whether
 /// any partition had an error (which ends a long poll at once, as in Kafka).
-fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponseOut, usize, bool) {
     let max_bytes = (req.max_bytes.max(0) as usize).min(state.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut errors = false;
@@ -57,13 +58,14 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponse, usize, bo
         let topic = state.logs.topic(fetch_topic.topic.as_str());
         let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
         for p in &fetch_topic.partitions {
-            let mut out = PartitionData::default()
-                .with_partition_index(p.partition)
-                .with_high_watermark(-1)
-                .with_last_stable_offset(-1)
-                .with_log_start_offset(-1)
-                .with_preferred_read_replica(BrokerId(-1))
-                .with_aborted_transactions(Some(Vec::new()));
+            let mut out = FetchPartitionOut {
+                partition: p.partition,
+                error_code: 0,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: None,
+            };
             let log = topic.as_ref().and_then(|t| {
                 usize::try_from(p.partition)
                     .ok()
@@ -71,7 +73,8 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponse, usize, bo
             });
             let Some(log) = log else {
                 errors = true;
-                partitions.push(out.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                out.error_code = ResponseError::UnknownTopicOrPartition.code();
+                partitions.push(out);
                 continue;
             };
             let budget = max_bytes.saturating_sub(total);
@@ -82,33 +85,31 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponse, usize, bo
             match log.read(p.fetch_offset, limit, min_one) {
                 Ok(read) => {
                     total += read.records.len();
-                    out = out
-                        .with_high_watermark(read.high_watermark)
-                        .with_last_stable_offset(read.high_watermark)
-                        .with_log_start_offset(read.log_start_offset)
-                        .with_records(Some(Bytes::from(read.records)));
+                    out.high_watermark = read.high_watermark;
+                    out.last_stable_offset = read.high_watermark;
+                    out.log_start_offset = read.log_start_offset;
+                    out.records = Some(Bytes::from(read.records));
                 }
                 Err(e) => {
                     errors = true;
-                    out = out
-                        .with_error_code(error_code(&e))
-                        .with_high_watermark(log.log_end_offset())
-                        .with_last_stable_offset(log.log_end_offset())
-                        .with_log_start_offset(log.log_start_offset());
+                    out.error_code = error_code(&e);
+                    out.high_watermark = log.log_end_offset();
+                    out.last_stable_offset = out.high_watermark;
+                    out.log_start_offset = log.log_start_offset();
                 }
             }
             partitions.push(out);
         }
-        topics.push(
-            FetchableTopicResponse::default()
-                .with_topic(fetch_topic.topic.clone())
-                .with_partitions(partitions),
-        );
+        topics.push(FetchTopicOut {
+            name: fetch_topic.topic.0.clone().into_bytes(),
+            partitions,
+        });
     }
     (
-        FetchResponse::default()
-            .with_session_id(0)
-            .with_responses(topics),
+        FetchResponseOut {
+            topics,
+            ..FetchResponseOut::default()
+        },
         total,
         errors,
     )

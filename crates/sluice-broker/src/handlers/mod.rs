@@ -76,7 +76,12 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes) -> Dispatched {
         Request::ApiVersions(_) => ready(api, version, corr, api_versions(0)),
         Request::Metadata(r) => ready(api, version, corr, metadata::handle(state, r, version)),
         Request::Produce(r) => produce::handle(state, r, version, corr),
-        Request::Fetch(r) => respond(api, version, corr, fetch::handle(state.clone(), r)),
+        Request::Fetch(r) => {
+            let response = fetch::handle(state.clone(), r);
+            Ok(Some(Box::pin(async move {
+                Ok(Some(response.await.encode(version, corr)))
+            })))
+        }
         Request::ListOffsets(r) => {
             respond(api, version, corr, list_offsets::handle(state.clone(), r))
         }
@@ -127,9 +132,9 @@ fn encode<R: Encodable>(
     version: i16,
     corr: i32,
     body: &R,
-) -> Result<Option<Bytes>, String> {
+) -> Result<Option<Vec<Bytes>>, String> {
     encode_response(api, version, corr, body)
-        .map(Some)
+        .map(|bytes| Some(vec![bytes]))
         .map_err(|e| format!("cannot encode {api:?} v{version} response: {e}"))
 }
 
