@@ -114,15 +114,21 @@ def make_broker(tmp_path, extra_args=()):
     return Broker(tmp_path / "data", tmp_path / "broker.log", extra_args)
 
 
-@pytest.fixture
-def broker(tmp_path):
-    b = make_broker(tmp_path)
+def running_broker(tmp_path, extra_args=()):
+    """Fixture body: a started broker, stopped cleanly (and killed if that fails) after the
+    test, whatever happened."""
+    b = make_broker(tmp_path, extra_args)
     b.start()
     yield b
     try:
         b.stop()
     finally:
         b.kill()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    yield from running_broker(tmp_path)
 
 
 # -- what every client test checks --------------------------------------------------------

@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from conftest import make_broker
+from conftest import running_broker
 
 LIMIT = 1 << 20  # socket.request.max.bytes for these tests
 
@@ -72,13 +72,7 @@ def rss_kib(broker):
 
 @pytest.fixture
 def small(tmp_path):
-    b = make_broker(tmp_path, ["--set", f"socket.request.max.bytes={LIMIT}"])
-    b.start()
-    yield b
-    try:
-        b.stop()
-    finally:
-        b.kill()
+    yield from running_broker(tmp_path, ["--set", f"socket.request.max.bytes={LIMIT}"])
 
 
 def test_oversize_and_negative_frames_close_only_their_connection(small):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import (CODECS, Msg, check_round_trip, expected_messages,
-                      first_offset_at_or_after, make_broker)
+                      first_offset_at_or_after, running_broker)
 
 N = 10_000
 PARTITIONS = 3
@@ -37,13 +37,7 @@ def consume_all(bootstrap, topic):
 @pytest.fixture
 def broker3(tmp_path):
     # kcat cannot create topics; it gets them auto-created with num.partitions.
-    b = make_broker(tmp_path, ["--set", f"num.partitions={PARTITIONS}"])
-    b.start()
-    yield b
-    try:
-        b.stop()
-    finally:
-        b.kill()
+    yield from running_broker(tmp_path, ["--set", f"num.partitions={PARTITIONS}"])
 
 
 def test_kcat_round_trip_in_every_codec_survives_restart(broker3):

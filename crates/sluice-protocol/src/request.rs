@@ -136,15 +136,7 @@ impl Request {
         body: Bytes,
         budget_bytes: usize,
     ) -> Result<Self, DecodeError> {
-        let api = header
-            .api()
-            .ok_or(DecodeError::UnknownApi(header.api_key))?;
-        let version = header.api_version;
-        match supported_versions(api) {
-            Some((lo, hi)) if (lo..=hi).contains(&version) => {}
-            _ => return Err(DecodeError::UnsupportedVersion { api, version }),
-        }
-        Self::decode_guarded(api, version, body, budget_bytes)
+        Self::decode_within(header, body, budget_bytes, supported_versions)
     }
 
     /// Decodes a request at a version we do not support but the codec knows, so that it can
@@ -155,11 +147,21 @@ impl Request {
         body: Bytes,
         budget_bytes: usize,
     ) -> Result<Self, DecodeError> {
+        Self::decode_within(header, body, budget_bytes, codec_versions)
+    }
+
+    /// Decodes if the header's version lies in the range `versions` gives for its API.
+    fn decode_within(
+        header: &RequestHeader,
+        body: Bytes,
+        budget_bytes: usize,
+        versions: fn(ApiKey) -> Option<(i16, i16)>,
+    ) -> Result<Self, DecodeError> {
         let api = header
             .api()
             .ok_or(DecodeError::UnknownApi(header.api_key))?;
         let version = header.api_version;
-        match codec_versions(api) {
+        match versions(api) {
             Some((lo, hi)) if (lo..=hi).contains(&version) => {}
             _ => return Err(DecodeError::UnsupportedVersion { api, version }),
         }

@@ -148,7 +148,8 @@ pub(crate) fn handle(
     })
 }
 
-fn error_all(req: &ProduceRequest, code: i16) -> ProduceResponse {
+/// Every partition of `req` answered with `code` and nothing appended.
+pub(crate) fn error_all(req: &ProduceRequest, code: i16) -> ProduceResponse {
     let responses = req
         .topic_data
         .iter()

@@ -12,11 +12,10 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse,
     DescribeConfigsResponse, FetchResponse, InitProducerIdResponse, ListOffsetsResponse,
-    MetadataResponse, ProduceResponse, ProducerId,
+    MetadataResponse, ProducerId,
 };
 use kafka_protocol::ResponseError;
 use sluice_protocol::Request;
@@ -27,30 +26,12 @@ const UNSUPPORTED: i16 = ResponseError::UnsupportedVersion.code();
 
 pub(crate) fn respond(request: Request, version: i16, corr: i32) -> Dispatched {
     match request {
-        Request::Produce(r) => {
-            let topics = r
-                .topic_data
-                .iter()
-                .map(|t| {
-                    TopicProduceResponse::default()
-                        .with_name(t.name.clone())
-                        .with_topic_id(t.topic_id)
-                        .with_partition_responses(
-                            t.partition_data
-                                .iter()
-                                .map(|p| {
-                                    PartitionProduceResponse::default()
-                                        .with_index(p.index)
-                                        .with_error_code(UNSUPPORTED)
-                                        .with_base_offset(-1)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect();
-            let body = ProduceResponse::default().with_responses(topics);
-            ready(ApiKey::Produce, version, corr, body)
-        }
+        Request::Produce(r) => ready(
+            ApiKey::Produce,
+            version,
+            corr,
+            super::produce::error_all(&r, UNSUPPORTED),
+        ),
         Request::Fetch(r) => {
             let topics = r
                 .topics
