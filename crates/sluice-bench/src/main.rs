@@ -44,6 +44,10 @@ struct Args {
     /// path; the ceilings are always measured.
     #[arg(long, value_name = "GROUP", value_delimiter = ',')]
     only: Vec<String>,
+    /// Run only the producer scenarios whose name contains this text (e.g. "100 B, 16"),
+    /// from the full matrix even with --quick.
+    #[arg(long, value_name = "TEXT")]
+    scenario: Option<String>,
 }
 
 impl Args {
@@ -112,6 +116,17 @@ impl Run {
     }
 }
 
+fn scenario_name(spec: &ProduceSpec) -> String {
+    format!(
+        "{} B, {} partition{}, acks={}, {}",
+        spec.size,
+        spec.partitions,
+        if spec.partitions == 1 { "" } else { "s" },
+        spec.acks,
+        spec.compression
+    )
+}
+
 fn main() {
     let args = Args::parse();
     if let Err(e) = run(&args) {
@@ -165,7 +180,7 @@ fn run(args: &Args) -> Result<(), String> {
 
     // Producer throughput.
     let mb = 1 << 20;
-    let matrix: Vec<ProduceSpec> = if quick {
+    let matrix: Vec<ProduceSpec> = if quick && args.scenario.is_none() {
         vec![
             ProduceSpec {
                 size: 1024,
@@ -226,6 +241,11 @@ fn run(args: &Args) -> Result<(), String> {
     let matrix: Vec<ProduceSpec> = matrix
         .into_iter()
         .filter(|s| {
+            args.scenario
+                .as_deref()
+                .is_none_or(|text| scenario_name(s).contains(text))
+        })
+        .filter(|s| {
             args.wants("produce")
                 || (args.wants("latency")
                     && s.size == 1024
@@ -248,14 +268,7 @@ fn run(args: &Args) -> Result<(), String> {
         let cpu_before = cpu(&broker);
         let result = load::produce(&bootstrap, &topic, *spec)?;
         let cpu_used = cpu(&broker).zip(cpu_before).map(|(a, b)| a - b);
-        let name = format!(
-            "{} B, {} partition{}, acks={}, {}",
-            spec.size,
-            spec.partitions,
-            if spec.partitions == 1 { "" } else { "s" },
-            spec.acks,
-            spec.compression
-        );
+        let name = scenario_name(spec);
         let mut comparison = String::new();
         let gb = (result.messages as usize * spec.size) as f64 / 1e9;
         if spec.acks == "all" && spec.compression == "none" {
