@@ -1,0 +1,342 @@
+//! Records of the internal `__consumer_offsets` topic, in Apache Kafka's own format so that
+//! Kafka tooling that reads the topic understands them. All integers are big-endian; a string
+//! is an i16 length and UTF-8 bytes (-1 for null); bytes are an i32 length and the bytes.
+//!
+//! ```text
+//! offset commit key    i16 version = 1 | string group | string topic | i32 partition
+//! offset commit value  i16 version = 3 | i64 offset | i32 leader epoch | string metadata
+//!                      | i64 commit timestamp
+//!                      (versions 1 and 2, read only: i64 offset | string metadata
+//!                       | i64 commit timestamp | v1 only: i64 expire timestamp)
+//! group metadata key   i16 version = 2 | string group
+//! group metadata value i16 version = 3 | string protocol type | i32 generation
+//!                      | string? protocol | string? leader | i64 state timestamp
+//!                      | i32 member count, then per member:
+//!                        string member id | string? instance id | string client id
+//!                        | string client host | i32 rebalance timeout | i32 session timeout
+//!                        | bytes subscription | bytes assignment
+//! ```
+//!
+//! A record with a null value (a tombstone) deletes its key: a committed offset, or a group.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The decoded key of a `__consumer_offsets` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKey {
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
+    Group {
+        group: String,
+    },
+}
+
+/// A committed offset as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetValue {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp_ms: i64,
+    /// Set only by old clients that asked for a retention time (OffsetCommit v2-v4).
+    pub expire_timestamp_ms: Option<i64>,
+}
+
+/// A member as stored in the group metadata record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberValue {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    pub subscription: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A group's membership as of its last completed rebalance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupValue {
+    pub protocol_type: String,
+    pub generation_id: i32,
+    pub protocol_name: Option<String>,
+    pub leader: Option<String>,
+    pub state_timestamp_ms: i64,
+    pub members: Vec<MemberValue>,
+}
+
+/// A record that does not decode; the caller skips it and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRecord(pub &'static str);
+
+impl std::fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed __consumer_offsets record: {}", self.0)
+    }
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    // Group, topic, member and metadata strings are bounded well below i16::MAX by the
+    // coordinator's limits before they get here.
+    out.put_i16(s.len() as i16);
+    out.put_slice(s.as_bytes());
+}
+
+fn put_opt_str(out: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(out, s),
+        None => out.put_i16(-1),
+    }
+}
+
+fn put_bytes(out: &mut BytesMut, b: &[u8]) {
+    out.put_i32(b.len() as i32);
+    out.put_slice(b);
+}
+
+pub fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
+    let mut out = BytesMut::with_capacity(10 + group.len() + topic.len());
+    out.put_i16(1);
+    put_str(&mut out, group);
+    put_str(&mut out, topic);
+    out.put_i32(partition);
+    out.freeze()
+}
+
+pub fn offset_value(value: &OffsetValue) -> Bytes {
+    let mut out = BytesMut::with_capacity(24 + value.metadata.len());
+    out.put_i16(3);
+    out.put_i64(value.offset);
+    out.put_i32(value.leader_epoch);
+    put_str(&mut out, &value.metadata);
+    out.put_i64(value.commit_timestamp_ms);
+    out.freeze()
+}
+
+pub fn group_key(group: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(4 + group.len());
+    out.put_i16(2);
+    put_str(&mut out, group);
+    out.freeze()
+}
+
+pub fn group_value(value: &GroupValue) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_i16(3);
+    put_str(&mut out, &value.protocol_type);
+    out.put_i32(value.generation_id);
+    put_opt_str(&mut out, value.protocol_name.as_deref());
+    put_opt_str(&mut out, value.leader.as_deref());
+    out.put_i64(value.state_timestamp_ms);
+    out.put_i32(value.members.len() as i32);
+    for m in &value.members {
+        put_str(&mut out, &m.member_id);
+        put_opt_str(&mut out, m.group_instance_id.as_deref());
+        put_str(&mut out, &m.client_id);
+        put_str(&mut out, &m.client_host);
+        out.put_i32(m.rebalance_timeout_ms);
+        out.put_i32(m.session_timeout_ms);
+        put_bytes(&mut out, &m.subscription);
+        put_bytes(&mut out, &m.assignment);
+    }
+    out.freeze()
+}
+
+/// A bounds-checked reader over a record key or value.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], BadRecord> {
+        if self.buf.len() < n {
+            return Err(BadRecord("truncated"));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    fn i16(&mut self) -> Result<i16, BadRecord> {
+        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2")))
+    }
+    fn i32(&mut self) -> Result<i32, BadRecord> {
+        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn i64(&mut self) -> Result<i64, BadRecord> {
+        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn opt_str(&mut self) -> Result<Option<String>, BadRecord> {
+        let len = self.i16()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        let raw = self.take(len as usize)?;
+        String::from_utf8(raw.to_vec())
+            .map(Some)
+            .map_err(|_| BadRecord("string is not UTF-8"))
+    }
+    fn str(&mut self) -> Result<String, BadRecord> {
+        self.opt_str()?.ok_or(BadRecord("null string"))
+    }
+    fn bytes(&mut self) -> Result<Bytes, BadRecord> {
+        let len = self.i32()?;
+        if len < 0 {
+            return Ok(Bytes::new());
+        }
+        Ok(Bytes::copy_from_slice(self.take(len as usize)?))
+    }
+}
+
+pub fn decode_key(key: &[u8]) -> Result<RecordKey, BadRecord> {
+    let mut r = Reader { buf: key };
+    match r.i16()? {
+        0 | 1 => Ok(RecordKey::Offset {
+            group: r.str()?,
+            topic: r.str()?,
+            partition: r.i32()?,
+        }),
+        2 => Ok(RecordKey::Group { group: r.str()? }),
+        _ => Err(BadRecord("unknown key version")),
+    }
+}
+
+pub fn decode_offset_value(value: &[u8]) -> Result<OffsetValue, BadRecord> {
+    let mut r = Reader { buf: value };
+    let version = r.i16()?;
+    let offset = r.i64()?;
+    let leader_epoch = if version >= 3 { r.i32()? } else { -1 };
+    let metadata = r.str()?;
+    let commit_timestamp_ms = r.i64()?;
+    let expire_timestamp_ms = match version {
+        1 => Some(r.i64()?),
+        0 | 2 | 3 => None,
+        _ => return Err(BadRecord("unknown offset value version")),
+    };
+    Ok(OffsetValue {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp_ms,
+        expire_timestamp_ms,
+    })
+}
+
+pub fn decode_group_value(value: &[u8]) -> Result<GroupValue, BadRecord> {
+    let mut r = Reader { buf: value };
+    let version = r.i16()?;
+    if !(0..=3).contains(&version) {
+        return Err(BadRecord("unknown group value version"));
+    }
+    let protocol_type = r.str()?;
+    let generation_id = r.i32()?;
+    let protocol_name = r.opt_str()?;
+    let leader = r.opt_str()?;
+    let state_timestamp_ms = if version >= 2 { r.i64()? } else { -1 };
+    let count = r.i32()?;
+    // Each member takes at least 24 bytes, so the count is checked against what is left
+    // before anything is reserved.
+    if count < 0 || count as usize > r.buf.len() / 24 {
+        return Err(BadRecord("member count exceeds the record"));
+    }
+    let mut members = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let member_id = r.str()?;
+        let group_instance_id = if version >= 3 { r.opt_str()? } else { None };
+        let client_id = r.str()?;
+        let client_host = r.str()?;
+        let rebalance_timeout_ms = if version >= 1 { r.i32()? } else { -1 };
+        let session_timeout_ms = r.i32()?;
+        let rebalance_timeout_ms = if rebalance_timeout_ms < 0 {
+            session_timeout_ms
+        } else {
+            rebalance_timeout_ms
+        };
+        members.push(MemberValue {
+            member_id,
+            group_instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            subscription: r.bytes()?,
+            assignment: r.bytes()?,
+        });
+    }
+    Ok(GroupValue {
+        protocol_type,
+        generation_id,
+        protocol_name,
+        leader,
+        state_timestamp_ms,
+        members,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn offset_records_round_trip() {
+        let key = offset_key("g", "orders", 7);
+        assert_eq!(
+            decode_key(&key).unwrap(),
+            RecordKey::Offset {
+                group: "g".into(),
+                topic: "orders".into(),
+                partition: 7
+            }
+        );
+        let value = OffsetValue {
+            offset: 42,
+            leader_epoch: 3,
+            metadata: "client metadata ✓".into(),
+            commit_timestamp_ms: 1_700_000_000_000,
+            expire_timestamp_ms: None,
+        };
+        assert_eq!(decode_offset_value(&offset_value(&value)).unwrap(), value);
+    }
+
+    #[test]
+    fn group_records_round_trip() {
+        let value = GroupValue {
+            protocol_type: "consumer".into(),
+            generation_id: 9,
+            protocol_name: Some("range".into()),
+            leader: Some("m-1".into()),
+            state_timestamp_ms: 5,
+            members: vec![MemberValue {
+                member_id: "m-1".into(),
+                group_instance_id: Some("i-1".into()),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                rebalance_timeout_ms: 300_000,
+                session_timeout_ms: 45_000,
+                subscription: Bytes::from_static(b"sub"),
+                assignment: Bytes::from_static(b"asg"),
+            }],
+        };
+        assert_eq!(decode_group_value(&group_value(&value)).unwrap(), value);
+        assert_eq!(
+            decode_key(&group_key("g")).unwrap(),
+            RecordKey::Group { group: "g".into() }
+        );
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic the decoders and never make them reserve more members
+        /// than the record could hold.
+        #[test]
+        fn arbitrary_records_never_panic(key in proptest::collection::vec(any::<u8>(), 0..64),
+                                         value in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = decode_key(&key);
+            let _ = decode_offset_value(&value);
+            let _ = decode_group_value(&value);
+        }
+    }
+}
