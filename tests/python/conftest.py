@@ -181,3 +181,19 @@ def first_offset_at_or_after(consumed, partition, timestamp):
     """The offset ListOffsets must return for `timestamp`, computed from what was consumed."""
     candidates = [m.offset for m in consumed if m.partition == partition and m.timestamp >= timestamp]
     return min(candidates) if candidates else -1
+
+
+# -- flexible-version wire helpers ----------------------------------------------------------
+
+def uvarint(n):
+    """Kafka's unsigned varint."""
+    out = b""
+    while n >= 0x80:
+        out += bytes([(n & 0x7F) | 0x80])
+        n >>= 7
+    return out + bytes([n])
+
+
+def compact_str(b):
+    """A compact (flexible-version) string of bytes."""
+    return uvarint(len(b) + 1) + b

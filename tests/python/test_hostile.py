@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from conftest import running_broker
+from conftest import compact_str, running_broker, uvarint
 
 LIMIT = 1 << 20  # socket.request.max.bytes for these tests
 
@@ -158,18 +158,6 @@ def test_unknown_api_key_and_unsupported_versions(small):
     assert is_closed(s)
     s.close()
     assert small.alive()
-
-
-def uvarint(n):
-    out = b""
-    while n >= 0x80:
-        out += bytes([(n & 0x7F) | 0x80])
-        n >>= 7
-    return out + bytes([n])
-
-
-def compact_str(b):
-    return uvarint(len(b) + 1) + b
 
 
 def test_known_apis_at_unadvertised_versions_get_unsupported_version(small):

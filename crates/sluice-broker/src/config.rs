@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use sluice_group::CoordinatorConfig;
 use sluice_storage::{LogConfig, TimestampPolicy};
 
 /// Everything the broker needs to run. [`BrokerConfig::default`] is the zero-config broker
@@ -39,6 +40,8 @@ pub struct BrokerConfig {
     pub shutdown_timeout_ms: u64,
     /// Topic config defaults (`log.segment.bytes`, `message.max.bytes`, …).
     pub log: LogConfig,
+    /// The group coordinator's limits and timers (`group.*`, `offsets.*`).
+    pub groups: CoordinatorConfig,
 }
 
 impl Default for BrokerConfig {
@@ -58,6 +61,7 @@ impl Default for BrokerConfig {
             checkpoint_interval_ms: 60_000,
             shutdown_timeout_ms: 10_000,
             log: LogConfig::default(),
+            groups: CoordinatorConfig::default(),
         }
     }
 }
@@ -171,6 +175,51 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         ConfigType::Long,
         "How long shutdown waits for in-flight requests.",
     ),
+    (
+        "offsets.topic.num.partitions",
+        ConfigType::Int,
+        "Partitions of __consumer_offsets (fixed once the topic exists).",
+    ),
+    (
+        "group.min.session.timeout.ms",
+        ConfigType::Int,
+        "The shortest session timeout a group member may ask for.",
+    ),
+    (
+        "group.max.session.timeout.ms",
+        ConfigType::Int,
+        "The longest session timeout a group member may ask for.",
+    ),
+    (
+        "group.initial.rebalance.delay.ms",
+        ConfigType::Int,
+        "How long the first rebalance of an empty group waits for more members.",
+    ),
+    (
+        "group.max.size",
+        ConfigType::Int,
+        "The most members one group may have.",
+    ),
+    (
+        "group.member.metadata.max.bytes",
+        ConfigType::Int,
+        "The most protocol metadata one member may send in a JoinGroup (Sluice's own).",
+    ),
+    (
+        "offset.metadata.max.bytes",
+        ConfigType::Int,
+        "The longest metadata string of a committed offset.",
+    ),
+    (
+        "offsets.retention.minutes",
+        ConfigType::Int,
+        "How long offsets of an empty group are kept.",
+    ),
+    (
+        "offsets.retention.check.interval.ms",
+        ConfigType::Long,
+        "How often expired offsets are removed.",
+    ),
 ];
 
 /// The topic config each `log.*` broker default feeds.
@@ -198,6 +247,14 @@ fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
 fn positive(key: &str, value: &str) -> Result<usize, String> {
     let v: usize = parse(key, value)?;
     if v == 0 {
+        return Err(format!("{key} must be positive"));
+    }
+    Ok(v)
+}
+
+fn positive_i32(key: &str, value: &str) -> Result<i32, String> {
+    let v: i32 = parse(key, value)?;
+    if v <= 0 {
         return Err(format!("{key} must be positive"));
     }
     Ok(v)
@@ -264,6 +321,39 @@ impl BrokerConfig {
                 self.checkpoint_interval_ms = positive(key, value)? as u64
             }
             "shutdown.timeout.ms" => self.shutdown_timeout_ms = parse(key, value)?,
+            "offsets.topic.num.partitions" => {
+                let v: i32 = parse(key, value)?;
+                if !(1..=10_000).contains(&v) {
+                    return Err(format!("{key} must be within 1..=10000"));
+                }
+                self.groups.offsets_topic_partitions = v;
+            }
+            "group.min.session.timeout.ms" => {
+                self.groups.session_timeout_min_ms = positive_i32(key, value)?
+            }
+            "group.max.session.timeout.ms" => {
+                self.groups.session_timeout_max_ms = positive_i32(key, value)?
+            }
+            "group.initial.rebalance.delay.ms" => {
+                let v: i32 = parse(key, value)?;
+                if v < 0 {
+                    return Err(format!("{key} must not be negative"));
+                }
+                self.groups.initial_rebalance_delay_ms = v;
+            }
+            "group.max.size" => self.groups.group_max_size = positive_i32(key, value)? as usize,
+            "group.member.metadata.max.bytes" => {
+                self.groups.member_metadata_max_bytes = positive_i32(key, value)? as usize
+            }
+            "offset.metadata.max.bytes" => {
+                self.groups.offset_metadata_max_bytes = positive_i32(key, value)? as usize
+            }
+            "offsets.retention.minutes" => {
+                self.groups.offsets_retention_ms = i64::from(positive_i32(key, value)?) * 60_000
+            }
+            "offsets.retention.check.interval.ms" => {
+                self.groups.offsets_retention_check_interval_ms = positive(key, value)? as i64
+            }
             _ => return Err(format!("unknown config {key}")),
         }
         Ok(())
@@ -293,6 +383,19 @@ impl BrokerConfig {
             "fetch.max.bytes" => self.fetch_max_bytes.to_string(),
             "log.flush.offset.checkpoint.interval.ms" => self.checkpoint_interval_ms.to_string(),
             "shutdown.timeout.ms" => self.shutdown_timeout_ms.to_string(),
+            "offsets.topic.num.partitions" => self.groups.offsets_topic_partitions.to_string(),
+            "group.min.session.timeout.ms" => self.groups.session_timeout_min_ms.to_string(),
+            "group.max.session.timeout.ms" => self.groups.session_timeout_max_ms.to_string(),
+            "group.initial.rebalance.delay.ms" => {
+                self.groups.initial_rebalance_delay_ms.to_string()
+            }
+            "group.max.size" => self.groups.group_max_size.to_string(),
+            "group.member.metadata.max.bytes" => self.groups.member_metadata_max_bytes.to_string(),
+            "offset.metadata.max.bytes" => self.groups.offset_metadata_max_bytes.to_string(),
+            "offsets.retention.minutes" => (self.groups.offsets_retention_ms / 60_000).to_string(),
+            "offsets.retention.check.interval.ms" => {
+                self.groups.offsets_retention_check_interval_ms.to_string()
+            }
             _ => return None,
         })
     }

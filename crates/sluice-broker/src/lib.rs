@@ -6,6 +6,7 @@
 pub mod config;
 mod errors;
 mod flusher;
+mod groups;
 mod handlers;
 mod server;
 
@@ -32,6 +33,8 @@ pub(crate) struct BrokerState {
     pub shutdown: watch::Receiver<bool>,
     /// Makes acks=all appends durable, in groups across partitions and requests.
     pub flusher: flusher::Flusher,
+    /// The group coordinator and its `__consumer_offsets` log.
+    pub groups: groups::Groups,
 }
 
 impl BrokerState {
@@ -107,8 +110,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
     let (appended, _) = watch::channel(0u64);
     let flusher =
         flusher::Flusher::start().map_err(|e| format!("cannot start the flusher: {e}"))?;
+    let groups = groups::Groups::new(config.groups.clone());
     let state = Arc::new(BrokerState {
         flusher,
+        groups,
         config,
         logs: Arc::new(logs),
         advertised,
@@ -116,6 +121,15 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
         shutdown: shutdown_rx,
     });
     tracing::info!("listening on {addr}");
+    // The coordinator loads while connections are accepted: until it is done, group
+    // requests are answered with COORDINATOR_LOAD_IN_PROGRESS and clients retry.
+    let loading = state.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = loading.groups.load(&loading) {
+            tracing::error!(error = %e, "cannot load the group coordinator");
+        }
+    });
+    tokio::spawn(groups::Groups::run_timers(state.clone()));
     let task = tokio::spawn(server::serve(listener, state));
     Ok(RunningBroker {
         addr,

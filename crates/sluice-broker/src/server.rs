@@ -116,7 +116,7 @@ async fn connection(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr
                 break;
             }
         }
-        match handlers::dispatch(&state, Bytes::from(frame)) {
+        match handlers::dispatch(&state, Bytes::from(frame), peer) {
             Ok(Some(response)) => {
                 if pending_tx.send(tokio::spawn(response)).await.is_err() {
                     break; // the writer failed; the connection is gone

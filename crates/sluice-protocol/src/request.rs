@@ -2,9 +2,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest,
+    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -122,6 +124,17 @@ pub enum Request {
     DescribeConfigs(DescribeConfigsRequest),
     CreatePartitions(CreatePartitionsRequest),
     InitProducerId(InitProducerIdRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    ListGroups(ListGroupsRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
+    OffsetDelete(OffsetDeleteRequest),
 }
 
 fn decode_as<T: Decodable>(mut body: Bytes, version: i16) -> Result<T, DecodeError> {
@@ -186,6 +199,17 @@ impl Request {
             ApiKey::DescribeConfigs => Self::DescribeConfigs(decode_as(body, version)?),
             ApiKey::CreatePartitions => Self::CreatePartitions(decode_as(body, version)?),
             ApiKey::InitProducerId => Self::InitProducerId(decode_as(body, version)?),
+            ApiKey::FindCoordinator => Self::FindCoordinator(decode_as(body, version)?),
+            ApiKey::JoinGroup => Self::JoinGroup(decode_as(body, version)?),
+            ApiKey::SyncGroup => Self::SyncGroup(decode_as(body, version)?),
+            ApiKey::Heartbeat => Self::Heartbeat(decode_as(body, version)?),
+            ApiKey::LeaveGroup => Self::LeaveGroup(decode_as(body, version)?),
+            ApiKey::OffsetCommit => Self::OffsetCommit(decode_as(body, version)?),
+            ApiKey::OffsetFetch => Self::OffsetFetch(decode_as(body, version)?),
+            ApiKey::ListGroups => Self::ListGroups(decode_as(body, version)?),
+            ApiKey::DescribeGroups => Self::DescribeGroups(decode_as(body, version)?),
+            ApiKey::DeleteGroups => Self::DeleteGroups(decode_as(body, version)?),
+            ApiKey::OffsetDelete => Self::OffsetDelete(decode_as(body, version)?),
             other => {
                 return Err(DecodeError::UnsupportedVersion {
                     api: other,

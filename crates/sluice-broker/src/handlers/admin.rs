@@ -23,6 +23,7 @@ use uuid::Uuid;
 use super::str_bytes;
 use crate::config::{topic_config_for_broker_key, ConfigType, BROKER_CONFIGS};
 use crate::errors::error_code;
+use crate::groups::OFFSETS_TOPIC;
 use crate::BrokerState;
 
 /// DescribeConfigs resource types.
@@ -42,6 +43,8 @@ fn storage_failure(e: &StorageError) -> (i16, Option<String>) {
     failure(error_code(e), e.to_string())
 }
 
+const INTERNAL: &str = "__consumer_offsets is internal to the group coordinator";
+
 pub(crate) fn create_topics(state: &BrokerState, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = req
@@ -58,6 +61,10 @@ pub(crate) fn create_topics(state: &BrokerState, req: CreateTopicsRequest) -> Cr
             let result = CreatableTopicResult::default().with_name(t.name.clone());
             if duplicates.contains(name) {
                 let msg = format!("topic {name} appears more than once in the request");
+                return with_error(result, failure(ResponseError::InvalidRequest.code(), msg));
+            }
+            if name == OFFSETS_TOPIC {
+                let msg = format!("{name} is internal; the group coordinator creates it");
                 return with_error(result, failure(ResponseError::InvalidRequest.code(), msg));
             }
             match create_one(state, t, req.validate_only) {
@@ -243,6 +250,11 @@ pub(crate) fn delete_topics(state: &BrokerState, req: DeleteTopicsRequest) -> De
             let result = result
                 .with_name(Some(TopicName(str_bytes(&topic.name))))
                 .with_topic_id(topic.id);
+            if topic.name == OFFSETS_TOPIC {
+                return result
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str_bytes(INTERNAL)));
+            }
             match tokio::task::block_in_place(|| state.logs.delete_topic(&topic.name)) {
                 Ok(_) => {
                     tracing::info!(topic = topic.name, "deleted topic");
@@ -267,6 +279,12 @@ pub(crate) fn create_partitions(
         .iter()
         .map(|t| {
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            if t.name.as_str() == OFFSETS_TOPIC {
+                // Groups are placed by partition count; changing it would orphan them.
+                return result
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str_bytes(INTERNAL)));
+            }
             if let Some(assignments) = &t.assignments {
                 if assignments
                     .iter()

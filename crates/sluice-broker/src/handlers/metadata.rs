@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::str_bytes;
 use crate::errors::error_code;
+use crate::groups::OFFSETS_TOPIC;
 use crate::BrokerState;
 
 pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> MetadataResponse {
@@ -60,7 +61,8 @@ fn by_name(state: &BrokerState, name: &str, auto_create: bool) -> MetadataRespon
     if validate_topic_name(name).is_err() {
         return unknown(ResponseError::InvalidTopicException.code());
     }
-    if !auto_create {
+    // The offsets topic is created by the group coordinator, with its own partition count.
+    if !auto_create || name == OFFSETS_TOPIC {
         return unknown(ResponseError::UnknownTopicOrPartition.code());
     }
     let created = tokio::task::block_in_place(|| {
@@ -116,5 +118,6 @@ fn describe(state: &BrokerState, topic: &Arc<Topic>) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(&topic.name))))
         .with_topic_id(topic.id)
+        .with_is_internal(topic.name == OFFSETS_TOPIC)
         .with_partitions(partitions)
 }

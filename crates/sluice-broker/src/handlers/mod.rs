@@ -3,6 +3,7 @@
 
 mod admin;
 mod fetch;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -10,6 +11,7 @@ mod produce;
 mod unsupported;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,7 +30,7 @@ use crate::BrokerState;
 /// close (the string says why, for the one log line).
 pub(crate) type Dispatched = Result<Option<ResponseFuture>, String>;
 
-pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes) -> Dispatched {
+pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr) -> Dispatched {
     let (header, body) = match parse_request_header(&frame) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -97,6 +99,27 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes) -> Dispatched {
             ready(api, version, corr, admin::create_partitions(state, r))
         }
         Request::InitProducerId(r) => ready(api, version, corr, init_producer_id::handle(state, r)),
+        Request::FindCoordinator(r) => ready(
+            api,
+            version,
+            corr,
+            groups::find_coordinator(state, r, version),
+        ),
+        Request::JoinGroup(r) => {
+            let client = header.client_id.as_deref();
+            groups::join_group(state, r, version, corr, client, peer)
+        }
+        Request::SyncGroup(r) => groups::sync_group(state, r, version, corr),
+        Request::Heartbeat(r) => ready(api, version, corr, groups::heartbeat(state, r)),
+        Request::LeaveGroup(r) => ready(api, version, corr, groups::leave_group(state, r, version)),
+        Request::OffsetCommit(r) => groups::offset_commit(state, r, version, corr),
+        Request::OffsetFetch(r) => {
+            ready(api, version, corr, groups::offset_fetch(state, r, version))
+        }
+        Request::ListGroups(r) => ready(api, version, corr, groups::list_groups(state, r)),
+        Request::DescribeGroups(r) => ready(api, version, corr, groups::describe_groups(state, r)),
+        Request::DeleteGroups(r) => groups::delete_groups(state, r, version, corr),
+        Request::OffsetDelete(r) => groups::offset_delete(state, r, version, corr),
     }
 }
 

@@ -10,6 +10,7 @@ use sluice_storage::{StorageError, UnifiedLog};
 
 use super::{ready, respond, str_bytes, Dispatched};
 use crate::errors::error_code;
+use crate::groups::OFFSETS_TOPIC;
 use crate::{now_ms, BrokerState};
 
 /// An appended partition waiting for its fsync.
@@ -52,6 +53,9 @@ pub(crate) fn handle(
                     .and_then(|i| t.partitions.get(i))
             });
             let result = match (log, &data.records) {
+                // Only the coordinator writes its topic: a client record there would be
+                // replayed as group state.
+                _ if name == OFFSETS_TOPIC => Err(ResponseError::InvalidTopicException.code()),
                 (None, _) => Err(ResponseError::UnknownTopicOrPartition.code()),
                 (Some(_), None) => Err(ResponseError::CorruptMessage.code()),
                 (Some(log), Some(records)) => {

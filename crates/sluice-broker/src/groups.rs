@@ -1,0 +1,367 @@
+//! The shell around the group coordinator: the clock, the waiters of parked requests, and the
+//! `__consumer_offsets` log the coordinator's records go to and are replayed from.
+//!
+//! Every call runs under one lock: the coordinator decides, its records are appended to their
+//! partitions in the order it emitted them (so the log replays to the same state), and parked
+//! requests it answered are woken. The durability wait happens after the lock is released:
+//! an offset commit is acknowledged only once its record is fsynced, exactly like a produce
+//! with acks=all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sluice_group::{
+    CoordinatorConfig, GroupCoordinator, JoinResponse, Output, Record, SyncResponse, WaiterId,
+};
+use sluice_records::{BatchBuilder, BatchHeader, BatchIter, NewRecord};
+use sluice_storage::{StorageError, UnifiedLog};
+use tokio::sync::oneshot;
+
+use crate::flusher::FlushWait;
+use crate::{now_ms, BrokerState};
+
+/// The internal topic holding committed offsets and group metadata.
+pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// How often sessions and rebalance timers are checked: the resolution of every group timer.
+const TICK_MS: u64 = 100;
+
+/// Records per batch the coordinator writes; a batch stays well under `max.message.bytes`.
+const RECORDS_PER_BATCH: usize = 500;
+
+/// The most decompressed bytes one stored batch may expand to while loading.
+const LOAD_BATCH_MAX_BYTES: usize = 64 << 20;
+
+/// Bytes read from a partition at a time while loading.
+const LOAD_READ_BYTES: usize = 4 << 20;
+
+enum Waiter {
+    Join(oneshot::Sender<JoinResponse>),
+    Sync(oneshot::Sender<SyncResponse>),
+}
+
+struct Inner {
+    coordinator: GroupCoordinator,
+    waiters: HashMap<WaiterId, Waiter>,
+    next_waiter: WaiterId,
+}
+
+/// A reply now, or one a parked request will get.
+pub(crate) enum Reply<T> {
+    Now(T),
+    Later(oneshot::Receiver<T>),
+}
+
+/// Waits for the records a call appended to be durable.
+pub(crate) struct Durable(Vec<FlushWait>, Option<StorageError>);
+
+impl Durable {
+    pub async fn wait(self) -> Result<(), StorageError> {
+        if let Some(e) = self.1 {
+            return Err(e);
+        }
+        for w in self.0 {
+            w.wait().await?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct Groups {
+    inner: Mutex<Inner>,
+    /// False until `__consumer_offsets` has been replayed.
+    loaded: AtomicBool,
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups")
+            .field("loaded", &self.loaded.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Groups {
+    pub fn new(mut config: CoordinatorConfig) -> Self {
+        // Member ids must not repeat across restarts, or a new member could take the id of
+        // one replayed from the log.
+        config.seed = uuid::Uuid::new_v4().as_u64_pair().0;
+        Self {
+            inner: Mutex::new(Inner {
+                coordinator: GroupCoordinator::new(config),
+                waiters: HashMap::new(),
+                next_waiter: 1,
+            }),
+            loaded: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` against the coordinator at the current time, then appends the records it
+    /// emitted and wakes the requests it answered.
+    pub fn call<R>(
+        &self,
+        state: &BrokerState,
+        f: impl FnOnce(&mut GroupCoordinator, i64) -> R,
+    ) -> (R, Durable) {
+        let mut inner = self.lock();
+        let result = f(&mut inner.coordinator, now_ms());
+        let durable = inner.settle(state);
+        (result, durable)
+    }
+
+    /// Like [`Groups::call`] for a JoinGroup: `f` gets a waiter id and may park the request.
+    pub fn join(
+        &self,
+        state: &BrokerState,
+        f: impl FnOnce(&mut GroupCoordinator, WaiterId, i64) -> Option<JoinResponse>,
+    ) -> Reply<JoinResponse> {
+        self.park(state, Waiter::Join, f)
+    }
+
+    /// Like [`Groups::join`] for a SyncGroup.
+    pub fn sync(
+        &self,
+        state: &BrokerState,
+        f: impl FnOnce(&mut GroupCoordinator, WaiterId, i64) -> Option<SyncResponse>,
+    ) -> Reply<SyncResponse> {
+        self.park(state, Waiter::Sync, f)
+    }
+
+    fn park<T>(
+        &self,
+        state: &BrokerState,
+        waiter: fn(oneshot::Sender<T>) -> Waiter,
+        f: impl FnOnce(&mut GroupCoordinator, WaiterId, i64) -> Option<T>,
+    ) -> Reply<T> {
+        let mut inner = self.lock();
+        let id = inner.next_waiter;
+        inner.next_waiter += 1;
+        let (tx, rx) = oneshot::channel();
+        inner.waiters.insert(id, waiter(tx));
+        let now_answer = f(&mut inner.coordinator, id, now_ms());
+        if now_answer.is_some() {
+            inner.waiters.remove(&id);
+        }
+        let _ = inner.settle(state);
+        match now_answer {
+            Some(r) => Reply::Now(r),
+            None => Reply::Later(rx),
+        }
+    }
+
+    /// Reads the coordinator without changing it.
+    pub fn read<R>(&self, f: impl FnOnce(&GroupCoordinator) -> R) -> R {
+        f(&self.lock().coordinator)
+    }
+
+    /// Moves the coordinator's clock until shutdown.
+    pub async fn run_timers(state: Arc<BrokerState>) {
+        let mut shutdown = state.shutdown.clone();
+        let mut interval = tokio::time::interval(std::time::Duration::from_millis(TICK_MS));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            if state.groups.is_loaded() {
+                let (_, durable) = state.groups.call(&state, |c, now| c.tick(now));
+                if let Err(e) = durable.wait().await {
+                    tracing::warn!(error = %e, "group metadata write failed");
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the coordinator from `__consumer_offsets`, then opens it for requests.
+    /// Runs on a blocking thread at start-up; requests meanwhile get
+    /// COORDINATOR_LOAD_IN_PROGRESS (and FindCoordinator COORDINATOR_NOT_AVAILABLE).
+    pub fn load(&self, state: &BrokerState) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
+        let mut config = self.lock().coordinator.config().clone();
+        let topic = state.logs.topic(OFFSETS_TOPIC);
+        if let Some(topic) = &topic {
+            let existing = topic.partitions.len() as i32;
+            if existing != config.offsets_topic_partitions {
+                tracing::warn!(
+                    configured = config.offsets_topic_partitions,
+                    existing,
+                    "offsets.topic.num.partitions differs from the existing {OFFSETS_TOPIC}; \
+                     using the existing count"
+                );
+                config.offsets_topic_partitions = existing;
+            }
+        }
+        config.seed = uuid::Uuid::new_v4().as_u64_pair().0;
+        let mut coordinator = GroupCoordinator::new(config);
+        let now = now_ms();
+        let (mut records, mut bad) = (0u64, 0u64);
+        for log in topic.iter().flat_map(|t| t.partitions.iter()) {
+            replay_partition(log, &mut coordinator, now, &mut records, &mut bad)?;
+        }
+        coordinator.finish_loading(now);
+        let offsets = coordinator.offset_count();
+        let groups = coordinator.list_groups(&[]).len();
+        self.lock().coordinator = coordinator;
+        self.loaded.store(true, Ordering::Release);
+        tracing::info!(
+            records,
+            skipped = bad,
+            groups,
+            offsets,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "group coordinator loaded"
+        );
+        Ok(())
+    }
+}
+
+fn replay_partition(
+    log: &UnifiedLog,
+    coordinator: &mut GroupCoordinator,
+    now: i64,
+    records: &mut u64,
+    bad: &mut u64,
+) -> Result<(), StorageError> {
+    let mut offset = log.log_start_offset();
+    let end = log.log_end_offset();
+    while offset < end {
+        let read = log.read(offset, LOAD_READ_BYTES, true)?;
+        if read.records.is_empty() {
+            break;
+        }
+        for batch in BatchIter::new(&read.records) {
+            let batch = batch.map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            let header =
+                BatchHeader::parse(batch).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            offset = header.next_offset();
+            if header.is_control() {
+                continue;
+            }
+            let decoded = header
+                .records(batch, LOAD_BATCH_MAX_BYTES)
+                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            for r in decoded {
+                *records += 1;
+                let Some(key) = r.key.as_deref() else {
+                    *bad += 1;
+                    continue;
+                };
+                if let Err(e) = coordinator.replay(key, r.value.as_deref(), now) {
+                    *bad += 1;
+                    tracing::warn!(offset = r.offset, error = %e, "skipping a record of {OFFSETS_TOPIC}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Wakes answered requests and appends emitted records; returns the durability wait.
+    fn settle(&mut self, state: &BrokerState) -> Durable {
+        for output in self.coordinator.take_outputs() {
+            match output {
+                Output::Join(w, r) => {
+                    if let Some(Waiter::Join(tx)) = self.waiters.remove(&w) {
+                        let _ = tx.send(r);
+                    }
+                }
+                Output::Sync(w, r) => {
+                    if let Some(Waiter::Sync(tx)) = self.waiters.remove(&w) {
+                        let _ = tx.send(r);
+                    }
+                }
+            }
+        }
+        let records = self.coordinator.take_records();
+        if records.is_empty() {
+            return Durable(Vec::new(), None);
+        }
+        let partitions = self.coordinator.config().offsets_topic_partitions;
+        match append(state, partitions, records) {
+            Ok(waits) => Durable(waits, None),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot append to {OFFSETS_TOPIC}");
+                Durable(Vec::new(), Some(e))
+            }
+        }
+    }
+}
+
+/// The offsets topic, created on first use with `partitions` partitions, compacted.
+pub(crate) fn offsets_topic(
+    state: &BrokerState,
+    partitions: i32,
+) -> Result<Arc<sluice_storage::Topic>, StorageError> {
+    if let Some(topic) = state.logs.topic(OFFSETS_TOPIC) {
+        return Ok(topic);
+    }
+    let overrides = BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("segment.bytes".to_string(), (100 << 20).to_string()),
+    ]);
+    let created = tokio::task::block_in_place(|| {
+        state
+            .logs
+            .create_topic(OFFSETS_TOPIC, partitions, overrides, false)
+    });
+    match created {
+        Ok(topic) => {
+            tracing::info!(partitions, "created {OFFSETS_TOPIC}");
+            Ok(topic)
+        }
+        Err(StorageError::TopicExists(_)) => state
+            .logs
+            .topic(OFFSETS_TOPIC)
+            .ok_or_else(|| StorageError::Io(format!("{OFFSETS_TOPIC} vanished"))),
+        Err(e) => Err(e),
+    }
+}
+
+fn append(
+    state: &BrokerState,
+    partitions: i32,
+    records: Vec<Record>,
+) -> Result<Vec<FlushWait>, StorageError> {
+    let topic = offsets_topic(state, partitions)?;
+    let now = now_ms();
+    // Keep emission order within each partition; partitions are independent.
+    let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    for r in records {
+        by_partition.entry(r.partition).or_default().push(r);
+    }
+    let mut waits = Vec::new();
+    for (p, records) in by_partition {
+        let log = usize::try_from(p)
+            .ok()
+            .and_then(|i| topic.partitions.get(i))
+            .ok_or_else(|| StorageError::Io(format!("{OFFSETS_TOPIC} has no partition {p}")))?;
+        for chunk in records.chunks(RECORDS_PER_BATCH) {
+            let mut builder = BatchBuilder::new(now);
+            for r in chunk {
+                builder.push(NewRecord {
+                    key: Some(r.key.to_vec()),
+                    value: r.value.as_ref().map(|v| v.to_vec()),
+                    ..NewRecord::default()
+                });
+            }
+            let outcome = log.append(&builder.build(), now)?;
+            waits.push(state.flusher.flush(log.clone(), outcome.last_offset + 1));
+        }
+    }
+    state.notify_appended();
+    Ok(waits)
+}
