@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod client;
+mod groups_cmd;
+
 use clap::{Parser, Subcommand};
 use sluice_broker::config::BROKER_CONFIGS;
 use sluice_broker::BrokerConfig;
@@ -25,6 +28,8 @@ enum Command {
     /// 127.0.0.1:9092, node id 0.
     #[command(after_help = config_help())]
     Serve(ServeArgs),
+    /// Consumer groups of a running broker: list, describe, reset-offsets.
+    Groups(groups_cmd::GroupsArgs),
 }
 
 #[derive(clap::Args)]
@@ -169,6 +174,18 @@ async fn serve(config: BrokerConfig) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Groups(args) => {
+            return match groups_cmd::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -177,7 +194,6 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let Command::Serve(args) = cli.command;
     let config = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {
