@@ -381,12 +381,39 @@ def test_hostile_group_requests_get_errors(broker):
         assert join_error(resp) == INVALID_SESSION_TIMEOUT
     resp = request(broker, join_group, 5, join_v5("g", "", 10000, -7, b"m"))
     assert join_error(resp) == INVALID_REQUEST
+    # Thousands of tiny protocols: refused before the coordinator compares any lists.
+    many = struct.pack(">i", 5000) + b"".join(kstr(f"p{i}") + struct.pack(">i", 0)
+                                               for i in range(5000))
+    body = (kstr("g") + struct.pack(">ii", 10000, 10000) + kstr("") + struct.pack(">h", -1)
+            + kstr("consumer") + many)
+    assert join_error(request(broker, join_group, 5, body)) == INVALID_REQUEST
     # Heartbeat v3: group, generation, member, instance id. Unknown member and generation.
-    hb = kstr("g") + struct.pack(">i", 987654) + kstr("nobody") + struct.pack(">h", -1)
-    assert struct.unpack(">h", request(broker, heartbeat, 3, hb)[4:6])[0] == UNKNOWN_MEMBER_ID
+    def hb(member, generation):
+        body = kstr("g") + struct.pack(">i", generation) + kstr(member) + struct.pack(">h", -1)
+        return struct.unpack(">h", request(broker, heartbeat, 3, body)[4:6])[0]
+
+    assert hb("nobody", 987654) == UNKNOWN_MEMBER_ID
     # Nothing above created a group.
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     assert admin.list_consumer_groups().result(30).valid == []
+    # A real member heartbeating with a generation it never had.
+    MEMBER_ID_REQUIRED, ILLEGAL_GENERATION = 79, 22
+    first = request(broker, join_group, 5, join_v5("g", "", 10000, 10000, b"m"))
+    assert join_error(first) == MEMBER_ID_REQUIRED
+    member = join_member_id(first)
+    joined = request(broker, join_group, 5, join_v5("g", member, 10000, 10000, b"m"))
+    assert join_error(joined) == 0
+    assert hb(member, 987654) == ILLEGAL_GENERATION
+
+
+def join_member_id(resp):
+    # JoinGroup v5 response: throttle, error, generation, protocol name, leader, member id.
+    at = 4 + 2 + 4
+    for _ in range(2):
+        (n,) = struct.unpack_from(">h", resp, at)
+        at += 2 + max(n, 0)
+    (n,) = struct.unpack_from(">h", resp, at)
+    return resp[at + 2:at + 2 + n].decode()
 
 
 # -- the group APIs clients rarely use, on the wire -------------------------------------

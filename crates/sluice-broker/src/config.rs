@@ -206,6 +206,11 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "The most protocol metadata one member may send in a JoinGroup (Sluice's own).",
     ),
     (
+        "group.member.protocols.max",
+        ConfigType::Int,
+        "The most protocols one member may offer in a JoinGroup (Sluice's own).",
+    ),
+    (
         "offset.metadata.max.bytes",
         ConfigType::Int,
         "The longest metadata string of a committed offset.",
@@ -348,6 +353,9 @@ impl BrokerConfig {
             "offset.metadata.max.bytes" => {
                 self.groups.offset_metadata_max_bytes = positive_i32(key, value)? as usize
             }
+            "group.member.protocols.max" => {
+                self.groups.member_protocols_max = positive_i32(key, value)? as usize
+            }
             "offsets.retention.minutes" => {
                 self.groups.offsets_retention_ms = i64::from(positive_i32(key, value)?) * 60_000
             }
@@ -392,6 +400,7 @@ impl BrokerConfig {
             "group.max.size" => self.groups.group_max_size.to_string(),
             "group.member.metadata.max.bytes" => self.groups.member_metadata_max_bytes.to_string(),
             "offset.metadata.max.bytes" => self.groups.offset_metadata_max_bytes.to_string(),
+            "group.member.protocols.max" => self.groups.member_protocols_max.to_string(),
             "offsets.retention.minutes" => (self.groups.offsets_retention_ms / 60_000).to_string(),
             "offsets.retention.check.interval.ms" => {
                 self.groups.offsets_retention_check_interval_ms.to_string()

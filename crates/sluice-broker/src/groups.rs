@@ -27,8 +27,12 @@ pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// How often sessions and rebalance timers are checked: the resolution of every group timer.
 const TICK_MS: u64 = 100;
 
-/// Records per batch the coordinator writes; a batch stays well under `max.message.bytes`.
-const RECORDS_PER_BATCH: usize = 500;
+/// Bytes of records per batch the coordinator writes. A single record larger than this gets
+/// a batch of its own, which `OFFSETS_TOPIC_MESSAGE_MAX_BYTES` bounds.
+const BATCH_TARGET_BYTES: usize = 256 << 10;
+
+/// `max.message.bytes` of the offsets topic: room for the group record of a large group.
+const OFFSETS_TOPIC_MESSAGE_MAX_BYTES: usize = 16 << 20;
 
 /// The most decompressed bytes one stored batch may expand to while loading.
 const LOAD_BATCH_MAX_BYTES: usize = 64 << 20;
@@ -250,9 +254,17 @@ fn replay_partition(
             if header.is_control() {
                 continue;
             }
-            let decoded = header
-                .records(batch, LOAD_BATCH_MAX_BYTES)
-                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            // Recovery has checked every batch's CRC; one that still does not decode is
+            // skipped rather than leaving every group unavailable.
+            let decoded = match header.records(batch, LOAD_BATCH_MAX_BYTES) {
+                Ok(records) => records,
+                Err(e) => {
+                    *bad += u64::from(header.records_count.max(0) as u32);
+                    tracing::warn!(offset = header.base_offset, error = %e,
+                        "skipping an undecodable batch of {OFFSETS_TOPIC}");
+                    continue;
+                }
+            };
             for r in decoded {
                 *records += 1;
                 let Some(key) = r.key.as_deref() else {
@@ -291,7 +303,9 @@ impl Inner {
             return Durable(Vec::new(), None);
         }
         let partitions = self.coordinator.config().offsets_topic_partitions;
-        match append(state, partitions, records) {
+        let appended = append(state, partitions, records);
+        self.coordinator.records_appended(appended.is_ok());
+        match appended {
             Ok(waits) => Durable(waits, None),
             Err(e) => {
                 tracing::error!(error = %e, "cannot append to {OFFSETS_TOPIC}");
@@ -312,6 +326,10 @@ pub(crate) fn offsets_topic(
     let overrides = BTreeMap::from([
         ("cleanup.policy".to_string(), "compact".to_string()),
         ("segment.bytes".to_string(), (100 << 20).to_string()),
+        (
+            "max.message.bytes".to_string(),
+            OFFSETS_TOPIC_MESSAGE_MAX_BYTES.to_string(),
+        ),
     ]);
     let created = tokio::task::block_in_place(|| {
         state
@@ -349,17 +367,21 @@ fn append(
             .ok()
             .and_then(|i| topic.partitions.get(i))
             .ok_or_else(|| StorageError::Io(format!("{OFFSETS_TOPIC} has no partition {p}")))?;
-        for chunk in records.chunks(RECORDS_PER_BATCH) {
-            let mut builder = BatchBuilder::new(now);
-            for r in chunk {
-                builder.push(NewRecord {
-                    key: Some(r.key.to_vec()),
-                    value: r.value.as_ref().map(|v| v.to_vec()),
-                    ..NewRecord::default()
-                });
+        let mut builder = BatchBuilder::new(now);
+        let mut bytes = 0;
+        for (i, r) in records.iter().enumerate() {
+            bytes += r.key.len() + r.value.as_ref().map_or(0, |v| v.len());
+            builder.push(NewRecord {
+                key: Some(r.key.to_vec()),
+                value: r.value.as_ref().map(|v| v.to_vec()),
+                ..NewRecord::default()
+            });
+            if bytes >= BATCH_TARGET_BYTES || i + 1 == records.len() {
+                let outcome = log.append(&builder.build(), now)?;
+                waits.push(state.flusher.flush(log.clone(), outcome.last_offset + 1));
+                builder = BatchBuilder::new(now);
+                bytes = 0;
             }
-            let outcome = log.append(&builder.build(), now)?;
-            waits.push(state.flusher.flush(log.clone(), outcome.last_offset + 1));
         }
     }
     state.notify_appended();

@@ -22,6 +22,13 @@ use crate::codes::*;
 use crate::records::{self, GroupValue, MemberValue, OffsetValue, RecordKey};
 use crate::subscription::subscribed_topics;
 
+/// What keeping one protocol of one member costs besides its name and metadata.
+const PROTOCOL_OVERHEAD_BYTES: usize = 64;
+
+/// Member ids are `<client id or instance id>-<uuid>`; the prefix is cut to this many bytes so
+/// that ids stay far below the i16 string length of the records that store them.
+const MEMBER_ID_PREFIX_MAX_BYTES: usize = 255;
+
 /// Identifies a request the coordinator will answer later, through an [`Output`].
 pub type WaiterId = u64;
 
@@ -49,6 +56,9 @@ pub struct CoordinatorConfig {
     /// may send in a JoinGroup, summed over its protocols. Kafka bounds it only by the request
     /// size; a coordinator that keeps it for every member needs a tighter limit.
     pub member_metadata_max_bytes: usize,
+    /// `group.member.protocols.max` (Sluice's own): the most protocols one member may offer.
+    /// Protocol negotiation compares every member's list, so the list must be short.
+    pub member_protocols_max: usize,
     /// Seeds member id generation, so that tests replay exactly.
     pub seed: u64,
 }
@@ -65,6 +75,7 @@ impl Default for CoordinatorConfig {
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
             member_metadata_max_bytes: 1 << 20,
+            member_protocols_max: 32,
             seed: 0,
         }
     }
@@ -463,12 +474,19 @@ struct Effects {
     config: CoordinatorConfig,
     outputs: Vec<Output>,
     records: Vec<Record>,
+    /// Offsets committed by this call, applied once their records are appended.
+    pending_offsets: Vec<(String, String, i32, OffsetValue)>,
     rng: u64,
 }
 
 impl Effects {
     /// A fresh member id, `prefix-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` as Kafka's look.
     fn member_id(&mut self, prefix: &str) -> String {
+        let mut cut = prefix.len().min(MEMBER_ID_PREFIX_MAX_BYTES);
+        while !prefix.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let prefix = &prefix[..cut];
         let a = splitmix64(&mut self.rng);
         let b = splitmix64(&mut self.rng);
         format!(
@@ -582,6 +600,7 @@ impl GroupCoordinator {
                 config,
                 outputs: Vec::new(),
                 records: Vec::new(),
+                pending_offsets: Vec::new(),
                 rng,
             },
             next_retention_check_ms: i64::MIN,
@@ -603,9 +622,23 @@ impl GroupCoordinator {
     }
 
     /// Records to append to `__consumer_offsets`, in the order they were decided. The caller
-    /// must append them in this order.
+    /// must append them in this order, then report with [`GroupCoordinator::records_appended`].
     pub fn take_records(&mut self) -> Vec<Record> {
         std::mem::take(&mut self.fx.records)
+    }
+
+    /// Reports whether the records last taken were appended. Committed offsets become visible
+    /// only then: a commit whose record could not be written never shows in OffsetFetch.
+    /// (Membership changes cannot wait: a rebalance has already been answered.)
+    pub fn records_appended(&mut self, appended: bool) {
+        for (group, topic, partition, value) in std::mem::take(&mut self.fx.pending_offsets) {
+            if !appended {
+                continue;
+            }
+            if let Some(g) = self.groups.get_mut(&group) {
+                g.offsets.insert((topic, partition), value);
+            }
+        }
     }
 
     pub fn join_group(
@@ -623,9 +656,29 @@ impl GroupCoordinator {
         {
             return Some(JoinResponse::error(INVALID_SESSION_TIMEOUT, &req.member_id));
         }
-        let metadata_bytes: usize = req.protocols.iter().map(|(n, m)| n.len() + m.len()).sum();
-        if metadata_bytes > cfg.member_metadata_max_bytes || req.rebalance_timeout_ms < 0 {
+        // Each protocol is charged its bytes plus what keeping it costs, so that many tiny
+        // entries cannot slip under the byte limit.
+        let metadata_bytes: usize = req
+            .protocols
+            .iter()
+            .map(|(n, m)| n.len() + m.len() + PROTOCOL_OVERHEAD_BYTES)
+            .sum();
+        if metadata_bytes > cfg.member_metadata_max_bytes
+            || req.protocols.len() > cfg.member_protocols_max
+            || req.rebalance_timeout_ms < 0
+        {
             return Some(JoinResponse::error(INVALID_REQUEST, &req.member_id));
+        }
+        let mut names = BTreeSet::new();
+        if req
+            .protocols
+            .iter()
+            .any(|(n, _)| n.is_empty() || !names.insert(n.as_str()))
+        {
+            return Some(JoinResponse::error(
+                INCONSISTENT_GROUP_PROTOCOL,
+                &req.member_id,
+            ));
         }
         let new_member = req.member_id.is_empty();
         if !new_member && !self.groups.contains_key(&req.group_id) {
@@ -824,26 +877,24 @@ impl GroupCoordinator {
         if g.state == GroupState::Dead {
             return Err(COORDINATOR_NOT_AVAILABLE);
         }
-        let standalone = req.generation_id < 0 && g.state == GroupState::Empty;
-        if !standalone {
-            if let Some(instance) = req.group_instance_id.as_deref() {
-                if g.static_members
-                    .get(instance)
-                    .is_some_and(|holder| *holder != req.member_id)
-                {
-                    return Err(FENCED_INSTANCE_ID);
-                }
+        // Kafka's order: a commit naming a member or generation is checked as a member's;
+        // one from outside the group protocol is accepted only while the group is empty.
+        let from_member =
+            req.generation_id >= 0 || !req.member_id.is_empty() || req.group_instance_id.is_some();
+        if from_member {
+            g.check_member(&req.member_id, req.group_instance_id.as_deref())?;
+            if req.generation_id != g.generation_id {
+                return Err(ILLEGAL_GENERATION);
             }
             if g.state == GroupState::CompletingRebalance {
                 return Err(REBALANCE_IN_PROGRESS);
             }
-            let Some(member) = g.members.get_mut(&req.member_id) else {
-                return Err(UNKNOWN_MEMBER_ID);
-            };
-            if req.generation_id != g.generation_id {
-                return Err(ILLEGAL_GENERATION);
-            }
-            member.touch(now);
+            g.members
+                .get_mut(&req.member_id)
+                .expect("checked")
+                .touch(now);
+        } else if g.state != GroupState::Empty {
+            return Err(UNKNOWN_MEMBER_ID);
         }
         let partition = self.fx.partition_for(&req.group_id);
         let max_metadata = self.fx.config.offset_metadata_max_bytes;
@@ -867,7 +918,9 @@ impl GroupCoordinator {
                 key: records::offset_key(&req.group_id, &o.topic, o.partition),
                 value: Some(records::offset_value(&value)),
             });
-            g.offsets.insert((o.topic, o.partition), value);
+            self.fx
+                .pending_offsets
+                .push((req.group_id.clone(), o.topic, o.partition, value));
             errors.push(NONE);
         }
         Ok(errors)
@@ -1037,6 +1090,23 @@ impl GroupCoordinator {
         (NONE, errors)
     }
 
+    /// Forgets every group's committed offsets of a deleted topic, so that a new topic of the
+    /// same name does not inherit them (Kafka does the same).
+    pub fn delete_topic_offsets(&mut self, topic: &str) {
+        for g in self.groups.values_mut() {
+            let gone: Vec<i32> = g
+                .offsets
+                .keys()
+                .filter(|(t, _)| t == topic)
+                .map(|(_, p)| *p)
+                .collect();
+            for p in gone {
+                g.offsets.remove(&(topic.to_string(), p));
+                self.fx.tombstone_offset(&g.group_id, topic, p);
+            }
+        }
+    }
+
     /// Expires sessions, pending members and offsets, and completes rebalances whose timers
     /// have run out.
     pub fn tick(&mut self, now: i64) {
@@ -1064,7 +1134,22 @@ impl GroupCoordinator {
             for id in &expired {
                 remove_member(g, &mut self.fx, id);
             }
-            if !expired.is_empty() {
+            // Members that have not sent SyncGroup by the deadline are dropped, so followers
+            // do not wait forever for a leader that never assigns.
+            let mut removed = !expired.is_empty();
+            if g.state == GroupState::CompletingRebalance && now >= g.rebalance_deadline_ms {
+                let unsynced: Vec<String> = g
+                    .members
+                    .values()
+                    .filter(|m| m.sync_waiter.is_none())
+                    .map(|m| m.member_id.clone())
+                    .collect();
+                for id in &unsynced {
+                    remove_member(g, &mut self.fx, id);
+                }
+                removed |= !unsynced.is_empty();
+            }
+            if removed {
                 member_removed(g, &mut self.fx, now);
             } else if g.state == GroupState::PreparingRebalance {
                 try_complete_join(g, &mut self.fx, now);
@@ -1091,7 +1176,13 @@ impl GroupCoordinator {
                 .offsets
                 .iter()
                 .filter(|((topic, _), v)| match v.expire_timestamp_ms {
+                    Some(_) if subscribed.as_ref().is_some_and(|s| s.contains(topic)) => false,
                     Some(at) => now >= at,
+                    // A group that never had members (offsets committed from outside the
+                    // group protocol) keeps each offset for the retention after its commit.
+                    None if empty && g.protocol_type.is_none() => {
+                        v.commit_timestamp_ms.saturating_add(retention) <= now
+                    }
                     None if empty => {
                         let base = g.state_timestamp_ms.unwrap_or(v.commit_timestamp_ms);
                         base.saturating_add(retention) <= now
@@ -1108,12 +1199,15 @@ impl GroupCoordinator {
                 self.fx.tombstone_offset(&g.group_id, &key.0, key.1);
             }
             if empty && g.offsets.is_empty() && g.members.is_empty() {
-                dead.push(g.group_id.clone());
+                dead.push((g.group_id.clone(), g.generation_id > 0));
             }
         }
-        for id in dead {
+        for (id, stored) in dead {
             self.groups.remove(&id);
-            self.fx.tombstone_group(&id);
+            // A group that never completed a rebalance has no record to delete.
+            if stored {
+                self.fx.tombstone_group(&id);
+            }
         }
     }
 
@@ -1345,7 +1439,8 @@ fn replace_static_member(
         SyncResponse::error(FENCED_INSTANCE_ID),
     );
     let new_id = fx.member_id(&instance);
-    let unchanged = member.same_protocols(&req.protocols);
+    let old_leader = g.leader_id.clone().unwrap_or_default();
+    member.protocols = req.protocols.clone();
     member.member_id = new_id.clone();
     member.client_id = req.client_id.clone();
     member.client_host = req.client_host.clone();
@@ -1356,17 +1451,21 @@ fn replace_static_member(
     if g.is_leader(old_id) {
         g.leader_id = Some(new_id.clone());
     }
-    if g.state == GroupState::Stable && unchanged {
-        member.touch(now);
-        g.members.insert(new_id.clone(), member);
+    member.touch(now);
+    g.members.insert(new_id.clone(), member);
+    // Metadata may differ after a restart (sticky assignors carry owned partitions); what
+    // matters is whether the group would pick another protocol.
+    if g.state == GroupState::Stable && g.select_protocol() == g.protocol_name {
         fx.store_group(g, now);
         let leader = g.is_leader(&new_id);
-        let skip = leader && req.supports_skip_assignment;
-        let mut response = g.join_result(&new_id, skip);
-        response.skip_assignment = skip;
+        let mut response = g.join_result(&new_id, leader);
+        // As Kafka does: the leader id from before the replacement, so that a restarted
+        // leader (whose id changed) does not compute an assignment a stable group would not
+        // hand out; JoinGroup v9+ also says so with skip_assignment.
+        response.leader = old_leader;
+        response.skip_assignment = leader;
         return Some(response);
     }
-    g.members.insert(new_id.clone(), member);
     let req = JoinRequest {
         member_id: new_id,
         ..req
@@ -1475,10 +1574,12 @@ fn try_complete_join(g: &mut Group, fx: &mut Effects, now: i64) {
 }
 
 fn complete_join(g: &mut Group, fx: &mut Effects, now: i64) {
+    // Static members that did not rejoin stay until their session expires, as in Kafka:
+    // a restarting static member must find its place.
     let failed: Vec<String> = g
         .members
         .values()
-        .filter(|m| m.join_waiter.is_none())
+        .filter(|m| m.join_waiter.is_none() && m.group_instance_id.is_none())
         .map(|m| m.member_id.clone())
         .collect();
     for id in &failed {
@@ -1500,6 +1601,8 @@ fn complete_join(g: &mut Group, fx: &mut Effects, now: i64) {
     }
     g.protocol_name = g.select_protocol();
     g.transition(GroupState::CompletingRebalance, now);
+    // The leader has the rebalance timeout to send its assignment (Kafka 3.2+).
+    g.rebalance_deadline_ms = now + g.max_rebalance_timeout_ms();
     let ids: Vec<String> = g.members.keys().cloned().collect();
     for id in ids {
         let response = g.join_result(&id, g.is_leader(&id));

@@ -107,13 +107,26 @@ pub fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
     out.freeze()
 }
 
+/// Version 3, or version 1 (which has no leader epoch) when the client asked for its own
+/// retention, as Kafka writes them.
 pub fn offset_value(value: &OffsetValue) -> Bytes {
-    let mut out = BytesMut::with_capacity(24 + value.metadata.len());
-    out.put_i16(3);
-    out.put_i64(value.offset);
-    out.put_i32(value.leader_epoch);
-    put_str(&mut out, &value.metadata);
-    out.put_i64(value.commit_timestamp_ms);
+    let mut out = BytesMut::with_capacity(32 + value.metadata.len());
+    match value.expire_timestamp_ms {
+        Some(expire) => {
+            out.put_i16(1);
+            out.put_i64(value.offset);
+            put_str(&mut out, &value.metadata);
+            out.put_i64(value.commit_timestamp_ms);
+            out.put_i64(expire);
+        }
+        None => {
+            out.put_i16(3);
+            out.put_i64(value.offset);
+            out.put_i32(value.leader_epoch);
+            put_str(&mut out, &value.metadata);
+            out.put_i64(value.commit_timestamp_ms);
+        }
+    }
     out.freeze()
 }
 
@@ -300,6 +313,15 @@ mod tests {
             expire_timestamp_ms: None,
         };
         assert_eq!(decode_offset_value(&offset_value(&value)).unwrap(), value);
+        let with_retention = OffsetValue {
+            leader_epoch: -1,
+            expire_timestamp_ms: Some(1_700_000_600_000),
+            ..value
+        };
+        assert_eq!(
+            decode_offset_value(&offset_value(&with_retention)).unwrap(),
+            with_retention
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `sluice groups`: list, describe and reset the offsets of consumer groups on a running
-//! broker, over the Kafka protocol (so it works against any Kafka-compatible broker).
+//! broker, over the Kafka protocol. Every request goes to the one broker given, which is
+//! coordinator and leader of everything on a single node; it does not route by
+//! FindCoordinator or partition leadership as a multi-broker Kafka cluster would need.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -148,10 +150,13 @@ fn committed(client: &mut Client, group: &str) -> Result<BTreeMap<(String, i32),
 }
 
 /// ListOffsets for every partition in `partitions` at `timestamp` (-1 latest, -2 earliest).
+/// Partitions the broker answers with an error are left out when `lenient` (a deleted topic
+/// in a description), and fail the call otherwise.
 fn list_offsets(
     client: &mut Client,
     partitions: &BTreeSet<(String, i32)>,
     timestamp: i64,
+    lenient: bool,
 ) -> Result<BTreeMap<(String, i32), i64>, String> {
     let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for (t, p) in partitions {
@@ -180,6 +185,9 @@ fn list_offsets(
     let mut out = BTreeMap::new();
     for t in resp.topics {
         for p in t.partitions {
+            if lenient && p.error_code != 0 {
+                continue;
+            }
             check(
                 p.error_code,
                 &format!("ListOffsets {}-{}", t.name.as_str(), p.partition_index),
@@ -243,7 +251,7 @@ fn describe(client: &mut Client, group: &str) -> Result<(), String> {
     if partitions.is_empty() {
         return Ok(());
     }
-    let ends = list_offsets(client, &partitions, -1)?;
+    let ends = list_offsets(client, &partitions, -1, true)?;
     let rows = partitions
         .iter()
         .map(|tp| {
@@ -306,22 +314,31 @@ fn reset_offsets(
         .iter()
         .map(|p| (topic.to_string(), p.partition_index))
         .collect();
-    let earliest = list_offsets(client, &partitions, -2)?;
-    let latest = list_offsets(client, &partitions, -1)?;
+    let earliest = list_offsets(client, &partitions, -2, false)?;
+    let latest = list_offsets(client, &partitions, -1, false)?;
+    let bounds = |tp: &(String, i32)| -> Result<(i64, i64), String> {
+        match (earliest.get(tp), latest.get(tp)) {
+            (Some(&lo), Some(&hi)) => Ok((lo, hi)),
+            _ => Err(format!("ListOffsets did not answer for {}-{}", tp.0, tp.1)),
+        }
+    };
     let targets: BTreeMap<(String, i32), i64> = match (target.to_timestamp, target.to_offset) {
         _ if target.to_earliest => earliest.clone(),
         _ if target.to_latest => latest.clone(),
-        (Some(ts), _) => list_offsets(client, &partitions, ts)?
+        (Some(ts), _) => list_offsets(client, &partitions, ts, false)?
             .into_iter()
             .map(|(tp, o)| {
-                let o = if o < 0 { latest[&tp] } else { o };
-                (tp, o)
+                let o = if o < 0 { bounds(&tp)?.1 } else { o };
+                Ok((tp, o))
             })
-            .collect(),
+            .collect::<Result<_, String>>()?,
         (None, Some(offset)) => partitions
             .iter()
-            .map(|tp| (tp.clone(), offset.clamp(earliest[tp], latest[tp])))
-            .collect(),
+            .map(|tp| {
+                let (lo, hi) = bounds(tp)?;
+                Ok((tp.clone(), offset.clamp(lo, hi)))
+            })
+            .collect::<Result<_, String>>()?,
         (None, None) => return Err("no reset target".into()),
     };
     if !dry_run {

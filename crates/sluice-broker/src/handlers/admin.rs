@@ -258,6 +258,11 @@ pub(crate) fn delete_topics(state: &BrokerState, req: DeleteTopicsRequest) -> De
             match tokio::task::block_in_place(|| state.logs.delete_topic(&topic.name)) {
                 Ok(_) => {
                     tracing::info!(topic = topic.name, "deleted topic");
+                    if state.groups.is_loaded() {
+                        let _ = state
+                            .groups
+                            .call(state, |c, _| c.delete_topic_offsets(&topic.name));
+                    }
                     result
                 }
                 Err(e) => result

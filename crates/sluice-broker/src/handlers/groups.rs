@@ -32,6 +32,7 @@ use sluice_group::{
 use super::{ready, respond, str_bytes, Dispatched};
 use crate::groups::{offsets_topic, Reply};
 use crate::BrokerState;
+use sluice_storage::StorageError;
 
 const LOAD_IN_PROGRESS: i16 = codes::COORDINATOR_LOAD_IN_PROGRESS;
 
@@ -203,8 +204,10 @@ pub(crate) fn sync_group(
 ) -> Dispatched {
     let api = ApiKey::SyncGroup;
     if !state.groups.is_loaded() {
+        // As Kafka: the rebalance state was lost with the restart, so the member must rejoin;
+        // older clients do not expect COORDINATOR_LOAD_IN_PROGRESS here.
         let r = SyncResponse {
-            error: LOAD_IN_PROGRESS,
+            error: codes::REBALANCE_IN_PROGRESS,
             ..SyncResponse::default()
         };
         return ready(api, version, corr, sync_response(r));
@@ -239,7 +242,8 @@ pub(crate) fn sync_group(
 
 pub(crate) fn heartbeat(state: &Arc<BrokerState>, req: HeartbeatRequest) -> HeartbeatResponse {
     if !state.groups.is_loaded() {
-        return HeartbeatResponse::default().with_error_code(LOAD_IN_PROGRESS);
+        // As Kafka: answered blindly while loading, for clients that do not expect an error.
+        return HeartbeatResponse::default();
     }
     let instance = opt(&req.group_instance_id);
     let (error, _) = state.groups.call(state, |c, now| {
@@ -375,8 +379,12 @@ pub(crate) fn offset_commit(
         };
         if let Err(e) = durable.wait().await {
             tracing::warn!(error = %e, "offset commit not durable");
-            for code in committed.iter_mut().filter(|c| **c == 0) {
-                *code = codes::COORDINATOR_NOT_AVAILABLE;
+            let code = match e {
+                StorageError::MessageTooLarge { .. } => codes::INVALID_COMMIT_OFFSET_SIZE,
+                _ => codes::COORDINATOR_NOT_AVAILABLE,
+            };
+            for c in committed.iter_mut().filter(|c| **c == 0) {
+                *c = code;
             }
         }
         let mut committed = committed.into_iter();

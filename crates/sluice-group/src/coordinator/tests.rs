@@ -278,7 +278,11 @@ fn a_restarted_static_member_gets_its_assignment_back_and_fences_the_old_instanc
     assert_eq!((r.error, r.generation_id), (NONE, 1), "no rebalance");
     let new = r.member_id.clone();
     assert_ne!(new, old);
-    assert_eq!(r.leader, new, "leadership moves to the new member id");
+    assert_eq!(
+        r.leader, old,
+        "the old leader id, so the restarted leader does not assign"
+    );
+    assert!(r.skip_assignment && r.members.len() == 1);
     assert_eq!(c.describe_group("g").state, GroupState::Stable);
     assert_eq!(c.take_records().len(), 1, "the new member id is stored");
     let s = c.sync_group(sync(&new, 1, &[]), 4, 5_100).unwrap();
@@ -414,6 +418,105 @@ fn offset_commits_follow_membership_and_survive_replay() {
 }
 
 #[test]
+fn a_commit_whose_record_was_not_appended_is_never_visible() {
+    let mut c = GroupCoordinator::new(config());
+    let commit = |offset| CommitRequest {
+        group_id: "g".into(),
+        generation_id: -1,
+        retention_time_ms: -1,
+        offsets: vec![CommitOffset {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        }],
+        ..CommitRequest::default()
+    };
+    c.commit_offsets(commit(5), 0).unwrap();
+    assert_eq!(c.take_records().len(), 1);
+    c.records_appended(true);
+    c.commit_offsets(commit(9), 1).unwrap();
+    c.take_records();
+    c.records_appended(false);
+    assert_eq!(c.fetch_offsets("g", None)[0].2.as_ref().unwrap().offset, 5);
+}
+
+#[test]
+fn a_standalone_consumer_keeps_offsets_it_keeps_committing() {
+    let mut c = GroupCoordinator::new(CoordinatorConfig {
+        offsets_retention_ms: 60_000,
+        offsets_retention_check_interval_ms: 1_000,
+        ..config()
+    });
+    for t in (0..=120_000).step_by(10_000) {
+        let commit = CommitRequest {
+            group_id: "solo".into(),
+            generation_id: -1,
+            retention_time_ms: -1,
+            offsets: vec![CommitOffset {
+                topic: "t".into(),
+                partition: 0,
+                offset: t,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+            ..CommitRequest::default()
+        };
+        c.commit_offsets(commit, t).unwrap();
+        c.records_appended(true);
+        c.tick(t);
+    }
+    assert_eq!(
+        c.fetch_offsets("solo", None).len(),
+        1,
+        "retention runs from the last commit"
+    );
+    c.tick(120_000 + 60_000);
+    assert!(c.fetch_offsets("solo", None).is_empty());
+}
+
+#[test]
+fn a_leader_that_never_syncs_is_dropped_at_the_rebalance_timeout() {
+    let mut c = GroupCoordinator::new(CoordinatorConfig {
+        initial_rebalance_delay_ms: 1_000,
+        ..config()
+    });
+    let a = join_dynamic(&mut c, 1, 0);
+    let b = join_dynamic(&mut c, 2, 0);
+    c.tick(1_000); // b arrived during the initial delay, which extends it once
+    c.tick(3_000);
+    let outputs = c.take_outputs();
+    assert_eq!(outputs.len(), 2);
+    let leader = join_result_leader(&outputs);
+    let follower = if leader == a { b } else { a };
+    assert!(c.sync_group(sync(&follower, 1, &[]), 3, 3_100).is_none());
+    // The leader keeps its session alive but never sends its assignment.
+    for t in (4_000..3_000 + i64::from(REBALANCE_MS)).step_by(2_000) {
+        c.heartbeat("g", &leader, None, 1, t);
+        c.tick(t);
+        assert!(c.take_outputs().is_empty(), "at {t}");
+    }
+    c.tick(3_000 + i64::from(REBALANCE_MS));
+    let outputs = c.take_outputs();
+    assert!(
+        outputs.contains(&Output::Sync(3, SyncResponse::error(REBALANCE_IN_PROGRESS))),
+        "{outputs:?}"
+    );
+    assert_eq!(
+        c.heartbeat("g", &leader, None, 1, 40_000),
+        UNKNOWN_MEMBER_ID
+    );
+}
+
+fn join_result_leader(outputs: &[Output]) -> String {
+    match &outputs[0] {
+        Output::Join(_, r) => r.leader.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn offsets_of_an_empty_group_expire_after_retention_and_the_group_goes_away() {
     let mut c = GroupCoordinator::new(CoordinatorConfig {
         offsets_retention_ms: 60_000,
@@ -434,6 +537,7 @@ fn offsets_of_an_empty_group_expire_after_retention_and_the_group_goes_away() {
         ..CommitRequest::default()
     };
     c.commit_offsets(commit, 0).unwrap();
+    c.records_appended(true);
     c.take_records();
     c.tick(59_000);
     assert_eq!(c.list_groups(&[]).len(), 1);
@@ -443,7 +547,8 @@ fn offsets_of_an_empty_group_expire_after_retention_and_the_group_goes_away() {
         "offsets expired, group deleted"
     );
     let tombstones = c.take_records();
-    assert_eq!(tombstones.len(), 2, "{tombstones:?}");
+    // The offset's tombstone; the group never had members, so it has no record to delete.
+    assert_eq!(tombstones.len(), 1, "{tombstones:?}");
     assert!(tombstones.iter().all(|r| r.value.is_none()));
 }
 
@@ -473,6 +578,7 @@ fn delete_groups_and_offset_delete_follow_kafkas_rules() {
         ..CommitRequest::default()
     };
     c.commit_offsets(commit, 1).unwrap();
+    c.records_appended(true);
     assert_eq!(
         c.delete_groups(&["g".into(), "nope".into()], 2),
         vec![NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND]
