@@ -30,6 +30,8 @@ pub fn locate_binary(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
 }
 
 pub struct Broker {
+    /// Lines the broker logged that a benchmark waits for (see [`Broker::wait_for_log`]).
+    watched: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     bin: PathBuf,
     data_dir: PathBuf,
     extra: Vec<String>,
@@ -40,6 +42,7 @@ pub struct Broker {
 impl Broker {
     pub fn start(bin: &Path, data_dir: &Path, extra: &[&str]) -> Result<Self, String> {
         let mut broker = Self {
+            watched: Default::default(),
             bin: bin.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -64,8 +67,13 @@ impl Broker {
             .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
         let stderr = child.stderr.take().expect("piped");
         let (tx, rx) = mpsc::channel();
+        let watched = self.watched.clone();
+        watched.lock().expect("log lines").clear();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("group coordinator loaded") {
+                    watched.lock().expect("log lines").push(line.clone());
+                }
                 if let Some(addr) = line.split("listening on ").nth(1) {
                     let _ = tx.send(addr.trim().rsplit(':').next().and_then(|p| p.parse().ok()));
                 }
@@ -85,6 +93,25 @@ impl Broker {
                 Err(format!("broker did not start: {other:?}"))
             }
         }
+    }
+
+    /// Waits (up to the start timeout) for a watched log line containing `needle` since the
+    /// last start, and returns it.
+    pub fn wait_for_log(&self, needle: &str) -> Result<String, String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(line) = self
+                .watched
+                .lock()
+                .expect("log lines")
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return Ok(line.clone());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("the broker never logged {needle:?}"))
     }
 
     pub fn bootstrap(&self) -> String {

@@ -383,3 +383,76 @@ pub fn latency(
         max_ms: *latencies.last().unwrap_or(&0) as f64 / 1e6,
     })
 }
+
+/// Commits `partitions` offsets for each of `groups` groups on `topic` (offset = group +
+/// partition, so a reader can check them), one synchronous OffsetCommit per group from a
+/// standalone librdkafka consumer. Returns the offsets committed per second.
+pub fn commit_offsets(
+    bootstrap: &str,
+    topic: &str,
+    groups: usize,
+    partitions: i32,
+) -> Result<f64, String> {
+    let started = Instant::now();
+    for g in 0..groups {
+        let consumer = group_consumer(bootstrap, &format!("load-{g}"))?;
+        let mut list = TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition_offset(topic, p, Offset::Offset(g as i64 + i64::from(p)))
+                .map_err(|e| e.to_string())?;
+        }
+        // A new consumer finds its coordinator in the background; until then librdkafka
+        // refuses commits locally.
+        let mut attempts = 0;
+        loop {
+            match consumer.commit(&list, rdkafka::consumer::CommitMode::Sync) {
+                Ok(()) => break,
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::WaitingForCoordinator))
+                    if attempts < 1000 =>
+                {
+                    attempts += 1;
+                    let _ = consumer.poll(Duration::from_millis(10));
+                }
+                Err(e) => return Err(format!("commit for group load-{g}: {e}")),
+            }
+        }
+    }
+    Ok((groups as f64 * f64::from(partitions)) / started.elapsed().as_secs_f64())
+}
+
+/// Whether group `load-{g}` has the offsets [`commit_offsets`] committed.
+pub fn check_committed(
+    bootstrap: &str,
+    topic: &str,
+    g: usize,
+    partitions: i32,
+) -> Result<(), String> {
+    let consumer = group_consumer(bootstrap, &format!("load-{g}"))?;
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
+    for e in committed.elements() {
+        let want = Offset::Offset(g as i64 + i64::from(e.partition()));
+        if e.offset() != want {
+            return Err(format!(
+                "group load-{g} partition {}: {:?}, want {want:?}",
+                e.partition(),
+                e.offset()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn group_consumer(bootstrap: &str, group: &str) -> Result<BaseConsumer, String> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())
+}

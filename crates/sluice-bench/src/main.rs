@@ -40,7 +40,7 @@ struct Args {
     /// The sluice binary to start (default: the release build next to this one).
     #[arg(long, value_name = "FILE")]
     sluice_bin: Option<PathBuf>,
-    /// Run only these groups (produce, consume, latency, fan-in, memory), for profiling one
+    /// Run only these groups (produce, consume, latency, fan-in, memory, groups), for profiling one
     /// path; the ceilings are always measured.
     #[arg(long, value_name = "GROUP", value_delimiter = ',')]
     only: Vec<String>,
@@ -375,7 +375,8 @@ fn run(args: &Args) -> Result<(), String> {
         load::delete_topic(&bootstrap, "fan-in");
     }
 
-    if let Some(b) = broker.as_mut() {
+    // Only meaningful when load ran on this broker.
+    if let Some(b) = broker.as_mut().filter(|_| !matrix.is_empty() || args.wants("fan-in")) {
         run.row(
             "memory",
             "peak RSS during the runs above",
@@ -418,6 +419,45 @@ fn run(args: &Args) -> Result<(), String> {
             format!("clean restart, 1,000 partitions, {} GiB", data >> 30),
             format!("{:.2} s to accept connections", startup.as_secs_f64()),
             "target < 2 s".into(),
+        );
+        b.stop()?;
+    }
+
+    if let Some(bin) = bin.as_ref().filter(|_| args.wants("groups")) {
+        // The group coordinator rebuilds itself from __consumer_offsets at start-up.
+        let groups = if quick { 100 } else { 1000 };
+        let partitions = 1000;
+        eprintln!(
+            "committing {} offsets, then restarting",
+            groups * partitions as usize
+        );
+        let dir = args.data_dir.join("groups");
+        let mut b = Broker::start(bin, &dir, &[])?;
+        let bs = b.bootstrap();
+        load::create_topic(&bs, "committed", partitions)?;
+        let rate = load::commit_offsets(&bs, "committed", groups, partitions)?;
+        run.row(
+            "groups",
+            format!("OffsetCommit, {partitions} offsets per request, one group each"),
+            format!("{rate:.0} offsets/s"),
+            String::new(),
+        );
+        b.restart()?;
+        let line = b.wait_for_log("group coordinator loaded")?;
+        let elapsed_ms = line
+            .split("elapsed_ms=")
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .ok_or_else(|| format!("no elapsed_ms in {line:?}"))?;
+        load::check_committed(&b.bootstrap(), "committed", groups - 1, partitions)?;
+        run.row(
+            "groups",
+            format!(
+                "coordinator load at start-up, {} committed offsets",
+                groups * partitions as usize
+            ),
+            format!("{:.2} s", elapsed_ms as f64 / 1000.0),
+            String::new(),
         );
         b.stop()?;
     }
