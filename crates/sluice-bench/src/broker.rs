@@ -9,22 +9,21 @@ use std::time::{Duration, Instant};
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Finds the release `sluice` binary, building it if it is missing.
+/// Finds the release `sluice` binary, building it first so that it matches the source
+/// (cargo does nothing when it is up to date; a stale binary would benchmark old code).
 pub fn locate_binary(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
     if let Some(path) = explicit.or_else(|| std::env::var_os("SLUICE_BIN").map(PathBuf::from)) {
         return Ok(path);
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let sibling = exe.with_file_name("sluice");
-    if !sibling.exists() {
-        eprintln!("building the sluice binary (cargo build --release -p sluice)");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "-p", "sluice"])
-            .status()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !status.success() {
-            return Err("building sluice failed".into());
-        }
+    eprintln!("building the sluice binary (cargo build --release -p sluice)");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "sluice"])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err("building sluice failed".into());
     }
     Ok(sibling)
 }

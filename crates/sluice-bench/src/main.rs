@@ -376,7 +376,10 @@ fn run(args: &Args) -> Result<(), String> {
     }
 
     // Only meaningful when load ran on this broker.
-    if let Some(b) = broker.as_mut().filter(|_| !matrix.is_empty() || args.wants("fan-in")) {
+    if let Some(b) = broker
+        .as_mut()
+        .filter(|_| !matrix.is_empty() || args.wants("fan-in"))
+    {
         run.row(
             "memory",
             "peak RSS during the runs above",
