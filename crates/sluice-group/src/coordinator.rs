@@ -1385,7 +1385,15 @@ fn join_known_member(
     now: i64,
 ) -> Option<JoinResponse> {
     let id = req.member_id.clone();
-    if g.pending_members.remove(&id).is_some() {
+    if g.pending_members.contains_key(&id) {
+        // A member told MEMBER_ID_REQUIRED was dynamic; it cannot come back as the holder of
+        // another member's instance id.
+        if let Some(instance) = &req.group_instance_id {
+            if g.static_members.contains_key(instance) {
+                return Some(JoinResponse::error(FENCED_INSTANCE_ID, &id));
+            }
+        }
+        g.pending_members.remove(&id);
         add_member_and_rebalance(g, fx, &req, id, waiter, now);
         return None;
     }

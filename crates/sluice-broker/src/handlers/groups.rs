@@ -463,6 +463,17 @@ macro_rules! fetched_topics {
     };
 }
 
+/// The partitions one group of an OffsetFetch v8+ request names (`None`: all of them).
+fn group_partitions(
+    topics: Option<Vec<offset_fetch_request::OffsetFetchRequestTopics>>,
+) -> Option<Partitions> {
+    topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes))
+            .collect()
+    })
+}
+
 fn requested(topics: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, i32, Option<Committed>)> {
     topics
         .unwrap_or_default()
@@ -482,11 +493,7 @@ pub(crate) fn offset_fetch_failed(
             .groups
             .into_iter()
             .map(|g| {
-                let partitions = g.topics.map(|ts| {
-                    ts.into_iter()
-                        .map(|t| (t.name.to_string(), t.partition_indexes))
-                        .collect()
-                });
+                let partitions = group_partitions(g.topics);
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
                     .with_error_code(error)
@@ -529,11 +536,7 @@ pub(crate) fn offset_fetch(
             .groups
             .into_iter()
             .map(|g| {
-                let partitions = g.topics.map(|ts| {
-                    ts.into_iter()
-                        .map(|t| (t.name.to_string(), t.partition_indexes))
-                        .collect()
-                });
+                let partitions = group_partitions(g.topics);
                 let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
                 match fetch_group(state, g.group_id.as_str(), partitions) {
                     Err(e) => out.with_error_code(e),
@@ -702,25 +705,32 @@ pub(crate) fn offset_delete(
         if top != 0 {
             return OffsetDeleteResponse::default().with_error_code(top);
         }
-        let mut errors = errors.into_iter();
-        let topics = req
-            .topics
-            .into_iter()
-            .map(|t| {
-                OffsetDeleteResponseTopic::default()
-                    .with_name(t.name)
-                    .with_partitions(
-                        t.partitions
-                            .into_iter()
-                            .map(|p| {
-                                OffsetDeleteResponsePartition::default()
-                                    .with_partition_index(p.partition_index)
-                                    .with_error_code(errors.next().unwrap_or(0))
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
-        OffsetDeleteResponse::default().with_topics(topics)
+        offset_delete_answer(req, &mut errors.into_iter())
     })
+}
+
+/// An OffsetDelete answer echoing the request's partitions with `errors`, in order.
+pub(crate) fn offset_delete_answer(
+    req: OffsetDeleteRequest,
+    errors: &mut dyn Iterator<Item = i16>,
+) -> OffsetDeleteResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .into_iter()
+                        .map(|p| {
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(errors.next().unwrap_or(0))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
 }

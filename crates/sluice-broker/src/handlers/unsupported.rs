@@ -16,15 +16,12 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
-use kafka_protocol::messages::offset_delete_response::{
-    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
-};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreatePartitionsResponse, CreateTopicsResponse, DeleteGroupsResponse,
     DeleteTopicsResponse, DescribeConfigsResponse, DescribeGroupsResponse, FetchResponse,
     FindCoordinatorResponse, HeartbeatResponse, InitProducerIdResponse, JoinGroupResponse,
-    LeaveGroupResponse, ListGroupsResponse, ListOffsetsResponse, MetadataResponse,
-    OffsetDeleteResponse, ProducerId, SyncGroupResponse,
+    LeaveGroupResponse, ListGroupsResponse, ListOffsetsResponse, MetadataResponse, ProducerId,
+    SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -272,27 +269,8 @@ pub(crate) fn respond(request: Request, version: i16, corr: i32) -> Dispatched {
             ready(ApiKey::DeleteGroups, version, corr, body)
         }
         Request::OffsetDelete(r) => {
-            let topics = r
-                .topics
-                .into_iter()
-                .map(|t| {
-                    OffsetDeleteResponseTopic::default()
-                        .with_name(t.name)
-                        .with_partitions(
-                            t.partitions
-                                .into_iter()
-                                .map(|p| {
-                                    OffsetDeleteResponsePartition::default()
-                                        .with_partition_index(p.partition_index)
-                                        .with_error_code(UNSUPPORTED)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect();
-            let body = OffsetDeleteResponse::default()
-                .with_error_code(UNSUPPORTED)
-                .with_topics(topics);
+            let body = super::groups::offset_delete_answer(r, &mut std::iter::repeat(UNSUPPORTED))
+                .with_error_code(UNSUPPORTED);
             ready(ApiKey::OffsetDelete, version, corr, body)
         }
         // Handled before decoding: answered in v0 with our ranges (KIP-511).

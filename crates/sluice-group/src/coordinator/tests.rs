@@ -679,6 +679,23 @@ fn hostile_joins_get_errors() {
 }
 
 #[test]
+fn a_pending_dynamic_member_cannot_take_a_static_members_instance() {
+    let mut c = GroupCoordinator::new(config());
+    c.join_group(join("", Some("i1")), 1, 0);
+    let holder = join_output(&mut c, 1).member_id;
+    let pending = c.join_group(join("", None), 2, 10).unwrap().member_id;
+    let r = c.join_group(join(&pending, Some("i1")), 3, 20).unwrap();
+    assert_eq!(r.error, FENCED_INSTANCE_ID);
+    let members: Vec<String> = c
+        .describe_group("g")
+        .members
+        .into_iter()
+        .map(|m| m.member_id)
+        .collect();
+    assert_eq!(members, vec![holder]);
+}
+
+#[test]
 fn java_string_hash_places_groups_like_kafka() {
     // Well-known Java values: "hello".hashCode() is 99162322, and
     // "polygenelubricants".hashCode() is Integer.MIN_VALUE, which Kafka's Utils.abs maps to 0.
