@@ -64,7 +64,9 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponseOut, usize,
                 high_watermark: -1,
                 last_stable_offset: -1,
                 log_start_offset: -1,
-                records: None,
+                // Empty, not null, for partitions with errors, as Kafka sends them:
+                // librdkafka refuses a null record set ("invalid MessageSetSize -1").
+                records: Some(Bytes::new()),
             };
             let log = topic.as_ref().and_then(|t| {
                 usize::try_from(p.partition)
