@@ -38,6 +38,8 @@ pub struct BrokerConfig {
     pub checkpoint_interval_ms: u64,
     /// Shutdown waits this long for in-flight requests before closing connections.
     pub shutdown_timeout_ms: u64,
+    /// `log.retention.check.interval.ms`: how often retention runs.
+    pub retention_check_interval_ms: u64,
     /// Topic config defaults (`log.segment.bytes`, `message.max.bytes`, …).
     pub log: LogConfig,
     /// The group coordinator's limits and timers (`group.*`, `offsets.*`).
@@ -60,6 +62,7 @@ impl Default for BrokerConfig {
             fetch_max_bytes: 55 * 1024 * 1024,
             checkpoint_interval_ms: 60_000,
             shutdown_timeout_ms: 10_000,
+            retention_check_interval_ms: 300_000,
             log: LogConfig::default(),
             groups: CoordinatorConfig::default(),
         }
@@ -73,6 +76,7 @@ pub enum ConfigType {
     String = 2,
     Int = 3,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -171,6 +175,31 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "Default retention.bytes of topics.",
     ),
     (
+        "log.cleaner.delete.retention.ms",
+        ConfigType::Long,
+        "Default delete.retention.ms of topics.",
+    ),
+    (
+        "log.cleaner.min.cleanable.ratio",
+        ConfigType::Double,
+        "Default min.cleanable.dirty.ratio of topics.",
+    ),
+    (
+        "log.cleaner.min.compaction.lag.ms",
+        ConfigType::Long,
+        "Default min.compaction.lag.ms of topics.",
+    ),
+    (
+        "log.cleaner.max.compaction.lag.ms",
+        ConfigType::Long,
+        "Default max.compaction.lag.ms of topics.",
+    ),
+    (
+        "log.retention.check.interval.ms",
+        ConfigType::Long,
+        "How often segments past retention.ms or retention.bytes are deleted.",
+    ),
+    (
         "shutdown.timeout.ms",
         ConfigType::Long,
         "How long shutdown waits for in-flight requests.",
@@ -238,6 +267,10 @@ pub fn topic_config_for_broker_key(key: &str) -> Option<&'static str> {
         "log.cleanup.policy" => "cleanup.policy",
         "log.retention.ms" => "retention.ms",
         "log.retention.bytes" => "retention.bytes",
+        "log.cleaner.delete.retention.ms" => "delete.retention.ms",
+        "log.cleaner.min.cleanable.ratio" => "min.cleanable.dirty.ratio",
+        "log.cleaner.min.compaction.lag.ms" => "min.compaction.lag.ms",
+        "log.cleaner.max.compaction.lag.ms" => "max.compaction.lag.ms",
         _ => return None,
     })
 }
@@ -326,6 +359,9 @@ impl BrokerConfig {
                 self.checkpoint_interval_ms = positive(key, value)? as u64
             }
             "shutdown.timeout.ms" => self.shutdown_timeout_ms = parse(key, value)?,
+            "log.retention.check.interval.ms" => {
+                self.retention_check_interval_ms = positive(key, value)? as u64
+            }
             "offsets.topic.num.partitions" => {
                 let v: i32 = parse(key, value)?;
                 if !(1..=10_000).contains(&v) {
@@ -391,6 +427,7 @@ impl BrokerConfig {
             "fetch.max.bytes" => self.fetch_max_bytes.to_string(),
             "log.flush.offset.checkpoint.interval.ms" => self.checkpoint_interval_ms.to_string(),
             "shutdown.timeout.ms" => self.shutdown_timeout_ms.to_string(),
+            "log.retention.check.interval.ms" => self.retention_check_interval_ms.to_string(),
             "offsets.topic.num.partitions" => self.groups.offsets_topic_partitions.to_string(),
             "group.min.session.timeout.ms" => self.groups.session_timeout_min_ms.to_string(),
             "group.max.session.timeout.ms" => self.groups.session_timeout_max_ms.to_string(),

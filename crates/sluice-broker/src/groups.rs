@@ -25,7 +25,7 @@ use crate::{now_ms, BrokerState};
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// How often sessions and rebalance timers are checked: the resolution of every group timer.
-const TICK_MS: u64 = 100;
+pub(crate) const TICK_MS: u64 = 100;
 
 /// Bytes of records per batch the coordinator writes. A single record larger than this gets
 /// a batch of its own, which `OFFSETS_TOPIC_MESSAGE_MAX_BYTES` bounds.
@@ -167,25 +167,15 @@ impl Groups {
         f(&self.lock().coordinator)
     }
 
-    /// Moves the coordinator's clock until shutdown.
-    pub async fn run_timers(state: Arc<BrokerState>) {
-        let mut shutdown = state.shutdown.clone();
-        let mut interval = tokio::time::interval(std::time::Duration::from_millis(TICK_MS));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = interval.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            if *shutdown.borrow() {
-                return;
-            }
-            if state.groups.is_loaded() {
-                let (_, durable) = state.groups.call(&state, |c, now| c.tick(now));
-                if let Err(e) = durable.wait().await {
-                    tracing::warn!(error = %e, "group metadata write failed");
-                }
-            }
+    /// Moves the coordinator's clock: expires sessions, completes rebalances, expires
+    /// offsets. Run every [`TICK_MS`].
+    pub async fn tick(state: Arc<BrokerState>) {
+        if !state.groups.is_loaded() {
+            return;
+        }
+        let (_, durable) = state.groups.call(&state, |c, now| c.tick(now));
+        if let Err(e) = durable.wait().await {
+            tracing::warn!(error = %e, "group metadata write failed");
         }
     }
 

@@ -129,13 +129,53 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
             tracing::error!(error = %e, "cannot load the group coordinator");
         }
     });
-    tokio::spawn(groups::Groups::run_timers(state.clone()));
+    tokio::spawn(every(
+        state.clone(),
+        millis(groups::TICK_MS),
+        groups::Groups::tick,
+    ));
+    let period = millis(state.config.retention_check_interval_ms);
+    tokio::spawn(every(state.clone(), period, retention_pass));
     let task = tokio::spawn(server::serve(listener, state));
     Ok(RunningBroker {
         addr,
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// Runs `tick` every `period` (the first time one period from now) until shutdown.
+pub(crate) async fn every<F, Fut>(state: Arc<BrokerState>, period: Duration, mut tick: F)
+where
+    F: FnMut(Arc<BrokerState>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut shutdown = state.shutdown.clone();
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        tick(state.clone()).await;
+    }
+}
+
+/// One retention pass over every log, on a blocking thread.
+async fn retention_pass(state: Arc<BrokerState>) {
+    let logs = state.logs.clone();
+    match tokio::task::spawn_blocking(move || logs.apply_retention(now_ms())).await {
+        Ok(Ok((0, _))) => {}
+        Ok(Ok((segments, bytes))) => {
+            tracing::info!(segments, bytes, "retention deleted segments");
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+        Err(e) => tracing::error!(error = %e, "retention task panicked"),
+    }
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -16,11 +16,14 @@
 use std::mem::size_of;
 
 use kafka_protocol::messages::{
+    alter_configs_request::{AlterConfigsResource, AlterableConfig},
     create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic},
     create_topics_request::{CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig},
+    delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic},
     delete_topics_request::DeleteTopicState,
     describe_configs_request::DescribeConfigsResource,
     fetch_request::{FetchPartition, FetchTopic, ForgottenTopic},
+    incremental_alter_configs_request as incremental,
     join_group_request::JoinGroupRequestProtocol,
     leave_group_request::MemberIdentity,
     list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
@@ -337,6 +340,47 @@ const DESCRIBE_GROUPS: &[Field] = &[f(Strs), since(3, I8)];
 
 const DELETE_GROUPS: &[Field] = &[f(Strs)];
 
+const DELETE_RECORDS: &[Field] = &[
+    f(Structs(
+        &[
+            f(Str),
+            f(Structs(
+                &[f(I32), f(I64)],
+                size_of::<DeleteRecordsPartition>(),
+            )),
+        ],
+        size_of::<DeleteRecordsTopic>(),
+    )),
+    f(I32),
+];
+
+const ALTER_CONFIGS: &[Field] = &[
+    f(Structs(
+        &[
+            f(I8),
+            f(Str),
+            f(Structs(&[f(Str), f(Str)], size_of::<AlterableConfig>())),
+        ],
+        size_of::<AlterConfigsResource>(),
+    )),
+    f(I8),
+];
+
+const INCREMENTAL_ALTER_CONFIGS: &[Field] = &[
+    f(Structs(
+        &[
+            f(I8),
+            f(Str),
+            f(Structs(
+                &[f(Str), f(I8), f(Str)],
+                size_of::<incremental::AlterableConfig>(),
+            )),
+        ],
+        size_of::<incremental::AlterConfigsResource>(),
+    )),
+    f(I8),
+];
+
 const OFFSET_DELETE: &[Field] = &[
     f(Str),
     f(Structs(
@@ -376,6 +420,9 @@ fn schema(api: ApiKey) -> Option<(&'static [Field], i16)> {
         ApiKey::DeleteGroups => (DELETE_GROUPS, 2),
         // OffsetDelete has no flexible version yet.
         ApiKey::OffsetDelete => (OFFSET_DELETE, i16::MAX),
+        ApiKey::DeleteRecords => (DELETE_RECORDS, 2),
+        ApiKey::AlterConfigs => (ALTER_CONFIGS, 2),
+        ApiKey::IncrementalAlterConfigs => (INCREMENTAL_ALTER_CONFIGS, 1),
         _ => return None,
     })
 }
@@ -829,6 +876,43 @@ mod tests {
                                     .with_partition_index(1),
                             ]),
                     ]),
+                v,
+            ),
+            ApiKey::DeleteRecords => enc(
+                DeleteRecordsRequest::default()
+                    .with_timeout_ms(1000)
+                    .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                        .with_name(topic("a"))
+                        .with_partitions(vec![
+                            delete_records_request::DeleteRecordsPartition::default()
+                                .with_partition_index(2)
+                                .with_offset(7),
+                        ])]),
+                v,
+            ),
+            ApiKey::AlterConfigs => enc(
+                AlterConfigsRequest::default().with_resources(vec![
+                    alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(s("a"))
+                        .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                            .with_name(s("retention.ms"))
+                            .with_value(Some(s("1000")))]),
+                ]),
+                v,
+            ),
+            ApiKey::IncrementalAlterConfigs => enc(
+                IncrementalAlterConfigsRequest::default().with_resources(vec![
+                    incremental_alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(s("a"))
+                        .with_configs(vec![
+                            incremental_alter_configs_request::AlterableConfig::default()
+                                .with_name(s("cleanup.policy"))
+                                .with_config_operation(2)
+                                .with_value(Some(s("compact"))),
+                        ]),
+                ]),
                 v,
             ),
             other => panic!("no sample for {other:?}"),

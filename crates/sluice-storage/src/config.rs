@@ -12,7 +12,7 @@ pub enum TimestampPolicy {
 }
 
 /// The typed configuration of one partition log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll the active segment when it would grow past this.
     pub segment_bytes: u64,
@@ -28,8 +28,17 @@ pub struct LogConfig {
     pub cleanup_policy: String,
     /// `retention.ms`; stored and reported, enforced from the retention work on.
     pub retention_ms: i64,
-    /// `retention.bytes`; stored and reported, enforced from the retention work on.
+    /// `retention.bytes`: per partition, -1 for no limit.
     pub retention_bytes: i64,
+    /// `delete.retention.ms`: how long tombstones survive compaction (stored; the cleaner
+    /// will use it).
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio` (stored; the cleaner will use it).
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms` (stored; the cleaner will use it).
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms` (stored; the cleaner will use it).
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -43,6 +52,10 @@ impl Default for LogConfig {
             cleanup_policy: "delete".into(),
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
@@ -50,9 +63,13 @@ impl Default for LogConfig {
 /// The topic config names Sluice knows, in the order DescribeConfigs lists them.
 pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
+    "delete.retention.ms",
     "index.interval.bytes",
+    "max.compaction.lag.ms",
     "max.message.bytes",
     "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
@@ -84,6 +101,20 @@ impl LogConfig {
             "index.interval.bytes" => self.index_interval_bytes = parse_int(name, value, 0)? as u64,
             "retention.ms" => self.retention_ms = parse_int(name, value, -1)?,
             "retention.bytes" => self.retention_bytes = parse_int(name, value, -1)?,
+            "delete.retention.ms" => self.delete_retention_ms = parse_int(name, value, 0)?,
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = parse_int(name, value, 0)?,
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms = parse_int(name, value, 1)?,
+            "min.cleanable.dirty.ratio" => {
+                let v: f64 = value.trim().parse().map_err(|_| {
+                    StorageError::InvalidConfig(format!("{name}={value} is not a number"))
+                })?;
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(StorageError::InvalidConfig(format!(
+                        "{name}={value} is outside [0, 1]"
+                    )));
+                }
+                self.min_cleanable_dirty_ratio = v;
+            }
             "message.timestamp.type" => {
                 self.timestamp_type = match value {
                     "CreateTime" => TimestampPolicy::CreateTime,
@@ -136,6 +167,10 @@ impl LogConfig {
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
             "retention.ms" => self.retention_ms.to_string(),
             "retention.bytes" => self.retention_bytes.to_string(),
+            "delete.retention.ms" => self.delete_retention_ms.to_string(),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
+            "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio.to_string(),
             "cleanup.policy" => self.cleanup_policy.clone(),
             "message.timestamp.type" => match self.timestamp_type {
                 TimestampPolicy::CreateTime => "CreateTime".into(),

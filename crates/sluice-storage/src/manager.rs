@@ -25,6 +25,8 @@ use crate::{Durability, StorageError};
 const TOPICS_FILE: &str = "topics.json";
 const META_FILE: &str = "meta.json";
 const RECOVERY_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
+/// Log start offsets above the first segment's base (DeleteRecords), same format.
+const LOG_START_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
 const DELETE_SUFFIX: &str = "-delete";
 const PRODUCER_ID_BLOCK_FILE: &str = "producer-id-block.json";
 /// Producer ids are reserved durably in blocks of this many, so handing one out rarely syncs.
@@ -107,6 +109,8 @@ fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
 
+/// Reads a `0\n<count>\n<topic> <partition> <offset>\n…` checkpoint (recovery points, log
+/// start offsets); a missing or unknown file reads as empty.
 fn read_recovery_checkpoint(path: &Path) -> HashMap<(String, i32), i64> {
     let mut points = HashMap::new();
     let Ok(text) = fs::read_to_string(path) else {
@@ -186,6 +190,7 @@ impl LogManager {
             Vec::new()
         };
         let recovery_points = read_recovery_checkpoint(&data_dir.join(RECOVERY_CHECKPOINT_FILE));
+        let log_starts = read_recovery_checkpoint(&data_dir.join(LOG_START_CHECKPOINT_FILE));
         let now = now_ms();
         let mut topics = BTreeMap::new();
         for t in stored {
@@ -195,6 +200,9 @@ impl LogManager {
                 let rp = recovery_points.get(&(t.name.clone(), p)).copied();
                 let dir = partition_dir(data_dir, &t.name, p);
                 let log = UnifiedLog::open(&dir, config.clone(), rp, dir_state.clone(), now)?;
+                if let Some(&start) = log_starts.get(&(t.name.clone(), p)) {
+                    log.restore_log_start_offset(start);
+                }
                 partitions.push(Arc::new(log));
             }
             let topic = Topic {
@@ -452,26 +460,102 @@ impl LogManager {
         Ok(id)
     }
 
-    /// Writes every log's recovery point to the checkpoint file.
+    /// Writes every log's recovery point and log start offset to their checkpoint files.
     pub fn checkpoint_recovery_points(&self) -> Result<(), StorageError> {
         let topics = self.topics();
-        let mut lines = Vec::new();
+        let mut points = Vec::new();
+        let mut starts = Vec::new();
         for t in &topics {
             for (p, log) in t.partitions.iter().enumerate() {
                 let rp = log.recovery_point();
                 if rp >= 0 {
-                    lines.push(format!("{} {} {}", t.name, p, rp));
+                    points.push(format!("{} {} {}", t.name, p, rp));
+                }
+                let start = log.log_start_offset();
+                if start > 0 {
+                    starts.push(format!("{} {} {}", t.name, p, start));
                 }
             }
         }
-        let text = format!("0\n{}\n{}\n", lines.len(), lines.join("\n"));
-        write_atomically(
-            &self.data_dir,
-            RECOVERY_CHECKPOINT_FILE,
-            text.as_bytes(),
-            self.dir_state.durability.as_ref(),
-        )
-        .map_err(|e| self.dir_state.fail("checkpoint write", &e))
+        for (file, lines) in [
+            (RECOVERY_CHECKPOINT_FILE, points),
+            (LOG_START_CHECKPOINT_FILE, starts),
+        ] {
+            let text = format!("0\n{}\n{}\n", lines.len(), lines.join("\n"));
+            write_atomically(
+                &self.data_dir,
+                file,
+                text.as_bytes(),
+                self.dir_state.durability.as_ref(),
+            )
+            .map_err(|e| self.dir_state.fail("checkpoint write", &e))?;
+        }
+        Ok(())
+    }
+
+    /// One retention pass over every log ([`UnifiedLog::apply_retention`]); checkpoints the
+    /// new log start offsets if anything was deleted. Returns the segments and bytes deleted.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<(usize, u64), StorageError> {
+        let (mut segments, mut bytes) = (0, 0);
+        for t in self.topics() {
+            for log in &t.partitions {
+                match log.apply_retention(now_ms) {
+                    Ok(o) => {
+                        segments += o.deleted_segments;
+                        bytes += o.deleted_bytes;
+                    }
+                    // Deleted while we were at it.
+                    Err(StorageError::UnknownTopic(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if segments > 0 {
+            self.checkpoint_recovery_points()?;
+        }
+        Ok((segments, bytes))
+    }
+
+    /// DeleteRecords for one partition: the new log start offset, checkpointed before this
+    /// returns so that it survives a crash.
+    pub fn delete_records(&self, log: &UnifiedLog, offset: i64) -> Result<i64, StorageError> {
+        let start = log.delete_records_before(offset)?;
+        self.checkpoint_recovery_points()?;
+        Ok(start)
+    }
+
+    /// Replaces a topic's config overrides (AlterConfigs and IncrementalAlterConfigs compute
+    /// the new set). The change is durable in `topics.json` before any log uses it. With
+    /// `validate_only` only the checks run.
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, StorageError> {
+        let config = LogConfig::with_overrides(&self.defaults, &overrides)?;
+        let _guard = self.metadata_lock.lock().expect("metadata lock");
+        let mut topics = self.topics.read().expect("topics lock").clone();
+        let old = topics
+            .get(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.into()))?;
+        let topic = Arc::new(Topic {
+            name: old.name.clone(),
+            id: old.id,
+            overrides,
+            config: config.clone(),
+            partitions: old.partitions.clone(),
+        });
+        if validate_only {
+            return Ok(topic);
+        }
+        topics.insert(name.to_string(), topic.clone());
+        self.persist_topics(&topics)?;
+        *self.topics.write().expect("topics lock") = topics;
+        for log in &topic.partitions {
+            log.set_config(config.clone());
+        }
+        Ok(topic)
     }
 
     /// Flushes every log, persists indexes and writes the recovery checkpoint: run

@@ -887,3 +887,162 @@ proptest! {
         check(&log)?;
     }
 }
+
+/// The first offset of each segment, from the file names.
+fn segment_bases(dir: &Path) -> Vec<i64> {
+    let mut bases: Vec<i64> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".log").map(|b| b.parse().unwrap())
+        })
+        .collect();
+    bases.sort();
+    bases
+}
+
+#[test]
+fn retention_by_bytes_deletes_the_oldest_whole_segments_and_keeps_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_bytes: 3000,
+        ..config(1000)
+    };
+    let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    for tag in 0..40 {
+        log.append(&batch(tag, 2, 1_000), 0).unwrap();
+    }
+    let before = log.size_bytes();
+    let outcome = log.apply_retention(10).unwrap();
+    assert!(outcome.deleted_segments > 0);
+    let kept = log.size_bytes();
+    assert_eq!(before - kept, outcome.deleted_bytes);
+    let bases = segment_bases(dir.path());
+    // At least retention.bytes remain, and removing the oldest remaining closed segment would
+    // go below it.
+    assert!(kept >= 3000, "{kept}");
+    assert_eq!(log.log_start_offset(), bases[0]);
+    assert_eq!(outcome.log_start_offset, bases[0]);
+    assert!(matches!(
+        log.read(0, 1000, true),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    let served = read_all(&log, bases[0]);
+    assert_eq!(
+        served.last().unwrap().next_offset(),
+        80,
+        "the tail is untouched"
+    );
+    assert_eq!(
+        log.apply_retention(20).unwrap().deleted_segments,
+        0,
+        "stable"
+    );
+}
+
+#[test]
+fn retention_by_time_deletes_expired_segments_and_rolls_an_expired_active_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour = 3_600_000;
+    let cfg = LogConfig {
+        retention_ms: hour,
+        ..config(1000)
+    };
+    let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    let now = 10 * hour;
+    for tag in 0..10 {
+        log.append(&batch(tag, 2, now - 3 * hour), now).unwrap();
+    }
+    let old_end = log.log_end_offset();
+    for tag in 10..20 {
+        log.append(&batch(tag, 2, now), now).unwrap();
+    }
+    log.apply_retention(now).unwrap();
+    let start = log.log_start_offset();
+    assert!(start > 0 && start <= old_end, "{start} of {old_end}");
+    // Every recent batch is still served, from the new start on.
+    let served = read_all(&log, start);
+    assert_eq!(served.first().unwrap().base_offset, start);
+    assert_eq!(served.last().unwrap().next_offset(), 40);
+
+    // Everything expires, the active segment included: it is rolled and deleted.
+    log.apply_retention(now + 2 * hour).unwrap();
+    assert_eq!(log.log_start_offset(), log.log_end_offset());
+    assert_eq!(segment_bases(dir.path()), vec![log.log_end_offset()]);
+    let next = log.append(&batch(99, 1, now + 2 * hour), now).unwrap();
+    assert_eq!(next.base_offset, 40);
+}
+
+#[test]
+fn compact_only_topics_are_not_touched_by_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_bytes: 1,
+        retention_ms: 1,
+        cleanup_policy: "compact".into(),
+        ..config(1000)
+    };
+    let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    for tag in 0..20 {
+        log.append(&batch(tag, 2, 0), 0).unwrap();
+    }
+    assert_eq!(log.apply_retention(1_000_000).unwrap().deleted_segments, 0);
+    assert_eq!(log.log_start_offset(), 0);
+}
+
+#[test]
+fn delete_records_and_config_changes_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+        m.create_topic(
+            "t",
+            1,
+            BTreeMap::from([("segment.bytes".to_string(), "1000".to_string())]),
+            false,
+        )
+        .unwrap();
+        let log = m.partition("t", 0).unwrap();
+        for tag in 0..30 {
+            log.append(&batch(tag, 2, 1), 0).unwrap();
+        }
+        assert_eq!(m.delete_records(&log, 25).unwrap(), 25);
+        assert_eq!(m.delete_records(&log, 10).unwrap(), 25, "never moves back");
+        assert!(matches!(
+            m.delete_records(&log, 61),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        assert!(segment_bases(&dir.path().join("t-0"))[0] <= 25);
+        assert!(matches!(
+            log.read(24, 1000, true),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+
+        let overrides = BTreeMap::from([("retention.bytes".to_string(), "2000".to_string())]);
+        let bad = BTreeMap::from([("retention.ms".to_string(), "soon".to_string())]);
+        assert!(m.alter_topic_config("t", bad, false).is_err());
+        m.alter_topic_config("t", overrides.clone(), true).unwrap();
+        assert_eq!(
+            m.topic("t").unwrap().config.retention_bytes,
+            -1,
+            "validate only"
+        );
+        m.alter_topic_config("t", overrides, false).unwrap();
+        assert_eq!(
+            log.config().retention_bytes,
+            2000,
+            "applied to the running log"
+        );
+        assert_eq!(
+            log.config().segment_bytes,
+            1 << 30,
+            "unnamed configs revert"
+        );
+        m.flush_and_checkpoint().unwrap();
+    }
+    let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+    let log = m.partition("t", 0).unwrap();
+    assert_eq!(log.log_start_offset(), 25);
+    assert_eq!(log.config().retention_bytes, 2000);
+    assert_eq!(read_all(&log, 25).last().unwrap().next_offset(), 60);
+}

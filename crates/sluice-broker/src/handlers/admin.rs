@@ -9,7 +9,7 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
@@ -27,11 +27,11 @@ use crate::groups::OFFSETS_TOPIC;
 use crate::BrokerState;
 
 /// DescribeConfigs resource types.
-const RESOURCE_TOPIC: i8 = 2;
+pub(crate) const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
 /// DescribeConfigs / CreateTopics config sources.
-const SOURCE_TOPIC_CONFIG: i8 = 1;
+pub(crate) const SOURCE_TOPIC_CONFIG: i8 = 1;
 const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
 const SOURCE_DEFAULT_CONFIG: i8 = 5;
 
@@ -180,6 +180,55 @@ fn with_error(
 }
 
 /// Where a topic config value comes from, as DescribeConfigs reports it.
+/// The broker config that sets the default of a topic config (`log.retention.ms` for
+/// `retention.ms`), if any.
+fn broker_key_for(config_name: &str) -> Option<&'static str> {
+    BROKER_CONFIGS
+        .iter()
+        .map(|(k, _, _)| *k)
+        .find(|k| topic_config_for_broker_key(k) == Some(config_name))
+}
+
+/// Where a topic config's value could come from, most specific first, as Kafka lists
+/// synonyms: the topic's own override, then the broker's static setting of the default, then
+/// the default itself.
+fn topic_config_synonyms(
+    name: &str,
+    topic: &Topic,
+    state: &BrokerState,
+) -> Vec<DescribeConfigsSynonym> {
+    let mut out = Vec::new();
+    if let Some(v) = topic.overrides.get(name) {
+        out.push(
+            DescribeConfigsSynonym::default()
+                .with_name(str_bytes(name))
+                .with_value(Some(str_bytes(v)))
+                .with_source(SOURCE_TOPIC_CONFIG),
+        );
+    }
+    if let Some(key) = broker_key_for(name) {
+        if !state.config.is_default(key) {
+            out.push(
+                DescribeConfigsSynonym::default()
+                    .with_name(str_bytes(key))
+                    .with_value(state.config.get(key).map(|v| str_bytes(&v)))
+                    .with_source(SOURCE_STATIC_BROKER_CONFIG),
+            );
+        }
+        out.push(
+            DescribeConfigsSynonym::default()
+                .with_name(str_bytes(key))
+                .with_value(
+                    crate::BrokerConfig::default()
+                        .get(key)
+                        .map(|v| str_bytes(&v)),
+                )
+                .with_source(SOURCE_DEFAULT_CONFIG),
+        );
+    }
+    out
+}
+
 fn topic_config_source(
     config_name: &str,
     overrides: &BTreeMap<String, String>,
@@ -188,11 +237,7 @@ fn topic_config_source(
     if overrides.contains_key(config_name) {
         return SOURCE_TOPIC_CONFIG;
     }
-    let broker_key = BROKER_CONFIGS
-        .iter()
-        .map(|(k, _, _)| *k)
-        .find(|k| topic_config_for_broker_key(k) == Some(config_name));
-    match broker_key {
+    match broker_key_for(config_name) {
         Some(key) if !state.config.is_default(key) => SOURCE_STATIC_BROKER_CONFIG,
         _ => SOURCE_DEFAULT_CONFIG,
     }
@@ -322,6 +367,7 @@ fn topic_config_type(name: &str) -> i8 {
     (match name {
         "cleanup.policy" => ConfigType::List,
         "message.timestamp.type" => ConfigType::String,
+        "min.cleanable.dirty.ratio" => ConfigType::Double,
         "max.message.bytes" | "segment.bytes" | "index.interval.bytes" => ConfigType::Int,
         _ => ConfigType::Long,
     }) as i8
@@ -375,14 +421,19 @@ pub(crate) fn describe_configs(
                             .filter(|n| wanted(n))
                             .map(|name| {
                                 let source = topic_config_source(name, &topic.overrides, state);
-                                entry(
+                                let e = entry(
                                     name,
                                     topic.config.get(name),
                                     source,
                                     topic_config_type(name),
                                     false,
                                     "",
-                                )
+                                );
+                                if version >= 1 && req.include_synonyms {
+                                    e.with_synonyms(topic_config_synonyms(name, &topic, state))
+                                } else {
+                                    e
+                                }
                             })
                             .collect(),
                     ),

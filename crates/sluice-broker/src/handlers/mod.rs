@@ -2,6 +2,8 @@
 //! one connection take effect in order) and returns a future for what it waits on.
 
 mod admin;
+mod alter_configs;
+mod delete_records;
 mod fetch;
 mod groups;
 mod init_producer_id;
@@ -120,6 +122,16 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
         Request::DescribeGroups(r) => ready(api, version, corr, groups::describe_groups(state, r)),
         Request::DeleteGroups(r) => groups::delete_groups(state, r, version, corr),
         Request::OffsetDelete(r) => groups::offset_delete(state, r, version, corr),
+        Request::DeleteRecords(r) => ready(api, version, corr, delete_records::handle(state, r)),
+        Request::AlterConfigs(r) => {
+            ready(api, version, corr, alter_configs::alter_configs(state, r))
+        }
+        Request::IncrementalAlterConfigs(r) => ready(
+            api,
+            version,
+            corr,
+            alter_configs::incremental_alter_configs(state, r),
+        ),
     }
 }
 

@@ -3,25 +3,30 @@
 //! or ids that version uses. (Apache Kafka closes the connection instead; the issue asks for
 //! the error wherever the protocol allows one.)
 
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::incremental_alter_configs_response;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreatePartitionsResponse, CreateTopicsResponse, DeleteGroupsResponse,
-    DeleteTopicsResponse, DescribeConfigsResponse, DescribeGroupsResponse, FetchResponse,
-    FindCoordinatorResponse, HeartbeatResponse, InitProducerIdResponse, JoinGroupResponse,
-    LeaveGroupResponse, ListGroupsResponse, ListOffsetsResponse, MetadataResponse, ProducerId,
-    SyncGroupResponse,
+    AlterConfigsResponse, ApiKey, BrokerId, CreatePartitionsResponse, CreateTopicsResponse,
+    DeleteGroupsResponse, DeleteRecordsResponse, DeleteTopicsResponse, DescribeConfigsResponse,
+    DescribeGroupsResponse, FetchResponse, FindCoordinatorResponse, HeartbeatResponse,
+    IncrementalAlterConfigsResponse, InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse,
+    ListGroupsResponse, ListOffsetsResponse, MetadataResponse, ProducerId, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -273,6 +278,57 @@ pub(crate) fn respond(request: Request, version: i16, corr: i32) -> Dispatched {
                 .with_error_code(UNSUPPORTED);
             ready(ApiKey::OffsetDelete, version, corr, body)
         }
+        Request::DeleteRecords(r) => {
+            let topics = r
+                .topics
+                .into_iter()
+                .map(|t| {
+                    DeleteRecordsTopicResult::default()
+                        .with_name(t.name)
+                        .with_partitions(
+                            t.partitions
+                                .into_iter()
+                                .map(|p| {
+                                    DeleteRecordsPartitionResult::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_low_watermark(-1)
+                                        .with_error_code(UNSUPPORTED)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            let body = DeleteRecordsResponse::default().with_topics(topics);
+            ready(ApiKey::DeleteRecords, version, corr, body)
+        }
+        Request::AlterConfigs(r) => {
+            let responses = r
+                .resources
+                .into_iter()
+                .map(|res| {
+                    AlterConfigsResourceResponse::default()
+                        .with_resource_type(res.resource_type)
+                        .with_resource_name(res.resource_name)
+                        .with_error_code(UNSUPPORTED)
+                })
+                .collect();
+            let body = AlterConfigsResponse::default().with_responses(responses);
+            ready(ApiKey::AlterConfigs, version, corr, body)
+        }
+        Request::IncrementalAlterConfigs(r) => {
+            let responses = r
+                .resources
+                .into_iter()
+                .map(|res| {
+                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(res.resource_type)
+                        .with_resource_name(res.resource_name)
+                        .with_error_code(UNSUPPORTED)
+                })
+                .collect();
+            let body = IncrementalAlterConfigsResponse::default().with_responses(responses);
+            ready(ApiKey::IncrementalAlterConfigs, version, corr, body)
+        }
         // Handled before decoding: answered in v0 with our ranges (KIP-511).
         Request::ApiVersions(_) => Err("ApiVersions reached the unsupported-version path".into()),
     }
@@ -308,6 +364,11 @@ mod tests {
             ApiKey::DescribeGroups => Request::DescribeGroups(DescribeGroupsRequest::default()),
             ApiKey::DeleteGroups => Request::DeleteGroups(DeleteGroupsRequest::default()),
             ApiKey::OffsetDelete => Request::OffsetDelete(OffsetDeleteRequest::default()),
+            ApiKey::DeleteRecords => Request::DeleteRecords(DeleteRecordsRequest::default()),
+            ApiKey::AlterConfigs => Request::AlterConfigs(AlterConfigsRequest::default()),
+            ApiKey::IncrementalAlterConfigs => {
+                Request::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default())
+            }
             _ => return None,
         })
     }
