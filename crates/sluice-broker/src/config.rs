@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use sluice_group::CoordinatorConfig;
-use sluice_storage::{LogConfig, TimestampPolicy};
+use sluice_storage::{CleanerConfig, LogConfig, TimestampPolicy};
 
 /// Everything the broker needs to run. [`BrokerConfig::default`] is the zero-config broker
 /// `sluice serve` starts.
@@ -40,6 +40,12 @@ pub struct BrokerConfig {
     pub shutdown_timeout_ms: u64,
     /// `log.retention.check.interval.ms`: how often retention runs.
     pub retention_check_interval_ms: u64,
+    /// `log.cleaner.enable`: whether compacted topics are cleaned.
+    pub cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: the pause between cleaner passes over all logs.
+    pub cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size` and `log.cleaner.io.max.bytes.per.second`.
+    pub cleaner: CleanerConfig,
     /// Topic config defaults (`log.segment.bytes`, `message.max.bytes`, …).
     pub log: LogConfig,
     /// The group coordinator's limits and timers (`group.*`, `offsets.*`).
@@ -63,6 +69,9 @@ impl Default for BrokerConfig {
             checkpoint_interval_ms: 60_000,
             shutdown_timeout_ms: 10_000,
             retention_check_interval_ms: 300_000,
+            cleaner_enable: true,
+            cleaner_backoff_ms: 15_000,
+            cleaner: CleanerConfig::default(),
             log: LogConfig::default(),
             groups: CoordinatorConfig::default(),
         }
@@ -193,6 +202,26 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "log.cleaner.max.compaction.lag.ms",
         ConfigType::Long,
         "Default max.compaction.lag.ms of topics.",
+    ),
+    (
+        "log.cleaner.enable",
+        ConfigType::Boolean,
+        "Whether compacted topics are cleaned.",
+    ),
+    (
+        "log.cleaner.backoff.ms",
+        ConfigType::Long,
+        "The pause between cleaner passes over all logs.",
+    ),
+    (
+        "log.cleaner.dedupe.buffer.size",
+        ConfigType::Long,
+        "Memory for the cleaner's offset map in one pass.",
+    ),
+    (
+        "log.cleaner.io.max.bytes.per.second",
+        ConfigType::Double,
+        "The read plus write rate the cleaner keeps to.",
     ),
     (
         "log.retention.check.interval.ms",
@@ -362,6 +391,18 @@ impl BrokerConfig {
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = positive(key, value)? as u64
             }
+            "log.cleaner.enable" => self.cleaner_enable = parse(key, value)?,
+            "log.cleaner.backoff.ms" => self.cleaner_backoff_ms = positive(key, value)? as u64,
+            "log.cleaner.dedupe.buffer.size" => {
+                self.cleaner.dedupe_buffer_bytes = positive(key, value)?
+            }
+            "log.cleaner.io.max.bytes.per.second" => {
+                let v: f64 = parse(key, value)?;
+                if v.is_nan() || v <= 0.0 {
+                    return Err(format!("{key} must be positive"));
+                }
+                self.cleaner.io_max_bytes_per_second = v;
+            }
             "offsets.topic.num.partitions" => {
                 let v: i32 = parse(key, value)?;
                 if !(1..=10_000).contains(&v) {
@@ -428,6 +469,12 @@ impl BrokerConfig {
             "log.flush.offset.checkpoint.interval.ms" => self.checkpoint_interval_ms.to_string(),
             "shutdown.timeout.ms" => self.shutdown_timeout_ms.to_string(),
             "log.retention.check.interval.ms" => self.retention_check_interval_ms.to_string(),
+            "log.cleaner.enable" => self.cleaner_enable.to_string(),
+            "log.cleaner.backoff.ms" => self.cleaner_backoff_ms.to_string(),
+            "log.cleaner.dedupe.buffer.size" => self.cleaner.dedupe_buffer_bytes.to_string(),
+            "log.cleaner.io.max.bytes.per.second" => {
+                self.cleaner.io_max_bytes_per_second.to_string()
+            }
             "offsets.topic.num.partitions" => self.groups.offsets_topic_partitions.to_string(),
             "group.min.session.timeout.ms" => self.groups.session_timeout_min_ms.to_string(),
             "group.max.session.timeout.ms" => self.groups.session_timeout_max_ms.to_string(),

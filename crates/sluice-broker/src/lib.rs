@@ -136,6 +136,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
     ));
     let period = millis(state.config.retention_check_interval_ms);
     tokio::spawn(every(state.clone(), period, retention_pass));
+    if state.config.cleaner_enable {
+        let period = millis(state.config.cleaner_backoff_ms);
+        tokio::spawn(every(state.clone(), period, cleaner_pass));
+    }
     let task = tokio::spawn(server::serve(listener, state));
     Ok(RunningBroker {
         addr,
@@ -162,6 +166,44 @@ where
             return;
         }
         tick(state.clone()).await;
+    }
+}
+
+/// One cleaner pass over every compacted log, on a blocking thread, throttled as a whole.
+async fn cleaner_pass(state: Arc<BrokerState>) {
+    let logs = state.logs.clone();
+    let cleaner = state.config.cleaner.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut throttle = sluice_storage::Throttle::new(cleaner.io_max_bytes_per_second);
+        for topic in logs.topics() {
+            if !topic.config.is_compacted() {
+                continue;
+            }
+            for (p, log) in topic.partitions.iter().enumerate() {
+                match log.clean(now_ms(), &cleaner, &mut throttle) {
+                    Ok(Some(s)) => tracing::info!(
+                        topic = topic.name,
+                        partition = p,
+                        segments = s.segments,
+                        records_before = s.records_before,
+                        records_after = s.records_after,
+                        bytes_before = s.bytes_before,
+                        bytes_after = s.bytes_after,
+                        elapsed_ms = s.elapsed.as_millis() as u64,
+                        "cleaned log"
+                    ),
+                    Ok(None) => {}
+                    // Deleted while we were at it.
+                    Err(sluice_storage::StorageError::UnknownTopic(_)) => {}
+                    Err(e) => tracing::error!(topic = topic.name, partition = p, error = %e,
+                        "cleaning failed"),
+                }
+            }
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cleaner task panicked");
     }
 }
 

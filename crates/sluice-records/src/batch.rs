@@ -214,6 +214,54 @@ impl BatchHeader {
         Ok(header)
     }
 
+    /// Checks a batch as stored, which may have been compacted: what [`BatchHeader::validate`]
+    /// checks, except that records may be missing (offset deltas increase but may skip,
+    /// within `last_offset_delta`) and a batch may hold none at all (the cleaner's empty
+    /// batch that keeps a segment's offsets contiguous). For recovery and tooling, never for
+    /// client input.
+    pub fn validate_stored(buf: &[u8]) -> Result<Self, BatchError> {
+        let header = Self::parse(buf)?;
+        if header.magic != 2 {
+            return Err(BatchError::Corrupt("magic is not 2"));
+        }
+        let (_, total) = Self::peek_size(buf)?;
+        if total != buf.len() {
+            return Err(BatchError::Corrupt(
+                "batch length disagrees with the bytes given",
+            ));
+        }
+        if crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..]) != header.crc {
+            return Err(BatchError::Corrupt("CRC-32C mismatch"));
+        }
+        if header.records_count < 0
+            || header.last_offset_delta < 0
+            || i64::from(header.records_count) > i64::from(header.last_offset_delta) + 1
+        {
+            return Err(BatchError::InvalidRecord(
+                "record count and offset delta disagree",
+            ));
+        }
+        if header.compression()? == Compression::None {
+            let mut count = 0i32;
+            let mut previous = -1i64;
+            record::walk(&buf[BATCH_HEADER_SIZE..], |rec| {
+                let delta = i64::from(rec.offset_delta);
+                if delta <= previous || delta > i64::from(header.last_offset_delta) {
+                    return Err(BatchError::InvalidRecord("offset deltas out of order"));
+                }
+                previous = delta;
+                count += 1;
+                Ok(())
+            })?;
+            if count != header.records_count {
+                return Err(BatchError::InvalidRecord(
+                    "record count disagrees with the records",
+                ));
+            }
+        }
+        Ok(header)
+    }
+
     /// Decodes the records of a batch (decompressing if needed), refusing to produce more than
     /// `max_decompressed_bytes` of decompressed data.
     pub fn records(

@@ -26,6 +26,7 @@
 
 mod batch;
 mod builder;
+pub mod compact;
 mod compression;
 mod record;
 mod varint;

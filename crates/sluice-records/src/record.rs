@@ -35,6 +35,8 @@ pub struct Header {
 }
 
 pub(crate) struct RawRecord<'a> {
+    /// The whole encoded record, length prefix included: what the cleaner copies.
+    pub raw: &'a [u8],
     pub timestamp_delta: i64,
     pub offset_delta: i32,
     pub key: Option<&'a [u8]>,
@@ -93,6 +95,7 @@ pub(crate) fn walk<'a>(
     mut visit: impl FnMut(&RawRecord<'a>) -> Result<(), BatchError>,
 ) -> Result<(), BatchError> {
     while !body.is_empty() {
+        let start = body;
         let len = read_varint(&mut body)?;
         if len < 0 {
             return Err(BatchError::InvalidRecord("negative record length"));
@@ -125,7 +128,9 @@ pub(crate) fn walk<'a>(
                 "record length disagrees with its fields",
             ));
         }
+        let raw = &start[..start.len() - body.len()];
         visit(&RawRecord {
+            raw,
             timestamp_delta,
             offset_delta,
             key,

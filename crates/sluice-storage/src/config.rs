@@ -90,6 +90,18 @@ fn parse_int(name: &str, value: &str, min: i64) -> Result<i64, StorageError> {
 }
 
 impl LogConfig {
+    /// Whether `cleanup.policy` includes `compact`.
+    pub fn is_compacted(&self) -> bool {
+        self.cleanup_policy
+            .split(',')
+            .any(|p| p.trim() == "compact")
+    }
+
+    /// Whether `cleanup.policy` includes `delete`.
+    pub fn is_deleted_by_retention(&self) -> bool {
+        self.cleanup_policy.split(',').any(|p| p.trim() == "delete")
+    }
+
     /// Applies one `name=value` override; unknown names and bad values are errors.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), StorageError> {
         match name {

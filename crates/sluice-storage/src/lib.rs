@@ -16,8 +16,8 @@ pub use config::{LogConfig, TimestampPolicy, TOPIC_CONFIG_NAMES};
 pub use durability::{Durability, FailAfter, Fsync};
 pub use index::{OffsetIndex, TimeIndex};
 pub use log::{
-    AppendOutcome, DirState, ReadOutcome, RetentionOutcome, UnifiedLog,
-    MAX_DECOMPRESSED_BATCH_BYTES,
+    AppendOutcome, CleanStats, CleanerConfig, DirState, ReadOutcome, RetentionOutcome, Throttle,
+    UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES,
 };
 pub use manager::{
     validate_topic_name, LogManager, Topic, MAX_PARTITIONS_PER_TOPIC, TOPIC_NAME_MAX_LEN,

@@ -110,6 +110,8 @@ struct LogInner {
     producers: ProducerStateManager,
     /// The log end offset the last producer snapshot covered; -1 before the first.
     checkpointed_offset: i64,
+    /// Offsets below this have been compacted: the cleaner's next dirty offset.
+    cleaner_checkpoint: i64,
 }
 
 impl LogInner {
@@ -138,6 +140,9 @@ pub struct UnifiedLog {
     closed: AtomicBool,
 }
 
+mod cleaner;
+pub use cleaner::{CleanStats, CleanerConfig, Throttle};
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a log lock is a broken invariant; refuse to continue with
     // possibly half-updated state.
@@ -162,6 +167,9 @@ impl UnifiedLog {
             let name = name.to_string_lossy();
             if let Some(base) = parse_segment_file_name(&name) {
                 bases.push(base);
+            } else if name.ends_with(cleaner::CLEANED_SUFFIX) {
+                // A rewrite the cleaner did not finish: the original segment is intact.
+                fs::remove_file(dir.join(&*name))?;
             } else if name.ends_with(".index") || name.ends_with(".timeindex") {
                 let stem = name.split('.').next().unwrap_or_default();
                 if !dir.join(format!("{stem}.log")).exists() {
@@ -178,6 +186,8 @@ impl UnifiedLog {
         }
         let rp = recovery_point.unwrap_or(i64::MIN);
         let interval = config.index_interval_bytes;
+        // Segments wholly below this may have been compacted, leaving offset gaps.
+        let gaps_below = cleaner::read_gaps_marker(dir);
         let mut recovered_any = false;
         let mut scanned = 0u64;
         for (i, &base) in bases.iter().enumerate() {
@@ -200,7 +210,12 @@ impl UnifiedLog {
             };
             if !trusted {
                 segment = LogSegment::open(dir, base, now_ms)?;
-                let outcome = segment.scan_from(0, interval)?;
+                let compacted = next_base.is_some_and(|nb| nb <= gaps_below);
+                let outcome = segment.scan_from(0, interval, compacted)?;
+                if compacted && outcome.corruption.is_none() {
+                    // A compacted segment may end in a gap: it still reaches the next one.
+                    segment.next_offset = next_base.unwrap_or(segment.next_offset);
+                }
                 recovered_any = true;
                 scanned += outcome.valid_end;
                 if let Some((pos, reason)) = outcome.corruption {
@@ -243,6 +258,7 @@ impl UnifiedLog {
                 dir_dirty,
                 producers,
                 checkpointed_offset: -1,
+                cleaner_checkpoint: cleaner::read_checkpoint(dir),
             }),
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicI64::new(if recovered_any {
@@ -348,6 +364,23 @@ impl UnifiedLog {
                     size: h.total_size(),
                     max: config.max_message_bytes,
                 });
+            }
+        }
+        if config.is_compacted() {
+            // A compacted topic is a table: every record needs a key (Kafka refuses too).
+            // The one case where produce looks inside (compressed) batches.
+            for batch in BatchIter::new(records) {
+                let mut keyless = false;
+                sluice_records::compact::for_each_record(
+                    batch?,
+                    MAX_DECOMPRESSED_BATCH_BYTES,
+                    |r| keyless |= r.key.is_none(),
+                )?;
+                if keyless {
+                    return Err(StorageError::InvalidRecord(
+                        "compacted topics require a key on every record".into(),
+                    ));
+                }
             }
         }
         let log_append = config.timestamp_type == TimestampPolicy::LogAppendTime;
@@ -708,92 +741,97 @@ impl UnifiedLog {
         min_one_batch: bool,
     ) -> Result<ReadOutcome, StorageError> {
         self.check_open()?;
-        let (file, mut pos, end, hw, log_start) = {
+        let (hw, log_start) = {
             let inner = lock(&self.inner);
-            let hw = inner.log_end_offset;
-            let log_start = inner.log_start_offset;
-            if offset < log_start || offset > hw {
-                return Err(StorageError::OffsetOutOfRange {
-                    offset,
-                    log_start,
-                    log_end: hw,
-                });
-            }
-            let empty = ReadOutcome {
-                records: Vec::new(),
-                high_watermark: hw,
-                log_start_offset: log_start,
-            };
-            if offset == hw {
-                return Ok(empty);
-            }
-            // The segment holding `offset`, or the first one after a gap.
-            let segment = inner
-                .segments
-                .range(..=offset)
-                .next_back()
-                .map(|(_, s)| s)
-                .filter(|s| offset < s.next_offset)
-                .or_else(|| inner.segments.range(offset..).map(|(_, s)| s).next());
-            let Some(segment) = segment else {
-                return Ok(empty);
-            };
-            let relative = (offset - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-            let (_, pos) = segment.offset_index.lookup(relative);
-            (
-                segment.file.clone(),
-                u64::from(pos),
-                segment.size,
-                hw,
-                log_start,
-            )
+            (inner.log_end_offset, inner.log_start_offset)
         };
+        if offset < log_start || offset > hw {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end: hw,
+            });
+        }
         let empty = ReadOutcome {
             records: Vec::new(),
             high_watermark: hw,
             log_start_offset: log_start,
         };
-        // Step over batches that end before `offset`.
-        let mut header = [0u8; HEADER_PEEK];
-        let first_size = loop {
-            if pos + HEADER_PEEK as u64 > end {
+        // A compacted segment can end in a gap: when nothing at or after `target` is left in
+        // its segment, the read moves on to the next one.
+        let mut target = offset;
+        loop {
+            if target >= hw {
                 return Ok(empty);
             }
-            file.read_exact_at(&mut header, pos)?;
-            let base = i64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
-            let length = i32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
-            let delta = i32::from_be_bytes(header[23..27].try_into().expect("4 bytes"));
-            if length < (BATCH_HEADER_SIZE - LOG_OVERHEAD) as i32 {
-                return Err(StorageError::Corrupt(format!("bad batch length at {pos}")));
+            let (file, mut pos, end, segment_end) = {
+                let inner = lock(&self.inner);
+                // The segment holding `target`, or the first one after it.
+                let segment = inner
+                    .segments
+                    .range(..=target)
+                    .next_back()
+                    .map(|(_, s)| s)
+                    .filter(|s| target < s.next_offset)
+                    .or_else(|| inner.segments.range(target..).map(|(_, s)| s).next());
+                let Some(segment) = segment else {
+                    return Ok(empty);
+                };
+                let relative = (target - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+                let (_, pos) = segment.offset_index.lookup(relative);
+                (
+                    segment.file.clone(),
+                    u64::from(pos),
+                    segment.size,
+                    segment.next_offset.max(segment.base_offset + 1),
+                )
+            };
+            // Step over batches that end before `target`.
+            let mut header = [0u8; HEADER_PEEK];
+            let first_size = loop {
+                if pos + HEADER_PEEK as u64 > end {
+                    break None;
+                }
+                file.read_exact_at(&mut header, pos)?;
+                let base = i64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
+                let length = i32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
+                let delta = i32::from_be_bytes(header[23..27].try_into().expect("4 bytes"));
+                if length < (BATCH_HEADER_SIZE - LOG_OVERHEAD) as i32 {
+                    return Err(StorageError::Corrupt(format!("bad batch length at {pos}")));
+                }
+                let size = LOG_OVERHEAD as u64 + length as u64;
+                if base + i64::from(delta) >= target {
+                    break Some(size);
+                }
+                pos += size;
+            };
+            let Some(first_size) = first_size else {
+                target = segment_end.max(target + 1);
+                continue;
+            };
+            let available = end - pos;
+            let want = if min_one_batch {
+                (max_bytes as u64).max(first_size)
+            } else {
+                max_bytes as u64
+            };
+            let want = want.min(available) as usize;
+            let mut records = read_exact_at_uninit(&file, want, pos)?;
+            // Keep only whole batches.
+            let mut keep = 0usize;
+            for batch in BatchIter::new(&records) {
+                match batch {
+                    Ok(b) => keep += b.len(),
+                    Err(_) => break,
+                }
             }
-            let size = LOG_OVERHEAD as u64 + length as u64;
-            if base + i64::from(delta) >= offset {
-                break size;
-            }
-            pos += size;
-        };
-        let available = end - pos;
-        let want = if min_one_batch {
-            (max_bytes as u64).max(first_size)
-        } else {
-            max_bytes as u64
-        };
-        let want = want.min(available) as usize;
-        let mut records = read_exact_at_uninit(&file, want, pos)?;
-        // Keep only whole batches.
-        let mut keep = 0usize;
-        for batch in BatchIter::new(&records) {
-            match batch {
-                Ok(b) => keep += b.len(),
-                Err(_) => break,
-            }
+            records.truncate(keep);
+            return Ok(ReadOutcome {
+                records,
+                high_watermark: hw,
+                log_start_offset: log_start,
+            });
         }
-        records.truncate(keep);
-        Ok(ReadOutcome {
-            records,
-            high_watermark: hw,
-            log_start_offset: log_start,
-        })
     }
 
     /// The first offset whose record timestamp is ≥ `target`, with that timestamp, as

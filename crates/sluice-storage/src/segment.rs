@@ -67,10 +67,10 @@ impl LogSegment {
     pub fn log_path(&self) -> PathBuf {
         self.dir.join(segment_file_name(self.base_offset, "log"))
     }
-    fn index_path(&self) -> PathBuf {
+    pub fn index_path(&self) -> PathBuf {
         self.dir.join(segment_file_name(self.base_offset, "index"))
     }
-    fn time_index_path(&self) -> PathBuf {
+    pub fn time_index_path(&self) -> PathBuf {
         self.dir
             .join(segment_file_name(self.base_offset, "timeindex"))
     }
@@ -106,7 +106,17 @@ impl LogSegment {
     /// Opens an existing segment without reading its batches. `size` is the file length;
     /// offsets and timestamps are filled in by [`LogSegment::load_indexes`] or a scan.
     pub fn open(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Self> {
-        let path = dir.join(segment_file_name(base_offset, "log"));
+        Self::open_file(
+            dir,
+            base_offset,
+            &dir.join(segment_file_name(base_offset, "log")),
+            now_ms,
+        )
+    }
+
+    /// Opens the segment starting at `base_offset` from a file that is not (yet) at its
+    /// usual name: the cleaner's rewritten segment before it is swapped in.
+    pub fn open_file(dir: &Path, base_offset: i64, path: &Path, now_ms: i64) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let size = file.metadata()?.len();
         let mut segment = Self::with_file(dir, base_offset, file, now_ms);
@@ -172,8 +182,15 @@ impl LogSegment {
     }
 
     /// Validates batches from `start` to the end of the file, tracking each valid one in the
-    /// indexes. Stops at the first batch that is torn, corrupt or out of order.
-    pub fn scan_from(&mut self, start: u64, interval_bytes: u64) -> io::Result<ScanOutcome> {
+    /// indexes. Stops at the first batch that is torn, corrupt or out of order. With
+    /// `allow_gaps` (a compacted segment) a batch may start after the previous one ended;
+    /// otherwise it must start exactly there.
+    pub fn scan_from(
+        &mut self,
+        start: u64,
+        interval_bytes: u64,
+        allow_gaps: bool,
+    ) -> io::Result<ScanOutcome> {
         let file_len = self.file.metadata()?.len();
         let mut pos = start;
         let mut buf = Vec::new();
@@ -213,7 +230,7 @@ impl LogSegment {
             };
             buf.resize(total, 0);
             self.file.read_exact_at(&mut buf, pos)?;
-            let header = match BatchHeader::validate(&buf) {
+            let header = match BatchHeader::validate_stored(&buf) {
                 Ok(h) => h,
                 Err(err) => {
                     return Ok(ScanOutcome {
@@ -222,9 +239,15 @@ impl LogSegment {
                     })
                 }
             };
-            // Sluice never leaves gaps inside a segment, and the CRC does not cover the base
-            // offset: a batch that does not start where the previous one ended is damaged.
-            if header.base_offset != self.next_offset {
+            // Only the cleaner leaves gaps, and the CRC does not cover the base offset: outside
+            // compacted segments a batch that does not start where the previous one ended is
+            // damaged; inside them it must at least not go back.
+            let in_place = if allow_gaps {
+                header.base_offset >= self.next_offset
+            } else {
+                header.base_offset == self.next_offset
+            };
+            if !in_place {
                 let err = BatchError::Corrupt("base offset does not follow the previous batch");
                 return Ok(ScanOutcome {
                     valid_end: pos,

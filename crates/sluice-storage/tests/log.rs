@@ -12,8 +12,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use proptest::prelude::*;
 use sluice_records::{BatchBuilder, BatchHeader, BatchIter, NewRecord};
 use sluice_storage::{
-    DirState, Durability, FailAfter, LogConfig, LogManager, StorageError, TimestampPolicy,
-    UnifiedLog,
+    CleanerConfig, DirState, Durability, FailAfter, LogConfig, LogManager, StorageError, Throttle,
+    TimestampPolicy, UnifiedLog,
 };
 
 /// Skips syncing: for tests that reopen logs hundreds of times and do not test durability.
@@ -1045,4 +1045,230 @@ fn delete_records_and_config_changes_survive_a_restart() {
     assert_eq!(log.log_start_offset(), 25);
     assert_eq!(log.config().retention_bytes, 2000);
     assert_eq!(read_all(&log, 25).last().unwrap().next_offset(), 60);
+}
+
+// -- compaction ---------------------------------------------------------------------------
+
+/// One batch of records with keys `k{key}`; `None` values are tombstones.
+fn keyed(records: &[(u32, Option<&str>)], timestamp: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::new(timestamp);
+    for (key, value) in records {
+        b.push(NewRecord {
+            key: Some(format!("k{key}").into_bytes()),
+            value: value.map(|v| v.as_bytes().to_vec()),
+            headers: vec![("h".into(), Some(vec![*key as u8]))],
+            timestamp_delta: 0,
+        });
+    }
+    b.build()
+}
+
+/// Every record the log serves from its start: (offset, key, value).
+fn table(log: &UnifiedLog) -> Vec<(i64, String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let read = log.read(offset, 1 << 20, true).unwrap();
+        assert!(!read.records.is_empty(), "no progress at offset {offset}");
+        for b in BatchIter::new(&read.records) {
+            let b = b.unwrap();
+            let h = BatchHeader::validate_stored(b).expect("served batches are valid as stored");
+            for r in h.records(b, 1 << 20).unwrap() {
+                let key = String::from_utf8(r.key.unwrap()).unwrap();
+                let value = r.value.map(|v| String::from_utf8(v).unwrap());
+                out.push((r.offset, key, value));
+            }
+            offset = h.next_offset();
+        }
+    }
+    out
+}
+
+fn compacted_config() -> LogConfig {
+    LogConfig {
+        cleanup_policy: "compact".into(),
+        min_cleanable_dirty_ratio: 0.0,
+        ..config(600)
+    }
+}
+
+#[test]
+fn compaction_keeps_the_latest_record_per_key_at_its_offset_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = UnifiedLog::open(dir.path(), compacted_config(), None, state(NoSync), 0).unwrap();
+    let mut latest = BTreeMap::new();
+    let mut offset = 0i64;
+    for round in 0..60u32 {
+        let records: Vec<(u32, String)> = (0..3)
+            .map(|i| ((round * 3 + i) % 7, format!("v{round}-{i}")))
+            .collect();
+        let refs: Vec<(u32, Option<&str>)> = records
+            .iter()
+            .map(|(k, v)| (*k, Some(v.as_str())))
+            .collect();
+        log.append(&keyed(&refs, 1), 0).unwrap();
+        for (k, v) in &records {
+            latest.insert(format!("k{k}"), (offset, v.clone()));
+            offset += 1;
+        }
+    }
+    let before = table(&log);
+    let stats = log
+        .clean(10, &CleanerConfig::default(), &mut Throttle::new(f64::MAX))
+        .unwrap()
+        .expect("a pass ran");
+    assert!(stats.records_after < stats.records_before, "{stats:?}");
+    assert!(stats.bytes_after < stats.bytes_before, "{stats:?}");
+    let after = table(&log);
+    // Offsets increase, every latest value is there at its original offset, and a record
+    // survives only if it is the latest for its key or still in the active segment.
+    assert!(after.windows(2).all(|w| w[0].0 < w[1].0));
+    for (key, (off, value)) in &latest {
+        assert!(
+            after.contains(&(*off, key.clone(), Some(value.clone()))),
+            "{key}"
+        );
+    }
+    // The active segment is never cleaned (nor mapped): in the closed segments, exactly the
+    // latest record of each key among them survives.
+    let active_base = *segment_bases(dir.path()).last().unwrap();
+    let mut latest_closed = BTreeMap::new();
+    for rec in before.iter().filter(|r| r.0 < active_base) {
+        latest_closed.insert(rec.1.clone(), rec.0);
+    }
+    let expected: Vec<_> = before
+        .iter()
+        .filter(|r| r.0 >= active_base || latest_closed[&r.1] == r.0)
+        .cloned()
+        .collect();
+    assert_eq!(after, expected);
+    assert_eq!(log.log_end_offset(), offset, "offsets never change");
+    log.flush_to(i64::MAX).unwrap();
+    drop(log);
+    // Reopen without a recovery point: every cleaned segment is validated as stored.
+    let log = UnifiedLog::open(dir.path(), compacted_config(), None, state(NoSync), 0).unwrap();
+    assert_eq!(table(&log), after);
+    assert!(log
+        .clean(20, &CleanerConfig::default(), &mut Throttle::new(f64::MAX))
+        .unwrap()
+        .is_none_or(|s| s.records_after == s.records_before));
+}
+
+#[test]
+fn tombstones_delete_keys_and_go_themselves_after_delete_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        delete_retention_ms: 1_000,
+        ..compacted_config()
+    };
+    let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    for round in 0..10 {
+        log.append(&keyed(&[(1, Some("a")), (2, Some("b"))], 100 + round), 0)
+            .unwrap();
+    }
+    log.append(&keyed(&[(1, None)], 200), 0).unwrap();
+    for _ in 0..20 {
+        log.append(&keyed(&[(3, Some("c"))], 300), 0).unwrap();
+    }
+    let pass = |now| {
+        log.clean(now, &CleanerConfig::default(), &mut Throttle::new(f64::MAX))
+            .unwrap();
+    };
+    pass(500); // within delete.retention.ms of the tombstone
+    let keys: Vec<(String, Option<String>)> =
+        table(&log).into_iter().map(|(_, k, v)| (k, v)).collect();
+    assert!(
+        keys.contains(&("k1".into(), None)),
+        "the tombstone stays: {keys:?}"
+    );
+    assert!(!keys.contains(&("k1".into(), Some("a".into()))));
+    // Make everything dirty again (keeping the line that says where segments may have gaps)
+    // and clean past the horizon.
+    let checkpoint = dir.path().join("cleaner-offset-checkpoint");
+    let text = fs::read_to_string(&checkpoint).unwrap();
+    let gaps = text.lines().nth(1).unwrap();
+    fs::write(&checkpoint, format!("0\n{gaps}\n")).unwrap();
+    drop(log);
+    let cfg = LogConfig {
+        delete_retention_ms: 1_000,
+        ..compacted_config()
+    };
+    let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    log.clean(
+        5_000,
+        &CleanerConfig::default(),
+        &mut Throttle::new(f64::MAX),
+    )
+    .unwrap();
+    let keys: Vec<String> = table(&log).into_iter().map(|(_, k, _)| k).collect();
+    assert!(!keys.contains(&"k1".to_string()), "{keys:?}");
+    assert!(keys.contains(&"k2".to_string()));
+}
+
+#[test]
+fn a_small_dedupe_buffer_cleans_in_several_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = UnifiedLog::open(dir.path(), compacted_config(), None, state(NoSync), 0).unwrap();
+    for round in 0..100u32 {
+        log.append(&keyed(&[(round % 40, Some("x"))], 1), 0)
+            .unwrap();
+    }
+    // Room for about 12 keys: a segment of 600 bytes holds fewer records than that.
+    let small = CleanerConfig {
+        dedupe_buffer_bytes: 12 * 48,
+        ..CleanerConfig::default()
+    };
+    let mut passes = 0;
+    let mut last = -1;
+    while let Some(s) = log.clean(10, &small, &mut Throttle::new(f64::MAX)).unwrap() {
+        assert!(s.cleaned_to > last, "every pass makes progress");
+        last = s.cleaned_to;
+        passes += 1;
+        assert!(passes < 100);
+    }
+    assert!(passes > 1, "{passes}");
+    let active_base = *segment_bases(dir.path()).last().unwrap();
+    let closed: Vec<String> = table(&log)
+        .into_iter()
+        .filter(|r| r.0 < active_base)
+        .map(|r| r.1)
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = closed.iter().collect();
+    assert!(
+        closed.len() <= unique.len() + 12,
+        "{} records, {} keys",
+        closed.len(),
+        unique.len()
+    );
+}
+
+#[test]
+fn compacted_logs_refuse_keyless_records_and_leftover_rewrites_are_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = UnifiedLog::open(dir.path(), compacted_config(), None, state(NoSync), 0).unwrap();
+        let mut b = BatchBuilder::new(1);
+        b.push(NewRecord {
+            key: None,
+            value: Some(b"v".to_vec()),
+            ..NewRecord::default()
+        });
+        assert!(matches!(
+            log.append(&b.build(), 0),
+            Err(StorageError::InvalidRecord(_))
+        ));
+        for round in 0..10 {
+            log.append(&keyed(&[(round, Some("v"))], 1), 0).unwrap();
+        }
+        log.flush_to(i64::MAX).unwrap();
+    }
+    // A crash in the middle of a rewrite leaves a partial `.cleaned` file.
+    fs::write(
+        dir.path().join("00000000000000000000.log.cleaned"),
+        b"half a segment",
+    )
+    .unwrap();
+    let log = UnifiedLog::open(dir.path(), compacted_config(), None, state(NoSync), 0).unwrap();
+    assert!(!dir.path().join("00000000000000000000.log.cleaned").exists());
+    assert_eq!(table(&log).len(), 10);
 }

@@ -1,0 +1,414 @@
+//! LogCleaner: compaction of `cleanup.policy=compact` logs, one log at a time.
+//!
+//! A pass over a log whose dirty part (offsets past the cleaner checkpoint, in closed segments
+//! old enough for `min.compaction.lag.ms`) is large enough (`min.cleanable.dirty.ratio`, or
+//! overdue by `max.compaction.lag.ms`):
+//! 1. reads the dirty segments into an offset map, key hash → latest offset, bounded by the
+//!    dedupe buffer (a full map ends the pass at the last segment it covered);
+//! 2. rewrites every closed segment up to there, keeping a record only if no later record has
+//!    its key, dropping tombstones older than `delete.retention.ms` (by record timestamp) and
+//!    keyless records; batches are rebuilt only where records go (see
+//!    `sluice_records::compact`) and batches that lose everything are dropped, so offsets
+//!    never change but compacted segments have gaps (as in Kafka);
+//! 3. swaps each rewritten segment in: `<base>.log.cleaned` is written and fsynced, the old
+//!    index files are unlinked (and the directory synced), then the rename replaces the
+//!    segment atomically. A crash leaves either the old or the new segment, never both; a
+//!    leftover `.cleaned` file is deleted at start-up, and missing indexes are rebuilt;
+//! 4. moves the cleaner checkpoint (`cleaner-offset-checkpoint`) past what it covered.
+//!
+//! The checkpoint file holds two numbers: the first dirty offset, and the offset below which
+//! segments may have gaps. The second is written before any segment is swapped, so recovery
+//! never mistakes a compacted segment's gap for damage.
+//!
+//! Reads hold their segment's file open, so they see the old bytes or the new, whole.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_records::compact::{filter_batch, for_each_record, Filtered};
+use sluice_records::BatchIter;
+
+use super::{lock, UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES};
+use crate::segment::{segment_file_name, LogSegment};
+use crate::StorageError;
+
+/// Suffix of a segment being rewritten.
+pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
+const CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+
+/// What one entry of the offset map costs: a 16-byte key hash, an 8-byte offset, and the hash
+/// table's own overhead.
+const MAP_ENTRY_BYTES: usize = 48;
+
+/// Bytes read from a segment at a time.
+const READ_CHUNK_BYTES: usize = 4 << 20;
+
+/// The cleaner's broker-wide settings.
+#[derive(Debug, Clone)]
+pub struct CleanerConfig {
+    /// `log.cleaner.dedupe.buffer.size`: memory for the offset map of one pass.
+    pub dedupe_buffer_bytes: usize,
+    /// `log.cleaner.io.max.bytes.per.second`: read plus write rate the cleaner keeps to.
+    pub io_max_bytes_per_second: f64,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        Self {
+            dedupe_buffer_bytes: 128 << 20,
+            io_max_bytes_per_second: f64::MAX,
+        }
+    }
+}
+
+/// What one cleaning pass did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CleanStats {
+    pub segments: usize,
+    pub records_before: u64,
+    pub records_after: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// The first offset the next pass will treat as dirty.
+    pub cleaned_to: i64,
+    pub elapsed: Duration,
+}
+
+/// Keeps the cleaner's I/O under a rate by sleeping when it gets ahead.
+#[derive(Debug)]
+pub struct Throttle {
+    bytes_per_second: f64,
+    started: Instant,
+    bytes: f64,
+}
+
+impl Throttle {
+    pub fn new(bytes_per_second: f64) -> Self {
+        Self {
+            bytes_per_second,
+            started: Instant::now(),
+            bytes: 0.0,
+        }
+    }
+
+    fn pace(&mut self, bytes: usize) {
+        if !self.bytes_per_second.is_finite() || self.bytes_per_second >= f64::MAX {
+            return;
+        }
+        self.bytes += bytes as f64;
+        let due = Duration::from_secs_f64(self.bytes / self.bytes_per_second);
+        if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
+}
+
+fn read_checkpoint_line(dir: &Path, line: usize) -> i64 {
+    fs::read_to_string(dir.join(CHECKPOINT_FILE))
+        .ok()
+        .and_then(|s| s.lines().nth(line)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The first offset the cleaner has not mapped.
+pub(crate) fn read_checkpoint(dir: &Path) -> i64 {
+    read_checkpoint_line(dir, 0)
+}
+
+/// Segments wholly below this offset may have been compacted.
+pub(crate) fn read_gaps_marker(dir: &Path) -> i64 {
+    read_checkpoint_line(dir, 1)
+}
+
+/// A 128-bit hash of a key: two independent 64-bit SipHashes. A collision would merge two
+/// keys; at 2^-128 per pair it is not a practical concern.
+fn key_hash(key: &[u8]) -> u128 {
+    let mut a = std::collections::hash_map::DefaultHasher::new();
+    0xa5u8.hash(&mut a);
+    key.hash(&mut a);
+    let mut b = std::collections::hash_map::DefaultHasher::new();
+    0x5au8.hash(&mut b);
+    key.hash(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// A closed segment as the cleaner sees it.
+struct Closed {
+    base: i64,
+    next_offset: i64,
+    size: u64,
+    max_timestamp: i64,
+    file: Arc<File>,
+}
+
+/// Calls `visit` with every stored batch of `file`, reading it in chunks.
+fn for_each_batch(
+    file: &File,
+    size: u64,
+    mut visit: impl FnMut(&[u8]) -> Result<bool, StorageError>,
+) -> Result<(), StorageError> {
+    let mut pos = 0u64;
+    let mut buf = Vec::new();
+    while pos < size {
+        let want = (size - pos).min(READ_CHUNK_BYTES as u64) as usize;
+        buf.resize(want, 0);
+        file.read_exact_at(&mut buf, pos)?;
+        let mut used = 0usize;
+        for batch in BatchIter::new(&buf) {
+            let Ok(batch) = batch else { break };
+            used += batch.len();
+            if !visit(batch)? {
+                return Ok(());
+            }
+        }
+        if used == 0 {
+            // A batch larger than the chunk: read exactly that batch.
+            let (_, total) = sluice_records::BatchHeader::peek_size(&buf)?;
+            buf.resize(total, 0);
+            file.read_exact_at(&mut buf, pos)?;
+            if !visit(&buf)? {
+                return Ok(());
+            }
+            used = total;
+        }
+        pos += used as u64;
+    }
+    Ok(())
+}
+
+impl UnifiedLog {
+    /// Runs one cleaning pass if the log is compacted and due; `None` when there was nothing
+    /// to do.
+    pub fn clean(
+        &self,
+        now_ms: i64,
+        cleaner: &CleanerConfig,
+        throttle: &mut Throttle,
+    ) -> Result<Option<CleanStats>, StorageError> {
+        self.check_open()?;
+        let started = Instant::now();
+        let (config, closed, first_dirty) = {
+            let inner = lock(&self.inner);
+            let config = inner.config.clone();
+            if !config.is_compacted() {
+                return Ok(None);
+            }
+            let active = *inner.segments.keys().next_back().expect("a segment");
+            let lag_horizon = now_ms.saturating_sub(config.min_compaction_lag_ms);
+            let closed: Vec<Closed> = inner
+                .segments
+                .range(..active)
+                .map(|(_, s)| Closed {
+                    base: s.base_offset,
+                    next_offset: s.next_offset,
+                    size: s.size,
+                    max_timestamp: s.max_timestamp,
+                    file: s.file.clone(),
+                })
+                .take_while(|s| s.max_timestamp <= lag_horizon)
+                .collect();
+            let first_dirty = inner.cleaner_checkpoint.max(inner.log_start_offset);
+            (config, closed, first_dirty)
+        };
+        let total: u64 = closed.iter().map(|s| s.size).sum();
+        let dirty: Vec<&Closed> = closed
+            .iter()
+            .filter(|s| s.next_offset > first_dirty)
+            .collect();
+        let dirty_bytes: u64 = dirty.iter().map(|s| s.size).sum();
+        let overdue = dirty.iter().any(|s| {
+            s.max_timestamp >= 0
+                && now_ms.saturating_sub(s.max_timestamp) > config.max_compaction_lag_ms
+        });
+        if dirty_bytes == 0
+            || ((dirty_bytes as f64) < config.min_cleanable_dirty_ratio * total as f64 && !overdue)
+        {
+            return Ok(None);
+        }
+
+        // 1. The offset map of the dirty segments, as far as the dedupe buffer reaches.
+        let capacity = (cleaner.dedupe_buffer_bytes / MAP_ENTRY_BYTES).max(1);
+        let mut map: HashMap<u128, i64> = HashMap::new();
+        let mut mapped_to = first_dirty;
+        for seg in &dirty {
+            let mut full = false;
+            for_each_batch(&seg.file, seg.size, |batch| {
+                throttle.pace(batch.len());
+                for_each_record(batch, MAX_DECOMPRESSED_BATCH_BYTES, |r| {
+                    if let Some(key) = r.key {
+                        let h = key_hash(key);
+                        if map.len() >= capacity && !map.contains_key(&h) {
+                            full = true;
+                        } else {
+                            map.insert(h, r.offset);
+                        }
+                    }
+                })?;
+                Ok(!full)
+            })?;
+            if full {
+                break;
+            }
+            mapped_to = seg.next_offset;
+        }
+        if mapped_to <= first_dirty {
+            tracing::warn!(log = %self.dir.display(), capacity,
+                "log.cleaner.dedupe.buffer.size cannot hold one segment's keys; not cleaning");
+            return Ok(None);
+        }
+
+        // Recovery must accept gaps below `mapped_to` before any segment there has one.
+        self.write_checkpoint(first_dirty, mapped_to)?;
+
+        // 2 and 3. Rewrite and swap every closed segment below `mapped_to`.
+        let tombstone_horizon = now_ms.saturating_sub(config.delete_retention_ms);
+        let mut stats = CleanStats::default();
+        for seg in closed.iter().filter(|s| s.next_offset <= mapped_to) {
+            self.rewrite_segment(seg, &map, tombstone_horizon, throttle, &mut stats, now_ms)?;
+        }
+        self.dir_state
+            .durability
+            .sync_dir(&self.dir)
+            .map_err(|e| self.dir_state.fail("directory sync", &e))?;
+
+        // 4. The checkpoint: what the next pass need not map again.
+        self.write_checkpoint(mapped_to, mapped_to)?;
+        lock(&self.inner).cleaner_checkpoint = mapped_to;
+        stats.cleaned_to = mapped_to;
+        stats.elapsed = started.elapsed();
+        Ok(Some(stats))
+    }
+
+    fn write_checkpoint(&self, first_dirty: i64, gaps_below: i64) -> Result<(), StorageError> {
+        let gaps_below = gaps_below.max(read_gaps_marker(&self.dir));
+        let text = format!("{first_dirty}\n{gaps_below}\n");
+        super::write_file_atomically(
+            &self.dir,
+            CHECKPOINT_FILE,
+            text.as_bytes(),
+            self.dir_state.durability.as_ref(),
+        )
+        .map_err(|e| self.dir_state.fail("cleaner checkpoint write", &e))
+    }
+
+    fn rewrite_segment(
+        &self,
+        seg: &Closed,
+        map: &HashMap<u128, i64>,
+        tombstone_horizon: i64,
+        throttle: &mut Throttle,
+        stats: &mut CleanStats,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let log_name = segment_file_name(seg.base, "log");
+        let cleaned_path = self.dir.join(format!("{log_name}{CLEANED_SUFFIX}"));
+        let out = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&cleaned_path)?;
+        let mut written = 0u64;
+        let mut write = |bytes: &[u8]| -> Result<(), StorageError> {
+            out.write_all_at(bytes, written)?;
+            written += bytes.len() as u64;
+            Ok(())
+        };
+        let mut changed = false;
+        for_each_batch(&seg.file, seg.size, |batch| {
+            throttle.pace(batch.len());
+            let mut before = 0u64;
+            let mut after = 0u64;
+            let filtered = filter_batch(batch, MAX_DECOMPRESSED_BATCH_BYTES, |r| {
+                before += 1;
+                let latest = r.key.is_some_and(|k| {
+                    map.get(&key_hash(k))
+                        .is_none_or(|&latest| r.offset >= latest)
+                });
+                let keep = latest && !(r.is_tombstone && r.timestamp < tombstone_horizon);
+                after += u64::from(keep);
+                keep
+            })?;
+            stats.records_before += before;
+            stats.records_after += after;
+            match filtered {
+                Filtered::Unchanged => write(batch)?,
+                Filtered::Rebuilt(b) => {
+                    changed = true;
+                    write(&b)?;
+                    throttle.pace(b.len());
+                }
+                Filtered::Empty => changed = true,
+            }
+            Ok(true)
+        })?;
+        stats.bytes_before += seg.size;
+        if !changed {
+            drop(out);
+            fs::remove_file(&cleaned_path)?;
+            stats.bytes_after += seg.size;
+            return Ok(());
+        }
+        self.dir_state
+            .durability
+            .sync_file(&out)
+            .map_err(|e| self.dir_state.fail("cleaned segment sync", &e))?;
+        drop(out);
+        // Validate what was written and build its indexes before anything is swapped.
+        let mut cleaned = LogSegment::open_file(&self.dir, seg.base, &cleaned_path, now_ms)?;
+        let interval = lock(&self.inner).config.index_interval_bytes;
+        let scan = cleaned.scan_from(0, interval, true)?;
+        if let Some((pos, reason)) = scan.corruption {
+            fs::remove_file(&cleaned_path)?;
+            return Err(StorageError::Corrupt(format!(
+                "cleaned segment {} is invalid at {pos}: {reason}",
+                seg.base
+            )));
+        }
+        if cleaned.next_offset > seg.next_offset {
+            fs::remove_file(&cleaned_path)?;
+            return Err(StorageError::Corrupt(format!(
+                "cleaned segment {} ends at {}, past {}",
+                seg.base, cleaned.next_offset, seg.next_offset
+            )));
+        }
+        // The segment still reaches the next one, whatever its last records were.
+        cleaned.next_offset = seg.next_offset;
+        let mut inner = lock(&self.inner);
+        let still_there = inner
+            .segments
+            .get(&seg.base)
+            .is_some_and(|s| s.next_offset == seg.next_offset && Arc::ptr_eq(&s.file, &seg.file));
+        if !still_there || self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            // Retention or a deletion got there first.
+            drop(inner);
+            fs::remove_file(&cleaned_path)?;
+            return Ok(());
+        }
+        let old = inner.segments.get(&seg.base).expect("checked");
+        for path in [old.index_path(), old.time_index_path()] {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        // The unlinked indexes must not outlive the rename on disk: a stale index over the
+        // new file could point into the middle of a batch.
+        self.dir_state
+            .durability
+            .sync_dir(&self.dir)
+            .map_err(|e| self.dir_state.fail("directory sync", &e))?;
+        fs::rename(&cleaned_path, self.dir.join(&log_name))
+            .map_err(|e| self.dir_state.fail("cleaned segment swap", &e))?;
+        cleaned.created_ms = old.created_ms;
+        stats.bytes_after += cleaned.size;
+        stats.segments += 1;
+        inner.segments.insert(seg.base, cleaned);
+        Ok(())
+    }
+}
