@@ -7,14 +7,16 @@ pub const LOG_OVERHEAD: usize = 12;
 /// Size of the v2 header up to and including `records_count`.
 pub const BATCH_HEADER_SIZE: usize = 61;
 
-const BATCH_LENGTH_OFFSET: usize = 8;
+pub(crate) const BATCH_LENGTH_OFFSET: usize = 8;
 const LEADER_EPOCH_OFFSET: usize = 12;
 const MAGIC_OFFSET: usize = 16;
-const CRC_OFFSET: usize = 17;
-const ATTRIBUTES_OFFSET: usize = 21;
-const MAX_TIMESTAMP_OFFSET: usize = 35;
+pub(crate) const CRC_OFFSET: usize = 17;
+pub(crate) const ATTRIBUTES_OFFSET: usize = 21;
+pub(crate) const MAX_TIMESTAMP_OFFSET: usize = 35;
+/// Where `records_count`, the last header field, starts.
+pub(crate) const RECORDS_COUNT_OFFSET: usize = 57;
 
-const COMPRESSION_MASK: i16 = 0x07;
+pub(crate) const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 0x08;
 const TRANSACTIONAL_BIT: i16 = 0x10;
 const CONTROL_BIT: i16 = 0x20;
@@ -153,10 +155,8 @@ impl BatchHeader {
         self.attributes & CONTROL_BIT != 0
     }
 
-    /// Checks a whole batch held in `buf` (exactly its bytes): magic, length, CRC-32C, and
-    /// for uncompressed batches every record (count, offset deltas, lengths, timestamps).
-    /// Compressed batches are checked by header and CRC only; they are never decoded here.
-    pub fn validate(buf: &[u8]) -> Result<Self, BatchError> {
+    /// The checks every batch passes, stored or not: magic, length (exactly `buf`), CRC-32C.
+    fn check_frame(buf: &[u8]) -> Result<Self, BatchError> {
         let header = Self::parse(buf)?;
         if header.magic != 2 {
             return Err(BatchError::Corrupt("magic is not 2"));
@@ -175,6 +175,14 @@ impl BatchHeader {
         if crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..]) != header.crc {
             return Err(BatchError::Corrupt("CRC-32C mismatch"));
         }
+        Ok(header)
+    }
+
+    /// Checks a whole batch held in `buf` (exactly its bytes): magic, length, CRC-32C, and
+    /// for uncompressed batches every record (count, offset deltas, lengths, timestamps).
+    /// Compressed batches are checked by header and CRC only; they are never decoded here.
+    pub fn validate(buf: &[u8]) -> Result<Self, BatchError> {
+        let header = Self::check_frame(buf)?;
         if header.records_count < 0 || header.last_offset_delta < 0 {
             return Err(BatchError::InvalidRecord(
                 "negative record count or offset delta",
@@ -220,19 +228,7 @@ impl BatchHeader {
     /// batch that keeps a segment's offsets contiguous). For recovery and tooling, never for
     /// client input.
     pub fn validate_stored(buf: &[u8]) -> Result<Self, BatchError> {
-        let header = Self::parse(buf)?;
-        if header.magic != 2 {
-            return Err(BatchError::Corrupt("magic is not 2"));
-        }
-        let (_, total) = Self::peek_size(buf)?;
-        if total != buf.len() {
-            return Err(BatchError::Corrupt(
-                "batch length disagrees with the bytes given",
-            ));
-        }
-        if crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..]) != header.crc {
-            return Err(BatchError::Corrupt("CRC-32C mismatch"));
-        }
+        let header = Self::check_frame(buf)?;
         if header.records_count < 0
             || header.last_offset_delta < 0
             || i64::from(header.records_count) > i64::from(header.last_offset_delta) + 1

@@ -8,15 +8,11 @@
 //! A rebuilt batch is written uncompressed; a batch that loses every record is dropped by the
 //! caller, leaving a gap in the segment's offsets (see `BatchHeader::validate_stored`).
 
-use crate::batch::{BATCH_HEADER_SIZE, LOG_OVERHEAD};
+use crate::batch::{
+    ATTRIBUTES_OFFSET, BATCH_HEADER_SIZE, BATCH_LENGTH_OFFSET, COMPRESSION_MASK, CRC_OFFSET,
+    LOG_OVERHEAD, MAX_TIMESTAMP_OFFSET, RECORDS_COUNT_OFFSET,
+};
 use crate::{compression, record, BatchError, BatchHeader, Compression, TimestampType};
-
-const ATTRIBUTES_OFFSET: usize = 21;
-const CRC_OFFSET: usize = 17;
-const MAX_TIMESTAMP_OFFSET: usize = 35;
-const RECORDS_COUNT_OFFSET: usize = 57;
-const BATCH_LENGTH_OFFSET: usize = 8;
-const COMPRESSION_MASK: i16 = 0x07;
 
 /// What the cleaner sees of one record.
 #[derive(Debug, Clone, Copy)]
