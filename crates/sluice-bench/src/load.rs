@@ -50,17 +50,50 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<(), String> {
+    create_topic_with(bootstrap, name, partitions, &[])
+}
+
+/// Creates a topic with config overrides.
+pub fn create_topic_with(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .map_err(|e| e.to_string())?;
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
     let results = runtime()
         .block_on(admin.create_topics([&topic], &opts))
         .map_err(|e| e.to_string())?;
     for r in results {
         r.map_err(|(name, code)| format!("creating {name}: {code}"))?;
+    }
+    Ok(())
+}
+
+/// Replaces a topic's config overrides (AlterConfigs).
+pub fn alter_topic(bootstrap: &str, name: &str, configs: &[(&str, &str)]) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut alter =
+        rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(name));
+    for (k, v) in configs {
+        alter = alter.set(k, v);
+    }
+    let results = runtime()
+        .block_on(admin.alter_configs([&alter], &AdminOptions::new()))
+        .map_err(|e| e.to_string())?;
+    for r in results {
+        r.map_err(|(_, code)| format!("altering {name}: {code}"))?;
     }
     Ok(())
 }

@@ -40,7 +40,7 @@ struct Args {
     /// The sluice binary to start (default: the release build next to this one).
     #[arg(long, value_name = "FILE")]
     sluice_bin: Option<PathBuf>,
-    /// Run only these groups (produce, consume, latency, fan-in, memory, groups), for profiling one
+    /// Run only these groups (produce, consume, latency, fan-in, memory, groups, compaction), for profiling one
     /// path; the ceilings are always measured.
     #[arg(long, value_name = "GROUP", value_delimiter = ',')]
     only: Vec<String>,
@@ -462,6 +462,93 @@ fn run(args: &Args) -> Result<(), String> {
             format!("{:.2} s", elapsed_ms as f64 / 1000.0),
             String::new(),
         );
+        b.stop()?;
+    }
+
+    if let Some(bin) = bin.as_ref().filter(|_| args.wants("compaction")) {
+        // A log of 4,096 keys written as a plain log, then switched to compaction: one
+        // cleaner pass over all of it, with the I/O throttle off (the default), while a
+        // latency run goes on against another topic; the same latency run before, idle.
+        let data = if quick { 512usize << 20 } else { 2 << 30 };
+        eprintln!("compaction of {} MiB", data >> 20);
+        let dir = args.data_dir.join("compaction");
+        let mut b = Broker::start(bin, &dir, &["--set", "log.cleaner.backoff.ms=200"])?;
+        let bs = b.bootstrap();
+        load::create_topic_with(&bs, "table", 1, &[("segment.bytes", "67108864")])?;
+        load::produce(
+            &bs,
+            "table",
+            ProduceSpec {
+                size: 1024,
+                partitions: 1,
+                acks: "1",
+                compression: "none",
+                bytes: data,
+            },
+        )?;
+        // A fresh topic per run: a latency run reads its own stamps only.
+        load::create_topic(&bs, "latency-idle", 16)?;
+        load::create_topic(&bs, "latency-busy", 16)?;
+        let secs = if quick { 3 } else { 8 };
+        let rate = 20_000.0;
+        let idle = load::latency(
+            &bs,
+            "latency-idle",
+            16,
+            1024,
+            rate,
+            Duration::from_secs(secs),
+        )?;
+        load::alter_topic(
+            &bs,
+            "table",
+            &[("segment.bytes", "67108864"), ("cleanup.policy", "compact")],
+        )?;
+        let busy = load::latency(
+            &bs,
+            "latency-busy",
+            16,
+            1024,
+            rate,
+            Duration::from_secs(secs),
+        )?;
+        let line = b.wait_for_log("cleaned log")?;
+        let field = |name: &str| -> Result<f64, String> {
+            line.split(&format!("{name}="))
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .ok_or_else(|| format!("no {name} in {line:?}"))
+        };
+        let (bytes_before, bytes_after) = (field("bytes_before")?, field("bytes_after")?);
+        let (records_before, records_after) = (field("records_before")?, field("records_after")?);
+        let elapsed_s = field("elapsed_ms")? / 1000.0;
+        run.row(
+            "compaction",
+            "one pass, 4,096 keys, 1 KiB values, I/O throttle off",
+            format!(
+                "{:.0} MB/s ({:.0} MB in {:.2} s)",
+                bytes_before / 1e6 / elapsed_s,
+                bytes_before / 1e6,
+                elapsed_s
+            ),
+            format!(
+                "records {records_before:.0} → {records_after:.0}, bytes {:.0} MB → {:.2} MB",
+                bytes_before / 1e6,
+                bytes_after / 1e6
+            ),
+        );
+        let busy_what = format!("cleaner running ({elapsed_s:.1} s of the {secs} s run)");
+        for (what, l) in [("cleaner idle", &idle), (busy_what.as_str(), &busy)] {
+            run.row(
+                "compaction",
+                format!("produce latency, 1 KB, 16 partitions, acks=all, {rate:.0} msg/s, {what}"),
+                format!(
+                    "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+                    l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
+                ),
+                format!("achieved {:.0} msg/s", l.achieved_msg_s),
+            );
+        }
         b.stop()?;
     }
 
