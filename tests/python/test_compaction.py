@@ -248,3 +248,37 @@ def test_sigkill_during_compaction_keeps_the_table(tmp_path):
             next(broker_gen, None)
         finally:
             broker.kill()
+
+
+def test_the_offsets_topic_is_compacted_and_replays_to_the_same_offsets(tmp_path):
+    gen = running_broker(tmp_path, ["--set", "log.cleaner.backoff.ms=200",
+                                    "--set", "offsets.topic.segment.bytes=16384"])
+    broker = next(gen)
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic("src", 2, 1)])["src"].result(30)
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "busy"})
+        for i in range(1500):
+            c.commit(offsets=[TopicPartition("src", 0, i), TopicPartition("src", 1, 2 * i)],
+                     asynchronous=False)
+        c.close()
+        deadline = time.monotonic() + WAIT_S
+        while "cleaned log" not in broker.log_text() or "__consumer_offsets" not in \
+                "".join(l for l in broker.log_text().splitlines() if "cleaned log" in l):
+            assert time.monotonic() < deadline, "the offsets topic was never cleaned"
+            time.sleep(0.1)
+        broker.stop()
+        broker.start()
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "busy"})
+        got = c.committed([TopicPartition("src", 0), TopicPartition("src", 1)], timeout=30)
+        c.close()
+        assert [tp.offset for tp in got] == [1499, 2998]
+        loaded = [l for l in broker.log_text().splitlines() if "group coordinator loaded" in l][-1]
+        records = int(re.search(r"records=(\d+)", loaded).group(1))
+        assert records < 3000, f"replayed {records} records: the topic was not compacted"
+        print("\n" + loaded)
+    finally:
+        try:
+            next(gen, None)
+        finally:
+            broker.kill()

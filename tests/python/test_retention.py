@@ -183,3 +183,42 @@ def test_topic_configs_alter_incrementally_validate_persist_and_apply_without_re
     broker.restart()
     configs = describe(broker, "cfg")
     assert (configs["retention.bytes"].value, configs["segment.bytes"].value) == ("9000", "4500")
+
+
+def sluice_topics(broker, *args, ok=True):
+    import subprocess
+    from conftest import BIN
+    out = subprocess.run([BIN, "topics", "--bootstrap", broker.bootstrap, *args],
+                         capture_output=True, text=True, timeout=WAIT_S)
+    assert (out.returncode == 0) == ok, out.stderr + out.stdout
+    return out.stdout + out.stderr
+
+
+def test_sluice_topics_create_list_describe_alter_delete(broker):
+    sluice_topics(broker, "create", "cli-t", "--partitions", "2",
+                  "--config", "cleanup.policy=compact", "--config", "segment.bytes=4500")
+    assert "TopicAlreadyExists" in sluice_topics(broker, "create", "cli-t", ok=False)
+    assert "InvalidConfig" in sluice_topics(broker, "create", "bad",
+                                            "--config", "retention.ms=soon", ok=False)
+    rows = [l.split() for l in sluice_topics(broker, "list").splitlines()]
+    assert ["cli-t", "2", "no"] in rows
+
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    for i in range(5):
+        p.produce("cli-t", key=b"k%d" % i, value=b"v", partition=1)
+    assert p.flush(30) == 0
+    described = [l.split() for l in sluice_topics(broker, "describe", "cli-t").splitlines()]
+    assert ["0", "0", "0", "0"] in described and ["1", "0", "0", "5"] in described, described
+    assert ["cleanup.policy", "compact", "topic"] in described
+    assert ["retention.ms", "604800000", "default"] in described
+
+    sluice_topics(broker, "alter", "cli-t", "--set", "retention.ms=1000", "--delete",
+                  "segment.bytes")
+    configs = describe(broker, "cli-t")
+    assert configs["retention.ms"].value == "1000"
+    assert configs["segment.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert "InvalidConfig" in sluice_topics(broker, "alter", "cli-t", "--set", "nope=1", ok=False)
+
+    sluice_topics(broker, "delete", "cli-t")
+    assert "cli-t" not in sluice_topics(broker, "list")
+    assert "UnknownTopicOrPartition" in sluice_topics(broker, "describe", "cli-t", ok=False)

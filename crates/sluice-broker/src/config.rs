@@ -50,6 +50,9 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// The group coordinator's limits and timers (`group.*`, `offsets.*`).
     pub groups: CoordinatorConfig,
+    /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` (small segments
+    /// let the cleaner compact it sooner).
+    pub offsets_topic_segment_bytes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -74,6 +77,7 @@ impl Default for BrokerConfig {
             cleaner: CleanerConfig::default(),
             log: LogConfig::default(),
             groups: CoordinatorConfig::default(),
+            offsets_topic_segment_bytes: 100 << 20,
         }
     }
 }
@@ -237,6 +241,11 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "offsets.topic.num.partitions",
         ConfigType::Int,
         "Partitions of __consumer_offsets (fixed once the topic exists).",
+    ),
+    (
+        "offsets.topic.segment.bytes",
+        ConfigType::Int,
+        "Segment size of __consumer_offsets, set when it is created.",
     ),
     (
         "group.min.session.timeout.ms",
@@ -410,6 +419,9 @@ impl BrokerConfig {
                 }
                 self.groups.offsets_topic_partitions = v;
             }
+            "offsets.topic.segment.bytes" => {
+                self.offsets_topic_segment_bytes = positive_i32(key, value)? as u64
+            }
             "group.min.session.timeout.ms" => {
                 self.groups.session_timeout_min_ms = positive_i32(key, value)?
             }
@@ -476,6 +488,7 @@ impl BrokerConfig {
                 self.cleaner.io_max_bytes_per_second.to_string()
             }
             "offsets.topic.num.partitions" => self.groups.offsets_topic_partitions.to_string(),
+            "offsets.topic.segment.bytes" => self.offsets_topic_segment_bytes.to_string(),
             "group.min.session.timeout.ms" => self.groups.session_timeout_min_ms.to_string(),
             "group.max.session.timeout.ms" => self.groups.session_timeout_max_ms.to_string(),
             "group.initial.rebalance.delay.ms" => {

@@ -315,7 +315,10 @@ pub(crate) fn offsets_topic(
     }
     let overrides = BTreeMap::from([
         ("cleanup.policy".to_string(), "compact".to_string()),
-        ("segment.bytes".to_string(), (100 << 20).to_string()),
+        (
+            "segment.bytes".to_string(),
+            state.config.offsets_topic_segment_bytes.to_string(),
+        ),
         (
             "max.message.bytes".to_string(),
             OFFSETS_TOPIC_MESSAGE_MAX_BYTES.to_string(),

@@ -71,7 +71,7 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-fn check(code: i16, what: &str) -> Result<(), String> {
+pub(crate) fn check(code: i16, what: &str) -> Result<(), String> {
     if code == 0 {
         return Ok(());
     }
@@ -152,7 +152,7 @@ fn committed(client: &mut Client, group: &str) -> Result<BTreeMap<(String, i32),
 /// ListOffsets for every partition in `partitions` at `timestamp` (-1 latest, -2 earliest).
 /// Partitions the broker answers with an error are left out when `lenient` (a deleted topic
 /// in a description), and fail the call otherwise.
-fn list_offsets(
+pub(crate) fn list_offsets(
     client: &mut Client,
     partitions: &BTreeSet<(String, i32)>,
     timestamp: i64,
@@ -380,7 +380,7 @@ fn reset_offsets(
     Ok(())
 }
 
-fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 mod client;
 mod groups_cmd;
+mod topics_cmd;
 
 use clap::{Parser, Subcommand};
 use sluice_broker::config::BROKER_CONFIGS;
@@ -30,6 +31,8 @@ enum Command {
     Serve(ServeArgs),
     /// Consumer groups of a running broker: list, describe, reset-offsets.
     Groups(groups_cmd::GroupsArgs),
+    /// Topics of a running broker: create, list, describe, alter, delete.
+    Topics(topics_cmd::TopicsArgs),
 }
 
 #[derive(clap::Args)]
@@ -172,19 +175,23 @@ async fn serve(config: BrokerConfig) -> Result<(), String> {
     }
 }
 
+/// The exit status of an operator command, with its error on stderr.
+fn exit(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Serve(args) => args,
-        Command::Groups(args) => {
-            return match groups_cmd::run(args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("sluice: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
+        Command::Groups(args) => return exit(groups_cmd::run(args)),
+        Command::Topics(args) => return exit(topics_cmd::run(args)),
     };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -412,3 +412,28 @@ impl UnifiedLog {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The throttle holds the cleaner to its rate: 300 KB at 1 MB/s cannot take less than
+    /// about 0.3 s. (A lower bound only; how much longer it takes is not the throttle's.)
+    #[test]
+    fn the_throttle_keeps_io_at_or_below_its_rate() {
+        let mut throttle = Throttle::new(1e6);
+        let started = Instant::now();
+        for _ in 0..3 {
+            throttle.pace(100_000);
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(290),
+            "{:?}",
+            started.elapsed()
+        );
+        let mut unlimited = Throttle::new(f64::MAX);
+        let started = Instant::now();
+        unlimited.pace(1 << 40);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}
