@@ -197,3 +197,12 @@ def uvarint(n):
 def compact_str(b):
     """A compact (flexible-version) string of bytes."""
     return uvarint(len(b) + 1) + b
+
+
+def sluice_cli(broker, *args, ok=True, timeout=60):
+    """Runs `sluice ARGS --bootstrap <broker>`; asserts on the exit status; returns the
+    output (stdout, then stderr)."""
+    out = subprocess.run([BIN, *args, "--bootstrap", broker.bootstrap],
+                         capture_output=True, text=True, timeout=timeout)
+    assert (out.returncode == 0) == ok, out.stderr + out.stdout
+    return out.stdout + out.stderr

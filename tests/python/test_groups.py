@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import compact_str, running_broker, uvarint
+from conftest import compact_str, running_broker, sluice_cli, uvarint
 
 WORKER = str(pathlib.Path(__file__).with_name("group_worker.py"))
 PARTITIONS = 6
@@ -546,11 +546,7 @@ def test_batched_find_coordinator_multi_group_offset_fetch_and_offset_delete(bro
 # -- sluice groups ---------------------------------------------------------------------
 
 def sluice(broker, *args, ok=True):
-    from conftest import BIN
-    out = subprocess.run([BIN, "groups", "--bootstrap", broker.bootstrap, *args],
-                         capture_output=True, text=True, timeout=WAIT_S)
-    assert (out.returncode == 0) == ok, out.stderr + out.stdout
-    return out.stdout + out.stderr
+    return sluice_cli(broker, "groups", *args, ok=ok)
 
 
 def rows(text):

@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                    ConfigSource, NewTopic)
 
-from conftest import running_broker
+from conftest import running_broker, sluice_cli
 
 WAIT_S = 60
 HOUR_MS = 3600 * 1000
@@ -186,12 +186,7 @@ def test_topic_configs_alter_incrementally_validate_persist_and_apply_without_re
 
 
 def sluice_topics(broker, *args, ok=True):
-    import subprocess
-    from conftest import BIN
-    out = subprocess.run([BIN, "topics", "--bootstrap", broker.bootstrap, *args],
-                         capture_output=True, text=True, timeout=WAIT_S)
-    assert (out.returncode == 0) == ok, out.stderr + out.stdout
-    return out.stdout + out.stderr
+    return sluice_cli(broker, "topics", *args, ok=ok)
 
 
 def test_sluice_topics_create_list_describe_alter_delete(broker):

@@ -1272,3 +1272,29 @@ fn compacted_logs_refuse_keyless_records_and_leftover_rewrites_are_discarded() {
     assert!(!dir.path().join("00000000000000000000.log.cleaned").exists());
     assert_eq!(table(&log).len(), 10);
 }
+
+#[test]
+fn min_compaction_lag_keeps_recent_segments_out_of_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        min_compaction_lag_ms: 10_000,
+        ..compacted_config()
+    };
+    let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    for _ in 0..40 {
+        log.append(&keyed(&[(1, Some("x"))], 1_000), 0).unwrap();
+    }
+    let none = CleanerConfig::default();
+    // At 5 s every record is younger than the lag: nothing may be cleaned.
+    assert!(log
+        .clean(5_000, &none, &mut Throttle::new(f64::MAX))
+        .unwrap()
+        .is_none());
+    assert_eq!(table(&log).len(), 40);
+    // At 20 s they are old enough.
+    let stats = log
+        .clean(20_000, &none, &mut Throttle::new(f64::MAX))
+        .unwrap()
+        .expect("a pass ran");
+    assert!(stats.records_after < stats.records_before);
+}
