@@ -22,6 +22,7 @@ pub fn error_code(e: &StorageError) -> i16 {
         StorageError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         StorageError::DuplicateSequence(_) => ResponseError::DuplicateSequenceNumber,
         StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+        StorageError::PolicyViolation(_) => ResponseError::PolicyViolation,
     };
     kafka.code()
 }

@@ -224,9 +224,8 @@ impl BatchHeader {
 
     /// Checks a batch as stored, which may have been compacted: what [`BatchHeader::validate`]
     /// checks, except that records may be missing (offset deltas increase but may skip,
-    /// within `last_offset_delta`) and a batch may hold none at all (the cleaner's empty
-    /// batch that keeps a segment's offsets contiguous). For recovery and tooling, never for
-    /// client input.
+    /// within `last_offset_delta`, as in a compacted batch) and a batch may hold none at all.
+    /// For recovery and the cleaner, never for client input.
     pub fn validate_stored(buf: &[u8]) -> Result<Self, BatchError> {
         let header = Self::check_frame(buf)?;
         if header.records_count < 0

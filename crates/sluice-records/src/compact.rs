@@ -56,7 +56,7 @@ fn view<'a>(header: &BatchHeader, rec: &record::RawRecord<'a>) -> RecordView<'a>
         TimestampType::CreateTime => header.base_timestamp.saturating_add(rec.timestamp_delta),
     };
     RecordView {
-        offset: header.base_offset + i64::from(rec.offset_delta),
+        offset: header.base_offset.wrapping_add(i64::from(rec.offset_delta)),
         timestamp,
         key: rec.key,
         is_tombstone: rec.value.is_none(),

@@ -65,6 +65,8 @@ pub enum StorageError {
     DuplicateSequence(String),
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
+    #[error("policy violation: {0}")]
+    PolicyViolation(String),
 }
 
 impl From<std::io::Error> for StorageError {

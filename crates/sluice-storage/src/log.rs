@@ -210,8 +210,12 @@ impl UnifiedLog {
             };
             if !trusted {
                 segment = LogSegment::open(dir, base, now_ms)?;
-                let compacted = next_base.is_some_and(|nb| nb <= gaps_below);
-                let outcome = segment.scan_from(0, interval, compacted)?;
+                // Compacted segments lie wholly below the marker; their batches must still end
+                // before the next segment (or the marker, for the last one).
+                let compacted = base < gaps_below;
+                let bound =
+                    compacted.then(|| next_base.map_or(gaps_below, |nb| nb.min(gaps_below)));
+                let outcome = segment.scan_from(0, interval, bound)?;
                 if compacted && outcome.corruption.is_none() {
                     // A compacted segment may end in a gap: it still reaches the next one.
                     segment.next_offset = next_base.unwrap_or(segment.next_offset);
@@ -568,6 +572,8 @@ impl UnifiedLog {
     pub fn apply_retention(&self, now_ms: i64) -> Result<RetentionOutcome, StorageError> {
         self.check_open()?;
         let mut inner = lock(&self.inner);
+        // Deleted while we waited for the lock: its directory may already be gone.
+        self.check_open()?;
         let config = inner.config.clone();
         let mut outcome = RetentionOutcome::default();
         if !config
@@ -581,6 +587,10 @@ impl UnifiedLog {
         let bases: Vec<i64> = inner.segments.keys().copied().collect();
         let active_base = *bases.last().expect("a log always has a segment");
         let expired = |seg: &LogSegment| {
+            // A closed segment the cleaner emptied holds nothing to keep.
+            if seg.size == 0 && seg.base_offset != active_base {
+                return config.retention_ms >= 0;
+            }
             // A segment without timestamps ages from when it was created or opened.
             let newest = if seg.max_timestamp >= 0 {
                 seg.max_timestamp
@@ -603,7 +613,9 @@ impl UnifiedLog {
                 .map(|b| inner.segments[b].size)
                 .sum();
             let mut excess = kept as i64 - config.retention_bytes;
-            for b in &bases[doomed.len()..bases.len() - 1] {
+            // Closed segments only: when everything expired above, there are none left.
+            let closed_end = (bases.len() - 1).max(doomed.len());
+            for b in &bases[doomed.len()..closed_end] {
                 let size = inner.segments[b].size as i64;
                 if excess - size < 0 {
                     break;
@@ -635,6 +647,13 @@ impl UnifiedLog {
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
         self.check_open()?;
         let mut inner = lock(&self.inner);
+        self.check_open()?;
+        if !inner.config.is_deleted_by_retention() {
+            // As Kafka: a log that only compaction may shorten keeps its start.
+            return Err(StorageError::PolicyViolation(
+                "DeleteRecords needs cleanup.policy to include delete".into(),
+            ));
+        }
         let end = inner.log_end_offset;
         let target = if offset == -1 { end } else { offset };
         if target < 0 || target > end {

@@ -70,6 +70,8 @@ pub struct LogManager {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises topic changes and the writes of `topics.json`.
     metadata_lock: Mutex<()>,
+    /// Serialises checkpoint writes (recovery points, log start offsets).
+    checkpoint_lock: Mutex<()>,
     cluster_id: String,
     producer_ids: Mutex<ProducerIdBlock>,
     _dir_lock: File,
@@ -229,6 +231,7 @@ impl LogManager {
             dir_state,
             topics: RwLock::new(topics),
             metadata_lock: Mutex::new(()),
+            checkpoint_lock: Mutex::new(()),
             cluster_id,
             _dir_lock: dir_lock,
         };
@@ -462,6 +465,9 @@ impl LogManager {
 
     /// Writes every log's recovery point and log start offset to their checkpoint files.
     pub fn checkpoint_recovery_points(&self) -> Result<(), StorageError> {
+        // One writer at a time, and the snapshot taken under the same lock: the files share
+        // a temporary name, and an older snapshot must never replace a newer one.
+        let _checkpoint = self.checkpoint_lock.lock().expect("checkpoint lock");
         let topics = self.topics();
         let mut points = Vec::new();
         let mut starts = Vec::new();

@@ -183,13 +183,14 @@ impl LogSegment {
 
     /// Validates batches from `start` to the end of the file, tracking each valid one in the
     /// indexes. Stops at the first batch that is torn, corrupt or out of order. With
-    /// `allow_gaps` (a compacted segment) a batch may start after the previous one ended;
-    /// otherwise it must start exactly there.
+    /// `gaps_below: Some(end)` (a compacted segment) a batch may start after the previous one
+    /// ended but must end before `end`; otherwise it must start exactly where the previous
+    /// one ended.
     pub fn scan_from(
         &mut self,
         start: u64,
         interval_bytes: u64,
-        allow_gaps: bool,
+        gaps_below: Option<i64>,
     ) -> io::Result<ScanOutcome> {
         let file_len = self.file.metadata()?.len();
         let mut pos = start;
@@ -242,10 +243,15 @@ impl LogSegment {
             // Only the cleaner leaves gaps, and the CRC does not cover the base offset: outside
             // compacted segments a batch that does not start where the previous one ended is
             // damaged; inside them it must at least not go back.
-            let in_place = if allow_gaps {
-                header.base_offset >= self.next_offset
-            } else {
-                header.base_offset == self.next_offset
+            let in_place = match gaps_below {
+                Some(end) => {
+                    header.base_offset >= self.next_offset
+                        && header
+                            .base_offset
+                            .checked_add(i64::from(header.last_offset_delta))
+                            .is_some_and(|last| last < end)
+                }
+                None => header.base_offset == self.next_offset,
             };
             if !in_place {
                 let err = BatchError::Corrupt("base offset does not follow the previous batch");

@@ -1298,3 +1298,33 @@ fn min_compaction_lag_keeps_recent_segments_out_of_a_pass() {
         .expect("a pass ran");
     assert!(stats.records_after < stats.records_before);
 }
+
+#[test]
+fn retention_by_time_and_bytes_together_when_everything_expired() {
+    // Both limits set and every segment expired, the active one included: the expired
+    // active segment is rolled and the bytes rule has no closed segment left to look at.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_ms: 1_000,
+        retention_bytes: 100,
+        ..config(1000)
+    };
+    let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    for tag in 0..10 {
+        log.append(&batch(tag, 2, 0), 0).unwrap();
+    }
+    log.apply_retention(1_000_000).unwrap();
+    assert_eq!(log.log_start_offset(), 20);
+    assert_eq!(log.append(&batch(99, 1, 0), 0).unwrap().base_offset, 20);
+}
+
+#[test]
+fn delete_records_is_refused_on_compact_only_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = UnifiedLog::open(dir.path(), compacted_config(), None, state(NoSync), 0).unwrap();
+    log.append(&keyed(&[(1, Some("a"))], 1), 0).unwrap();
+    assert!(matches!(
+        log.delete_records_before(1),
+        Err(StorageError::PolicyViolation(_))
+    ));
+}

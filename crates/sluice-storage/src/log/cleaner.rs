@@ -263,7 +263,7 @@ impl UnifiedLog {
         }
 
         // Recovery must accept gaps below `mapped_to` before any segment there has one.
-        self.write_checkpoint(first_dirty, mapped_to)?;
+        self.while_open(|| self.write_checkpoint(first_dirty, mapped_to))?;
 
         // 2 and 3. Rewrite and swap every closed segment below `mapped_to`.
         let tombstone_horizon = now_ms.saturating_sub(config.delete_retention_ms);
@@ -271,17 +271,30 @@ impl UnifiedLog {
         for seg in closed.iter().filter(|s| s.next_offset <= mapped_to) {
             self.rewrite_segment(seg, &map, tombstone_horizon, throttle, &mut stats, now_ms)?;
         }
-        self.dir_state
-            .durability
-            .sync_dir(&self.dir)
-            .map_err(|e| self.dir_state.fail("directory sync", &e))?;
-
         // 4. The checkpoint: what the next pass need not map again.
-        self.write_checkpoint(mapped_to, mapped_to)?;
+        self.while_open(|| {
+            self.dir_state
+                .durability
+                .sync_dir(&self.dir)
+                .map_err(|e| self.dir_state.fail("directory sync", &e))?;
+            self.write_checkpoint(mapped_to, mapped_to)
+        })?;
         lock(&self.inner).cleaner_checkpoint = mapped_to;
         stats.cleaned_to = mapped_to;
         stats.elapsed = started.elapsed();
         Ok(Some(stats))
+    }
+
+    /// Runs `f` unless the log has been closed (its topic deleted), keeping it from being
+    /// closed meanwhile: `close` takes `flush_lock` too, so the directory `f` writes to is
+    /// still this log's.
+    fn while_open<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let _flush = lock(&self.flush_lock);
+        self.check_open()?;
+        f()
     }
 
     fn write_checkpoint(&self, first_dirty: i64, gaps_below: i64) -> Result<(), StorageError> {
@@ -333,7 +346,25 @@ impl UnifiedLog {
                 let keep = latest && !(r.is_tombstone && r.timestamp < tombstone_horizon);
                 after += u64::from(keep);
                 keep
-            })?;
+            });
+            // A batch the cleaner cannot read, or cannot rebuild into a valid stored batch (a
+            // compressed batch whose records disagree with its header), is kept as it is, so
+            // that one bad batch never stops compaction of the log.
+            let filtered = match filtered {
+                Ok(Filtered::Rebuilt(b))
+                    if sluice_records::BatchHeader::validate_stored(&b).is_err() =>
+                {
+                    tracing::warn!(log = %self.dir.display(), segment = seg.base,
+                        "kept a batch the cleaner could not rebuild");
+                    Filtered::Unchanged
+                }
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(log = %self.dir.display(), segment = seg.base, error = %e,
+                        "kept a batch the cleaner could not read");
+                    Filtered::Unchanged
+                }
+            };
             stats.records_before += before;
             stats.records_after += after;
             match filtered {
@@ -362,7 +393,7 @@ impl UnifiedLog {
         // Validate what was written and build its indexes before anything is swapped.
         let mut cleaned = LogSegment::open_file(&self.dir, seg.base, &cleaned_path, now_ms)?;
         let interval = lock(&self.inner).config.index_interval_bytes;
-        let scan = cleaned.scan_from(0, interval, true)?;
+        let scan = cleaned.scan_from(0, interval, Some(seg.next_offset))?;
         if let Some((pos, reason)) = scan.corruption {
             fs::remove_file(&cleaned_path)?;
             return Err(StorageError::Corrupt(format!(
@@ -405,6 +436,11 @@ impl UnifiedLog {
             .map_err(|e| self.dir_state.fail("directory sync", &e))?;
         fs::rename(&cleaned_path, self.dir.join(&log_name))
             .map_err(|e| self.dir_state.fail("cleaned segment swap", &e))?;
+        // Its own indexes, so that a clean restart trusts the segment instead of rescanning
+        // it. Written after the rename: a crash before this leaves no index, and a rebuild.
+        cleaned
+            .persist_indexes(self.dir_state.durability.as_ref())
+            .map_err(|e| self.dir_state.fail("index write", &e))?;
         cleaned.created_ms = old.created_ms;
         stats.bytes_after += cleaned.size;
         stats.segments += 1;
