@@ -530,21 +530,23 @@ impl LogManager {
         Ok(start)
     }
 
-    /// Replaces a topic's config overrides (AlterConfigs and IncrementalAlterConfigs compute
-    /// the new set). The change is durable in `topics.json` before any log uses it. With
-    /// `validate_only` only the checks run.
-    pub fn alter_topic_config(
+    /// Changes a topic's config overrides: `change` computes the new set from the topic as it
+    /// is, under the metadata lock, so concurrent changes cannot lose one another. The change
+    /// is durable in `topics.json` before any log uses it. With `validate_only` only the
+    /// checks run.
+    pub fn alter_topic_config<E: From<StorageError>>(
         &self,
         name: &str,
-        overrides: BTreeMap<String, String>,
+        change: impl FnOnce(&Topic) -> Result<BTreeMap<String, String>, E>,
         validate_only: bool,
-    ) -> Result<Arc<Topic>, StorageError> {
-        let config = LogConfig::with_overrides(&self.defaults, &overrides)?;
+    ) -> Result<Arc<Topic>, E> {
         let _guard = self.metadata_lock.lock().expect("metadata lock");
         let mut topics = self.topics.read().expect("topics lock").clone();
         let old = topics
             .get(name)
             .ok_or_else(|| StorageError::UnknownTopic(name.into()))?;
+        let overrides = change(old)?;
+        let config = LogConfig::with_overrides(&self.defaults, &overrides)?;
         let topic = Arc::new(Topic {
             name: old.name.clone(),
             id: old.id,

@@ -1020,14 +1020,18 @@ fn delete_records_and_config_changes_survive_a_restart() {
 
         let overrides = BTreeMap::from([("retention.bytes".to_string(), "2000".to_string())]);
         let bad = BTreeMap::from([("retention.ms".to_string(), "soon".to_string())]);
-        assert!(m.alter_topic_config("t", bad, false).is_err());
-        m.alter_topic_config("t", overrides.clone(), true).unwrap();
+        let set = |o: &BTreeMap<String, String>| {
+            let o = o.clone();
+            move |_: &sluice_storage::Topic| Ok::<_, StorageError>(o)
+        };
+        assert!(m.alter_topic_config("t", set(&bad), false).is_err());
+        m.alter_topic_config("t", set(&overrides), true).unwrap();
         assert_eq!(
             m.topic("t").unwrap().config.retention_bytes,
             -1,
             "validate only"
         );
-        m.alter_topic_config("t", overrides, false).unwrap();
+        m.alter_topic_config("t", set(&overrides), false).unwrap();
         assert_eq!(
             log.config().retention_bytes,
             2000,

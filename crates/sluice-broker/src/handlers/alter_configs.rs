@@ -28,67 +28,76 @@ const OP_SUBTRACT: i8 = 3;
 /// Topic configs whose values are lists, the only ones APPEND and SUBTRACT apply to.
 const LIST_CONFIGS: &[&str] = &["cleanup.policy"];
 
-type Outcome = Result<(), (i16, String)>;
+/// Why a resource's change was refused: a Kafka error code and a message.
+struct Refusal(i16, String);
 
-fn invalid_config(message: String) -> (i16, String) {
-    (ResponseError::InvalidConfig.code(), message)
+impl From<StorageError> for Refusal {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::InvalidConfig(m) => invalid_config(m),
+            StorageError::UnknownTopic(t) => Refusal(
+                ResponseError::UnknownTopicOrPartition.code(),
+                format!("unknown topic {t}"),
+            ),
+            e => Refusal(crate::errors::error_code(&e), e.to_string()),
+        }
+    }
 }
 
-/// Applies `overrides` to topic `name` (validating every value, refusing unknown names).
+type Outcome = Result<(), Refusal>;
+
+fn invalid_config(message: String) -> Refusal {
+    Refusal(ResponseError::InvalidConfig.code(), message)
+}
+
+/// Changes topic `name`'s overrides with `change` (validating every value, refusing unknown
+/// names), applied to the topic as it is under the metadata lock.
 fn apply(
     state: &BrokerState,
     resource_type: i8,
     name: &str,
-    change: impl FnOnce(&mut BTreeMap<String, String>) -> Outcome,
+    change: impl FnOnce(&sluice_storage::Topic, &mut BTreeMap<String, String>) -> Outcome,
     validate_only: bool,
 ) -> Outcome {
     if resource_type != RESOURCE_TOPIC {
-        return Err((
+        return Err(Refusal(
             ResponseError::InvalidRequest.code(),
             format!("resource type {resource_type}: only topic configs can be altered"),
         ));
     }
-    let topic = state.logs.topic(name).ok_or_else(|| {
-        (
-            ResponseError::UnknownTopicOrPartition.code(),
-            format!("unknown topic {name}"),
-        )
-    })?;
     if name == OFFSETS_TOPIC {
-        return Err((
+        return Err(Refusal(
             ResponseError::InvalidRequest.code(),
             format!("{name} is internal to the group coordinator"),
         ));
     }
-    let mut overrides = topic.overrides.clone();
-    change(&mut overrides)?;
-    if let Some(unknown) = overrides
-        .keys()
-        .find(|k| !TOPIC_CONFIG_NAMES.contains(&k.as_str()))
-    {
-        return Err(invalid_config(format!("unknown topic config {unknown}")));
+    tokio::task::block_in_place(|| {
+        state.logs.alter_topic_config(
+            name,
+            |topic| {
+                let mut overrides = topic.overrides.clone();
+                change(topic, &mut overrides)?;
+                if let Some(unknown) = overrides
+                    .keys()
+                    .find(|k| !TOPIC_CONFIG_NAMES.contains(&k.as_str()))
+                {
+                    return Err(invalid_config(format!("unknown topic config {unknown}")));
+                }
+                Ok(overrides)
+            },
+            validate_only,
+        )
+    })?;
+    if !validate_only {
+        tracing::info!(topic = name, "altered topic configs");
     }
-    let altered = tokio::task::block_in_place(|| {
-        state
-            .logs
-            .alter_topic_config(name, overrides, validate_only)
-    });
-    match altered {
-        Ok(_) => {
-            if !validate_only {
-                tracing::info!(topic = name, "altered topic configs");
-            }
-            Ok(())
-        }
-        Err(StorageError::InvalidConfig(m)) => Err(invalid_config(m)),
-        Err(e) => Err((crate::errors::error_code(&e), e.to_string())),
-    }
+    Ok(())
 }
 
 fn error_fields(outcome: Outcome) -> (i16, Option<StrBytes>) {
     match outcome {
         Ok(()) => (0, None),
-        Err((code, message)) => (code, Some(str_bytes(&message))),
+        Err(Refusal(code, message)) => (code, Some(str_bytes(&message))),
     }
 }
 
@@ -102,7 +111,7 @@ pub(crate) fn alter_configs(state: &BrokerState, req: AlterConfigsRequest) -> Al
                 state,
                 r.resource_type,
                 r.resource_name.as_str(),
-                |overrides| {
+                |_, overrides| {
                     overrides.clear();
                     for c in &r.configs {
                         let value = c.value.as_ref().ok_or_else(|| {
@@ -146,8 +155,7 @@ pub(crate) fn incremental_alter_configs(
                 state,
                 r.resource_type,
                 r.resource_name.as_str(),
-                |overrides| {
-                    let topic = state.logs.topic(r.resource_name.as_str());
+                |topic, overrides| {
                     for c in &r.configs {
                         let name = c.name.to_string();
                         let value = c.value.as_ref().map(|v| v.to_string());
@@ -155,7 +163,7 @@ pub(crate) fn incremental_alter_configs(
                             overrides
                                 .get(&name)
                                 .cloned()
-                                .or_else(|| topic.as_ref().and_then(|t| t.config.get(&name)))
+                                .or_else(|| topic.config.get(&name))
                         };
                         match c.config_operation {
                             OP_SET => {
@@ -186,7 +194,7 @@ pub(crate) fn incremental_alter_configs(
                                 overrides.insert(name, items.join(","));
                             }
                             other => {
-                                return Err((
+                                return Err(Refusal(
                                     ResponseError::InvalidRequest.code(),
                                     format!("{name}: unknown operation {other}"),
                                 ))
