@@ -198,10 +198,9 @@ impl BatchHeader {
             ));
         }
         if compression == Compression::None {
-            let body = &buf[BATCH_HEADER_SIZE..];
-            let mut count = 0i32;
-            record::walk(body, |rec| {
-                if i64::from(rec.offset_delta) != i64::from(count) {
+            let mut expected = 0i32;
+            header.walk_counted(buf, |rec| {
+                if rec.offset_delta != expected {
                     return Err(BatchError::InvalidRecord(
                         "offset deltas are not consecutive",
                     ));
@@ -210,16 +209,32 @@ impl BatchHeader {
                 if header.timestamp_type() == TimestampType::CreateTime && ts < -1 {
                     return Err(BatchError::InvalidTimestamp(ts));
                 }
-                count += 1;
+                expected += 1;
                 Ok(())
             })?;
-            if count != header.records_count {
-                return Err(BatchError::InvalidRecord(
-                    "record count disagrees with the records",
-                ));
-            }
         }
         Ok(header)
+    }
+
+    /// Walks the records of this uncompressed batch, calling `check` on each, and checks that
+    /// there are exactly `records_count` of them.
+    fn walk_counted(
+        &self,
+        buf: &[u8],
+        mut check: impl FnMut(&record::RawRecord<'_>) -> Result<(), BatchError>,
+    ) -> Result<(), BatchError> {
+        let mut count = 0i32;
+        record::walk(&buf[BATCH_HEADER_SIZE..], |rec| {
+            check(rec)?;
+            count += 1;
+            Ok(())
+        })?;
+        if count != self.records_count {
+            return Err(BatchError::InvalidRecord(
+                "record count disagrees with the records",
+            ));
+        }
+        Ok(())
     }
 
     /// Checks a batch as stored, which may have been compacted: what [`BatchHeader::validate`]
@@ -237,22 +252,15 @@ impl BatchHeader {
             ));
         }
         if header.compression()? == Compression::None {
-            let mut count = 0i32;
             let mut previous = -1i64;
-            record::walk(&buf[BATCH_HEADER_SIZE..], |rec| {
+            header.walk_counted(buf, |rec| {
                 let delta = i64::from(rec.offset_delta);
                 if delta <= previous || delta > i64::from(header.last_offset_delta) {
                     return Err(BatchError::InvalidRecord("offset deltas out of order"));
                 }
                 previous = delta;
-                count += 1;
                 Ok(())
             })?;
-            if count != header.records_count {
-                return Err(BatchError::InvalidRecord(
-                    "record count disagrees with the records",
-                ));
-            }
         }
         Ok(header)
     }
