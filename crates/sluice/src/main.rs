@@ -175,6 +175,16 @@ async fn serve(config: BrokerConfig) -> Result<(), String> {
     }
 }
 
+/// Lets an operator command die quietly on a closed pipe (`sluice topics list | head`), as
+/// Unix tools do; Rust ignores SIGPIPE, which turns the write error into a panic. Never for
+/// `serve`: the broker must survive clients that hang up.
+fn default_sigpipe() {
+    // SAFETY: restoring the default disposition of a signal; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The exit status of an operator command, with its error on stderr.
 fn exit(result: Result<(), String>) -> ExitCode {
     match result {
@@ -190,8 +200,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Serve(args) => args,
-        Command::Groups(args) => return exit(groups_cmd::run(args)),
-        Command::Topics(args) => return exit(topics_cmd::run(args)),
+        Command::Groups(args) => {
+            default_sigpipe();
+            return exit(groups_cmd::run(args));
+        }
+        Command::Topics(args) => {
+            default_sigpipe();
+            return exit(topics_cmd::run(args));
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(
