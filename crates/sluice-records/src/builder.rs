@@ -18,6 +18,7 @@ pub struct BatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
+    pub(crate) attributes: i16,
     records: Vec<NewRecord>,
 }
 
@@ -38,6 +39,7 @@ impl BatchBuilder {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            attributes: 0,
             records: Vec::new(),
         }
     }
@@ -48,6 +50,12 @@ impl BatchBuilder {
         self.producer_id = producer_id;
         self.producer_epoch = epoch;
         self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Marks the batch as part of its producer's transaction (attribute bit 4).
+    pub fn transactional(&mut self) -> &mut Self {
+        self.attributes |= crate::batch::TRANSACTIONAL_BIT;
         self
     }
 
@@ -90,7 +98,7 @@ impl BatchBuilder {
         out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
         out.push(2); // magic
         out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
-        out.extend_from_slice(&0i16.to_be_bytes()); // attributes
+        out.extend_from_slice(&self.attributes.to_be_bytes());
         out.extend_from_slice(&(count - 1).max(0).to_be_bytes());
         out.extend_from_slice(&self.base_timestamp.to_be_bytes());
         out.extend_from_slice(&max_timestamp.to_be_bytes());

@@ -28,6 +28,7 @@ mod batch;
 mod builder;
 pub mod compact;
 mod compression;
+mod control;
 mod record;
 mod varint;
 
@@ -36,6 +37,7 @@ pub use batch::{
     Compression, TimestampType, BATCH_HEADER_SIZE, LOG_OVERHEAD,
 };
 pub use builder::{BatchBuilder, NewRecord};
+pub use control::{control_type, marker_batch, ControlType};
 pub use record::{Header, Record};
 
 /// Why a batch was refused. Each maps to one Kafka error code in the broker.

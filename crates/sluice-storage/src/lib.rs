@@ -11,18 +11,20 @@ mod log;
 mod manager;
 mod producer_state;
 mod segment;
+mod txn_index;
 
 pub use config::{LogConfig, TimestampPolicy, TOPIC_CONFIG_NAMES};
 pub use durability::{Durability, FailAfter, Fsync};
 pub use index::{OffsetIndex, TimeIndex};
 pub use log::{
-    AppendOutcome, CleanStats, CleanerConfig, DirState, ReadOutcome, RetentionOutcome, Throttle,
-    UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES,
+    AppendOutcome, CleanStats, CleanerConfig, DirState, Isolation, ReadOutcome, RetentionOutcome,
+    Throttle, UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES,
 };
 pub use manager::{
     validate_topic_name, LogManager, Topic, MAX_PARTITIONS_PER_TOPIC, TOPIC_NAME_MAX_LEN,
 };
 pub use producer_state::{ProducerStateManager, SequenceCheck, BATCHES_PER_PRODUCER};
+pub use txn_index::AbortedTxn;
 
 use sluice_records::BatchError;
 
@@ -67,6 +69,8 @@ pub enum StorageError {
     InvalidProducerEpoch(String),
     #[error("policy violation: {0}")]
     PolicyViolation(String),
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
 }
 
 impl From<std::io::Error> for StorageError {

@@ -17,6 +17,7 @@ use sluice_records::{
 use crate::config::{LogConfig, TimestampPolicy};
 use crate::producer_state::{ProducerStateManager, SequenceCheck, Snapshot};
 use crate::segment::{parse_segment_file_name, LogSegment, HEADER_PEEK};
+use crate::txn_index::AbortedTxn;
 use crate::{Durability, StorageError};
 
 /// The most a single batch may decompress to when the broker must look inside it
@@ -35,6 +36,10 @@ const PATCHED_PREFIX: usize = 16;
 pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
 
 const PRODUCER_SNAPSHOT_FILE: &str = "producer-state.json";
+
+/// A transaction marker is one small record; a stored control batch larger than this is
+/// damage, not a marker.
+const MAX_CONTROL_BATCH_BYTES: usize = 64 << 10;
 
 /// State shared by every log in one data directory.
 #[derive(Debug)]
@@ -91,12 +96,26 @@ pub struct RetentionOutcome {
     pub log_start_offset: i64,
 }
 
-/// Result of a read: whole stored batches, never past the high watermark.
+/// Result of a read: whole stored batches, never past the high watermark (nor, for a
+/// read_committed read, past the last stable offset).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadOutcome {
     pub records: Vec<u8>,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// For read_committed: the aborted transactions with records in the range returned,
+    /// ordered by first offset, for the client to filter.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// Which records a read may return (Kafka's `isolation_level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Everything up to the high watermark, aborted records included.
+    ReadUncommitted,
+    /// Up to the last stable offset, with the list of aborted transactions in range.
+    ReadCommitted,
 }
 
 #[derive(Debug)]
@@ -170,7 +189,10 @@ impl UnifiedLog {
             } else if name.ends_with(cleaner::CLEANED_SUFFIX) {
                 // A rewrite the cleaner did not finish: the original segment is intact.
                 fs::remove_file(dir.join(&*name))?;
-            } else if name.ends_with(".index") || name.ends_with(".timeindex") {
+            } else if name.ends_with(".index")
+                || name.ends_with(".timeindex")
+                || name.ends_with(".txnindex")
+            {
                 let stem = name.split('.').next().unwrap_or_default();
                 if !dir.join(format!("{stem}.log")).exists() {
                     fs::remove_file(dir.join(&*name))?;
@@ -250,8 +272,17 @@ impl UnifiedLog {
         let last = segments.values().next_back().expect("at least one segment");
         let log_end_offset = last.next_offset;
         let log_start_offset = *segments.keys().next().expect("at least one segment");
-        let producers =
-            load_producer_state(dir, &segments, log_start_offset, log_end_offset, now_ms)?;
+        for segment in segments.values_mut() {
+            segment.load_txn_index()?;
+        }
+        let producers = load_producer_state(
+            dir,
+            &mut segments,
+            log_start_offset,
+            log_end_offset,
+            now_ms,
+            dir_state.durability.as_ref(),
+        )?;
         let log = Self {
             dir: dir.to_path_buf(),
             inner: Mutex::new(LogInner {
@@ -338,14 +369,52 @@ impl UnifiedLog {
         let mut headers = Vec::new();
         for batch in BatchIter::new(records) {
             let header = BatchHeader::validate(batch?)?;
-            if header.is_control() || header.is_transactional() {
-                // Control batches are the broker's to write; transactions are not built yet.
+            if header.is_control() {
+                // Transaction markers are the coordinator's to write.
                 return Err(StorageError::InvalidRecord(
-                    "transactional and control batches are not accepted".into(),
+                    "control batches are not accepted from clients".into(),
+                ));
+            }
+            if header.is_transactional() && (header.producer_id < 0 || header.base_sequence < 0) {
+                return Err(StorageError::InvalidRecord(
+                    "a transactional batch needs a producer id and sequence".into(),
                 ));
             }
             headers.push(header);
         }
+        self.append_checked(records, headers, None, now_ms)
+    }
+
+    /// Appends a transaction marker for producer `producer_id`: its open transaction on this
+    /// partition commits or aborts. Markers come from the transaction coordinator only.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        self.check_open()?;
+        let batch = sluice_records::marker_batch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            now_ms,
+        );
+        let header = BatchHeader::validate_stored(&batch)?;
+        self.append_checked(&batch, vec![header], Some(commit), now_ms)
+    }
+
+    /// Appends validated batches; `marker` is `Some(commit)` for a transaction marker.
+    fn append_checked(
+        &self,
+        records: &[u8],
+        mut headers: Vec<BatchHeader>,
+        marker: Option<bool>,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
         // One copy, so base offsets can be patched in place; never a re-encode.
         let count: i64 = headers
             .iter()
@@ -370,7 +439,7 @@ impl UnifiedLog {
                 });
             }
         }
-        if config.is_compacted() {
+        if config.is_compacted() && marker.is_none() {
             // A compacted topic is a table: every record needs a key (Kafka refuses too).
             // The one case where produce looks inside (compressed) batches.
             for batch in BatchIter::new(records) {
@@ -387,11 +456,19 @@ impl UnifiedLog {
                 }
             }
         }
-        let log_append = config.timestamp_type == TimestampPolicy::LogAppendTime;
+        let log_append =
+            config.timestamp_type == TimestampPolicy::LogAppendTime && marker.is_none();
+        let check = match &headers[..] {
+            [h] if marker.is_some() => inner
+                .producers
+                .check_marker(h.producer_id, h.producer_epoch)
+                .map(|()| SequenceCheck::Append)?,
+            _ => inner.producers.check_append(&headers)?,
+        };
         if let SequenceCheck::Duplicate {
             base_offset,
             last_offset,
-        } = inner.producers.check_append(&headers)?
+        } = check
         {
             // A retry of a batch we already have: answer with where it went, write nothing.
             return Ok(AppendOutcome {
@@ -463,8 +540,17 @@ impl UnifiedLog {
         }
         active.size = at;
         inner.log_end_offset = offset;
-        for h in &headers {
-            inner.producers.record(h, now_ms);
+        if let Some(commit) = marker {
+            if let Some(aborted) = inner.producers.record_marker(&headers[0], commit, now_ms) {
+                // Synced with the segment by the flush that makes the marker durable.
+                if let Err(e) = inner.active().append_aborted(aborted) {
+                    return Err(self.dir_state.fail("transaction index write", &e));
+                }
+            }
+        } else {
+            for h in &headers {
+                inner.producers.record(h, now_ms);
+            }
         }
         Ok(AppendOutcome {
             base_offset,
@@ -522,10 +608,12 @@ impl UnifiedLog {
                 .range(..=flushed)
                 .next_back()
                 .map(|(b, _)| *b);
+            // Aborted-transaction indexes are synced with their segments, so an entry is
+            // durable exactly when its marker is.
             let files: Vec<Arc<File>> = inner
                 .segments
                 .range(first.unwrap_or(i64::MIN)..)
-                .map(|(_, s)| s.file.clone())
+                .flat_map(|(_, s)| std::iter::once(s.file.clone()).chain(s.txn_file.clone()))
                 .collect();
             let dirty = std::mem::take(&mut inner.dir_dirty);
             (inner.log_end_offset, files, dirty)
@@ -759,10 +847,45 @@ impl UnifiedLog {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<ReadOutcome, StorageError> {
+        self.read_isolated(offset, max_bytes, min_one_batch, Isolation::ReadUncommitted)
+    }
+
+    /// The last stable offset: below it every transaction has ended. Equal to the high
+    /// watermark when no transaction is open.
+    pub fn last_stable_offset(&self) -> i64 {
+        let inner = lock(&self.inner);
+        Self::lso_of(&inner)
+    }
+
+    fn lso_of(inner: &LogInner) -> i64 {
+        inner
+            .producers
+            .first_unstable_offset()
+            .unwrap_or(inner.log_end_offset)
+            .clamp(inner.log_start_offset, inner.log_end_offset)
+    }
+
+    /// Open transactions on this partition: (producer id, first offset), oldest first.
+    pub fn open_transactions(&self) -> Vec<(i64, i64)> {
+        lock(&self.inner).producers.open_transactions()
+    }
+
+    /// Like [`UnifiedLog::read`], at the given isolation level.
+    pub fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        isolation: Isolation,
+    ) -> Result<ReadOutcome, StorageError> {
         self.check_open()?;
-        let (hw, log_start) = {
+        let (hw, lso, log_start) = {
             let inner = lock(&self.inner);
-            (inner.log_end_offset, inner.log_start_offset)
+            (
+                inner.log_end_offset,
+                Self::lso_of(&inner),
+                inner.log_start_offset,
+            )
         };
         if offset < log_start || offset > hw {
             return Err(StorageError::OffsetOutOfRange {
@@ -771,16 +894,72 @@ impl UnifiedLog {
                 log_end: hw,
             });
         }
+        let upper = match isolation {
+            Isolation::ReadUncommitted => hw,
+            Isolation::ReadCommitted => lso,
+        };
+        let mut out = self.read_below(offset, upper, max_bytes, min_one_batch)?;
+        out.high_watermark = hw;
+        out.last_stable_offset = lso;
+        out.log_start_offset = log_start;
+        if isolation == Isolation::ReadCommitted && !out.records.is_empty() {
+            let mut end = offset;
+            for batch in BatchIter::new(&out.records) {
+                end = BatchHeader::parse(batch?)?.next_offset();
+            }
+            out.aborted = self.aborted_transactions(offset, end);
+        }
+        Ok(out)
+    }
+
+    /// Aborted transactions with records in `[from, upper)`, ordered by first offset.
+    pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        let inner = lock(&self.inner);
+        // Entries live in the segment of their marker, which is at or after `from`.
+        let first = inner
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        let mut out = Vec::new();
+        'segments: for segment in inner.segments.range(first..).map(|(_, s)| s) {
+            for e in &segment.aborted {
+                if e.last_offset < from {
+                    continue;
+                }
+                if e.first_offset < upper {
+                    out.push(*e);
+                }
+                // Every transaction aborted later started at or past this LSO.
+                if e.last_stable_offset >= upper {
+                    break 'segments;
+                }
+            }
+        }
+        out.sort_by_key(|e| e.first_offset);
+        out
+    }
+
+    /// Whole batches from the one holding `offset`, none starting at or past `upper`.
+    fn read_below(
+        &self,
+        offset: i64,
+        upper: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<ReadOutcome, StorageError> {
         let empty = ReadOutcome {
             records: Vec::new(),
-            high_watermark: hw,
-            log_start_offset: log_start,
+            high_watermark: upper,
+            last_stable_offset: upper,
+            log_start_offset: 0,
+            aborted: Vec::new(),
         };
         // A compacted segment can end in a gap: when nothing at or after `target` is left in
         // its segment, the read moves on to the next one.
         let mut target = offset;
         loop {
-            if target >= hw {
+            if target >= upper {
                 return Ok(empty);
             }
             let (file, mut pos, end, segment_end) = {
@@ -836,20 +1015,18 @@ impl UnifiedLog {
             };
             let want = want.min(available) as usize;
             let mut records = read_exact_at_uninit(&file, want, pos)?;
-            // Keep only whole batches.
+            // Keep only whole batches, and none from `upper` on.
             let mut keep = 0usize;
             for batch in BatchIter::new(&records) {
                 match batch {
-                    Ok(b) => keep += b.len(),
-                    Err(_) => break,
+                    Ok(b) if i64::from_be_bytes(b[..8].try_into().expect("8 bytes")) < upper => {
+                        keep += b.len()
+                    }
+                    _ => break,
                 }
             }
             records.truncate(keep);
-            return Ok(ReadOutcome {
-                records,
-                high_watermark: hw,
-                log_start_offset: log_start,
-            });
+            return Ok(ReadOutcome { records, ..empty });
         }
     }
 
@@ -912,13 +1089,16 @@ pub(crate) fn write_file_atomically(
 }
 
 /// Rebuilds producer state: the snapshot, if it covers a prefix of the log, then every batch
-/// header after it. Without a usable snapshot, every header in the log.
+/// header after it. Without a usable snapshot, every header in the log. Transaction markers
+/// met on the way rebuild the aborted-transaction index entries from there on (entries at or
+/// past that point are dropped first: they may describe a truncated tail).
 fn load_producer_state(
     dir: &Path,
-    segments: &BTreeMap<i64, LogSegment>,
+    segments: &mut BTreeMap<i64, LogSegment>,
     log_start: i64,
     log_end: i64,
     now_ms: i64,
+    durability: &dyn Durability,
 ) -> Result<ProducerStateManager, StorageError> {
     let snapshot = fs::read(dir.join(PRODUCER_SNAPSHOT_FILE))
         .ok()
@@ -932,16 +1112,47 @@ fn load_producer_state(
         None => (ProducerStateManager::default(), log_start),
     };
     let mut header = [0u8; BATCH_HEADER_SIZE];
-    for segment in segments.values().filter(|s| s.next_offset > from) {
-        let relative = (from - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-        let mut pos = u64::from(segment.offset_index.lookup(relative).1);
-        while pos + BATCH_HEADER_SIZE as u64 <= segment.size {
-            segment.file.read_exact_at(&mut header, pos)?;
-            let h = BatchHeader::parse(&header)?;
-            if h.base_offset >= from {
-                state.record(&h, now_ms);
+    for segment in segments.values_mut() {
+        let before = segment.aborted.len();
+        segment.aborted.retain(|e| e.last_offset < from);
+        let mut changed = segment.aborted.len() != before;
+        if segment.next_offset > from {
+            let relative = (from - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+            let mut pos = u64::from(segment.offset_index.lookup(relative).1);
+            while pos + BATCH_HEADER_SIZE as u64 <= segment.size {
+                segment.file.read_exact_at(&mut header, pos)?;
+                let h = BatchHeader::parse(&header)?;
+                if h.base_offset >= from {
+                    if h.is_control() {
+                        if h.total_size() > MAX_CONTROL_BATCH_BYTES {
+                            return Err(StorageError::Corrupt(format!(
+                                "control batch of {} bytes at offset {}",
+                                h.total_size(),
+                                h.base_offset
+                            )));
+                        }
+                        let mut batch = vec![0u8; h.total_size()];
+                        segment.file.read_exact_at(&mut batch, pos)?;
+                        let commit = match sluice_records::control_type(&h, &batch)? {
+                            sluice_records::ControlType::Commit => Some(true),
+                            sluice_records::ControlType::Abort => Some(false),
+                            sluice_records::ControlType::Other(_) => None,
+                        };
+                        if let Some(aborted) =
+                            commit.and_then(|c| state.record_marker(&h, c, now_ms))
+                        {
+                            segment.aborted.push(aborted);
+                            changed = true;
+                        }
+                    } else {
+                        state.record(&h, now_ms);
+                    }
+                }
+                pos += h.total_size() as u64;
             }
-            pos += h.total_size() as u64;
+        }
+        if changed {
+            segment.rewrite_txn_index(durability)?;
         }
     }
     Ok(state)

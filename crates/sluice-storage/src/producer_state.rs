@@ -7,12 +7,17 @@
 //! derived from the log. Snapshot file `producer-state.json` in the partition directory:
 //! `{"offset": N, "producers": [{"producer_id", "epoch", "last_append_ms", "batches": [...]}]}`
 //! where `offset` is the log end offset the snapshot covers.
+//!
+//! It also tracks transactions: the first offset of each producer's open transaction on this
+//! partition, so the partition knows its last stable offset (LSO, the first offset of the
+//! oldest open transaction), and which transactions an abort marker closes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use sluice_records::BatchHeader;
 
+use crate::txn_index::AbortedTxn;
 use crate::StorageError;
 
 /// Batches remembered per producer; clients keep at most 5 in flight per partition.
@@ -32,6 +37,9 @@ struct ProducerEntry {
     epoch: i16,
     last_append_ms: i64,
     batches: VecDeque<BatchMetadata>,
+    /// The first offset of this producer's open transaction on the partition.
+    #[serde(default)]
+    txn_first_offset: Option<i64>,
 }
 
 /// The outcome of checking a batch against producer state.
@@ -68,6 +76,8 @@ fn metadata(h: &BatchHeader) -> BatchMetadata {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions: first offset → producer id.
+    ongoing: BTreeMap<i64, i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -99,6 +109,15 @@ impl ProducerStateManager {
             return Err(StorageError::InvalidProducerEpoch(format!(
                 "producer {} epoch {} is older than {}",
                 h.producer_id, h.producer_epoch, entry.epoch
+            )));
+        }
+        if !h.is_transactional()
+            && h.producer_epoch == entry.epoch
+            && entry.txn_first_offset.is_some()
+        {
+            return Err(StorageError::InvalidTxnState(format!(
+                "producer {} sent a non-transactional batch inside its open transaction",
+                h.producer_id
             )));
         }
         let this = metadata(h);
@@ -154,6 +173,7 @@ impl ProducerStateManager {
                             epoch: h.producer_epoch,
                             last_append_ms: 0,
                             batches: VecDeque::new(),
+                            txn_first_offset: None,
                         });
                     Self::push(&mut entry, h, 0);
                     pending.insert(h.producer_id, entry);
@@ -189,23 +209,94 @@ impl ProducerStateManager {
                 epoch: h.producer_epoch,
                 last_append_ms: now_ms,
                 batches: VecDeque::new(),
+                txn_first_offset: None,
             });
         Self::push(entry, h, now_ms);
+        if h.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(h.base_offset);
+            self.ongoing.insert(h.base_offset, h.producer_id);
+        }
+    }
+
+    /// Checks a transaction marker against the producer's epoch: a marker from an older
+    /// epoch than the partition has seen is a zombie coordinator's, and refused.
+    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), StorageError> {
+        match self.producers.get(&producer_id) {
+            Some(e) if e.epoch > epoch => Err(StorageError::InvalidProducerEpoch(format!(
+                "marker for producer {producer_id} at epoch {epoch}, older than {}",
+                e.epoch
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records an appended (or replayed) transaction marker: the producer's open transaction
+    /// ends. For an abort that had records here, returns the aborted-index entry.
+    pub fn record_marker(
+        &mut self,
+        h: &BatchHeader,
+        commit: bool,
+        now_ms: i64,
+    ) -> Option<AbortedTxn> {
+        let entry = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                last_append_ms: now_ms,
+                batches: VecDeque::new(),
+                txn_first_offset: None,
+            });
+        if h.producer_epoch > entry.epoch {
+            // The coordinator bumped the epoch (a timed-out transaction): fence the old one.
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
+        let first = entry.txn_first_offset.take()?;
+        self.ongoing.remove(&first);
+        (!commit).then(|| AbortedTxn {
+            producer_id: h.producer_id,
+            first_offset: first,
+            last_offset: h.base_offset,
+            last_stable_offset: self.first_unstable_offset().unwrap_or(h.base_offset + 1),
+        })
+    }
+
+    /// The first offset of the oldest open transaction, if any.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// Open transactions on this partition: (producer id, first offset), oldest first.
+    pub fn open_transactions(&self) -> Vec<(i64, i64)> {
+        self.ongoing
+            .iter()
+            .map(|(&first, &pid)| (pid, first))
+            .collect()
     }
 
     /// Forgets producers idle for longer than `expiration_ms` (Kafka's
     /// `producer.id.expiration.ms`), so state does not grow without bound.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) {
-        self.producers
-            .retain(|_, e| now_ms - e.last_append_ms <= expiration_ms);
+        // A producer with an open transaction stays until the transaction ends.
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || now_ms - e.last_append_ms <= expiration_ms
+        });
     }
 
     /// Drops batches at or past `offset` (after recovery truncated the log).
     pub fn truncate_to(&mut self, offset: i64) {
         for entry in self.producers.values_mut() {
             entry.batches.retain(|b| b.last_offset < offset);
+            if entry.txn_first_offset.is_some_and(|f| f >= offset) {
+                entry.txn_first_offset = None;
+            }
         }
-        self.producers.retain(|_, e| !e.batches.is_empty());
+        self.producers
+            .retain(|_, e| !e.batches.is_empty() || e.txn_first_offset.is_some());
+        self.ongoing = Self::ongoing_of(&self.producers);
     }
 
     pub fn len(&self) -> usize {
@@ -223,13 +314,20 @@ impl ProducerStateManager {
     }
 
     pub(crate) fn from_snapshot(snapshot: Snapshot) -> Self {
-        Self {
-            producers: snapshot
-                .producers
-                .into_iter()
-                .map(|e| (e.producer_id, e))
-                .collect(),
-        }
+        let producers = snapshot
+            .producers
+            .into_iter()
+            .map(|e| (e.producer_id, e))
+            .collect();
+        let ongoing = Self::ongoing_of(&producers);
+        Self { producers, ongoing }
+    }
+
+    fn ongoing_of(producers: &HashMap<i64, ProducerEntry>) -> BTreeMap<i64, i64> {
+        producers
+            .values()
+            .filter_map(|e| Some((e.txn_first_offset?, e.producer_id)))
+            .collect()
     }
 }
 
@@ -336,5 +434,89 @@ mod tests {
         assert_eq!(state.len(), 1);
         state.truncate_to(1);
         assert!(state.is_empty());
+    }
+
+    fn txn(pid: i64, seq: i32, base_offset: i64) -> BatchHeader {
+        let mut h = header(pid, 0, seq, 2, base_offset);
+        h.attributes |= 0x10;
+        h
+    }
+
+    fn marker(pid: i64, epoch: i16, offset: i64) -> BatchHeader {
+        let mut h = header(pid, epoch, -1, 1, offset);
+        h.attributes |= 0x30;
+        h
+    }
+
+    /// The LSO is the first offset of the oldest open transaction; a commit ends one without
+    /// an index entry, an abort yields the entry that covers exactly its records.
+    #[test]
+    fn open_transactions_set_the_lso_and_aborts_yield_index_entries() {
+        let mut state = ProducerStateManager::default();
+        state.record(&txn(1, 0, 10), 0);
+        state.record(&txn(2, 0, 12), 0);
+        state.record(&txn(1, 2, 14), 0);
+        assert_eq!(state.first_unstable_offset(), Some(10));
+        assert_eq!(state.record_marker(&marker(1, 0, 16), true, 0), None);
+        assert_eq!(state.first_unstable_offset(), Some(12));
+        let aborted = state.record_marker(&marker(2, 0, 17), false, 0).unwrap();
+        assert_eq!(
+            aborted,
+            AbortedTxn {
+                producer_id: 2,
+                first_offset: 12,
+                last_offset: 17,
+                last_stable_offset: 18
+            }
+        );
+        assert_eq!(state.first_unstable_offset(), None);
+        // A marker for a producer with nothing open here ends nothing.
+        assert_eq!(state.record_marker(&marker(2, 0, 18), false, 0), None);
+    }
+
+    #[test]
+    fn a_plain_batch_inside_an_open_transaction_is_refused() {
+        let mut state = ProducerStateManager::default();
+        state.record(&txn(1, 0, 0), 0);
+        assert!(matches!(
+            state.check_append(&[header(1, 0, 2, 1, -1)]),
+            Err(StorageError::InvalidTxnState(_))
+        ));
+        assert_eq!(
+            state.check_append(&[txn(1, 2, -1)]).unwrap(),
+            SequenceCheck::Append
+        );
+    }
+
+    /// A timed-out transaction's abort marker carries a bumped epoch: the producer's next
+    /// batch at the old epoch is fenced, and so is a marker from the old epoch.
+    #[test]
+    fn a_bumped_marker_fences_the_old_epoch() {
+        let mut state = ProducerStateManager::default();
+        state.record(&txn(5, 0, 0), 0);
+        assert!(state.record_marker(&marker(5, 1, 2), false, 0).is_some());
+        assert!(matches!(
+            state.check_append(&[txn(5, 2, -1)]),
+            Err(StorageError::InvalidProducerEpoch(_))
+        ));
+        assert!(state.check_marker(5, 0).is_err());
+        assert!(state.check_marker(5, 1).is_ok());
+    }
+
+    #[test]
+    fn open_transactions_survive_snapshots_and_expiry() {
+        let mut state = ProducerStateManager::default();
+        state.record(&txn(3, 0, 40), 1_000);
+        state.record(&header(4, 0, 0, 1, 42), 1_000);
+        state.expire(1_000_000, 10);
+        assert_eq!(
+            state.len(),
+            1,
+            "only the producer with an open transaction stays"
+        );
+        let bytes = serde_json::to_vec(&state.to_snapshot(43)).unwrap();
+        let back = ProducerStateManager::from_snapshot(serde_json::from_slice(&bytes).unwrap());
+        assert_eq!(back.first_unstable_offset(), Some(40));
+        assert_eq!(back, state);
     }
 }

@@ -5,6 +5,8 @@
 //!   00000000000000000000.log        batches, byte-for-byte as produced except the base
 //!   00000000000000000000.index      offset, leader epoch and LogAppendTime fields
 //!   00000000000000000000.timeindex
+//!   00000000000000000000.txnindex   aborted transactions whose abort marker is in this
+//!                                   segment (only if there are any)
 //!   00000000000000004711.log        next segment: its name is its base offset
 //! ```
 
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use sluice_records::{BatchError, BatchHeader, BATCH_HEADER_SIZE, LOG_OVERHEAD};
 
 use crate::index::{OffsetIndex, TimeIndex};
+use crate::txn_index::AbortedTxn;
 
 /// Bytes of a batch header we read to step over and locate batches.
 pub(crate) const HEADER_PEEK: usize = 27;
@@ -52,6 +55,12 @@ pub(crate) struct LogSegment {
     pub created_ms: i64,
     /// Whether the index files on disk match the in-memory indexes.
     pub indexes_persisted: bool,
+    /// Aborted transactions whose abort marker lies in this segment, in marker order: the
+    /// `.txnindex` file's contents.
+    pub aborted: Vec<AbortedTxn>,
+    /// The `.txnindex` file, opened on the first entry; entries are appended to it and it is
+    /// synced along with the segment.
+    pub txn_file: Option<Arc<File>>,
 }
 
 /// What scanning a run of batches found.
@@ -73,6 +82,69 @@ impl LogSegment {
     pub fn time_index_path(&self) -> PathBuf {
         self.dir
             .join(segment_file_name(self.base_offset, "timeindex"))
+    }
+    pub fn txn_index_path(&self) -> PathBuf {
+        self.dir
+            .join(segment_file_name(self.base_offset, "txnindex"))
+    }
+
+    /// Reads the `.txnindex` file, if there is one. A torn last entry is dropped.
+    pub fn load_txn_index(&mut self) -> io::Result<()> {
+        match fs::read(self.txn_index_path()) {
+            Ok(bytes) => {
+                self.aborted = crate::txn_index::parse(&bytes);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends an aborted transaction to the index (the caller syncs with the segment).
+    pub fn append_aborted(&mut self, entry: AbortedTxn) -> io::Result<()> {
+        let file = match &self.txn_file {
+            Some(f) => f.clone(),
+            None => {
+                let f = Arc::new(
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(self.txn_index_path())?,
+                );
+                self.txn_file = Some(f.clone());
+                f
+            }
+        };
+        let at = (self.aborted.len() * crate::txn_index::ENTRY_BYTES) as u64;
+        file.write_all_at(&entry.to_bytes(), at)?;
+        file.set_len(at + crate::txn_index::ENTRY_BYTES as u64)?;
+        self.aborted.push(entry);
+        Ok(())
+    }
+
+    /// Replaces the `.txnindex` file with the in-memory entries (after recovery dropped some).
+    pub fn rewrite_txn_index(&mut self, durability: &dyn crate::Durability) -> io::Result<()> {
+        let path = self.txn_index_path();
+        self.txn_file = None;
+        if self.aborted.is_empty() {
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        let bytes: Vec<u8> = self.aborted.iter().flat_map(|e| e.to_bytes()).collect();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        file.write_all_at(&bytes, 0)?;
+        durability.sync_file(&file)?;
+        self.txn_file = Some(Arc::new(file));
+        Ok(())
     }
 
     /// Creates an empty segment file (truncating any leftover with the same name).
@@ -100,6 +172,8 @@ impl LogSegment {
             bytes_since_index_entry: 0,
             created_ms: now_ms,
             indexes_persisted: false,
+            aborted: Vec::new(),
+            txn_file: None,
         }
     }
 
@@ -311,7 +385,12 @@ impl LogSegment {
 
     /// Deletes the segment's files.
     pub fn delete_files(&self) -> io::Result<()> {
-        for path in [self.log_path(), self.index_path(), self.time_index_path()] {
+        for path in [
+            self.log_path(),
+            self.index_path(),
+            self.time_index_path(),
+            self.txn_index_path(),
+        ] {
             match fs::remove_file(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}

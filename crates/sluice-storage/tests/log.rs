@@ -12,8 +12,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use proptest::prelude::*;
 use sluice_records::{BatchBuilder, BatchHeader, BatchIter, NewRecord};
 use sluice_storage::{
-    CleanerConfig, DirState, Durability, FailAfter, LogConfig, LogManager, StorageError, Throttle,
-    TimestampPolicy, UnifiedLog,
+    AbortedTxn, CleanerConfig, DirState, Durability, FailAfter, Isolation, LogConfig, LogManager,
+    StorageError, Throttle, TimestampPolicy, UnifiedLog,
 };
 
 /// Skips syncing: for tests that reopen logs hundreds of times and do not test durability.
@@ -687,18 +687,17 @@ fn producer_ids_are_never_reused_across_restarts() {
     }
 }
 
+/// Control batches are the coordinator's: a client cannot forge a transaction marker.
 #[test]
-fn client_control_and_transactional_batches_are_refused() {
+fn client_control_batches_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let log = UnifiedLog::open(dir.path(), config(1 << 20), None, state(NoSync), 0).unwrap();
-    let mut bytes = idempotent_batch(1, 0, 0, 1);
-    bytes[22] |= 0x10; // transactional bit of attributes
-    let crc = crc32c::crc32c(&bytes[21..]);
-    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    let forged = sluice_records::marker_batch(1, 0, true, 0, 0);
     assert!(matches!(
-        log.append(&bytes, 0),
+        log.append(&forged, 0),
         Err(StorageError::InvalidRecord(_))
     ));
+    assert_eq!(log.log_end_offset(), 0);
 }
 
 /// Deleting a topic while its log is still referenced (an in-flight produce, a checkpoint
@@ -1331,4 +1330,302 @@ fn delete_records_is_refused_on_compact_only_logs() {
         log.delete_records_before(1),
         Err(StorageError::PolicyViolation(_))
     ));
+}
+
+// -- transactions -------------------------------------------------------------------------
+
+/// A transactional batch of producer `pid` with keyed records `k{key}` = value.
+fn txn_batch(pid: i64, epoch: i16, seq: i32, records: &[(u32, Option<&str>)]) -> Vec<u8> {
+    let mut b = BatchBuilder::new(1);
+    b.producer(pid, epoch, seq).transactional();
+    for (key, value) in records {
+        b.push(NewRecord {
+            key: Some(format!("k{key}").into_bytes()),
+            value: value.map(|v| v.as_bytes().to_vec()),
+            ..NewRecord::default()
+        });
+    }
+    b.build()
+}
+
+/// What a read_committed consumer shows from offset 0: the records below the LSO, minus the
+/// aborted transactions' records and the markers. (offset, key, value)
+fn committed_view(log: &UnifiedLog) -> Vec<(i64, String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    let mut aborted: Vec<AbortedTxn> = Vec::new();
+    loop {
+        let read = log
+            .read_isolated(offset, 1 << 20, true, Isolation::ReadCommitted)
+            .unwrap();
+        if read.records.is_empty() {
+            return out;
+        }
+        aborted.extend(read.aborted);
+        for b in BatchIter::new(&read.records) {
+            let b = b.unwrap();
+            let h = BatchHeader::validate_stored(b).unwrap();
+            offset = h.next_offset();
+            assert!(h.base_offset < read.last_stable_offset);
+            let is_aborted = h.is_transactional()
+                && aborted.iter().any(|a| {
+                    a.producer_id == h.producer_id
+                        && (a.first_offset..=a.last_offset).contains(&h.base_offset)
+                });
+            if h.is_control() || is_aborted {
+                continue;
+            }
+            for r in h.records(b, 1 << 20).unwrap() {
+                let key = String::from_utf8(r.key.unwrap()).unwrap();
+                out.push((
+                    r.offset,
+                    key,
+                    r.value.map(|v| String::from_utf8(v).unwrap()),
+                ));
+            }
+        }
+    }
+}
+
+/// An open transaction holds the last stable offset at its first offset: read_committed
+/// reads stop there while read_uncommitted reads go on to the high watermark. An abort
+/// marker releases it and the read lists the aborted transaction so the client can drop
+/// its records; a commit lists nothing.
+#[test]
+fn read_committed_stops_at_the_lso_and_lists_aborted_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = UnifiedLog::open(dir.path(), config(1 << 20), None, state(NoSync), 0).unwrap();
+    log.append(&keyed(&[(1, Some("plain"))], 1), 0).unwrap(); // 0
+    log.append(&txn_batch(7, 0, 0, &[(2, Some("a")), (3, Some("b"))]), 0)
+        .unwrap(); // 1-2
+    log.append(&keyed(&[(4, Some("after"))], 1), 0).unwrap(); // 3
+    assert_eq!(log.last_stable_offset(), 1);
+    let rc = log
+        .read_isolated(0, 1 << 20, true, Isolation::ReadCommitted)
+        .unwrap();
+    assert_eq!(BatchIter::new(&rc.records).count(), 1);
+    assert_eq!((rc.high_watermark, rc.last_stable_offset), (4, 1));
+    let ru = log
+        .read_isolated(0, 1 << 20, true, Isolation::ReadUncommitted)
+        .unwrap();
+    assert_eq!(BatchIter::new(&ru.records).count(), 3);
+    assert!(log
+        .read_isolated(1, 1 << 20, true, Isolation::ReadCommitted)
+        .unwrap()
+        .records
+        .is_empty());
+
+    let marker = log.append_marker(7, 0, false, 0, 0).unwrap();
+    assert_eq!(marker.base_offset, 4);
+    assert_eq!(log.last_stable_offset(), 5);
+    log.append(&txn_batch(9, 0, 0, &[(5, Some("kept"))]), 0)
+        .unwrap(); // 5
+    log.append_marker(9, 0, true, 0, 0).unwrap(); // 6
+    let rc = log
+        .read_isolated(2, 1 << 20, true, Isolation::ReadCommitted)
+        .unwrap();
+    assert_eq!(
+        rc.aborted,
+        vec![AbortedTxn {
+            producer_id: 7,
+            first_offset: 1,
+            last_offset: 4,
+            last_stable_offset: 5
+        }]
+    );
+    assert_eq!(
+        committed_view(&log),
+        vec![
+            (0, "k1".into(), Some("plain".into())),
+            (3, "k4".into(), Some("after".into())),
+            (5, "k5".into(), Some("kept".into())),
+        ]
+    );
+    // Past the aborted transaction, nothing is listed.
+    assert!(log
+        .read_isolated(5, 1 << 20, true, Isolation::ReadCommitted)
+        .unwrap()
+        .aborted
+        .is_empty());
+}
+
+/// A marker from an epoch older than the partition has seen is refused, and a producer's
+/// plain batch inside its own open transaction is refused.
+#[test]
+fn stale_markers_and_plain_batches_inside_a_transaction_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = UnifiedLog::open(dir.path(), config(1 << 20), None, state(NoSync), 0).unwrap();
+    log.append(&txn_batch(3, 2, 0, &[(1, Some("x"))]), 0)
+        .unwrap();
+    assert!(matches!(
+        log.append_marker(3, 1, true, 0, 0),
+        Err(StorageError::InvalidProducerEpoch(_))
+    ));
+    assert!(matches!(
+        log.append(&idempotent_batch(3, 2, 1, 1), 0),
+        Err(StorageError::InvalidTxnState(_))
+    ));
+    assert_eq!(log.last_stable_offset(), 0);
+    log.append_marker(3, 2, true, 0, 0).unwrap();
+    assert_eq!(log.last_stable_offset(), 2);
+}
+
+/// Open transactions and the aborted-transaction index survive a clean restart, a crash
+/// (replay from the recovery point) and the loss of the producer snapshot (replay of the
+/// whole log); a torn abort marker is cut by recovery and its transaction is open again.
+#[test]
+fn transaction_state_is_rebuilt_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(300);
+    let log = UnifiedLog::open(dir.path(), cfg.clone(), None, state(NoSync), 0).unwrap();
+    for round in 0..6 {
+        let pid = 100 + round % 2;
+        let seq = round as i32 / 2;
+        log.append(&txn_batch(pid, 0, seq, &[(round as u32, Some("v"))]), 0)
+            .unwrap();
+        log.append(&keyed(&[(50, Some("plain"))], 1), 0).unwrap();
+        log.append_marker(pid, 0, round % 3 != 0, 0, 0).unwrap();
+    }
+    log.append(&txn_batch(200, 0, 0, &[(9, Some("open"))]), 0)
+        .unwrap();
+    let open_at = log.log_end_offset() - 1;
+    log.append(&keyed(&[(51, Some("tail"))], 1), 0).unwrap();
+    let view = committed_view(&log);
+    let aborted = log.aborted_transactions(0, i64::MAX);
+    assert_eq!(aborted.len(), 2);
+    assert!(log.segment_count() > 2, "the test must span segments");
+    log.flush_all(0).unwrap();
+    let rp = log.recovery_point();
+    drop(log);
+
+    let check = |recovery_point: Option<i64>| {
+        let log =
+            UnifiedLog::open(dir.path(), cfg.clone(), recovery_point, state(NoSync), 0).unwrap();
+        assert_eq!(log.last_stable_offset(), open_at, "{recovery_point:?}");
+        assert_eq!(log.aborted_transactions(0, i64::MAX), aborted);
+        assert_eq!(committed_view(&log), view);
+        log
+    };
+    check(Some(rp));
+    check(None);
+    fs::remove_file(dir.path().join("producer-state.json")).unwrap();
+    let log = check(Some(rp));
+
+    // Abort the open transaction, then tear the marker off the end: recovery cuts it, the
+    // transaction is open again and its index entry is gone.
+    let marker = log.append_marker(200, 0, false, 0, 0).unwrap();
+    assert_eq!(log.aborted_transactions(0, i64::MAX).len(), 3);
+    log.flush_all(0).unwrap();
+    drop(log);
+    let last = *segment_bases(dir.path()).last().unwrap();
+    let path = dir.path().join(format!("{last:020}.log"));
+    let len = fs::metadata(&path).unwrap().len();
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    fs::remove_file(dir.path().join("producer-state.json")).unwrap();
+    let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    assert_eq!(log.log_end_offset(), marker.base_offset);
+    assert_eq!(log.last_stable_offset(), open_at);
+    assert_eq!(log.aborted_transactions(0, i64::MAX), aborted);
+}
+
+fn marker_offsets(log: &UnifiedLog) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < log.log_end_offset() {
+        let read = log.read(offset, 1 << 20, true).unwrap();
+        for b in BatchIter::new(&read.records) {
+            let h = BatchHeader::parse(b.unwrap()).unwrap();
+            if h.is_control() {
+                out.push(h.base_offset);
+            }
+            offset = h.next_offset();
+        }
+    }
+    out
+}
+
+/// Compaction never lets an aborted record win or survive: a key whose newest record was
+/// aborted keeps its committed value; markers stay; a segment with an open transaction (and
+/// everything after it) is left alone until the transaction ends.
+#[test]
+fn compaction_drops_aborted_records_and_waits_for_open_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = UnifiedLog::open(dir.path(), compacted_config(), None, state(NoSync), 0).unwrap();
+    for round in 0..20u32 {
+        log.append(&keyed(&[(round % 4, Some(&format!("c{round}")))], 1), 0)
+            .unwrap();
+        // Every round, producer 5 overwrites key 0 in a transaction that aborts.
+        let seq = round as i32;
+        log.append(&txn_batch(5, 0, seq, &[(0, Some("aborted"))]), 0)
+            .unwrap();
+        log.append_marker(5, 0, false, 0, 0).unwrap();
+    }
+    // An open transaction, then enough data to close its segment.
+    log.append(&txn_batch(6, 0, 0, &[(1, Some("open"))]), 0)
+        .unwrap();
+    let open_at = log.log_end_offset() - 1;
+    for round in 0..20u32 {
+        log.append(&keyed(&[(2, Some(&format!("late{round}")))], 1), 0)
+            .unwrap();
+    }
+    let before = committed_view(&log);
+    let markers_before = marker_offsets(&log);
+    let cleaner = CleanerConfig::default();
+    let mut cleaned_to = 0;
+    while let Some(stats) = log
+        .clean(10, &cleaner, &mut Throttle::new(f64::MAX))
+        .unwrap()
+    {
+        cleaned_to = stats.cleaned_to;
+    }
+    assert!(
+        cleaned_to > 0 && cleaned_to <= open_at,
+        "{cleaned_to} vs {open_at}"
+    );
+    let after = committed_view(&log);
+    // Nothing at or past the open transaction was touched.
+    let tail = |v: &[(i64, String, Option<String>)]| {
+        v.iter()
+            .filter(|r| r.0 >= open_at)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tail(&after), tail(&before));
+    let value_of = |v: &[(i64, String, Option<String>)], key: &str| {
+        v.iter()
+            .rev()
+            .find(|r| r.1 == key && r.0 < open_at)
+            .cloned()
+    };
+    for key in ["k0", "k1", "k2", "k3"] {
+        assert_eq!(value_of(&after, key), value_of(&before, key), "{key}");
+    }
+    assert_eq!(value_of(&after, "k0").unwrap().2.as_deref(), Some("c16"));
+    // No aborted record is left in the cleaned part, in any isolation; every marker stays.
+    assert_eq!(marker_offsets(&log), markers_before);
+    let mut offset = 0;
+    while offset < cleaned_to {
+        let read = log.read(offset, 1 << 20, true).unwrap();
+        for b in BatchIter::new(&read.records) {
+            let b = b.unwrap();
+            let h = BatchHeader::validate_stored(b).unwrap();
+            offset = h.next_offset();
+            if !h.is_control() && h.base_offset < cleaned_to {
+                assert!(!h.is_transactional(), "aborted batch at {}", h.base_offset);
+            }
+        }
+    }
+    // Once the transaction commits, the rest can be cleaned.
+    log.append_marker(6, 0, true, 0, 0).unwrap();
+    log.append(&keyed(&[(3, Some("roll"))], 1), 0).unwrap();
+    let cleaned = log
+        .clean(10, &cleaner, &mut Throttle::new(f64::MAX))
+        .unwrap()
+        .expect("the rest is cleanable now");
+    assert!(cleaned.cleaned_to > open_at);
 }

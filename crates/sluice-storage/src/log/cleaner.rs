@@ -16,6 +16,13 @@
 //!    leftover `.cleaned` file is deleted at start-up, and missing indexes are rebuilt;
 //! 4. moves the cleaner checkpoint (`cleaner-offset-checkpoint`) past what it covered.
 //!
+//! Transactions: only segments wholly below the last stable offset are cleaned, so no open
+//! transaction is touched. Batches of aborted transactions (known from the aborted-transaction
+//! indexes) never enter the offset map and are dropped when their segment is rewritten;
+//! transaction markers are always kept (Kafka drops them once `delete.retention.ms` has passed
+//! and their transaction has no records left; Sluice keeps them, which costs a few dozen
+//! bytes per transaction and partition).
+//!
 //! The checkpoint file holds two numbers: the first dirty offset, and the offset below which
 //! segments may have gaps. The second is written before any segment is swapped, so recovery
 //! never mistakes a compacted segment's gap for damage.
@@ -35,6 +42,7 @@ use sluice_records::BatchIter;
 
 use super::{lock, UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES};
 use crate::segment::{segment_file_name, LogSegment};
+use crate::txn_index::AbortedTxn;
 use crate::StorageError;
 
 /// Suffix of a segment being rewritten.
@@ -181,6 +189,54 @@ fn for_each_batch(
     Ok(())
 }
 
+fn is_control(batch: &[u8]) -> bool {
+    sluice_records::BatchHeader::parse(batch).is_ok_and(|h| h.is_control())
+}
+
+fn batch_records(batch: &[u8]) -> u64 {
+    sluice_records::BatchHeader::parse(batch).map_or(0, |h| h.records_count.max(0) as u64)
+}
+
+/// What a rewrite keeps: a record that is its key's latest, not an expired tombstone, and
+/// not in an aborted transaction.
+struct KeepRules<'a> {
+    latest: &'a HashMap<u128, i64>,
+    aborted: &'a AbortedRanges,
+    tombstone_horizon: i64,
+}
+
+/// The aborted transactions of a log, per producer, to recognise their batches.
+struct AbortedRanges(HashMap<i64, Vec<(i64, i64)>>);
+
+impl AbortedRanges {
+    fn of<'a>(entries: impl Iterator<Item = &'a AbortedTxn>) -> Self {
+        let mut map: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for e in entries {
+            map.entry(e.producer_id)
+                .or_default()
+                .push((e.first_offset, e.last_offset));
+        }
+        Self(map)
+    }
+
+    /// Whether `batch` is transactional and belongs to an aborted transaction (control
+    /// batches included: the caller decides what to do with markers).
+    fn unmapped(&self, batch: &[u8]) -> bool {
+        let Ok(h) = sluice_records::BatchHeader::parse(batch) else {
+            return false;
+        };
+        if h.is_control() {
+            return true;
+        }
+        h.is_transactional()
+            && self.0.get(&h.producer_id).is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|&(first, last)| (first..=last).contains(&h.base_offset))
+            })
+    }
+}
+
 impl UnifiedLog {
     /// Runs one cleaning pass if the log is compacted and due; `None` when there was nothing
     /// to do.
@@ -192,13 +248,14 @@ impl UnifiedLog {
     ) -> Result<Option<CleanStats>, StorageError> {
         self.check_open()?;
         let started = Instant::now();
-        let (config, closed, first_dirty) = {
+        let (config, closed, first_dirty, aborted) = {
             let inner = lock(&self.inner);
             let config = inner.config.clone();
             if !config.is_compacted() {
                 return Ok(None);
             }
             let active = *inner.segments.keys().next_back().expect("a segment");
+            let lso = UnifiedLog::lso_of(&inner);
             let lag_horizon = now_ms.saturating_sub(config.min_compaction_lag_ms);
             let closed: Vec<Closed> = inner
                 .segments
@@ -210,10 +267,11 @@ impl UnifiedLog {
                     max_timestamp: s.max_timestamp,
                     file: s.file.clone(),
                 })
-                .take_while(|s| s.max_timestamp <= lag_horizon)
+                .take_while(|s| s.max_timestamp <= lag_horizon && s.next_offset <= lso)
                 .collect();
             let first_dirty = inner.cleaner_checkpoint.max(inner.log_start_offset);
-            (config, closed, first_dirty)
+            let aborted = AbortedRanges::of(inner.segments.values().flat_map(|s| &s.aborted));
+            (config, closed, first_dirty, aborted)
         };
         let total: u64 = closed.iter().map(|s| s.size).sum();
         let dirty: Vec<&Closed> = closed
@@ -239,6 +297,9 @@ impl UnifiedLog {
             let mut full = false;
             for_each_batch(&seg.file, seg.size, |batch| {
                 throttle.pace(batch.len());
+                if aborted.unmapped(batch) {
+                    return Ok(true);
+                }
                 for_each_record(batch, MAX_DECOMPRESSED_BATCH_BYTES, |r| {
                     if let Some(key) = r.key {
                         let h = key_hash(key);
@@ -269,7 +330,12 @@ impl UnifiedLog {
         let tombstone_horizon = now_ms.saturating_sub(config.delete_retention_ms);
         let mut stats = CleanStats::default();
         for seg in closed.iter().filter(|s| s.next_offset <= mapped_to) {
-            self.rewrite_segment(seg, &map, tombstone_horizon, throttle, &mut stats, now_ms)?;
+            let keep = KeepRules {
+                latest: &map,
+                aborted: &aborted,
+                tombstone_horizon,
+            };
+            self.rewrite_segment(seg, &keep, throttle, &mut stats, now_ms)?;
         }
         // 4. The checkpoint: what the next pass need not map again.
         self.while_open(|| {
@@ -312,8 +378,7 @@ impl UnifiedLog {
     fn rewrite_segment(
         &self,
         seg: &Closed,
-        map: &HashMap<u128, i64>,
-        tombstone_horizon: i64,
+        keep: &KeepRules<'_>,
         throttle: &mut Throttle,
         stats: &mut CleanStats,
         now_ms: i64,
@@ -337,15 +402,22 @@ impl UnifiedLog {
             throttle.pace(batch.len());
             let mut before = 0u64;
             let mut after = 0u64;
+            if keep.aborted.unmapped(batch) && !is_control(batch) {
+                // An aborted transaction's records: no reader may ever see them.
+                stats.records_before += batch_records(batch);
+                changed = true;
+                return Ok(true);
+            }
             let filtered = filter_batch(batch, MAX_DECOMPRESSED_BATCH_BYTES, |r| {
                 before += 1;
                 let latest = r.key.is_some_and(|k| {
-                    map.get(&key_hash(k))
+                    keep.latest
+                        .get(&key_hash(k))
                         .is_none_or(|&latest| r.offset >= latest)
                 });
-                let keep = latest && !(r.is_tombstone && r.timestamp < tombstone_horizon);
-                after += u64::from(keep);
-                keep
+                let kept = latest && !(r.is_tombstone && r.timestamp < keep.tombstone_horizon);
+                after += u64::from(kept);
+                kept
             });
             // A batch the cleaner cannot read, or cannot rebuild into a valid stored batch (a
             // compressed batch whose records disagree with its header), is kept as it is, so
@@ -442,6 +514,9 @@ impl UnifiedLog {
             .persist_indexes(self.dir_state.durability.as_ref())
             .map_err(|e| self.dir_state.fail("index write", &e))?;
         cleaned.created_ms = old.created_ms;
+        // Offsets do not move, so the aborted-transaction index stays as it is.
+        cleaned.aborted = old.aborted.clone();
+        cleaned.txn_file = old.txn_file.clone();
         stats.bytes_after += cleaned.size;
         stats.segments += 1;
         inner.segments.insert(seg.base, cleaned);
