@@ -12,7 +12,8 @@
 //!     partition_index: i32 | error_code: i16 | high_watermark: i64
 //!     [v4+] last_stable_offset: i64
 //!     [v5+] log_start_offset: i64
-//!     [v4+] aborted_transactions: nullable array (always empty here)
+//!     [v4+] aborted_transactions: nullable array of
+//!             producer_id: i64 | first_offset: i64 | [v12+] tagged fields
 //!     [v11+] preferred_read_replica: i32
 //!     records: nullable bytes            <- the stored bytes, not copied
 //!     [v12+] tagged fields
@@ -32,6 +33,8 @@ pub struct FetchPartitionOut {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// (producer id, first offset) of each aborted transaction in range, for read_committed.
+    pub aborted: Vec<(i64, i64)>,
     pub records: Option<Bytes>,
 }
 
@@ -114,7 +117,14 @@ impl FetchResponseOut {
                 if version >= 5 {
                     cur.put_i64(p.log_start_offset);
                 }
-                put_len(&mut cur, flexible, Some(0), false); // no aborted transactions
+                put_len(&mut cur, flexible, Some(p.aborted.len()), false);
+                for &(producer_id, first_offset) in &p.aborted {
+                    cur.put_i64(producer_id);
+                    cur.put_i64(first_offset);
+                    if flexible {
+                        put_uvarint(&mut cur, 0);
+                    }
+                }
                 if version >= 11 {
                     cur.put_i32(-1); // preferred read replica: none
                 }
@@ -151,8 +161,10 @@ impl FetchResponseOut {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-    use kafka_protocol::messages::{ApiKey, BrokerId, FetchResponse, TopicName};
+    use kafka_protocol::messages::fetch_response::{
+        AbortedTransaction, FetchableTopicResponse, PartitionData,
+    };
+    use kafka_protocol::messages::{ApiKey, BrokerId, FetchResponse, ProducerId, TopicName};
     use kafka_protocol::protocol::StrBytes;
     use proptest::prelude::*;
 
@@ -173,7 +185,16 @@ mod tests {
                                     .with_high_watermark(p.high_watermark)
                                     .with_last_stable_offset(p.last_stable_offset)
                                     .with_log_start_offset(p.log_start_offset)
-                                    .with_aborted_transactions(Some(Vec::new()))
+                                    .with_aborted_transactions(Some(
+                                        p.aborted
+                                            .iter()
+                                            .map(|&(pid, first)| {
+                                                AbortedTransaction::default()
+                                                    .with_producer_id(ProducerId(pid))
+                                                    .with_first_offset(first)
+                                            })
+                                            .collect(),
+                                    ))
                                     .with_preferred_read_replica(BrokerId(-1))
                                     .with_records(p.records.clone())
                             })
@@ -200,17 +221,19 @@ mod tests {
             any::<i64>(),
             any::<i64>(),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
+            proptest::collection::vec((any::<i64>(), any::<i64>()), 0..3),
         )
-            .prop_map(
-                |(partition, error_code, hw, lso, lst, records)| FetchPartitionOut {
+            .prop_map(|(partition, error_code, hw, lso, lst, records, aborted)| {
+                FetchPartitionOut {
                     partition,
                     error_code,
                     high_watermark: hw,
                     last_stable_offset: lso,
                     log_start_offset: lst,
+                    aborted,
                     records: records.map(Bytes::from),
-                },
-            )
+                }
+            })
     }
 
     fn response() -> impl Strategy<Value = FetchResponseOut> {
@@ -260,6 +283,7 @@ mod tests {
                     high_watermark: 1,
                     last_stable_offset: 1,
                     log_start_offset: 0,
+                    aborted: Vec::new(),
                     records: Some(records.clone()),
                 }],
             }],

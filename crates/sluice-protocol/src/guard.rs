@@ -16,6 +16,7 @@
 use std::mem::size_of;
 
 use kafka_protocol::messages::{
+    add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction},
     alter_configs_request::{AlterConfigsResource, AlterableConfig},
     create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic},
     create_topics_request::{CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig},
@@ -35,6 +36,7 @@ use kafka_protocol::messages::{
     },
     produce_request::{PartitionProduceData, TopicProduceData},
     sync_group_request::SyncGroupRequestAssignment,
+    txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic},
     ApiKey,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -75,6 +77,8 @@ enum Kind {
     Structs(&'static [Field], usize),
     /// A (nullable) array of int32.
     I32s,
+    /// A (nullable) array of int64.
+    I64s,
     /// A (nullable) array of strings.
     Strs,
 }
@@ -395,6 +399,50 @@ const OFFSET_DELETE: &[Field] = &[
     )),
 ];
 
+const TXN_TOPICS: Kind = Structs(&[f(Str), f(I32s)], size_of::<AddPartitionsToTxnTopic>());
+
+const ADD_PARTITIONS_TO_TXN: &[Field] = &[
+    since(
+        4,
+        Structs(
+            &[f(Str), f(I64), f(I16), f(I8), f(TXN_TOPICS)],
+            size_of::<AddPartitionsToTxnTransaction>(),
+        ),
+    ),
+    range(0, 3, Str),
+    range(0, 3, I64),
+    range(0, 3, I16),
+    range(0, 3, TXN_TOPICS),
+];
+
+const ADD_OFFSETS_TO_TXN: &[Field] = &[f(Str), f(I64), f(I16), f(Str)];
+
+const END_TXN: &[Field] = &[f(Str), f(I64), f(I16), f(I8)];
+
+const TXN_OFFSET_COMMIT: &[Field] = &[
+    f(Str),
+    f(Str),
+    f(I64),
+    f(I16),
+    since(3, I32),
+    since(3, Str),
+    since(3, Str),
+    f(Structs(
+        &[
+            f(Str),
+            f(Structs(
+                &[f(I32), f(I64), since(2, I32), f(Str)],
+                size_of::<TxnOffsetCommitRequestPartition>(),
+            )),
+        ],
+        size_of::<TxnOffsetCommitRequestTopic>(),
+    )),
+];
+
+const DESCRIBE_TRANSACTIONS: &[Field] = &[f(Strs)];
+
+const LIST_TRANSACTIONS: &[Field] = &[f(Strs), f(I64s), since(1, I64), since(2, Str)];
+
 /// The schema of a request body, and the first flexible version of that request.
 fn schema(api: ApiKey) -> Option<(&'static [Field], i16)> {
     Some(match api {
@@ -423,6 +471,12 @@ fn schema(api: ApiKey) -> Option<(&'static [Field], i16)> {
         ApiKey::DeleteRecords => (DELETE_RECORDS, 2),
         ApiKey::AlterConfigs => (ALTER_CONFIGS, 2),
         ApiKey::IncrementalAlterConfigs => (INCREMENTAL_ALTER_CONFIGS, 1),
+        ApiKey::AddPartitionsToTxn => (ADD_PARTITIONS_TO_TXN, 3),
+        ApiKey::AddOffsetsToTxn => (ADD_OFFSETS_TO_TXN, 3),
+        ApiKey::EndTxn => (END_TXN, 3),
+        ApiKey::TxnOffsetCommit => (TXN_OFFSET_COMMIT, 3),
+        ApiKey::DescribeTransactions => (DESCRIBE_TRANSACTIONS, 0),
+        ApiKey::ListTransactions => (LIST_TRANSACTIONS, 0),
         _ => return None,
     })
 }
@@ -577,6 +631,12 @@ impl Walker<'_> {
             I32s => {
                 if let Some(n) = self.array_count(size_of::<i32>())? {
                     self.skip(n as usize * 4)?;
+                }
+                Ok(())
+            }
+            I64s => {
+                if let Some(n) = self.array_count(size_of::<i64>())? {
+                    self.skip(n as usize * 8)?;
                 }
                 Ok(())
             }
@@ -876,6 +936,69 @@ mod tests {
                                     .with_partition_index(1),
                             ]),
                     ]),
+                v,
+            ),
+            ApiKey::AddPartitionsToTxn => {
+                let topics = vec![add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(topic("a"))
+                    .with_partitions(vec![0, 3])];
+                let request = if v >= 4 {
+                    AddPartitionsToTxnRequest::default().with_transactions(vec![
+                        add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                            .with_transactional_id(TransactionalId(s("t")))
+                            .with_producer_id(ProducerId(4))
+                            .with_verify_only(true)
+                            .with_topics(topics),
+                    ])
+                } else {
+                    AddPartitionsToTxnRequest::default()
+                        .with_v3_and_below_transactional_id(TransactionalId(s("t")))
+                        .with_v3_and_below_producer_id(ProducerId(4))
+                        .with_v3_and_below_topics(topics)
+                };
+                enc(request, v)
+            }
+            ApiKey::AddOffsetsToTxn => enc(
+                AddOffsetsToTxnRequest::default()
+                    .with_transactional_id(TransactionalId(s("t")))
+                    .with_group_id(GroupId(s("g"))),
+                v,
+            ),
+            ApiKey::EndTxn => enc(
+                EndTxnRequest::default()
+                    .with_transactional_id(TransactionalId(s("t")))
+                    .with_committed(true),
+                v,
+            ),
+            ApiKey::TxnOffsetCommit => enc(
+                TxnOffsetCommitRequest::default()
+                    .with_transactional_id(TransactionalId(s("t")))
+                    .with_group_id(GroupId(s("g")))
+                    .with_member_id(s(if v >= 3 { "m" } else { "" }))
+                    .with_group_instance_id((v >= 3).then(|| s("i")))
+                    .with_topics(vec![
+                        txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                            .with_name(topic("a"))
+                            .with_partitions(vec![
+                                txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                    .with_committed_offset(9)
+                                    .with_committed_metadata(Some(s("md"))),
+                            ]),
+                    ]),
+                v,
+            ),
+            ApiKey::DescribeTransactions => enc(
+                DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                    TransactionalId(s("t")),
+                    TransactionalId(s("u")),
+                ]),
+                v,
+            ),
+            ApiKey::ListTransactions => enc(
+                ListTransactionsRequest::default()
+                    .with_state_filters(vec![s("Ongoing")])
+                    .with_producer_id_filters(vec![ProducerId(3), ProducerId(5)])
+                    .with_transactional_id_pattern((v >= 2).then(|| s("t.*"))),
                 v,
             ),
             ApiKey::DeleteRecords => enc(
