@@ -110,6 +110,9 @@ pub struct Record {
     pub key: Bytes,
     /// `None` is a tombstone.
     pub value: Option<Bytes>,
+    /// For a transactional offset commit: the producer id and epoch whose transaction the
+    /// record belongs to. The caller writes it in a transactional batch of that producer.
+    pub producer: Option<(i64, i16)>,
 }
 
 /// A response to a request that had to wait.
@@ -206,6 +209,19 @@ pub struct CommitOffset {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: Option<String>,
+}
+
+/// A TxnOffsetCommit.
+#[derive(Debug, Clone, Default)]
+pub struct TxnCommitRequest {
+    pub group_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// -1 (and an empty member id) from a producer outside the group protocol.
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub offsets: Vec<CommitOffset>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -474,8 +490,9 @@ struct Effects {
     config: CoordinatorConfig,
     outputs: Vec<Output>,
     records: Vec<Record>,
-    /// Offsets committed by this call, applied once their records are appended.
-    pending_offsets: Vec<(String, String, i32, OffsetValue)>,
+    /// Offsets committed by this call, applied once their records are appended (or, for a
+    /// transactional commit, the producer id: held until its transaction ends).
+    pending_offsets: Vec<(String, String, i32, OffsetValue, Option<i64>)>,
     rng: u64,
 }
 
@@ -515,11 +532,56 @@ impl Effects {
         partition_for(group, self.config.offsets_topic_partitions)
     }
 
+    /// Emits the records of an offset commit (in `producer`'s transaction, if given) and
+    /// holds the offsets until they are appended. One error code per offset.
+    fn commit(
+        &mut self,
+        group_id: &str,
+        offsets: Vec<CommitOffset>,
+        now: i64,
+        expire_timestamp_ms: Option<i64>,
+        producer: Option<(i64, i16)>,
+    ) -> Vec<i16> {
+        let partition = self.partition_for(group_id);
+        let max_metadata = self.config.offset_metadata_max_bytes;
+        let mut errors = Vec::with_capacity(offsets.len());
+        for o in offsets {
+            let metadata = o.metadata.unwrap_or_default();
+            if metadata.len() > max_metadata {
+                errors.push(OFFSET_METADATA_TOO_LARGE);
+                continue;
+            }
+            let value = OffsetValue {
+                offset: o.offset,
+                leader_epoch: o.leader_epoch,
+                metadata,
+                commit_timestamp_ms: now,
+                expire_timestamp_ms,
+            };
+            self.records.push(Record {
+                partition,
+                key: records::offset_key(group_id, &o.topic, o.partition),
+                value: Some(records::offset_value(&value)),
+                producer,
+            });
+            self.pending_offsets.push((
+                group_id.to_string(),
+                o.topic,
+                o.partition,
+                value,
+                producer.map(|(pid, _)| pid),
+            ));
+            errors.push(NONE);
+        }
+        errors
+    }
+
     fn tombstone_offset(&mut self, group: &str, topic: &str, partition: i32) {
         self.records.push(Record {
             partition: self.partition_for(group),
             key: records::offset_key(group, topic, partition),
             value: None,
+            producer: None,
         });
     }
 
@@ -528,6 +590,7 @@ impl Effects {
             partition: self.partition_for(group),
             key: records::group_key(group),
             value: None,
+            producer: None,
         });
     }
 
@@ -559,6 +622,7 @@ impl Effects {
             partition: self.partition_for(&g.group_id),
             key: records::group_key(&g.group_id),
             value: Some(records::group_value(&value)),
+            producer: None,
         });
     }
 }
@@ -587,6 +651,8 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
 #[derive(Debug)]
 pub struct GroupCoordinator {
     groups: BTreeMap<String, Group>,
+    /// Transactional offset commits by producer id, visible once the transaction commits.
+    txn_offsets: BTreeMap<i64, Vec<(String, String, i32, OffsetValue)>>,
     fx: Effects,
     next_retention_check_ms: i64,
 }
@@ -596,6 +662,7 @@ impl GroupCoordinator {
         let rng = config.seed;
         Self {
             groups: BTreeMap::new(),
+            txn_offsets: BTreeMap::new(),
             fx: Effects {
                 config,
                 outputs: Vec::new(),
@@ -631,11 +698,18 @@ impl GroupCoordinator {
     /// only then: a commit whose record could not be written never shows in OffsetFetch.
     /// (Membership changes cannot wait: a rebalance has already been answered.)
     pub fn records_appended(&mut self, appended: bool) {
-        for (group, topic, partition, value) in std::mem::take(&mut self.fx.pending_offsets) {
+        for (group, topic, partition, value, producer) in
+            std::mem::take(&mut self.fx.pending_offsets)
+        {
             if !appended {
                 continue;
             }
-            if let Some(g) = self.groups.get_mut(&group) {
+            if let Some(pid) = producer {
+                self.txn_offsets
+                    .entry(pid)
+                    .or_default()
+                    .push((group, topic, partition, value));
+            } else if let Some(g) = self.groups.get_mut(&group) {
                 g.offsets.insert((topic, partition), value);
             }
         }
@@ -896,34 +970,67 @@ impl GroupCoordinator {
         } else if g.state != GroupState::Empty {
             return Err(UNKNOWN_MEMBER_ID);
         }
-        let partition = self.fx.partition_for(&req.group_id);
-        let max_metadata = self.fx.config.offset_metadata_max_bytes;
-        let mut errors = Vec::with_capacity(req.offsets.len());
-        for o in req.offsets {
-            let metadata = o.metadata.unwrap_or_default();
-            if metadata.len() > max_metadata {
-                errors.push(OFFSET_METADATA_TOO_LARGE);
-                continue;
-            }
-            let value = OffsetValue {
-                offset: o.offset,
-                leader_epoch: o.leader_epoch,
-                metadata,
-                commit_timestamp_ms: now,
-                expire_timestamp_ms: (req.retention_time_ms >= 0)
-                    .then(|| now.saturating_add(req.retention_time_ms)),
-            };
-            self.fx.records.push(Record {
-                partition,
-                key: records::offset_key(&req.group_id, &o.topic, o.partition),
-                value: Some(records::offset_value(&value)),
-            });
-            self.fx
-                .pending_offsets
-                .push((req.group_id.clone(), o.topic, o.partition, value));
-            errors.push(NONE);
+        let expire =
+            (req.retention_time_ms >= 0).then(|| now.saturating_add(req.retention_time_ms));
+        Ok(self
+            .fx
+            .commit(&req.group_id, req.offsets, now, expire, None))
+    }
+
+    /// TxnOffsetCommit: offsets committed inside producer `producer_id`'s transaction. They
+    /// are written now (in the producer's transactional batch) and become visible only when
+    /// [`GroupCoordinator::complete_txn`] reports the transaction committed. As in Kafka, a
+    /// commit naming a member must come from a current member and generation; one without a
+    /// member id (a producer outside the group protocol) is accepted in any state.
+    pub fn txn_commit_offsets(&mut self, req: TxnCommitRequest, now: i64) -> Result<Vec<i16>, i16> {
+        if req.group_id.is_empty() {
+            return Err(INVALID_GROUP_ID);
         }
-        Ok(errors)
+        let g = self
+            .groups
+            .entry(req.group_id.clone())
+            .or_insert_with(|| Group::new(&req.group_id, now));
+        if g.state == GroupState::Dead {
+            return Err(COORDINATOR_NOT_AVAILABLE);
+        }
+        if !req.member_id.is_empty() {
+            g.check_member(&req.member_id, req.group_instance_id.as_deref())?;
+        }
+        if req.generation_id >= 0 && req.generation_id != g.generation_id {
+            return Err(ILLEGAL_GENERATION);
+        }
+        let producer = Some((req.producer_id, req.producer_epoch));
+        Ok(self
+            .fx
+            .commit(&req.group_id, req.offsets, now, None, producer))
+    }
+
+    /// Producer `producer_id`'s transaction ended (its marker is in the offsets topic): its
+    /// transactional offset commits are applied on commit and dropped on abort.
+    pub fn complete_txn(&mut self, producer_id: i64, commit: bool) {
+        let Some(pending) = self.txn_offsets.remove(&producer_id) else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        for (group, topic, partition, value) in pending {
+            // The group may hold nothing else (loading drops empty groups): commit anyway.
+            self.groups
+                .entry(group.clone())
+                .or_insert_with(|| loaded_group(&group))
+                .offsets
+                .insert((topic, partition), value);
+        }
+    }
+
+    /// Whether a transaction that has not ended holds an offset commit for this partition:
+    /// OffsetFetch with `require_stable` then answers UNSTABLE_OFFSET_COMMIT (KIP-447).
+    pub fn has_pending_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.txn_offsets
+            .values()
+            .flatten()
+            .any(|(g, t, p, _)| g == group_id && t == topic && *p == partition)
     }
 
     /// Committed offsets of a group: for the given partitions, or for every partition with a
@@ -1256,6 +1363,35 @@ impl GroupCoordinator {
                     }
                 }
             },
+        }
+        Ok(())
+    }
+
+    /// Applies one `__consumer_offsets` record of a transactional batch of `producer_id`
+    /// during loading: held until the producer's marker is replayed.
+    pub fn replay_txn(
+        &mut self,
+        producer_id: i64,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), records::BadRecord> {
+        if let (
+            RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            },
+            Some(v),
+        ) = (records::decode_key(key)?, value)
+        {
+            let v = records::decode_offset_value(v)?;
+            self.groups
+                .entry(group.clone())
+                .or_insert_with(|| loaded_group(&group));
+            self.txn_offsets
+                .entry(producer_id)
+                .or_default()
+                .push((group, topic, partition, v));
         }
         Ok(())
     }

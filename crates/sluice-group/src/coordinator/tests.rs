@@ -708,3 +708,100 @@ fn java_string_hash_places_groups_like_kafka() {
 }
 
 mod simulation;
+
+fn txn_commit(pid: i64, topic: &str, offset: i64) -> TxnCommitRequest {
+    TxnCommitRequest {
+        group_id: "g".into(),
+        producer_id: pid,
+        producer_epoch: 3,
+        generation_id: -1,
+        offsets: vec![CommitOffset {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        }],
+        ..TxnCommitRequest::default()
+    }
+}
+
+fn committed_offset(c: &GroupCoordinator, topic: &str) -> Option<i64> {
+    let asked = [(topic.to_string(), vec![0])];
+    c.fetch_offsets("g", Some(&asked))[0]
+        .2
+        .as_ref()
+        .map(|v| v.offset)
+}
+
+/// A transactional offset commit is written at once, in its producer's transactional batch,
+/// but is visible only after its transaction commits; an aborted one never is. Replaying the
+/// records and markers into a fresh coordinator gives the same offsets and the same pending
+/// (still open) transaction.
+#[test]
+fn transactional_offsets_are_visible_only_after_their_transaction_commits() {
+    let mut c = GroupCoordinator::new(config());
+    let mut log: Vec<(Record, Option<bool>)> = Vec::new();
+    for (pid, topic, offset) in [(1, "a", 10), (2, "b", 20), (3, "c", 30)] {
+        assert_eq!(
+            c.txn_commit_offsets(txn_commit(pid, topic, offset), 0),
+            Ok(vec![NONE])
+        );
+        let records = c.take_records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].producer, Some((pid, 3)));
+        log.extend(records.into_iter().map(|r| (r, None)));
+        c.records_appended(true);
+        assert_eq!(committed_offset(&c, topic), None, "not before the marker");
+        assert!(c.has_pending_txn_offset("g", topic, 0));
+    }
+    c.complete_txn(1, true);
+    c.complete_txn(2, false);
+    for (pid, commit) in [(1, true), (2, false)] {
+        let marker = Record {
+            partition: 0,
+            key: Bytes::new(),
+            value: None,
+            producer: Some((pid, 3)),
+        };
+        log.push((marker, Some(commit)));
+    }
+    assert_eq!(committed_offset(&c, "a"), Some(10));
+    assert_eq!(committed_offset(&c, "b"), None, "aborted");
+    assert_eq!(committed_offset(&c, "c"), None, "still open");
+    assert!(!c.has_pending_txn_offset("g", "a", 0));
+    assert!(c.has_pending_txn_offset("g", "c", 0));
+
+    let mut replayed = GroupCoordinator::new(config());
+    for (r, marker) in &log {
+        let (pid, _) = r.producer.unwrap();
+        match marker {
+            Some(commit) => replayed.complete_txn(pid, *commit),
+            None => replayed
+                .replay_txn(pid, &r.key, r.value.as_deref())
+                .unwrap(),
+        }
+    }
+    replayed.finish_loading(0);
+    for topic in ["a", "b", "c"] {
+        assert_eq!(
+            committed_offset(&replayed, topic),
+            committed_offset(&c, topic)
+        );
+    }
+    replayed.complete_txn(3, true);
+    assert_eq!(committed_offset(&replayed, "c"), Some(30));
+}
+
+/// A transactional commit naming a member is checked like a member's commit.
+#[test]
+fn transactional_commits_from_unknown_members_are_refused() {
+    let mut c = GroupCoordinator::new(config());
+    let mut req = txn_commit(1, "a", 1);
+    req.member_id = "nobody".into();
+    assert_eq!(c.txn_commit_offsets(req, 0), Err(UNKNOWN_MEMBER_ID));
+    let mut req = txn_commit(1, "a", 1);
+    req.generation_id = 4;
+    assert_eq!(c.txn_commit_offsets(req, 0), Err(ILLEGAL_GENERATION));
+    assert!(c.take_records().is_empty());
+}
