@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use sluice_group::CoordinatorConfig;
 use sluice_storage::{CleanerConfig, LogConfig, TimestampPolicy};
+use sluice_txn::TxnConfig;
 
 /// Everything the broker needs to run. [`BrokerConfig::default`] is the zero-config broker
 /// `sluice serve` starts.
@@ -53,6 +54,13 @@ pub struct BrokerConfig {
     /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` (small segments
     /// let the cleaner compact it sooner).
     pub offsets_topic_segment_bytes: u64,
+    /// The transaction coordinator's limits and timers (`transaction.*`,
+    /// `transactional.id.expiration.ms`).
+    pub txn: TxnConfig,
+    /// `transaction.state.log.segment.bytes`: segment size of `__transaction_state`.
+    pub txn_topic_segment_bytes: u64,
+    /// `producer.id.expiration.ms`: a partition forgets an idempotent producer idle this long.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -78,6 +86,9 @@ impl Default for BrokerConfig {
             log: LogConfig::default(),
             groups: CoordinatorConfig::default(),
             offsets_topic_segment_bytes: 100 << 20,
+            txn: TxnConfig::default(),
+            txn_topic_segment_bytes: 100 << 20,
+            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -292,6 +303,46 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         ConfigType::Long,
         "How often expired offsets are removed.",
     ),
+    (
+        "transaction.state.log.num.partitions",
+        ConfigType::Int,
+        "Partitions of __transaction_state (fixed once the topic exists).",
+    ),
+    (
+        "transaction.state.log.segment.bytes",
+        ConfigType::Int,
+        "Segment size of __transaction_state, set when it is created.",
+    ),
+    (
+        "transaction.max.timeout.ms",
+        ConfigType::Int,
+        "The longest transaction timeout a producer may ask for.",
+    ),
+    (
+        "transactional.id.expiration.ms",
+        ConfigType::Int,
+        "How long a transactional id without a transaction in progress is kept.",
+    ),
+    (
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        ConfigType::Int,
+        "How often transactions past their timeout are aborted.",
+    ),
+    (
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        ConfigType::Int,
+        "How often expired transactional ids are removed.",
+    ),
+    (
+        "transaction.partitions.max",
+        ConfigType::Int,
+        "The most partitions one transaction may span (Sluice's own).",
+    ),
+    (
+        "producer.id.expiration.ms",
+        ConfigType::Int,
+        "How long a partition remembers an idle idempotent producer.",
+    ),
 ];
 
 /// The topic config each `log.*` broker default feeds.
@@ -422,6 +473,32 @@ impl BrokerConfig {
             "offsets.topic.segment.bytes" => {
                 self.offsets_topic_segment_bytes = positive_i32(key, value)? as u64
             }
+            "transaction.state.log.num.partitions" => {
+                let v: i32 = parse(key, value)?;
+                if !(1..=10_000).contains(&v) {
+                    return Err(format!("{key} must be within 1..=10000"));
+                }
+                self.txn.state_partitions = v;
+            }
+            "transaction.state.log.segment.bytes" => {
+                self.txn_topic_segment_bytes = positive_i32(key, value)? as u64
+            }
+            "transaction.max.timeout.ms" => self.txn.max_timeout_ms = positive_i32(key, value)?,
+            "transactional.id.expiration.ms" => {
+                self.txn.id_expiration_ms = i64::from(positive_i32(key, value)?)
+            }
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                self.txn.abort_check_interval_ms = i64::from(positive_i32(key, value)?)
+            }
+            "transaction.remove.expired.transaction.cleanup.interval.ms" => {
+                self.txn.expire_check_interval_ms = i64::from(positive_i32(key, value)?)
+            }
+            "transaction.partitions.max" => {
+                self.txn.transaction_partitions_max = positive_i32(key, value)? as usize
+            }
+            "producer.id.expiration.ms" => {
+                self.producer_id_expiration_ms = i64::from(positive_i32(key, value)?)
+            }
             "group.min.session.timeout.ms" => {
                 self.groups.session_timeout_min_ms = positive_i32(key, value)?
             }
@@ -489,6 +566,18 @@ impl BrokerConfig {
             }
             "offsets.topic.num.partitions" => self.groups.offsets_topic_partitions.to_string(),
             "offsets.topic.segment.bytes" => self.offsets_topic_segment_bytes.to_string(),
+            "transaction.state.log.num.partitions" => self.txn.state_partitions.to_string(),
+            "transaction.state.log.segment.bytes" => self.txn_topic_segment_bytes.to_string(),
+            "transaction.max.timeout.ms" => self.txn.max_timeout_ms.to_string(),
+            "transactional.id.expiration.ms" => self.txn.id_expiration_ms.to_string(),
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                self.txn.abort_check_interval_ms.to_string()
+            }
+            "transaction.remove.expired.transaction.cleanup.interval.ms" => {
+                self.txn.expire_check_interval_ms.to_string()
+            }
+            "transaction.partitions.max" => self.txn.transaction_partitions_max.to_string(),
+            "producer.id.expiration.ms" => self.producer_id_expiration_ms.to_string(),
             "group.min.session.timeout.ms" => self.groups.session_timeout_min_ms.to_string(),
             "group.max.session.timeout.ms" => self.groups.session_timeout_max_ms.to_string(),
             "group.initial.rebalance.delay.ms" => {

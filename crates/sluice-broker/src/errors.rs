@@ -23,6 +23,7 @@ pub fn error_code(e: &StorageError) -> i16 {
         StorageError::DuplicateSequence(_) => ResponseError::DuplicateSequenceNumber,
         StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         StorageError::PolicyViolation(_) => ResponseError::PolicyViolation,
+        StorageError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
     };
     kafka.code()
 }

@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex};
 use sluice_group::{
     CoordinatorConfig, GroupCoordinator, JoinResponse, Output, Record, SyncResponse, WaiterId,
 };
-use sluice_records::{BatchBuilder, BatchHeader, BatchIter, NewRecord};
+use sluice_records::{BatchBuilder, NewRecord};
 use sluice_storage::{StorageError, UnifiedLog};
 use tokio::sync::oneshot;
 
 use crate::flusher::FlushWait;
+use crate::internal_topic::{self, ReplayCounts};
 use crate::{now_ms, BrokerState};
 
 /// The internal topic holding committed offsets and group metadata.
@@ -33,12 +34,6 @@ const BATCH_TARGET_BYTES: usize = 256 << 10;
 
 /// `max.message.bytes` of the offsets topic: room for the group record of a large group.
 const OFFSETS_TOPIC_MESSAGE_MAX_BYTES: usize = 16 << 20;
-
-/// The most decompressed bytes one stored batch may expand to while loading.
-const LOAD_BATCH_MAX_BYTES: usize = 64 << 20;
-
-/// Bytes read from a partition at a time while loading.
-const LOAD_READ_BYTES: usize = 4 << 20;
 
 enum Waiter {
     Join(oneshot::Sender<JoinResponse>),
@@ -58,7 +53,7 @@ pub(crate) enum Reply<T> {
 }
 
 /// Waits for the records a call appended to be durable.
-pub(crate) struct Durable(Vec<FlushWait>, Option<StorageError>);
+pub(crate) struct Durable(pub Vec<FlushWait>, pub Option<StorageError>);
 
 impl Durable {
     pub async fn wait(self) -> Result<(), StorageError> {
@@ -162,6 +157,22 @@ impl Groups {
         }
     }
 
+    /// Writes producer `producer_id`'s transaction marker into a `__consumer_offsets`
+    /// partition and, in the same step, applies or drops the offsets its transaction
+    /// committed there, so OffsetFetch never disagrees with the log.
+    pub fn write_marker(
+        &self,
+        log: &UnifiedLog,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<sluice_storage::AppendOutcome, StorageError> {
+        let mut inner = self.lock();
+        let outcome = log.append_marker(producer_id, producer_epoch, commit, 0, now_ms())?;
+        inner.coordinator.complete_txn(producer_id, commit);
+        Ok(outcome)
+    }
+
     /// Reads the coordinator without changing it.
     pub fn read<R>(&self, f: impl FnOnce(&GroupCoordinator) -> R) -> R {
         f(&self.lock().coordinator)
@@ -201,10 +212,32 @@ impl Groups {
         config.seed = uuid::Uuid::new_v4().as_u64_pair().0;
         let mut coordinator = GroupCoordinator::new(config);
         let now = now_ms();
-        let (mut records, mut bad) = (0u64, 0u64);
+        let mut counts = ReplayCounts::default();
         for log in topic.iter().flat_map(|t| t.partitions.iter()) {
-            replay_partition(log, &mut coordinator, now, &mut records, &mut bad)?;
+            // Markers are handed over separately, so `coordinator` is shared by two closures.
+            let coordinator = std::cell::RefCell::new(&mut coordinator);
+            internal_topic::replay(
+                log,
+                OFFSETS_TOPIC,
+                &mut counts,
+                |r| {
+                    let mut c = coordinator.borrow_mut();
+                    let replayed = match r.transactional_producer {
+                        Some(pid) => c.replay_txn(pid, r.key, r.value),
+                        None => c.replay(r.key, r.value, now),
+                    };
+                    replayed
+                        .map_err(|e| {
+                            tracing::warn!(offset = r.offset, error = %e,
+                                "skipping a record of {OFFSETS_TOPIC}")
+                        })
+                        .is_ok()
+                },
+                // A transaction marker: the producer's offset commits apply or vanish.
+                |pid, commit| coordinator.borrow_mut().complete_txn(pid, commit),
+            )?;
         }
+        let (records, bad) = (counts.records, counts.skipped);
         coordinator.finish_loading(now);
         let offsets = coordinator.offset_count();
         let groups = coordinator.list_groups(&[]).len();
@@ -220,55 +253,6 @@ impl Groups {
         );
         Ok(())
     }
-}
-
-fn replay_partition(
-    log: &UnifiedLog,
-    coordinator: &mut GroupCoordinator,
-    now: i64,
-    records: &mut u64,
-    bad: &mut u64,
-) -> Result<(), StorageError> {
-    let mut offset = log.log_start_offset();
-    let end = log.log_end_offset();
-    while offset < end {
-        let read = log.read(offset, LOAD_READ_BYTES, true)?;
-        if read.records.is_empty() {
-            break;
-        }
-        for batch in BatchIter::new(&read.records) {
-            let batch = batch.map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            let header =
-                BatchHeader::parse(batch).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            offset = header.next_offset();
-            if header.is_control() {
-                continue;
-            }
-            // Recovery has checked every batch's CRC; one that still does not decode is
-            // skipped rather than leaving every group unavailable.
-            let decoded = match header.records(batch, LOAD_BATCH_MAX_BYTES) {
-                Ok(records) => records,
-                Err(e) => {
-                    *bad += u64::from(header.records_count.max(0) as u32);
-                    tracing::warn!(offset = header.base_offset, error = %e,
-                        "skipping an undecodable batch of {OFFSETS_TOPIC}");
-                    continue;
-                }
-            };
-            for r in decoded {
-                *records += 1;
-                let Some(key) = r.key.as_deref() else {
-                    *bad += 1;
-                    continue;
-                };
-                if let Err(e) = coordinator.replay(key, r.value.as_deref(), now) {
-                    *bad += 1;
-                    tracing::warn!(offset = r.offset, error = %e, "skipping a record of {OFFSETS_TOPIC}");
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 impl Inner {
@@ -310,36 +294,13 @@ pub(crate) fn offsets_topic(
     state: &BrokerState,
     partitions: i32,
 ) -> Result<Arc<sluice_storage::Topic>, StorageError> {
-    if let Some(topic) = state.logs.topic(OFFSETS_TOPIC) {
-        return Ok(topic);
-    }
-    let overrides = BTreeMap::from([
-        ("cleanup.policy".to_string(), "compact".to_string()),
-        (
-            "segment.bytes".to_string(),
-            state.config.offsets_topic_segment_bytes.to_string(),
-        ),
-        (
-            "max.message.bytes".to_string(),
-            OFFSETS_TOPIC_MESSAGE_MAX_BYTES.to_string(),
-        ),
-    ]);
-    let created = tokio::task::block_in_place(|| {
-        state
-            .logs
-            .create_topic(OFFSETS_TOPIC, partitions, overrides, false)
-    });
-    match created {
-        Ok(topic) => {
-            tracing::info!(partitions, "created {OFFSETS_TOPIC}");
-            Ok(topic)
-        }
-        Err(StorageError::TopicExists(_)) => state
-            .logs
-            .topic(OFFSETS_TOPIC)
-            .ok_or_else(|| StorageError::Io(format!("{OFFSETS_TOPIC} vanished"))),
-        Err(e) => Err(e),
-    }
+    internal_topic::ensure(
+        state,
+        OFFSETS_TOPIC,
+        partitions,
+        state.config.offsets_topic_segment_bytes,
+        OFFSETS_TOPIC_MESSAGE_MAX_BYTES,
+    )
 }
 
 fn append(
@@ -360,7 +321,16 @@ fn append(
             .ok()
             .and_then(|i| topic.partitions.get(i))
             .ok_or_else(|| StorageError::Io(format!("{OFFSETS_TOPIC} has no partition {p}")))?;
-        let mut builder = BatchBuilder::new(now);
+        let new_builder = |producer: Option<(i64, i16)>| {
+            let mut builder = BatchBuilder::new(now);
+            if let Some((pid, epoch)) = producer {
+                // A transactional offset commit: part of the producer's transaction, so that
+                // its marker commits or aborts it (no sequence: the client never writes here).
+                builder.producer(pid, epoch, -1).transactional();
+            }
+            builder
+        };
+        let mut builder = new_builder(records[0].producer);
         let mut bytes = 0;
         for (i, r) in records.iter().enumerate() {
             bytes += r.key.len() + r.value.as_ref().map_or(0, |v| v.len());
@@ -369,10 +339,11 @@ fn append(
                 value: r.value.as_ref().map(|v| v.to_vec()),
                 ..NewRecord::default()
             });
-            if bytes >= BATCH_TARGET_BYTES || i + 1 == records.len() {
+            let next = records.get(i + 1).map(|n| n.producer);
+            if bytes >= BATCH_TARGET_BYTES || next.is_none_or(|p| p != r.producer) {
                 let outcome = log.append(&builder.build(), now)?;
                 waits.push(state.flusher.flush(log.clone(), outcome.last_offset + 1));
-                builder = BatchBuilder::new(now);
+                builder = new_builder(next.flatten());
                 bytes = 0;
             }
         }

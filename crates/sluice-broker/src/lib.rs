@@ -8,7 +8,9 @@ mod errors;
 mod flusher;
 mod groups;
 mod handlers;
+mod internal_topic;
 mod server;
+mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +37,8 @@ pub(crate) struct BrokerState {
     pub flusher: flusher::Flusher,
     /// The group coordinator and its `__consumer_offsets` log.
     pub groups: groups::Groups,
+    /// The transaction coordinator and its `__transaction_state` log.
+    pub txns: txn::Transactions,
 }
 
 impl BrokerState {
@@ -111,9 +115,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
     let flusher =
         flusher::Flusher::start().map_err(|e| format!("cannot start the flusher: {e}"))?;
     let groups = groups::Groups::new(config.groups.clone());
+    let txns = txn::Transactions::new(config.txn.clone());
+    logs.set_producer_id_expiration_ms(config.producer_id_expiration_ms);
     let state = Arc::new(BrokerState {
         flusher,
         groups,
+        txns,
         config,
         logs: Arc::new(logs),
         advertised,
@@ -124,15 +131,26 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
     // The coordinator loads while connections are accepted: until it is done, group
     // requests are answered with COORDINATOR_LOAD_IN_PROGRESS and clients retry.
     let loading = state.clone();
+    // The transaction coordinator loads after the group coordinator: finishing a replayed
+    // transaction can write markers into `__consumer_offsets`, which the group coordinator
+    // must see.
     tokio::task::spawn_blocking(move || {
         if let Err(e) = loading.groups.load(&loading) {
             tracing::error!(error = %e, "cannot load the group coordinator");
+        }
+        if let Err(e) = loading.txns.load(&loading) {
+            tracing::error!(error = %e, "cannot load the transaction coordinator");
         }
     });
     tokio::spawn(every(
         state.clone(),
         millis(groups::TICK_MS),
         groups::Groups::tick,
+    ));
+    tokio::spawn(every(
+        state.clone(),
+        millis(txn::TICK_MS),
+        txn::Transactions::tick,
     ));
     let period = millis(state.config.retention_check_interval_ms);
     tokio::spawn(every(state.clone(), period, retention_pass));

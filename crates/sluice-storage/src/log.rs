@@ -32,7 +32,8 @@ pub const LEADER_EPOCH: i32 = 0;
 /// and partition leader epoch.
 const PATCHED_PREFIX: usize = 16;
 
-/// Kafka's `producer.id.expiration.ms`: producer state idle this long is forgotten.
+/// The default of Kafka's `producer.id.expiration.ms`: producer state idle this long is
+/// forgotten.
 pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
 
 const PRODUCER_SNAPSHOT_FILE: &str = "producer-state.json";
@@ -46,6 +47,8 @@ const MAX_CONTROL_BATCH_BYTES: usize = 64 << 10;
 pub struct DirState {
     offline: AtomicBool,
     pub(crate) durability: Arc<dyn Durability>,
+    /// `producer.id.expiration.ms`, applied when producer state is checkpointed.
+    producer_id_expiration_ms: AtomicI64,
 }
 
 impl DirState {
@@ -53,7 +56,13 @@ impl DirState {
         Self {
             offline: AtomicBool::new(false),
             durability,
+            producer_id_expiration_ms: AtomicI64::new(PRODUCER_ID_EXPIRATION_MS),
         }
+    }
+
+    /// Sets `producer.id.expiration.ms` for every log of the directory.
+    pub fn set_producer_id_expiration_ms(&self, ms: i64) {
+        self.producer_id_expiration_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn is_offline(&self) -> bool {
@@ -375,9 +384,9 @@ impl UnifiedLog {
                     "control batches are not accepted from clients".into(),
                 ));
             }
-            if header.is_transactional() && (header.producer_id < 0 || header.base_sequence < 0) {
+            if header.is_transactional() && header.producer_id < 0 {
                 return Err(StorageError::InvalidRecord(
-                    "a transactional batch needs a producer id and sequence".into(),
+                    "a transactional batch needs a producer id".into(),
                 ));
             }
             headers.push(header);
@@ -817,7 +826,11 @@ impl UnifiedLog {
                 .active()
                 .persist_indexes(durability.as_ref())
                 .map_err(|e| self.dir_state.fail("index write", &e))?;
-            inner.producers.expire(now_ms, PRODUCER_ID_EXPIRATION_MS);
+            let expiration = self
+                .dir_state
+                .producer_id_expiration_ms
+                .load(Ordering::Relaxed);
+            inner.producers.expire(now_ms, expiration);
             let leo = inner.log_end_offset;
             let bytes =
                 serde_json::to_vec(&inner.producers.to_snapshot(leo)).expect("snapshot serialises");

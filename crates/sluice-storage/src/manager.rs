@@ -440,6 +440,11 @@ impl LogManager {
 
     /// Hands out a producer id never handed out before by this data directory, reserving a new
     /// block durably when the current one is used up.
+    /// Sets `producer.id.expiration.ms` for every partition.
+    pub fn set_producer_id_expiration_ms(&self, ms: i64) {
+        self.dir_state.set_producer_id_expiration_ms(ms);
+    }
+
     pub fn allocate_producer_id(&self) -> Result<i64, StorageError> {
         let mut block = self.producer_ids.lock().expect("producer id lock");
         if block.next >= block.end {

@@ -198,7 +198,10 @@ impl ProducerStateManager {
 
     /// Records an appended (or replayed) batch with its assigned offsets.
     pub fn record(&mut self, h: &BatchHeader, now_ms: i64) {
-        if !is_idempotent(h) {
+        // Transactional batches without sequence numbers (the group coordinator's offset
+        // commits inside a producer's transaction) still open the transaction.
+        let tracked = is_idempotent(h) || (h.is_transactional() && h.producer_id >= 0);
+        if !tracked {
             return;
         }
         let entry = self
@@ -211,7 +214,11 @@ impl ProducerStateManager {
                 batches: VecDeque::new(),
                 txn_first_offset: None,
             });
-        Self::push(entry, h, now_ms);
+        if is_idempotent(h) {
+            Self::push(entry, h, now_ms);
+        } else {
+            entry.last_append_ms = entry.last_append_ms.max(now_ms);
+        }
         if h.is_transactional() && entry.txn_first_offset.is_none() {
             entry.txn_first_offset = Some(h.base_offset);
             self.ongoing.insert(h.base_offset, h.producer_id);

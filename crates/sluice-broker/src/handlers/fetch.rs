@@ -1,4 +1,6 @@
-//! Fetch: stored batches straight from the segment files, with long polling.
+//! Fetch: stored batches straight from the segment files, with long polling. A
+//! read_committed fetch stops at the last stable offset and carries the aborted transactions
+//! of the range it returns.
 //!
 //! Fetch sessions (KIP-227) are declined: every response carries session id 0, which tells
 //! the client to keep sending full fetch requests.
@@ -10,6 +12,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 use sluice_protocol::fetch_response::{FetchPartitionOut, FetchResponseOut, FetchTopicOut};
+use sluice_storage::Isolation;
 use tokio::time::Instant;
 
 use crate::errors::error_code;
@@ -51,6 +54,13 @@ pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest) -> FetchR
 /// any partition had an error (which ends a long poll at once, as in Kafka).
 fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponseOut, usize, bool) {
     let max_bytes = (req.max_bytes.max(0) as usize).min(state.config.fetch_max_bytes);
+    // isolation_level 1 is READ_COMMITTED: stop at the last stable offset and list aborted
+    // transactions for the client to filter.
+    let isolation = if req.isolation_level == 1 {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    };
     let mut total = 0usize;
     let mut errors = false;
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -64,6 +74,7 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponseOut, usize,
                 high_watermark: -1,
                 last_stable_offset: -1,
                 log_start_offset: -1,
+                aborted: Vec::new(),
                 // Empty, not null, for partitions with errors, as Kafka sends them:
                 // librdkafka refuses a null record set ("invalid MessageSetSize -1").
                 records: Some(Bytes::new()),
@@ -84,19 +95,24 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponseOut, usize,
             // KIP-74: the first batch of the response is returned whole even past the limits,
             // so a consumer always makes progress.
             let min_one = total == 0;
-            match log.read(p.fetch_offset, limit, min_one) {
+            match log.read_isolated(p.fetch_offset, limit, min_one, isolation) {
                 Ok(read) => {
                     total += read.records.len();
                     out.high_watermark = read.high_watermark;
-                    out.last_stable_offset = read.high_watermark;
+                    out.last_stable_offset = read.last_stable_offset;
                     out.log_start_offset = read.log_start_offset;
+                    out.aborted = read
+                        .aborted
+                        .iter()
+                        .map(|a| (a.producer_id, a.first_offset))
+                        .collect();
                     out.records = Some(Bytes::from(read.records));
                 }
                 Err(e) => {
                     errors = true;
                     out.error_code = error_code(&e);
                     out.high_watermark = log.log_end_offset();
-                    out.last_stable_offset = out.high_watermark;
+                    out.last_stable_offset = log.last_stable_offset();
                     out.log_start_offset = log.log_start_offset();
                 }
             }

@@ -60,9 +60,22 @@ pub(crate) fn find_coordinator(
         vec![req.key]
     };
     let (host, port) = state.advertised.clone();
-    let error = if req.key_type != 0 {
-        // Transactions come with their own coordinator (a later issue).
-        ResponseError::CoordinatorNotAvailable.code()
+    let error = if req.key_type == 1 {
+        // Transactions: this node coordinates every transactional id.
+        if !state.txns.is_loaded() {
+            ResponseError::CoordinatorNotAvailable.code()
+        } else {
+            let partitions = state.txns.read(|c| c.config().state_partitions);
+            match crate::txn::txn_topic(state, partitions) {
+                Ok(_) => 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot create the transaction topic");
+                    ResponseError::CoordinatorNotAvailable.code()
+                }
+            }
+        }
+    } else if req.key_type != 0 {
+        ResponseError::InvalidRequest.code()
     } else if !state.groups.is_loaded() {
         ResponseError::CoordinatorNotAvailable.code()
     } else {
@@ -403,17 +416,32 @@ type Partitions = Vec<(String, Vec<i32>)>;
 /// Committed offsets of one topic, by partition.
 type TopicOffsets = (String, Vec<(i32, Option<Committed>)>);
 
+/// UNSTABLE_OFFSET_COMMIT: a transaction that has not ended holds an offset commit.
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+
+/// A group's committed offsets. With `require_stable` (KIP-447, sent by read_committed
+/// consumers), a group with a transactional commit pending for any partition asked about is
+/// answered UNSTABLE_OFFSET_COMMIT as a whole, and the client retries.
 fn fetch_group(
     state: &Arc<BrokerState>,
     group: &str,
     partitions: Option<Partitions>,
+    require_stable: bool,
 ) -> Result<Vec<(String, i32, Option<Committed>)>, i16> {
     if !state.groups.is_loaded() {
         return Err(LOAD_IN_PROGRESS);
     }
-    Ok(state
-        .groups
-        .read(|c| c.fetch_offsets(group, partitions.as_deref())))
+    state.groups.read(|c| {
+        let offsets = c.fetch_offsets(group, partitions.as_deref());
+        if require_stable
+            && offsets
+                .iter()
+                .any(|(t, p, _)| c.has_pending_txn_offset(group, t, *p))
+        {
+            return Err(UNSTABLE_OFFSET_COMMIT);
+        }
+        Ok(offsets)
+    })
 }
 
 /// Groups consecutive entries of one topic.
@@ -538,7 +566,7 @@ pub(crate) fn offset_fetch(
             .map(|g| {
                 let partitions = group_partitions(g.topics);
                 let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match fetch_group(state, g.group_id.as_str(), partitions) {
+                match fetch_group(state, g.group_id.as_str(), partitions, req.require_stable) {
                     Err(e) => out.with_error_code(e),
                     Ok(offsets) => out.with_topics(fetched_topics!(
                         OffsetFetchResponseTopics,
@@ -556,8 +584,10 @@ pub(crate) fn offset_fetch(
             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    match fetch_group(state, req.group_id.as_str(), partitions) {
-        Err(e) if version < 2 => offset_fetch_failed(req, version, e),
+    match fetch_group(state, req.group_id.as_str(), partitions, req.require_stable) {
+        Err(e) if version < 2 || e == UNSTABLE_OFFSET_COMMIT => {
+            offset_fetch_failed(req, version, e)
+        }
         Err(e) => OffsetFetchResponse::default().with_error_code(e),
         Ok(offsets) => OffsetFetchResponse::default().with_topics(fetched_topics!(
             OffsetFetchResponseTopic,

@@ -1,4 +1,5 @@
 //! ListOffsets: earliest (-2), latest (-1), or the first offset at or after a timestamp.
+//! For a read_committed client (isolation_level 1), latest is the last stable offset.
 
 use std::sync::Arc;
 
@@ -48,7 +49,7 @@ fn answer(state: &BrokerState, req: &ListOffsetsRequest) -> ListOffsetsResponse 
                     });
                     match log {
                         None => out.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                        Some(log) => lookup(log, p.timestamp, out),
+                        Some(log) => lookup(log, p.timestamp, req.isolation_level == 1, out),
                     }
                 })
                 .collect();
@@ -63,9 +64,11 @@ fn answer(state: &BrokerState, req: &ListOffsetsRequest) -> ListOffsetsResponse 
 fn lookup(
     log: &UnifiedLog,
     timestamp: i64,
+    read_committed: bool,
     out: ListOffsetsPartitionResponse,
 ) -> ListOffsetsPartitionResponse {
     match timestamp {
+        LATEST_TIMESTAMP if read_committed => out.with_offset(log.last_stable_offset()),
         LATEST_TIMESTAMP => out.with_offset(log.log_end_offset()),
         EARLIEST_TIMESTAMP => out.with_offset(log.log_start_offset()),
         ts if ts < 0 => out.with_error_code(ResponseError::UnsupportedVersion.code()),

@@ -6,10 +6,10 @@ mod alter_configs;
 mod delete_records;
 mod fetch;
 mod groups;
-mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod txn;
 mod unsupported;
 
 use std::future::Future;
@@ -100,7 +100,7 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
         Request::CreatePartitions(r) => {
             ready(api, version, corr, admin::create_partitions(state, r))
         }
-        Request::InitProducerId(r) => ready(api, version, corr, init_producer_id::handle(state, r)),
+        Request::InitProducerId(r) => txn::init_producer_id(state, r, version, corr),
         Request::FindCoordinator(r) => ready(
             api,
             version,
@@ -132,6 +132,14 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
             corr,
             alter_configs::incremental_alter_configs(state, r),
         ),
+        Request::AddPartitionsToTxn(r) => txn::add_partitions(state, r, version, corr),
+        Request::AddOffsetsToTxn(r) => txn::add_offsets(state, r, version, corr),
+        Request::TxnOffsetCommit(r) => txn::txn_offset_commit(state, r, version, corr),
+        Request::EndTxn(r) => txn::end_txn(state, r, version, corr),
+        Request::DescribeTransactions(r) => {
+            ready(api, version, corr, txn::describe_transactions(state, r))
+        }
+        Request::ListTransactions(r) => ready(api, version, corr, txn::list_transactions(state, r)),
     }
 }
 

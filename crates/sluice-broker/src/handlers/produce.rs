@@ -11,6 +11,7 @@ use sluice_storage::{StorageError, UnifiedLog};
 use super::{ready, respond, str_bytes, Dispatched};
 use crate::errors::error_code;
 use crate::groups::OFFSETS_TOPIC;
+use crate::txn::TXN_TOPIC;
 use crate::{now_ms, BrokerState};
 
 /// An appended partition waiting for its fsync.
@@ -52,19 +53,41 @@ pub(crate) fn handle(
                     .ok()
                     .and_then(|i| t.partitions.get(i))
             });
-            let result = match (log, &data.records) {
-                // Only the coordinator writes its topic: a client record there would be
-                // replayed as group state.
-                _ if name == OFFSETS_TOPIC => Err(ResponseError::InvalidTopicException.code()),
-                (None, _) => Err(ResponseError::UnknownTopicOrPartition.code()),
-                (Some(_), None) => Err(ResponseError::CorruptMessage.code()),
-                (Some(log), Some(records)) => {
-                    log.append(records, now).map(|o| (log, o)).map_err(|e| {
-                        log_refusal(name, data.index, &e);
-                        error_code(&e)
-                    })
-                }
-            };
+            let result =
+                match (log, &data.records) {
+                    // Only the coordinator writes its topic: a client record there would be
+                    // replayed as group state.
+                    _ if name == OFFSETS_TOPIC || name == TXN_TOPIC => {
+                        Err(ResponseError::InvalidTopicException.code())
+                    }
+                    (None, _) => Err(ResponseError::UnknownTopicOrPartition.code()),
+                    (Some(_), None) => Err(ResponseError::CorruptMessage.code()),
+                    (Some(log), Some(records)) => {
+                        let append = || {
+                            log.append(records, now).map(|o| (log, o)).map_err(|e| {
+                                log_refusal(name, data.index, &e);
+                                error_code(&e)
+                            })
+                        };
+                        match transactional_producer(records) {
+                            Err(code) => Err(code),
+                            // A transactional batch goes in only if its partition was added to
+                            // the producer's ongoing transaction (checked and appended under the
+                            // transaction coordinator's lock).
+                            Ok(Some((pid, epoch))) => {
+                                state
+                                    .txns
+                                    .verified(pid, epoch, name, data.index, append)
+                                    .unwrap_or_else(|code| {
+                                        tracing::info!(topic = name, partition = data.index, code,
+                                    "transactional produce outside the producer's transaction");
+                                        Err(code)
+                                    })
+                            }
+                            Ok(None) => append(),
+                        }
+                    }
+                };
             match result {
                 Ok((log, outcome)) => {
                     appended = true;
@@ -174,6 +197,24 @@ pub(crate) fn error_all(req: &ProduceRequest, code: i16) -> ProduceResponse {
         })
         .collect();
     ProduceResponse::default().with_responses(responses)
+}
+
+/// The producer id and epoch of the transactional batches in `records`, if there are any.
+/// A record set mixing producers (or transactional and plain batches of different producers)
+/// gets `Err`: one transaction check must cover every batch. Malformed batches are left for
+/// storage to refuse.
+fn transactional_producer(records: &[u8]) -> Result<Option<(i64, i16)>, i16> {
+    let mut producers = sluice_records::BatchIter::new(records)
+        .map_while(|b| b.ok())
+        .filter_map(|b| sluice_records::BatchHeader::parse(b).ok())
+        .map(|h| (h.is_transactional(), h.producer_id, h.producer_epoch));
+    let Some(first) = producers.next() else {
+        return Ok(None);
+    };
+    if producers.any(|p| p != first) {
+        return Err(ResponseError::InvalidRecord.code());
+    }
+    Ok(first.0.then_some((first.1, first.2)))
 }
 
 fn log_refusal(topic: &str, partition: i32, e: &StorageError) {

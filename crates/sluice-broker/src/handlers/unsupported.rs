@@ -22,11 +22,13 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
-    AlterConfigsResponse, ApiKey, BrokerId, CreatePartitionsResponse, CreateTopicsResponse,
-    DeleteGroupsResponse, DeleteRecordsResponse, DeleteTopicsResponse, DescribeConfigsResponse,
-    DescribeGroupsResponse, FetchResponse, FindCoordinatorResponse, HeartbeatResponse,
-    IncrementalAlterConfigsResponse, InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse,
-    ListGroupsResponse, ListOffsetsResponse, MetadataResponse, ProducerId, SyncGroupResponse,
+    AddOffsetsToTxnResponse, AddPartitionsToTxnResponse, AlterConfigsResponse, ApiKey, BrokerId,
+    CreatePartitionsResponse, CreateTopicsResponse, DeleteGroupsResponse, DeleteRecordsResponse,
+    DeleteTopicsResponse, DescribeConfigsResponse, DescribeGroupsResponse,
+    DescribeTransactionsResponse, EndTxnResponse, FetchResponse, FindCoordinatorResponse,
+    HeartbeatResponse, IncrementalAlterConfigsResponse, InitProducerIdResponse, JoinGroupResponse,
+    LeaveGroupResponse, ListGroupsResponse, ListOffsetsResponse, ListTransactionsResponse,
+    MetadataResponse, ProducerId, SyncGroupResponse, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -329,6 +331,87 @@ pub(crate) fn respond(request: Request, version: i16, corr: i32) -> Dispatched {
             let body = IncrementalAlterConfigsResponse::default().with_responses(responses);
             ready(ApiKey::IncrementalAlterConfigs, version, corr, body)
         }
+        Request::AddPartitionsToTxn(r) => {
+            use kafka_protocol::messages::add_partitions_to_txn_response::{
+                AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+            };
+            let results = r
+                .v3_and_below_topics
+                .iter()
+                .map(|t| {
+                    AddPartitionsToTxnTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_results_by_partition(
+                            t.partitions
+                                .iter()
+                                .map(|&p| {
+                                    AddPartitionsToTxnPartitionResult::default()
+                                        .with_partition_index(p)
+                                        .with_partition_error_code(UNSUPPORTED)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            // v4+ carry a top-level error instead of per-topic results.
+            let body = if version >= 4 {
+                AddPartitionsToTxnResponse::default().with_error_code(UNSUPPORTED)
+            } else {
+                AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
+            };
+            ready(ApiKey::AddPartitionsToTxn, version, corr, body)
+        }
+        Request::AddOffsetsToTxn(_) => {
+            let body = AddOffsetsToTxnResponse::default().with_error_code(UNSUPPORTED);
+            ready(ApiKey::AddOffsetsToTxn, version, corr, body)
+        }
+        Request::EndTxn(_) => {
+            let body = EndTxnResponse::default().with_error_code(UNSUPPORTED);
+            ready(ApiKey::EndTxn, version, corr, body)
+        }
+        Request::TxnOffsetCommit(r) => {
+            use kafka_protocol::messages::txn_offset_commit_response::{
+                TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+            };
+            let topics = r
+                .topics
+                .iter()
+                .map(|t| {
+                    TxnOffsetCommitResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    TxnOffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(UNSUPPORTED)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            let body = TxnOffsetCommitResponse::default().with_topics(topics);
+            ready(ApiKey::TxnOffsetCommit, version, corr, body)
+        }
+        Request::DescribeTransactions(r) => {
+            use kafka_protocol::messages::describe_transactions_response::TransactionState;
+            let states = r
+                .transactional_ids
+                .iter()
+                .map(|id| {
+                    TransactionState::default()
+                        .with_transactional_id(id.clone())
+                        .with_error_code(UNSUPPORTED)
+                })
+                .collect();
+            let body = DescribeTransactionsResponse::default().with_transaction_states(states);
+            ready(ApiKey::DescribeTransactions, version, corr, body)
+        }
+        Request::ListTransactions(_) => {
+            let body = ListTransactionsResponse::default().with_error_code(UNSUPPORTED);
+            ready(ApiKey::ListTransactions, version, corr, body)
+        }
         // Handled before decoding: answered in v0 with our ranges (KIP-511).
         Request::ApiVersions(_) => Err("ApiVersions reached the unsupported-version path".into()),
     }
@@ -368,6 +451,18 @@ mod tests {
             ApiKey::AlterConfigs => Request::AlterConfigs(AlterConfigsRequest::default()),
             ApiKey::IncrementalAlterConfigs => {
                 Request::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default())
+            }
+            ApiKey::AddPartitionsToTxn => {
+                Request::AddPartitionsToTxn(AddPartitionsToTxnRequest::default())
+            }
+            ApiKey::AddOffsetsToTxn => Request::AddOffsetsToTxn(AddOffsetsToTxnRequest::default()),
+            ApiKey::EndTxn => Request::EndTxn(EndTxnRequest::default()),
+            ApiKey::TxnOffsetCommit => Request::TxnOffsetCommit(TxnOffsetCommitRequest::default()),
+            ApiKey::DescribeTransactions => {
+                Request::DescribeTransactions(DescribeTransactionsRequest::default())
+            }
+            ApiKey::ListTransactions => {
+                Request::ListTransactions(ListTransactionsRequest::default())
             }
             _ => return None,
         })

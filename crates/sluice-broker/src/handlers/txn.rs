@@ -1,0 +1,446 @@
+//! Transactions: InitProducerId with a transactional id, AddPartitionsToTxn,
+//! AddOffsetsToTxn, TxnOffsetCommit, EndTxn, and DescribeTransactions / ListTransactions for
+//! operators. Every state change is answered once its `__transaction_state` record is fsynced.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::describe_transactions_response::{self, TopicData};
+use kafka_protocol::messages::list_transactions_response;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TopicName,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
+use kafka_protocol::ResponseError;
+use sluice_group::{CommitOffset, TxnCommitRequest};
+use sluice_txn::codes;
+
+use super::{ready, respond, str_bytes, Dispatched};
+use crate::errors::error_code;
+use crate::groups::{Durable, OFFSETS_TOPIC};
+use crate::txn::TXN_TOPIC;
+use crate::BrokerState;
+
+/// PRODUCER_FENCED exists from these versions on (KIP-588); older clients are told
+/// INVALID_PRODUCER_EPOCH, as Kafka does.
+fn fenced_for(code: i16, version: i16, since: i16) -> i16 {
+    if code == codes::PRODUCER_FENCED && version < since {
+        codes::INVALID_PRODUCER_EPOCH
+    } else {
+        code
+    }
+}
+
+/// Checks the coordinator is loaded and its topic exists.
+fn ready_to_change(state: &BrokerState) -> Result<(), i16> {
+    if !state.txns.is_loaded() {
+        return Err(codes::COORDINATOR_LOAD_IN_PROGRESS);
+    }
+    let partitions = state.txns.read(|c| c.config().state_partitions);
+    crate::txn::txn_topic(state, partitions)
+        .map(|_| ())
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot create {TXN_TOPIC}");
+            codes::COORDINATOR_NOT_AVAILABLE
+        })
+}
+
+/// The outcome of a change once its records are durable (or the append failed).
+async fn settled<R>(result: Result<R, i16>, durable: Durable) -> Result<R, i16> {
+    let value = result?;
+    match durable.wait().await {
+        Ok(()) => Ok(value),
+        Err(e) => {
+            tracing::warn!(error = %e, "transaction state not durable");
+            Err(codes::COORDINATOR_NOT_AVAILABLE)
+        }
+    }
+}
+
+pub(crate) fn init_producer_id(
+    state: &Arc<BrokerState>,
+    req: InitProducerIdRequest,
+    version: i16,
+    corr: i32,
+) -> Dispatched {
+    let api = ApiKey::InitProducerId;
+    let response = move |r: Result<(i64, i16), i16>| {
+        let base = InitProducerIdResponse::default();
+        match r {
+            Ok((pid, epoch)) => base
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch),
+            Err(code) => base
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+                .with_error_code(fenced_for(code, version, 4)),
+        }
+    };
+    let txn_id = req
+        .transactional_id
+        .as_ref()
+        .map(|t| t.to_string())
+        .filter(|t| !t.is_empty());
+    let Some(txn_id) = txn_id else {
+        // An idempotent producer: a fresh producer id at epoch 0 every time, as Kafka does.
+        let result = tokio::task::block_in_place(|| state.logs.allocate_producer_id())
+            .map(|id| (id, 0))
+            .map_err(|e| error_code(&e));
+        return ready(api, version, corr, response(result));
+    };
+    if let Err(code) = ready_to_change(state) {
+        return ready(api, version, corr, response(Err(code)));
+    }
+    let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
+    let timeout = req.transaction_timeout_ms;
+    let logs = state.logs.clone();
+    let (result, durable) = state.txns.call(state, |c, now| {
+        let mut allocate = || {
+            tokio::task::block_in_place(|| logs.allocate_producer_id()).map_err(|e| error_code(&e))
+        };
+        c.init_producer_id(&txn_id, timeout, expected, now, &mut allocate)
+    });
+    respond(api, version, corr, async move {
+        response(settled(result, durable).await)
+    })
+}
+
+pub(crate) fn add_partitions(
+    state: &Arc<BrokerState>,
+    req: AddPartitionsToTxnRequest,
+    version: i16,
+    corr: i32,
+) -> Dispatched {
+    let requested: Vec<(TopicName, Vec<i32>)> = req
+        .v3_and_below_topics
+        .iter()
+        .map(|t| (t.name.clone(), t.partitions.clone()))
+        .collect();
+    // Partitions that cannot take part: unknown ones, and the internal topics.
+    let mut unknown = Vec::new();
+    let mut partitions = Vec::new();
+    for (name, ps) in &requested {
+        let topic = state.logs.topic(name.as_str());
+        for &p in ps {
+            let exists = topic
+                .as_ref()
+                .is_some_and(|t| usize::try_from(p).is_ok_and(|i| i < t.partitions.len()));
+            let internal = name.as_str() == TXN_TOPIC || name.as_str() == OFFSETS_TOPIC;
+            if exists && !internal {
+                partitions.push((name.to_string(), p));
+            } else {
+                unknown.push((name.clone(), p));
+            }
+        }
+    }
+    let answer = move |code_of: &dyn Fn(&TopicName, i32) -> i16| {
+        let results = requested
+            .iter()
+            .map(|(name, ps)| {
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(name.clone())
+                    .with_results_by_partition(
+                        ps.iter()
+                            .map(|&p| {
+                                AddPartitionsToTxnPartitionResult::default()
+                                    .with_partition_index(p)
+                                    .with_partition_error_code(code_of(name, p))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
+    };
+    let api = ApiKey::AddPartitionsToTxn;
+    if !unknown.is_empty() {
+        // As Kafka: the unknown partitions get their error, the rest OPERATION_NOT_ATTEMPTED.
+        let body = answer(&|name, p| {
+            if unknown.contains(&(name.clone(), p)) {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else {
+                ResponseError::OperationNotAttempted.code()
+            }
+        });
+        return ready(api, version, corr, body);
+    }
+    if let Err(code) = ready_to_change(state) {
+        return ready(api, version, corr, answer(&|_, _| code));
+    }
+    let txn_id = req.v3_and_below_transactional_id.to_string();
+    let (pid, epoch) = (
+        req.v3_and_below_producer_id.0,
+        req.v3_and_below_producer_epoch,
+    );
+    let (result, durable) = state.txns.call(state, |c, now| {
+        c.add_partitions(&txn_id, pid, epoch, &partitions, now)
+    });
+    respond(api, version, corr, async move {
+        let code = match settled(result, durable).await {
+            Ok(()) => 0,
+            Err(code) => fenced_for(code, version, 2),
+        };
+        answer(&|_, _| code)
+    })
+}
+
+pub(crate) fn add_offsets(
+    state: &Arc<BrokerState>,
+    req: AddOffsetsToTxnRequest,
+    version: i16,
+    corr: i32,
+) -> Dispatched {
+    let api = ApiKey::AddOffsetsToTxn;
+    let answer = |code: i16| AddOffsetsToTxnResponse::default().with_error_code(code);
+    if let Err(code) = ready_to_change(state) {
+        return ready(api, version, corr, answer(code));
+    }
+    if !state.groups.is_loaded() {
+        return ready(
+            api,
+            version,
+            corr,
+            answer(codes::COORDINATOR_LOAD_IN_PROGRESS),
+        );
+    }
+    // The group's offsets partition joins the transaction (and the offsets topic must exist
+    // for its marker to be written).
+    let partitions = state.groups.read(|c| c.config().offsets_topic_partitions);
+    if let Err(e) = crate::groups::offsets_topic(state, partitions) {
+        tracing::error!(error = %e, "cannot create {OFFSETS_TOPIC}");
+        return ready(api, version, corr, answer(codes::COORDINATOR_NOT_AVAILABLE));
+    }
+    let offsets_partition = state
+        .groups
+        .read(|c| c.partition_for(req.group_id.as_str()));
+    let txn_id = req.transactional_id.to_string();
+    let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
+    let (result, durable) = state.txns.call(state, |c, now| {
+        c.add_offsets(&txn_id, pid, epoch, offsets_partition, now)
+    });
+    respond(api, version, corr, async move {
+        match settled(result, durable).await {
+            Ok(()) => answer(0),
+            Err(code) => answer(fenced_for(code, version, 2)),
+        }
+    })
+}
+
+pub(crate) fn txn_offset_commit(
+    state: &Arc<BrokerState>,
+    req: TxnOffsetCommitRequest,
+    version: i16,
+    corr: i32,
+) -> Dispatched {
+    let api = ApiKey::TxnOffsetCommit;
+    let requested: Vec<(TopicName, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let answer = move |codes: &mut dyn Iterator<Item = i16>| {
+        let topics = requested
+            .iter()
+            .map(|(name, ps)| {
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(name.clone())
+                    .with_partitions(
+                        ps.iter()
+                            .map(|&p| {
+                                TxnOffsetCommitResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_error_code(codes.next().unwrap_or(0))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        TxnOffsetCommitResponse::default().with_topics(topics)
+    };
+    let count: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
+    if !state.groups.is_loaded() || !state.txns.is_loaded() {
+        let code = codes::COORDINATOR_LOAD_IN_PROGRESS;
+        return ready(
+            api,
+            version,
+            corr,
+            answer(&mut std::iter::repeat_n(code, count)),
+        );
+    }
+    let group_id = req.group_id.to_string();
+    let commit = TxnCommitRequest {
+        group_id: group_id.clone(),
+        producer_id: req.producer_id.0,
+        producer_epoch: req.producer_epoch,
+        generation_id: req.generation_id,
+        member_id: req.member_id.to_string(),
+        group_instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+        offsets: req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| CommitOffset {
+                    topic: t.name.to_string(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                })
+            })
+            .collect(),
+    };
+    // Only the producer's ongoing transaction, with this group's offsets partition added,
+    // may commit offsets; the check and the append happen under the coordinator's lock.
+    let offsets_partition = state.groups.read(|c| c.partition_for(&group_id));
+    let verified = state.txns.verified(
+        commit.producer_id,
+        commit.producer_epoch,
+        OFFSETS_TOPIC,
+        offsets_partition,
+        || {
+            state
+                .groups
+                .call(state, |c, now| c.txn_commit_offsets(commit, now))
+        },
+    );
+    let (result, durable) = match verified {
+        Ok(called) => called,
+        Err(code) => {
+            let code = fenced_for(code, version, 3);
+            return ready(
+                api,
+                version,
+                corr,
+                answer(&mut std::iter::repeat_n(code, count)),
+            );
+        }
+    };
+    respond(api, version, corr, async move {
+        let codes: Vec<i16> = match result {
+            Err(code) => vec![code; count],
+            Ok(codes) => match durable.wait().await {
+                Ok(()) => codes,
+                Err(e) => {
+                    tracing::warn!(error = %e, "transactional offset commit not durable");
+                    vec![codes::COORDINATOR_NOT_AVAILABLE; count]
+                }
+            },
+        };
+        answer(&mut codes.into_iter())
+    })
+}
+
+pub(crate) fn end_txn(
+    state: &Arc<BrokerState>,
+    req: EndTxnRequest,
+    version: i16,
+    corr: i32,
+) -> Dispatched {
+    let api = ApiKey::EndTxn;
+    let answer = |code: i16| EndTxnResponse::default().with_error_code(code);
+    if let Err(code) = ready_to_change(state) {
+        return ready(api, version, corr, answer(code));
+    }
+    let txn_id = req.transactional_id.to_string();
+    let (pid, epoch, commit) = (req.producer_id.0, req.producer_epoch, req.committed);
+    let (result, durable) = state
+        .txns
+        .call(state, |c, now| c.end_txn(&txn_id, pid, epoch, commit, now));
+    respond(api, version, corr, async move {
+        match settled(result, durable).await {
+            Ok(()) => answer(0),
+            Err(code) => answer(fenced_for(code, version, 2)),
+        }
+    })
+}
+
+pub(crate) fn describe_transactions(
+    state: &Arc<BrokerState>,
+    req: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let loaded = state.txns.is_loaded();
+    let states = req
+        .transactional_ids
+        .iter()
+        .map(|id| {
+            let out = describe_transactions_response::TransactionState::default()
+                .with_transactional_id(id.clone())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+                .with_transaction_start_time_ms(-1);
+            if !loaded {
+                return out.with_error_code(codes::COORDINATOR_LOAD_IN_PROGRESS);
+            }
+            let Some(d) = state.txns.read(|c| c.describe(id.as_str())) else {
+                return out.with_error_code(codes::TRANSACTIONAL_ID_NOT_FOUND);
+            };
+            let mut topics: Vec<TopicData> = Vec::new();
+            for (topic, p) in d.partitions {
+                match topics.last_mut() {
+                    Some(t) if t.topic.as_str() == topic => t.partitions.push(p),
+                    _ => topics.push(
+                        TopicData::default()
+                            .with_topic(TopicName(str_bytes(&topic)))
+                            .with_partitions(vec![p]),
+                    ),
+                }
+            }
+            out.with_transaction_state(str_bytes(d.state.name()))
+                .with_transaction_timeout_ms(d.transaction_timeout_ms)
+                .with_transaction_start_time_ms(d.transaction_start_ms)
+                .with_producer_id(ProducerId(d.producer_id))
+                .with_producer_epoch(d.producer_epoch)
+                .with_topics(topics)
+        })
+        .collect();
+    DescribeTransactionsResponse::default().with_transaction_states(states)
+}
+
+pub(crate) fn list_transactions(
+    state: &Arc<BrokerState>,
+    req: ListTransactionsRequest,
+) -> ListTransactionsResponse {
+    if !state.txns.is_loaded() {
+        return ListTransactionsResponse::default()
+            .with_error_code(codes::COORDINATOR_LOAD_IN_PROGRESS);
+    }
+    let filters: Vec<String> = req.state_filters.iter().map(|s| s.to_string()).collect();
+    let unknown: Vec<_> = req
+        .state_filters
+        .iter()
+        .filter(|s| sluice_txn::TxnState::from_name(s.as_str()).is_none())
+        .cloned()
+        .collect();
+    let pids: Vec<i64> = req.producer_id_filters.iter().map(|p| p.0).collect();
+    let now = crate::now_ms();
+    let listed = state
+        .txns
+        .read(|c| c.list(&filters, &pids, req.duration_filter, now));
+    let states = listed
+        .into_iter()
+        .map(|t| {
+            list_transactions_response::TransactionState::default()
+                .with_transactional_id(kafka_protocol::messages::TransactionalId(str_bytes(
+                    &t.transactional_id,
+                )))
+                .with_producer_id(ProducerId(t.producer_id))
+                .with_transaction_state(str_bytes(t.state.name()))
+        })
+        .collect();
+    ListTransactionsResponse::default()
+        .with_unknown_state_filters(unknown)
+        .with_transaction_states(states)
+}
