@@ -840,3 +840,55 @@ def test_list_and_describe_transactions_on_the_wire(broker):
     assert (d["error"], d["state"], d["producer_id"], d["topics"]) == \
         (0, "CompleteCommit", open_pid, [])
     assert settled(broker, topic, 0) and high_watermark(broker, topic, 0) > hw0
+
+
+def offset_fetch_v7(broker, group, topic, partitions, require_stable):
+    """OffsetFetch v7: (top-level error, {partition: (committed offset, error)})."""
+    topics = compact_array([cstr(topic) + compact_array([struct.pack(">i", p) for p in partitions])
+                            + b"\x00"])
+    body = cstr(group) + topics + struct.pack(">?", require_stable) + b"\x00"
+    r = flexible_request(broker, 9, 7, body)
+    r.take(">i")  # throttle
+
+    def partition():
+        p, offset, _epoch, _meta, error = (r.take(">i"), r.take(">q"), r.take(">i"), r.str(),
+                                           r.take(">h"))
+        r.tags()
+        return p, (offset, error)
+
+    def topic_entry():
+        r.str()
+        parts = r.array(partition)
+        r.tags()
+        return parts
+
+    parts = [p for t in r.array(topic_entry) for p in t]
+    error = r.take(">h")
+    r.tags()
+    return error, dict(parts)
+
+
+def test_pending_transactional_offsets_are_unstable_per_partition(broker):
+    """While a transaction holds an offset commit for a partition, OffsetFetch with
+    require_stable (KIP-447) answers UNSTABLE_OFFSET_COMMIT (88) for that partition only, with
+    no group-level error, as Kafka does (Java consumers treat a group-level error as fatal);
+    without require_stable the last committed offset is returned. Once the transaction
+    commits, the offset is there and stable."""
+    create_topic(broker, "unstable-in", 2)
+    create_topic(broker, "unstable-out", 1)
+    group = "unstable-group"
+    member = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    producer = txn_producer(broker, "unstable-txn")
+    producer.begin_transaction()
+    produce_acked(producer, "unstable-out", 0, [b"x"])
+    producer.send_offsets_to_transaction([TopicPartition("unstable-in", 0, 5)],
+                                         member.consumer_group_metadata(), WAIT_S)
+    error, parts = offset_fetch_v7(broker, group, "unstable-in", [0, 1], True)
+    assert error == 0
+    assert parts == {0: (-1, 88), 1: (-1, 0)}
+    assert offset_fetch_v7(broker, group, "unstable-in", [0, 1], False) == (0, {0: (-1, 0),
+                                                                                1: (-1, 0)})
+    producer.commit_transaction(WAIT_S)
+    assert offset_fetch_v7(broker, group, "unstable-in", [0, 1], True) == (0, {0: (5, 0),
+                                                                               1: (-1, 0)})
+    member.close()

@@ -70,7 +70,7 @@ impl Broker {
         watched.lock().expect("log lines").clear();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("group coordinator loaded") || line.contains("cleaned log") {
+                if line.contains("coordinator loaded") || line.contains("cleaned log") {
                     watched.lock().expect("log lines").push(line.clone());
                 }
                 if let Some(addr) = line.split("listening on ").nth(1) {

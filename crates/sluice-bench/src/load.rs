@@ -158,6 +158,12 @@ fn producer_config(bootstrap: &str, acks: &str, compression: &str) -> ClientConf
 
 /// Sends `messages` messages as fast as librdkafka accepts them and waits for every delivery.
 fn drive(producer: &BaseProducer<Counter>, topic: &str, messages: u64, payloads: &[Vec<u8>]) {
+    send_all(producer, topic, messages, payloads);
+    let _ = producer.flush(Duration::from_secs(300));
+}
+
+/// Sends `messages` messages as fast as librdkafka accepts them, without waiting.
+fn send_all(producer: &BaseProducer<Counter>, topic: &str, messages: u64, payloads: &[Vec<u8>]) {
     for i in 0..messages {
         let key = (i % 4096).to_be_bytes();
         let payload = &payloads[(i % payloads.len() as u64) as usize];
@@ -178,7 +184,6 @@ fn drive(producer: &BaseProducer<Counter>, topic: &str, messages: u64, payloads:
             producer.poll(Duration::ZERO);
         }
     }
-    let _ = producer.flush(Duration::from_secs(300));
 }
 
 /// Producer throughput: MB/s of message values (uncompressed, as Kafka's perf tool counts).
@@ -203,6 +208,122 @@ pub fn produce(bootstrap: &str, topic: &str, spec: ProduceSpec) -> Result<Produc
         mb_s: (messages as usize * spec.size) as f64 / seconds / 1e6,
         msg_s: messages as f64 / seconds,
     })
+}
+
+/// How a throughput run produces: the same load with each delivery guarantee.
+#[derive(Debug, Clone, Copy)]
+pub enum Guarantee {
+    /// acks=all, idempotence off.
+    Plain,
+    /// enable.idempotence=true (acks=all, sequence numbers checked by the broker).
+    Idempotent,
+    /// A transactional producer committing every `per_txn` messages.
+    Transactional { per_txn: u64 },
+}
+
+/// Producer throughput under a delivery guarantee, acks=all, as [`produce`] measures it.
+pub fn produce_with(
+    bootstrap: &str,
+    topic: &str,
+    spec: ProduceSpec,
+    guarantee: Guarantee,
+) -> Result<ProduceResult, String> {
+    let messages = (spec.bytes / spec.size).max(1) as u64;
+    let mut config = producer_config(bootstrap, "all", spec.compression);
+    match guarantee {
+        Guarantee::Plain => {}
+        Guarantee::Idempotent => {
+            config.set("enable.idempotence", "true");
+        }
+        Guarantee::Transactional { .. } => {
+            config
+                .set("enable.idempotence", "true")
+                .set("transactional.id", format!("bench-{topic}"));
+        }
+    }
+    let producer: BaseProducer<Counter> = config
+        .create_with_context(Counter::default())
+        .map_err(|e| e.to_string())?;
+    let payloads = payloads(spec.size, 64);
+    let timeout = Duration::from_secs(60);
+    let start = Instant::now();
+    match guarantee {
+        Guarantee::Transactional { per_txn } => {
+            producer
+                .init_transactions(timeout)
+                .map_err(|e| e.to_string())?;
+            let mut sent = 0;
+            while sent < messages {
+                let n = per_txn.min(messages - sent);
+                producer.begin_transaction().map_err(|e| e.to_string())?;
+                send_all(&producer, topic, n, &payloads);
+                // The commit flushes first; waiting here keeps it from doing so in
+                // rust-rdkafka's 100 ms steps.
+                await_deliveries(&producer, timeout);
+                producer
+                    .commit_transaction(timeout)
+                    .map_err(|e| format!("commit: {e}"))?;
+                producer.poll(Duration::ZERO);
+                sent += n;
+            }
+        }
+        _ => {
+            send_all(&producer, topic, messages, &payloads);
+            await_deliveries(&producer, timeout);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    // Delivery reports still queued after the last commit.
+    let _ = producer.flush(Duration::from_secs(60));
+    let ok = producer.context().ok.load(Ordering::Relaxed);
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if failed > 0 || ok != messages {
+        return Err(format!(
+            "{failed} deliveries failed, {ok} of {messages} acknowledged"
+        ));
+    }
+    Ok(ProduceResult {
+        messages,
+        mb_s: (messages as usize * spec.size) as f64 / seconds / 1e6,
+        msg_s: messages as f64 / seconds,
+    })
+}
+
+/// Waits for every delivery report, polling in 1 ms steps (rust-rdkafka's flush polls in
+/// 100 ms steps, which distorts short runs and short transactions alike).
+fn await_deliveries(producer: &BaseProducer<Counter>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        producer.poll(Duration::from_millis(1));
+    }
+}
+
+/// `ids` transactional producers (`load-txn-{i}`), each committing one transaction of one
+/// message to `topic`. Returns transactions per second.
+pub fn commit_transactions(bootstrap: &str, topic: &str, ids: usize) -> Result<f64, String> {
+    let timeout = Duration::from_secs(60);
+    let started = Instant::now();
+    for i in 0..ids {
+        let mut config = producer_config(bootstrap, "all", "none");
+        config
+            .set("enable.idempotence", "true")
+            .set("transactional.id", format!("load-txn-{i}"));
+        let producer: BaseProducer<Counter> = config
+            .create_with_context(Counter::default())
+            .map_err(|e| e.to_string())?;
+        producer
+            .init_transactions(timeout)
+            .map_err(|e| e.to_string())?;
+        producer.begin_transaction().map_err(|e| e.to_string())?;
+        let key = i.to_be_bytes();
+        producer
+            .send(BaseRecord::to(topic).key(&key[..]).payload("v"))
+            .map_err(|(e, _)| e.to_string())?;
+        producer
+            .commit_transaction(timeout)
+            .map_err(|e| format!("commit {i}: {e}"))?;
+    }
+    Ok(ids as f64 / started.elapsed().as_secs_f64())
 }
 
 /// `producers` independent producers (each its own connection) sharing `bytes`.

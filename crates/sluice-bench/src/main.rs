@@ -40,7 +40,8 @@ struct Args {
     /// The sluice binary to start (default: the release build next to this one).
     #[arg(long, value_name = "FILE")]
     sluice_bin: Option<PathBuf>,
-    /// Run only these groups (produce, consume, latency, fan-in, memory, groups, compaction), for profiling one
+    /// Run only these groups (produce, consume, latency, fan-in, memory, groups, transactions,
+    /// compaction), for profiling one
     /// path; the ceilings are always measured.
     #[arg(long, value_name = "GROUP", value_delimiter = ',')]
     only: Vec<String>,
@@ -461,6 +462,79 @@ fn run(args: &Args) -> Result<(), String> {
             ),
             format!("{:.2} s", elapsed_ms as f64 / 1000.0),
             String::new(),
+        );
+        b.stop()?;
+    }
+
+    if let Some(bin) = bin.as_ref().filter(|_| args.wants("transactions")) {
+        // The cost of each delivery guarantee: the same load, one after the other against
+        // one broker, then the plain run again to show how much the machine drifts.
+        let dir = args.data_dir.join("transactions");
+        let mut b = Broker::start(bin, &dir, &[])?;
+        let bs = b.bootstrap();
+        let spec = ProduceSpec {
+            size: 1024,
+            partitions: 16,
+            acks: "all",
+            compression: "none",
+            bytes: if quick { 64 << 20 } else { 512 << 20 },
+        };
+        let runs = [
+            ("acks=all, idempotence off", load::Guarantee::Plain),
+            (
+                "idempotent (enable.idempotence=true)",
+                load::Guarantee::Idempotent,
+            ),
+            (
+                "transactional, 10,000 messages per transaction",
+                load::Guarantee::Transactional { per_txn: 10_000 },
+            ),
+            (
+                "transactional, 1,000 messages per transaction",
+                load::Guarantee::Transactional { per_txn: 1_000 },
+            ),
+            (
+                "transactional, 100 messages per transaction",
+                load::Guarantee::Transactional { per_txn: 100 },
+            ),
+            ("acks=all, idempotence off (again)", load::Guarantee::Plain),
+        ];
+        for (i, (what, guarantee)) in runs.into_iter().enumerate() {
+            eprintln!("transactions: {what}");
+            let topic = format!("eos-{i}");
+            load::create_topic(&bs, &topic, spec.partitions)?;
+            let r = load::produce_with(&bs, &topic, spec, guarantee)?;
+            run.row(
+                "transactions",
+                format!("1 KiB, 16 partitions, {what}"),
+                format!("{:.0} msg/s ({:.1} MB/s)", r.msg_s, r.mb_s),
+                format!("{} messages", r.messages),
+            );
+        }
+        // Coordinator recovery: replaying __transaction_state after a restart.
+        let ids = if quick { 100 } else { 500 };
+        eprintln!("transactions: {ids} transactional ids, then a restart");
+        load::create_topic(&bs, "txn-load", 4)?;
+        let rate = load::commit_transactions(&bs, "txn-load", ids)?;
+        run.row(
+            "transactions",
+            format!("{ids} producers: init, one transaction of one message, commit"),
+            format!("{rate:.0} transactions/s"),
+            "a new librdkafka producer per transaction".into(),
+        );
+        b.restart()?;
+        let line = b.wait_for_log("transaction coordinator loaded")?;
+        let field = |name: &str| -> Result<u64, String> {
+            line.split(&format!("{name}="))
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .ok_or_else(|| format!("no {name} in {line:?}"))
+        };
+        run.row(
+            "transactions",
+            format!("coordinator load at start-up, {ids} transactional ids"),
+            format!("{:.3} s", field("elapsed_ms")? as f64 / 1000.0),
+            format!("{} records replayed", field("records")?),
         );
         b.stop()?;
     }

@@ -163,13 +163,16 @@ impl Groups {
     pub fn write_marker(
         &self,
         log: &UnifiedLog,
+        offsets_partition: i32,
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
     ) -> Result<sluice_storage::AppendOutcome, StorageError> {
         let mut inner = self.lock();
         let outcome = log.append_marker(producer_id, producer_epoch, commit, 0, now_ms())?;
-        inner.coordinator.complete_txn(producer_id, commit);
+        inner
+            .coordinator
+            .complete_txn(offsets_partition, producer_id, commit);
         Ok(outcome)
     }
 
@@ -213,7 +216,7 @@ impl Groups {
         let mut coordinator = GroupCoordinator::new(config);
         let now = now_ms();
         let mut counts = ReplayCounts::default();
-        for log in topic.iter().flat_map(|t| t.partitions.iter()) {
+        for (index, log) in topic.iter().flat_map(|t| t.partitions.iter().enumerate()) {
             // Markers are handed over separately, so `coordinator` is shared by two closures.
             let coordinator = std::cell::RefCell::new(&mut coordinator);
             internal_topic::replay(
@@ -234,7 +237,11 @@ impl Groups {
                         .is_ok()
                 },
                 // A transaction marker: the producer's offset commits apply or vanish.
-                |pid, commit| coordinator.borrow_mut().complete_txn(pid, commit),
+                |pid, commit| {
+                    coordinator
+                        .borrow_mut()
+                        .complete_txn(index as i32, pid, commit)
+                },
             )?;
         }
         let (records, bad) = (counts.records, counts.skipped);

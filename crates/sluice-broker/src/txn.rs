@@ -13,13 +13,14 @@
 //! Prepare record, hence before the marker, and one arriving after is refused, so no batch
 //! can land after its transaction's marker and leave a transaction nobody will end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sluice_records::{BatchBuilder, NewRecord};
 use sluice_storage::{StorageError, UnifiedLog};
 use sluice_txn::{MarkerJob, Record, TransactionCoordinator, TxnConfig};
+use tokio::sync::oneshot;
 
 use crate::groups::{Durable, OFFSETS_TOPIC};
 use crate::internal_topic::{self, ReplayCounts};
@@ -40,6 +41,8 @@ pub(crate) struct Transactions {
     coordinator: Mutex<TransactionCoordinator>,
     /// False until `__transaction_state` has been replayed.
     loaded: AtomicBool,
+    /// EndTxn requests waiting for their transaction's markers, by transactional id.
+    completions: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
 }
 
 impl std::fmt::Debug for Transactions {
@@ -55,6 +58,32 @@ impl Transactions {
         Self {
             coordinator: Mutex::new(TransactionCoordinator::new(config)),
             loaded: AtomicBool::new(false),
+            completions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Resolves when the transaction of `transactional_id` now being ended has its markers
+    /// written (or is dropped if the caller finds nothing to wait for). Register before the
+    /// EndTxn call, so a fast completion cannot be missed.
+    pub fn on_complete(&self, transactional_id: &str) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.completions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(transactional_id.to_string())
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    fn completed(&self, transactional_id: &str) {
+        let waiters = self
+            .completions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(transactional_id);
+        for w in waiters.into_iter().flatten() {
+            let _ = w.send(());
         }
     }
 
@@ -182,18 +211,19 @@ fn settle(c: &mut TransactionCoordinator, state: &Arc<BrokerState>) -> Durable {
         result
     };
     let jobs = c.take_marker_jobs();
+    // After a failed append the coordinator re-queues the completion of transactions whose
+    // markers are already durable: those jobs run too, with nothing to wait for.
+    let prepare = appended.clone().unwrap_or_default();
+    for job in jobs {
+        tokio::spawn(write_markers(state.clone(), job, prepare.clone()));
+    }
     match appended {
-        Ok(ends) => {
-            for job in jobs {
-                tokio::spawn(write_markers(state.clone(), job, ends.clone()));
-            }
-            Durable(
-                ends.into_iter()
-                    .map(|(log, end)| state.flusher.flush(log, end))
-                    .collect(),
-                None,
-            )
-        }
+        Ok(ends) => Durable(
+            ends.into_iter()
+                .map(|(log, end)| state.flusher.flush(log, end))
+                .collect(),
+            None,
+        ),
         Err(e) => {
             tracing::error!(error = %e, "cannot append to {TXN_TOPIC}");
             Durable(Vec::new(), Some(e))
@@ -201,74 +231,117 @@ fn settle(c: &mut TransactionCoordinator, state: &Arc<BrokerState>) -> Durable {
     }
 }
 
+/// The first pause before a failed marker job is tried again; it doubles up to
+/// [`MARKER_RETRY_MAX`].
+const MARKER_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const MARKER_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Writes one job's markers once the records before it are durable, then reports them
-/// written (which emits the Complete record).
+/// written (which emits the Complete record) and wakes the EndTxn waiting for them. A
+/// failure is retried with backoff until the markers are written, the data directory goes
+/// offline (a restart then redoes the job from the Prepare record) or the broker stops:
+/// until then the transaction's partitions cannot move their last stable offset.
 async fn write_markers(
     state: Arc<BrokerState>,
     job: MarkerJob,
     prepare: Vec<(Arc<UnifiedLog>, i64)>,
 ) {
+    let mut pause = MARKER_RETRY_FIRST;
+    loop {
+        match try_write_markers(&state, &job, &prepare).await {
+            Ok(()) => break,
+            Err(e) => {
+                let stopping = *state.shutdown.borrow() || state.logs.is_offline();
+                tracing::error!(
+                    transactional_id = job.transactional_id,
+                    error = %e,
+                    retry_in_ms = if stopping { None } else { Some(pause.as_millis() as u64) },
+                    "cannot write transaction markers"
+                );
+                if stopping {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MARKER_RETRY_MAX);
+            }
+        }
+    }
+    let (_, durable) = state.txns.call(&state, |c, now| {
+        c.markers_written(
+            &job.transactional_id,
+            job.producer_id,
+            job.producer_epoch,
+            now,
+        )
+    });
+    state.txns.completed(&job.transactional_id);
+    if let Err(e) = durable.wait().await {
+        tracing::warn!(error = %e, "transaction completion not durable");
+    }
+}
+
+/// One attempt: the Prepare record durable, every marker appended, every marker durable.
+/// Repeating a marker after a partial attempt is harmless: the second one ends nothing.
+async fn try_write_markers(
+    state: &Arc<BrokerState>,
+    job: &MarkerJob,
+    prepare: &[(Arc<UnifiedLog>, i64)],
+) -> Result<(), StorageError> {
+    for (log, end) in prepare {
+        state.flusher.flush(log.clone(), *end).wait().await?;
+    }
     let st = state.clone();
     let j = job.clone();
-    let written = tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-        for (log, end) in &prepare {
-            log.flush_to(*end)?;
-        }
-        let mut ends = Vec::with_capacity(j.partitions.len());
-        for (topic, partition) in &j.partitions {
-            let log = st.logs.topic(topic).and_then(|t| {
-                usize::try_from(*partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i).cloned())
-            });
-            let Some(log) = log else {
-                continue; // the topic was deleted: nothing left to mark
-            };
-            let outcome = if topic == OFFSETS_TOPIC {
-                st.groups
-                    .write_marker(&log, j.producer_id, j.producer_epoch, j.commit)
-            } else {
-                log.append_marker(j.producer_id, j.producer_epoch, j.commit, 0, now_ms())
-            };
-            match outcome {
-                Ok(o) => ends.push((log, o.last_offset + 1)),
-                // The partition has seen a newer epoch of this producer: its transaction
-                // there was already ended.
-                Err(StorageError::InvalidProducerEpoch(e)) => {
-                    tracing::warn!(topic, partition, error = %e, "stale transaction marker skipped")
-                }
-                Err(StorageError::UnknownTopic(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        st.notify_appended();
-        for (log, end) in ends {
-            log.flush_to(end)?;
-        }
-        Ok(())
-    })
-    .await;
-    match written {
-        Ok(Ok(())) => {
-            let (_, durable) = state.txns.call(&state, |c, now| {
-                c.markers_written(
-                    &job.transactional_id,
-                    job.producer_id,
-                    job.producer_epoch,
-                    now,
-                )
-            });
-            if let Err(e) = durable.wait().await {
-                tracing::warn!(error = %e, "transaction completion not durable");
-            }
-        }
-        Ok(Err(e)) => tracing::error!(
-            transactional_id = job.transactional_id,
-            error = %e,
-            "cannot write transaction markers; they are written again at the next start"
-        ),
-        Err(e) => tracing::error!(error = %e, "transaction marker task failed"),
+    let appended = tokio::task::spawn_blocking(move || append_markers(&st, &j))
+        .await
+        .map_err(|e| StorageError::Io(format!("marker task failed: {e}")))??;
+    state.notify_appended();
+    // Register every partition first, so they share the flusher's next pass.
+    let waits: Vec<_> = appended
+        .into_iter()
+        .map(|(log, end)| state.flusher.flush(log, end))
+        .collect();
+    for w in waits {
+        w.wait().await?;
     }
+    Ok(())
+}
+
+/// Appends the markers of `job`; returns each log with the offset to make durable.
+fn append_markers(
+    state: &BrokerState,
+    job: &MarkerJob,
+) -> Result<Vec<(Arc<UnifiedLog>, i64)>, StorageError> {
+    let mut ends = Vec::with_capacity(job.partitions.len());
+    for (topic, partition) in &job.partitions {
+        let log = state.logs.topic(topic).and_then(|t| {
+            usize::try_from(*partition)
+                .ok()
+                .and_then(|i| t.partitions.get(i).cloned())
+        });
+        let Some(log) = log else {
+            continue; // the topic was deleted: nothing left to mark
+        };
+        let (pid, epoch, commit) = (job.producer_id, job.producer_epoch, job.commit);
+        let outcome = if topic == OFFSETS_TOPIC {
+            state
+                .groups
+                .write_marker(&log, *partition, pid, epoch, commit)
+        } else {
+            log.append_marker(pid, epoch, commit, 0, now_ms())
+        };
+        match outcome {
+            Ok(o) => ends.push((log, o.last_offset + 1)),
+            // The partition has seen a newer epoch of this producer: its transaction there
+            // was already ended.
+            Err(StorageError::InvalidProducerEpoch(e)) => {
+                tracing::warn!(topic, partition, error = %e, "stale transaction marker skipped")
+            }
+            Err(StorageError::UnknownTopic(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ends)
 }
 
 /// The transaction topic, created on first use: compacted, one partition per

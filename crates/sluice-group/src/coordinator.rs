@@ -22,6 +22,16 @@ use crate::codes::*;
 use crate::records::{self, GroupValue, MemberValue, OffsetValue, RecordKey};
 use crate::subscription::subscribed_topics;
 
+/// The longest string a `__consumer_offsets` record can hold (an i16 length).
+const RECORD_STRING_MAX_BYTES: usize = i16::MAX as usize;
+
+/// Kafka's longest topic name: a longer one cannot exist, so no offset is kept for it.
+const TOPIC_NAME_MAX_BYTES: usize = 249;
+
+fn valid_group_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= RECORD_STRING_MAX_BYTES
+}
+
 /// What keeping one protocol of one member costs besides its name and metadata.
 const PROTOCOL_OVERHEAD_BYTES: usize = 64;
 
@@ -546,8 +556,12 @@ impl Effects {
         let max_metadata = self.config.offset_metadata_max_bytes;
         let mut errors = Vec::with_capacity(offsets.len());
         for o in offsets {
+            if o.topic.len() > TOPIC_NAME_MAX_BYTES {
+                errors.push(UNKNOWN_TOPIC_OR_PARTITION);
+                continue;
+            }
             let metadata = o.metadata.unwrap_or_default();
-            if metadata.len() > max_metadata {
+            if metadata.len() > max_metadata.min(RECORD_STRING_MAX_BYTES) {
                 errors.push(OFFSET_METADATA_TOO_LARGE);
                 continue;
             }
@@ -647,12 +661,17 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
     abs % partitions.max(1)
 }
 
+/// Offsets a transaction committed: (group, topic, partition) → value.
+type PendingOffsets = BTreeMap<(String, String, i32), OffsetValue>;
+
 /// The coordinator for every group of this broker.
 #[derive(Debug)]
 pub struct GroupCoordinator {
     groups: BTreeMap<String, Group>,
-    /// Transactional offset commits by producer id, visible once the transaction commits.
-    txn_offsets: BTreeMap<i64, Vec<(String, String, i32, OffsetValue)>>,
+    /// Transactional offset commits not yet decided, by (offsets partition, producer id):
+    /// the latest value per (group, topic, partition). A marker decides them for its own
+    /// partition only, as Kafka scopes completion to the partitions it was written to.
+    txn_offsets: BTreeMap<(i32, i64), PendingOffsets>,
     fx: Effects,
     next_retention_check_ms: i64,
 }
@@ -705,10 +724,11 @@ impl GroupCoordinator {
                 continue;
             }
             if let Some(pid) = producer {
+                let offsets_partition = self.fx.partition_for(&group);
                 self.txn_offsets
-                    .entry(pid)
+                    .entry((offsets_partition, pid))
                     .or_default()
-                    .push((group, topic, partition, value));
+                    .insert((group, topic, partition), value);
             } else if let Some(g) = self.groups.get_mut(&group) {
                 g.offsets.insert((topic, partition), value);
             }
@@ -721,8 +741,17 @@ impl GroupCoordinator {
         waiter: WaiterId,
         now: i64,
     ) -> Option<JoinResponse> {
-        if req.group_id.is_empty() {
+        if !valid_group_id(&req.group_id) {
             return Some(JoinResponse::error(INVALID_GROUP_ID, &req.member_id));
+        }
+        // Every string the group record stores has an i16 length there.
+        let fits = |s: &str| s.len() <= RECORD_STRING_MAX_BYTES;
+        if !fits(&req.protocol_type)
+            || !req.group_instance_id.as_deref().is_none_or(fits)
+            || !fits(&req.client_id)
+            || !req.protocols.iter().all(|(n, _)| fits(n))
+        {
+            return Some(JoinResponse::error(INVALID_REQUEST, &req.member_id));
         }
         let cfg = &self.fx.config;
         if req.session_timeout_ms < cfg.session_timeout_min_ms
@@ -983,7 +1012,7 @@ impl GroupCoordinator {
     /// commit naming a member must come from a current member and generation; one without a
     /// member id (a producer outside the group protocol) is accepted in any state.
     pub fn txn_commit_offsets(&mut self, req: TxnCommitRequest, now: i64) -> Result<Vec<i16>, i16> {
-        if req.group_id.is_empty() {
+        if !valid_group_id(&req.group_id) {
             return Err(INVALID_GROUP_ID);
         }
         let g = self
@@ -1005,16 +1034,17 @@ impl GroupCoordinator {
             .commit(&req.group_id, req.offsets, now, None, producer))
     }
 
-    /// Producer `producer_id`'s transaction ended (its marker is in the offsets topic): its
-    /// transactional offset commits are applied on commit and dropped on abort.
-    pub fn complete_txn(&mut self, producer_id: i64, commit: bool) {
-        let Some(pending) = self.txn_offsets.remove(&producer_id) else {
+    /// Producer `producer_id`'s transaction ended: its marker is in `__consumer_offsets`
+    /// partition `offsets_partition`, whose transactional offset commits of that producer
+    /// are applied on commit and dropped on abort.
+    pub fn complete_txn(&mut self, offsets_partition: i32, producer_id: i64, commit: bool) {
+        let Some(pending) = self.txn_offsets.remove(&(offsets_partition, producer_id)) else {
             return;
         };
         if !commit {
             return;
         }
-        for (group, topic, partition, value) in pending {
+        for ((group, topic, partition), value) in pending {
             // The group may hold nothing else (loading drops empty groups): commit anyway.
             self.groups
                 .entry(group.clone())
@@ -1027,10 +1057,8 @@ impl GroupCoordinator {
     /// Whether a transaction that has not ended holds an offset commit for this partition:
     /// OffsetFetch with `require_stable` then answers UNSTABLE_OFFSET_COMMIT (KIP-447).
     pub fn has_pending_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
-        self.txn_offsets
-            .values()
-            .flatten()
-            .any(|(g, t, p, _)| g == group_id && t == topic && *p == partition)
+        let key = (group_id.to_string(), topic.to_string(), partition);
+        self.txn_offsets.values().any(|p| p.contains_key(&key))
     }
 
     /// Committed offsets of a group: for the given partitions, or for every partition with a
@@ -1388,10 +1416,11 @@ impl GroupCoordinator {
             self.groups
                 .entry(group.clone())
                 .or_insert_with(|| loaded_group(&group));
+            let offsets_partition = self.fx.partition_for(&group);
             self.txn_offsets
-                .entry(producer_id)
+                .entry((offsets_partition, producer_id))
                 .or_default()
-                .push((group, topic, partition, v));
+                .insert((group, topic, partition), v);
         }
         Ok(())
     }

@@ -836,6 +836,9 @@ impl UnifiedLog {
                 serde_json::to_vec(&inner.producers.to_snapshot(leo)).expect("snapshot serialises");
             (bytes, leo)
         };
+        // Appends (markers, aborted-index entries) may have landed between the sync above
+        // and the capture: the snapshot must not cover anything not yet durable.
+        self.sync_appended()?;
         write_file_atomically(
             &self.dir,
             PRODUCER_SNAPSHOT_FILE,

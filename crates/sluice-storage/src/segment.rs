@@ -124,25 +124,23 @@ impl LogSegment {
         Ok(())
     }
 
-    /// Replaces the `.txnindex` file with the in-memory entries (after recovery dropped some).
+    /// Replaces the `.txnindex` file with the in-memory entries (after recovery dropped or
+    /// rebuilt some), atomically: a crash leaves the old file or the new one, never a
+    /// truncated one whose lost entries nothing would rebuild.
     pub fn rewrite_txn_index(&mut self, durability: &dyn crate::Durability) -> io::Result<()> {
         let path = self.txn_index_path();
         self.txn_file = None;
         if self.aborted.is_empty() {
-            return match fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            };
+            fs::remove_file(&path).or_else(|e| match e.kind() {
+                io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })?;
+            return durability.sync_dir(&self.dir);
         }
         let bytes: Vec<u8> = self.aborted.iter().flat_map(|e| e.to_bytes()).collect();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
-        file.write_all_at(&bytes, 0)?;
-        durability.sync_file(&file)?;
+        let name = segment_file_name(self.base_offset, "txnindex");
+        crate::log::write_file_atomically(&self.dir, &name, &bytes, durability)?;
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
         self.txn_file = Some(Arc::new(file));
         Ok(())
     }

@@ -1348,12 +1348,15 @@ fn txn_batch(pid: i64, epoch: i16, seq: i32, records: &[(u32, Option<&str>)]) ->
     b.build()
 }
 
-/// What a read_committed consumer shows from offset 0: the records below the LSO, minus the
-/// aborted transactions' records and the markers. (offset, key, value)
+/// What a read_committed consumer shows from offset 0, filtering as Kafka clients do: the
+/// aborted list names (producer id, first offset); from that offset on, the producer's
+/// transactional batches are dropped until its abort marker. (offset, key, value)
 fn committed_view(log: &UnifiedLog) -> Vec<(i64, String, Option<String>)> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
-    let mut aborted: Vec<AbortedTxn> = Vec::new();
+    // Aborted transactions not yet reached, by first offset; producers being skipped.
+    let mut upcoming: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let mut skipping = std::collections::HashSet::new();
     loop {
         let read = log
             .read_isolated(offset, 1 << 20, true, Isolation::ReadCommitted)
@@ -1361,18 +1364,30 @@ fn committed_view(log: &UnifiedLog) -> Vec<(i64, String, Option<String>)> {
         if read.records.is_empty() {
             return out;
         }
-        aborted.extend(read.aborted);
+        for a in read.aborted {
+            let pids = upcoming.entry(a.first_offset).or_default();
+            if !pids.contains(&a.producer_id) {
+                pids.push(a.producer_id);
+            }
+        }
         for b in BatchIter::new(&read.records) {
             let b = b.unwrap();
             let h = BatchHeader::validate_stored(b).unwrap();
             offset = h.next_offset();
             assert!(h.base_offset < read.last_stable_offset);
-            let is_aborted = h.is_transactional()
-                && aborted.iter().any(|a| {
-                    a.producer_id == h.producer_id
-                        && (a.first_offset..=a.last_offset).contains(&h.base_offset)
-                });
-            if h.is_control() || is_aborted {
+            let reached: Vec<i64> = upcoming.range(..=h.base_offset).map(|(k, _)| *k).collect();
+            for first in reached {
+                skipping.extend(upcoming.remove(&first).unwrap());
+            }
+            if h.is_control() {
+                if sluice_records::control_type(&h, b).unwrap()
+                    == sluice_records::ControlType::Abort
+                {
+                    skipping.remove(&h.producer_id);
+                }
+                continue;
+            }
+            if h.is_transactional() && skipping.contains(&h.producer_id) {
                 continue;
             }
             for r in h.records(b, 1 << 20).unwrap() {
@@ -1486,15 +1501,25 @@ fn transaction_state_is_rebuilt_on_recovery() {
         log.append(&keyed(&[(50, Some("plain"))], 1), 0).unwrap();
         log.append_marker(pid, 0, round % 3 != 0, 0, 0).unwrap();
     }
+    // A snapshot here, then more aborts after it: a crash restart replays them from the
+    // (now stale) snapshot and must rebuild their index entries.
+    log.flush_all(0).unwrap();
+    for round in 6..9 {
+        let pid = 100 + round % 2;
+        let seq = round as i32 / 2;
+        log.append(&txn_batch(pid, 0, seq, &[(round as u32, Some("v"))]), 0)
+            .unwrap();
+        log.append_marker(pid, 0, false, 0, 0).unwrap();
+    }
     log.append(&txn_batch(200, 0, 0, &[(9, Some("open"))]), 0)
         .unwrap();
     let open_at = log.log_end_offset() - 1;
     log.append(&keyed(&[(51, Some("tail"))], 1), 0).unwrap();
     let view = committed_view(&log);
     let aborted = log.aborted_transactions(0, i64::MAX);
-    assert_eq!(aborted.len(), 2);
+    assert_eq!(aborted.len(), 5);
     assert!(log.segment_count() > 2, "the test must span segments");
-    log.flush_all(0).unwrap();
+    log.flush_to(i64::MAX).unwrap();
     let rp = log.recovery_point();
     drop(log);
 
@@ -1514,7 +1539,7 @@ fn transaction_state_is_rebuilt_on_recovery() {
     // Abort the open transaction, then tear the marker off the end: recovery cuts it, the
     // transaction is open again and its index entry is gone.
     let marker = log.append_marker(200, 0, false, 0, 0).unwrap();
-    assert_eq!(log.aborted_transactions(0, i64::MAX).len(), 3);
+    assert_eq!(log.aborted_transactions(0, i64::MAX).len(), 6);
     log.flush_all(0).unwrap();
     drop(log);
     let last = *segment_bases(dir.path()).last().unwrap();
@@ -1565,6 +1590,15 @@ fn compaction_drops_aborted_records_and_waits_for_open_transactions() {
             .unwrap();
         log.append_marker(5, 0, false, 0, 0).unwrap();
     }
+    // Committed transactional records with keys of their own must survive cleaning.
+    for i in 0..5u32 {
+        log.append(
+            &txn_batch(8, 0, i as i32, &[(100 + i, Some("committed"))]),
+            0,
+        )
+        .unwrap();
+        log.append_marker(8, 0, true, 0, 0).unwrap();
+    }
     // An open transaction, then enough data to close its segment.
     log.append(&txn_batch(6, 0, 0, &[(1, Some("open"))]), 0)
         .unwrap();
@@ -1602,9 +1636,15 @@ fn compaction_drops_aborted_records_and_waits_for_open_transactions() {
             .find(|r| r.1 == key && r.0 < open_at)
             .cloned()
     };
-    for key in ["k0", "k1", "k2", "k3"] {
+    for key in [
+        "k0", "k1", "k2", "k3", "k100", "k101", "k102", "k103", "k104",
+    ] {
         assert_eq!(value_of(&after, key), value_of(&before, key), "{key}");
     }
+    assert_eq!(
+        value_of(&after, "k102").unwrap().2.as_deref(),
+        Some("committed")
+    );
     assert_eq!(value_of(&after, "k0").unwrap().2.as_deref(), Some("c16"));
     // No aborted record is left in the cleaned part, in any isolation; every marker stays.
     assert_eq!(marker_offsets(&log), markers_before);
@@ -1615,8 +1655,8 @@ fn compaction_drops_aborted_records_and_waits_for_open_transactions() {
             let b = b.unwrap();
             let h = BatchHeader::validate_stored(b).unwrap();
             offset = h.next_offset();
-            if !h.is_control() && h.base_offset < cleaned_to {
-                assert!(!h.is_transactional(), "aborted batch at {}", h.base_offset);
+            if !h.is_control() && h.base_offset < cleaned_to && h.producer_id == 5 {
+                panic!("aborted batch at {}", h.base_offset);
             }
         }
     }

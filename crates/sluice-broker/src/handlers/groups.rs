@@ -414,38 +414,43 @@ pub(crate) fn offset_commit(
 
 type Partitions = Vec<(String, Vec<i32>)>;
 /// Committed offsets of one topic, by partition.
-type TopicOffsets = (String, Vec<(i32, Option<Committed>)>);
+type TopicOffsets = (String, Vec<(i32, Fetched)>);
+/// One partition's answer: its committed offset (if any), or an error for that partition.
+type Fetched = Result<Option<Committed>, i16>;
 
 /// UNSTABLE_OFFSET_COMMIT: a transaction that has not ended holds an offset commit.
 const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 
 /// A group's committed offsets. With `require_stable` (KIP-447, sent by read_committed
-/// consumers), a group with a transactional commit pending for any partition asked about is
-/// answered UNSTABLE_OFFSET_COMMIT as a whole, and the client retries.
+/// consumers), a partition with a transactional commit pending is answered
+/// UNSTABLE_OFFSET_COMMIT on its own, as Kafka does, and the client retries it.
 fn fetch_group(
     state: &Arc<BrokerState>,
     group: &str,
     partitions: Option<Partitions>,
     require_stable: bool,
-) -> Result<Vec<(String, i32, Option<Committed>)>, i16> {
+) -> Result<Vec<(String, i32, Fetched)>, i16> {
     if !state.groups.is_loaded() {
         return Err(LOAD_IN_PROGRESS);
     }
-    state.groups.read(|c| {
-        let offsets = c.fetch_offsets(group, partitions.as_deref());
-        if require_stable
-            && offsets
-                .iter()
-                .any(|(t, p, _)| c.has_pending_txn_offset(group, t, *p))
-        {
-            return Err(UNSTABLE_OFFSET_COMMIT);
-        }
-        Ok(offsets)
-    })
+    Ok(state.groups.read(|c| {
+        c.fetch_offsets(group, partitions.as_deref())
+            .into_iter()
+            .map(|(t, p, committed)| {
+                let unstable = require_stable && c.has_pending_txn_offset(group, &t, p);
+                let fetched = if unstable {
+                    Err(UNSTABLE_OFFSET_COMMIT)
+                } else {
+                    Ok(committed)
+                };
+                (t, p, fetched)
+            })
+            .collect()
+    }))
 }
 
 /// Groups consecutive entries of one topic.
-fn by_topic(offsets: Vec<(String, i32, Option<Committed>)>) -> Vec<TopicOffsets> {
+fn by_topic(offsets: Vec<(String, i32, Fetched)>) -> Vec<TopicOffsets> {
     let mut out: Vec<TopicOffsets> = Vec::new();
     for (topic, p, c) in offsets {
         match out.last_mut() {
@@ -456,10 +461,10 @@ fn by_topic(offsets: Vec<(String, i32, Option<Committed>)>) -> Vec<TopicOffsets>
     out
 }
 
-fn partition_fields(c: &Option<Committed>) -> (i64, i32, StrBytes) {
+fn partition_fields(c: &Fetched) -> (i64, i32, StrBytes) {
     match c {
-        Some(c) => (c.offset, c.leader_epoch, str_bytes(&c.metadata)),
-        None => (-1, -1, StrBytes::default()),
+        Ok(Some(c)) => (c.offset, c.leader_epoch, str_bytes(&c.metadata)),
+        _ => (-1, -1, StrBytes::default()),
     }
 }
 
@@ -482,7 +487,7 @@ macro_rules! fetched_topics {
                                     .with_committed_offset(offset)
                                     .with_committed_leader_epoch(epoch)
                                     .with_metadata(Some(meta))
-                                    .with_error_code($error)
+                                    .with_error_code(c.as_ref().err().copied().unwrap_or($error))
                             })
                             .collect(),
                     )
@@ -502,11 +507,11 @@ fn group_partitions(
     })
 }
 
-fn requested(topics: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, i32, Option<Committed>)> {
+fn requested(topics: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, i32, Fetched)> {
     topics
         .unwrap_or_default()
         .into_iter()
-        .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p, None)))
+        .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p, Ok(None))))
         .collect()
 }
 
@@ -585,9 +590,7 @@ pub(crate) fn offset_fetch(
             .collect()
     });
     match fetch_group(state, req.group_id.as_str(), partitions, req.require_stable) {
-        Err(e) if version < 2 || e == UNSTABLE_OFFSET_COMMIT => {
-            offset_fetch_failed(req, version, e)
-        }
+        Err(e) if version < 2 => offset_fetch_failed(req, version, e),
         Err(e) => OffsetFetchResponse::default().with_error_code(e),
         Ok(offsets) => OffsetFetchResponse::default().with_topics(fetched_topics!(
             OffsetFetchResponseTopic,

@@ -73,6 +73,8 @@ fn lookup(
         EARLIEST_TIMESTAMP => out.with_offset(log.log_start_offset()),
         ts if ts < 0 => out.with_error_code(ResponseError::UnsupportedVersion.code()),
         ts => match log.offset_for_timestamp(ts) {
+            // A read_committed client is not told of offsets past the last stable offset.
+            Ok(Some((offset, _))) if read_committed && offset >= log.last_stable_offset() => out,
             Ok(Some((offset, found))) => out.with_offset(offset).with_timestamp(found),
             Ok(None) => out,
             Err(e) => out.with_error_code(error_code(&e)),

@@ -29,6 +29,9 @@ use crate::groups::{Durable, OFFSETS_TOPIC};
 use crate::txn::TXN_TOPIC;
 use crate::BrokerState;
 
+/// The longest EndTxn waits for its markers after the outcome is durable.
+const END_TXN_COMPLETION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// PRODUCER_FENCED exists from these versions on (KIP-588); older clients are told
 /// INVALID_PRODUCER_EPOCH, as Kafka does.
 fn fenced_for(code: i16, version: i16, since: i16) -> i16 {
@@ -124,10 +127,15 @@ pub(crate) fn add_partitions(
         .iter()
         .map(|t| (t.name.clone(), t.partitions.clone()))
         .collect();
+    // A transaction spans at most `transaction.partitions.max` partitions: a longer list is
+    // refused before any work proportional to it but the answer.
+    let count: usize = requested.iter().map(|(_, ps)| ps.len()).sum();
+    let max = state.txns.read(|c| c.config().transaction_partitions_max);
+    let too_many = count > max;
     // Partitions that cannot take part: unknown ones, and the internal topics.
-    let mut unknown = Vec::new();
+    let mut unknown = std::collections::HashSet::new();
     let mut partitions = Vec::new();
-    for (name, ps) in &requested {
+    for (name, ps) in requested.iter().filter(|_| !too_many) {
         let topic = state.logs.topic(name.as_str());
         for &p in ps {
             let exists = topic
@@ -137,7 +145,7 @@ pub(crate) fn add_partitions(
             if exists && !internal {
                 partitions.push((name.to_string(), p));
             } else {
-                unknown.push((name.clone(), p));
+                unknown.insert((name.to_string(), p));
             }
         }
     }
@@ -161,10 +169,14 @@ pub(crate) fn add_partitions(
         AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
     };
     let api = ApiKey::AddPartitionsToTxn;
+    if too_many {
+        let body = answer(&|_, _| ResponseError::InvalidRequest.code());
+        return ready(api, version, corr, body);
+    }
     if !unknown.is_empty() {
         // As Kafka: the unknown partitions get their error, the rest OPERATION_NOT_ATTEMPTED.
         let body = answer(&|name, p| {
-            if unknown.contains(&(name.clone(), p)) {
+            if unknown.contains(&(name.to_string(), p)) {
                 ResponseError::UnknownTopicOrPartition.code()
             } else {
                 ResponseError::OperationNotAttempted.code()
@@ -356,12 +368,31 @@ pub(crate) fn end_txn(
     }
     let txn_id = req.transactional_id.to_string();
     let (pid, epoch, commit) = (req.producer_id.0, req.producer_epoch, req.committed);
-    let (result, durable) = state
-        .txns
-        .call(state, |c, now| c.end_txn(&txn_id, pid, epoch, commit, now));
+    let completion = state.txns.on_complete(&txn_id);
+    let (result, durable) = state.txns.call(state, |c, now| {
+        let ended = c.end_txn(&txn_id, pid, epoch, commit, now);
+        // Markers follow only if this call moved the transaction to a Prepare state (a
+        // retry of a completed transaction has nothing left to wait for).
+        let preparing = c.describe(&txn_id).is_some_and(|d| {
+            matches!(
+                d.state,
+                sluice_txn::TxnState::PrepareCommit | sluice_txn::TxnState::PrepareAbort
+            )
+        });
+        ended.map(|()| preparing)
+    });
     respond(api, version, corr, async move {
         match settled(result, durable).await {
-            Ok(()) => answer(0),
+            Ok(preparing) => {
+                // The outcome is decided once the Prepare record is durable. Answering after
+                // the markers too (bounded, in case a disk fails) spares the client the
+                // CONCURRENT_TRANSACTIONS retries its next transaction would otherwise meet
+                // while they are written; librdkafka backs off 100 ms per retry.
+                if preparing {
+                    let _ = tokio::time::timeout(END_TXN_COMPLETION_WAIT, completion).await;
+                }
+                answer(0)
+            }
             Err(code) => answer(fenced_for(code, version, 2)),
         }
     })

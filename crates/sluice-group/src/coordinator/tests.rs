@@ -755,8 +755,9 @@ fn transactional_offsets_are_visible_only_after_their_transaction_commits() {
         assert_eq!(committed_offset(&c, topic), None, "not before the marker");
         assert!(c.has_pending_txn_offset("g", topic, 0));
     }
-    c.complete_txn(1, true);
-    c.complete_txn(2, false);
+    let partition = c.partition_for("g");
+    c.complete_txn(partition, 1, true);
+    c.complete_txn(partition, 2, false);
     for (pid, commit) in [(1, true), (2, false)] {
         let marker = Record {
             partition: 0,
@@ -776,7 +777,7 @@ fn transactional_offsets_are_visible_only_after_their_transaction_commits() {
     for (r, marker) in &log {
         let (pid, _) = r.producer.unwrap();
         match marker {
-            Some(commit) => replayed.complete_txn(pid, *commit),
+            Some(commit) => replayed.complete_txn(partition, pid, *commit),
             None => replayed
                 .replay_txn(pid, &r.key, r.value.as_deref())
                 .unwrap(),
@@ -789,7 +790,7 @@ fn transactional_offsets_are_visible_only_after_their_transaction_commits() {
             committed_offset(&c, topic)
         );
     }
-    replayed.complete_txn(3, true);
+    replayed.complete_txn(partition, 3, true);
     assert_eq!(committed_offset(&replayed, "c"), Some(30));
 }
 
@@ -803,5 +804,57 @@ fn transactional_commits_from_unknown_members_are_refused() {
     let mut req = txn_commit(1, "a", 1);
     req.generation_id = 4;
     assert_eq!(c.txn_commit_offsets(req, 0), Err(ILLEGAL_GENERATION));
+    assert!(c.take_records().is_empty());
+}
+
+/// A marker decides only its own partition's transactional commits: a producer whose
+/// transaction committed offsets of two groups on different offsets partitions, with the
+/// marker on one partition replayed before the other partition's records, keeps the other
+/// group's offsets pending until that partition's own marker.
+#[test]
+fn a_marker_decides_only_its_own_partitions_offsets() {
+    let mut c = GroupCoordinator::new(config());
+    let (g1, g2) = ("group-a", "group-b");
+    let (p1, p2) = (c.partition_for(g1), c.partition_for(g2));
+    assert_ne!(p1, p2, "the test needs two offsets partitions");
+    for group in [g1, g2] {
+        let mut req = txn_commit(9, "t", 5);
+        req.group_id = group.into();
+        c.txn_commit_offsets(req, 0).unwrap();
+        c.take_records();
+        c.records_appended(true);
+    }
+    c.complete_txn(p1, 9, true);
+    let fetch = |c: &GroupCoordinator, group: &str| {
+        let asked = [("t".to_string(), vec![0])];
+        c.fetch_offsets(group, Some(&asked))[0]
+            .2
+            .as_ref()
+            .map(|v| v.offset)
+    };
+    assert_eq!(fetch(&c, g1), Some(5));
+    assert_eq!(fetch(&c, g2), None, "partition {p2} has no marker yet");
+    assert!(c.has_pending_txn_offset(g2, "t", 0));
+    c.complete_txn(p2, 9, false);
+    assert_eq!(fetch(&c, g2), None);
+    assert!(!c.has_pending_txn_offset(g2, "t", 0));
+}
+
+/// Names longer than a record can hold are refused instead of being written with a length
+/// that wraps (which would replay as some other group or topic).
+#[test]
+fn names_too_long_for_a_record_are_refused() {
+    let mut c = GroupCoordinator::new(config());
+    let mut req = txn_commit(1, "t", 1);
+    req.group_id = "g".repeat(40_000);
+    assert_eq!(c.txn_commit_offsets(req, 0), Err(INVALID_GROUP_ID));
+    let req = txn_commit(1, &"t".repeat(300), 1);
+    assert_eq!(
+        c.txn_commit_offsets(req, 0),
+        Ok(vec![UNKNOWN_TOPIC_OR_PARTITION])
+    );
+    let mut j = join("", None);
+    j.protocol_type = "x".repeat(40_000);
+    assert_eq!(c.join_group(j, 1, 0).unwrap().error, INVALID_REQUEST);
     assert!(c.take_records().is_empty());
 }
