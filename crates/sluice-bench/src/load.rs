@@ -186,6 +186,27 @@ fn send_all(producer: &BaseProducer<Counter>, topic: &str, messages: u64, payloa
     }
 }
 
+/// The throughput of a run whose every delivery must have succeeded.
+fn outcome(
+    producer: &BaseProducer<Counter>,
+    messages: u64,
+    size: usize,
+    seconds: f64,
+) -> Result<ProduceResult, String> {
+    let ok = producer.context().ok.load(Ordering::Relaxed);
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if failed > 0 || ok != messages {
+        return Err(format!(
+            "{failed} deliveries failed, {ok} of {messages} acknowledged"
+        ));
+    }
+    Ok(ProduceResult {
+        messages,
+        mb_s: (messages as usize * size) as f64 / seconds / 1e6,
+        msg_s: messages as f64 / seconds,
+    })
+}
+
 /// Producer throughput: MB/s of message values (uncompressed, as Kafka's perf tool counts).
 pub fn produce(bootstrap: &str, topic: &str, spec: ProduceSpec) -> Result<ProduceResult, String> {
     let messages = (spec.bytes / spec.size).max(1) as u64;
@@ -196,18 +217,7 @@ pub fn produce(bootstrap: &str, topic: &str, spec: ProduceSpec) -> Result<Produc
     let start = Instant::now();
     drive(&producer, topic, messages, &payloads);
     let seconds = start.elapsed().as_secs_f64();
-    let ok = producer.context().ok.load(Ordering::Relaxed);
-    let failed = producer.context().failed.load(Ordering::Relaxed);
-    if failed > 0 || ok != messages {
-        return Err(format!(
-            "{failed} deliveries failed, {ok} of {messages} acknowledged"
-        ));
-    }
-    Ok(ProduceResult {
-        messages,
-        mb_s: (messages as usize * spec.size) as f64 / seconds / 1e6,
-        msg_s: messages as f64 / seconds,
-    })
+    outcome(&producer, messages, spec.size, seconds)
 }
 
 /// How a throughput run produces: the same load with each delivery guarantee.
@@ -275,18 +285,7 @@ pub fn produce_with(
     let seconds = start.elapsed().as_secs_f64();
     // Delivery reports still queued after the last commit.
     let _ = producer.flush(Duration::from_secs(60));
-    let ok = producer.context().ok.load(Ordering::Relaxed);
-    let failed = producer.context().failed.load(Ordering::Relaxed);
-    if failed > 0 || ok != messages {
-        return Err(format!(
-            "{failed} deliveries failed, {ok} of {messages} acknowledged"
-        ));
-    }
-    Ok(ProduceResult {
-        messages,
-        mb_s: (messages as usize * spec.size) as f64 / seconds / 1e6,
-        msg_s: messages as f64 / seconds,
-    })
+    outcome(&producer, messages, spec.size, seconds)
 }
 
 /// Waits for every delivery report, polling in 1 ms steps (rust-rdkafka's flush polls in
