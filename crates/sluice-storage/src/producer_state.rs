@@ -42,6 +42,19 @@ struct ProducerEntry {
     txn_first_offset: Option<i64>,
 }
 
+impl ProducerEntry {
+    /// A producer first seen in batch `h`.
+    fn new(h: &BatchHeader, last_append_ms: i64) -> Self {
+        Self {
+            producer_id: h.producer_id,
+            epoch: h.producer_epoch,
+            last_append_ms,
+            batches: VecDeque::new(),
+            txn_first_offset: None,
+        }
+    }
+}
+
 /// The outcome of checking a batch against producer state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SequenceCheck {
@@ -168,13 +181,7 @@ impl ProducerStateManager {
                         .get(&h.producer_id)
                         .or_else(|| self.producers.get(&h.producer_id))
                         .cloned()
-                        .unwrap_or_else(|| ProducerEntry {
-                            producer_id: h.producer_id,
-                            epoch: h.producer_epoch,
-                            last_append_ms: 0,
-                            batches: VecDeque::new(),
-                            txn_first_offset: None,
-                        });
+                        .unwrap_or_else(|| ProducerEntry::new(h, 0));
                     Self::push(&mut entry, h, 0);
                     pending.insert(h.producer_id, entry);
                 }
@@ -207,13 +214,7 @@ impl ProducerStateManager {
         let entry = self
             .producers
             .entry(h.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                producer_id: h.producer_id,
-                epoch: h.producer_epoch,
-                last_append_ms: now_ms,
-                batches: VecDeque::new(),
-                txn_first_offset: None,
-            });
+            .or_insert_with(|| ProducerEntry::new(h, now_ms));
         if is_idempotent(h) {
             Self::push(entry, h, now_ms);
         } else {
@@ -248,13 +249,7 @@ impl ProducerStateManager {
         let entry = self
             .producers
             .entry(h.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                producer_id: h.producer_id,
-                epoch: h.producer_epoch,
-                last_append_ms: now_ms,
-                batches: VecDeque::new(),
-                txn_first_offset: None,
-            });
+            .or_insert_with(|| ProducerEntry::new(h, now_ms));
         if h.producer_epoch > entry.epoch {
             // The coordinator bumped the epoch (a timed-out transaction): fence the old one.
             entry.epoch = h.producer_epoch;
