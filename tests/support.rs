@@ -48,6 +48,7 @@ impl Broker {
             .args(["serve", "--data-dir"])
             .arg(&self.data_dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -57,6 +58,9 @@ impl Broker {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[sluice] {line}");
+                if line.contains("admin listening") {
+                    continue;
+                }
                 if let Some(addr) = line.split("listening on ").nth(1) {
                     let port = addr.trim().rsplit(':').next().and_then(|p| p.parse().ok());
                     let _ = tx.send(port);

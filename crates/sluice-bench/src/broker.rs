@@ -59,6 +59,7 @@ impl Broker {
             .args(["serve", "--data-dir"])
             .arg(&self.data_dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -72,6 +73,9 @@ impl Broker {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("coordinator loaded") || line.contains("cleaned log") {
                     watched.lock().expect("log lines").push(line.clone());
+                }
+                if line.contains("admin listening") {
+                    continue;
                 }
                 if let Some(addr) = line.split("listening on ").nth(1) {
                     let _ = tx.send(addr.trim().rsplit(':').next().and_then(|p| p.parse().ok()));

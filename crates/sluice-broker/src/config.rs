@@ -61,6 +61,12 @@ pub struct BrokerConfig {
     pub txn_topic_segment_bytes: u64,
     /// `producer.id.expiration.ms`: a partition forgets an idempotent producer idle this long.
     pub producer_id_expiration_ms: i64,
+    /// `admin.listen` (Sluice's own; `serve --admin-listen`): the admin HTTP listener for
+    /// metrics, the JSON API and the console. `None` turns it off.
+    pub admin_listen: Option<SocketAddr>,
+    /// `metrics.enabled` (Sluice's own): record metrics. Off, `/metrics` answers 404 and the
+    /// request path does no metric work (the console's throughput figures stay at zero).
+    pub metrics_enabled: bool,
 }
 
 impl Default for BrokerConfig {
@@ -89,6 +95,8 @@ impl Default for BrokerConfig {
             txn: TxnConfig::default(),
             txn_topic_segment_bytes: 100 << 20,
             producer_id_expiration_ms: 24 * 60 * 60 * 1000,
+            admin_listen: Some("127.0.0.1:9644".parse().expect("valid address")),
+            metrics_enabled: true,
         }
     }
 }
@@ -118,6 +126,16 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "The address clients are told to connect to.",
     ),
     ("log.dirs", ConfigType::String, "The data directory."),
+    (
+        "admin.listen",
+        ConfigType::String,
+        "Sluice's own: the admin HTTP listener (metrics, JSON API, console), HOST:PORT, or off.",
+    ),
+    (
+        "metrics.enabled",
+        ConfigType::Boolean,
+        "Sluice's own: record metrics; off, /metrics answers 404.",
+    ),
     (
         "socket.request.max.bytes",
         ConfigType::Int,
@@ -416,6 +434,15 @@ impl BrokerConfig {
                     .map_err(|_| format!("{key}={value}: expected an IP address and port"))?;
             }
             "advertised.listeners" => self.advertised = Some(host_port(key, value)?),
+            "admin.listen" => {
+                self.admin_listen = match value {
+                    "" | "off" | "none" => None,
+                    _ => Some(value.parse().map_err(|_| {
+                        format!("{key}={value}: expected an IP address and port, or off")
+                    })?),
+                }
+            }
+            "metrics.enabled" => self.metrics_enabled = parse(key, value)?,
             "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value),
             "socket.request.max.bytes" => {
                 let v = positive(key, value)?;
@@ -546,6 +573,11 @@ impl BrokerConfig {
                 None => format!("PLAINTEXT://{}", self.listen),
             },
             "log.dirs" => self.data_dir.display().to_string(),
+            "admin.listen" => match self.admin_listen {
+                Some(addr) => addr.to_string(),
+                None => "off".to_string(),
+            },
+            "metrics.enabled" => self.metrics_enabled.to_string(),
             "socket.request.max.bytes" => self.socket_request_max_bytes.to_string(),
             "max.connections" => self.max_connections.to_string(),
             "queued.max.requests.per.connection" => {

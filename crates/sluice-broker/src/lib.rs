@@ -3,12 +3,14 @@
 //!
 //! This is the only crate that sees both the wire format and storage.
 
+mod admin;
 pub mod config;
 mod errors;
 mod flusher;
 mod groups;
 mod handlers;
 mod internal_topic;
+mod metrics;
 mod server;
 mod txn;
 
@@ -16,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_storage::{Fsync, LogManager};
+use sluice_storage::LogManager;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -39,6 +41,8 @@ pub(crate) struct BrokerState {
     pub groups: groups::Groups,
     /// The transaction coordinator and its `__transaction_state` log.
     pub txns: txn::Transactions,
+    /// Counters and histograms for `/metrics` and the console.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl BrokerState {
@@ -50,8 +54,10 @@ impl BrokerState {
 /// A broker that is accepting connections.
 pub struct RunningBroker {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), String>>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningBroker {
@@ -60,13 +66,29 @@ impl RunningBroker {
         self.addr
     }
 
+    /// The address the admin HTTP listener is bound to, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to `shutdown.timeout.ms`), then
     /// flushes and fsyncs every log and writes the recovery checkpoint.
     pub async fn shutdown(self) -> Result<(), String> {
         let _ = self.shutdown.send(true);
-        self.task
+        let result = self
+            .task
             .await
-            .map_err(|e| format!("broker task failed: {e}"))?
+            .map_err(|e| format!("broker task failed: {e}"))?;
+        if let Some(admin) = self.admin_task {
+            // Open SSE streams end on the shutdown signal; idle connections close at once.
+            if tokio::time::timeout(ADMIN_SHUTDOWN_TIMEOUT, admin)
+                .await
+                .is_err()
+            {
+                tracing::warn!("admin listener did not stop in time");
+            }
+        }
+        result
     }
 
     /// Waits until the broker stops by itself (it only does on a fatal error).
@@ -77,23 +99,71 @@ impl RunningBroker {
     }
 }
 
-/// Opens the data directory (recovering every log), binds the listener and starts serving.
-/// Logs `listening on HOST:PORT` once connections are accepted.
+/// How long shutdown waits for the admin listener's connections.
+const ADMIN_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds the admin listener (logging `admin listening on http://HOST:PORT`), opens the data
+/// directory (recovering every log), binds the Kafka listener and starts serving. Logs
+/// `listening on HOST:PORT` once connections are accepted.
 pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
+    let metrics = Arc::new(metrics::Metrics::new(config.metrics_enabled));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // The admin listener comes first, so health checks can see the recovery.
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (admin.listen): {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            let admin = Arc::new(admin::Admin::new(
+                metrics.clone(),
+                bound,
+                shutdown_rx.clone(),
+            ));
+            tracing::info!("admin listening on http://{bound}");
+            let task = tokio::spawn(admin::serve(listener, admin.clone()));
+            Some((admin, task))
+        }
+        None => None,
+    };
+    open(config, metrics, shutdown_tx, shutdown_rx, admin).await
+}
+
+async fn open(
+    config: BrokerConfig,
+    metrics: Arc<metrics::Metrics>,
+    shutdown_tx: watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
+    admin: Option<(Arc<admin::Admin>, tokio::task::JoinHandle<()>)>,
+) -> Result<RunningBroker, String> {
+    let stop_admin = |admin: Option<(_, tokio::task::JoinHandle<()>)>| {
+        if let Some((_, task)) = admin {
+            task.abort();
+        }
+    };
     let data_dir = config.data_dir.clone();
     let log_defaults = config.log.clone();
     let started = std::time::Instant::now();
-    let logs = tokio::task::spawn_blocking(move || {
-        LogManager::open(&data_dir, log_defaults, Arc::new(Fsync))
-    })
-    .await
-    .map_err(|e| format!("opening the data directory panicked: {e}"))?
-    .map_err(|e| {
-        format!(
-            "cannot open data directory {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
+    let durability = Arc::new(metrics::TimedFsync(metrics.clone()));
+    let logs =
+        tokio::task::spawn_blocking(move || LogManager::open(&data_dir, log_defaults, durability))
+            .await
+            .map_err(|e| format!("opening the data directory panicked: {e}"))
+            .and_then(|opened| {
+                opened.map_err(|e| {
+                    format!(
+                        "cannot open data directory {}: {e}",
+                        config.data_dir.display()
+                    )
+                })
+            });
+    let logs = match logs {
+        Ok(logs) => logs,
+        Err(e) => {
+            stop_admin(admin);
+            return Err(e);
+        }
+    };
     let partitions: usize = logs.topics().iter().map(|t| t.partitions.len()).sum();
     tracing::info!(
         data_dir = %config.data_dir.display(),
@@ -102,15 +172,18 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "log manager opened"
     );
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            stop_admin(admin);
+            return Err(format!("cannot listen on {}: {e}", config.listen));
+        }
+    };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let advertised = config
         .advertised
         .clone()
         .unwrap_or_else(|| (addr.ip().to_string(), addr.port()));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (appended, _) = watch::channel(0u64);
     let flusher =
         flusher::Flusher::start().map_err(|e| format!("cannot start the flusher: {e}"))?;
@@ -126,7 +199,15 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
         advertised,
         appended,
         shutdown: shutdown_rx,
+        metrics,
     });
+    let (admin_addr, admin_task) = match admin {
+        Some((admin, task)) => {
+            admin.set_state(state.clone());
+            (Some(admin.address), Some(task))
+        }
+        None => (None, None),
+    };
     tracing::info!("listening on {addr}");
     // The coordinator loads while connections are accepted: until it is done, group
     // requests are answered with COORDINATOR_LOAD_IN_PROGRESS and clients retry.
@@ -161,8 +242,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
     let task = tokio::spawn(server::serve(listener, state));
     Ok(RunningBroker {
         addr,
+        admin_addr,
         shutdown: shutdown_tx,
         task,
+        admin_task,
     })
 }
 
@@ -191,6 +274,7 @@ where
 async fn cleaner_pass(state: Arc<BrokerState>) {
     let logs = state.logs.clone();
     let cleaner = state.config.cleaner.clone();
+    let metrics = state.metrics.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut throttle = sluice_storage::Throttle::new(cleaner.io_max_bytes_per_second);
         for topic in logs.topics() {
@@ -198,7 +282,13 @@ async fn cleaner_pass(state: Arc<BrokerState>) {
                 continue;
             }
             for (p, log) in topic.partitions.iter().enumerate() {
-                match log.clean(now_ms(), &cleaner, &mut throttle) {
+                let cleaned = log.clean(now_ms(), &cleaner, &mut throttle);
+                match &cleaned {
+                    Ok(Some(s)) => metrics.cleaned(s),
+                    Ok(None) | Err(sluice_storage::StorageError::UnknownTopic(_)) => {}
+                    Err(_) => metrics.cleaner_failed(),
+                }
+                match cleaned {
                     Ok(Some(s)) => tracing::info!(
                         topic = topic.name,
                         partition = p,
@@ -231,11 +321,18 @@ async fn retention_pass(state: Arc<BrokerState>) {
     match tokio::task::spawn_blocking(move || logs.apply_retention(now_ms())).await {
         Ok(Ok((0, _))) => {}
         Ok(Ok((segments, bytes))) => {
+            state.metrics.retention_deleted(segments, bytes);
             tracing::info!(segments, bytes, "retention deleted segments");
         }
         Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
         Err(e) => tracing::error!(error = %e, "retention task panicked"),
     }
+}
+
+/// Topics only the coordinators write: `__consumer_offsets` and `__transaction_state`.
+/// Clients cannot produce to, create, delete, repartition, alter or truncate them.
+pub(crate) fn is_internal_topic(name: &str) -> bool {
+    name == groups::OFFSETS_TOPIC || name == txn::TXN_TOPIC
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -11,6 +11,7 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,12 +20,29 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::metrics::{Metrics, RequestTiming};
 use crate::{handlers, millis, BrokerState};
 
-/// A response still being computed: `Ok(None)` for requests that get no response (acks=0),
+/// An encoded response, with the non-zero error codes it carries (for metrics).
+pub(crate) struct Answer {
+    pub chunks: Vec<Bytes>,
+    pub errors: Vec<i16>,
+}
+
+/// What a response future yields: `Ok(None)` for requests that get no response (acks=0),
 /// `Err` when the connection must close instead (the string says why).
-pub(crate) type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<Option<Vec<Bytes>>, String>> + Send>>;
+pub(crate) type ResponseResult = Result<Option<Answer>, String>;
+
+/// A response still being computed.
+pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = ResponseResult> + Send>>;
+
+/// A request whose response the writer awaits, with what its timing needs (when metrics
+/// are on): when its frame was read, and how long its handler ran inline.
+struct Pending {
+    response: JoinHandle<(ResponseResult, Instant)>,
+    api_key: i16,
+    timing: Option<(Instant, Duration)>,
+}
 
 pub(crate) async fn serve(listener: TcpListener, state: Arc<BrokerState>) -> Result<(), String> {
     let mut connections = JoinSet::new();
@@ -36,6 +54,7 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<BrokerState>) -> Res
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     if connections.len() >= state.config.max_connections {
+                        state.metrics.connection_refused();
                         tracing::warn!(%peer, limit = state.config.max_connections,
                             "closing connection: max.connections reached");
                         continue;
@@ -81,12 +100,18 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<BrokerState>) -> Res
 }
 
 async fn connection(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) {
+    let _open = state.metrics.connection_opened();
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
-    let (pending_tx, pending_rx) = mpsc::channel::<JoinHandle<Result<Option<Vec<Bytes>>, String>>>(
-        state.config.queued_max_requests_per_connection,
-    );
-    let writer = tokio::spawn(write_responses(writer, pending_rx, peer));
+    let (pending_tx, pending_rx) =
+        mpsc::channel::<Pending>(state.config.queued_max_requests_per_connection);
+    let writer = tokio::spawn(write_responses(
+        writer,
+        pending_rx,
+        peer,
+        state.metrics.clone(),
+    ));
+    let timed = state.metrics.enabled();
     let mut shutdown = state.shutdown.clone();
     let max = state.config.socket_request_max_bytes;
     loop {
@@ -116,14 +141,27 @@ async fn connection(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr
                 break;
             }
         }
+        let api_key = frame
+            .get(..2)
+            .map_or(-1, |k| i16::from_be_bytes([k[0], k[1]]));
+        let received = timed.then(Instant::now);
+        state.metrics.request(api_key);
         match handlers::dispatch(&state, Bytes::from(frame), peer) {
             Ok(Some(response)) => {
-                if pending_tx.send(tokio::spawn(response)).await.is_err() {
+                let timing = received.map(|at| (at, at.elapsed()));
+                let response = tokio::spawn(async move { (response.await, Instant::now()) });
+                let pending = Pending {
+                    response,
+                    api_key,
+                    timing,
+                };
+                if pending_tx.send(pending).await.is_err() {
                     break; // the writer failed; the connection is gone
                 }
             }
             Ok(None) => {}
             Err(reason) => {
+                state.metrics.error(api_key, "INVALID_REQUEST");
                 tracing::warn!(%peer, "closing connection: {reason}");
                 break;
             }
@@ -150,18 +188,39 @@ async fn write_all_vectored(writer: &mut OwnedWriteHalf, chunks: &[Bytes]) -> st
 
 async fn write_responses(
     mut writer: OwnedWriteHalf,
-    mut pending: mpsc::Receiver<JoinHandle<Result<Option<Vec<Bytes>>, String>>>,
+    mut pending: mpsc::Receiver<Pending>,
     peer: SocketAddr,
+    metrics: Arc<Metrics>,
 ) {
-    while let Some(response) = pending.recv().await {
+    while let Some(Pending {
+        response,
+        api_key,
+        timing,
+    }) = pending.recv().await
+    {
         match response.await {
-            Ok(Ok(Some(chunks))) => {
-                if write_all_vectored(&mut writer, &chunks).await.is_err() {
+            Ok((Ok(Some(answer)), ready)) => {
+                let sending = Instant::now();
+                if write_all_vectored(&mut writer, &answer.chunks)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
+                metrics.error_codes(api_key, answer.errors);
+                if let Some((received, local)) = timing {
+                    let remote = ready.saturating_duration_since(received + local);
+                    metrics.responded(&RequestTiming {
+                        api_key,
+                        queue: sending.saturating_duration_since(ready),
+                        local,
+                        remote,
+                        send: sending.elapsed(),
+                    });
+                }
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(reason)) => {
+            Ok((Ok(None), _)) => {}
+            Ok((Err(reason), _)) => {
                 tracing::error!(%peer, "closing connection: {reason}");
                 return;
             }

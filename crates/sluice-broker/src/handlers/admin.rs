@@ -23,8 +23,7 @@ use uuid::Uuid;
 use super::str_bytes;
 use crate::config::{topic_config_for_broker_key, ConfigType, BROKER_CONFIGS};
 use crate::errors::error_code;
-use crate::groups::OFFSETS_TOPIC;
-use crate::BrokerState;
+use crate::{is_internal_topic, BrokerState};
 
 /// DescribeConfigs resource types.
 pub(crate) const RESOURCE_TOPIC: i8 = 2;
@@ -43,7 +42,7 @@ fn storage_failure(e: &StorageError) -> (i16, Option<String>) {
     failure(error_code(e), e.to_string())
 }
 
-const INTERNAL: &str = "__consumer_offsets is internal to the group coordinator";
+const INTERNAL: &str = "the topic is internal to the broker's coordinators";
 
 pub(crate) fn create_topics(state: &BrokerState, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
@@ -63,8 +62,8 @@ pub(crate) fn create_topics(state: &BrokerState, req: CreateTopicsRequest) -> Cr
                 let msg = format!("topic {name} appears more than once in the request");
                 return with_error(result, failure(ResponseError::InvalidRequest.code(), msg));
             }
-            if name == OFFSETS_TOPIC {
-                let msg = format!("{name} is internal; the group coordinator creates it");
+            if is_internal_topic(name) {
+                let msg = format!("{name} is internal; its coordinator creates it");
                 return with_error(result, failure(ResponseError::InvalidRequest.code(), msg));
             }
             match create_one(state, t, req.validate_only) {
@@ -295,7 +294,7 @@ pub(crate) fn delete_topics(state: &BrokerState, req: DeleteTopicsRequest) -> De
             let result = result
                 .with_name(Some(TopicName(str_bytes(&topic.name))))
                 .with_topic_id(topic.id);
-            if topic.name == OFFSETS_TOPIC {
+            if is_internal_topic(&topic.name) {
                 return result
                     .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(str_bytes(INTERNAL)));
@@ -303,6 +302,7 @@ pub(crate) fn delete_topics(state: &BrokerState, req: DeleteTopicsRequest) -> De
             match tokio::task::block_in_place(|| state.logs.delete_topic(&topic.name)) {
                 Ok(_) => {
                     tracing::info!(topic = topic.name, "deleted topic");
+                    state.metrics.topic_deleted(&topic.name);
                     if state.groups.is_loaded() {
                         let _ = state
                             .groups
@@ -329,7 +329,7 @@ pub(crate) fn create_partitions(
         .iter()
         .map(|t| {
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            if t.name.as_str() == OFFSETS_TOPIC {
+            if is_internal_topic(t.name.as_str()) {
                 // Groups are placed by partition count; changing it would orphan them.
                 return result
                     .with_error_code(ResponseError::InvalidRequest.code())

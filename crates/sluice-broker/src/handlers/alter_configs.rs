@@ -16,7 +16,6 @@ use sluice_storage::{StorageError, TOPIC_CONFIG_NAMES};
 
 use super::admin::RESOURCE_TOPIC;
 use super::str_bytes;
-use crate::groups::OFFSETS_TOPIC;
 use crate::BrokerState;
 
 /// IncrementalAlterConfigs operations.
@@ -65,10 +64,10 @@ fn apply(
             format!("resource type {resource_type}: only topic configs can be altered"),
         ));
     }
-    if name == OFFSETS_TOPIC {
+    if crate::is_internal_topic(name) {
         return Err(Refusal(
             ResponseError::InvalidRequest.code(),
-            format!("{name} is internal to the group coordinator"),
+            format!("{name} is internal to the broker's coordinators"),
         ));
     }
     tokio::task::block_in_place(|| {

@@ -8,7 +8,6 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::ResponseError;
 
 use crate::errors::error_code;
-use crate::groups::OFFSETS_TOPIC;
 use crate::BrokerState;
 
 pub(crate) fn handle(state: &BrokerState, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
@@ -23,7 +22,7 @@ pub(crate) fn handle(state: &BrokerState, req: DeleteRecordsRequest) -> DeleteRe
                     let out = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    let log = (t.name.as_str() != OFFSETS_TOPIC)
+                    let log = (!crate::is_internal_topic(t.name.as_str()))
                         .then(|| state.logs.partition(t.name.as_str(), p.partition_index))
                         .flatten();
                     let Some(log) = log else {

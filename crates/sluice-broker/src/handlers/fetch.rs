@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::FetchRequest;
+use kafka_protocol::messages::{ApiKey, FetchRequest};
 use kafka_protocol::ResponseError;
 use sluice_protocol::fetch_response::{FetchPartitionOut, FetchResponseOut, FetchTopicOut};
 use sluice_storage::Isolation;
@@ -34,19 +34,68 @@ pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest) -> FetchR
     let min_bytes = req.min_bytes.max(0) as usize;
     let mut appended = state.appended.subscribe();
     let mut shutdown = state.shutdown.clone();
-    loop {
+    let started = Instant::now();
+    let mut read = Duration::ZERO;
+    let mut timed_collect = |state: &BrokerState| {
+        let at = Instant::now();
+        let collected = collect(state, &req);
+        read += at.elapsed();
+        collected
+    };
+    let response = loop {
         // Mark the current append count seen before reading, so an append that lands while
         // we read wakes the wait below.
         appended.borrow_and_update();
-        let (response, bytes, errors) = collect(&state, &req);
+        let (response, bytes, errors) = timed_collect(&state);
         if bytes >= min_bytes || errors || *shutdown.borrow() {
-            return response;
+            break response;
         }
         tokio::select! {
-            changed = appended.changed() => if changed.is_err() { return response },
-            _ = tokio::time::sleep_until(deadline) => return collect(&state, &req).0,
-            _ = shutdown.changed() => return response,
+            changed = appended.changed() => if changed.is_err() { break response },
+            _ = tokio::time::sleep_until(deadline) => break timed_collect(&state).0,
+            _ = shutdown.changed() => break response,
         }
+    };
+    record_metrics(
+        &state,
+        &req,
+        &response,
+        read,
+        started.elapsed().saturating_sub(read),
+    );
+    response
+}
+
+/// Counts what the response carries per topic, its partition errors, and where the fetch's
+/// time went.
+fn record_metrics(
+    state: &BrokerState,
+    req: &FetchRequest,
+    response: &FetchResponseOut,
+    read: Duration,
+    wait: Duration,
+) {
+    let metrics = &state.metrics;
+    if !metrics.enabled() {
+        return;
+    }
+    metrics.fetch_read_and_wait(read, wait);
+    metrics.error_codes(ApiKey::Fetch as i16, [response.error_code]);
+    for (asked, topic) in req.topics.iter().zip(&response.topics) {
+        let mut bytes = 0;
+        let mut messages = 0u64;
+        for p in &topic.partitions {
+            metrics.error_codes(ApiKey::Fetch as i16, [p.error_code]);
+            let records = p.records.as_deref().unwrap_or_default();
+            bytes += records.len();
+            messages += sluice_records::BatchIter::new(records)
+                .map_while(|b| b.ok())
+                .filter_map(|b| sluice_records::BatchHeader::parse(b).ok())
+                .filter(|h| !h.is_control())
+                .map(|h| h.records_count.max(0) as u64)
+                .sum::<u64>();
+        }
+        metrics.fetched(asked.topic.as_str(), bytes, messages);
     }
 }
 

@@ -1,9 +1,10 @@
 //! Request dispatch. Each handler does its state-changing work synchronously (so requests on
 //! one connection take effect in order) and returns a future for what it waits on.
 
-mod admin;
-mod alter_configs;
+pub(crate) mod admin;
+pub(crate) mod alter_configs;
 mod delete_records;
+mod error_codes;
 mod fetch;
 mod groups;
 mod list_offsets;
@@ -25,8 +26,9 @@ use sluice_protocol::{
     encode_response, parse_request_header, DecodeError, Request, SUPPORTED_APIS,
 };
 
-use crate::server::ResponseFuture;
+use crate::server::{Answer, ResponseFuture, ResponseResult};
 use crate::BrokerState;
+use error_codes::ErrorCodes;
 
 /// What the connection should do with a request: send the response the future yields, or
 /// close (the string says why, for the one log line).
@@ -83,7 +85,12 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
         Request::Fetch(r) => {
             let response = fetch::handle(state.clone(), r);
             Ok(Some(Box::pin(async move {
-                Ok(Some(response.await.encode(version, corr)))
+                // Fetch counts its partition errors itself, with its traffic.
+                let chunks = response.await.encode(version, corr);
+                Ok(Some(Answer {
+                    chunks,
+                    errors: Vec::new(),
+                }))
             })))
         }
         Request::ListOffsets(r) => {
@@ -170,19 +177,32 @@ fn api_versions(error_code: i16) -> ApiVersionsResponse {
 
 /// Encodes a response. A failure is a bug of ours (a field set that the client's version
 /// lacks), not client input; the connection closes rather than sending garbage.
-fn encode<R: Encodable>(
+fn encode<R: Encodable + ErrorCodes>(
     api: ApiKey,
     version: i16,
     corr: i32,
     body: &R,
-) -> Result<Option<Vec<Bytes>>, String> {
+) -> ResponseResult {
+    let mut errors = Vec::new();
+    body.error_codes(&mut errors);
+    errors.retain(|&code| code != 0);
     encode_response(api, version, corr, body)
-        .map(|bytes| Some(vec![bytes]))
+        .map(|bytes| {
+            Some(Answer {
+                chunks: vec![bytes],
+                errors,
+            })
+        })
         .map_err(|e| format!("cannot encode {api:?} v{version} response: {e}"))
 }
 
 /// A response computed synchronously.
-pub(crate) fn ready<R: Encodable>(api: ApiKey, version: i16, corr: i32, body: R) -> Dispatched {
+pub(crate) fn ready<R: Encodable + ErrorCodes>(
+    api: ApiKey,
+    version: i16,
+    corr: i32,
+    body: R,
+) -> Dispatched {
     let bytes = encode(api, version, corr, &body)?;
     Ok(Some(Box::pin(std::future::ready(Ok(bytes)))))
 }
@@ -190,7 +210,7 @@ pub(crate) fn ready<R: Encodable>(api: ApiKey, version: i16, corr: i32, body: R)
 /// A response that is computed by a future.
 pub(crate) fn respond<R, F>(api: ApiKey, version: i16, corr: i32, body: F) -> Dispatched
 where
-    R: Encodable + Send + 'static,
+    R: Encodable + ErrorCodes + Send + 'static,
     F: Future<Output = R> + Send + 'static,
 {
     Ok(Some(Box::pin(async move {

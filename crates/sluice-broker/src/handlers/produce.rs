@@ -91,6 +91,9 @@ pub(crate) fn handle(
             match result {
                 Ok((log, outcome)) => {
                     appended = true;
+                    let bytes = data.records.as_ref().map_or(0, |r| r.len());
+                    let messages = outcome.last_offset - outcome.base_offset + 1;
+                    state.metrics.produced(name, bytes, messages.max(0) as u64);
                     out = out
                         .with_base_offset(outcome.base_offset)
                         .with_log_append_time_ms(outcome.log_append_time)

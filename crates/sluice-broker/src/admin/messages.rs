@@ -1,0 +1,234 @@
+//! The message browser: records of one partition from an offset or a timestamp, decoded for
+//! people (text where the bytes are UTF-8, hex always).
+
+use std::fmt::Write as _;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery};
+use axum::Json;
+use serde::Serialize;
+use sluice_records::{BatchHeader, BatchIter, TimestampType};
+use sluice_storage::{UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES};
+
+use super::api::{int_param, query_pairs};
+use super::{ApiError, ApiResult, Shared};
+
+/// Default and largest number of records one request returns.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 500;
+/// Keys, values and header values are shown up to this many bytes.
+const MAX_SHOWN_BYTES: usize = 4096;
+/// Bytes read from the log per step while collecting records.
+const READ_CHUNK_BYTES: usize = 1 << 20;
+/// Reads per request, so a partition of empty or control batches cannot keep one busy.
+const MAX_READS: usize = 64;
+
+/// Bytes as a person may want them: UTF-8 text when they are text, and hex.
+#[derive(Serialize)]
+struct Data {
+    size: usize,
+    text: Option<String>,
+    hex: String,
+    truncated: bool,
+}
+
+impl Data {
+    fn of(bytes: &[u8]) -> Self {
+        let shown = &bytes[..bytes.len().min(MAX_SHOWN_BYTES)];
+        let mut hex = String::with_capacity(shown.len() * 2);
+        for b in shown {
+            let _ = write!(hex, "{b:02x}");
+        }
+        // A cut may fall inside a multi-byte character: keep the valid prefix then.
+        let text = match std::str::from_utf8(shown) {
+            Ok(s) => Some(s.to_string()),
+            Err(e) if shown.len() < bytes.len() && e.error_len().is_none() => {
+                Some(String::from_utf8_lossy(&shown[..e.valid_up_to()]).into_owned())
+            }
+            Err(_) => None,
+        };
+        Self {
+            size: bytes.len(),
+            text,
+            hex,
+            truncated: shown.len() < bytes.len(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HeaderOut {
+    key: String,
+    value: Option<Data>,
+}
+
+#[derive(Serialize)]
+struct Message {
+    offset: i64,
+    timestamp: i64,
+    timestamp_type: &'static str,
+    key: Option<Data>,
+    value: Option<Data>,
+    headers: Vec<HeaderOut>,
+}
+
+#[derive(Serialize)]
+pub(super) struct Page {
+    topic: String,
+    partition: i32,
+    log_start_offset: i64,
+    high_watermark: i64,
+    next_offset: i64,
+    messages: Vec<Message>,
+}
+
+pub(super) async fn browse(
+    admin: Shared,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: RawQuery,
+) -> ApiResult<Json<Page>> {
+    let Path((topic, partition)) = path?;
+    let partition: i32 = partition.parse().map_err(|_| {
+        ApiError::bad_request(format!("partition {partition}: expected an integer"))
+    })?;
+    let pairs = query_pairs(query.0)?;
+    let offset = int_param(&pairs, "offset")?;
+    let timestamp = int_param(&pairs, "timestamp")?;
+    let limit = int_param(&pairs, "limit")?.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit={limit}: must be within 1..={MAX_LIMIT}"
+        )));
+    }
+    if offset.is_some() && timestamp.is_some() {
+        return Err(ApiError::bad_request("give offset or timestamp, not both"));
+    }
+    if let Some(o) = offset.filter(|&o| o < 0) {
+        return Err(ApiError::bad_request(format!("offset={o}: must be >= 0")));
+    }
+    let state = admin.state()?.clone();
+    let log = state.logs.partition(&topic, partition).ok_or_else(|| {
+        ApiError::not_found(format!("unknown topic or partition {topic}-{partition}"))
+    })?;
+    let page = tokio::task::spawn_blocking(move || {
+        read_page(&log, topic, partition, offset, timestamp, limit as usize)
+    })
+    .await
+    .map_err(|e| ApiError::unavailable("internal", format!("reading failed: {e}")))??;
+    Ok(Json(page))
+}
+
+fn read_page(
+    log: &UnifiedLog,
+    topic: String,
+    partition: i32,
+    offset: Option<i64>,
+    timestamp: Option<i64>,
+    limit: usize,
+) -> ApiResult<Page> {
+    let storage = |e: sluice_storage::StorageError| match e {
+        // Deleted while we read.
+        sluice_storage::StorageError::UnknownTopic(_) => ApiError::not_found(e.to_string()),
+        _ => ApiError::unavailable("storage_error", e.to_string()),
+    };
+    let start = log.log_start_offset();
+    let end = log.log_end_offset();
+    let mut next = match (offset, timestamp) {
+        (Some(o), _) => o.max(start),
+        (None, Some(ts)) => log
+            .offset_for_timestamp(ts)
+            .map_err(storage)?
+            .map_or(end, |(o, _)| o),
+        (None, None) => start,
+    };
+    let mut messages = Vec::new();
+    for _ in 0..MAX_READS {
+        if messages.len() >= limit || next >= end {
+            break;
+        }
+        let read = log.read(next, READ_CHUNK_BYTES, true).map_err(storage)?;
+        if read.records.is_empty() {
+            break;
+        }
+        for batch in BatchIter::new(&read.records) {
+            let Ok(batch) = batch else { break };
+            let Ok(header) = BatchHeader::parse(batch) else {
+                break;
+            };
+            if header.is_control() {
+                next = next.max(header.next_offset());
+                continue;
+            }
+            let records = header
+                .records(batch, MAX_DECOMPRESSED_BATCH_BYTES)
+                .map_err(|e| {
+                    ApiError::unavailable("storage_error", format!("unreadable batch: {e}"))
+                })?;
+            let timestamp_type = match header.timestamp_type() {
+                TimestampType::LogAppendTime => "log_append_time",
+                TimestampType::CreateTime => "create_time",
+            };
+            for r in records {
+                if r.offset < next || messages.len() >= limit {
+                    continue;
+                }
+                let timestamp = match header.timestamp_type() {
+                    TimestampType::LogAppendTime => header.max_timestamp,
+                    TimestampType::CreateTime => r.timestamp,
+                };
+                next = r.offset + 1;
+                messages.push(Message {
+                    offset: r.offset,
+                    timestamp,
+                    timestamp_type,
+                    key: r.key.as_deref().map(Data::of),
+                    value: r.value.as_deref().map(Data::of),
+                    headers: r
+                        .headers
+                        .iter()
+                        .map(|h| HeaderOut {
+                            key: h.key.clone(),
+                            value: h.value.as_deref().map(Data::of),
+                        })
+                        .collect(),
+                });
+            }
+            if messages.len() < limit {
+                // Records removed by compaction leave gaps; go on after the batch.
+                next = next.max(header.next_offset());
+            }
+        }
+    }
+    Ok(Page {
+        topic,
+        partition,
+        log_start_offset: start,
+        high_watermark: end,
+        next_offset: next.min(end),
+        messages,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_is_text_when_utf8_and_always_hex() {
+        let d = Data::of(b"hi");
+        assert_eq!(
+            (d.text.as_deref(), d.hex.as_str(), d.size),
+            (Some("hi"), "6869", 2)
+        );
+        let d = Data::of(&[0xff, 0x00]);
+        assert_eq!((d.text, d.hex.as_str()), (None, "ff00"));
+        let long = "é".repeat(MAX_SHOWN_BYTES); // 2 bytes each: the cut splits none...
+        let d = Data::of(long.as_bytes());
+        assert!(d.truncated);
+        assert_eq!(d.text.map(|t| t.len()), Some(MAX_SHOWN_BYTES));
+        let odd = format!("a{long}"); // ...and here it splits one, which is dropped.
+        let d = Data::of(odd.as_bytes());
+        assert_eq!(d.text.map(|t| t.len()), Some(MAX_SHOWN_BYTES - 1));
+        assert_eq!(d.hex.len(), 2 * MAX_SHOWN_BYTES);
+    }
+}

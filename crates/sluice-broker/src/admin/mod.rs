@@ -1,0 +1,294 @@
+//! The admin HTTP listener: `/metrics`, the JSON admin API under `/api/v1`, health checks,
+//! the OpenAPI description and the web console.
+//!
+//! It binds before the logs are recovered, so `/health/ready` can say "not yet"; until the
+//! broker state exists every API route answers 503 `not_ready`. Errors are JSON
+//! `{"code", "message"}`: bad input gets a 4xx, whatever the input — rejections of axum's own
+//! extractors are turned into the same shape. Writes (create and delete topics, alter configs)
+//! go through the same functions as the Kafka requests, so both paths validate alike.
+
+mod api;
+mod messages;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub(crate) use api::group_lags;
+
+use crate::metrics::Metrics;
+use crate::BrokerState;
+
+/// The largest request body the admin API reads.
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+
+const CONSOLE_HTML: &str = include_str!("console.html");
+const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// What the admin handlers share. The broker state appears once the logs are recovered.
+#[derive(Debug)]
+pub(crate) struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub address: SocketAddr,
+    pub started_at_ms: i64,
+    state: OnceLock<Arc<BrokerState>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Admin {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        address: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            metrics,
+            address,
+            started_at_ms: crate::now_ms(),
+            state: OnceLock::new(),
+            shutdown,
+        }
+    }
+
+    /// Called once, when the logs are open and the broker accepts connections.
+    pub fn set_state(&self, state: Arc<BrokerState>) {
+        let _ = self.state.set(state);
+    }
+
+    fn state(&self) -> Result<&Arc<BrokerState>, ApiError> {
+        self.state.get().ok_or_else(|| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "not_ready",
+            message: "the broker is recovering its logs".into(),
+        })
+    }
+}
+
+/// A JSON error: `{"code": "...", "message": "..."}` with an HTTP status.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+        }
+    }
+
+    /// The broker cannot answer because of its own state (an offline data directory, a failed
+    /// worker): a 503, never a 4xx that would blame the request.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code,
+            message: &self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::bad_request(format!("bad path: {}", e.body_text()))
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "payload_too_large",
+                message: format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+            }
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {}", e.body_text()))
+        }
+    }
+}
+
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/", get(console))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .merge(api::routes())
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(admin)
+}
+
+/// Serves the admin listener until shutdown.
+pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    let mut shutdown = admin.shutdown.clone();
+    let app = router(admin);
+    let stopped = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
+        tracing::error!(error = %e, "admin listener failed");
+    }
+}
+
+type Shared = axum::extract::State<Arc<Admin>>;
+
+async fn console() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        CONSOLE_HTML,
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
+async fn metrics(admin: Shared) -> Response {
+    if !admin.metrics.enabled() {
+        return ApiError::not_found("metrics are disabled (metrics.enabled=false)").into_response();
+    }
+    let text = crate::metrics::encode(&admin.metrics, admin.state.get().map(|s| s.as_ref()));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "live": true }))
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    logs_recovered: bool,
+    groups_loaded: bool,
+    transactions_loaded: bool,
+}
+
+async fn ready(admin: Shared) -> Response {
+    let state = admin.state.get();
+    let r = Readiness {
+        ready: false,
+        logs_recovered: state.is_some(),
+        groups_loaded: state.is_some_and(|s| s.groups.is_loaded()),
+        transactions_loaded: state.is_some_and(|s| s.txns.is_loaded()),
+    };
+    let r = Readiness {
+        ready: r.logs_recovered && r.groups_loaded && r.transactions_loaded,
+        ..r
+    };
+    let status = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(r)).into_response()
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such route: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("{method} is not allowed on {}", uri.path()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::State;
+
+    fn admin() -> Arc<Admin> {
+        let (_tx, rx) = watch::channel(false);
+        let address = "127.0.0.1:0".parse().expect("address");
+        Arc::new(Admin::new(Arc::new(Metrics::new(true)), address, rx))
+    }
+
+    async fn json(response: Response) -> (StatusCode, serde_json::Value) {
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&body).expect("JSON body"))
+    }
+
+    /// Before the logs are recovered (no broker state yet), readiness is false with a 503,
+    /// and the API answers `not_ready`, while metrics are already served.
+    #[tokio::test]
+    async fn not_ready_until_the_logs_are_recovered() {
+        let admin = admin();
+        let (status, body) = json(ready(State(admin.clone())).await).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["ready"], false);
+        assert_eq!(body["logs_recovered"], false);
+        let err = admin.state().expect_err("no state yet");
+        let (status, body) = json(err.into_response()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["code"], "not_ready");
+        let metrics = metrics(State(admin)).await;
+        assert_eq!(metrics.status(), StatusCode::OK);
+    }
+
+    /// The served OpenAPI document is JSON and the console is HTML.
+    #[test]
+    fn embedded_assets_are_well_formed() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json");
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert!(CONSOLE_HTML.trim_start().starts_with("<!"));
+    }
+}

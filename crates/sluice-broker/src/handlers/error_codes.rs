@@ -1,0 +1,70 @@
+//! The error codes each response carries, top level and per item, so that
+//! `sluice_request_errors_total` counts what clients were told, whatever the API.
+
+use kafka_protocol::messages::*;
+
+/// Every error code in a response (zeros included; the caller skips them).
+pub(crate) trait ErrorCodes {
+    fn error_codes(&self, out: &mut Vec<i16>);
+}
+
+/// `impl ErrorCodes` from field paths: `top` fields hold a code; `each` walks one array of
+/// items holding a code; `nested` walks an array of arrays.
+macro_rules! error_codes {
+    ($($ty:ty {
+        $(top: $top:ident;)*
+        $(each: $arr:ident . $code:ident;)*
+        $(nested: $outer:ident . $inner:ident . $ncode:ident;)*
+    })*) => {$(
+        impl ErrorCodes for $ty {
+            fn error_codes(&self, out: &mut Vec<i16>) {
+                $(out.push(self.$top);)*
+                $(out.extend(self.$arr.iter().map(|i| i.$code));)*
+                $(out.extend(self.$outer.iter().flat_map(|o| o.$inner.iter().map(|i| i.$ncode)));)*
+            }
+        }
+    )*};
+}
+
+error_codes! {
+    ApiVersionsResponse { top: error_code; }
+    MetadataResponse {
+        each: topics.error_code;
+        nested: topics.partitions.error_code;
+    }
+    ProduceResponse { nested: responses.partition_responses.error_code; }
+    FetchResponse { top: error_code; nested: responses.partitions.error_code; }
+    ListOffsetsResponse { nested: topics.partitions.error_code; }
+    CreateTopicsResponse { each: topics.error_code; }
+    DeleteTopicsResponse { each: responses.error_code; }
+    DescribeConfigsResponse { each: results.error_code; }
+    CreatePartitionsResponse { each: results.error_code; }
+    InitProducerIdResponse { top: error_code; }
+    FindCoordinatorResponse { top: error_code; each: coordinators.error_code; }
+    JoinGroupResponse { top: error_code; }
+    SyncGroupResponse { top: error_code; }
+    HeartbeatResponse { top: error_code; }
+    LeaveGroupResponse { top: error_code; each: members.error_code; }
+    OffsetCommitResponse { nested: topics.partitions.error_code; }
+    OffsetFetchResponse {
+        top: error_code;
+        each: groups.error_code;
+        nested: topics.partitions.error_code;
+    }
+    ListGroupsResponse { top: error_code; }
+    DescribeGroupsResponse { each: groups.error_code; }
+    DeleteGroupsResponse { each: results.error_code; }
+    OffsetDeleteResponse { top: error_code; nested: topics.partitions.error_code; }
+    DeleteRecordsResponse { nested: topics.partitions.error_code; }
+    AlterConfigsResponse { each: responses.error_code; }
+    IncrementalAlterConfigsResponse { each: responses.error_code; }
+    AddPartitionsToTxnResponse {
+        top: error_code;
+        nested: results_by_topic_v3_and_below.results_by_partition.partition_error_code;
+    }
+    AddOffsetsToTxnResponse { top: error_code; }
+    TxnOffsetCommitResponse { nested: topics.partitions.error_code; }
+    EndTxnResponse { top: error_code; }
+    DescribeTransactionsResponse { each: transaction_states.error_code; }
+    ListTransactionsResponse { top: error_code; }
+}

@@ -1,0 +1,761 @@
+//! Broker metrics, exposed in OpenMetrics text at `GET /metrics` on the admin listener.
+//!
+//! Counters and histograms live in [`Metrics`] and are bumped on the request path; handles
+//! for every API key are resolved once at start-up and per topic on first use, so recording
+//! is an atomic add or a short histogram lock, never a label-set allocation. Values that are
+//! state rather than events (log sizes, offsets, group lag, memory) are read at scrape time
+//! by [`encode`]. With `metrics.enabled=false` every recording method returns at once.
+//!
+//! Names and their Kafka JMX equivalents are listed in README.md ("Metrics").
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use sluice_storage::Durability;
+
+use crate::BrokerState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    api: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    api: String,
+    error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabels {
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupPartitionLabels {
+    group: String,
+    topic: String,
+    partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    group: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets: 50 µs doubling to ~26 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+/// The counters of one API key.
+#[derive(Debug, Clone)]
+struct ApiHandles {
+    name: String,
+    requests: Counter,
+    seconds: Histogram,
+}
+
+/// The counters of one topic.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicHandles {
+    bytes_in: Counter,
+    messages_in: Counter,
+    bytes_out: Counter,
+    messages_out: Counter,
+}
+
+/// Cumulative per-topic traffic, for the console's live view.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TopicTraffic {
+    pub bytes_in: u64,
+    pub messages_in: u64,
+    pub bytes_out: u64,
+    pub messages_out: u64,
+}
+
+/// Where one request's time went, measured by the connection pipeline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestTiming {
+    pub api_key: i16,
+    /// Waiting for its turn: frame read to handler start, plus response ready to written.
+    pub queue: Duration,
+    /// The handler's synchronous part (for Produce: validation and the append).
+    pub local: Duration,
+    /// The handler's future (for Produce: the fsync; for Fetch: reads and the long poll).
+    pub remote: Duration,
+    /// Writing the response to the socket.
+    pub send: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    enabled: bool,
+    started: Instant,
+    apis: Vec<Option<ApiHandles>>,
+    unknown_api: ApiHandles,
+    requests: Family<ApiLabels, Counter>,
+    request_seconds: Histograms<ApiLabels>,
+    errors: Family<ErrorLabels, Counter>,
+    produce_phase: Histograms<PhaseLabels>,
+    fetch_phase: Histograms<PhaseLabels>,
+    fsync_seconds: Histogram,
+    topics: RwLock<HashMap<String, TopicHandles>>,
+    bytes_in: Family<TopicLabels, Counter>,
+    messages_in: Family<TopicLabels, Counter>,
+    bytes_out: Family<TopicLabels, Counter>,
+    messages_out: Family<TopicLabels, Counter>,
+    connections: Gauge,
+    connections_accepted: Counter,
+    connections_refused: Counter,
+    cleaner_runs: Counter,
+    cleaner_errors: Counter,
+    cleaner_bytes_read: Counter,
+    cleaner_bytes_written: Counter,
+    cleaner_records_removed: Counter,
+    cleaner_seconds: Histogram,
+    retention_segments_deleted: Counter,
+    retention_bytes_deleted: Counter,
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new(enabled: bool) -> Self {
+        let requests = Family::<ApiLabels, Counter>::default();
+        let request_seconds: Histograms<ApiLabels> =
+            Family::new_with_constructor(latency_histogram);
+        let handles = |name: String| ApiHandles {
+            requests: requests
+                .get_or_create(&ApiLabels { api: name.clone() })
+                .clone(),
+            seconds: request_seconds
+                .get_or_create(&ApiLabels { api: name.clone() })
+                .clone(),
+            name,
+        };
+        let mut apis = Vec::new();
+        for &(api, _, _) in sluice_protocol::SUPPORTED_APIS {
+            let key = api as usize;
+            if apis.len() <= key {
+                apis.resize(key + 1, None);
+            }
+            apis[key] = Some(handles(format!("{api:?}")));
+        }
+        let unknown_api = handles("Unknown".to_string());
+        let mut metrics = Self {
+            enabled,
+            started: Instant::now(),
+            apis,
+            unknown_api,
+            requests,
+            request_seconds,
+            errors: Family::default(),
+            produce_phase: Family::new_with_constructor(latency_histogram),
+            fetch_phase: Family::new_with_constructor(latency_histogram),
+            fsync_seconds: latency_histogram(),
+            topics: RwLock::new(HashMap::new()),
+            bytes_in: Family::default(),
+            messages_in: Family::default(),
+            bytes_out: Family::default(),
+            messages_out: Family::default(),
+            connections: Gauge::default(),
+            connections_accepted: Counter::default(),
+            connections_refused: Counter::default(),
+            cleaner_runs: Counter::default(),
+            cleaner_errors: Counter::default(),
+            cleaner_bytes_read: Counter::default(),
+            cleaner_bytes_written: Counter::default(),
+            cleaner_records_removed: Counter::default(),
+            cleaner_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            retention_segments_deleted: Counter::default(),
+            retention_bytes_deleted: Counter::default(),
+            registry: Registry::with_prefix("sluice"),
+        };
+        metrics.register();
+        metrics
+    }
+
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "requests",
+            "Requests received, by API",
+            self.requests.clone(),
+        );
+        r.register(
+            "request_errors",
+            "Requests refused or answered with an error code, by API and error",
+            self.errors.clone(),
+        );
+        r.register_with_unit(
+            "request_duration",
+            "Time from a request's frame being read to its response being written, by API",
+            Unit::Seconds,
+            self.request_seconds.clone(),
+        );
+        r.register_with_unit(
+            "produce_phase_duration",
+            "Produce request time by phase: queue, append, fsync, send",
+            Unit::Seconds,
+            self.produce_phase.clone(),
+        );
+        r.register_with_unit(
+            "fetch_phase_duration",
+            "Fetch request time by phase: queue, read, wait (long poll), send",
+            Unit::Seconds,
+            self.fetch_phase.clone(),
+        );
+        r.register_with_unit(
+            "fsync_duration",
+            "Duration of each file or directory sync",
+            Unit::Seconds,
+            self.fsync_seconds.clone(),
+        );
+        r.register_with_unit(
+            "topic_in",
+            "Record bytes appended by producers, by topic",
+            Unit::Bytes,
+            self.bytes_in.clone(),
+        );
+        r.register(
+            "topic_messages_in",
+            "Records appended by producers, by topic",
+            self.messages_in.clone(),
+        );
+        r.register_with_unit(
+            "topic_out",
+            "Record bytes sent to consumers, by topic",
+            Unit::Bytes,
+            self.bytes_out.clone(),
+        );
+        r.register(
+            "topic_messages_out",
+            "Records sent to consumers (counted from batch headers), by topic",
+            self.messages_out.clone(),
+        );
+        r.register(
+            "connections",
+            "Open client connections",
+            self.connections.clone(),
+        );
+        r.register(
+            "connections_accepted",
+            "Client connections accepted",
+            self.connections_accepted.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Client connections closed at once: max.connections reached",
+            self.connections_refused.clone(),
+        );
+        r.register(
+            "cleaner_runs",
+            "Log cleanings that rewrote segments",
+            self.cleaner_runs.clone(),
+        );
+        r.register(
+            "cleaner_errors",
+            "Log cleanings that failed",
+            self.cleaner_errors.clone(),
+        );
+        r.register_with_unit(
+            "cleaner_read",
+            "Bytes of segments the cleaner rewrote (before cleaning)",
+            Unit::Bytes,
+            self.cleaner_bytes_read.clone(),
+        );
+        r.register_with_unit(
+            "cleaner_written",
+            "Bytes of segments the cleaner wrote (after cleaning)",
+            Unit::Bytes,
+            self.cleaner_bytes_written.clone(),
+        );
+        r.register(
+            "cleaner_records_removed",
+            "Records the cleaner removed",
+            self.cleaner_records_removed.clone(),
+        );
+        r.register_with_unit(
+            "cleaner_duration",
+            "Duration of each log cleaning",
+            Unit::Seconds,
+            self.cleaner_seconds.clone(),
+        );
+        r.register(
+            "retention_segments_deleted",
+            "Segments deleted by retention",
+            self.retention_segments_deleted.clone(),
+        );
+        r.register_with_unit(
+            "retention_deleted",
+            "Bytes deleted by retention",
+            Unit::Bytes,
+            self.retention_bytes_deleted.clone(),
+        );
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn api(&self, key: i16) -> &ApiHandles {
+        usize::try_from(key)
+            .ok()
+            .and_then(|k| self.apis.get(k))
+            .and_then(Option::as_ref)
+            .unwrap_or(&self.unknown_api)
+    }
+
+    /// A request was read off a connection.
+    pub fn request(&self, api_key: i16) {
+        if self.enabled {
+            self.api(api_key).requests.inc();
+        }
+    }
+
+    /// A request was refused or answered with an error; `error` is a Kafka error name.
+    pub fn error(&self, api_key: i16, error: &str) {
+        if self.enabled {
+            let labels = ErrorLabels {
+                api: self.api(api_key).name.clone(),
+                error: error.to_string(),
+            };
+            self.errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Every non-zero code in `codes`, counted as errors of `api_key`.
+    pub fn error_codes(&self, api_key: i16, codes: impl IntoIterator<Item = i16>) {
+        if self.enabled {
+            for code in codes.into_iter().filter(|&c| c != 0) {
+                self.error(api_key, &error_name(code));
+            }
+        }
+    }
+
+    /// A response was written.
+    pub fn responded(&self, t: &RequestTiming) {
+        if !self.enabled {
+            return;
+        }
+        let total = t.queue + t.local + t.remote + t.send;
+        self.api(t.api_key).seconds.observe(total.as_secs_f64());
+        const PRODUCE: i16 = kafka_protocol::messages::ApiKey::Produce as i16;
+        const FETCH: i16 = kafka_protocol::messages::ApiKey::Fetch as i16;
+        let phases: &[(&'static str, Duration)] = match t.api_key {
+            PRODUCE => &[
+                ("queue", t.queue),
+                ("append", t.local),
+                ("fsync", t.remote),
+                ("send", t.send),
+            ],
+            // Fetch records its read and wait time itself (both happen in its future).
+            FETCH => &[("queue", t.queue + t.local), ("send", t.send)],
+            _ => &[],
+        };
+        let family = if t.api_key == PRODUCE {
+            &self.produce_phase
+        } else {
+            &self.fetch_phase
+        };
+        for &(phase, d) in phases {
+            family
+                .get_or_create(&PhaseLabels { phase })
+                .observe(d.as_secs_f64());
+        }
+    }
+
+    /// Time a fetch spent reading logs and waiting for data (its long poll).
+    pub fn fetch_read_and_wait(&self, read: Duration, wait: Duration) {
+        if self.enabled {
+            for (phase, d) in [("read", read), ("wait", wait)] {
+                self.fetch_phase
+                    .get_or_create(&PhaseLabels { phase })
+                    .observe(d.as_secs_f64());
+            }
+        }
+    }
+
+    fn topic(&self, name: &str) -> TopicHandles {
+        if let Some(h) = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return h.clone();
+        }
+        let labels = TopicLabels {
+            topic: name.to_string(),
+        };
+        let handles = TopicHandles {
+            bytes_in: self.bytes_in.get_or_create(&labels).clone(),
+            messages_in: self.messages_in.get_or_create(&labels).clone(),
+            bytes_out: self.bytes_out.get_or_create(&labels).clone(),
+            messages_out: self.messages_out.get_or_create(&labels).clone(),
+        };
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), handles.clone());
+        handles
+    }
+
+    /// Records appended to `topic` by a producer.
+    pub fn produced(&self, topic: &str, bytes: usize, messages: u64) {
+        if self.enabled {
+            let h = self.topic(topic);
+            h.bytes_in.inc_by(bytes as u64);
+            h.messages_in.inc_by(messages);
+        }
+    }
+
+    /// Records of `topic` sent to a consumer.
+    pub fn fetched(&self, topic: &str, bytes: usize, messages: u64) {
+        if self.enabled && bytes > 0 {
+            let h = self.topic(topic);
+            h.bytes_out.inc_by(bytes as u64);
+            h.messages_out.inc_by(messages);
+        }
+    }
+
+    /// Forgets a deleted topic's series.
+    pub fn topic_deleted(&self, topic: &str) {
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(topic);
+        let labels = TopicLabels {
+            topic: topic.to_string(),
+        };
+        for family in [
+            &self.bytes_in,
+            &self.messages_in,
+            &self.bytes_out,
+            &self.messages_out,
+        ] {
+            family.remove(&labels);
+        }
+    }
+
+    /// Cumulative traffic of every topic seen since start.
+    pub fn traffic(&self) -> HashMap<String, TopicTraffic> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, h)| {
+                let t = TopicTraffic {
+                    bytes_in: h.bytes_in.get(),
+                    messages_in: h.messages_in.get(),
+                    bytes_out: h.bytes_out.get(),
+                    messages_out: h.messages_out.get(),
+                };
+                (name.clone(), t)
+            })
+            .collect()
+    }
+
+    /// A connection opened; the returned guard closes it in the gauge when dropped.
+    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
+        if self.enabled {
+            self.connections.inc();
+            self.connections_accepted.inc();
+        }
+        ConnectionGuard(self.clone())
+    }
+
+    pub fn connection_refused(&self) {
+        if self.enabled {
+            self.connections_refused.inc();
+        }
+    }
+
+    pub fn open_connections(&self) -> i64 {
+        self.connections.get()
+    }
+
+    pub fn cleaned(&self, stats: &sluice_storage::CleanStats) {
+        if self.enabled {
+            self.cleaner_runs.inc();
+            self.cleaner_bytes_read.inc_by(stats.bytes_before);
+            self.cleaner_bytes_written.inc_by(stats.bytes_after);
+            self.cleaner_records_removed
+                .inc_by(stats.records_before.saturating_sub(stats.records_after));
+            self.cleaner_seconds.observe(stats.elapsed.as_secs_f64());
+        }
+    }
+
+    pub fn cleaner_failed(&self) {
+        if self.enabled {
+            self.cleaner_errors.inc();
+        }
+    }
+
+    pub fn retention_deleted(&self, segments: usize, bytes: u64) {
+        if self.enabled {
+            self.retention_segments_deleted.inc_by(segments as u64);
+            self.retention_bytes_deleted.inc_by(bytes);
+        }
+    }
+
+    fn observe_fsync(&self, elapsed: Duration) {
+        if self.enabled {
+            self.fsync_seconds.observe(elapsed.as_secs_f64());
+        }
+    }
+}
+
+/// Decrements the open-connection gauge when the connection ends.
+pub(crate) struct ConnectionGuard(Arc<Metrics>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.enabled {
+            self.0.connections.dec();
+        }
+    }
+}
+
+/// The Kafka name of an error code, as in the protocol guide (`UNKNOWN_TOPIC_OR_PARTITION`).
+pub(crate) fn error_name(code: i16) -> String {
+    // Codes the codec does not know come back as `Unknown(code)`.
+    match kafka_protocol::ResponseError::try_from_code(code).map(|e| format!("{e:?}")) {
+        Some(name) if name.chars().all(|c| c.is_ascii_alphanumeric()) => screaming_snake(&name),
+        _ => format!("ERROR_{code}"),
+    }
+}
+
+fn screaming_snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// The production [`Durability`] with every sync timed into `sluice_fsync_duration_seconds`.
+#[derive(Debug)]
+pub(crate) struct TimedFsync(pub Arc<Metrics>);
+
+impl Durability for TimedFsync {
+    fn sync_file(&self, file: &File) -> std::io::Result<()> {
+        let started = Instant::now();
+        let result = sluice_storage::Fsync.sync_file(file);
+        self.0.observe_fsync(started.elapsed());
+        result
+    }
+
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        let started = Instant::now();
+        let result = sluice_storage::Fsync.sync_dir(dir);
+        self.0.observe_fsync(started.elapsed());
+        result
+    }
+}
+
+/// The whole exposition: the registered metrics, then what is read from state at scrape
+/// time (per-partition log figures, group lag, process memory).
+pub(crate) fn encode(metrics: &Metrics, state: Option<&BrokerState>) -> String {
+    let mut scraped = Registry::with_prefix("sluice");
+    if let Some(state) = state {
+        register_log_gauges(&mut scraped, state);
+        register_group_gauges(&mut scraped, state);
+    }
+    register_process_gauges(&mut scraped, metrics);
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode_registry(&mut out, &metrics.registry);
+    let _ = prometheus_client::encoding::text::encode_registry(&mut out, &scraped);
+    let _ = prometheus_client::encoding::text::encode_eof(&mut out);
+    out
+}
+
+fn partition_labels(topic: &str, partition: usize) -> PartitionLabels {
+    PartitionLabels {
+        topic: topic.to_string(),
+        partition: partition.to_string(),
+    }
+}
+
+fn register_log_gauges(registry: &mut Registry, state: &BrokerState) {
+    let size = Family::<PartitionLabels, Gauge>::default();
+    let segments = Family::<PartitionLabels, Gauge>::default();
+    let start = Family::<PartitionLabels, Gauge>::default();
+    let end = Family::<PartitionLabels, Gauge>::default();
+    let stable = Family::<PartitionLabels, Gauge>::default();
+    for topic in state.logs.topics() {
+        for (p, log) in topic.partitions.iter().enumerate() {
+            let labels = partition_labels(&topic.name, p);
+            size.get_or_create(&labels)
+                .set(i64::try_from(log.size_bytes()).unwrap_or(i64::MAX));
+            segments
+                .get_or_create(&labels)
+                .set(log.segment_count() as i64);
+            start.get_or_create(&labels).set(log.log_start_offset());
+            end.get_or_create(&labels).set(log.log_end_offset());
+            stable.get_or_create(&labels).set(log.last_stable_offset());
+        }
+    }
+    registry.register_with_unit(
+        "log_size",
+        "Bytes of a partition's segments",
+        Unit::Bytes,
+        size,
+    );
+    registry.register("log_segments", "Segments of a partition", segments);
+    registry.register("log_start_offset", "First offset of a partition", start);
+    registry.register(
+        "log_end_offset",
+        "Offset the next record of a partition gets (the high watermark on one node)",
+        end,
+    );
+    registry.register(
+        "log_last_stable_offset",
+        "First offset of a partition's oldest open transaction, or its end",
+        stable,
+    );
+}
+
+fn register_group_gauges(registry: &mut Registry, state: &BrokerState) {
+    let lag = Family::<GroupPartitionLabels, Gauge>::default();
+    let committed = Family::<GroupPartitionLabels, Gauge>::default();
+    let members = Family::<GroupLabels, Gauge>::default();
+    for group in crate::admin::group_lags(state) {
+        members
+            .get_or_create(&GroupLabels {
+                group: group.group_id.clone(),
+            })
+            .set(group.members as i64);
+        for o in &group.offsets {
+            let labels = GroupPartitionLabels {
+                group: group.group_id.clone(),
+                topic: o.topic.clone(),
+                partition: o.partition.to_string(),
+            };
+            lag.get_or_create(&labels).set(o.lag);
+            committed.get_or_create(&labels).set(o.committed_offset);
+        }
+    }
+    registry.register(
+        "group_lag",
+        "Records between a group's committed offset and the partition's end",
+        lag,
+    );
+    registry.register(
+        "group_committed_offset",
+        "A group's committed offset",
+        committed,
+    );
+    registry.register("group_members", "Members of a consumer group", members);
+}
+
+fn register_process_gauges(registry: &mut Registry, metrics: &Metrics) {
+    let (resident, virtual_size) = process_memory();
+    let gauge = |v: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        g
+    };
+    registry.register_with_unit(
+        "process_resident_memory",
+        "Resident memory of the broker process",
+        Unit::Bytes,
+        gauge(resident),
+    );
+    registry.register_with_unit(
+        "process_virtual_memory",
+        "Virtual memory of the broker process",
+        Unit::Bytes,
+        gauge(virtual_size),
+    );
+    registry.register_with_unit(
+        "uptime",
+        "Time since the broker started",
+        Unit::Seconds,
+        gauge(metrics.uptime().as_secs()),
+    );
+}
+
+/// Resident and virtual memory from `/proc/self/status` (zero where it cannot be read).
+pub(crate) fn process_memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .map_or(0, |n| n * 1024)
+    };
+    (kib("VmRSS:"), kib("VmSize:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_names_are_kafkas() {
+        assert_eq!(error_name(3), "UNKNOWN_TOPIC_OR_PARTITION");
+        assert_eq!(error_name(-1), "UNKNOWN_SERVER_ERROR");
+        assert_eq!(error_name(i16::MAX), format!("ERROR_{}", i16::MAX));
+    }
+
+    #[test]
+    fn disabled_metrics_record_nothing() {
+        let m = Arc::new(Metrics::new(false));
+        m.request(0);
+        m.produced("t", 100, 3);
+        let _c = m.connection_opened();
+        assert_eq!(m.api(0).requests.get(), 0);
+        assert!(m.traffic().is_empty());
+        assert_eq!(m.open_connections(), 0);
+    }
+
+    #[test]
+    fn exposition_names_the_registered_families() {
+        let m = Arc::new(Metrics::new(true));
+        m.request(0);
+        m.produced("orders", 100, 3);
+        let text = encode(&m, None);
+        assert!(
+            text.contains("sluice_requests_total{api=\"Produce\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("sluice_topic_in_bytes_total{topic=\"orders\"} 100"));
+        assert!(text.contains("sluice_topic_messages_in_total{topic=\"orders\"} 3"));
+        assert!(text.ends_with("# EOF\n"));
+        m.topic_deleted("orders");
+        assert!(!encode(&m, None).contains("orders"));
+    }
+}
