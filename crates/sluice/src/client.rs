@@ -1,5 +1,8 @@
 //! A minimal blocking Kafka client for the CLI: one connection, one request at a time, the
-//! same `kafka-protocol` codecs the broker uses. Talks to any Kafka-protocol broker.
+//! same `kafka-protocol` codecs the broker uses, each API at the one version
+//! [`response_guard`](crate::response_guard) knows the response of. Talks to any
+//! Kafka-protocol broker, and trusts none: a response is decoded only after the guard has
+//! bounded what decoding it may allocate.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,9 +12,12 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use crate::response_guard;
+
 /// The largest response the CLI accepts; anything larger is a broken or hostile server.
 const RESPONSE_MAX_BYTES: usize = 64 << 20;
-const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request may wait for its response, unless the caller says otherwise.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Client {
     stream: TcpStream,
@@ -19,9 +25,9 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn connect(bootstrap: &str) -> Result<Self, String> {
-        let stream = TcpStream::connect(bootstrap)
-            .map_err(|e| format!("cannot connect to {bootstrap}: {e}"))?;
+    pub fn connect(address: &str) -> Result<Self, String> {
+        let stream =
+            TcpStream::connect(address).map_err(|e| format!("cannot connect to {address}: {e}"))?;
         stream.set_read_timeout(Some(TIMEOUT)).ok();
         stream.set_write_timeout(Some(TIMEOUT)).ok();
         Ok(Self {
@@ -30,14 +36,36 @@ impl Client {
         })
     }
 
-    /// Sends `request` as `api` at `version` and decodes the response.
+    /// Sends `request` as `api` and decodes the response.
     pub fn call<Req: Encodable, Resp: Decodable>(
         &mut self,
         api: ApiKey,
-        version: i16,
         request: &Req,
     ) -> Result<Resp, String> {
-        self.correlation_id += 1;
+        let version = self.send(api, request)?;
+        self.receive(api, version)
+    }
+
+    /// [`Client::call`] for a request the broker may hold longer than [`TIMEOUT`] (a
+    /// JoinGroup waits for the whole group to rejoin).
+    pub fn call_within<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, String> {
+        self.stream.set_read_timeout(Some(timeout)).ok();
+        let result = self.call(api, request);
+        self.stream.set_read_timeout(Some(TIMEOUT)).ok();
+        result
+    }
+
+    /// Sends `request` as `api` without waiting for a response: for the one request a broker
+    /// does not answer, a produce with acks=0. Returns the version sent.
+    pub fn send<Req: Encodable>(&mut self, api: ApiKey, request: &Req) -> Result<i16, String> {
+        let version = response_guard::version(api)
+            .ok_or_else(|| format!("the CLI does not speak {api:?}"))?;
+        self.correlation_id = self.correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
             .with_request_api_key(api as i16)
             .with_request_api_version(version)
@@ -50,11 +78,17 @@ impl Client {
         request
             .encode(&mut body, version)
             .map_err(|e| e.to_string())?;
-        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        let size = i32::try_from(body.len())
+            .map_err(|_| format!("{api:?} request of {} bytes is too large", body.len()))?;
+        let mut frame = size.to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
         self.stream
             .write_all(&frame)
             .map_err(|e| format!("send {api:?}: {e}"))?;
+        Ok(version)
+    }
+
+    fn receive<Resp: Decodable>(&mut self, api: ApiKey, version: i16) -> Result<Resp, String> {
         let mut size = [0u8; 4];
         self.stream
             .read_exact(&mut size)
@@ -67,6 +101,7 @@ impl Client {
         self.stream
             .read_exact(&mut buf)
             .map_err(|e| format!("read {api:?} response: {e}"))?;
+        response_guard::check(api, &buf)?;
         let mut buf = Bytes::from(buf);
         let header = ResponseHeader::decode(&mut buf, api.response_header_version(version))
             .map_err(|e| format!("{api:?} response header: {e}"))?;

@@ -1,26 +1,27 @@
 //! `sluice groups`: list, describe and reset the offsets of consumer groups on a running
-//! broker, over the Kafka protocol. Every request goes to the one broker given, which is
-//! coordinator and leader of everything on a single node; it does not route by
-//! FindCoordinator or partition leadership as a multi-broker Kafka cluster would need.
+//! broker, over the Kafka protocol (to the one broker given; see `requests` on routing).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use serde_json::{json, Value};
 use sluice_group::subscription::assigned_partitions;
 
 use crate::client::Client;
+use crate::output::{print_json, Cell, OutputArgs, OutputFormat, Table};
+use crate::requests::{
+    check, clamp_offset, list_offsets, partition_ids, s, topic_metadata, BrokerArgs, EARLIEST,
+    LATEST,
+};
 
 #[derive(clap::Args)]
 pub struct GroupsArgs {
-    /// A broker of the cluster, HOST:PORT.
-    #[arg(long, default_value = "127.0.0.1:9092", global = true)]
-    bootstrap: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
     #[command(subcommand)]
     command: GroupsCommand,
 }
@@ -32,10 +33,16 @@ enum GroupsCommand {
         /// Only groups in this state (Empty, Stable, PreparingRebalance, …); repeatable.
         #[arg(long)]
         state: Vec<String>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Members, their assignments, and per partition the committed offset, the log end
     /// offset and the lag.
-    Describe { group: String },
+    Describe {
+        group: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Set a group's committed offsets for a topic. Refused while the group has members.
     ResetOffsets {
         group: String,
@@ -67,25 +74,11 @@ struct ResetTarget {
     to_offset: Option<i64>,
 }
 
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
-pub(crate) fn check(code: i16, what: &str) -> Result<(), String> {
-    if code == 0 {
-        return Ok(());
-    }
-    let name = kafka_protocol::ResponseError::try_from_code(code)
-        .map(|e| format!("{e:?}"))
-        .unwrap_or_else(|| format!("error {code}"));
-    Err(format!("{what}: {name}"))
-}
-
 pub fn run(args: GroupsArgs) -> Result<(), String> {
-    let mut client = Client::connect(&args.bootstrap)?;
+    let mut client = args.broker.connect()?;
     match args.command {
-        GroupsCommand::List { state } => list(&mut client, state),
-        GroupsCommand::Describe { group } => describe(&mut client, &group),
+        GroupsCommand::List { state, output } => list(&mut client, state, output.output),
+        GroupsCommand::Describe { group, output } => describe(&mut client, &group, output.output),
         GroupsCommand::ResetOffsets {
             group,
             topic,
@@ -95,23 +88,20 @@ pub fn run(args: GroupsArgs) -> Result<(), String> {
     }
 }
 
-fn list(client: &mut Client, states: Vec<String>) -> Result<(), String> {
+fn list(client: &mut Client, states: Vec<String>, format: OutputFormat) -> Result<(), String> {
     let req =
         ListGroupsRequest::default().with_states_filter(states.iter().map(|v| s(v)).collect());
-    let resp: ListGroupsResponse = client.call(ApiKey::ListGroups, 4, &req)?;
+    let resp: ListGroupsResponse = client.call(ApiKey::ListGroups, &req)?;
     check(resp.error_code, "ListGroups")?;
-    let rows: Vec<Vec<String>> = resp
-        .groups
-        .iter()
-        .map(|g| {
-            vec![
-                g.group_id.to_string(),
-                g.group_state.to_string(),
-                g.protocol_type.to_string(),
-            ]
-        })
-        .collect();
-    print_table(&["GROUP", "STATE", "PROTOCOL-TYPE"], rows);
+    let mut table = Table::new(&["GROUP", "STATE", "PROTOCOL-TYPE"]);
+    for g in &resp.groups {
+        table.push(vec![
+            g.group_id.to_string().into(),
+            g.group_state.to_string().into(),
+            g.protocol_type.to_string().into(),
+        ]);
+    }
+    table.print(format);
     Ok(())
 }
 
@@ -120,7 +110,7 @@ fn describe_group(
     group: &str,
 ) -> Result<describe_groups_response::DescribedGroup, String> {
     let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))]);
-    let resp: DescribeGroupsResponse = client.call(ApiKey::DescribeGroups, 5, &req)?;
+    let resp: DescribeGroupsResponse = client.call(ApiKey::DescribeGroups, &req)?;
     let g = resp
         .groups
         .into_iter()
@@ -135,7 +125,7 @@ fn committed(client: &mut Client, group: &str) -> Result<BTreeMap<(String, i32),
     let req = OffsetFetchRequest::default()
         .with_group_id(GroupId(s(group)))
         .with_topics(None);
-    let resp: OffsetFetchResponse = client.call(ApiKey::OffsetFetch, 7, &req)?;
+    let resp: OffsetFetchResponse = client.call(ApiKey::OffsetFetch, &req)?;
     check(resp.error_code, "OffsetFetch")?;
     let mut out = BTreeMap::new();
     for t in resp.topics {
@@ -149,140 +139,105 @@ fn committed(client: &mut Client, group: &str) -> Result<BTreeMap<(String, i32),
     Ok(out)
 }
 
-/// ListOffsets for every partition in `partitions` at `timestamp` (-1 latest, -2 earliest).
-/// Partitions the broker answers with an error are left out when `lenient` (a deleted topic
-/// in a description), and fail the call otherwise.
-pub(crate) fn list_offsets(
-    client: &mut Client,
-    partitions: &BTreeSet<(String, i32)>,
-    timestamp: i64,
-    lenient: bool,
-) -> Result<BTreeMap<(String, i32), i64>, String> {
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (t, p) in partitions {
-        by_topic.entry(t).or_default().push(*p);
+/// A member's assignment: `topic[0, 1] other[3]` in a table, `[{"topic", "partitions"}]` in
+/// JSON; its size and `null` when it is not a consumer assignment.
+fn assignment_cell(assigned: Option<&[(String, Vec<i32>)]>, bytes: usize) -> Cell {
+    match assigned {
+        Some(topics) => Cell::new(
+            topics
+                .iter()
+                .map(|(t, ps)| format!("{t}{ps:?}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            topics
+                .iter()
+                .map(|(t, ps)| json!({"topic": t, "partitions": ps}))
+                .collect(),
+        ),
+        None => Cell::new(format!("{bytes} bytes"), Value::Null),
     }
-    let topics = by_topic
-        .into_iter()
-        .map(|(t, ps)| {
-            ListOffsetsTopic::default()
-                .with_name(TopicName(s(t)))
-                .with_partitions(
-                    ps.into_iter()
-                        .map(|p| {
-                            ListOffsetsPartition::default()
-                                .with_partition_index(p)
-                                .with_timestamp(timestamp)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
-    let req = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(topics);
-    let resp: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 6, &req)?;
-    let mut out = BTreeMap::new();
-    for t in resp.topics {
-        for p in t.partitions {
-            if lenient && p.error_code != 0 {
-                continue;
-            }
-            check(
-                p.error_code,
-                &format!("ListOffsets {}-{}", t.name.as_str(), p.partition_index),
-            )?;
-            out.insert((t.name.to_string(), p.partition_index), p.offset);
-        }
-    }
-    Ok(out)
 }
 
-fn describe(client: &mut Client, group: &str) -> Result<(), String> {
+fn describe(client: &mut Client, group: &str, format: OutputFormat) -> Result<(), String> {
     let g = describe_group(client, group)?;
-    println!(
-        "group {group}: state {}, protocol {} {}",
-        g.group_state.as_str(),
-        g.protocol_type.as_str(),
-        g.protocol_data.as_str()
-    );
     let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
-    let mut members = Vec::new();
+    let mut members = Table::new(&["MEMBER", "INSTANCE", "CLIENT-ID", "HOST", "ASSIGNMENT"]);
     for m in &g.members {
         let assigned = if g.protocol_type.as_str() == "consumer" {
             assigned_partitions(&m.member_assignment)
         } else {
             None
         };
-        let text = match &assigned {
-            Some(topics) => topics
-                .iter()
-                .map(|(t, ps)| format!("{t}{ps:?}"))
-                .collect::<Vec<_>>()
-                .join(" "),
-            None => format!("{} bytes", m.member_assignment.len()),
-        };
+        let assignment = assignment_cell(assigned.as_deref(), m.member_assignment.len());
         for (t, ps) in assigned.unwrap_or_default() {
             for p in ps {
                 owner.insert((t.clone(), p), m.member_id.to_string());
             }
         }
         members.push(vec![
-            m.member_id.to_string(),
-            m.group_instance_id
-                .as_ref()
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "-".into()),
-            m.client_id.to_string(),
-            m.client_host.to_string(),
-            text,
+            m.member_id.to_string().into(),
+            m.group_instance_id.as_ref().map(|i| i.to_string()).into(),
+            m.client_id.to_string().into(),
+            m.client_host.to_string().into(),
+            assignment,
         ]);
-    }
-    if !members.is_empty() {
-        println!();
-        print_table(
-            &["MEMBER", "INSTANCE", "CLIENT-ID", "HOST", "ASSIGNMENT"],
-            members,
-        );
     }
     let committed = committed(client, group)?;
     let partitions: BTreeSet<(String, i32)> =
         committed.keys().chain(owner.keys()).cloned().collect();
-    if partitions.is_empty() {
-        return Ok(());
+    let ends = if partitions.is_empty() {
+        BTreeMap::new()
+    } else {
+        list_offsets(client, &partitions, LATEST, true)?
+    };
+    let mut offsets = Table::new(&[
+        "TOPIC",
+        "PARTITION",
+        "COMMITTED",
+        "LOG-END",
+        "LAG",
+        "MEMBER",
+    ]);
+    for tp in &partitions {
+        let end = ends.get(tp).copied();
+        let committed = committed.get(tp).copied();
+        // Both come off the wire: a hostile broker's values must not overflow.
+        let lag = end.zip(committed).map(|(e, c)| e.saturating_sub(c).max(0));
+        offsets.push(vec![
+            tp.0.clone().into(),
+            tp.1.into(),
+            committed.into(),
+            end.into(),
+            lag.into(),
+            owner.get(tp).cloned().into(),
+        ]);
     }
-    let ends = list_offsets(client, &partitions, -1, true)?;
-    let rows = partitions
-        .iter()
-        .map(|tp| {
-            let end = ends.get(tp).copied();
-            let committed = committed.get(tp).copied();
-            let lag = match (committed, end) {
-                (Some(c), Some(e)) => (e - c).max(0).to_string(),
-                _ => "-".into(),
-            };
-            vec![
-                tp.0.clone(),
-                tp.1.to_string(),
-                committed.map_or("-".into(), |c| c.to_string()),
-                end.map_or("-".into(), |e| e.to_string()),
-                lag,
-                owner.get(tp).cloned().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    println!();
-    print_table(
-        &[
-            "TOPIC",
-            "PARTITION",
-            "COMMITTED",
-            "LOG-END",
-            "LAG",
-            "MEMBER",
-        ],
-        rows,
-    );
+    match format {
+        OutputFormat::Table => {
+            println!(
+                "group {group}: state {}, protocol {} {}",
+                g.group_state.as_str(),
+                g.protocol_type.as_str(),
+                g.protocol_data.as_str()
+            );
+            if !members.is_empty() {
+                println!();
+                members.print(format);
+            }
+            if !offsets.is_empty() {
+                println!();
+                offsets.print(format);
+            }
+        }
+        OutputFormat::Json => print_json(&json!({
+            "group": group,
+            "state": g.group_state.as_str(),
+            "protocol_type": g.protocol_type.as_str(),
+            "protocol": g.protocol_data.as_str(),
+            "members": members.to_json(),
+            "offsets": offsets.to_json(),
+        })),
+    }
     Ok(())
 }
 
@@ -301,21 +256,13 @@ fn reset_offsets(
             g.members.len()
         ));
     }
-    let req = MetadataRequest::default()
-        .with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(TopicName(s(topic))))
-        ]))
-        .with_allow_auto_topic_creation(false);
-    let meta: MetadataResponse = client.call(ApiKey::Metadata, 9, &req)?;
-    let t = meta.topics.first().ok_or("Metadata: empty response")?;
-    check(t.error_code, &format!("topic {topic}"))?;
-    let partitions: BTreeSet<(String, i32)> = t
-        .partitions
-        .iter()
-        .map(|p| (topic.to_string(), p.partition_index))
+    let t = topic_metadata(client, topic, false)?;
+    let partitions: BTreeSet<(String, i32)> = partition_ids(&t)?
+        .into_iter()
+        .map(|p| (topic.to_string(), p))
         .collect();
-    let earliest = list_offsets(client, &partitions, -2, false)?;
-    let latest = list_offsets(client, &partitions, -1, false)?;
+    let earliest = list_offsets(client, &partitions, EARLIEST, false)?;
+    let latest = list_offsets(client, &partitions, LATEST, false)?;
     let bounds = |tp: &(String, i32)| -> Result<(i64, i64), String> {
         match (earliest.get(tp), latest.get(tp)) {
             (Some(&lo), Some(&hi)) => Ok((lo, hi)),
@@ -336,7 +283,7 @@ fn reset_offsets(
             .iter()
             .map(|tp| {
                 let (lo, hi) = bounds(tp)?;
-                Ok((tp.clone(), offset.clamp(lo, hi)))
+                Ok((tp.clone(), clamp_offset(offset, lo, hi)?))
             })
             .collect::<Result<_, String>>()?,
         (None, None) => return Err("no reset target".into()),
@@ -359,7 +306,7 @@ fn reset_offsets(
                         })
                         .collect(),
                 )]);
-        let resp: OffsetCommitResponse = client.call(ApiKey::OffsetCommit, 8, &req)?;
+        let resp: OffsetCommitResponse = client.call(ApiKey::OffsetCommit, &req)?;
         for t in &resp.topics {
             for p in &t.partitions {
                 check(
@@ -369,34 +316,13 @@ fn reset_offsets(
             }
         }
     }
-    let rows = targets
-        .iter()
-        .map(|((t, p), o)| vec![t.clone(), p.to_string(), o.to_string()])
-        .collect();
-    print_table(&["TOPIC", "PARTITION", "NEW-OFFSET"], rows);
+    let mut table = Table::new(&["TOPIC", "PARTITION", "NEW-OFFSET"]);
+    for ((t, p), o) in &targets {
+        table.push(vec![t.clone().into(), (*p).into(), (*o).into()]);
+    }
+    table.print(OutputFormat::Table);
     if dry_run {
         println!("(dry run: nothing committed)");
     }
     Ok(())
-}
-
-pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(headers.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row);
-    }
 }

@@ -5,12 +5,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod client;
+mod cluster_cmd;
+mod consume_cmd;
+mod group_member;
 mod groups_cmd;
+mod output;
+mod produce_cmd;
+mod requests;
+mod response_guard;
 mod topics_cmd;
 
 use clap::{Parser, Subcommand};
 use sluice_broker::config::BROKER_CONFIGS;
 use sluice_broker::BrokerConfig;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +42,22 @@ enum Command {
     Groups(groups_cmd::GroupsArgs),
     /// Topics of a running broker: create, list, describe, alter, delete.
     Topics(topics_cmd::TopicsArgs),
+    /// Write the lines of stdin to a topic, one record per line.
+    Produce(produce_cmd::ProduceArgs),
+    /// Print the records of a topic, alone or as a member of a consumer group.
+    Consume(consume_cmd::ConsumeArgs),
+    /// The cluster id, the controller, the brokers, and how many topics and partitions.
+    Cluster(cluster_cmd::ClusterArgs),
+}
+
+/// `serve --log-format`.
+#[derive(clap::ValueEnum, Clone, Copy, Default)]
+enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target, message and the event's fields.
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -53,6 +78,17 @@ struct ServeArgs {
     /// This broker's id (`node.id`).
     #[arg(long, value_name = "N")]
     node_id: Option<i32>,
+    /// Address of the admin HTTP listener (`admin.listen`); port 0 picks a free port, `off`
+    /// turns it off. Default 127.0.0.1:9644.
+    #[arg(long, value_name = "HOST:PORT")]
+    admin_listen: Option<String>,
+    /// How log lines are written to stderr.
+    #[arg(long, value_enum, default_value_t)]
+    log_format: LogFormat,
+    /// Log levels: a default level and per-module levels, as in RUST_LOG, e.g.
+    /// `info,sluice_storage=debug`. Default: RUST_LOG if set, else `info`.
+    #[arg(long, value_name = "LEVELS")]
+    log: Option<String>,
     /// Any broker config by its Kafka name; repeatable. Applied last.
     #[arg(long = "set", short = 'o', value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -118,6 +154,9 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
     if let Some(advertised) = &args.advertised_listener {
         config.set("advertised.listeners", advertised)?;
     }
+    if let Some(admin) = &args.admin_listen {
+        config.set("admin.listen", admin)?;
+    }
     if let Some(id) = args.node_id {
         config.node_id = id;
     }
@@ -130,13 +169,62 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
     Ok(config)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("received SIGINT"),
-        _ = term.recv() => tracing::info!("received SIGTERM"),
+/// The log filter: `--log`, else RUST_LOG, else `info`. A directive that does not parse is an
+/// error, not a silent fallback: the operator asked for logs they would not get.
+fn log_filter(flag: Option<&str>) -> Result<EnvFilter, String> {
+    let (source, directives) = match flag {
+        Some(directives) => ("--log", directives.to_string()),
+        None => match std::env::var("RUST_LOG") {
+            Ok(directives) if !directives.trim().is_empty() => ("RUST_LOG", directives),
+            Ok(_) | Err(std::env::VarError::NotPresent) => ("default", "info".to_string()),
+            Err(e) => return Err(format!("RUST_LOG: {e}")),
+        },
+    };
+    EnvFilter::builder()
+        .parse(&directives)
+        .map_err(|e| format!("{source} {directives:?}: {e}"))
+}
+
+fn init_logging(args: &ServeArgs) -> Result<(), String> {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(log_filter(args.log.as_deref())?)
+        .with_writer(std::io::stderr);
+    let installed = match args.log_format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // The message goes at the top level of each object, beside the event's fields.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_ansi(false)
+            .try_init(),
+    };
+    installed.map_err(|e| format!("cannot install the logger: {e}"))
+}
+
+/// SIGINT and SIGTERM. Installed before the broker starts: a supervisor may stop it the
+/// moment it logs that it is listening, and a signal before the handler would kill it
+/// without a clean shutdown.
+struct ShutdownSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<Self, String> {
+        let install = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+        Ok(Self {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+        })
+    }
+
+    async fn received(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => tracing::info!("received SIGINT"),
+            _ = self.terminate.recv() => tracing::info!("received SIGTERM"),
+        }
     }
 }
 
@@ -168,10 +256,11 @@ fn raise_open_file_limit() {
 }
 
 async fn serve(config: BrokerConfig) -> Result<(), String> {
+    let mut signals = ShutdownSignals::install()?;
     let mut broker = sluice_broker::start(config).await?;
     tokio::select! {
         result = broker.wait() => result,
-        _ = shutdown_signal() => broker.shutdown().await,
+        _ = signals.received() => broker.shutdown().await,
     }
 }
 
@@ -185,9 +274,10 @@ fn default_sigpipe() {
     }
 }
 
-/// The exit status of an operator command, with its error on stderr.
-fn exit(result: Result<(), String>) -> ExitCode {
-    match result {
+/// Runs an operator command: its exit status, with its error on stderr.
+fn operator(run: impl FnOnce() -> Result<(), String>) -> ExitCode {
+    default_sigpipe();
+    match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: {e}");
@@ -197,27 +287,19 @@ fn exit(result: Result<(), String>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let args = match cli.command {
-        Command::Serve(args) => args,
-        Command::Groups(args) => {
-            default_sigpipe();
-            return exit(groups_cmd::run(args));
-        }
-        Command::Topics(args) => {
-            default_sigpipe();
-            return exit(topics_cmd::run(args));
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let config = match build_config(&args) {
+    match Cli::parse().command {
+        Command::Serve(args) => serve_main(&args),
+        Command::Groups(args) => operator(|| groups_cmd::run(args)),
+        Command::Topics(args) => operator(|| topics_cmd::run(args)),
+        Command::Produce(args) => operator(|| produce_cmd::run(args)),
+        Command::Consume(args) => operator(|| consume_cmd::run(args)),
+        Command::Cluster(args) => operator(|| cluster_cmd::run(args)),
+    }
+}
+
+/// `sluice serve`: exit status 2 for flags or configs that do not parse.
+fn serve_main(args: &ServeArgs) -> ExitCode {
+    let config = match init_logging(args).and_then(|()| build_config(args)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sluice: {e}");

@@ -1,5 +1,5 @@
 //! `sluice topics`: create, list, describe, alter and delete topics on a running broker over
-//! the Kafka protocol (to the one broker given; see `groups_cmd` on routing).
+//! the Kafka protocol (to the one broker given; see `requests` on routing).
 
 use std::collections::BTreeSet;
 
@@ -8,18 +8,18 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 
 use crate::client::Client;
-use crate::groups_cmd::{check, list_offsets, print_table};
+use crate::output::{print_json, OutputArgs, OutputFormat, Table};
+use crate::requests::{
+    check_with, list_offsets, metadata, s, topic_metadata, BrokerArgs, EARLIEST, LATEST,
+};
 
 #[derive(clap::Args)]
 pub struct TopicsArgs {
-    /// A broker of the cluster, HOST:PORT.
-    #[arg(long, default_value = "127.0.0.1:9092", global = true)]
-    bootstrap: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
     #[command(subcommand)]
     command: TopicsCommand,
 }
@@ -27,7 +27,10 @@ pub struct TopicsArgs {
 #[derive(clap::Subcommand)]
 enum TopicsCommand {
     /// Topics with their partition counts.
-    List,
+    List {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Create a topic.
     Create {
         name: String,
@@ -39,7 +42,11 @@ enum TopicsCommand {
         configs: Vec<String>,
     },
     /// Partitions with their start and end offsets, and the configs that are not defaults.
-    Describe { name: String },
+    Describe {
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Change topic configs without a restart.
     Alter {
         name: String,
@@ -54,40 +61,28 @@ enum TopicsCommand {
     Delete { name: String },
 }
 
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
 fn key_value(pair: &str) -> Result<(String, String), String> {
     pair.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .ok_or_else(|| format!("{pair}: expected KEY=VALUE"))
 }
 
-/// The broker's message, if any, after its error name.
-fn check_with(code: i16, message: &Option<StrBytes>, what: &str) -> Result<(), String> {
-    check(code, what).map_err(|e| match message {
-        Some(m) => format!("{e} ({})", m.as_str()),
-        None => e,
-    })
-}
-
 pub fn run(args: TopicsArgs) -> Result<(), String> {
-    let mut client = Client::connect(&args.bootstrap)?;
+    let mut client = args.broker.connect()?;
     match args.command {
-        TopicsCommand::List => list(&mut client),
+        TopicsCommand::List { output } => list(&mut client, output.output),
         TopicsCommand::Create {
             name,
             partitions,
             configs,
         } => create(&mut client, &name, partitions, &configs),
-        TopicsCommand::Describe { name } => describe(&mut client, &name),
+        TopicsCommand::Describe { name, output } => describe(&mut client, &name, output.output),
         TopicsCommand::Alter { name, set, delete } => alter(&mut client, &name, &set, &delete),
         TopicsCommand::Delete { name } => {
             let req = DeleteTopicsRequest::default()
                 .with_topic_names(vec![TopicName(s(&name))])
                 .with_timeout_ms(30_000);
-            let resp: DeleteTopicsResponse = client.call(ApiKey::DeleteTopics, 4, &req)?;
+            let resp: DeleteTopicsResponse = client.call(ApiKey::DeleteTopics, &req)?;
             for r in &resp.responses {
                 check_with(r.error_code, &r.error_message, &format!("deleting {name}"))?;
             }
@@ -97,31 +92,22 @@ pub fn run(args: TopicsArgs) -> Result<(), String> {
     }
 }
 
-fn metadata(client: &mut Client, topic: Option<&str>) -> Result<MetadataResponse, String> {
-    let topics =
-        topic.map(|t| vec![MetadataRequestTopic::default().with_name(Some(TopicName(s(t))))]);
-    let req = MetadataRequest::default()
-        .with_topics(topics)
-        .with_allow_auto_topic_creation(false);
-    // v12: topic ids, and nullable names.
-    client.call(ApiKey::Metadata, 12, &req)
-}
-
-fn list(client: &mut Client) -> Result<(), String> {
-    let meta = metadata(client, None)?;
-    let mut rows: Vec<Vec<String>> = meta
+fn list(client: &mut Client, format: OutputFormat) -> Result<(), String> {
+    let meta = metadata(client, None, false)?;
+    let mut topics: Vec<(String, usize, bool)> = meta
         .topics
         .iter()
         .map(|t| {
-            vec![
-                t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
-                t.partitions.len().to_string(),
-                if t.is_internal { "yes" } else { "no" }.to_string(),
-            ]
+            let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+            (name, t.partitions.len(), t.is_internal)
         })
         .collect();
-    rows.sort();
-    print_table(&["TOPIC", "PARTITIONS", "INTERNAL"], rows);
+    topics.sort();
+    let mut table = Table::new(&["TOPIC", "PARTITIONS", "INTERNAL"]);
+    for (name, partitions, internal) in topics {
+        table.push(vec![name.into(), partitions.into(), internal.into()]);
+    }
+    table.print(format);
     Ok(())
 }
 
@@ -148,7 +134,7 @@ fn create(
     let req = CreateTopicsRequest::default()
         .with_topics(vec![topic])
         .with_timeout_ms(30_000);
-    let resp: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 5, &req)?;
+    let resp: CreateTopicsResponse = client.call(ApiKey::CreateTopics, &req)?;
     for t in &resp.topics {
         check_with(t.error_code, &t.error_message, &format!("creating {name}"))?;
         println!(
@@ -159,70 +145,70 @@ fn create(
     Ok(())
 }
 
-fn describe(client: &mut Client, name: &str) -> Result<(), String> {
-    let meta = metadata(client, Some(name))?;
-    let t = meta.topics.first().ok_or("Metadata: empty response")?;
-    check(t.error_code, &format!("topic {name}"))?;
+fn describe(client: &mut Client, name: &str, format: OutputFormat) -> Result<(), String> {
+    let t = topic_metadata(client, name, false)?;
     let partitions: BTreeSet<(String, i32)> = t
         .partitions
         .iter()
         .map(|p| (name.to_string(), p.partition_index))
         .collect();
-    let starts = list_offsets(client, &partitions, -2, false)?;
-    let ends = list_offsets(client, &partitions, -1, false)?;
-    let id = t.topic_id;
-    println!("topic {name} ({id}), {} partition(s)", partitions.len());
-    let leaders: Vec<(i32, i32)> = t
-        .partitions
-        .iter()
-        .map(|p| (p.partition_index, p.leader_id.0))
-        .collect();
-    let rows = leaders
-        .iter()
-        .map(|(p, leader)| {
-            let tp = (name.to_string(), *p);
-            vec![
-                p.to_string(),
-                leader.to_string(),
-                starts.get(&tp).map_or("-".into(), |o| o.to_string()),
-                ends.get(&tp).map_or("-".into(), |o| o.to_string()),
-            ]
-        })
-        .collect();
-    println!();
-    print_table(&["PARTITION", "LEADER", "START", "END"], rows);
+    let starts = list_offsets(client, &partitions, EARLIEST, false)?;
+    let ends = list_offsets(client, &partitions, LATEST, false)?;
+    let mut offsets = Table::new(&["PARTITION", "LEADER", "LOG-START", "LOG-END"]);
+    for p in &t.partitions {
+        let tp = (name.to_string(), p.partition_index);
+        offsets.push(vec![
+            p.partition_index.into(),
+            p.leader_id.0.into(),
+            starts.get(&tp).copied().into(),
+            ends.get(&tp).copied().into(),
+        ]);
+    }
 
     let req =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(2)
             .with_resource_name(s(name))
             .with_configuration_keys(None)]);
-    let resp: DescribeConfigsResponse = client.call(ApiKey::DescribeConfigs, 4, &req)?;
+    let resp: DescribeConfigsResponse = client.call(ApiKey::DescribeConfigs, &req)?;
     let result = resp
         .results
         .first()
         .ok_or("DescribeConfigs: empty response")?;
     check_with(result.error_code, &result.error_message, "DescribeConfigs")?;
-    // Sources: 1 dynamic topic config, 4 static broker config, 5 default.
-    let rows = result
-        .configs
-        .iter()
-        .map(|c| {
-            let source = match c.config_source {
-                1 => "topic",
-                4 => "broker",
-                5 => "default",
-                _ => "other",
-            };
-            vec![
-                c.name.to_string(),
-                c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
-                source.to_string(),
-            ]
-        })
-        .collect();
-    println!();
-    print_table(&["CONFIG", "VALUE", "SOURCE"], rows);
+    let mut configs = Table::new(&["CONFIG", "VALUE", "SOURCE"]);
+    for c in &result.configs {
+        // Sources: 1 dynamic topic config, 4 static broker config, 5 default.
+        let source = match c.config_source {
+            1 => "topic",
+            4 => "broker",
+            5 => "default",
+            _ => "other",
+        };
+        configs.push(vec![
+            c.name.to_string().into(),
+            c.value.as_ref().map(|v| v.to_string()).into(),
+            source.into(),
+        ]);
+    }
+
+    let id = t.topic_id.to_string();
+    match format {
+        OutputFormat::Table => {
+            println!("topic {name} ({id}), {} partition(s)", partitions.len());
+            println!();
+            offsets.print(format);
+            println!();
+            configs.print(format);
+        }
+        OutputFormat::Json => print_json(&serde_json::json!({
+            "topic": name,
+            "topic_id": id,
+            "internal": t.is_internal,
+            "partitions": offsets.to_json(),
+            "configs": configs.to_json(),
+        })),
+    }
     Ok(())
 }
 
@@ -256,7 +242,7 @@ fn alter(client: &mut Client, name: &str, set: &[String], delete: &[String]) -> 
             .with_configs(configs),
     ]);
     let resp: IncrementalAlterConfigsResponse =
-        client.call(ApiKey::IncrementalAlterConfigs, 1, &req)?;
+        client.call(ApiKey::IncrementalAlterConfigs, &req)?;
     for r in &resp.responses {
         check_with(r.error_code, &r.error_message, &format!("altering {name}"))?;
     }
