@@ -17,6 +17,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("SLUICE_BIN", str(ROOT / "target" / "debug" / "sluice"))
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+# Logged before LISTENING: the admin HTTP listener binds before the logs are recovered.
+ADMIN_LISTENING = re.compile(rb"admin listening on http://127\.0\.0\.1:(\d+)")
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 60
 
@@ -32,19 +34,26 @@ class Broker:
         self.extra_args = list(extra_args)
         self.proc = None
         self.port = 0
+        self.admin_port = 0
         self._reader = None
 
     @property
     def bootstrap(self):
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def admin_url(self):
+        """Base URL of the admin HTTP listener (metrics, JSON API, console)."""
+        return f"http://127.0.0.1:{self.admin_port}"
+
     def start(self):
         assert self.proc is None, "broker already running"
         if not os.path.exists(BIN):
             pytest.fail(f"{BIN} does not exist: build it with `cargo build -p sluice` first")
-        # After the first start, reuse the port so clients keep their bootstrap address.
+        # After the first start, reuse the ports so clients keep their addresses.
         args = [BIN, "serve", "--data-dir", str(self.data_dir),
-                "--listen", f"127.0.0.1:{self.port}", *self.extra_args]
+                "--listen", f"127.0.0.1:{self.port}",
+                "--admin-listen", f"127.0.0.1:{self.admin_port}", *self.extra_args]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         ready = threading.Event()
         found = {}
@@ -54,6 +63,10 @@ class Broker:
                 for line in stream:
                     out.write(line)
                     out.flush()
+                    a = ADMIN_LISTENING.search(line)
+                    if a:
+                        found["admin_port"] = int(a.group(1))
+                        continue
                     m = LISTENING.search(line)
                     if m and not ready.is_set():
                         found["port"] = int(m.group(1))
@@ -67,6 +80,7 @@ class Broker:
             self.kill()
             pytest.fail(f"broker did not start; log:\n{self.log_text()}")
         self.port = found["port"]
+        self.admin_port = found.get("admin_port", 0)
 
     def _reap(self):
         # The reader ends when the process's output closes, which its exit guarantees.
