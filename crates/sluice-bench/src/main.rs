@@ -10,7 +10,7 @@ mod broker;
 mod ceilings;
 mod load;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     sluice_bin: Option<PathBuf>,
     /// Run only these groups (produce, consume, latency, fan-in, memory, groups, transactions,
-    /// compaction), for profiling one
+    /// compaction, metrics), for profiling one
     /// path; the ceilings are always measured.
     #[arg(long, value_name = "GROUP", value_delimiter = ',')]
     only: Vec<String>,
@@ -539,6 +539,10 @@ fn run(args: &Args) -> Result<(), String> {
         b.stop()?;
     }
 
+    if let Some(bin) = bin.as_ref().filter(|_| args.wants("metrics")) {
+        metrics_overhead(bin, args, quick, &mut run)?;
+    }
+
     if let Some(bin) = bin.as_ref().filter(|_| args.wants("compaction")) {
         // A log of 4,096 keys written as a plain log, then switched to compaction: one
         // cleaner pass over all of it, with the I/O throttle off (the default), while a
@@ -654,5 +658,69 @@ fn run(args: &Args) -> Result<(), String> {
         std::fs::write(path, json).map_err(|e| e.to_string())?;
     }
     let _ = std::fs::remove_dir_all(&args.data_dir);
+    Ok(())
+}
+
+/// The cost of recording metrics on the produce path: the same loads against a broker with
+/// `metrics.enabled` on and off, alternating, three rounds, a fresh broker each run. The
+/// median of each setting is reported next to every run, so the VM's drift shows too.
+fn metrics_overhead(bin: &Path, args: &Args, quick: bool, run: &mut Run) -> Result<(), String> {
+    let specs = [
+        ProduceSpec {
+            size: 100,
+            partitions: 16,
+            acks: "1",
+            compression: "none",
+            bytes: if quick { 32 << 20 } else { 128 << 20 },
+        },
+        ProduceSpec {
+            size: 1024,
+            partitions: 16,
+            acks: "all",
+            compression: "none",
+            bytes: if quick { 128 << 20 } else { 512 << 20 },
+        },
+    ];
+    let settings: [(&str, &[&str]); 2] = [
+        ("metrics on", &[]),
+        ("metrics off", &["--set", "metrics.enabled=false"]),
+    ];
+    for spec in specs {
+        let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..3 {
+            for (i, (label, extra)) in settings.iter().enumerate() {
+                eprintln!(
+                    "metrics: {}, {label}, round {}",
+                    scenario_name(&spec),
+                    round + 1
+                );
+                let dir = args.data_dir.join("metrics");
+                let _ = std::fs::remove_dir_all(&dir);
+                let mut b = Broker::start(bin, &dir, extra)?;
+                let bs = b.bootstrap();
+                load::create_topic(&bs, "metered", spec.partitions)?;
+                let r = load::produce(&bs, "metered", spec)?;
+                b.stop()?;
+                rates[i].push(r.msg_s);
+                run.row(
+                    "metrics",
+                    format!("{}, {label}, round {}", scenario_name(&spec), round + 1),
+                    format!("{:.0} msg/s ({:.1} MB/s)", r.msg_s, r.mb_s),
+                    String::new(),
+                );
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let (on, off) = (median(&mut rates[0]), median(&mut rates[1]));
+        run.row(
+            "metrics",
+            format!("{}, median of 3: on vs off", scenario_name(&spec)),
+            format!("{on:.0} vs {off:.0} msg/s"),
+            format!("on/off = {:.3}", on / off),
+        );
+    }
     Ok(())
 }
