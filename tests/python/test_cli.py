@@ -154,7 +154,7 @@ def test_produce_fails_loudly_when_the_broker_refuses_a_record(broker):
     proc.stdin.close()
     assert proc.wait(WAIT_S) == 1
     err = proc.stderr.read().decode()
-    assert "TooLarge" in err and "1 of 2 record(s) acknowledged" in err, err
+    assert "MESSAGE_TOO_LARGE" in err and "1 of 2 record(s) acknowledged" in err, err
 
 
 def test_acks_zero_records_arrive_without_an_answer(broker):
@@ -229,6 +229,10 @@ def test_start_positions_beginning_offset_timestamp_and_latest(broker):
     assert offsets("--timestamp", "1000035") == list(range(4, 10))
     assert offsets("--timestamp", "1000040") == list(range(4, 10))
     assert offsets("--timestamp", "2000000") == []
+    # Negative times are ListOffsets' sentinels (latest, earliest): refused, not passed on.
+    refused = subprocess.run([BIN, "consume", "cli-pos", "--timestamp=-2", "--bootstrap",
+                              broker.bootstrap], capture_output=True, timeout=WAIT_S)
+    assert refused.returncode == 2 and b"--timestamp" in refused.stderr, refused.stderr
     assert offsets("--partition", "0", "--offset", "9") == [9]
     cli(broker, "consume", "cli-pos", "--partition", "1", "--timeout-ms", "100", ok=False)
 
@@ -390,6 +394,69 @@ def test_cluster_and_topics_as_json_agree_with_confluent_kafka_admin(broker):
         {"partition": 1, "leader": 0, "log_start": 0, "log_end": 3}]
     assert {"config": "retention.ms", "value": "3600000", "source": "topic"} in \
         described["configs"]
+
+
+def test_topics_create_as_json_reports_the_topic_it_made(broker):
+    """`topics create --output json` prints one object with the topic, the partition count
+    and replication factor the broker chose, and the configs given; the topic is there, as
+    confluent-kafka sees it."""
+    made = cli_json(broker, "topics", "create", "cli-made", "--partitions", "3",
+                    "--config", "retention.ms=3600000", "--config", "cleanup.policy=compact")
+    assert made == {"topic": "cli-made", "partitions": 3, "replication_factor": 1,
+                    "configs": {"retention.ms": "3600000", "cleanup.policy": "compact"}}
+    md = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=30)
+    assert len(md.topics["cli-made"].partitions) == 3
+
+
+def test_topics_alter_as_json_reports_what_it_set_and_returned_to_default(broker):
+    """`topics alter --output json` prints the configs set and those returned to their
+    defaults, and `topics describe` then shows exactly that."""
+    create_topic(broker, "cli-alter", 1, "segment.bytes=1048576")
+    altered = cli_json(broker, "topics", "alter", "cli-alter", "--set", "retention.ms=1000",
+                       "--delete", "segment.bytes")
+    assert altered == {"topic": "cli-alter", "set": {"retention.ms": "1000"},
+                       "deleted": ["segment.bytes"]}
+    configs = {c["config"]: c for c in cli_json(broker, "topics", "describe",
+                                                 "cli-alter")["configs"]}
+    assert (configs["retention.ms"]["value"], configs["retention.ms"]["source"]) == \
+        ("1000", "topic")
+    assert configs["segment.bytes"]["source"] != "topic"
+
+
+def test_topics_delete_as_json_reports_the_deleted_topic(broker):
+    """`topics delete --output json` prints the topic it deleted, which is then gone."""
+    create_topic(broker, "cli-gone", 2)
+    assert cli_json(broker, "topics", "delete", "cli-gone") == \
+        {"topic": "cli-gone", "deleted": True}
+    assert "cli-gone" not in {t["topic"] for t in cli_json(broker, "topics", "list")}
+
+
+def test_groups_reset_offsets_as_json_reports_the_new_offsets_and_whether_it_committed(broker):
+    """`groups reset-offsets --output json` prints the group, topic, whether it was a dry
+    run and each partition's new offset; a dry run commits nothing, a real run commits
+    exactly what it printed (as confluent-kafka's committed() reads back)."""
+    create_topic(broker, "cli-reset", 2)
+    cli(broker, "produce", "cli-reset", "--partition", "1", stdin=b"a\nb\nc\n")
+    args = ["groups", "reset-offsets", "cli-reset-group", "--topic", "cli-reset",
+            "--to-latest"]
+    offsets = [{"topic": "cli-reset", "partition": 0, "new_offset": 0},
+               {"topic": "cli-reset", "partition": 1, "new_offset": 3}]
+
+    assert cli_json(broker, *args, "--dry-run") == {
+        "group": "cli-reset-group", "topic": "cli-reset", "dry_run": True, "offsets": offsets}
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "cli-reset-group"})
+    try:
+        def committed():
+            return [tp.offset for tp in consumer.committed(
+                [TopicPartition("cli-reset", p) for p in (0, 1)], timeout=30)]
+
+        assert all(o < 0 for o in committed()), "a dry run commits nothing"
+        assert cli_json(broker, *args) == {
+            "group": "cli-reset-group", "topic": "cli-reset", "dry_run": False,
+            "offsets": offsets}
+        assert committed() == [0, 3]
+    finally:
+        consumer.close()
 
 
 # -- serve --------------------------------------------------------------------------------

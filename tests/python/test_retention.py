@@ -192,9 +192,9 @@ def sluice_topics(broker, *args, ok=True):
 def test_sluice_topics_create_list_describe_alter_delete(broker):
     sluice_topics(broker, "create", "cli-t", "--partitions", "2",
                   "--config", "cleanup.policy=compact", "--config", "segment.bytes=4500")
-    assert "TopicAlreadyExists" in sluice_topics(broker, "create", "cli-t", ok=False)
-    assert "InvalidConfig" in sluice_topics(broker, "create", "bad",
-                                            "--config", "retention.ms=soon", ok=False)
+    assert "TOPIC_ALREADY_EXISTS" in sluice_topics(broker, "create", "cli-t", ok=False)
+    assert "INVALID_CONFIG" in sluice_topics(broker, "create", "bad",
+                                             "--config", "retention.ms=soon", ok=False)
     rows = [l.split() for l in sluice_topics(broker, "list").splitlines()]
     assert ["cli-t", "2", "no"] in rows
 
@@ -212,8 +212,8 @@ def test_sluice_topics_create_list_describe_alter_delete(broker):
     configs = describe(broker, "cli-t")
     assert configs["retention.ms"].value == "1000"
     assert configs["segment.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
-    assert "InvalidConfig" in sluice_topics(broker, "alter", "cli-t", "--set", "nope=1", ok=False)
+    assert "INVALID_CONFIG" in sluice_topics(broker, "alter", "cli-t", "--set", "nope=1", ok=False)
 
     sluice_topics(broker, "delete", "cli-t")
     assert "cli-t" not in sluice_topics(broker, "list")
-    assert "UnknownTopicOrPartition" in sluice_topics(broker, "describe", "cli-t", ok=False)
+    assert "UNKNOWN_TOPIC_OR_PARTITION" in sluice_topics(broker, "describe", "cli-t", ok=False)

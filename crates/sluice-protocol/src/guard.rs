@@ -1,17 +1,32 @@
-//! The allocation guard: walks a request body against a compact schema before `kafka-protocol`
-//! decodes it.
+//! The allocation guard: walks a message body against a compact schema before `kafka-protocol`
+//! decodes it. The broker runs it on every request; the CLI runs it on every response
+//! ([`check_response`], schemas in `guard/response.rs`), with the same schema language and walker.
 //!
 //! `kafka-protocol` 0.18 calls `Vec::with_capacity(n)` with array counts read off the wire, so a
 //! six-byte body claiming two billion topics aborts the process. The walker reads every length
-//! and count the decoder will read, in the same order, and refuses the request unless
+//! and count the decoder will read, in the same order, and refuses the message unless
 //! - every count fits in the bytes that remain (each element needs at least one byte), and
-//! - the sum over all arrays of `count × size_of::<element>()` stays within a budget.
+//! - the sum over all arrays of `count × size_of::<element>()`, plus a fixed cost per tagged
+//!   field, stays within a budget.
 //!
 //! Only then is the body handed to the decoder, whose allocations are therefore bounded by the
 //! frame size plus the budget. The walk is linear in the frame's length.
 //!
-//! Unit tests encode requests of every advertised version with `kafka-protocol` and check that
-//! the walker consumes exactly the encoded bytes, so a schema typo fails a test.
+//! ```text
+//! classic (before a message's first flexible version):
+//!   string: i16 length (-1 = null) | bytes      bytes, array: i32 length or count (-1 = null)
+//! flexible:
+//!   string, bytes: uvarint (length + 1, 0 = null) | bytes
+//!   array:         uvarint (count + 1, 0 = null)  | elements
+//!   struct:        fields | tagged fields
+//!   tagged fields: uvarint count | count × (uvarint tag | uvarint size | size bytes)
+//!   uvarint:       at most 5 bytes, 7 bits each, low first
+//! ```
+//! A tagged field the decoder knows at that version is decoded from the stream itself, not
+//! from its `size` bytes, so the walker follows its schema too and insists the two agree.
+//!
+//! Unit tests encode messages of every version a schema claims with `kafka-protocol` and check
+//! that the walker consumes exactly the encoded bytes, so a schema typo fails a test.
 
 use std::mem::size_of;
 
@@ -41,22 +56,28 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-/// Bytes charged per unknown tagged field (a `BTreeMap` entry holding a `Bytes`).
+mod response;
+
+pub use response::{check_response, response_versions};
+
+/// Bytes charged per tagged field (an unknown one is a `BTreeMap` entry holding a `Bytes`).
 const TAGGED_FIELD_COST: usize = 64;
 
 /// Why the guard refused a body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GuardError {
-    #[error("request body ends early at byte {0}")]
+    #[error("body ends early at byte {0}")]
     Truncated(usize),
     #[error("negative length or count {0}")]
     Negative(i64),
     #[error("count {count} cannot fit in the {remaining} bytes left")]
     CountTooLarge { count: u64, remaining: usize },
-    #[error("decoded request would need more than {0} bytes")]
+    #[error("decoding would need more than {0} bytes")]
     OverBudget(usize),
-    #[error("no schema for api key {0:?}")]
-    NoSchema(ApiKey),
+    #[error("known tagged field {tag} disagrees with its size")]
+    TaggedFieldSize { tag: u32 },
+    #[error("no schema for {api:?} v{version}")]
+    NoSchema { api: ApiKey, version: i16 },
 }
 
 /// Field kinds as they appear on the wire. Strings, bytes and arrays switch to their compact
@@ -72,6 +93,8 @@ enum Kind {
     Str,
     /// (Nullable) bytes, including record sets.
     Bytes,
+    /// One struct with these fields, in place (only as a tagged field so far).
+    Struct(&'static [Field]),
     /// A (nullable) array of structs with these fields; the usize is `size_of` the decoded
     /// element type.
     Structs(&'static [Field], usize),
@@ -83,30 +106,42 @@ enum Kind {
     Strs,
 }
 
-/// One field, present for versions `since..=until`.
+/// One field, present for versions `since..=until`: in its place among the struct's fields,
+/// or, with a `tag`, among its tagged fields (flexible versions only).
 #[derive(Clone, Copy)]
 struct Field {
     since: i16,
     until: i16,
+    tag: Option<u32>,
     kind: Kind,
 }
 
-const fn f(kind: Kind) -> Field {
+const fn range(since: i16, until: i16, kind: Kind) -> Field {
     Field {
-        since: 0,
-        until: i16::MAX,
+        since,
+        until,
+        tag: None,
         kind,
     }
+}
+const fn f(kind: Kind) -> Field {
+    range(0, i16::MAX, kind)
 }
 const fn since(v: i16, kind: Kind) -> Field {
+    range(v, i16::MAX, kind)
+}
+/// A tagged field the decoder knows from version `v` on.
+const fn tagged(tag: u32, v: i16, kind: Kind) -> Field {
     Field {
-        since: v,
-        until: i16::MAX,
-        kind,
+        tag: Some(tag),
+        ..since(v, kind)
     }
 }
-const fn range(since: i16, until: i16, kind: Kind) -> Field {
-    Field { since, until, kind }
+
+impl Field {
+    fn present_in(&self, version: i16) -> bool {
+        (self.since..=self.until).contains(&version)
+    }
 }
 
 use Kind::*;
@@ -160,6 +195,9 @@ const FETCH: &[Field] = &[
                     since(12, I32),
                     since(5, I64),
                     f(I32),
+                    // replica_directory_id, high_watermark
+                    tagged(0, 17, Uuid),
+                    tagged(1, 18, I64),
                 ],
                 size_of::<FetchPartition>(),
             )),
@@ -174,6 +212,9 @@ const FETCH: &[Field] = &[
         ),
     ),
     since(11, Str),
+    // cluster_id, replica_state
+    tagged(0, 12, Str),
+    tagged(1, 15, Struct(&[f(I32), f(I64)])),
 ];
 
 const LIST_OFFSETS: &[Field] = &[
@@ -490,7 +531,18 @@ struct Walker<'a> {
     budget: usize,
 }
 
-impl Walker<'_> {
+impl<'a> Walker<'a> {
+    fn new(buf: &'a [u8], version: i16, flexible: bool, budget: usize) -> Self {
+        Self {
+            buf,
+            pos: 0,
+            version,
+            flexible,
+            budget_left: budget,
+            budget,
+        }
+    }
+
     fn skip(&mut self, n: usize) -> Result<(), GuardError> {
         if self.buf.len() - self.pos < n {
             return Err(GuardError::Truncated(self.pos));
@@ -517,6 +569,7 @@ impl Walker<'_> {
         ))
     }
 
+    /// Stricter than `kafka-protocol`, which stops after five bytes whatever the fifth says.
     fn read_uvarint(&mut self) -> Result<u32, GuardError> {
         let mut value: u32 = 0;
         for i in 0..5 {
@@ -556,8 +609,19 @@ impl Walker<'_> {
         }
     }
 
-    /// Reads an array count; returns `None` for a null array. Checks it against the bytes left
-    /// and charges `count × element_size` to the budget.
+    /// Checks a count against the bytes left (each element takes at least one) and charges
+    /// `count × element_size` to the budget.
+    fn admit(&mut self, count: u64, element_size: usize) -> Result<(), GuardError> {
+        if count > self.remaining() as u64 {
+            return Err(GuardError::CountTooLarge {
+                count,
+                remaining: self.remaining(),
+            });
+        }
+        self.charge(count * element_size as u64)
+    }
+
+    /// Reads an array count; returns `None` for a null array. [`Walker::admit`]s it.
     fn array_count(&mut self, element_size: usize) -> Result<Option<u64>, GuardError> {
         let count: i64 = if self.flexible {
             i64::from(self.read_uvarint()?) - 1
@@ -568,45 +632,46 @@ impl Walker<'_> {
             -1 => Ok(None),
             n if n < 0 => Err(GuardError::Negative(n)),
             n => {
-                let n = n as u64;
-                if n > self.remaining() as u64 {
-                    return Err(GuardError::CountTooLarge {
-                        count: n,
-                        remaining: self.remaining(),
-                    });
-                }
-                self.charge(n * element_size as u64)?;
-                Ok(Some(n))
+                self.admit(n as u64, element_size)?;
+                Ok(Some(n as u64))
             }
         }
     }
 
-    fn tagged_fields(&mut self) -> Result<(), GuardError> {
+    /// The tagged fields of a struct with `fields`: those the decoder knows at this version
+    /// are walked by their schema and must take exactly their declared size; others are
+    /// skipped.
+    fn tagged_fields(&mut self, fields: &[Field]) -> Result<(), GuardError> {
         let count = self.read_uvarint()?;
-        if u64::from(count) > self.remaining() as u64 {
-            return Err(GuardError::CountTooLarge {
-                count: count.into(),
-                remaining: self.remaining(),
-            });
-        }
-        self.charge(u64::from(count) * TAGGED_FIELD_COST as u64)?;
+        self.admit(count.into(), TAGGED_FIELD_COST)?;
         for _ in 0..count {
-            self.read_uvarint()?;
-            let size = self.read_uvarint()?;
-            self.skip(size as usize)?;
+            let tag = self.read_uvarint()?;
+            let size = self.read_uvarint()? as usize;
+            let known = fields
+                .iter()
+                .find(|field| field.tag == Some(tag) && field.present_in(self.version));
+            match known {
+                None => self.skip(size)?,
+                Some(field) => {
+                    let start = self.pos;
+                    self.field(field.kind)?;
+                    if self.pos - start != size {
+                        return Err(GuardError::TaggedFieldSize { tag });
+                    }
+                }
+            }
         }
         Ok(())
     }
 
     fn structure(&mut self, fields: &[Field]) -> Result<(), GuardError> {
         for field in fields {
-            if self.version < field.since || self.version > field.until {
-                continue;
+            if field.tag.is_none() && field.present_in(self.version) {
+                self.field(field.kind)?;
             }
-            self.field(field.kind)?;
         }
         if self.flexible {
-            self.tagged_fields()?;
+            self.tagged_fields(fields)?;
         }
         Ok(())
     }
@@ -620,6 +685,7 @@ impl Walker<'_> {
             Uuid => self.skip(16),
             Str => self.length_prefixed(true),
             Bytes => self.length_prefixed(false),
+            Struct(fields) => self.structure(fields),
             Structs(fields, size) => {
                 if let Some(n) = self.array_count(size)? {
                     for _ in 0..n {
@@ -653,23 +719,16 @@ impl Walker<'_> {
 }
 
 /// Checks that decoding `body` as request `api` at `version` allocates at most
-/// `budget_bytes` for arrays on top of the body itself. Returns the number of bytes the schema
-/// accounts for (the whole body for a well-formed request).
+/// `budget_bytes` for arrays and tagged fields on top of the body itself. Returns the number
+/// of bytes the schema accounts for (the whole body for a well-formed request).
 pub fn check_request_body(
     api: ApiKey,
     version: i16,
     body: &[u8],
     budget_bytes: usize,
 ) -> Result<usize, GuardError> {
-    let (fields, flexible_since) = schema(api).ok_or(GuardError::NoSchema(api))?;
-    let mut walker = Walker {
-        buf: body,
-        pos: 0,
-        version,
-        flexible: version >= flexible_since,
-        budget_left: budget_bytes,
-        budget: budget_bytes,
-    };
+    let (fields, flexible_since) = schema(api).ok_or(GuardError::NoSchema { api, version })?;
+    let mut walker = Walker::new(body, version, version >= flexible_since, budget_bytes);
     walker.structure(fields)?;
     Ok(walker.pos)
 }
@@ -724,13 +783,28 @@ mod tests {
                         ])]),
                 v,
             ),
+            // Known tagged fields from the versions that have them, so their schemas are
+            // walked too.
             ApiKey::Fetch => enc(
                 FetchRequest::default()
                     .with_topics(vec![fetch_request::FetchTopic::default()
                         .with_topic(topic("a"))
-                        .with_partitions(vec![
-                            fetch_request::FetchPartition::default().with_fetch_offset(5)
-                        ])])
+                        .with_partitions(vec![fetch_request::FetchPartition::default()
+                            .with_fetch_offset(5)
+                            .with_replica_directory_id(if v >= 17 {
+                                uuid::Uuid::from_u128(7)
+                            } else {
+                                uuid::Uuid::nil()
+                            })
+                            .with_high_watermark(if v >= 18 { 9 } else { i64::MAX })])])
+                    .with_cluster_id((v >= 12).then(|| s("c")))
+                    .with_replica_state(if v >= 15 {
+                        fetch_request::ReplicaState::default()
+                            .with_replica_id(BrokerId(3))
+                            .with_replica_epoch(4)
+                    } else {
+                        fetch_request::ReplicaState::default()
+                    })
                     .with_forgotten_topics_data(if v >= 7 {
                         vec![fetch_request::ForgottenTopic::default()
                             .with_topic(topic("b"))
@@ -1123,6 +1197,25 @@ mod tests {
         assert!(check_request_body(ApiKey::Metadata, 1, &body, need).is_ok());
         let err = check_request_body(ApiKey::Metadata, 1, &body, need - 1).unwrap_err();
         assert!(matches!(err, GuardError::OverBudget(_)), "{err}");
+    }
+
+    /// The decoder reads a known tagged field (Fetch's cluster_id) from the stream, not from
+    /// its declared size: a size that lies would let the two part ways, so it is refused.
+    #[test]
+    fn a_known_tagged_field_whose_size_lies_is_refused() {
+        let mut body = encoded(ApiKey::Fetch, 12).to_vec();
+        // Last in the body: one tagged field, tag 0, size 2, the compact string "c".
+        let at = body.len() - 4;
+        assert_eq!(
+            body[at - 1..],
+            [1, 0, 2, 2, b'c'],
+            "the sample's cluster_id"
+        );
+        body[at + 1] = 1;
+        assert_eq!(
+            check_request_body(ApiKey::Fetch, 12, &body, 1 << 20),
+            Err(GuardError::TaggedFieldSize { tag: 0 })
+        );
     }
 
     #[test]

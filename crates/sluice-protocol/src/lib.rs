@@ -1,5 +1,6 @@
 //! The Kafka wire format as Sluice speaks it: request framing, the request header, the
-//! allocation guard in front of `kafka-protocol`, and the table of API versions we advertise.
+//! allocation guard in front of `kafka-protocol` (for requests the broker reads and responses
+//! the CLI reads), the table of API versions we advertise, and Kafka's names for error codes.
 //!
 //! ```text
 //! frame:           size: i32 (bytes that follow) | header | body
@@ -11,13 +12,15 @@
 //!
 //! This crate knows nothing of storage. It turns bytes into typed requests (only after
 //! [`guard::check_request_body`] has bounded what decoding may allocate) and typed responses
-//! into bytes.
+//! into bytes. Clients of untrusted brokers run [`guard::check_response`] before decoding.
 
+mod error_name;
 pub mod fetch_response;
 pub mod guard;
 mod request;
 mod versions;
 
+pub use error_name::error_name;
 pub use kafka_protocol;
 pub use request::{
     encode_response, parse_request_header, DecodeError, Request, RequestHeader,

@@ -1,8 +1,8 @@
 //! A minimal blocking Kafka client for the CLI: one connection, one request at a time, the
-//! same `kafka-protocol` codecs the broker uses, each API at the one version
-//! [`response_guard`](crate::response_guard) knows the response of. Talks to any
-//! Kafka-protocol broker, and trusts none: a response is decoded only after the guard has
-//! bounded what decoding it may allocate.
+//! same `kafka-protocol` codecs the broker uses, each API at the one version in [`VERSIONS`].
+//! Talks to any Kafka-protocol broker, and trusts none: a response is decoded only after the
+//! allocation guard ([`sluice_protocol::guard::check_response`]) has bounded what decoding it
+//! may allocate.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,13 +11,42 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-
-use crate::response_guard;
+use sluice_protocol::guard::check_response;
 
 /// The largest response the CLI accepts; anything larger is a broken or hostile server.
 const RESPONSE_MAX_BYTES: usize = 64 << 20;
+/// The most that decoding one response may reserve for arrays and tagged fields, on top of
+/// the response itself. A legitimate response needs a few times its own size; a metadata
+/// response for a million partitions fits.
+const RESPONSE_DECODE_BUDGET_BYTES: usize = 256 << 20;
 /// How long a request may wait for its response, unless the caller says otherwise.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every API the CLI calls and the one version it calls it at. The guard must have a
+/// response schema for each (a test checks).
+const VERSIONS: &[(ApiKey, i16)] = &[
+    (ApiKey::Metadata, 12),
+    (ApiKey::ListOffsets, 6),
+    (ApiKey::DescribeConfigs, 4),
+    (ApiKey::CreateTopics, 5),
+    (ApiKey::DeleteTopics, 4),
+    (ApiKey::IncrementalAlterConfigs, 1),
+    (ApiKey::ListGroups, 4),
+    (ApiKey::DescribeGroups, 5),
+    (ApiKey::OffsetFetch, 7),
+    (ApiKey::OffsetCommit, 8),
+    (ApiKey::Produce, 9),
+    (ApiKey::Fetch, 12),
+    (ApiKey::FindCoordinator, 3),
+    (ApiKey::JoinGroup, 7),
+    (ApiKey::SyncGroup, 5),
+    (ApiKey::Heartbeat, 4),
+    (ApiKey::LeaveGroup, 4),
+];
+
+fn version(api: ApiKey) -> Option<i16> {
+    VERSIONS.iter().find(|(a, _)| *a == api).map(|&(_, v)| v)
+}
 
 pub struct Client {
     stream: TcpStream,
@@ -63,8 +92,7 @@ impl Client {
     /// Sends `request` as `api` without waiting for a response: for the one request a broker
     /// does not answer, a produce with acks=0. Returns the version sent.
     pub fn send<Req: Encodable>(&mut self, api: ApiKey, request: &Req) -> Result<i16, String> {
-        let version = response_guard::version(api)
-            .ok_or_else(|| format!("the CLI does not speak {api:?}"))?;
+        let version = version(api).ok_or_else(|| format!("the CLI does not speak {api:?}"))?;
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
             .with_request_api_key(api as i16)
@@ -101,7 +129,8 @@ impl Client {
         self.stream
             .read_exact(&mut buf)
             .map_err(|e| format!("read {api:?} response: {e}"))?;
-        response_guard::check(api, &buf)?;
+        check_response(api, version, &buf, RESPONSE_DECODE_BUDGET_BYTES)
+            .map_err(|e| format!("{api:?} response refused: {e}"))?;
         let mut buf = Bytes::from(buf);
         let header = ResponseHeader::decode(&mut buf, api.response_header_version(version))
             .map_err(|e| format!("{api:?} response header: {e}"))?;
@@ -109,5 +138,19 @@ impl Client {
             return Err(format!("{api:?}: response to another request"));
         }
         Resp::decode(&mut buf, version).map_err(|e| format!("{api:?} response: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_has_a_response_schema_for_every_version_the_cli_speaks() {
+        for &(api, v) in VERSIONS {
+            let (lo, hi) = sluice_protocol::guard::response_versions(api)
+                .unwrap_or_else(|| panic!("no response schema for {api:?}"));
+            assert!((lo..=hi).contains(&v), "{api:?} v{v} outside {lo}..={hi}");
+        }
     }
 }

@@ -61,7 +61,9 @@ pub struct ConsumeArgs {
     offset: Option<i64>,
     /// Start at the first record whose timestamp is at or after this time (milliseconds
     /// since the epoch); at the log end where there is none.
-    #[arg(long, value_name = "MS", group = "start", conflicts_with = "group")]
+    // Negative values are ListOffsets' sentinels (latest, earliest, …), not times.
+    #[arg(long, value_name = "MS", group = "start", conflicts_with = "group",
+          value_parser = clap::value_parser!(i64).range(0..))]
     timestamp: Option<i64>,
     /// Consume as a member of this consumer group: read the partitions it assigns, from its
     /// committed offsets, and commit what was printed.

@@ -53,6 +53,8 @@ enum GroupsCommand {
         /// Print the new offsets without committing them.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -67,7 +69,8 @@ struct ResetTarget {
     to_latest: bool,
     /// The first offset whose timestamp is at or after this time (milliseconds since the
     /// epoch); the log end where there is none.
-    #[arg(long, value_name = "MS")]
+    // Negative values are ListOffsets' sentinels (latest, earliest, …), not times.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(i64).range(0..))]
     to_timestamp: Option<i64>,
     /// This offset in every partition, clamped to the log's range.
     #[arg(long, value_name = "OFFSET")]
@@ -84,7 +87,8 @@ pub fn run(args: GroupsArgs) -> Result<(), String> {
             topic,
             target,
             dry_run,
-        } => reset_offsets(&mut client, &group, &topic, &target, dry_run),
+            output,
+        } => reset_offsets(&mut client, &group, &topic, &target, dry_run, output.output),
     }
 }
 
@@ -247,6 +251,7 @@ fn reset_offsets(
     topic: &str,
     target: &ResetTarget,
     dry_run: bool,
+    format: OutputFormat,
 ) -> Result<(), String> {
     let g = describe_group(client, group)?;
     if !matches!(g.group_state.as_str(), "Empty" | "Dead") {
@@ -320,9 +325,19 @@ fn reset_offsets(
     for ((t, p), o) in &targets {
         table.push(vec![t.clone().into(), (*p).into(), (*o).into()]);
     }
-    table.print(OutputFormat::Table);
-    if dry_run {
-        println!("(dry run: nothing committed)");
+    match format {
+        OutputFormat::Table => {
+            table.print(format);
+            if dry_run {
+                println!("(dry run: nothing committed)");
+            }
+        }
+        OutputFormat::Json => print_json(&json!({
+            "group": group,
+            "topic": topic,
+            "dry_run": dry_run,
+            "offsets": table.to_json(),
+        })),
     }
     Ok(())
 }

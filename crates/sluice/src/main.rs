@@ -12,7 +12,6 @@ mod groups_cmd;
 mod output;
 mod produce_cmd;
 mod requests;
-mod response_guard;
 mod topics_cmd;
 
 use clap::{Parser, Subcommand};

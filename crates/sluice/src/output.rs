@@ -165,6 +165,14 @@ pub fn print_json(value: &Value) {
     println!("{value}");
 }
 
+/// What a command that changes something did: a sentence for people, an object for scripts.
+pub fn report(format: OutputFormat, text: String, json: Value) {
+    match format {
+        OutputFormat::Table => println!("{text}"),
+        OutputFormat::Json => print_json(&json),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,15 +47,13 @@ pub fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-/// `Ok` for error code 0, else `what: ErrorName`.
+/// `Ok` for error code 0, else `what: ERROR_NAME` (Kafka's name, as the broker's metrics and
+/// admin API print it).
 pub fn check(code: i16, what: &str) -> Result<(), String> {
     if code == 0 {
         return Ok(());
     }
-    let name = ResponseError::try_from_code(code)
-        .map(|e| format!("{e:?}"))
-        .unwrap_or_else(|| format!("error {code}"));
-    Err(format!("{what}: {name}"))
+    Err(format!("{what}: {}", sluice_protocol::error_name(code)))
 }
 
 /// [`check`], with the broker's message, if any, after the error name.

@@ -9,9 +9,10 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::*;
+use serde_json::{json, Map, Value};
 
 use crate::client::Client;
-use crate::output::{print_json, OutputArgs, OutputFormat, Table};
+use crate::output::{print_json, report, OutputArgs, OutputFormat, Table};
 use crate::requests::{
     check_with, list_offsets, metadata, s, topic_metadata, BrokerArgs, EARLIEST, LATEST,
 };
@@ -40,6 +41,8 @@ enum TopicsCommand {
         /// A topic config, e.g. cleanup.policy=compact; repeatable.
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Partitions with their start and end offsets, and the configs that are not defaults.
     Describe {
@@ -56,9 +59,15 @@ enum TopicsCommand {
         /// Return a config to its default; repeatable.
         #[arg(long = "delete", value_name = "KEY")]
         delete: Vec<String>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Delete a topic and its data.
-    Delete { name: String },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 fn key_value(pair: &str) -> Result<(String, String), String> {
@@ -75,10 +84,16 @@ pub fn run(args: TopicsArgs) -> Result<(), String> {
             name,
             partitions,
             configs,
-        } => create(&mut client, &name, partitions, &configs),
+            output,
+        } => create(&mut client, &name, partitions, &configs, output.output),
         TopicsCommand::Describe { name, output } => describe(&mut client, &name, output.output),
-        TopicsCommand::Alter { name, set, delete } => alter(&mut client, &name, &set, &delete),
-        TopicsCommand::Delete { name } => {
+        TopicsCommand::Alter {
+            name,
+            set,
+            delete,
+            output,
+        } => alter(&mut client, &name, &set, &delete, output.output),
+        TopicsCommand::Delete { name, output } => {
             let req = DeleteTopicsRequest::default()
                 .with_topic_names(vec![TopicName(s(&name))])
                 .with_timeout_ms(30_000);
@@ -86,7 +101,11 @@ pub fn run(args: TopicsArgs) -> Result<(), String> {
             for r in &resp.responses {
                 check_with(r.error_code, &r.error_message, &format!("deleting {name}"))?;
             }
-            println!("deleted topic {name}");
+            report(
+                output.output,
+                format!("deleted topic {name}"),
+                json!({"topic": name, "deleted": true}),
+            );
             Ok(())
         }
     }
@@ -116,30 +135,48 @@ fn create(
     name: &str,
     partitions: Option<i32>,
     configs: &[String],
+    format: OutputFormat,
 ) -> Result<(), String> {
     let configs = configs
         .iter()
-        .map(|pair| {
-            let (k, v) = key_value(pair)?;
-            Ok(CreatableTopicConfig::default()
-                .with_name(s(&k))
-                .with_value(Some(s(&v))))
-        })
+        .map(|pair| key_value(pair))
         .collect::<Result<Vec<_>, String>>()?;
     let topic = CreatableTopic::default()
         .with_name(TopicName(s(name)))
         .with_num_partitions(partitions.unwrap_or(-1))
         .with_replication_factor(-1)
-        .with_configs(configs);
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(s(k))
+                        .with_value(Some(s(v)))
+                })
+                .collect(),
+        );
     let req = CreateTopicsRequest::default()
         .with_topics(vec![topic])
         .with_timeout_ms(30_000);
     let resp: CreateTopicsResponse = client.call(ApiKey::CreateTopics, &req)?;
     for t in &resp.topics {
         check_with(t.error_code, &t.error_message, &format!("creating {name}"))?;
-        println!(
-            "created topic {name} with {} partition(s)",
-            t.num_partitions
+        let configs: Map<String, Value> = configs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect();
+        report(
+            format,
+            format!(
+                "created topic {name} with {} partition(s)",
+                t.num_partitions
+            ),
+            json!({
+                "topic": name,
+                "partitions": t.num_partitions,
+                "replication_factor": t.replication_factor,
+                "configs": configs,
+            }),
         );
     }
     Ok(())
@@ -212,10 +249,17 @@ fn describe(client: &mut Client, name: &str, format: OutputFormat) -> Result<(),
     Ok(())
 }
 
-fn alter(client: &mut Client, name: &str, set: &[String], delete: &[String]) -> Result<(), String> {
+fn alter(
+    client: &mut Client,
+    name: &str,
+    set: &[String],
+    delete: &[String],
+    format: OutputFormat,
+) -> Result<(), String> {
     const SET: i8 = 0;
     const DELETE: i8 = 1;
     let mut configs = Vec::new();
+    let mut set_json = Map::new();
     for pair in set {
         let (k, v) = key_value(pair)?;
         configs.push(
@@ -224,6 +268,7 @@ fn alter(client: &mut Client, name: &str, set: &[String], delete: &[String]) -> 
                 .with_config_operation(SET)
                 .with_value(Some(s(&v))),
         );
+        set_json.insert(k, Value::from(v));
     }
     for k in delete {
         configs.push(
@@ -246,6 +291,10 @@ fn alter(client: &mut Client, name: &str, set: &[String], delete: &[String]) -> 
     for r in &resp.responses {
         check_with(r.error_code, &r.error_message, &format!("altering {name}"))?;
     }
-    println!("altered topic {name}");
+    report(
+        format,
+        format!("altered topic {name}"),
+        json!({"topic": name, "set": set_json, "deleted": delete}),
+    );
     Ok(())
 }
