@@ -14,7 +14,9 @@ last test of the module asserts that every response the document lists was seen,
 that is documented but never produced (or produced but never tested) fails the run. The one
 exemption is 503 `not_ready` of the /api/v1 operations: it exists only while a starting
 broker recovers its logs, and test_ready_is_503_while_logs_recover sees it on a sample of
-operations, not on every one. The coverage test skips when only part of the module ran.
+operations, not on every one. Refusals every operation documents (403 for a foreign Host
+header) are exercised by a loop over the operations. The coverage test skips when only part
+of the module ran.
 
 Facts the Kafka protocol also exposes (ids, partitions, offsets, configs, group members) are
 compared with what confluent-kafka's AdminClient, producer and consumer report. Nothing sleeps
@@ -24,6 +26,7 @@ for a fixed time to let something happen: waits are bounded loops on a condition
 import http.client
 import json
 import re
+import struct
 import subprocess
 import threading
 import time
@@ -43,6 +46,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from conftest import BIN, ROOT, make_broker, running_broker
+from test_hostile import connect, frame, parse_produce_v3, recv_frame
 
 DOC_FILE = ROOT / "crates" / "sluice-broker" / "src" / "admin" / "openapi.json"
 WAIT_S = 60
@@ -51,6 +55,12 @@ HTTP_TIMEOUT_S = 30
 SHOWN_BYTES = 4096
 # Timestamps of produced records: fixed, far from now, so they cannot be the broker's clock.
 BASE_TS = 1_600_000_000_000
+# Bytes of batches one message page may decompress, and event streams served at once.
+PAGE_DECOMPRESSED_BYTES_MAX = 64 << 20
+STREAMS_MAX = 32
+JSON = "application/json"
+# `host` of AdminApi.send: let http.client write the Host header (127.0.0.1:PORT).
+DEFAULT_HOST = object()
 
 # Every operation of the admin API spec (issue 7), as OpenAPI path templates.
 SPEC_OPERATIONS = {
@@ -76,6 +86,8 @@ SPEC_OPERATIONS = {
     ("/", "get"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+# The operations that read a JSON request body.
+BODY_OPERATIONS = {("/api/v1/topics", "post"), ("/api/v1/topics/{name}/configs", "patch")}
 
 # (path template, method, status) of every answer checked against the document.
 SEEN = set()
@@ -144,11 +156,25 @@ class AdminApi:
 
     # Transport.
 
-    def send(self, method, path, body=None, headers=None):
+    @property
+    def host(self):
+        """The Host header http.client sends, which is what a browser sends as well."""
+        return f"127.0.0.1:{self.port}"
+
+    def send(self, method, path, body=None, headers=None, host=DEFAULT_HOST):
+        """One request on a new connection; `host` is the Host header to send instead of
+        127.0.0.1:PORT, or None for none at all."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT_S)
         try:
             try:
-                conn.request(method, path, body=body, headers=headers or {})
+                conn.putrequest(method, path, skip_host=host is not DEFAULT_HOST)
+                if host is not DEFAULT_HOST and host is not None:
+                    conn.putheader("Host", host)
+                for name, value in (headers or {}).items():
+                    conn.putheader(name, value)
+                if body is not None or method in ("POST", "PUT", "PATCH"):
+                    conn.putheader("Content-Length", str(len(body or b"")))
+                conn.endheaders(body)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # answered before the whole body was read; the answer may be there
             resp = conn.getresponse()
@@ -157,23 +183,24 @@ class AdminApi:
             conn.close()
 
     def call(self, method, template, params=None, query=None, json_body=None, raw_body=None,
-             raw_path=None):
+             raw_path=None, content_type=JSON, headers=None, host=DEFAULT_HOST):
         """Sends a request to `template` with its {params} filled in (or to `raw_path`, for
         paths no client would build) and returns the checked Reply. `template` None means a
-        path that is in no template."""
+        path that is in no template. A body goes with `content_type` (None: no Content-Type
+        header); `headers` are added and `host` replaces the Host header (see `send`)."""
         path = raw_path
         if path is None:
             path = template.format(**{k: urllib.parse.quote(str(v), safe="")
                                       for k, v in (params or {}).items()})
         if query:
             path += "?" + urllib.parse.urlencode(query)
-        headers = {}
+        all_headers = dict(headers or {})
         body = raw_body
         if json_body is not None:
             body = json.dumps(json_body).encode()
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        status, resp_headers, raw = self.send(method, path, body, headers)
+        if body is not None and content_type is not None:
+            all_headers["Content-Type"] = content_type
+        status, resp_headers, raw = self.send(method, path, body, all_headers, host)
         return self.check(template, method.lower(), status, resp_headers, raw)
 
     def get(self, template, query=None, **params):
@@ -246,52 +273,85 @@ class AdminApi:
 
     # Server-sent events.
 
-    def stream(self, query, count, timeout):
-        """Opens /api/v1/stream, checks the answer's status and type against the document,
-        and reads `count` events, each a (name, data) pair, with a socket timeout of
-        `timeout` seconds per read."""
+    def open_stream(self, query, timeout):
+        """Opens /api/v1/stream with a socket timeout of `timeout` seconds per read. Returns
+        (Reply, None) for a refusal, checked against the document, or (None, EventStream)
+        once the answer is an event stream, which the caller closes."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             conn.request("GET", "/api/v1/stream?" + urllib.parse.urlencode(query))
             resp = conn.getresponse()
             if resp.status != 200:
-                return self.check("/api/v1/stream", "get", resp.status, resp.headers,
-                                  resp.read()), []
+                reply = self.check("/api/v1/stream", "get", resp.status, resp.headers,
+                                   resp.read())
+                conn.close()
+                return reply, None
             ptr, response = self.resolve(self.response_pointer("/api/v1/stream", "get", 200))
             assert resp.headers.get_content_type() == "text/event-stream", resp.headers
-            media = response["content"]["text/event-stream"]
-            events, name, data = [], None, []
-            for _ in range(10_000):  # lines; a keep-alive comment every 15 s at most
-                line = resp.readline()
-                assert line, f"the stream ended after {len(events)} events"
-                line = line.decode().rstrip("\r\n")
-                if line == "":
-                    if data:
-                        events.append((name or "message", "\n".join(data)))
-                    name, data = None, []
-                    if len(events) == count:
-                        break
-                elif line.startswith(":"):
-                    continue
-                else:
-                    field, _, value = line.partition(":")
-                    value = value[1:] if value.startswith(" ") else value
-                    if field == "event":
-                        name = value
-                    elif field == "data":
-                        data.append(value)
-            assert len(events) == count, f"{len(events)} events in 10000 lines"
-            parsed = []
-            for i, (name, text) in enumerate(events):
-                assert name in media["x-sse-events"], f"event {name!r} is not documented"
-                body = json.loads(text)
-                self.validate(body, ptr + pointer("content", "text/event-stream",
-                                                  "x-sse-events", name),
-                              f"stream event {i} ({name})")
-                parsed.append((name, body))
-            return Reply(200, "text/event-stream", None), parsed
-        finally:
+            return None, EventStream(self, conn, resp, ptr, response)
+        except BaseException:
             conn.close()
+            raise
+
+    def stream(self, query, count, timeout):
+        """Opens /api/v1/stream, checks the answer's status and type against the document,
+        and reads `count` events, each a (name, data) pair, with a socket timeout of
+        `timeout` seconds per read."""
+        refusal, events = self.open_stream(query, timeout)
+        if refusal is not None:
+            return refusal, []
+        with events:
+            return Reply(200, "text/event-stream", None), events.read(count)
+
+
+class EventStream:
+    """An open /api/v1/stream answer whose events are checked against the document."""
+
+    def __init__(self, api, conn, resp, ptr, response):
+        self.api, self.conn, self.resp, self.ptr = api, conn, resp, ptr
+        self.media = response["content"]["text/event-stream"]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.conn.close()
+
+    def read(self, count):
+        """The next `count` events, each a (name, data) pair."""
+        events, name, data = [], None, []
+        for _ in range(10_000):  # lines; a keep-alive comment every 15 s at most
+            line = self.resp.readline()
+            assert line, f"the stream ended after {len(events)} events"
+            line = line.decode().rstrip("\r\n")
+            if line == "":
+                if data:
+                    events.append((name or "message", "\n".join(data)))
+                name, data = None, []
+                if len(events) == count:
+                    break
+            elif line.startswith(":"):
+                continue
+            else:
+                field, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if field == "event":
+                    name = value
+                elif field == "data":
+                    data.append(value)
+        assert len(events) == count, f"{len(events)} events in 10000 lines"
+        parsed = []
+        for i, (name, text) in enumerate(events):
+            assert name in self.media["x-sse-events"], f"event {name!r} is not documented"
+            body = json.loads(text)
+            self.api.validate(body, self.ptr + pointer("content", "text/event-stream",
+                                                       "x-sse-events", name),
+                              f"stream event {i} ({name})")
+            parsed.append((name, body))
+        return parsed
 
 
 def assert_error(reply, status, code, what):
@@ -337,6 +397,60 @@ def produce(broker, topic, records, partition=0, conf=None):
 
 def produce_values(broker, topic, partition, values):
     return produce(broker, topic, [(None, v, None, None) for v in values], partition)
+
+
+def _crc32c_table():
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1  # Castagnoli, reflected
+        table.append(c)
+    return table
+
+
+CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c = CRC32C_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def undecodable_batch(records, timestamp):
+    """A v2 record batch that claims `records` gzip-compressed records but whose payload is
+    not gzip. Everything a broker checks without decompressing is right: magic, lengths,
+    record count against last offset delta, and the CRC-32C over attributes..end.
+
+        base_offset i64 | batch_length i32 | partition_leader_epoch i32 | magic i8 = 2
+        | crc u32 | attributes i16 = 1 (gzip) | last_offset_delta i32 | base_timestamp i64
+        | max_timestamp i64 | producer_id i64 | producer_epoch i16 | base_sequence i32
+        | records_count i32 | payload
+    """
+    payload = b"these bytes are not a gzip stream"
+    after_crc = struct.pack(">hiqqqhii", 1, records - 1, timestamp, timestamp, -1, -1, -1,
+                            records) + payload
+    after_length = struct.pack(">ibI", -1, 2, crc32c(after_crc)) + after_crc
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+def produce_raw(broker, topic, partition, batch):
+    """Sends `batch` as it is in a Produce v3 request (acks=1) over a plain socket and
+    returns the base offset the broker gave it."""
+    name = topic.encode()
+    body = struct.pack(">hhi", -1, 1, 30_000)  # null transactional id, acks=1, timeout ms
+    body += struct.pack(">ih", 1, len(name)) + name
+    body += struct.pack(">ii", 1, partition) + struct.pack(">i", len(batch)) + batch
+    s = connect(broker)
+    try:
+        s.sendall(frame(0, 3, 77, body))
+        corr, error, base = parse_produce_v3(recv_frame(s))
+    finally:
+        s.close()
+    assert (corr, error) == (77, 0), f"Produce answered error {error}"
+    return base
 
 
 def consume_all(broker, topic, partitions):
@@ -471,8 +585,9 @@ def test_openapi_document_is_openapi_3_1_and_describes_every_operation_of_the_sp
     """/openapi.json is the repository's openapi.json byte for byte, an OpenAPI 3.1.0 document
     whose operations are exactly those of the spec, with declared path parameters, resolvable
     $refs, valid JSON Schema 2020-12 schemas, closed response objects that require every
-    property, sized integers, Error bodies for every error status, and the spec's bounds on
-    `limit` and `interval_ms`."""
+    property, sized integers, Error bodies for every error status whose codes the Error schema
+    knows, 403 on every operation, 415 exactly where a JSON body is read, 429 only on the
+    stream, and the spec's bounds on `limit` and `interval_ms`."""
     api = AdminApi(broker)
     assert api.raw_doc == DOC_FILE.read_bytes(), "served /openapi.json differs from the file"
     doc = api.doc
@@ -530,6 +645,28 @@ def test_openapi_document_is_openapi_3_1_and_describes_every_operation_of_the_sp
     stream = doc["paths"]["/api/v1/stream"]["get"]
     interval = next(p for p in stream["parameters"] if p["name"] == "interval_ms")["schema"]
     assert (interval["minimum"], interval["maximum"], interval["default"]) == (100, 60000, 1000)
+
+    def ref(name):
+        return {"$ref": "#/components/responses/" + name}
+
+    for template, method in sorted(operations):
+        responses = doc["paths"][template][method]["responses"]
+        where = f"{method.upper()} {template}"
+        assert responses.get("403") == ref("Forbidden"), where
+        assert responses.get("415") == (ref("UnsupportedMediaType")
+                                        if (template, method) in BODY_OPERATIONS else None), where
+        assert responses.get("429") == (ref("TooManyRequests")
+                                        if template == "/api/v1/stream" else None), where
+    codes = set(doc["components"]["schemas"]["Error"]["properties"]["code"]["enum"])
+    for name, response in doc["components"]["responses"].items():
+        narrowing = response["content"]["application/json"]["schema"]["allOf"][1]
+        code = narrowing["properties"]["code"]
+        assert set(code.get("enum", [code.get("const")])) <= codes, name
+    for name, code in (("Forbidden", "forbidden"), ("UnsupportedMediaType",
+                                                    "unsupported_media_type"),
+                       ("TooManyRequests", "too_many_requests")):
+        schema = doc["components"]["responses"][name]["content"]["application/json"]["schema"]
+        assert schema["allOf"][1]["properties"]["code"] == {"const": code}, name
 
 
 # -- health ----------------------------------------------------------------------------------
@@ -868,7 +1005,7 @@ def test_messages_show_keys_values_headers_and_timestamps_as_produced(broker):
     offsets = produce(broker, "known", records)
     page = messages(api, "known")
     assert (page["topic"], page["partition"], page["log_start_offset"], page["high_watermark"],
-            page["next_offset"]) == ("known", 0, 0, len(records), len(records))
+            page["next_offset"], page["skipped"]) == ("known", 0, 0, len(records), len(records), [])
     expected = [{"offset": o, "timestamp": ts, "timestamp_type": "create_time",
                  "key": data_of(k), "value": data_of(v),
                  "headers": [{"key": hk, "value": data_of(hv)} for hk, hv in (h or [])]}
@@ -934,9 +1071,9 @@ def test_messages_start_at_an_offset_or_timestamp_and_respect_the_limit(broker):
 
 def test_messages_skip_transaction_markers_and_show_aborted_records(broker):
     """A committed transaction's records are listed without its commit marker, and an
-    aborted one's records are listed (read_uncommitted) without its abort marker: the
-    listed offsets are exactly those the producer was acknowledged, and the high watermark
-    and last stable offset are past both markers."""
+    aborted one's records are listed (read_uncommitted) without its abort marker, and no
+    marker counts as a skipped batch: the listed offsets are exactly those the producer was
+    acknowledged, and the high watermark and last stable offset are past both markers."""
     api = AdminApi(broker)
     create_topic(api, "txn")
     p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "admin-api-txn",
@@ -962,12 +1099,81 @@ def test_messages_skip_transaction_markers_and_show_aborted_records(broker):
     listed = [(m["offset"], bytes.fromhex(m["value"]["hex"])) for m in page["messages"]]
     assert listed == sorted((o, v) for v, o in acked.items())
     assert page["high_watermark"] == 6, "four records and two markers"
-    assert page["next_offset"] == 6
+    assert (page["next_offset"], page["skipped"]) == (6, [])
     # Starting at the commit marker skips it.
     after_commit = messages(api, "txn", offset=acked[b"c2"] + 1)
     assert [m["offset"] for m in after_commit["messages"]] == [acked[b"a0"]]
+    assert after_commit["skipped"] == []
     (part,) = api.get("/api/v1/topics/{name}/partitions", name="txn").body
     assert part["last_stable_offset"] == part["high_watermark"] == 6
+
+
+def test_messages_list_an_undecodable_batch_as_skipped_and_go_on_after_it(broker):
+    """A gzip batch of three records whose payload is not gzip (the broker stores it as sent:
+    its CRC is right and produce does not decompress) lies between two good records at
+    offsets 0 and 4. The page lists both good records and, in `skipped`, the bad batch as
+    offsets 1 to 3 with an error; a page starting at the bad batch skips it and goes on to
+    offset 4; a page that stops at `limit` before the bad batch does not report it, and the
+    next page does; a page starting after it reports nothing skipped."""
+    api = AdminApi(broker)
+    create_topic(api, "mixed")
+    (before,) = produce(broker, "mixed", [(b"k", b"before", None, BASE_TS)])
+    bad = produce_raw(broker, "mixed", 0, undecodable_batch(3, BASE_TS + 1))
+    (after,) = produce(broker, "mixed", [(b"k", b"after", None, BASE_TS + 2)])
+    assert (before, bad, after) == (0, 1, 4)
+
+    def shown(page):
+        return ([(m["offset"], m["value"]["text"]) for m in page["messages"]],
+                [(s["base_offset"], s["last_offset"]) for s in page["skipped"]],
+                page["next_offset"])
+
+    page = messages(api, "mixed")
+    assert shown(page) == ([(0, "before"), (4, "after")], [(1, 3)], 5)
+    assert page["skipped"][0]["error"].strip(), page["skipped"]
+    assert page["high_watermark"] == 5
+    assert shown(messages(api, "mixed", offset=1)) == ([(4, "after")], [(1, 3)], 5)
+    assert shown(messages(api, "mixed", offset=4)) == ([(4, "after")], [], 5)
+    assert shown(messages(api, "mixed", limit=1)) == ([(0, "before")], [], 1)
+    assert shown(messages(api, "mixed", offset=1, limit=1)) == ([(4, "after")], [(1, 3)], 5)
+
+
+def test_a_page_ends_early_once_it_has_decompressed_64_mib(broker):
+    """200 gzip records of 600 KiB each (117 MiB decompressed, little on disk), read with
+    limit=500: the first page stops before the high watermark with fewer records than
+    produced, holding at most 64 MiB of values (600 KiB does not divide 64 MiB, so a page
+    that read one batch past the budget would show), and its next_offset is the offset after
+    its last record; following next_offset, the pages return every record exactly once, in
+    order, as produced, with nothing skipped."""
+    api = AdminApi(broker)
+    create_topic(api, "inflated")
+    count, size = 200, 600 << 10
+    values = [bytes([i % 251]) * size for i in range(count)]
+    produce(broker, "inflated", [(None, v, None, BASE_TS + i) for i, v in enumerate(values)],
+            conf={"compression.type": "gzip"})
+    (part,) = api.get("/api/v1/topics/{name}/partitions", name="inflated").body
+    assert part["size_bytes"] < count * size // 10, "the records were not stored compressed"
+
+    first = messages(api, "inflated", limit=500)
+    got = first["messages"]
+    assert 0 < len(got) < count, len(got)
+    assert sum(m["value"]["size"] for m in got) <= PAGE_DECOMPRESSED_BYTES_MAX
+    assert first["next_offset"] == got[-1]["offset"] + 1 < first["high_watermark"] == count
+    assert first["skipped"] == []
+    page = first
+    for _ in range(count):
+        if page["next_offset"] >= page["high_watermark"]:
+            break
+        page = messages(api, "inflated", offset=page["next_offset"], limit=500)
+        assert page["messages"] and page["skipped"] == [], shown_briefly(page)
+        got += page["messages"]
+    assert [m["offset"] for m in got] == list(range(count))
+    for m in got:
+        v = values[m["offset"]]
+        assert m["value"] == data_of(v), m["offset"]
+
+
+def shown_briefly(page):
+    return {k: v for k, v in page.items() if k != "messages"} | {"messages": len(page["messages"])}
 
 
 # -- groups ----------------------------------------------------------------------------------
@@ -987,7 +1193,8 @@ def group_lag(api, group):
 def test_groups_show_members_assignments_committed_offsets_and_lag(quick_group_broker):
     """While a confluent-kafka consumer of group G is alive, /api/v1/groups and
     /api/v1/groups/G show it as describe_consumer_groups does (member id, client id, host,
-    assignment, assignor, Stable), with the committed offsets and metadata that
+    assignment as one entry per topic with its partitions in assignment order, assignor,
+    Stable), with the committed offsets and metadata that
     list_consumer_group_offsets reports and lag = end - committed, which grows as records
     arrive; after the consumer leaves the group is Empty and keeps its offsets. A group that
     only commits offsets is listed with no protocol type."""
@@ -1051,9 +1258,10 @@ def test_groups_show_members_assignments_committed_offsets_and_lag(quick_group_b
         assert only["offsets"] == [{"topic": "events", "partition": 0, "committed_offset": 2,
                                     "log_end_offset": 10, "lag": 8, "metadata": "two"}]
         assert "127.0.0.1" in member["client_host"]
-        assert sorted((a["topic"], a["partition"]) for a in member["assignments"]) == \
-            sorted((tp.topic, tp.partition) for tp in km.assignment.topic_partitions) == \
-            [("events", 0), ("events", 1)]
+        (assigned,) = member["assignments"]
+        assert (assigned["topic"], sorted(assigned["partitions"])) == ("events", [0, 1])
+        assert [(assigned["topic"], p) for p in assigned["partitions"]] == \
+            [(tp.topic, tp.partition) for tp in km.assignment.topic_partitions]
 
         produce_values(broker, "events", 1, [b"late"] * 5)
         g = group_lag(api, "G")
@@ -1307,6 +1515,167 @@ def test_bad_paths_queries_and_methods_get_4xx_json_errors_with_specific_codes(b
         assert_error(reply, status, code, what)
     internal = api.get("/api/v1/topics/{name}", name="__consumer_offsets")
     assert internal.status == 200 and internal.body["internal"] is True
+
+
+# -- requests from elsewhere -----------------------------------------------------------------
+
+# Host headers a loopback listener refuses (DNS rebinding) and accepts; {port} is its port.
+FOREIGN_HOSTS = ["evil.example", "evil.example:{port}", "127.0.0.1.evil.example:{port}",
+                 "localhost.evil.example", "10.0.0.1:{port}", "0.0.0.0:{port}", "[::2]:{port}"]
+LOOPBACK_HOSTS = ["localhost", "localhost:{port}", "127.0.0.1", "127.0.0.1:{port}",
+                  "127.1.2.3:{port}", "[::1]", "[::1]:{port}"]
+# A path for every parameter of the templates, and a body for the operations that read one.
+PARAMS = {"node_id": 0, "name": "t", "partition": 0, "group_id": "g"}
+BODIES = {("/api/v1/topics", "post"): {"name": "from-elsewhere"},
+          ("/api/v1/topics/{name}/configs", "patch"): {"retention.ms": "1"}}
+
+
+def test_foreign_host_headers_are_refused_on_every_operation(broker):
+    """On a loopback listener, a Host header that is not localhost, 127.x.y.z or [::1]
+    (with or without a port) is 403 `forbidden` as JSON on every operation of the document,
+    the console, /metrics and /openapi.json included, and a write with one changes nothing;
+    names that only start like a loopback name are foreign too. Loopback names with and
+    without a port, and a request with no Host header at all, are answered."""
+    api = AdminApi(broker)
+    create_topic(api, "t")
+    configs_before = api.get("/api/v1/topics/{name}/configs", name="t").body
+    port = api.port
+    for host in FOREIGN_HOSTS:
+        host = host.format(port=port)
+        for template in ("/api/v1/cluster", "/", "/metrics", "/openapi.json"):
+            assert_error(api.call("GET", template, host=host), 403, "forbidden",
+                         f"GET {template} with Host {host}")
+    for template, method in sorted(SPEC_OPERATIONS):
+        params = {k: v for k, v in PARAMS.items() if "{" + k + "}" in template}
+        r = api.call(method.upper(), template, params,
+                     json_body=BODIES.get((template, method)), host="evil.example")
+        assert_error(r, 403, "forbidden", f"{method.upper()} {template} with Host evil.example")
+    assert [t["name"] for t in api.get("/api/v1/topics").body] == ["t"]
+    assert api.get("/api/v1/topics/{name}/configs", name="t").body == configs_before
+
+    for host in LOOPBACK_HOSTS + [None]:
+        host = host and host.format(port=port)
+        r = api.call("GET", "/api/v1/cluster", host=host)
+        assert r.status == 200, f"Host {host}: {r}"
+        page = api.call("GET", "/", host=host)
+        assert page.status == 200 and "<html" in page.body.lower(), f"Host {host}: {page}"
+
+
+def test_cross_site_writes_are_refused_and_same_origin_writes_accepted(broker):
+    """A POST, PATCH or DELETE whose Origin header is not http:// plus its Host header (another
+    site, `null`, https, or another name for the same listener) is 403 `forbidden` and changes
+    nothing; with the matching Origin, under either loopback name, or with no Origin the write
+    is done; a GET from another origin is answered (reads are not refused)."""
+    api = AdminApi(broker)
+    create_topic(api, "kept")
+    configs_before = api.get("/api/v1/topics/{name}/configs", name="kept").body
+    same = f"http://{api.host}"
+    for origin in ("http://evil.example", "null", f"https://{api.host}",
+                   f"http://localhost:{api.port}", same + ".evil.example"):
+        what = f"with Origin {origin}"
+        headers = {"Origin": origin}
+        assert_error(api.call("POST", "/api/v1/topics", json_body={"name": "planted"},
+                              headers=headers), 403, "forbidden", "POST " + what)
+        assert_error(api.call("PATCH", "/api/v1/topics/{name}/configs", {"name": "kept"},
+                              json_body={"retention.ms": "1"}, headers=headers),
+                     403, "forbidden", "PATCH " + what)
+        assert_error(api.call("DELETE", "/api/v1/topics/{name}", {"name": "kept"},
+                              headers=headers), 403, "forbidden", "DELETE " + what)
+    assert [t["name"] for t in api.get("/api/v1/topics").body] == ["kept"]
+    assert api.get("/api/v1/topics/{name}/configs", name="kept").body == configs_before
+
+    read = api.call("GET", "/api/v1/topics", headers={"Origin": "http://evil.example"})
+    assert read.status == 200 and [t["name"] for t in read.body] == ["kept"]
+    r = api.call("POST", "/api/v1/topics", json_body={"name": "same-origin"},
+                 headers={"Origin": same})
+    assert r.status == 201, r
+    r = api.call("POST", "/api/v1/topics", json_body={"name": "by-localhost"},
+                 headers={"Origin": f"http://localhost:{api.port}"},
+                 host=f"localhost:{api.port}")
+    assert r.status == 201, r
+    r = api.call("PATCH", "/api/v1/topics/{name}/configs", {"name": "kept"},
+                 json_body={"retention.ms": "1000"}, headers={"Origin": same})
+    assert r.status == 200, r
+    r = api.call("DELETE", "/api/v1/topics/{name}", {"name": "same-origin"},
+                 headers={"Origin": same})
+    assert (r.status, r.body) == (200, {"deleted": "same-origin"})
+    assert [t["name"] for t in api.get("/api/v1/topics").body] == ["by-localhost", "kept"]
+
+
+def test_json_writes_need_an_application_json_content_type(broker):
+    """POST /api/v1/topics and PATCH /configs with a text/plain, look-alike or missing
+    Content-Type are 415 `unsupported_media_type`, even for a body that is not JSON at all
+    (the type is checked first), and change nothing; application/json with a charset
+    parameter, or in other letter case, is accepted."""
+    api = AdminApi(broker)
+    create_topic(api, "typed")
+    configs_before = api.get("/api/v1/topics/{name}/configs", name="typed").body
+    refused = ["text/plain", "text/plain; charset=utf-8", "application/x-www-form-urlencoded",
+               "application/jsonx", "application/json-patch+json", None]
+    for content_type in refused:
+        what = f"Content-Type {content_type}"
+        assert_error(api.call("POST", "/api/v1/topics", json_body={"name": "untyped"},
+                              content_type=content_type),
+                     415, "unsupported_media_type", "POST " + what)
+        assert_error(api.call("PATCH", "/api/v1/topics/{name}/configs", {"name": "typed"},
+                              json_body={"retention.ms": "1"}, content_type=content_type),
+                     415, "unsupported_media_type", "PATCH " + what)
+    for method, template in (("POST", "/api/v1/topics"),
+                             ("PATCH", "/api/v1/topics/{name}/configs")):
+        assert_error(api.call(method, template, {"name": "typed"}, raw_body=b"name=x&y",
+                              content_type="text/plain"),
+                     415, "unsupported_media_type", f"{method} of a form body as text/plain")
+    assert [t["name"] for t in api.get("/api/v1/topics").body] == ["typed"]
+    assert api.get("/api/v1/topics/{name}/configs", name="typed").body == configs_before
+
+    for i, content_type in enumerate(["application/json; charset=utf-8",
+                                      "Application/JSON", "application/json ; charset=UTF-8"]):
+        r = api.call("POST", "/api/v1/topics", json_body={"name": f"typed-{i}"},
+                     content_type=content_type)
+        assert r.status == 201, f"{content_type}: {r}"
+        r = api.call("PATCH", "/api/v1/topics/{name}/configs", {"name": "typed"},
+                     json_body={"retention.ms": str(1000 + i)}, content_type=content_type)
+        assert r.status == 200, f"{content_type}: {r}"
+        assert {c["name"]: c["value"] for c in r.body}["retention.ms"] == str(1000 + i)
+
+
+def test_at_most_32_event_streams_are_served_at_once(broker):
+    """With 32 streams open (each has sent its first event), the 33rd is 429
+    `too_many_requests` as JSON; once one of the 32 is closed a new stream is served again
+    (the server notices within an interval of the closed one), and with 32 open again the
+    next one is refused again."""
+    api = AdminApi(broker)
+    streams = []
+    try:
+        for _ in range(STREAMS_MAX):
+            refusal, s = api.open_stream({"interval_ms": 100}, timeout=10)
+            assert refusal is None, f"stream {len(streams) + 1} refused: {refusal}"
+            streams.append(s)
+            s.read(1)
+        refusal, s = api.open_stream({"interval_ms": 100}, timeout=10)
+        streams += [s] if s else []
+        assert s is None, "a 33rd stream was served"
+        assert_error(refusal, 429, "too_many_requests", "the 33rd stream")
+
+        streams.pop(0).close()
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            refusal, s = api.open_stream({"interval_ms": 100}, timeout=10)
+            if s is not None:
+                break
+            assert_error(refusal, 429, "too_many_requests", "a stream while 32 may be open")
+            assert time.monotonic() < deadline, f"no stream served {WAIT_S}s after one closed"
+            time.sleep(0.05)
+        streams.append(s)
+        ((name, _),) = s.read(1)
+        assert name == "stats"
+        refusal, s = api.open_stream({"interval_ms": 100}, timeout=10)
+        streams += [s] if s else []
+        assert s is None, "a 33rd stream was served after a closed one was replaced"
+        assert_error(refusal, 429, "too_many_requests", "the 33rd stream again")
+    finally:
+        for s in streams:
+            s.close()
 
 
 # -- coverage --------------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 What it proves: records produced with confluent-kafka appear in the console's topic list and
 message browser exactly as produced (offsets, ISO timestamps, keys, UTF-8 values, headers, a
 tombstone, a binary value shown in hex, paging through next_offset, starting at a timestamp);
-a JSON API error reaches the error banner; internal topics stay hidden until asked for; and a
-consumer group's per-partition lag shown by the page follows new records and new commits from
-the live stats stream, without the page being reloaded.
+a batch the broker cannot decode is shown as a warning row, naming its offsets and the error,
+between the records around it; a JSON API error reaches the error banner; internal topics stay
+hidden until asked for; a group member's assignment is shown per topic; and a consumer group's
+per-partition lag shown by the page follows new records and new commits from the live stats
+stream, without the page being reloaded.
 
 Chromium and chromedriver come from Debian (`chromium`, `chromium-driver`; scripts/test installs
 them). Selenium is given both paths, so Selenium Manager never downloads a browser or driver.
@@ -26,11 +28,15 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from test_admin_api import produce_raw, undecodable_batch
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT_S = 30
 TOPIC = "console-orders"
+# A one-partition topic with a batch the broker cannot decode between two good records.
+DAMAGED = "console-damaged"
 GROUP = "console-readers"
 BASE_TS = 1_700_000_000_000
 BINARY = bytes([0x00, 0xFF, 0xDE, 0xAD, 0xBE, 0xEF])  # 0xff is never valid UTF-8
@@ -52,12 +58,12 @@ def iso(ms):
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def produce(broker, records, first_index):
+def produce(broker, records, first_index, topic=TOPIC):
     """Produces (key, value, headers) records to partition 0 and waits for every ack."""
     errors = []
     p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0})
     for i, (k, v, hdrs) in enumerate(records, start=first_index):
-        p.produce(TOPIC, key=k, value=v, headers=hdrs or None, partition=0,
+        p.produce(topic, key=k, value=v, headers=hdrs or None, partition=0,
                   timestamp=BASE_TS + i * 1000,
                   on_delivery=lambda err, msg: err and errors.append(err))
     assert p.flush(WAIT_S) == 0, "records still queued after flush"
@@ -126,6 +132,10 @@ def message_rows(driver, count):
                 lambda d: (rows := read_rows(d)) and len(rows) == count and rows)
 
 
+def screenshot(driver, path):
+    assert driver.save_screenshot(str(path)), f"no screenshot written to {path}"
+
+
 def test_console_shows_topics_messages_and_live_group_lag(broker, chrome):
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic(TOPIC, 2, 1)])[TOPIC].result(WAIT_S)
@@ -133,6 +143,7 @@ def test_console_shows_topics_messages_and_live_group_lag(broker, chrome):
     driver = chrome
     console = broker.admin_url + "/"
     shots = ROOT / "target"
+    shots.mkdir(exist_ok=True)
 
     # -- topic list: the new topic, its partition and message counts ----------------------
     driver.get(console)
@@ -147,7 +158,7 @@ def test_console_shows_topics_messages_and_live_group_lag(broker, chrome):
     wait(driver, "the cluster id in the header",
          lambda d: css(d, '[data-testid="cluster-id"]').text not in ("", "…"))
     wait(driver, "readiness", text_is('[data-testid="readiness"]', "ready"))
-    driver.save_screenshot(str(shots / "console-topics.png"))
+    screenshot(driver, shots / "console-topics.png")
 
     # -- topic view, reached by clicking the row --------------------------------------------
     css(driver, row + " a").click()
@@ -179,8 +190,7 @@ def test_console_shows_topics_messages_and_live_group_lag(broker, chrome):
     assert "".join(read_rows(driver)[4]["value"].text.split()) == "grüße aus sluice".encode().hex()
     css(driver, '[data-testid="display-text"]').click()
     wait(driver, "keys as text again", lambda d: read_rows(d)[0]["key"].text == "user-1")
-    shots.mkdir(exist_ok=True)
-    driver.save_screenshot(str(shots / "console-messages.png"))
+    screenshot(driver, shots / "console-messages.png")
 
     # Paging by next_offset, two records a page, then starting at a timestamp.
     driver.get(console + f"#/topics/{TOPIC}/0/messages?offset=0&limit=2")
@@ -199,6 +209,30 @@ def test_console_shows_topics_messages_and_live_group_lag(broker, chrome):
     css(driver, '[data-testid="load-messages"]').click()
     wait(driver, "records from the datetime input", lambda d: offsets_shown(d) == [2, 3, 4])
     assert f"timestamp={BASE_TS + 2000}" in driver.current_url
+
+    # -- a batch that cannot be decoded: a warning row between the records around it ---------
+    admin.create_topics([NewTopic(DAMAGED, 1, 1)])[DAMAGED].result(WAIT_S)
+    produce(broker, [(b"k", b"before the damage", [])], 0, topic=DAMAGED)
+    assert produce_raw(broker, DAMAGED, 0, undecodable_batch(3, BASE_TS + 1000)) == 1
+    produce(broker, [(b"k", b"after the damage", [])], 4, topic=DAMAGED)
+    driver.get(console + f"#/topics/{DAMAGED}/0/messages")
+    skipped = '[data-testid="skipped-row"]'
+    wait(driver, "the skipped batch", lambda d: css(d, skipped))
+    rows = message_rows(driver, 2)
+    assert [(r["offset"], r["value"].text) for r in rows] == \
+        [(0, "before the damage"), (4, "after the damage")]
+    (bad,) = driver.find_elements(By.CSS_SELECTOR, skipped)
+    assert (bad.get_attribute("data-base-offset"), bad.get_attribute("data-last-offset")) == \
+        ("1", "3")
+    assert bad.is_displayed()
+    assert bad.find_element(By.CSS_SELECTOR, '[data-testid="skipped-offsets"]').text == \
+        "offsets 1–3"
+    assert bad.find_element(By.CSS_SELECTOR, '[data-testid="skipped-error"]').text.strip()
+    order = [r.get_attribute("data-testid") for r in
+             css(driver, '[data-testid="messages-table"] tbody').find_elements(By.TAG_NAME, "tr")]
+    assert order == ["message-row", "skipped-row", "message-row"], order
+    notice = css(driver, '[data-testid="messages-notice"]')
+    assert notice.is_displayed() and "could not be decoded" in notice.text, notice.text
 
     # -- a JSON error from the API lands in the banner --------------------------------------
     driver.get(console + "#/topics/no-such-topic")
@@ -220,8 +254,12 @@ def test_console_shows_topics_messages_and_live_group_lag(broker, chrome):
         css(driver, group_row + " a").click()
         lag = f'[data-testid="lag"][data-topic="{TOPIC}"][data-partition="0"]'
         wait(driver, "partition 0's lag", text_is(lag, "3"))
+        # One consumer holds both partitions: one line for the topic, partitions listed.
         wait(driver, "the member and its assignment",
-             lambda d: TOPIC in css(d, '[data-testid="member-row"]').text)
+             text_is('[data-testid="member-row"] [data-testid="member-assignment"]'
+                     f'[data-topic="{TOPIC}"]', f"{TOPIC}: 0, 1"))
+        assert len(driver.find_elements(By.CSS_SELECTOR,
+                                        '[data-testid="member-assignment"]')) == 1
 
         # A reload would drop this marker; the updates below must arrive without one.
         driver.execute_script("window.__sluiceNoReload = true;")
@@ -241,7 +279,7 @@ def test_console_shows_topics_messages_and_live_group_lag(broker, chrome):
             wait(driver, f"points on {chart}",
                  lambda d, chart=chart: int(css(d, f'[data-testid="{chart}"]').get_attribute("data-points") or 0)
                  >= 2)
-        driver.save_screenshot(str(shots / "console.png"))
+        screenshot(driver, shots / "console.png")
     finally:
         consumer.close()
 

@@ -437,9 +437,13 @@ impl BrokerConfig {
             "admin.listen" => {
                 self.admin_listen = match value {
                     "" | "off" | "none" => None,
-                    _ => Some(value.parse().map_err(|_| {
-                        format!("{key}={value}: expected an IP address and port, or off")
-                    })?),
+                    // A host name (`localhost:9644`) is resolved once, here.
+                    _ => Some(
+                        std::net::ToSocketAddrs::to_socket_addrs(value)
+                            .ok()
+                            .and_then(|mut addrs| addrs.next())
+                            .ok_or_else(|| format!("{key}={value}: expected HOST:PORT, or off"))?,
+                    ),
                 }
             }
             "metrics.enabled" => self.metrics_enabled = parse(key, value)?,

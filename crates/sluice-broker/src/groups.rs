@@ -15,12 +15,35 @@ use sluice_group::{
     CoordinatorConfig, GroupCoordinator, JoinResponse, Output, Record, SyncResponse, WaiterId,
 };
 use sluice_records::{BatchBuilder, NewRecord};
-use sluice_storage::{StorageError, UnifiedLog};
+use sluice_storage::{LogManager, StorageError, UnifiedLog};
 use tokio::sync::oneshot;
 
 use crate::flusher::FlushWait;
 use crate::internal_topic::{self, ReplayCounts};
 use crate::{now_ms, BrokerState};
+
+/// A committed offset and how far behind the partition's end it is.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct OffsetLag {
+    pub topic: String,
+    pub partition: i32,
+    pub committed_offset: i64,
+    pub log_end_offset: i64,
+    pub lag: i64,
+    pub metadata: String,
+}
+
+/// A group's committed offsets with their lag; see [`Groups::lags`].
+#[derive(Debug, Clone)]
+pub(crate) struct GroupLag {
+    pub group_id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub members: usize,
+    /// The sum of `offsets[].lag`.
+    pub lag: i64,
+    pub offsets: Vec<OffsetLag>,
+}
 
 /// The internal topic holding committed offsets and group metadata.
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -179,6 +202,54 @@ impl Groups {
     /// Reads the coordinator without changing it.
     pub fn read<R>(&self, f: impl FnOnce(&GroupCoordinator) -> R) -> R {
         f(&self.lock().coordinator)
+    }
+
+    /// Every group with its member count and the lag of each committed offset, for metrics,
+    /// the admin API and the console. Lag is the partition's end minus the committed offset
+    /// (never negative); offsets of partitions that no longer exist are left out. The
+    /// coordinator lock is released before any log is looked at.
+    pub fn lags(&self, logs: &LogManager) -> Vec<GroupLag> {
+        let groups = self.read(|c| {
+            c.list_groups(&[])
+                .into_iter()
+                .map(|g| {
+                    let members = c.member_count(&g.group_id);
+                    let offsets = c.fetch_offsets(&g.group_id, None);
+                    (g, members, offsets)
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut out: Vec<GroupLag> = groups
+            .into_iter()
+            .map(|(listing, members, offsets)| {
+                let mut offsets: Vec<OffsetLag> = offsets
+                    .into_iter()
+                    .filter_map(|(topic, partition, committed)| {
+                        let committed = committed?;
+                        let end = logs.partition(&topic, partition)?.log_end_offset();
+                        Some(OffsetLag {
+                            lag: (end - committed.offset).max(0),
+                            topic,
+                            partition,
+                            committed_offset: committed.offset,
+                            log_end_offset: end,
+                            metadata: committed.metadata,
+                        })
+                    })
+                    .collect();
+                offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+                GroupLag {
+                    group_id: listing.group_id,
+                    state: listing.state.name(),
+                    protocol_type: listing.protocol_type,
+                    members,
+                    lag: offsets.iter().map(|o| o.lag).sum(),
+                    offsets,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out
     }
 
     /// Moves the coordinator's clock: expires sessions, completes rebalances, expires

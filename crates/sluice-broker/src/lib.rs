@@ -79,13 +79,14 @@ impl RunningBroker {
             .task
             .await
             .map_err(|e| format!("broker task failed: {e}"))?;
-        if let Some(admin) = self.admin_task {
+        if let Some(mut admin) = self.admin_task {
             // Open SSE streams end on the shutdown signal; idle connections close at once.
-            if tokio::time::timeout(ADMIN_SHUTDOWN_TIMEOUT, admin)
+            if tokio::time::timeout(ADMIN_SHUTDOWN_TIMEOUT, &mut admin)
                 .await
                 .is_err()
             {
-                tracing::warn!("admin listener did not stop in time");
+                tracing::warn!("admin listener did not stop in time; aborting it");
+                admin.abort();
             }
         }
         result
@@ -126,9 +127,15 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
         }
         None => None,
     };
-    open(config, metrics, shutdown_tx, shutdown_rx, admin).await
+    let abort_admin = admin.as_ref().map(|(_, task)| task.abort_handle());
+    let opened = open(config, metrics, shutdown_tx, shutdown_rx, admin).await;
+    if let (Err(_), Some(admin)) = (&opened, abort_admin) {
+        admin.abort();
+    }
+    opened
 }
 
+/// Everything after the admin listener; on an error the caller stops that listener.
 async fn open(
     config: BrokerConfig,
     metrics: Arc<metrics::Metrics>,
@@ -136,11 +143,6 @@ async fn open(
     shutdown_rx: watch::Receiver<bool>,
     admin: Option<(Arc<admin::Admin>, tokio::task::JoinHandle<()>)>,
 ) -> Result<RunningBroker, String> {
-    let stop_admin = |admin: Option<(_, tokio::task::JoinHandle<()>)>| {
-        if let Some((_, task)) = admin {
-            task.abort();
-        }
-    };
     let data_dir = config.data_dir.clone();
     let log_defaults = config.log.clone();
     let started = std::time::Instant::now();
@@ -148,22 +150,13 @@ async fn open(
     let logs =
         tokio::task::spawn_blocking(move || LogManager::open(&data_dir, log_defaults, durability))
             .await
-            .map_err(|e| format!("opening the data directory panicked: {e}"))
-            .and_then(|opened| {
-                opened.map_err(|e| {
-                    format!(
-                        "cannot open data directory {}: {e}",
-                        config.data_dir.display()
-                    )
-                })
-            });
-    let logs = match logs {
-        Ok(logs) => logs,
-        Err(e) => {
-            stop_admin(admin);
-            return Err(e);
-        }
-    };
+            .map_err(|e| format!("opening the data directory panicked: {e}"))?
+            .map_err(|e| {
+                format!(
+                    "cannot open data directory {}: {e}",
+                    config.data_dir.display()
+                )
+            })?;
     let partitions: usize = logs.topics().iter().map(|t| t.partitions.len()).sum();
     tracing::info!(
         data_dir = %config.data_dir.display(),
@@ -172,13 +165,9 @@ async fn open(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "log manager opened"
     );
-    let listener = match TcpListener::bind(config.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            stop_admin(admin);
-            return Err(format!("cannot listen on {}: {e}", config.listen));
-        }
-    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let advertised = config
         .advertised

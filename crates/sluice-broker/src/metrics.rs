@@ -1,8 +1,9 @@
 //! Broker metrics, exposed in OpenMetrics text at `GET /metrics` on the admin listener.
 //!
 //! Counters and histograms live in [`Metrics`] and are bumped on the request path; handles
-//! for every API key are resolved once at start-up and per topic on first use, so recording
-//! is an atomic add or a short histogram lock, never a label-set allocation. Values that are
+//! for every API key and phase are resolved once at start-up and per topic on first use, so
+//! recording is an atomic add or a short histogram lock, never a label-set allocation (error
+//! counts, which are rare, are looked up by label). Values that are
 //! state rather than events (log sizes, offsets, group lag, memory) are read at scrape time
 //! by [`encode`]. With `metrics.enabled=false` every recording method returns at once.
 //!
@@ -78,6 +79,37 @@ struct ApiHandles {
     seconds: Histogram,
 }
 
+/// The phase histograms, resolved once.
+#[derive(Debug, Clone)]
+struct PhaseHandles {
+    produce_queue: Histogram,
+    produce_append: Histogram,
+    produce_fsync: Histogram,
+    produce_send: Histogram,
+    fetch_queue: Histogram,
+    fetch_read: Histogram,
+    fetch_wait: Histogram,
+    fetch_send: Histogram,
+}
+
+impl PhaseHandles {
+    fn new(produce: &Histograms<PhaseLabels>, fetch: &Histograms<PhaseLabels>) -> Self {
+        let get = |family: &Histograms<PhaseLabels>, phase| {
+            family.get_or_create(&PhaseLabels { phase }).clone()
+        };
+        Self {
+            produce_queue: get(produce, "queue"),
+            produce_append: get(produce, "append"),
+            produce_fsync: get(produce, "fsync"),
+            produce_send: get(produce, "send"),
+            fetch_queue: get(fetch, "queue"),
+            fetch_read: get(fetch, "read"),
+            fetch_wait: get(fetch, "wait"),
+            fetch_send: get(fetch, "send"),
+        }
+    }
+}
+
 /// The counters of one topic.
 #[derive(Debug, Clone)]
 pub(crate) struct TopicHandles {
@@ -96,15 +128,18 @@ pub(crate) struct TopicTraffic {
     pub messages_out: u64,
 }
 
-/// Where one request's time went, measured by the connection pipeline.
+/// Where one request's time went, measured by the connection pipeline from the moment its
+/// frame has been read (the reader dispatches at once, so requests never wait before their
+/// handler).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestTiming {
     pub api_key: i16,
-    /// Waiting for its turn: frame read to handler start, plus response ready to written.
+    /// The finished response waiting behind earlier responses on its connection (answers go
+    /// out in request order).
     pub queue: Duration,
-    /// The handler's synchronous part (for Produce: validation and the append).
+    /// The handler's synchronous part: decoding, validation, and for Produce the append.
     pub local: Duration,
-    /// The handler's future (for Produce: the fsync; for Fetch: reads and the long poll).
+    /// The handler's future: for Produce the fsync wait, for Fetch reads and the long poll.
     pub remote: Duration,
     /// Writing the response to the socket.
     pub send: Duration,
@@ -121,6 +156,7 @@ pub(crate) struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     produce_phase: Histograms<PhaseLabels>,
     fetch_phase: Histograms<PhaseLabels>,
+    phases: PhaseHandles,
     fsync_seconds: Histogram,
     topics: RwLock<HashMap<String, TopicHandles>>,
     bytes_in: Family<TopicLabels, Counter>,
@@ -164,6 +200,10 @@ impl Metrics {
             apis[key] = Some(handles(format!("{api:?}")));
         }
         let unknown_api = handles("Unknown".to_string());
+        let produce_phase: Histograms<PhaseLabels> =
+            Family::new_with_constructor(latency_histogram);
+        let fetch_phase: Histograms<PhaseLabels> = Family::new_with_constructor(latency_histogram);
+        let phases = PhaseHandles::new(&produce_phase, &fetch_phase);
         let mut metrics = Self {
             enabled,
             started: Instant::now(),
@@ -172,8 +212,9 @@ impl Metrics {
             requests,
             request_seconds,
             errors: Family::default(),
-            produce_phase: Family::new_with_constructor(latency_histogram),
-            fetch_phase: Family::new_with_constructor(latency_histogram),
+            produce_phase,
+            fetch_phase,
+            phases,
             fsync_seconds: latency_histogram(),
             topics: RwLock::new(HashMap::new()),
             bytes_in: Family::default(),
@@ -354,7 +395,7 @@ impl Metrics {
     pub fn error_codes(&self, api_key: i16, codes: impl IntoIterator<Item = i16>) {
         if self.enabled {
             for code in codes.into_iter().filter(|&c| c != 0) {
-                self.error(api_key, &error_name(code));
+                self.error(api_key, &sluice_protocol::error_name(code));
             }
         }
     }
@@ -368,37 +409,35 @@ impl Metrics {
         self.api(t.api_key).seconds.observe(total.as_secs_f64());
         const PRODUCE: i16 = kafka_protocol::messages::ApiKey::Produce as i16;
         const FETCH: i16 = kafka_protocol::messages::ApiKey::Fetch as i16;
-        let phases: &[(&'static str, Duration)] = match t.api_key {
+        let p = &self.phases;
+        // The waits in the handlers' futures (the produce fsync, the fetch's reads and long
+        // poll) are recorded by the handlers, which know what they waited for.
+        let phases: &[(&Histogram, Duration)] = match t.api_key {
             PRODUCE => &[
-                ("queue", t.queue),
-                ("append", t.local),
-                ("fsync", t.remote),
-                ("send", t.send),
+                (&p.produce_queue, t.queue),
+                (&p.produce_append, t.local),
+                (&p.produce_send, t.send),
             ],
-            // Fetch records its read and wait time itself (both happen in its future).
-            FETCH => &[("queue", t.queue + t.local), ("send", t.send)],
+            FETCH => &[(&p.fetch_queue, t.queue), (&p.fetch_send, t.send)],
             _ => &[],
         };
-        let family = if t.api_key == PRODUCE {
-            &self.produce_phase
-        } else {
-            &self.fetch_phase
-        };
-        for &(phase, d) in phases {
-            family
-                .get_or_create(&PhaseLabels { phase })
-                .observe(d.as_secs_f64());
+        for (histogram, d) in phases {
+            histogram.observe(d.as_secs_f64());
+        }
+    }
+
+    /// How long an acks=all produce waited for its fsync.
+    pub fn produce_fsync(&self, waited: Duration) {
+        if self.enabled {
+            self.phases.produce_fsync.observe(waited.as_secs_f64());
         }
     }
 
     /// Time a fetch spent reading logs and waiting for data (its long poll).
     pub fn fetch_read_and_wait(&self, read: Duration, wait: Duration) {
         if self.enabled {
-            for (phase, d) in [("read", read), ("wait", wait)] {
-                self.fetch_phase
-                    .get_or_create(&PhaseLabels { phase })
-                    .observe(d.as_secs_f64());
-            }
+            self.phases.fetch_read.observe(read.as_secs_f64());
+            self.phases.fetch_wait.observe(wait.as_secs_f64());
         }
     }
 
@@ -411,6 +450,12 @@ impl Metrics {
         {
             return h.clone();
         }
+        // Created under the write lock that `topic_deleted` takes too, so the map never
+        // holds handles whose series were removed.
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = topics.get(name) {
+            return h.clone();
+        }
         let labels = TopicLabels {
             topic: name.to_string(),
         };
@@ -420,10 +465,7 @@ impl Metrics {
             bytes_out: self.bytes_out.get_or_create(&labels).clone(),
             messages_out: self.messages_out.get_or_create(&labels).clone(),
         };
-        self.topics
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), handles.clone());
+        topics.insert(name.to_string(), handles.clone());
         handles
     }
 
@@ -447,10 +489,8 @@ impl Metrics {
 
     /// Forgets a deleted topic's series.
     pub fn topic_deleted(&self, topic: &str) {
-        self.topics
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(topic);
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        topics.remove(topic);
         let labels = TopicLabels {
             topic: topic.to_string(),
         };
@@ -543,26 +583,6 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// The Kafka name of an error code, as in the protocol guide (`UNKNOWN_TOPIC_OR_PARTITION`).
-pub(crate) fn error_name(code: i16) -> String {
-    // Codes the codec does not know come back as `Unknown(code)`.
-    match kafka_protocol::ResponseError::try_from_code(code).map(|e| format!("{e:?}")) {
-        Some(name) if name.chars().all(|c| c.is_ascii_alphanumeric()) => screaming_snake(&name),
-        _ => format!("ERROR_{code}"),
-    }
-}
-
-fn screaming_snake(camel: &str) -> String {
-    let mut out = String::with_capacity(camel.len() + 8);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
-}
-
 /// The production [`Durability`] with every sync timed into `sluice_fsync_duration_seconds`.
 #[derive(Debug)]
 pub(crate) struct TimedFsync(pub Arc<Metrics>);
@@ -650,7 +670,7 @@ fn register_group_gauges(registry: &mut Registry, state: &BrokerState) {
     let lag = Family::<GroupPartitionLabels, Gauge>::default();
     let committed = Family::<GroupPartitionLabels, Gauge>::default();
     let members = Family::<GroupLabels, Gauge>::default();
-    for group in crate::admin::group_lags(state) {
+    for group in state.groups.lags(&state.logs) {
         members
             .get_or_create(&GroupLabels {
                 group: group.group_id.clone(),
@@ -723,13 +743,6 @@ pub(crate) fn process_memory() -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_names_are_kafkas() {
-        assert_eq!(error_name(3), "UNKNOWN_TOPIC_OR_PARTITION");
-        assert_eq!(error_name(-1), "UNKNOWN_SERVER_ERROR");
-        assert_eq!(error_name(i16::MAX), format!("ERROR_{}", i16::MAX));
-    }
 
     #[test]
     fn disabled_metrics_record_nothing() {

@@ -200,6 +200,9 @@ async fn write_responses(
     {
         match response.await {
             Ok((Ok(Some(answer)), ready)) => {
+                // Counted before the client can see the response; only the timings need
+                // the write to have finished.
+                metrics.error_codes(api_key, answer.errors);
                 let sending = Instant::now();
                 if write_all_vectored(&mut writer, &answer.chunks)
                     .await
@@ -207,7 +210,6 @@ async fn write_responses(
                 {
                     return;
                 }
-                metrics.error_codes(api_key, answer.errors);
                 if let Some((received, local)) = timing {
                     let remote = ready.saturating_duration_since(received + local);
                     metrics.responded(&RequestTiming {

@@ -1114,6 +1114,11 @@ impl GroupCoordinator {
             .collect()
     }
 
+    /// How many members a group has (0 for an unknown group).
+    pub fn member_count(&self, group_id: &str) -> usize {
+        self.groups.get(group_id).map_or(0, |g| g.members.len())
+    }
+
     /// A group as DescribeGroups shows it; an unknown group is `Dead` with no members.
     pub fn describe_group(&self, group_id: &str) -> GroupDescription {
         let Some(g) = self.groups.get(group_id) else {

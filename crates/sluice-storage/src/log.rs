@@ -95,6 +95,8 @@ pub struct AppendOutcome {
     /// The broker-assigned timestamp for LogAppendTime topics, else -1.
     pub log_append_time: i64,
     pub log_start_offset: i64,
+    /// An idempotent retry of batches already in the log: nothing was written.
+    pub duplicate: bool,
 }
 
 /// What one retention pass over a log did.
@@ -485,6 +487,7 @@ impl UnifiedLog {
                 last_offset,
                 log_append_time: -1,
                 log_start_offset: inner.log_start_offset,
+                duplicate: true,
             });
         }
         let base_offset = inner.log_end_offset;
@@ -566,6 +569,7 @@ impl UnifiedLog {
             last_offset: offset - 1,
             log_append_time: if log_append { now_ms } else { -1 },
             log_start_offset: inner.log_start_offset,
+            duplicate: false,
         })
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,7 +24,8 @@ use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use sluice_storage::{Topic, TOPIC_CONFIG_NAMES};
 
-use super::{messages, Admin, ApiError, ApiResult, Shared};
+use super::{messages, Admin, ApiError, ApiResult, Shared, MAX_STREAMS};
+use crate::groups::OffsetLag;
 use crate::handlers::str_bytes;
 use crate::BrokerState;
 
@@ -72,8 +73,24 @@ pub(super) fn int_param(pairs: &[(String, String)], name: &str) -> ApiResult<Opt
         .transpose()
 }
 
-/// Parses a JSON body; any failure (syntax, types, unknown fields) is a 400.
-fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+/// Parses a JSON body: `Content-Type: application/json` or 415; then any failure (syntax,
+/// types, unknown fields) is a 400.
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<T> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+            message: "the body must be JSON, sent as Content-Type: application/json".into(),
+        });
+    }
     let body = body?;
     serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
 }
@@ -96,7 +113,7 @@ fn internal_topic(name: &str) -> ApiError {
 /// An error code from a Kafka-protocol handler, as an HTTP error.
 fn kafka_error(code: i16, message: Option<String>) -> ApiError {
     let e = ResponseError::try_from_code(code);
-    let message = message.unwrap_or_else(|| crate::metrics::error_name(code));
+    let message = message.unwrap_or_else(|| sluice_protocol::error_name(code));
     let (status, code) = match e {
         Some(ResponseError::TopicAlreadyExists) => (StatusCode::CONFLICT, "topic_exists"),
         Some(ResponseError::UnknownTopicOrPartition) => (StatusCode::NOT_FOUND, "not_found"),
@@ -105,7 +122,16 @@ fn kafka_error(code: i16, message: Option<String>) -> ApiError {
         Some(ResponseError::KafkaStorageError) => {
             (StatusCode::SERVICE_UNAVAILABLE, "storage_error")
         }
-        _ => (StatusCode::BAD_REQUEST, "bad_request"),
+        Some(
+            ResponseError::InvalidPartitions
+            | ResponseError::InvalidReplicationFactor
+            | ResponseError::InvalidReplicaAssignment
+            | ResponseError::InvalidRequest
+            | ResponseError::PolicyViolation
+            | ResponseError::InvalidRecord,
+        ) => (StatusCode::BAD_REQUEST, "bad_request"),
+        // Anything else is the broker's own trouble, not the request's.
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "internal"),
     };
     ApiError {
         status,
@@ -296,9 +322,13 @@ struct NewTopic {
     configs: BTreeMap<String, String>,
 }
 
-async fn create_topic(admin: Shared, body: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
+async fn create_topic(
+    admin: Shared,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
     let state = admin.state()?.clone();
-    let new: NewTopic = json_body(body)?;
+    let new: NewTopic = json_body(&headers, body)?;
     if let Some(p) = new.partitions.filter(|&p| p < 1) {
         return Err(ApiError::bad_request(format!(
             "partitions {p}: a topic needs at least one partition"
@@ -327,10 +357,9 @@ async fn create_topic(admin: Shared, body: Result<Bytes, BytesRejection>) -> Api
         .with_replication_factor(new.replication_factor.unwrap_or(-1))
         .with_configs(configs)]);
     let name = new.name.clone();
-    let created = blocking(&state, move |state| {
-        crate::handlers::admin::create_topics(state, request)
-    })
-    .await?;
+    let worker = state.clone();
+    let created =
+        off_the_runtime(move || crate::handlers::admin::create_topics(&worker, request)).await?;
     let result = created
         .topics
         .first()
@@ -341,17 +370,6 @@ async fn create_topic(admin: Shared, body: Result<Bytes, BytesRejection>) -> Api
     }
     let topic = topic(&state, &name)?;
     Ok((StatusCode::CREATED, Json(detail(&state, &topic))).into_response())
-}
-
-/// Runs a handler that may do file I/O (creating or deleting logs) on a blocking thread.
-async fn blocking<R: Send + 'static>(
-    state: &Arc<BrokerState>,
-    f: impl FnOnce(&BrokerState) -> R + Send + 'static,
-) -> ApiResult<R> {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || f(&state))
-        .await
-        .map_err(|e| ApiError::unavailable("internal", format!("the operation failed: {e}")))
 }
 
 async fn delete_topic(
@@ -366,10 +384,9 @@ async fn delete_topic(
     topic(&state, &name)?;
     let request =
         DeleteTopicsRequest::default().with_topic_names(vec![TopicName(str_bytes(&name))]);
-    let deleted = blocking(&state, move |state| {
-        crate::handlers::admin::delete_topics(state, request)
-    })
-    .await?;
+    let worker = state.clone();
+    let deleted =
+        off_the_runtime(move || crate::handlers::admin::delete_topics(&worker, request)).await?;
     if let Some(r) = deleted.responses.first().filter(|r| r.error_code != 0) {
         let message = r.error_message.as_ref().map(|m| m.to_string());
         return Err(kafka_error(r.error_code, message));
@@ -420,6 +437,7 @@ const RESOURCE_TOPIC: i8 = 2;
 async fn alter_topic_configs(
     admin: Shared,
     name: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Vec<ConfigEntry>>> {
     let Path(name) = name?;
@@ -428,7 +446,7 @@ async fn alter_topic_configs(
     if crate::is_internal_topic(&name) {
         return Err(internal_topic(&name));
     }
-    let changes: BTreeMap<String, Option<String>> = json_body(body)?;
+    let changes: BTreeMap<String, Option<String>> = json_body(&headers, body)?;
     let configs = changes
         .iter()
         .map(|(k, v)| {
@@ -444,8 +462,9 @@ async fn alter_topic_configs(
             .with_resource_name(str_bytes(&name))
             .with_configs(configs),
     ]);
-    let altered = blocking(&state, move |state| {
-        crate::handlers::alter_configs::incremental_alter_configs(state, request)
+    let worker = state.clone();
+    let altered = off_the_runtime(move || {
+        crate::handlers::alter_configs::incremental_alter_configs(&worker, request)
     })
     .await?;
     if let Some(r) = altered.responses.first().filter(|r| r.error_code != 0) {
@@ -458,24 +477,14 @@ async fn alter_topic_configs(
 
 // -- groups ----------------------------------------------------------------------------------
 
-#[derive(Serialize, Clone)]
-pub(crate) struct OffsetLag {
-    pub topic: String,
-    pub partition: i32,
-    pub committed_offset: i64,
-    pub log_end_offset: i64,
-    pub lag: i64,
-    pub metadata: String,
-}
-
 #[derive(Serialize)]
-pub(crate) struct Assignment {
+struct Assignment {
     topic: String,
-    partition: i32,
+    partitions: Vec<i32>,
 }
 
 #[derive(Serialize)]
-pub(crate) struct MemberInfo {
+struct MemberInfo {
     member_id: String,
     group_instance_id: Option<String>,
     client_id: String,
@@ -483,120 +492,15 @@ pub(crate) struct MemberInfo {
     assignments: Vec<Assignment>,
 }
 
-/// A group with its committed offsets and their lag.
 #[derive(Serialize)]
-pub(crate) struct GroupLag {
-    pub group_id: String,
-    pub state: &'static str,
-    pub protocol_type: String,
-    pub protocol: String,
-    #[serde(skip)]
-    pub members: usize,
-    #[serde(rename = "members")]
-    pub member_details: Vec<MemberInfo>,
-    pub lag: i64,
-    pub offsets: Vec<OffsetLag>,
-}
-
-/// Every group with its members and lag. Lag is the partition's end minus the committed
-/// offset (never negative); partitions of deleted topics are left out.
-pub(crate) fn group_lags(state: &BrokerState) -> Vec<GroupLag> {
-    let groups = state.groups.read(|c| {
-        c.list_groups(&[])
-            .into_iter()
-            .map(|g| {
-                let described = c.describe_group(&g.group_id);
-                let offsets = c.fetch_offsets(&g.group_id, None);
-                (g, described, offsets)
-            })
-            .collect::<Vec<_>>()
-    });
-    let mut out: Vec<GroupLag> = groups
-        .into_iter()
-        .map(|(listing, described, offsets)| {
-            let mut offsets: Vec<OffsetLag> = offsets
-                .into_iter()
-                .filter_map(|(topic, partition, committed)| {
-                    let committed = committed?;
-                    let end = state.logs.partition(&topic, partition)?.log_end_offset();
-                    Some(OffsetLag {
-                        lag: (end - committed.offset).max(0),
-                        topic,
-                        partition,
-                        committed_offset: committed.offset,
-                        log_end_offset: end,
-                        metadata: committed.metadata,
-                    })
-                })
-                .collect();
-            offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-            let consumer = listing.protocol_type == "consumer";
-            let member_details: Vec<MemberInfo> = described
-                .members
-                .into_iter()
-                .map(|m| MemberInfo {
-                    assignments: if consumer {
-                        parse_assignment(&m.assignment)
-                    } else {
-                        Vec::new()
-                    },
-                    member_id: m.member_id,
-                    group_instance_id: m.group_instance_id,
-                    client_id: m.client_id,
-                    client_host: m.client_host,
-                })
-                .collect();
-            GroupLag {
-                group_id: listing.group_id,
-                state: listing.state.name(),
-                protocol_type: listing.protocol_type,
-                protocol: described.protocol_name,
-                members: member_details.len(),
-                member_details,
-                lag: offsets.iter().map(|o| o.lag).sum(),
-                offsets,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
-    out
-}
-
-/// The partitions of a consumer-protocol assignment (version, then an array of topic name
-/// and partition array; user data after it is ignored). The bytes come from a client, so
-/// every count is checked against what is left before anything is allocated; a malformed
-/// assignment shows as none.
-fn parse_assignment(bytes: &[u8]) -> Vec<Assignment> {
-    fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = (buf.get(..n)?, buf.get(n..)?);
-        *buf = rest;
-        Some(head)
-    }
-    fn int(buf: &mut &[u8]) -> Option<i32> {
-        take(buf, 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn parse(mut buf: &[u8]) -> Option<Vec<Assignment>> {
-        let buf = &mut buf;
-        take(buf, 2)?; // version
-        let topics = usize::try_from(int(buf)?).ok()?;
-        let mut out = Vec::new();
-        for _ in 0..topics {
-            let len = take(buf, 2).map(|b| i16::from_be_bytes([b[0], b[1]]))?;
-            let name = std::str::from_utf8(take(buf, usize::try_from(len).ok()?)?).ok()?;
-            let count = usize::try_from(int(buf)?).ok()?;
-            if count > buf.len() / 4 {
-                return None;
-            }
-            for _ in 0..count {
-                out.push(Assignment {
-                    topic: name.to_string(),
-                    partition: int(buf)?,
-                });
-            }
-        }
-        Some(out)
-    }
-    parse(bytes).unwrap_or_default()
+struct GroupDetail {
+    group_id: String,
+    state: &'static str,
+    protocol_type: String,
+    protocol: String,
+    lag: i64,
+    members: Vec<MemberInfo>,
+    offsets: Vec<OffsetLag>,
 }
 
 #[derive(Serialize)]
@@ -609,10 +513,10 @@ struct GroupSummary {
 }
 
 async fn list_groups(admin: Shared) -> ApiResult<Json<Vec<GroupSummary>>> {
-    let state = admin.state()?;
+    let state = admin.state()?.clone();
+    let lags = off_the_runtime(move || state.groups.lags(&state.logs)).await?;
     Ok(Json(
-        group_lags(state)
-            .into_iter()
+        lags.into_iter()
             .map(|g| GroupSummary {
                 group_id: g.group_id,
                 state: g.state,
@@ -627,14 +531,60 @@ async fn list_groups(admin: Shared) -> ApiResult<Json<Vec<GroupSummary>>> {
 async fn describe_group(
     admin: Shared,
     group_id: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<GroupLag>> {
+) -> ApiResult<Json<GroupDetail>> {
     let Path(group_id) = group_id?;
-    let state = admin.state()?;
-    group_lags(state)
+    let state = admin.state()?.clone();
+    let unknown = || ApiError::not_found(format!("unknown group {group_id}"));
+    let wanted = group_id.clone();
+    let found = off_the_runtime(move || {
+        let lag = state
+            .groups
+            .lags(&state.logs)
+            .into_iter()
+            .find(|g| g.group_id == wanted)?;
+        let described = state.groups.read(|c| c.describe_group(&wanted));
+        Some((lag, described))
+    })
+    .await?;
+    let (lag, described) = found.ok_or_else(unknown)?;
+    let consumer = lag.protocol_type == "consumer";
+    let members = described
+        .members
         .into_iter()
-        .find(|g| g.group_id == group_id)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("unknown group {group_id}")))
+        .map(|m| MemberInfo {
+            // Client bytes: the parser bounds every count by the bytes left.
+            assignments: consumer
+                .then(|| sluice_group::subscription::assigned_partitions(&m.assignment))
+                .flatten()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(topic, partitions)| Assignment { topic, partitions })
+                .collect(),
+            member_id: m.member_id,
+            group_instance_id: m.group_instance_id,
+            client_id: m.client_id,
+            client_host: m.client_host,
+        })
+        .collect();
+    Ok(Json(GroupDetail {
+        group_id: lag.group_id,
+        state: lag.state,
+        protocol_type: lag.protocol_type,
+        protocol: described.protocol_name,
+        lag: lag.lag,
+        members,
+        offsets: lag.offsets,
+    }))
+}
+
+/// Runs state reads that take log and coordinator locks on a blocking thread, so a slow
+/// scrape or a large cluster never stalls the runtime's workers.
+pub(super) async fn off_the_runtime<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> ApiResult<R> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::unavailable("internal", format!("the operation failed: {e}")))
 }
 
 // -- live stats ------------------------------------------------------------------------------
@@ -697,7 +647,9 @@ fn snapshot(admin: &Admin, state: &BrokerState) -> Stats {
         messages_in: traffic.values().map(|t| t.messages_in).sum(),
         messages_out: traffic.values().map(|t| t.messages_out).sum(),
         topics,
-        groups: group_lags(state)
+        groups: state
+            .groups
+            .lags(&state.logs)
             .into_iter()
             .map(|g| GroupStats {
                 group_id: g.group_id,
@@ -707,9 +659,16 @@ fn snapshot(admin: &Admin, state: &BrokerState) -> Stats {
     }
 }
 
+/// A snapshot taken on a blocking thread (it takes log and coordinator locks).
+async fn snapshot_off_the_runtime(admin: Arc<Admin>, state: Arc<BrokerState>) -> ApiResult<Stats> {
+    off_the_runtime(move || snapshot(&admin, &state)).await
+}
+
 async fn stats(admin: Shared) -> ApiResult<Json<Stats>> {
-    let state = admin.state()?;
-    Ok(Json(snapshot(&admin, state)))
+    let state = admin.state()?.clone();
+    Ok(Json(
+        snapshot_off_the_runtime(admin.0.clone(), state).await?,
+    ))
 }
 
 /// Bounds of the stream's `interval_ms`.
@@ -726,13 +685,23 @@ async fn stream(admin: Shared, query: RawQuery) -> ApiResult<Response> {
         )));
     }
     let state = admin.state()?.clone();
+    let permit = admin
+        .streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_requests",
+            message: format!("at most {MAX_STREAMS} streams at once"),
+        })?;
     let admin = admin.0.clone();
     let period = Duration::from_millis(interval as u64);
     let shutdown = admin.shutdown.clone();
-    // One event at once, then one per period, until the client goes or the broker stops.
+    // One event at once, then one per period, until the client goes (dropping the stream
+    // and its permit) or the broker stops.
     let events = futures_util::stream::unfold(
-        (admin, state, shutdown, true),
-        move |(admin, state, mut shutdown, first)| async move {
+        (admin, state, shutdown, permit, true),
+        move |(admin, state, mut shutdown, permit, first)| async move {
             if !first {
                 tokio::select! {
                     _ = tokio::time::sleep(period) => {}
@@ -742,51 +711,18 @@ async fn stream(admin: Shared, query: RawQuery) -> ApiResult<Response> {
             if *shutdown.borrow() {
                 return None;
             }
-            let data = serde_json::to_string(&snapshot(&admin, &state)).unwrap_or_default();
+            let stats = snapshot_off_the_runtime(admin.clone(), state.clone())
+                .await
+                .ok()?;
+            let data = serde_json::to_string(&stats).unwrap_or_default();
             let event = Event::default().event("stats").data(data);
-            Some((Ok::<_, Infallible>(event), (admin, state, shutdown, false)))
+            Some((
+                Ok::<_, Infallible>(event),
+                (admin, state, shutdown, permit, false),
+            ))
         },
     );
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assignment(topics: &[(&str, &[i32])]) -> Vec<u8> {
-        let mut b = vec![0, 1];
-        b.extend((topics.len() as i32).to_be_bytes());
-        for (name, parts) in topics {
-            b.extend((name.len() as i16).to_be_bytes());
-            b.extend(name.as_bytes());
-            b.extend((parts.len() as i32).to_be_bytes());
-            for p in *parts {
-                b.extend(p.to_be_bytes());
-            }
-        }
-        b.extend((-1i32).to_be_bytes()); // null user data
-        b
-    }
-
-    #[test]
-    fn assignments_are_parsed_and_hostile_counts_give_none() {
-        let parsed = parse_assignment(&assignment(&[("a", &[0, 2]), ("b", &[1])]));
-        let pairs: Vec<_> = parsed
-            .iter()
-            .map(|a| (a.topic.as_str(), a.partition))
-            .collect();
-        assert_eq!(pairs, [("a", 0), ("a", 2), ("b", 1)]);
-        // A partition count far beyond the bytes present: nothing, and nothing allocated.
-        let mut hostile = vec![0, 1, 0, 0, 0, 1, 0, 1, b'a'];
-        hostile.extend(i32::MAX.to_be_bytes());
-        assert!(parse_assignment(&hostile).is_empty());
-        let mut many_topics = vec![0, 1];
-        many_topics.extend(i32::MAX.to_be_bytes());
-        assert!(parse_assignment(&many_topics).is_empty());
-        assert!(parse_assignment(&[]).is_empty());
-        assert!(parse_assignment(&[0, 1, 0xff, 0xff, 0xff, 0xff]).is_empty());
-    }
 }

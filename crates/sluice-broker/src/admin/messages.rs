@@ -7,7 +7,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery};
 use axum::Json;
 use serde::Serialize;
-use sluice_records::{BatchHeader, BatchIter, TimestampType};
+use sluice_records::{BatchError, BatchHeader, BatchIter, Compression, Record, TimestampType};
 use sluice_storage::{UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES};
 
 use super::api::{int_param, query_pairs};
@@ -22,6 +22,9 @@ const MAX_SHOWN_BYTES: usize = 4096;
 const READ_CHUNK_BYTES: usize = 1 << 20;
 /// Reads per request, so a partition of empty or control batches cannot keep one busy.
 const MAX_READS: usize = 64;
+/// Decoded bytes one request may produce (past its first batch); the page ends before a batch
+/// that would exceed it and `next_offset` says where to go on.
+const MAX_DECOMPRESSED_PER_REQUEST: usize = 64 << 20;
 
 /// Bytes as a person may want them: UTF-8 text when they are text, and hex.
 #[derive(Serialize)]
@@ -72,6 +75,15 @@ struct Message {
     headers: Vec<HeaderOut>,
 }
 
+/// A stored batch whose records cannot be decoded (a compressed batch whose payload is not
+/// valid for its codec: the broker checks client batches by header and CRC only).
+#[derive(Serialize)]
+struct Skipped {
+    base_offset: i64,
+    last_offset: i64,
+    error: String,
+}
+
 #[derive(Serialize)]
 pub(super) struct Page {
     topic: String,
@@ -80,6 +92,7 @@ pub(super) struct Page {
     high_watermark: i64,
     next_offset: i64,
     messages: Vec<Message>,
+    skipped: Vec<Skipped>,
 }
 
 pub(super) async fn browse(
@@ -110,12 +123,24 @@ pub(super) async fn browse(
     let log = state.logs.partition(&topic, partition).ok_or_else(|| {
         ApiError::not_found(format!("unknown topic or partition {topic}-{partition}"))
     })?;
-    let page = tokio::task::spawn_blocking(move || {
+    // Decoding is bounded per request; this bounds how many decode at once.
+    let _turn = admin
+        .browses
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("internal", "the browser is closed"))?;
+    let page = super::api::off_the_runtime(move || {
         read_page(&log, topic, partition, offset, timestamp, limit as usize)
     })
-    .await
-    .map_err(|e| ApiError::unavailable("internal", format!("reading failed: {e}")))??;
+    .await??;
     Ok(Json(page))
+}
+
+/// The bytes a record's key, value and header values take once decoded (never more than its
+/// share of the decompressed batch).
+fn record_bytes(r: &Record) -> usize {
+    let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+    len(&r.key) + len(&r.value) + r.headers.iter().map(|h| len(&h.value)).sum::<usize>()
 }
 
 fn read_page(
@@ -142,7 +167,9 @@ fn read_page(
         (None, None) => start,
     };
     let mut messages = Vec::new();
-    for _ in 0..MAX_READS {
+    let mut skipped = Vec::new();
+    let mut budget = MAX_DECOMPRESSED_PER_REQUEST;
+    'reads: for _ in 0..MAX_READS {
         if messages.len() >= limit || next >= end {
             break;
         }
@@ -151,6 +178,9 @@ fn read_page(
             break;
         }
         for batch in BatchIter::new(&read.records) {
+            if messages.len() >= limit {
+                break 'reads;
+            }
             let Ok(batch) = batch else { break };
             let Ok(header) = BatchHeader::parse(batch) else {
                 break;
@@ -159,11 +189,34 @@ fn read_page(
                 next = next.max(header.next_offset());
                 continue;
             }
-            let records = header
-                .records(batch, MAX_DECOMPRESSED_BATCH_BYTES)
-                .map_err(|e| {
-                    ApiError::unavailable("storage_error", format!("unreadable batch: {e}"))
-                })?;
+            // The first batch of a page may use the whole per-batch limit, as on produce, so
+            // a page always makes progress; after it, no batch may decode past the budget,
+            // and the page ends before one that would.
+            let first = messages.is_empty();
+            let compressed = !matches!(header.compression(), Ok(Compression::None));
+            if !first && !compressed && batch.len() > budget {
+                break 'reads;
+            }
+            let decode_limit = if first {
+                MAX_DECOMPRESSED_BATCH_BYTES
+            } else {
+                budget.min(MAX_DECOMPRESSED_BATCH_BYTES)
+            };
+            let records = match header.records(batch, decode_limit) {
+                Ok(records) => records,
+                Err(BatchError::DecompressedTooLarge(_)) if !first => break 'reads,
+                Err(e) => {
+                    skipped.push(Skipped {
+                        base_offset: header.base_offset,
+                        last_offset: header.last_offset(),
+                        error: e.to_string(),
+                    });
+                    next = next.max(header.next_offset());
+                    continue;
+                }
+            };
+            let decoded: usize = records.iter().map(record_bytes).sum();
+            budget = budget.saturating_sub(decoded);
             let timestamp_type = match header.timestamp_type() {
                 TimestampType::LogAppendTime => "log_append_time",
                 TimestampType::CreateTime => "create_time",
@@ -206,6 +259,7 @@ fn read_page(
         high_watermark: end,
         next_offset: next.min(end),
         messages,
+        skipped,
     })
 }
 

@@ -15,21 +15,25 @@ use std::sync::{Arc, OnceLock};
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, StatusCode};
+use axum::extract::Request;
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-
-pub(crate) use api::group_lags;
+use tokio::sync::{watch, Semaphore};
 
 use crate::metrics::Metrics;
 use crate::BrokerState;
 
 /// The largest request body the admin API reads.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Live-stats streams (SSE) open at once; more get 429.
+pub(crate) const MAX_STREAMS: usize = 32;
+/// Message-browser requests decoding at once; more wait their turn.
+pub(crate) const MAX_CONCURRENT_BROWSES: usize = 4;
 
 const CONSOLE_HTML: &str = include_str!("console.html");
 const OPENAPI_JSON: &str = include_str!("openapi.json");
@@ -42,6 +46,8 @@ pub(crate) struct Admin {
     pub started_at_ms: i64,
     state: OnceLock<Arc<BrokerState>>,
     shutdown: watch::Receiver<bool>,
+    streams: Arc<Semaphore>,
+    browses: Arc<Semaphore>,
 }
 
 impl Admin {
@@ -56,6 +62,8 @@ impl Admin {
             started_at_ms: crate::now_ms(),
             state: OnceLock::new(),
             shutdown,
+            streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            browses: Arc::new(Semaphore::new(MAX_CONCURRENT_BROWSES)),
         }
     }
 
@@ -158,7 +166,58 @@ fn router(admin: Arc<Admin>) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(admin.clone(), same_origin))
         .with_state(admin)
+}
+
+/// Refuses requests a web page could make on the operator's behalf. On a loopback listener
+/// the `Host` must name a loopback host (a DNS-rebinding page names its own domain), and a
+/// write carrying an `Origin` must come from the console's own origin. JSON bodies must also
+/// say `application/json` (checked where bodies are read), which forces browsers into a
+/// CORS preflight this server never grants.
+async fn same_origin(admin: Shared, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or("\u{fffd}"));
+    if admin.address.ip().is_loopback() && host.is_some_and(|h| !is_loopback_host(h)) {
+        return forbidden("the admin listener is on loopback: Host must name a loopback host");
+    }
+    let write = !matches!(*request.method(), Method::GET | Method::HEAD);
+    if let Some(origin) = request.headers().get(header::ORIGIN).filter(|_| write) {
+        let own = host.map(|h| format!("http://{h}"));
+        if origin.to_str().ok() != own.as_deref() {
+            return forbidden("cross-origin writes are refused");
+        }
+    }
+    next.run(request).await
+}
+
+fn forbidden(message: &str) -> Response {
+    ApiError {
+        status: StatusCode::FORBIDDEN,
+        code: "forbidden",
+        message: message.to_string(),
+    }
+    .into_response()
+}
+
+/// `localhost`, a loopback IP, or either with a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Serves the admin listener until shutdown.
@@ -193,15 +252,22 @@ async fn metrics(admin: Shared) -> Response {
     if !admin.metrics.enabled() {
         return ApiError::not_found("metrics are disabled (metrics.enabled=false)").into_response();
     }
-    let text = crate::metrics::encode(&admin.metrics, admin.state.get().map(|s| s.as_ref()));
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let admin = admin.0.clone();
+    let encoded = api::off_the_runtime(move || {
+        crate::metrics::encode(&admin.metrics, admin.state.get().map(|s| s.as_ref()))
+    })
+    .await;
+    match encoded {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn live() -> Json<serde_json::Value> {
@@ -218,14 +284,16 @@ struct Readiness {
 
 async fn ready(admin: Shared) -> Response {
     let state = admin.state.get();
+    let stopping = *admin.shutdown.borrow();
     let r = Readiness {
         ready: false,
         logs_recovered: state.is_some(),
         groups_loaded: state.is_some_and(|s| s.groups.is_loaded()),
         transactions_loaded: state.is_some_and(|s| s.txns.is_loaded()),
     };
+    // Not ready once shutdown has begun, so load balancers stop sending work.
     let r = Readiness {
-        ready: r.logs_recovered && r.groups_loaded && r.transactions_loaded,
+        ready: r.logs_recovered && r.groups_loaded && r.transactions_loaded && !stopping,
         ..r
     };
     let status = if r.ready {
@@ -282,6 +350,28 @@ mod tests {
         assert_eq!(body["code"], "not_ready");
         let metrics = metrics(State(admin)).await;
         assert_eq!(metrics.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for host in [
+            "localhost",
+            "LOCALHOST:9644",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "[::1]:9644",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:9644",
+            "10.0.0.1",
+            "[::2]",
+            "localhost.evil",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 
     /// The served OpenAPI document is JSON and the console is HTML.

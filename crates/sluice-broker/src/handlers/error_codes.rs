@@ -3,9 +3,13 @@
 
 use kafka_protocol::messages::*;
 
-/// Every error code in a response (zeros included; the caller skips them).
+/// Every non-zero error code in a response. A response without errors allocates nothing.
 pub(crate) trait ErrorCodes {
     fn error_codes(&self, out: &mut Vec<i16>);
+}
+
+fn errors(out: &mut Vec<i16>, codes: impl IntoIterator<Item = i16>) {
+    out.extend(codes.into_iter().filter(|&c| c != 0));
 }
 
 /// `impl ErrorCodes` from field paths: `top` fields hold a code; `each` walks one array of
@@ -18,9 +22,9 @@ macro_rules! error_codes {
     })*) => {$(
         impl ErrorCodes for $ty {
             fn error_codes(&self, out: &mut Vec<i16>) {
-                $(out.push(self.$top);)*
-                $(out.extend(self.$arr.iter().map(|i| i.$code));)*
-                $(out.extend(self.$outer.iter().flat_map(|o| o.$inner.iter().map(|i| i.$ncode)));)*
+                $(errors(out, [self.$top]);)*
+                $(errors(out, self.$arr.iter().map(|i| i.$code));)*
+                $(errors(out, self.$outer.iter().flat_map(|o| o.$inner.iter().map(|i| i.$ncode)));)*
             }
         }
     )*};
@@ -46,11 +50,6 @@ error_codes! {
     HeartbeatResponse { top: error_code; }
     LeaveGroupResponse { top: error_code; each: members.error_code; }
     OffsetCommitResponse { nested: topics.partitions.error_code; }
-    OffsetFetchResponse {
-        top: error_code;
-        each: groups.error_code;
-        nested: topics.partitions.error_code;
-    }
     ListGroupsResponse { top: error_code; }
     DescribeGroupsResponse { each: groups.error_code; }
     DeleteGroupsResponse { each: results.error_code; }
@@ -67,4 +66,22 @@ error_codes! {
     EndTxnResponse { top: error_code; }
     DescribeTransactionsResponse { each: transaction_states.error_code; }
     ListTransactionsResponse { top: error_code; }
+}
+
+/// Three levels deep from v8 (groups, topics, partitions), beyond what the macro walks.
+impl ErrorCodes for OffsetFetchResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        errors(out, [self.error_code]);
+        errors(
+            out,
+            self.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+        );
+        for g in &self.groups {
+            errors(out, [g.error_code]);
+            let partitions = g.topics.iter().flat_map(|t| &t.partitions);
+            errors(out, partitions.map(|p| p.error_code));
+        }
+    }
 }

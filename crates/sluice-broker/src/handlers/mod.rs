@@ -185,7 +185,6 @@ fn encode<R: Encodable + ErrorCodes>(
 ) -> ResponseResult {
     let mut errors = Vec::new();
     body.error_codes(&mut errors);
-    errors.retain(|&code| code != 0);
     encode_response(api, version, corr, body)
         .map(|bytes| {
             Some(Answer {

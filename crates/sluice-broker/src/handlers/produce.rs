@@ -10,8 +10,6 @@ use sluice_storage::{StorageError, UnifiedLog};
 
 use super::{ready, respond, str_bytes, Dispatched};
 use crate::errors::error_code;
-use crate::groups::OFFSETS_TOPIC;
-use crate::txn::TXN_TOPIC;
 use crate::{now_ms, BrokerState};
 
 /// An appended partition waiting for its fsync.
@@ -57,7 +55,7 @@ pub(crate) fn handle(
                 match (log, &data.records) {
                     // Only the coordinator writes its topic: a client record there would be
                     // replayed as group state.
-                    _ if name == OFFSETS_TOPIC || name == TXN_TOPIC => {
+                    _ if crate::is_internal_topic(name) => {
                         Err(ResponseError::InvalidTopicException.code())
                     }
                     (None, _) => Err(ResponseError::UnknownTopicOrPartition.code()),
@@ -91,9 +89,11 @@ pub(crate) fn handle(
             match result {
                 Ok((log, outcome)) => {
                     appended = true;
-                    let bytes = data.records.as_ref().map_or(0, |r| r.len());
-                    let messages = outcome.last_offset - outcome.base_offset + 1;
-                    state.metrics.produced(name, bytes, messages.max(0) as u64);
+                    if !outcome.duplicate {
+                        let bytes = data.records.as_ref().map_or(0, |r| r.len());
+                        let messages = outcome.last_offset - outcome.base_offset + 1;
+                        state.metrics.produced(name, bytes, messages.max(0) as u64);
+                    }
                     out = out
                         .with_base_offset(outcome.base_offset)
                         .with_log_append_time_ms(outcome.log_append_time)
@@ -141,8 +141,10 @@ pub(crate) fn handle(
     // waits, so neither do we time out our own fsync. A disk that hangs is bounded by the
     // client's request timeout, and a failed sync takes the directory offline.
     let flusher = state.flusher.clone();
+    let metrics = state.metrics.clone();
     respond(ApiKey::Produce, version, corr, async move {
         let mut response = response;
+        let waiting = std::time::Instant::now();
         // Register every partition with the flusher first, so they share its next pass.
         let waits: Vec<_> = awaiting
             .into_iter()
@@ -152,6 +154,7 @@ pub(crate) fn handle(
         for (t, p, wait) in waits {
             results.push((t, p, wait.wait().await));
         }
+        metrics.produce_fsync(waiting.elapsed());
         let synced: std::collections::HashSet<(usize, usize)> = results
             .iter()
             .filter(|(_, _, r)| r.is_ok())
