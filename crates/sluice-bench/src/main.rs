@@ -687,6 +687,8 @@ fn metrics_overhead(bin: &Path, args: &Args, quick: bool, run: &mut Run) -> Resu
     ];
     for spec in specs {
         let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        // Broker CPU per message varies less between runs than throughput does.
+        let mut cpu_us: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         for round in 0..3 {
             for (i, (label, extra)) in settings.iter().enumerate() {
                 eprintln!(
@@ -699,14 +701,17 @@ fn metrics_overhead(bin: &Path, args: &Args, quick: bool, run: &mut Run) -> Resu
                 let mut b = Broker::start(bin, &dir, extra)?;
                 let bs = b.bootstrap();
                 load::create_topic(&bs, "metered", spec.partitions)?;
+                let cpu_before = b.cpu_seconds();
                 let r = load::produce(&bs, "metered", spec)?;
+                let us_per_msg = (b.cpu_seconds() - cpu_before) * 1e6 / r.messages as f64;
                 b.stop()?;
                 rates[i].push(r.msg_s);
+                cpu_us[i].push(us_per_msg);
                 run.row(
                     "metrics",
                     format!("{}, {label}, round {}", scenario_name(&spec), round + 1),
                     format!("{:.0} msg/s ({:.1} MB/s)", r.msg_s, r.mb_s),
-                    String::new(),
+                    format!("broker {us_per_msg:.3} CPU-µs/msg"),
                 );
             }
         }
@@ -715,11 +720,15 @@ fn metrics_overhead(bin: &Path, args: &Args, quick: bool, run: &mut Run) -> Resu
             v[v.len() / 2]
         };
         let (on, off) = (median(&mut rates[0]), median(&mut rates[1]));
+        let (cpu_on, cpu_off) = (median(&mut cpu_us[0]), median(&mut cpu_us[1]));
         run.row(
             "metrics",
             format!("{}, median of 3: on vs off", scenario_name(&spec)),
             format!("{on:.0} vs {off:.0} msg/s"),
-            format!("on/off = {:.3}", on / off),
+            format!(
+                "on/off = {:.3}; broker {cpu_on:.3} vs {cpu_off:.3} CPU-µs/msg",
+                on / off
+            ),
         );
     }
     Ok(())
