@@ -76,7 +76,11 @@ def test_compaction_turns_200k_updates_into_a_table_and_tombstones_go(broker):
     # switched on afterwards, without a restart.
     admin.create_topics([NewTopic(topic, 1, 1, config={
         "cleanup.policy": "delete", "retention.ms": "-1", "segment.bytes": str(1 << 20),
-        "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "3000",
+        # Long enough for the concurrent reader below to reach the end before any tombstone
+        # may go: Sluice ages a tombstone from its own timestamp (Kafka from its segment's
+        # first cleaning; README, "Where Sluice differs"), so with 3 s a slow machine could
+        # drop them in the first pass, before the reader gets there. Lowered to 3 s below.
+        "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "600000",
     })])[topic].result(30)
     p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 5})
 
@@ -154,7 +158,8 @@ def test_compaction_turns_200k_updates_into_a_table_and_tombstones_go(broker):
     # written now is far below min.cleanable.dirty.ratio, so it is max.compaction.lag.ms that
     # makes the cleaner run again.
     cfg = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
-        ConfigEntry("max.compaction.lag.ms", "1000", incremental_operation=AlterConfigOpType.SET)])
+        ConfigEntry("max.compaction.lag.ms", "1000", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("delete.retention.ms", "3000", incremental_operation=AlterConfigOpType.SET)])
     admin.incremental_alter_configs([cfg])[cfg].result(30)
     time.sleep(3.5)  # let the tombstones age past delete.retention.ms (3 s)
     p.produce(topic, key=b"k0999", value=b"k0999-final", partition=0)
