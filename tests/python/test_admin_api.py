@@ -35,8 +35,8 @@ import uuid
 
 import jsonschema
 import pytest
-from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupState,
-                             ConsumerGroupTopicPartitions, KafkaError, KafkaException,
+from confluent_kafka import (Consumer, ConsumerGroupState,
+                             ConsumerGroupTopicPartitions, KafkaException,
                              Producer, TopicCollection, TopicPartition)
 from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic, ResourceType
 from kafka import KafkaConsumer
@@ -47,6 +47,7 @@ from referencing.jsonschema import DRAFT202012
 
 from conftest import BIN, ROOT, make_broker, running_broker
 from test_hostile import connect, frame, parse_produce_v3, recv_frame
+from test_transactions import read_all
 
 DOC_FILE = ROOT / "crates" / "sluice-broker" / "src" / "admin" / "openapi.json"
 WAIT_S = 60
@@ -456,26 +457,8 @@ def produce_raw(broker, topic, partition, batch):
 def consume_all(broker, topic, partitions):
     """Reads every partition of `topic` from the start to its end without a group; returns
     the number of records read."""
-    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "admin-api-reader",
-                  "enable.auto.commit": False, "enable.partition.eof": True})
-    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-    ended, n = set(), 0
-    deadline = time.monotonic() + WAIT_S
-    try:
-        while len(ended) < partitions:
-            assert time.monotonic() < deadline, f"no end of {topic} after {WAIT_S}s"
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            if m.error() is not None:
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    ended.add(m.partition())
-                    continue
-                raise KafkaException(m.error())
-            n += 1
-    finally:
-        c.close()
-    return n
+    seen = read_all(broker, topic, partitions, "read_uncommitted")
+    return sum(len(records) for records in seen.values())
 
 
 def commit_without_joining(broker, group, topic, partition, offset, metadata=""):

@@ -209,9 +209,15 @@ impl Groups {
     /// (never negative); offsets of partitions that no longer exist are left out. The
     /// coordinator lock is released before any log is looked at.
     pub fn lags(&self, logs: &LogManager) -> Vec<GroupLag> {
+        self.lags_of(logs, None)
+    }
+
+    /// [`Groups::lags`] of one group only (empty if it does not exist), or of all.
+    pub fn lags_of(&self, logs: &LogManager, only: Option<&str>) -> Vec<GroupLag> {
         let groups = self.read(|c| {
             c.list_groups(&[])
                 .into_iter()
+                .filter(|g| only.is_none_or(|id| g.group_id == id))
                 .map(|g| {
                     let members = c.member_count(&g.group_id);
                     let offsets = c.fetch_offsets(&g.group_id, None);

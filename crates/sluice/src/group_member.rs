@@ -120,7 +120,7 @@ impl GroupMember {
             .with_protocol_type(s(PROTOCOL_TYPE))
             .with_protocols(vec![JoinGroupRequestProtocol::default()
                 .with_name(s(ASSIGNOR))
-                .with_metadata(subscription(&self.topic))]);
+                .with_metadata(subscription(&self.topic)?)]);
         let joined: JoinGroupResponse =
             self.coordinator
                 .call_within(ApiKey::JoinGroup, &req, REBALANCE_WAIT)?;
@@ -319,19 +319,20 @@ impl GroupMember {
     }
 }
 
-/// The consumer protocol subscription to one topic.
-fn subscription(topic: &str) -> Bytes {
+/// The consumer protocol subscription to one topic. A topic name too long for the format
+/// (given on the command line) is an error.
+fn subscription(topic: &str) -> Result<Bytes, String> {
     let mut out = BytesMut::new();
     out.put_i16(0);
     ConsumerProtocolSubscription::default()
         .with_topics(vec![s(topic)])
         .encode(&mut out, 0)
-        .expect("a subscription to one topic encodes");
-    out.freeze()
+        .map_err(|e| format!("cannot encode a subscription to {topic}: {e}"))?;
+    Ok(out.freeze())
 }
 
 /// The consumer protocol assignment of `partitions` per topic.
-fn assignment(partitions: &BTreeMap<String, Vec<i32>>) -> Bytes {
+fn assignment(partitions: &BTreeMap<String, Vec<i32>>) -> Result<Bytes, String> {
     let mut out = BytesMut::new();
     out.put_i16(0);
     ConsumerProtocolAssignment::default()
@@ -346,8 +347,8 @@ fn assignment(partitions: &BTreeMap<String, Vec<i32>>) -> Bytes {
                 .collect(),
         )
         .encode(&mut out, 0)
-        .expect("an assignment encodes");
-    out.freeze()
+        .map_err(|e| format!("cannot encode an assignment: {e}"))?;
+    Ok(out.freeze())
 }
 
 /// As the leader: every member's share of the partitions of the topics they subscribe to.
@@ -383,14 +384,14 @@ fn leader_assignments(
             Some((name, ids.into_iter().collect()))
         })
         .collect();
-    Ok(range_assign(&subscriptions, &partitions)
+    range_assign(&subscriptions, &partitions)
         .into_iter()
         .map(|(member, assigned)| {
-            SyncGroupRequestAssignment::default()
+            Ok(SyncGroupRequestAssignment::default()
                 .with_member_id(s(&member))
-                .with_assignment(assignment(&assigned))
+                .with_assignment(assignment(&assigned)?))
         })
-        .collect())
+        .collect()
 }
 
 /// Kafka's range assignor: for each topic, its partitions in order are cut into as many
@@ -466,18 +467,21 @@ mod tests {
         assert_eq!(out["m1"]["a"], vec![0]);
         assert!(out["m2"].is_empty());
         // Encoded, the empty one still reads back as an assignment (of nothing).
-        assert_eq!(assigned_partitions(&assignment(&out["m2"])), Some(vec![]));
+        assert_eq!(
+            assigned_partitions(&assignment(&out["m2"]).unwrap()),
+            Some(vec![])
+        );
     }
 
     #[test]
     fn encoded_subscription_and_assignment_read_back() {
         assert_eq!(
-            subscribed_topics(&subscription("orders")),
+            subscribed_topics(&subscription("orders").unwrap()),
             Some(vec!["orders".to_string()])
         );
         let assigned = BTreeMap::from([("orders".to_string(), vec![1, 3])]);
         assert_eq!(
-            assigned_partitions(&assignment(&assigned)),
+            assigned_partitions(&assignment(&assigned).unwrap()),
             Some(vec![("orders".to_string(), vec![1, 3])])
         );
     }

@@ -539,9 +539,9 @@ async fn describe_group(
     let found = off_the_runtime(move || {
         let lag = state
             .groups
-            .lags(&state.logs)
+            .lags_of(&state.logs, Some(&wanted))
             .into_iter()
-            .find(|g| g.group_id == wanted)?;
+            .next()?;
         let described = state.groups.read(|c| c.describe_group(&wanted));
         Some((lag, described))
     })
