@@ -26,8 +26,19 @@ pub struct BrokerConfig {
     /// `queued.max.requests.per.connection`: requests read ahead of their responses on one
     /// connection (pipelining depth).
     pub queued_max_requests_per_connection: usize,
+    /// `queued.max.request.bytes`: request bytes all connections may hold before large
+    /// requests wait to be read (-1, unbounded, as in Kafka, is `usize::MAX`).
+    pub queued_max_request_bytes: usize,
+    /// `queued.max.response.bytes` (Sluice's own): encoded response bytes waiting for their
+    /// clients across the broker, beyond which connections with unsent responses stop reading.
+    pub queued_max_response_bytes: usize,
+    /// `queued.max.response.bytes.per.connection` (Sluice's own): the same for one connection.
+    pub queued_max_response_bytes_per_connection: usize,
     /// `auto.create.topics.enable`.
     pub auto_create_topics_enable: bool,
+    /// `auto.create.topics.max.per.request` (Sluice's own): the most unknown topics one
+    /// Metadata request may queue for auto-creation; the rest get UNKNOWN_TOPIC_OR_PARTITION.
+    pub auto_create_topics_max_per_request: usize,
     /// `num.partitions`: partitions of auto-created topics and of CreateTopics with -1.
     pub num_partitions: i32,
     /// `default.replication.factor`; a single node only accepts 1.
@@ -79,7 +90,11 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
             queued_max_requests_per_connection: 64,
+            queued_max_request_bytes: 256 << 20,
+            queued_max_response_bytes: 256 << 20,
+            queued_max_response_bytes_per_connection: 16 << 20,
             auto_create_topics_enable: true,
+            auto_create_topics_max_per_request: 1_000,
             num_partitions: 1,
             default_replication_factor: 1,
             fetch_max_bytes: 55 * 1024 * 1024,
@@ -152,9 +167,29 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "Requests read ahead of their responses on one connection.",
     ),
     (
+        "queued.max.request.bytes",
+        ConfigType::Long,
+        "Request bytes all connections may hold before large requests wait (-1: no limit).",
+    ),
+    (
+        "queued.max.response.bytes",
+        ConfigType::Long,
+        "Unsent response bytes across the broker before connections holding some stop reading (Sluice's own).",
+    ),
+    (
+        "queued.max.response.bytes.per.connection",
+        ConfigType::Long,
+        "Unsent response bytes one connection may hold before it stops reading (Sluice's own).",
+    ),
+    (
         "auto.create.topics.enable",
         ConfigType::Boolean,
         "Create unknown topics on metadata requests.",
+    ),
+    (
+        "auto.create.topics.max.per.request",
+        ConfigType::Int,
+        "The most unknown topics one metadata request may queue for creation (Sluice's own).",
     ),
     (
         "num.partitions",
@@ -459,7 +494,21 @@ impl BrokerConfig {
             "queued.max.requests.per.connection" => {
                 self.queued_max_requests_per_connection = positive(key, value)?
             }
+            "queued.max.request.bytes" => {
+                self.queued_max_request_bytes = if value.trim() == "-1" {
+                    usize::MAX
+                } else {
+                    positive(key, value)?
+                }
+            }
+            "queued.max.response.bytes" => self.queued_max_response_bytes = positive(key, value)?,
+            "queued.max.response.bytes.per.connection" => {
+                self.queued_max_response_bytes_per_connection = positive(key, value)?
+            }
             "auto.create.topics.enable" => self.auto_create_topics_enable = parse(key, value)?,
+            "auto.create.topics.max.per.request" => {
+                self.auto_create_topics_max_per_request = positive(key, value)?
+            }
             "num.partitions" => {
                 let v: i32 = parse(key, value)?;
                 if v < 1 {
@@ -587,7 +636,18 @@ impl BrokerConfig {
             "queued.max.requests.per.connection" => {
                 self.queued_max_requests_per_connection.to_string()
             }
+            "queued.max.request.bytes" => match self.queued_max_request_bytes {
+                usize::MAX => "-1".to_string(),
+                n => n.to_string(),
+            },
+            "queued.max.response.bytes" => self.queued_max_response_bytes.to_string(),
+            "queued.max.response.bytes.per.connection" => {
+                self.queued_max_response_bytes_per_connection.to_string()
+            }
             "auto.create.topics.enable" => self.auto_create_topics_enable.to_string(),
+            "auto.create.topics.max.per.request" => {
+                self.auto_create_topics_max_per_request.to_string()
+            }
             "num.partitions" => self.num_partitions.to_string(),
             "default.replication.factor" => self.default_replication_factor.to_string(),
             "fetch.max.bytes" => self.fetch_max_bytes.to_string(),

@@ -11,9 +11,11 @@ pub fn error_code(e: &StorageError) -> i16 {
         StorageError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        StorageError::Offline | StorageError::Corrupt(_) | StorageError::Io(_) => {
-            ResponseError::KafkaStorageError
-        }
+        // Out of descriptors is passing, and clients retry KAFKA_STORAGE_ERROR.
+        StorageError::Offline
+        | StorageError::Corrupt(_)
+        | StorageError::Io(_)
+        | StorageError::OutOfDescriptors(_) => ResponseError::KafkaStorageError,
         StorageError::InvalidConfig(_) => ResponseError::InvalidConfig,
         StorageError::InvalidTopic(_) => ResponseError::InvalidTopicException,
         StorageError::TopicExists(_) => ResponseError::TopicAlreadyExists,

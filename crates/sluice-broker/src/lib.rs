@@ -4,7 +4,10 @@
 //! This is the only crate that sees both the wire format and storage.
 
 mod admin;
+mod auto_create;
+mod budget;
 pub mod config;
+mod descriptors;
 mod errors;
 mod flusher;
 mod groups;
@@ -43,6 +46,14 @@ pub(crate) struct BrokerState {
     pub txns: txn::Transactions,
     /// Counters and histograms for `/metrics` and the console.
     pub metrics: Arc<metrics::Metrics>,
+    /// Open connections, within `max.connections` and the open-file limit.
+    pub descriptors: descriptors::Descriptors,
+    /// Topics Metadata requests asked to create, created off the request path.
+    pub auto_create: auto_create::AutoCreate,
+    /// Request bytes held across connections (`queued.max.request.bytes`).
+    pub request_bytes: Arc<budget::Budget>,
+    /// Encoded response bytes waiting for their clients (`queued.max.response.bytes`).
+    pub response_bytes: Arc<budget::Budget>,
 }
 
 impl BrokerState {
@@ -107,6 +118,15 @@ const ADMIN_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// directory (recovering every log), binds the Kafka listener and starts serving. Logs
 /// `listening on HOST:PORT` once connections are accepted.
 pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
+    start_with_durability(config, None).await
+}
+
+/// [`start`], with every fsync going through `durability` instead of the timed production
+/// one: the seam fault tests use to make syncs fail or wait.
+pub async fn start_with_durability(
+    config: BrokerConfig,
+    durability: Option<Arc<dyn sluice_storage::Durability>>,
+) -> Result<RunningBroker, String> {
     let metrics = Arc::new(metrics::Metrics::new(config.metrics_enabled));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // The admin listener comes first, so health checks can see the recovery.
@@ -128,7 +148,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
         None => None,
     };
     let abort_admin = admin.as_ref().map(|(_, task)| task.abort_handle());
-    let opened = open(config, metrics, shutdown_tx, shutdown_rx, admin).await;
+    let durability = durability.unwrap_or_else(|| Arc::new(metrics::TimedFsync(metrics.clone())));
+    let opened = open(config, metrics, durability, shutdown_tx, shutdown_rx, admin).await;
     if let (Err(_), Some(admin)) = (&opened, abort_admin) {
         admin.abort();
     }
@@ -139,6 +160,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
 async fn open(
     config: BrokerConfig,
     metrics: Arc<metrics::Metrics>,
+    durability: Arc<dyn sluice_storage::Durability>,
     shutdown_tx: watch::Sender<bool>,
     shutdown_rx: watch::Receiver<bool>,
     admin: Option<(Arc<admin::Admin>, tokio::task::JoinHandle<()>)>,
@@ -146,7 +168,6 @@ async fn open(
     let data_dir = config.data_dir.clone();
     let log_defaults = config.log.clone();
     let started = std::time::Instant::now();
-    let durability = Arc::new(metrics::TimedFsync(metrics.clone()));
     let logs =
         tokio::task::spawn_blocking(move || LogManager::open(&data_dir, log_defaults, durability))
             .await
@@ -179,10 +200,15 @@ async fn open(
     let groups = groups::Groups::new(config.groups.clone());
     let txns = txn::Transactions::new(config.txn.clone());
     logs.set_producer_id_expiration_ms(config.producer_id_expiration_ms);
+    let auto_create = auto_create::AutoCreate::new(&config);
     let state = Arc::new(BrokerState {
         flusher,
         groups,
         txns,
+        descriptors: descriptors::Descriptors::default(),
+        auto_create,
+        request_bytes: budget::Budget::new(config.queued_max_request_bytes),
+        response_bytes: budget::Budget::new(config.queued_max_response_bytes),
         config,
         logs: Arc::new(logs),
         advertised,
@@ -197,6 +223,19 @@ async fn open(
         }
         None => (None, None),
     };
+    let fd_limit = descriptors::open_file_limit();
+    let fd_reserve = descriptors::reserve_for(fd_limit);
+    let open_files = sluice_storage::open_file_count();
+    let room = fd_limit.saturating_sub(fd_reserve + open_files);
+    if room < state.config.max_connections {
+        tracing::warn!(
+            open_file_limit = fd_limit,
+            partition_files = open_files,
+            reserve = fd_reserve,
+            max_connections = state.config.max_connections,
+            "the open-file limit leaves room for only {room} connections; more are refused"
+        );
+    }
     tracing::info!("listening on {addr}");
     // The coordinator loads while connections are accepted: until it is done, group
     // requests are answered with COORDINATOR_LOAD_IN_PROGRESS and clients retry.
@@ -222,6 +261,9 @@ async fn open(
         millis(txn::TICK_MS),
         txn::Transactions::tick,
     ));
+    let period = millis(state.config.checkpoint_interval_ms);
+    tokio::spawn(every(state.clone(), period, checkpoint_pass));
+    tokio::spawn(auto_create::run(state.clone()));
     let period = millis(state.config.retention_check_interval_ms);
     tokio::spawn(every(state.clone(), period, retention_pass));
     if state.config.cleaner_enable {
@@ -266,6 +308,7 @@ async fn cleaner_pass(state: Arc<BrokerState>) {
     let metrics = state.metrics.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut throttle = sluice_storage::Throttle::new(cleaner.io_max_bytes_per_second);
+        let mut out_of_descriptors_logged = false;
         for topic in logs.topics() {
             if !topic.config.is_compacted() {
                 continue;
@@ -292,8 +335,17 @@ async fn cleaner_pass(state: Arc<BrokerState>) {
                     Ok(None) => {}
                     // Deleted while we were at it.
                     Err(sluice_storage::StorageError::UnknownTopic(_)) => {}
-                    Err(e) => tracing::error!(topic = topic.name, partition = p, error = %e,
-                        "cleaning failed"),
+                    Err(e) => {
+                        // Out of descriptors, every partition fails alike: one line a pass.
+                        if !matches!(e, sluice_storage::StorageError::OutOfDescriptors(_))
+                            || !out_of_descriptors_logged
+                        {
+                            out_of_descriptors_logged |=
+                                matches!(e, sluice_storage::StorageError::OutOfDescriptors(_));
+                            tracing::error!(topic = topic.name, partition = p, error = %e,
+                                "cleaning failed");
+                        }
+                    }
                 }
             }
         }
@@ -301,6 +353,21 @@ async fn cleaner_pass(state: Arc<BrokerState>) {
     .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "cleaner task panicked");
+    }
+}
+
+/// Flushes every log and writes the recovery checkpoint, on a blocking thread: periodic, and
+/// in a task of its own, so that accepting, answering and shutting down never wait for it.
+async fn checkpoint_pass(state: Arc<BrokerState>) {
+    let logs = state.logs.clone();
+    let started = std::time::Instant::now();
+    match tokio::task::spawn_blocking(move || logs.flush_and_checkpoint()).await {
+        Ok(Ok(())) => tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "periodic flush and checkpoint"
+        ),
+        Ok(Err(e)) => tracing::error!(error = %e, "periodic flush and checkpoint failed"),
+        Err(e) => tracing::error!(error = %e, "periodic flush and checkpoint panicked"),
     }
 }
 

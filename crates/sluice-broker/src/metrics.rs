@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -595,7 +594,7 @@ impl Durability for TimedFsync {
         result
     }
 
-    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+    fn sync_dir(&self, dir: &File) -> std::io::Result<()> {
         let started = Instant::now();
         let result = sluice_storage::Fsync.sync_dir(dir);
         self.0.observe_fsync(started.elapsed());
@@ -663,6 +662,51 @@ fn register_log_gauges(registry: &mut Registry, state: &BrokerState) {
         "log_last_stable_offset",
         "First offset of a partition's oldest open transaction, or its end",
         stable,
+    );
+    // Kafka's kafka.log:type=LogManager,name=OfflineLogDirectoryCount.
+    let offline = Gauge::<i64>::default();
+    offline.set(i64::from(state.logs.is_offline()));
+    registry.register(
+        "log_directories_offline",
+        "Log directories taken offline by a failed write or sync (until a restart)",
+        offline,
+    );
+    let files = Gauge::<i64>::default();
+    files.set(sluice_storage::open_file_count() as i64);
+    registry.register(
+        "partition_open_files",
+        "Segment and index files the partition logs hold open",
+        files,
+    );
+    let connections = Gauge::<i64>::default();
+    connections.set(state.descriptors.connections() as i64);
+    registry.register(
+        "connections_admitted",
+        "Kafka connections open now (within max.connections and the open-file limit)",
+        connections,
+    );
+    let requests = Gauge::<i64>::default();
+    requests.set(state.request_bytes.used() as i64);
+    registry.register_with_unit(
+        "request_queue",
+        "Request bytes held by connections, bounded by queued.max.request.bytes",
+        Unit::Bytes,
+        requests,
+    );
+    let responses = Gauge::<i64>::default();
+    responses.set(state.response_bytes.used() as i64);
+    registry.register_with_unit(
+        "response_queue",
+        "Encoded response bytes waiting for their clients, bounded by queued.max.response.bytes",
+        Unit::Bytes,
+        responses,
+    );
+    let limit = Gauge::<i64>::default();
+    limit.set(i64::try_from(crate::descriptors::open_file_limit()).unwrap_or(i64::MAX));
+    registry.register(
+        "open_file_limit",
+        "The process's open-file limit (RLIMIT_NOFILE), shared by connections and partitions",
+        limit,
     );
 }
 

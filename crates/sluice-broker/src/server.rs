@@ -20,13 +20,62 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
+use sluice_storage::EveryInterval;
+
+use sluice_records::RecordCounter;
+use sluice_storage::FileSlice;
+
+use crate::budget::{Budget, Charge, SMALL_FRAME_BYTES};
+use crate::descriptors::{ConnectionSlot, Refused};
 use crate::metrics::{Metrics, RequestTiming};
 use crate::{handlers, millis, BrokerState};
 
+/// One piece of a response, in write order.
+pub(crate) enum OutChunk {
+    /// Encoded bytes, already in memory.
+    Bytes(Bytes),
+    /// A partition's fetched records, counted for `topic` in the traffic metrics as they go.
+    Records {
+        records: FetchedRecords,
+        topic: Arc<str>,
+    },
+}
+
+/// Records a fetch returns: in memory, or still in their segment file, sent from there in
+/// pieces so that a response never holds its records in memory.
+#[derive(Debug, Clone)]
+pub(crate) enum FetchedRecords {
+    /// No records (a partition with an error, or nothing new): an empty, not null, set.
+    Empty,
+    File(FileSlice),
+}
+
+impl FetchedRecords {
+    pub fn len(&self) -> usize {
+        match self {
+            FetchedRecords::Empty => 0,
+            FetchedRecords::File(slice) => slice.len(),
+        }
+    }
+}
+
 /// An encoded response, with the non-zero error codes it carries (for metrics).
 pub(crate) struct Answer {
-    pub chunks: Vec<Bytes>,
+    pub chunks: Vec<OutChunk>,
     pub errors: Vec<i16>,
+}
+
+impl Answer {
+    /// Bytes the answer holds in memory until it is written.
+    fn held_bytes(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| match c {
+                OutChunk::Bytes(b) => b.len(),
+                OutChunk::Records { .. } => 0,
+            })
+            .sum()
+    }
 }
 
 /// What a response future yields: `Ok(None)` for requests that get no response (acks=0),
@@ -36,42 +85,122 @@ pub(crate) type ResponseResult = Result<Option<Answer>, String>;
 /// A response still being computed.
 pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = ResponseResult> + Send>>;
 
+/// A finished response: the answer, when it was ready, and its bytes counted against the
+/// connection's and the broker's unsent-response budgets until it is written.
+struct Ready {
+    result: ResponseResult,
+    at: Instant,
+    _held: Option<(Charge, Charge)>,
+}
+
 /// A request whose response the writer awaits, with what its timing needs (when metrics
 /// are on): when its frame was read, and how long its handler ran inline.
 struct Pending {
-    response: JoinHandle<(ResponseResult, Instant)>,
+    response: JoinHandle<Ready>,
     api_key: i16,
     timing: Option<(Instant, Duration)>,
+}
+
+/// The budgets a connection's reader and writer share.
+#[derive(Clone)]
+struct Budgets {
+    /// Request bytes across the broker.
+    requests: Arc<Budget>,
+    /// This connection's unsent response bytes.
+    unsent: Arc<Budget>,
+    /// Unsent response bytes across the broker.
+    unsent_total: Arc<Budget>,
+}
+
+impl Budgets {
+    /// Whether the reader may read another request: this connection's unsent responses are
+    /// under its limit, and the broker's are too unless this connection has none waiting (a
+    /// client that reads its responses is never held up by one that does not).
+    fn may_read(&self) -> bool {
+        let own = self.unsent.used();
+        own < self.unsent.limit()
+            && (own == 0 || self.unsent_total.used() < self.unsent_total.limit())
+    }
+
+    async fn wait_to_read(&self) {
+        while !self.may_read() {
+            tokio::select! {
+                _ = self.unsent.wait_until(|_, _| false) => {}
+                _ = self.unsent_total.wait_until(|_, _| false) => {}
+            }
+        }
+    }
+}
+
+/// The first pause after `accept` fails for want of descriptors or memory; it doubles while
+/// the failures go on, up to [`ACCEPT_BACKOFF_MAX`]. Waiting connections stay in the kernel's
+/// accept queue meanwhile.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Connections refused or failed on accept are logged at most this often.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for connection tasks it has aborted (a request stuck in a blocking
+/// file-system call cannot be interrupted) before it flushes and returns without them.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether an accept error is the process or the system running short of a resource, which
+/// retrying at once cannot fix.
+fn accept_needs_backoff(e: &std::io::Error) -> bool {
+    sluice_storage::is_out_of_descriptors(e)
+        || matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM))
 }
 
 pub(crate) async fn serve(listener: TcpListener, state: Arc<BrokerState>) -> Result<(), String> {
     let mut connections = JoinSet::new();
     let mut shutdown = state.shutdown.clone();
-    let mut checkpoints = tokio::time::interval(millis(state.config.checkpoint_interval_ms));
-    checkpoints.tick().await;
+    let refused_log = EveryInterval::new(ACCEPT_LOG_INTERVAL);
+    let failed_log = EveryInterval::new(ACCEPT_LOG_INTERVAL);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    // Nothing periodic runs here: flushes and checkpoints have their own task, so accepting
+    // and shutting down never wait for them.
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    if connections.len() >= state.config.max_connections {
-                        state.metrics.connection_refused();
-                        tracing::warn!(%peer, limit = state.config.max_connections,
-                            "closing connection: max.connections reached");
-                        continue;
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    match state.descriptors.admit(state.config.max_connections) {
+                        Ok(slot) => {
+                            connections.spawn(connection(state.clone(), stream, peer, slot));
+                        }
+                        Err(refused) => {
+                            state.metrics.connection_refused();
+                            drop(stream);
+                            if let Some(suppressed) = refused_log.due() {
+                                match refused {
+                                    Refused::MaxConnections => tracing::warn!(%peer,
+                                        limit = state.config.max_connections, suppressed,
+                                        "closing connection: max.connections reached"),
+                                    Refused::Descriptors(room) => tracing::warn!(%peer,
+                                        suppressed, "closing connection: {room}"),
+                                }
+                            }
+                        }
                     }
-                    connections.spawn(connection(state.clone(), stream, peer));
                 }
-                Err(e) => tracing::warn!(error = %e, "accept failed"),
+                Err(e) => {
+                    let pause = accept_needs_backoff(&e);
+                    if let Some(suppressed) = failed_log.due() {
+                        tracing::warn!(error = %e, suppressed,
+                            backoff_ms = if pause { backoff.as_millis() as u64 } else { 0 },
+                            "accept failed");
+                    }
+                    if pause {
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.changed() => break,
+                        }
+                        backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    }
+                }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = checkpoints.tick() => {
-                let logs = state.logs.clone();
-                match tokio::task::spawn_blocking(move || logs.flush_and_checkpoint()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "periodic flush and checkpoint failed"),
-                    Err(e) => tracing::error!(error = %e, "periodic flush and checkpoint panicked"),
-                }
-            }
             _ = shutdown.changed() => break,
         }
     }
@@ -88,7 +217,20 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<BrokerState>) -> Res
     .is_err()
     {
         tracing::warn!("in-flight requests did not finish in time; closing their connections");
-        connections.shutdown().await;
+        connections.abort_all();
+        let drained = tokio::time::timeout(ABORT_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            // Stuck in a blocking call; the process exits around it. Anything it was doing
+            // was not acknowledged, and recovery tidies what it left.
+            tracing::warn!(
+                connections = connections.len(),
+                "connections still busy in blocking calls; leaving them"
+            );
+            connections.detach_all();
+        }
     }
     let logs = state.logs.clone();
     tokio::task::spawn_blocking(move || logs.flush_and_checkpoint())
@@ -99,12 +241,22 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<BrokerState>) -> Res
     Ok(())
 }
 
-async fn connection(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr) {
+async fn connection(
+    state: Arc<BrokerState>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _slot: ConnectionSlot,
+) {
     let _open = state.metrics.connection_opened();
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let (pending_tx, pending_rx) =
         mpsc::channel::<Pending>(state.config.queued_max_requests_per_connection);
+    let budgets = Budgets {
+        requests: state.request_bytes.clone(),
+        unsent: Budget::new(state.config.queued_max_response_bytes_per_connection),
+        unsent_total: state.response_bytes.clone(),
+    };
     let writer = tokio::spawn(write_responses(
         writer,
         pending_rx,
@@ -115,6 +267,12 @@ async fn connection(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr
     let mut shutdown = state.shutdown.clone();
     let max = state.config.socket_request_max_bytes;
     loop {
+        // Back-pressure: no new request while this connection's answers wait for a client
+        // that does not read them.
+        tokio::select! {
+            _ = budgets.wait_to_read() => {}
+            _ = shutdown.changed() => break,
+        }
         let size = tokio::select! {
             size = reader.read_i32() => match size {
                 Ok(size) => size,
@@ -127,6 +285,12 @@ async fn connection(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr
                 "closing connection: request size outside 0..=socket.request.max.bytes");
             break;
         }
+        // The frame's bytes count against queued.max.request.bytes until its response is
+        // ready; a large frame waits for room before its body is read.
+        let request_bytes = tokio::select! {
+            charge = budgets.requests.reserve(size as usize, SMALL_FRAME_BYTES) => charge,
+            _ = shutdown.changed() => break,
+        };
         // Grow the buffer only as bytes arrive, so a frame that announces a large size and
         // then stalls costs what it sent, not what it announced.
         let mut frame = Vec::new();
@@ -149,7 +313,23 @@ async fn connection(state: Arc<BrokerState>, stream: TcpStream, peer: SocketAddr
         match handlers::dispatch(&state, Bytes::from(frame), peer) {
             Ok(Some(response)) => {
                 let timing = received.map(|at| (at, at.elapsed()));
-                let response = tokio::spawn(async move { (response.await, Instant::now()) });
+                let (unsent, unsent_total) = (budgets.unsent.clone(), budgets.unsent_total.clone());
+                let response = tokio::spawn(async move {
+                    let result = response.await;
+                    drop(request_bytes);
+                    let held = match &result {
+                        Ok(Some(answer)) => {
+                            let n = answer.held_bytes();
+                            Some((unsent.charge(n), unsent_total.charge(n)))
+                        }
+                        _ => None,
+                    };
+                    Ready {
+                        result,
+                        at: Instant::now(),
+                        _held: held,
+                    }
+                });
                 let pending = Pending {
                     response,
                     api_key,
@@ -186,6 +366,91 @@ async fn write_all_vectored(writer: &mut OwnedWriteHalf, chunks: &[Bytes]) -> st
     Ok(())
 }
 
+/// Record slices up to this size are read into memory and written with the fields around
+/// them in one system call; larger ones are streamed from the file.
+const INLINE_RECORDS_BYTES: usize = 64 << 10;
+
+/// The most of a file slice read into memory at once while streaming it.
+const STREAM_CHUNK_BYTES: usize = 256 << 10;
+
+/// Writes a response: encoded fields from memory, records from their segment files in
+/// pieces. Traffic metrics count each piece before it is written.
+async fn write_answer(
+    writer: &mut OwnedWriteHalf,
+    chunks: Vec<OutChunk>,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_len = 0usize;
+    for chunk in chunks {
+        match chunk {
+            OutChunk::Bytes(b) => {
+                pending_len += b.len();
+                pending.push(b);
+            }
+            OutChunk::Records {
+                records: FetchedRecords::Empty,
+                ..
+            } => {}
+            OutChunk::Records {
+                records: FetchedRecords::File(slice),
+                topic,
+            } => {
+                if slice.len() <= INLINE_RECORDS_BYTES
+                    && pending_len + slice.len() <= INLINE_RECORDS_BYTES
+                {
+                    let bytes = slice.to_vec()?;
+                    count_fetched(metrics, &topic, &bytes, &mut RecordCounter::new());
+                    pending_len += bytes.len();
+                    pending.push(Bytes::from(bytes));
+                } else {
+                    write_all_vectored(writer, &pending).await?;
+                    pending.clear();
+                    pending_len = 0;
+                    stream_slice(writer, &slice, &topic, metrics).await?;
+                }
+            }
+        }
+    }
+    write_all_vectored(writer, &pending).await
+}
+
+fn count_fetched(metrics: &Metrics, topic: &str, bytes: &[u8], counter: &mut RecordCounter) {
+    if metrics.enabled() {
+        metrics.fetched(topic, bytes.len(), counter.feed(bytes));
+    }
+}
+
+/// Sends a file slice as the socket takes it: each piece is read when the socket is ready
+/// and whatever the socket does not take is dropped and read again later, so a client that
+/// stops reading costs no memory here.
+async fn stream_slice(
+    writer: &mut OwnedWriteHalf,
+    slice: &FileSlice,
+    topic: &str,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
+    let mut sent = 0usize;
+    let mut counted = 0usize;
+    let mut counter = RecordCounter::new();
+    while sent < slice.len() {
+        writer.writable().await?;
+        let n = (slice.len() - sent).min(STREAM_CHUNK_BYTES);
+        let piece = slice.read_at(sent, n)?;
+        if sent + n > counted {
+            count_fetched(metrics, topic, &piece[counted - sent..], &mut counter);
+            counted = sent + n;
+        }
+        match writer.try_write(&piece) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(written) => sent += written,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 async fn write_responses(
     mut writer: OwnedWriteHalf,
     mut pending: mpsc::Receiver<Pending>,
@@ -199,17 +464,24 @@ async fn write_responses(
     }) = pending.recv().await
     {
         match response.await {
-            Ok((Ok(Some(answer)), ready)) => {
+            Ok(Ready {
+                result: Ok(Some(answer)),
+                at: ready,
+                _held,
+            }) => {
                 // Counted before the client can see the response; only the timings need
                 // the write to have finished.
                 metrics.error_codes(api_key, answer.errors);
                 let sending = Instant::now();
-                if write_all_vectored(&mut writer, &answer.chunks)
-                    .await
-                    .is_err()
-                {
+                if let Err(e) = write_answer(&mut writer, answer.chunks, &metrics).await {
+                    if e.kind() != std::io::ErrorKind::BrokenPipe
+                        && e.kind() != std::io::ErrorKind::ConnectionReset
+                    {
+                        tracing::debug!(%peer, error = %e, "closing connection: write failed");
+                    }
                     return;
                 }
+                drop(_held);
                 if let Some((received, local)) = timing {
                     let remote = ready.saturating_duration_since(received + local);
                     metrics.responded(&RequestTiming {
@@ -221,8 +493,13 @@ async fn write_responses(
                     });
                 }
             }
-            Ok((Ok(None), _)) => {}
-            Ok((Err(reason), _)) => {
+            Ok(Ready {
+                result: Ok(None), ..
+            }) => {}
+            Ok(Ready {
+                result: Err(reason),
+                ..
+            }) => {
                 tracing::error!(%peer, "closing connection: {reason}");
                 return;
             }

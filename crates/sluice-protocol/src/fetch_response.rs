@@ -25,9 +25,33 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+/// A record set as the encoder sees it: only its length is encoded; its bytes are passed on
+/// untouched, as a [`Chunk::Records`] the caller writes (from memory or from a file).
+pub trait RecordSet: Clone {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl RecordSet for Bytes {
+    fn len(&self) -> usize {
+        Bytes::len(self)
+    }
+}
+
+/// One piece of an encoded fetch response, in write order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk<R> {
+    /// Encoded fields.
+    Encoded(Bytes),
+    /// A partition's records, exactly as given.
+    Records(R),
+}
+
 /// One partition's part of a fetch response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchPartitionOut {
+pub struct FetchPartitionOut<R = Bytes> {
     pub partition: i32,
     pub error_code: i16,
     pub high_watermark: i64,
@@ -35,21 +59,32 @@ pub struct FetchPartitionOut {
     pub log_start_offset: i64,
     /// (producer id, first offset) of each aborted transaction in range, for read_committed.
     pub aborted: Vec<(i64, i64)>,
-    pub records: Option<Bytes>,
+    pub records: Option<R>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchTopicOut {
+pub struct FetchTopicOut<R = Bytes> {
     pub name: Bytes,
-    pub partitions: Vec<FetchPartitionOut>,
+    pub partitions: Vec<FetchPartitionOut<R>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FetchResponseOut {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchResponseOut<R = Bytes> {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub session_id: i32,
-    pub topics: Vec<FetchTopicOut>,
+    pub topics: Vec<FetchTopicOut<R>>,
+}
+
+impl<R> Default for FetchResponseOut<R> {
+    fn default() -> Self {
+        Self {
+            throttle_time_ms: 0,
+            error_code: 0,
+            session_id: 0,
+            topics: Vec::new(),
+        }
+    }
 }
 
 /// The Fetch versions this encoder handles.
@@ -74,20 +109,20 @@ fn put_len(out: &mut BytesMut, flexible: bool, len: Option<usize>, classic_i16: 
     }
 }
 
-impl FetchResponseOut {
+impl<R: RecordSet> FetchResponseOut<R> {
     /// Total bytes of all record sets: what the response carries beyond its fields.
     pub fn record_bytes(&self) -> usize {
         self.topics
             .iter()
             .flat_map(|t| &t.partitions)
-            .filter_map(|p| p.records.as_ref().map(Bytes::len))
+            .filter_map(|p| p.records.as_ref().map(RecordSet::len))
             .sum()
     }
 
     /// Encodes the whole response, size prefix and header included, as chunks to write in
     /// order. Panics on a version outside [`FETCH_RESPONSE_VERSIONS`] (a bug of the caller,
     /// which only dispatches advertised versions here).
-    pub fn encode(&self, version: i16, correlation_id: i32) -> Vec<Bytes> {
+    pub fn encode(&self, version: i16, correlation_id: i32) -> Vec<Chunk<R>> {
         assert!(
             FETCH_RESPONSE_VERSIONS.contains(&version),
             "Fetch v{version} not encodable here"
@@ -131,12 +166,12 @@ impl FetchResponseOut {
                 put_len(
                     &mut cur,
                     flexible,
-                    p.records.as_ref().map(Bytes::len),
+                    p.records.as_ref().map(RecordSet::len),
                     false,
                 );
                 if let Some(records) = p.records.as_ref().filter(|r| !r.is_empty()) {
-                    chunks.push(cur.split().freeze());
-                    chunks.push(records.clone());
+                    chunks.push(Chunk::Encoded(cur.split().freeze()));
+                    chunks.push(Chunk::Records(records.clone()));
                 }
                 if flexible {
                     put_uvarint(&mut cur, 0);
@@ -149,13 +184,29 @@ impl FetchResponseOut {
         if flexible {
             put_uvarint(&mut cur, 0);
         }
-        chunks.push(cur.freeze());
-        let total: usize = chunks.iter().map(Bytes::len).sum();
+        chunks.push(Chunk::Encoded(cur.freeze()));
+        let total: usize = chunks
+            .iter()
+            .map(|c| match c {
+                Chunk::Encoded(b) => b.len(),
+                Chunk::Records(r) => r.len(),
+            })
+            .sum();
         let mut size = BytesMut::with_capacity(4);
         size.put_i32(total as i32);
-        chunks.insert(0, size.freeze());
+        chunks.insert(0, Chunk::Encoded(size.freeze()));
         chunks
     }
+}
+
+/// The chunks of an in-memory response as bytes, in order.
+pub fn chunk_bytes(chunks: Vec<Chunk<Bytes>>) -> Vec<Bytes> {
+    chunks
+        .into_iter()
+        .map(|c| match c {
+            Chunk::Encoded(b) | Chunk::Records(b) => b,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -266,7 +317,7 @@ mod tests {
         /// encodes for the same response.
         #[test]
         fn chunks_equal_the_codec_encoding(r in response(), version in 4i16..=12, corr: i32) {
-            let ours: Vec<u8> = r.encode(version, corr).concat();
+            let ours: Vec<u8> = chunk_bytes(r.encode(version, corr)).concat();
             prop_assert_eq!(ours, reference(&r, version, corr).to_vec());
         }
     }
@@ -289,7 +340,7 @@ mod tests {
             }],
             ..FetchResponseOut::default()
         };
-        let chunks = r.encode(12, 1);
+        let chunks = chunk_bytes(r.encode(12, 1));
         assert!(chunks.iter().any(|c| c.as_ptr() == records.as_ptr()));
     }
 }

@@ -29,6 +29,7 @@ mod builder;
 pub mod compact;
 mod compression;
 mod control;
+mod counter;
 mod record;
 mod varint;
 
@@ -38,6 +39,7 @@ pub use batch::{
 };
 pub use builder::{BatchBuilder, NewRecord};
 pub use control::{control_type, marker_batch, ControlType};
+pub use counter::RecordCounter;
 pub use record::{Header, Record};
 
 /// Why a batch was refused. Each maps to one Kafka error code in the broker.

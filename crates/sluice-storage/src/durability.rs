@@ -2,14 +2,15 @@
 
 use std::fs::File;
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Makes written data durable. The production implementation calls fdatasync/fsync; tests
 /// substitute one that fails to prove a failed sync takes the log directory offline.
 pub trait Durability: Send + Sync + std::fmt::Debug {
     fn sync_file(&self, file: &File) -> io::Result<()>;
-    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Makes a directory's entries durable. The caller opens the directory first, so that
+    /// running out of descriptors shows up before anything was renamed or created.
+    fn sync_dir(&self, dir: &File) -> io::Result<()>;
 }
 
 /// fdatasync for files, fsync of the opened directory for directory entries.
@@ -20,8 +21,8 @@ impl Durability for Fsync {
     fn sync_file(&self, file: &File) -> io::Result<()> {
         file.sync_data()
     }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+    fn sync_dir(&self, dir: &File) -> io::Result<()> {
+        dir.sync_all()
     }
 }
 
@@ -56,7 +57,7 @@ impl Durability for FailAfter {
         self.step()?;
         file.sync_data()
     }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+    fn sync_dir(&self, dir: &File) -> io::Result<()> {
         self.step()?;
         Fsync.sync_dir(dir)
     }

@@ -40,6 +40,16 @@ impl OffsetIndex {
         }
     }
 
+    /// The largest indexed position ≤ `position` (a batch start), or 0.
+    pub fn floor_position(&self, position: u32) -> u32 {
+        let i = self.entries.partition_point(|&(_, pos)| pos <= position);
+        if i == 0 {
+            0
+        } else {
+            self.entries[i - 1].1
+        }
+    }
+
     pub fn last(&self) -> Option<(u32, u32)> {
         self.entries.last().copied()
     }

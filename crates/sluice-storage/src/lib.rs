@@ -6,23 +6,28 @@
 
 mod config;
 mod durability;
+mod files;
 mod index;
 mod log;
 mod manager;
+mod pace;
 mod producer_state;
 mod segment;
+mod topic_journal;
 mod txn_index;
 
 pub use config::{LogConfig, TimestampPolicy, TOPIC_CONFIG_NAMES};
 pub use durability::{Durability, FailAfter, Fsync};
+pub use files::{is_out_of_descriptors, open_file_count, CountedFile};
 pub use index::{OffsetIndex, TimeIndex};
 pub use log::{
-    AppendOutcome, CleanStats, CleanerConfig, DirState, Isolation, ReadOutcome, RetentionOutcome,
-    Throttle, UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES,
+    AppendOutcome, CleanStats, CleanerConfig, DirState, FileSlice, Isolation, ReadOutcome,
+    RetentionOutcome, SliceOutcome, Throttle, UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES,
 };
 pub use manager::{
-    validate_topic_name, LogManager, Topic, MAX_PARTITIONS_PER_TOPIC, TOPIC_NAME_MAX_LEN,
+    validate_topic_name, LogManager, NewTopic, Topic, MAX_PARTITIONS_PER_TOPIC, TOPIC_NAME_MAX_LEN,
 };
+pub use pace::EveryInterval;
 pub use producer_state::{ProducerStateManager, SequenceCheck, BATCHES_PER_PRODUCER};
 pub use txn_index::AbortedTxn;
 
@@ -47,6 +52,10 @@ pub enum StorageError {
     },
     #[error("the log directory is offline after an I/O failure")]
     Offline,
+    /// The process ran out of file descriptors: the operation did nothing and may be retried
+    /// once descriptors are free again. Never takes the directory offline.
+    #[error("out of file descriptors: {0}")]
+    OutOfDescriptors(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("I/O error: {0}")]
@@ -75,7 +84,11 @@ pub enum StorageError {
 
 impl From<std::io::Error> for StorageError {
     fn from(e: std::io::Error) -> Self {
-        StorageError::Io(e.to_string())
+        if is_out_of_descriptors(&e) {
+            StorageError::OutOfDescriptors(e.to_string())
+        } else {
+            StorageError::Io(e.to_string())
+        }
     }
 }
 

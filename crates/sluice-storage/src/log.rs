@@ -18,7 +18,7 @@ use crate::config::{LogConfig, TimestampPolicy};
 use crate::producer_state::{ProducerStateManager, SequenceCheck, Snapshot};
 use crate::segment::{parse_segment_file_name, LogSegment, HEADER_PEEK};
 use crate::txn_index::AbortedTxn;
-use crate::{Durability, StorageError};
+use crate::{CountedFile, Durability, StorageError};
 
 /// The most a single batch may decompress to when the broker must look inside it
 /// (ListOffsets by timestamp). Larger batches are refused rather than inflated.
@@ -49,7 +49,12 @@ pub struct DirState {
     pub(crate) durability: Arc<dyn Durability>,
     /// `producer.id.expiration.ms`, applied when producer state is checkpointed.
     producer_id_expiration_ms: AtomicI64,
+    /// Paces the log line for operations that failed for want of a descriptor.
+    descriptor_log: crate::EveryInterval,
 }
+
+/// Operations refused for want of a file descriptor are logged at most this often.
+pub const DESCRIPTOR_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl DirState {
     pub fn new(durability: Arc<dyn Durability>) -> Self {
@@ -57,6 +62,7 @@ impl DirState {
             offline: AtomicBool::new(false),
             durability,
             producer_id_expiration_ms: AtomicI64::new(PRODUCER_ID_EXPIRATION_MS),
+            descriptor_log: crate::EveryInterval::new(DESCRIPTOR_LOG_INTERVAL),
         }
     }
 
@@ -71,14 +77,26 @@ impl DirState {
 
     /// Takes the directory offline after a failed write or sync. Never undone in-process: the
     /// page cache may have dropped the data, so the only safe path is a restart and recovery.
+    ///
+    /// Running out of descriptors is the exception: only opening a file fails that way, every
+    /// caller opens what it needs before it changes anything, so nothing was lost and the
+    /// operation can be retried once descriptors are free. It is reported, at most once per
+    /// [`DESCRIPTOR_LOG_INTERVAL`], and the directory stays online.
     pub(crate) fn fail(&self, what: &str, err: &io::Error) -> StorageError {
+        if crate::is_out_of_descriptors(err) {
+            if let Some(suppressed) = self.descriptor_log.due() {
+                tracing::error!(error = %err, suppressed,
+                    "{what} failed: out of file descriptors; the directory stays online");
+            }
+            return StorageError::OutOfDescriptors(format!("{what}: {err}"));
+        }
         if !self.offline.swap(true, Ordering::SeqCst) {
             tracing::error!(error = %err, "{what} failed: log directory taken offline");
         }
         StorageError::Offline
     }
 
-    fn check(&self) -> Result<(), StorageError> {
+    pub(crate) fn check(&self) -> Result<(), StorageError> {
         if self.is_offline() {
             Err(StorageError::Offline)
         } else {
@@ -118,6 +136,103 @@ pub struct ReadOutcome {
     /// For read_committed: the aborted transactions with records in the range returned,
     /// ordered by first offset, for the client to filter.
     pub aborted: Vec<AbortedTxn>,
+}
+
+/// Whole stored batches still in their segment file: what a read found, not yet read. The
+/// file stays readable while the slice is held, even if retention or the cleaner removes or
+/// replaces the segment meanwhile.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    file: Arc<CountedFile>,
+    position: u64,
+    len: usize,
+}
+
+impl FileSlice {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads `len` bytes of the slice from `offset` within it.
+    pub fn read_at(&self, offset: usize, len: usize) -> io::Result<Vec<u8>> {
+        let end = offset.checked_add(len).filter(|&e| e <= self.len);
+        if end.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "read past the end of a file slice",
+            ));
+        }
+        read_exact_at_uninit(&self.file, len, self.position + offset as u64)
+    }
+
+    /// The whole slice.
+    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
+        self.read_at(0, self.len)
+    }
+}
+
+/// Result of [`UnifiedLog::read_slice`]: like [`ReadOutcome`], with the records left in the
+/// file (`None` when there are none).
+#[derive(Debug, Clone)]
+pub struct SliceOutcome {
+    pub records: Option<FileSlice>,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// A batch header as a read walks past it.
+#[derive(Debug, Clone, Copy)]
+struct WalkedBatch {
+    pos: u64,
+    base: i64,
+    delta: i32,
+    size: u64,
+}
+
+/// Steps over stored batches by their headers, reading only the first bytes of each.
+struct HeaderWalk<'a> {
+    file: &'a File,
+    end: u64,
+}
+
+impl<'a> HeaderWalk<'a> {
+    fn new(file: &'a File, end: u64) -> Self {
+        Self { file, end }
+    }
+
+    /// The first batch from `pos` on for which `stop` holds, with its position; `None` if the
+    /// walk reaches `end` first.
+    fn find(
+        &mut self,
+        mut pos: u64,
+        stop: impl Fn(&WalkedBatch) -> bool,
+    ) -> Result<Option<(u64, WalkedBatch)>, StorageError> {
+        let mut header = [0u8; HEADER_PEEK];
+        while pos + HEADER_PEEK as u64 <= self.end {
+            self.file.read_exact_at(&mut header, pos)?;
+            let length = i32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
+            if length < (BATCH_HEADER_SIZE - LOG_OVERHEAD) as i32 {
+                return Err(StorageError::Corrupt(format!("bad batch length at {pos}")));
+            }
+            let batch = WalkedBatch {
+                pos,
+                base: i64::from_be_bytes(header[..8].try_into().expect("8 bytes")),
+                delta: i32::from_be_bytes(header[23..27].try_into().expect("4 bytes")),
+                size: LOG_OVERHEAD as u64 + length as u64,
+            };
+            if stop(&batch) {
+                return Ok(Some((pos, batch)));
+            }
+            pos += batch.size;
+        }
+        Ok(None)
+    }
 }
 
 /// Which records a read may return (Kafka's `isolation_level`).
@@ -213,8 +328,15 @@ impl UnifiedLog {
         bases.sort_unstable();
         let mut segments = BTreeMap::new();
         let mut dir_dirty = false;
-        if bases.is_empty() {
-            segments.insert(0, LogSegment::create(dir, 0, now_ms)?);
+        // A new log holds nothing to make durable yet: its empty segment and directory are
+        // synced by the first flush (`dir_dirty`), so creating thousands of partitions does
+        // not cost two syncs each. (The data directory's entry for it is the creator's.)
+        let fresh = bases.is_empty();
+        if fresh {
+            let mut segment = LogSegment::create(dir, 0, now_ms)?;
+            // Empty indexes need no files: a restart rebuilds them from an empty segment.
+            segment.indexes_persisted = true;
+            segments.insert(0, segment);
             dir_dirty = true;
         }
         let rp = recovery_point.unwrap_or(i64::MIN);
@@ -303,7 +425,9 @@ impl UnifiedLog {
                 log_end_offset,
                 dir_dirty,
                 producers,
-                checkpointed_offset: -1,
+                // A new, empty log has nothing for a checkpoint to write until its first
+                // append, so ten thousand new topics cost a shutdown nothing.
+                checkpointed_offset: if fresh { 0 } else { -1 },
                 cleaner_checkpoint: cleaner::read_checkpoint(dir),
             }),
             flush_lock: Mutex::new(()),
@@ -316,7 +440,7 @@ impl UnifiedLog {
             recovery_scanned_bytes: scanned,
             closed: AtomicBool::new(false),
         };
-        if recovered_any || dir_dirty {
+        if recovered_any || (dir_dirty && !fresh) {
             // What survived recovery may still sit only in the page cache.
             log.flush_to(i64::MAX)?;
         }
@@ -496,6 +620,14 @@ impl UnifiedLog {
             .map(|h| i64::from(h.last_offset_delta) + 1)
             .sum();
         self.maybe_roll(&mut inner, records.len() as u64, count, now_ms)?;
+        if marker == Some(false) {
+            // An abort marker's index entry must not fail for want of a descriptor once the
+            // marker is written: open the index first.
+            inner
+                .active()
+                .open_txn_index()
+                .map_err(|e| self.dir_state.fail("transaction index open", &e))?;
+        }
 
         // The batches go to disk as the client sent them, except the first 16 bytes of each
         // (base offset, length, leader epoch), which are written from a patched copy. Only a
@@ -623,7 +755,7 @@ impl UnifiedLog {
                 .map(|(b, _)| *b);
             // Aborted-transaction indexes are synced with their segments, so an entry is
             // durable exactly when its marker is.
-            let files: Vec<Arc<File>> = inner
+            let files: Vec<Arc<CountedFile>> = inner
                 .segments
                 .range(first.unwrap_or(i64::MIN)..)
                 .flat_map(|(_, s)| std::iter::once(s.file.clone()).chain(s.txn_file.clone()))
@@ -632,14 +764,26 @@ impl UnifiedLog {
             (inner.log_end_offset, files, dirty)
         };
         let durability = &self.dir_state.durability;
+        let dir_handle = if dir_dirty {
+            match crate::files::open_dir(&self.dir) {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    // Nothing synced yet: the next flush tries again.
+                    lock(&self.inner).dir_dirty = true;
+                    return Err(self.dir_state.fail("directory open", &e));
+                }
+            }
+        } else {
+            None
+        };
         for file in files {
             durability
                 .sync_file(&file)
                 .map_err(|e| self.dir_state.fail("fsync", &e))?;
         }
-        if dir_dirty {
+        if let Some(handle) = dir_handle {
             durability
-                .sync_dir(&self.dir)
+                .sync_dir(&handle)
                 .map_err(|e| self.dir_state.fail("directory fsync", &e))?;
         }
         self.flushed_offset.fetch_max(end, Ordering::SeqCst);
@@ -793,9 +937,15 @@ impl UnifiedLog {
             .active()
             .persist_indexes(durability.as_ref())
             .map_err(|e| self.dir_state.fail("index write", &e))?;
-        inner
-            .segments
-            .insert(leo, LogSegment::create(&self.dir, leo, now_ms)?);
+        let segment = LogSegment::create(&self.dir, leo, now_ms).map_err(|e| {
+            if crate::is_out_of_descriptors(&e) {
+                // Reported (once per interval), and the directory stays online.
+                self.dir_state.fail("segment create", &e)
+            } else {
+                e.into()
+            }
+        })?;
+        inner.segments.insert(leo, segment);
         inner.dir_dirty = true;
         Ok(())
     }
@@ -824,11 +974,11 @@ impl UnifiedLog {
         }
         self.sync_appended()?;
         let durability = self.dir_state.durability.clone();
-        let (snapshot, covered) = {
+        let (snapshot, covered, index_files) = {
             let mut inner = lock(&self.inner);
-            inner
+            let index_files = inner
                 .active()
-                .persist_indexes(durability.as_ref())
+                .write_indexes()
                 .map_err(|e| self.dir_state.fail("index write", &e))?;
             let expiration = self
                 .dir_state
@@ -838,8 +988,14 @@ impl UnifiedLog {
             let leo = inner.log_end_offset;
             let bytes =
                 serde_json::to_vec(&inner.producers.to_snapshot(leo)).expect("snapshot serialises");
-            (bytes, leo)
+            (bytes, leo, index_files)
         };
+        // Synced outside the lock: appends to this partition do not wait for a checkpoint.
+        for file in index_files {
+            durability
+                .sync_file(&file)
+                .map_err(|e| self.dir_state.fail("index sync", &e))?;
+        }
         // Appends (markers, aborted-index entries) may have landed between the sync above
         // and the capture: the snapshot must not cover anything not yet durable.
         self.sync_appended()?;
@@ -898,38 +1054,17 @@ impl UnifiedLog {
         min_one_batch: bool,
         isolation: Isolation,
     ) -> Result<ReadOutcome, StorageError> {
-        self.check_open()?;
-        let (hw, lso, log_start) = {
-            let inner = lock(&self.inner);
-            (
-                inner.log_end_offset,
-                Self::lso_of(&inner),
-                inner.log_start_offset,
-            )
-        };
-        if offset < log_start || offset > hw {
-            return Err(StorageError::OffsetOutOfRange {
-                offset,
-                log_start,
-                log_end: hw,
-            });
-        }
-        let upper = match isolation {
-            Isolation::ReadUncommitted => hw,
-            Isolation::ReadCommitted => lso,
-        };
-        let mut out = self.read_below(offset, upper, max_bytes, min_one_batch)?;
-        out.high_watermark = hw;
-        out.last_stable_offset = lso;
-        out.log_start_offset = log_start;
-        if isolation == Isolation::ReadCommitted && !out.records.is_empty() {
-            let mut end = offset;
-            for batch in BatchIter::new(&out.records) {
-                end = BatchHeader::parse(batch?)?.next_offset();
-            }
-            out.aborted = self.aborted_transactions(offset, end);
-        }
-        Ok(out)
+        let out = self.read_slice(offset, max_bytes, min_one_batch, isolation)?;
+        Ok(ReadOutcome {
+            records: match &out.records {
+                Some(slice) => slice.to_vec()?,
+                None => Vec::new(),
+            },
+            high_watermark: out.high_watermark,
+            last_stable_offset: out.last_stable_offset,
+            log_start_offset: out.log_start_offset,
+            aborted: out.aborted,
+        })
     }
 
     /// Aborted transactions with records in `[from, upper)`, ordered by first offset.
@@ -960,29 +1095,25 @@ impl UnifiedLog {
         out
     }
 
-    /// Whole batches from the one holding `offset`, none starting at or past `upper`.
-    fn read_below(
+    /// Where the whole batches from the one holding `offset` lie, none starting at or past
+    /// `upper`, at most `max_bytes` of them unless `min_one_batch` and the first alone is
+    /// larger: a slice of one segment file and the offset after its last batch, found from the
+    /// indexes and a few batch headers without reading the records.
+    fn slice_below(
         &self,
         offset: i64,
         upper: i64,
         max_bytes: usize,
         min_one_batch: bool,
-    ) -> Result<ReadOutcome, StorageError> {
-        let empty = ReadOutcome {
-            records: Vec::new(),
-            high_watermark: upper,
-            last_stable_offset: upper,
-            log_start_offset: 0,
-            aborted: Vec::new(),
-        };
+    ) -> Result<Option<(FileSlice, i64)>, StorageError> {
         // A compacted segment can end in a gap: when nothing at or after `target` is left in
         // its segment, the read moves on to the next one.
         let mut target = offset;
         loop {
             if target >= upper {
-                return Ok(empty);
+                return Ok(None);
             }
-            let (file, mut pos, end, segment_end) = {
+            let (file, start, size, segment_end, base) = {
                 let inner = lock(&self.inner);
                 // The segment holding `target`, or the first one after it.
                 let segment = inner
@@ -993,7 +1124,7 @@ impl UnifiedLog {
                     .filter(|s| target < s.next_offset)
                     .or_else(|| inner.segments.range(target..).map(|(_, s)| s).next());
                 let Some(segment) = segment else {
-                    return Ok(empty);
+                    return Ok(None);
                 };
                 let relative = (target - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
                 let (_, pos) = segment.offset_index.lookup(relative);
@@ -1002,59 +1133,118 @@ impl UnifiedLog {
                     u64::from(pos),
                     segment.size,
                     segment.next_offset.max(segment.base_offset + 1),
+                    segment.base_offset,
                 )
             };
             // Step over batches that end before `target`.
-            let mut header = [0u8; HEADER_PEEK];
-            let first_size = loop {
-                if pos + HEADER_PEEK as u64 > end {
-                    break None;
-                }
-                file.read_exact_at(&mut header, pos)?;
-                let base = i64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
-                let length = i32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
-                let delta = i32::from_be_bytes(header[23..27].try_into().expect("4 bytes"));
-                if length < (BATCH_HEADER_SIZE - LOG_OVERHEAD) as i32 {
-                    return Err(StorageError::Corrupt(format!("bad batch length at {pos}")));
-                }
-                let size = LOG_OVERHEAD as u64 + length as u64;
-                if base + i64::from(delta) >= target {
-                    break Some(size);
-                }
-                pos += size;
-            };
-            let Some(first_size) = first_size else {
+            let mut walk = HeaderWalk::new(&file, size);
+            let first = walk.find(start, |h| h.base + i64::from(h.delta) >= target)?;
+            let Some((first_pos, first)) = first else {
                 target = segment_end.max(target + 1);
                 continue;
             };
-            let available = end - pos;
             let want = if min_one_batch {
-                (max_bytes as u64).max(first_size)
+                (max_bytes as u64).max(first.size)
             } else {
                 max_bytes as u64
             };
-            let want = want.min(available) as usize;
-            let mut records = read_exact_at_uninit(&file, want, pos)?;
-            // Keep only whole batches, and none from `upper` on.
-            let mut keep = 0usize;
-            for batch in BatchIter::new(&records) {
-                match batch {
-                    Ok(b) if i64::from_be_bytes(b[..8].try_into().expect("8 bytes")) < upper => {
-                        keep += b.len()
-                    }
-                    _ => break,
+            let limit_end = first_pos.saturating_add(want).min(size);
+            // Index positions at or below `upper` and `limit_end`, from the same segment (the
+            // cleaner may have swapped in a rewritten file meanwhile: then start again).
+            let hints = {
+                let inner = lock(&self.inner);
+                inner
+                    .segments
+                    .get(&base)
+                    .filter(|s| Arc::ptr_eq(&s.file, &file))
+                    .map(|s| {
+                        let upper_rel = (upper - base).clamp(0, i64::from(u32::MAX)) as u32;
+                        let limit = u32::try_from(limit_end).unwrap_or(u32::MAX);
+                        (
+                            u64::from(s.offset_index.lookup(upper_rel).1),
+                            u64::from(s.offset_index.floor_position(limit)),
+                        )
+                    })
+            };
+            let Some((upper_hint, limit_hint)) = hints else {
+                continue;
+            };
+            // The end: the segment's, or the first batch at or past `upper`.
+            let (mut end, mut end_offset) = (size, segment_end);
+            if upper < segment_end {
+                match walk.find(upper_hint.max(first_pos), |h| h.base >= upper)? {
+                    Some((pos, h)) => (end, end_offset) = (pos, h.base),
+                    None => end_offset = upper.min(segment_end),
                 }
             }
-            records.truncate(keep);
-            return Ok(ReadOutcome { records, ..empty });
+            // Then no further than `limit_end`, at a batch boundary.
+            if limit_end < end {
+                let from = limit_hint.max(first_pos);
+                let stop = walk.find(from, |h| h.pos + h.size > limit_end || h.base >= upper)?;
+                if let Some((pos, h)) = stop {
+                    (end, end_offset) = (pos, h.base);
+                }
+            }
+            if end <= first_pos {
+                return Ok(None);
+            }
+            let slice = FileSlice {
+                file,
+                position: first_pos,
+                len: (end - first_pos) as usize,
+            };
+            return Ok(Some((slice, end_offset)));
         }
+    }
+
+    /// Like [`UnifiedLog::read_isolated`], but the records stay in their segment file: the
+    /// result says where they are, for the caller to send from the file in pieces.
+    pub fn read_slice(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        isolation: Isolation,
+    ) -> Result<SliceOutcome, StorageError> {
+        self.check_open()?;
+        let (hw, lso, log_start) = {
+            let inner = lock(&self.inner);
+            (
+                inner.log_end_offset,
+                Self::lso_of(&inner),
+                inner.log_start_offset,
+            )
+        };
+        if offset < log_start || offset > hw {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end: hw,
+            });
+        }
+        let upper = match isolation {
+            Isolation::ReadUncommitted => hw,
+            Isolation::ReadCommitted => lso,
+        };
+        let found = self.slice_below(offset, upper, max_bytes, min_one_batch)?;
+        let aborted = match (&found, isolation) {
+            (Some((_, end)), Isolation::ReadCommitted) => self.aborted_transactions(offset, *end),
+            _ => Vec::new(),
+        };
+        Ok(SliceOutcome {
+            records: found.map(|(slice, _)| slice),
+            high_watermark: hw,
+            last_stable_offset: lso,
+            log_start_offset: log_start,
+            aborted,
+        })
     }
 
     /// The first offset whose record timestamp is ≥ `target`, with that timestamp, as
     /// ListOffsets asks. Uses the time index to skip segments and batches.
     pub fn offset_for_timestamp(&self, target: i64) -> Result<Option<(i64, i64)>, StorageError> {
         self.check_open()?;
-        let candidates: Vec<(Arc<File>, u64, u64)> = {
+        let candidates: Vec<(Arc<CountedFile>, u64, u64)> = {
             let inner = lock(&self.inner);
             inner
                 .segments
@@ -1100,12 +1290,15 @@ pub(crate) fn write_file_atomically(
     bytes: &[u8],
     durability: &dyn Durability,
 ) -> io::Result<()> {
+    // Both descriptors first: running out of them must fail the write before the rename.
+    let dir_handle = crate::files::open_dir(dir)?;
     let tmp = dir.join(format!("{name}.tmp"));
     let file = File::create(&tmp)?;
     file.write_all_at(bytes, 0)?;
     durability.sync_file(&file)?;
+    drop(file);
     fs::rename(&tmp, dir.join(name))?;
-    durability.sync_dir(dir)
+    durability.sync_dir(&dir_handle)
 }
 
 /// Rebuilds producer state: the snapshot, if it covers a prefix of the log, then every batch
@@ -1261,4 +1454,27 @@ fn read_exact_at_uninit(file: &File, len: usize, offset: u64) -> io::Result<Vec<
         unsafe { buf.set_len(filled) };
     }
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Running out of descriptors is reported but keeps the directory online; any other
+    /// failed write or sync takes it offline.
+    #[test]
+    fn only_real_io_failures_take_the_directory_offline() {
+        let dir = DirState::new(Arc::new(crate::Fsync));
+        for errno in [libc::EMFILE, libc::ENFILE] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(matches!(
+                dir.fail("open", &e),
+                StorageError::OutOfDescriptors(_)
+            ));
+            assert!(!dir.is_offline());
+        }
+        let e = io::Error::from_raw_os_error(libc::EIO);
+        assert_eq!(dir.fail("fsync", &e), StorageError::Offline);
+        assert!(dir.is_offline());
+    }
 }

@@ -5,12 +5,13 @@
 //!   .lock                               flock held while a broker uses the directory
 //!   meta.json                           {"cluster_id": "...", "node_id": 0}
 //!   topics.json                         [{"name", "id", "partitions", "configs"}], replaced atomically
+//!   topics.journal                      changes since topics.json, one line each (topic_journal.rs)
 //!   recovery-point-offset-checkpoint    Kafka's format: "0\n<count>\n<topic> <partition> <offset>\n…"
 //!   <topic>-<partition>/                one UnifiedLog each
 //!   <topic>-<partition>.<uuid>-delete/  a deleted partition, removed at the next opportunity
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,9 +21,9 @@ use uuid::Uuid;
 
 use crate::config::LogConfig;
 use crate::log::{write_file_atomically as write_atomically, DirState, UnifiedLog};
+use crate::topic_journal::{Change, StoredTopic, TopicJournal};
 use crate::{Durability, StorageError};
 
-const TOPICS_FILE: &str = "topics.json";
 const META_FILE: &str = "meta.json";
 const RECOVERY_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
 /// Log start offsets above the first segment's base (DeleteRecords), same format.
@@ -36,6 +37,23 @@ pub const TOPIC_NAME_MAX_LEN: usize = 249;
 /// The most partitions one topic may have.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
 
+/// A topic to create: see [`LogManager::create_topics`].
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub overrides: BTreeMap<String, String>,
+}
+
+fn stored(t: &Topic) -> StoredTopic {
+    StoredTopic {
+        name: t.name.clone(),
+        id: t.id,
+        partitions: t.partitions.len() as i32,
+        configs: t.overrides.clone(),
+    }
+}
+
 /// A topic as stored: immutable; changes replace the whole `Arc<Topic>`.
 #[derive(Debug)]
 pub struct Topic {
@@ -45,14 +63,6 @@ pub struct Topic {
     pub overrides: BTreeMap<String, String>,
     pub config: LogConfig,
     pub partitions: Vec<Arc<UnifiedLog>>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredTopic {
-    name: String,
-    id: Uuid,
-    partitions: i32,
-    configs: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,8 +78,11 @@ pub struct LogManager {
     defaults: LogConfig,
     dir_state: Arc<DirState>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Serialises topic changes and the writes of `topics.json`.
-    metadata_lock: Mutex<()>,
+    /// Serialises topic changes; holds the journal they are written to.
+    metadata_lock: Mutex<TopicJournal>,
+    /// Topics named in the recovery-point checkpoint last written: a topic re-created under
+    /// such a name must not inherit its predecessor's recovery points.
+    checkpointed_topics: Mutex<HashSet<String>>,
     /// Serialises checkpoint writes (recovery points, log start offsets).
     checkpoint_lock: Mutex<()>,
     cluster_id: String,
@@ -109,6 +122,59 @@ pub fn validate_topic_name(name: &str) -> Result<(), StorageError> {
 
 fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// The longest file name Linux file systems take.
+const FILE_NAME_MAX_BYTES: usize = 255;
+
+/// The name a deleted partition's directory is renamed to before it is removed, as Kafka
+/// names it: `<topic>-<partition>.<uuid>-delete`, the topic cut short so that the whole name
+/// fits in [`FILE_NAME_MAX_BYTES`] (a 249-character topic would not fit otherwise).
+fn delete_dir_name(topic: &str, partition: i32) -> String {
+    let suffix = format!("-{partition}.{}{DELETE_SUFFIX}", Uuid::new_v4().simple());
+    // Topic names are ASCII, so any byte length is a character boundary.
+    let keep = topic.len().min(FILE_NAME_MAX_BYTES - suffix.len());
+    format!("{}{suffix}", &topic[..keep])
+}
+
+/// Removes a deleted partition's directory: renamed first, so that a crash midway leaves a
+/// `-delete` directory that start-up removes, never a partial one under the live name. If the
+/// rename fails, the directory is removed where it is; if that fails too, start-up removes it
+/// as an orphan (no topic names it), so deleted records never come back.
+fn remove_partition_dir(data_dir: &Path, dir: &Path, topic: &str, partition: i32) {
+    let doomed = data_dir.join(delete_dir_name(topic, partition));
+    let removed = match fs::rename(dir, &doomed) {
+        Ok(()) => fs::remove_dir_all(&doomed),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e,
+                "could not rename a deleted partition; removing it in place");
+            fs::remove_dir_all(dir)
+        }
+    };
+    if let Err(e) = removed {
+        tracing::warn!(dir = %dir.display(), error = %e,
+            "could not remove a deleted partition; start-up will");
+    }
+}
+
+/// `(topic, partition)` if `name` is a partition directory's name, `<topic>-<partition>`.
+fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    if partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    validate_topic_name(topic).ok()?;
+    Some((topic, partition.parse().ok()?))
+}
+
+/// Whether `dir` holds a segment file (`<20 digits>.log`): what tells a partition directory
+/// apart from anything else an operator may keep in the data directory.
+fn holds_segments(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            crate::segment::parse_segment_file_name(&e.file_name().to_string_lossy()).is_some()
+        })
+    })
 }
 
 /// Reads a `0\n<count>\n<topic> <partition> <offset>\n…` checkpoint (recovery points, log
@@ -184,13 +250,9 @@ impl LogManager {
             }
         }
 
-        let topics_path = data_dir.join(TOPICS_FILE);
-        let stored: Vec<StoredTopic> = if topics_path.exists() {
-            serde_json::from_slice(&fs::read(&topics_path)?)
-                .map_err(|e| StorageError::Io(format!("{}: {e}", topics_path.display())))?
-        } else {
-            Vec::new()
-        };
+        let (journal, stored) = TopicJournal::open(data_dir, durability.as_ref())?;
+        let stored: Vec<StoredTopic> = stored.into_values().collect();
+        remove_orphan_partitions(data_dir, &stored)?;
         let recovery_points = read_recovery_checkpoint(&data_dir.join(RECOVERY_CHECKPOINT_FILE));
         let log_starts = read_recovery_checkpoint(&data_dir.join(LOG_START_CHECKPOINT_FILE));
         let now = now_ms();
@@ -230,7 +292,8 @@ impl LogManager {
             defaults,
             dir_state,
             topics: RwLock::new(topics),
-            metadata_lock: Mutex::new(()),
+            metadata_lock: Mutex::new(journal),
+            checkpointed_topics: Mutex::new(HashSet::new()),
             checkpoint_lock: Mutex::new(()),
             cluster_id,
             _dir_lock: dir_lock,
@@ -286,24 +349,31 @@ impl LogManager {
             .cloned()
     }
 
-    fn persist_topics(&self, topics: &BTreeMap<String, Arc<Topic>>) -> Result<(), StorageError> {
-        let stored: Vec<StoredTopic> = topics
-            .values()
-            .map(|t| StoredTopic {
-                name: t.name.clone(),
-                id: t.id,
-                partitions: t.partitions.len() as i32,
-                configs: t.overrides.clone(),
-            })
-            .collect();
-        let bytes = serde_json::to_vec_pretty(&stored).expect("topics serialise");
-        write_atomically(
-            &self.data_dir,
-            TOPICS_FILE,
-            &bytes,
-            self.dir_state.durability.as_ref(),
-        )
-        .map_err(|e| self.dir_state.fail("topics.json write", &e))
+    /// Makes `changes` durable in the topic journal.
+    fn record_changes(
+        &self,
+        journal: &mut TopicJournal,
+        changes: &[Change],
+    ) -> Result<(), StorageError> {
+        let durability = self.dir_state.durability.as_ref();
+        journal
+            .append(changes, durability)
+            .map_err(|e| self.dir_state.fail("topic journal write", &e))
+    }
+
+    /// Folds the journal into the snapshot if it is due. The changes are already durable in
+    /// the journal, so a failure here does not undo them; it is reported (and a failed sync
+    /// takes the directory offline, as always).
+    fn maybe_compact_journal(&self, journal: &mut TopicJournal) {
+        let topics = self.topics.read().expect("topics lock");
+        if !journal.wants_compaction(topics.len()) {
+            return;
+        }
+        let stored: Vec<StoredTopic> = topics.values().map(|t| stored(t)).collect();
+        drop(topics);
+        if let Err(e) = journal.compact(stored.iter(), self.dir_state.durability.as_ref()) {
+            let _ = self.dir_state.fail("topic snapshot write", &e);
+        }
     }
 
     /// Creates a topic. With `validate_only` every check runs and nothing changes.
@@ -314,21 +384,95 @@ impl LogManager {
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, StorageError> {
-        validate_topic_name(name)?;
+        let topic = NewTopic {
+            name: name.to_string(),
+            partitions,
+            overrides,
+        };
+        self.create_topics(vec![topic], validate_only)
+            .pop()
+            .expect("one result per topic")
+    }
+
+    /// Creates topics, each with all of its partitions or none, and answers for each in
+    /// order. The topics created together are recorded with one journal write and one sync of
+    /// the data directory, so creating many at once costs little more than creating one.
+    /// With `validate_only` every check runs and nothing changes.
+    pub fn create_topics(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<Result<Arc<Topic>, StorageError>> {
+        let mut journal = self.metadata_lock.lock().expect("metadata lock");
+        let mut results: Vec<Result<Arc<Topic>, StorageError>> = Vec::with_capacity(topics.len());
+        let mut names = HashSet::new();
+        for new in topics {
+            let result = self.prepare_topic(new, validate_only, &mut names);
+            results.push(result);
+        }
+        let created: Vec<usize> = (0..results.len())
+            .filter(|&i| results[i].as_ref().is_ok_and(|t| !t.partitions.is_empty()))
+            .collect();
+        if validate_only || created.is_empty() {
+            return results;
+        }
+        let changes: Vec<Change> = created
+            .iter()
+            .map(|&i| Change::Upsert(stored(results[i].as_ref().expect("created"))))
+            .collect();
+        let recorded = self
+            .sync_data_dir()
+            .and_then(|()| self.record_changes(&mut journal, &changes));
+        match recorded {
+            Ok(()) => {
+                let mut map = self.topics.write().expect("topics lock");
+                for &i in &created {
+                    let topic = results[i].as_ref().expect("created").clone();
+                    map.insert(topic.name.clone(), topic);
+                }
+                drop(map);
+                self.maybe_compact_journal(&mut journal);
+            }
+            Err(e) => {
+                for &i in &created {
+                    let topic = std::mem::replace(&mut results[i], Err(e.clone()));
+                    if let Ok(topic) = topic {
+                        self.discard_partitions(&topic.name, topic.partitions.clone(), 0);
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// Checks one topic of a [`LogManager::create_topics`] batch and, unless validating only,
+    /// creates its partition logs (not yet recorded, nor visible).
+    fn prepare_topic(
+        &self,
+        new: NewTopic,
+        validate_only: bool,
+        names: &mut HashSet<String>,
+    ) -> Result<Arc<Topic>, StorageError> {
+        let NewTopic {
+            name,
+            partitions,
+            overrides,
+        } = new;
+        validate_topic_name(&name)?;
         if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
             return Err(StorageError::InvalidPartitions(format!(
                 "partition count {partitions} is outside 1..={MAX_PARTITIONS_PER_TOPIC}"
             )));
         }
         let config = LogConfig::with_overrides(&self.defaults, &overrides)?;
-        let _guard = self.metadata_lock.lock().expect("metadata lock");
-        if self.topic(name).is_some() {
-            return Err(StorageError::TopicExists(name.to_string()));
+        // Metadata changes wait for a restart too, like every write to an offline directory.
+        self.dir_state.check()?;
+        if self.topic(&name).is_some() || names.contains(&name) {
+            return Err(StorageError::TopicExists(name));
         }
-        let id = Uuid::new_v4();
         let topic = Topic {
-            name: name.to_string(),
-            id,
+            name: name.clone(),
+            id: Uuid::new_v4(),
             overrides,
             config,
             partitions: Vec::new(),
@@ -336,36 +480,78 @@ impl LogManager {
         if validate_only {
             return Ok(Arc::new(topic));
         }
+        if self
+            .checkpointed_topics
+            .lock()
+            .expect("checkpoint names lock")
+            .contains(&name)
+        {
+            // A deleted topic of this name is still in the recovery-point checkpoint.
+            self.checkpoint_recovery_points()?;
+        }
         let topic = self.with_partitions(topic, partitions)?;
-        let mut topics = self.topics.read().expect("topics lock").clone();
-        topics.insert(name.to_string(), topic.clone());
-        self.persist_topics(&topics)?;
-        *self.topics.write().expect("topics lock") = topics;
+        names.insert(name);
         Ok(topic)
     }
 
-    /// Returns `topic` extended with new, empty partition logs up to `count`.
-    fn with_partitions(&self, mut topic: Topic, count: i32) -> Result<Arc<Topic>, StorageError> {
-        let now = now_ms();
-        for p in topic.partitions.len() as i32..count {
-            let dir = partition_dir(&self.data_dir, &topic.name, p);
-            if dir.exists() {
-                // Left over from a crash between creating the directory and recording it.
-                fs::remove_dir_all(&dir)?;
-            }
-            let log = UnifiedLog::open(
-                &dir,
-                topic.config.clone(),
-                None,
-                self.dir_state.clone(),
-                now,
-            )?;
-            topic.partitions.push(Arc::new(log));
-        }
+    /// Makes new partition directories' entries durable.
+    fn sync_data_dir(&self) -> Result<(), StorageError> {
+        let dir = crate::files::open_dir(&self.data_dir)
+            .map_err(|e| self.dir_state.fail("directory open", &e))?;
         self.dir_state
             .durability
-            .sync_dir(&self.data_dir)
-            .map_err(|e| self.dir_state.fail("directory fsync", &e))?;
+            .sync_dir(&dir)
+            .map_err(|e| self.dir_state.fail("directory fsync", &e))
+    }
+
+    /// Closes and removes partition logs that were created but never recorded: `logs` are
+    /// partitions `first..` of `topic`.
+    fn discard_partitions(&self, topic: &str, logs: Vec<Arc<UnifiedLog>>, first: usize) {
+        let count = logs.len();
+        drop(logs);
+        for p in first..first + count {
+            let dir = partition_dir(&self.data_dir, topic, p as i32);
+            if let Err(err) = fs::remove_dir_all(&dir) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %err,
+                        "could not remove the directory of a partition that failed to create");
+                }
+            }
+        }
+    }
+
+    /// Returns `topic` extended with new, empty partition logs up to `count`: all of them or,
+    /// on any failure (running out of descriptors among them), none, with every directory
+    /// made on the way removed again. The caller syncs the data directory and records them.
+    fn with_partitions(&self, mut topic: Topic, count: i32) -> Result<Arc<Topic>, StorageError> {
+        let now = now_ms();
+        let first = topic.partitions.len();
+        for p in first as i32..count {
+            let dir = partition_dir(&self.data_dir, &topic.name, p);
+            let opened = (|| {
+                if dir.exists() {
+                    // Left over from a crash between creating the directory and recording it.
+                    fs::remove_dir_all(&dir)?;
+                }
+                UnifiedLog::open(
+                    &dir,
+                    topic.config.clone(),
+                    None,
+                    self.dir_state.clone(),
+                    now,
+                )
+            })();
+            match opened {
+                Ok(log) => topic.partitions.push(Arc::new(log)),
+                Err(e) => {
+                    let made = topic.partitions.split_off(first);
+                    // The failed one may have left its directory too.
+                    let _ = fs::remove_dir_all(&dir);
+                    self.discard_partitions(&topic.name, made, first);
+                    return Err(e);
+                }
+            }
+        }
         Ok(Arc::new(topic))
     }
 
@@ -376,7 +562,8 @@ impl LogManager {
         count: i32,
         validate_only: bool,
     ) -> Result<Arc<Topic>, StorageError> {
-        let _guard = self.metadata_lock.lock().expect("metadata lock");
+        let mut journal = self.metadata_lock.lock().expect("metadata lock");
+        self.dir_state.check()?;
         let current = self
             .topic(name)
             .ok_or_else(|| StorageError::UnknownTopic(name.into()))?;
@@ -402,39 +589,47 @@ impl LogManager {
             partitions: current.partitions.clone(),
         };
         let topic = self.with_partitions(topic, count)?;
-        let mut topics = self.topics.read().expect("topics lock").clone();
-        topics.insert(name.to_string(), topic.clone());
-        self.persist_topics(&topics)?;
-        *self.topics.write().expect("topics lock") = topics;
+        let recorded = self
+            .sync_data_dir()
+            .and_then(|()| self.record_changes(&mut journal, &[Change::Upsert(stored(&topic))]));
+        if let Err(e) = recorded {
+            let added = topic.partitions[have as usize..].to_vec();
+            drop(topic);
+            self.discard_partitions(name, added, have as usize);
+            return Err(e);
+        }
+        self.topics
+            .write()
+            .expect("topics lock")
+            .insert(name.to_string(), topic.clone());
+        self.maybe_compact_journal(&mut journal);
         Ok(topic)
     }
 
     /// Deletes a topic and its data. The metadata change is durable before any data goes.
     pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, StorageError> {
-        let _guard = self.metadata_lock.lock().expect("metadata lock");
-        let mut topics = self.topics.read().expect("topics lock").clone();
-        let topic = topics
+        let mut journal = self.metadata_lock.lock().expect("metadata lock");
+        // Refused while offline, whatever the file system would still allow: a deletion
+        // recorded now might not be the state recovery finds.
+        self.dir_state.check()?;
+        if self.topic(name).is_none() {
+            return Err(StorageError::UnknownTopic(name.into()));
+        }
+        self.record_changes(&mut journal, &[Change::Delete(name.to_string())])?;
+        let topic = self
+            .topics
+            .write()
+            .expect("topics lock")
             .remove(name)
-            .ok_or_else(|| StorageError::UnknownTopic(name.into()))?;
-        self.persist_topics(&topics)?;
-        *self.topics.write().expect("topics lock") = topics;
-        // Its recovery points must not outlive it: a new topic of the same name would inherit
-        // them and trust segments that were never synced.
-        self.checkpoint_recovery_points()?;
-        for log in &topic.partitions {
+            .expect("checked under the metadata lock");
+        // Its recovery points stay in the checkpoint until the next one is written; a topic
+        // re-created under this name first rewrites it (`checkpointed_topics`).
+        for (p, log) in topic.partitions.iter().enumerate() {
             // Wait out in-flight appends and flushes; none may touch the directory after this.
             log.close();
-            let dir = log.dir();
-            let file_name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-            let doomed = self.data_dir.join(format!(
-                "{}.{}{DELETE_SUFFIX}",
-                file_name.unwrap_or_default(),
-                Uuid::new_v4().simple()
-            ));
-            if let Err(e) = fs::rename(dir, &doomed).and_then(|()| fs::remove_dir_all(&doomed)) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted partition");
-            }
+            remove_partition_dir(&self.data_dir, log.dir(), &topic.name, p as i32);
         }
+        self.maybe_compact_journal(&mut journal);
         Ok(topic)
     }
 
@@ -476,6 +671,7 @@ impl LogManager {
         let topics = self.topics();
         let mut points = Vec::new();
         let mut starts = Vec::new();
+        let names: HashSet<String> = topics.iter().map(|t| t.name.clone()).collect();
         for t in &topics {
             for (p, log) in t.partitions.iter().enumerate() {
                 let rp = log.recovery_point();
@@ -501,6 +697,10 @@ impl LogManager {
             )
             .map_err(|e| self.dir_state.fail("checkpoint write", &e))?;
         }
+        *self
+            .checkpointed_topics
+            .lock()
+            .expect("checkpoint names lock") = names;
         Ok(())
     }
 
@@ -545,12 +745,12 @@ impl LogManager {
         change: impl FnOnce(&Topic) -> Result<BTreeMap<String, String>, E>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, E> {
-        let _guard = self.metadata_lock.lock().expect("metadata lock");
-        let mut topics = self.topics.read().expect("topics lock").clone();
-        let old = topics
-            .get(name)
+        let mut journal = self.metadata_lock.lock().expect("metadata lock");
+        self.dir_state.check()?;
+        let old = self
+            .topic(name)
             .ok_or_else(|| StorageError::UnknownTopic(name.into()))?;
-        let overrides = change(old)?;
+        let overrides = change(&old)?;
         let config = LogConfig::with_overrides(&self.defaults, &overrides)?;
         let topic = Arc::new(Topic {
             name: old.name.clone(),
@@ -562,9 +762,12 @@ impl LogManager {
         if validate_only {
             return Ok(topic);
         }
-        topics.insert(name.to_string(), topic.clone());
-        self.persist_topics(&topics)?;
-        *self.topics.write().expect("topics lock") = topics;
+        self.record_changes(&mut journal, &[Change::Upsert(stored(&topic))])?;
+        self.topics
+            .write()
+            .expect("topics lock")
+            .insert(name.to_string(), topic.clone());
+        self.maybe_compact_journal(&mut journal);
         for log in &topic.partitions {
             log.set_config(config.clone());
         }
@@ -581,6 +784,30 @@ impl LogManager {
         }
         self.checkpoint_recovery_points()
     }
+}
+
+/// Removes partition directories no stored topic names: left by a crash between creating a
+/// partition and recording it, or by a deletion that could not remove its directory. Their
+/// records belong to no topic, and must not reappear if a topic of that name is created.
+fn remove_orphan_partitions(data_dir: &Path, stored: &[StoredTopic]) -> Result<(), StorageError> {
+    let known: std::collections::HashMap<&str, i32> = stored
+        .iter()
+        .map(|t| (t.name.as_str(), t.partitions))
+        .collect();
+    for entry in fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((topic, partition)) = parse_partition_dir(&name) else {
+            continue;
+        };
+        let orphan = known.get(topic).is_none_or(|&count| partition >= count);
+        if orphan && entry.file_type()?.is_dir() && holds_segments(&entry.path()) {
+            tracing::warn!(dir = %entry.path().display(),
+                "removing a partition directory no topic names");
+            fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn new_cluster_id() -> String {

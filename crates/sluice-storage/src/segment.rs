@@ -20,6 +20,7 @@ use sluice_records::{BatchError, BatchHeader, BATCH_HEADER_SIZE, LOG_OVERHEAD};
 
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::txn_index::AbortedTxn;
+use crate::CountedFile;
 
 /// Bytes of a batch header we read to step over and locate batches.
 pub(crate) const HEADER_PEEK: usize = 27;
@@ -40,7 +41,7 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<i64> {
 #[derive(Debug)]
 pub(crate) struct LogSegment {
     pub base_offset: i64,
-    pub file: Arc<File>,
+    pub file: Arc<CountedFile>,
     pub dir: PathBuf,
     /// Bytes of valid batches; writes go here.
     pub size: u64,
@@ -60,7 +61,7 @@ pub(crate) struct LogSegment {
     pub aborted: Vec<AbortedTxn>,
     /// The `.txnindex` file, opened on the first entry; entries are appended to it and it is
     /// synced along with the segment.
-    pub txn_file: Option<Arc<File>>,
+    pub txn_file: Option<Arc<CountedFile>>,
 }
 
 /// What scanning a run of batches found.
@@ -100,23 +101,28 @@ impl LogSegment {
         }
     }
 
+    /// Opens (creating if needed) the `.txnindex` file, so that appending an entry needs no
+    /// new descriptor: called before an abort marker is written, since once the marker is in
+    /// the log its entry must be too.
+    pub fn open_txn_index(&mut self) -> io::Result<Arc<CountedFile>> {
+        if let Some(f) = &self.txn_file {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(CountedFile::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(self.txn_index_path())?,
+        ));
+        self.txn_file = Some(f.clone());
+        Ok(f)
+    }
+
     /// Appends an aborted transaction to the index (the caller syncs with the segment).
     pub fn append_aborted(&mut self, entry: AbortedTxn) -> io::Result<()> {
-        let file = match &self.txn_file {
-            Some(f) => f.clone(),
-            None => {
-                let f = Arc::new(
-                    OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(self.txn_index_path())?,
-                );
-                self.txn_file = Some(f.clone());
-                f
-            }
-        };
+        let file = self.open_txn_index()?;
         let at = (self.aborted.len() * crate::txn_index::ENTRY_BYTES) as u64;
         file.write_all_at(&entry.to_bytes(), at)?;
         file.set_len(at + crate::txn_index::ENTRY_BYTES as u64)?;
@@ -131,17 +137,18 @@ impl LogSegment {
         let path = self.txn_index_path();
         self.txn_file = None;
         if self.aborted.is_empty() {
+            let dir = crate::files::open_dir(&self.dir)?;
             fs::remove_file(&path).or_else(|e| match e.kind() {
                 io::ErrorKind::NotFound => Ok(()),
                 _ => Err(e),
             })?;
-            return durability.sync_dir(&self.dir);
+            return durability.sync_dir(&dir);
         }
         let bytes: Vec<u8> = self.aborted.iter().flat_map(|e| e.to_bytes()).collect();
         let name = segment_file_name(self.base_offset, "txnindex");
         crate::log::write_file_atomically(&self.dir, &name, &bytes, durability)?;
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        self.txn_file = Some(Arc::new(file));
+        self.txn_file = Some(Arc::new(CountedFile::new(file)));
         Ok(())
     }
 
@@ -160,7 +167,7 @@ impl LogSegment {
     fn with_file(dir: &Path, base_offset: i64, file: File, now_ms: i64) -> Self {
         Self {
             base_offset,
-            file: Arc::new(file),
+            file: Arc::new(CountedFile::new(file)),
             dir: dir.to_path_buf(),
             size: 0,
             next_offset: base_offset,
@@ -221,19 +228,37 @@ impl LogSegment {
     /// Writes both index files and syncs them. They are derived, so a failure here costs only
     /// a rebuild at the next start-up, but it is still reported.
     pub fn persist_indexes(&mut self, durability: &dyn crate::Durability) -> io::Result<()> {
-        if self.indexes_persisted {
-            return Ok(());
-        }
-        for (path, bytes) in [
-            (self.index_path(), self.offset_index.to_bytes()),
-            (self.time_index_path(), self.time_index.to_bytes()),
-        ] {
-            let file = File::create(&path)?;
-            file.write_all_at(&bytes, 0)?;
+        for file in self.write_indexes()? {
             durability.sync_file(&file)?;
         }
-        self.indexes_persisted = true;
         Ok(())
+    }
+
+    /// Writes both index files without syncing them, returning the files to sync (none if
+    /// they were already current). Writing is quick and happens under the log's lock, so it
+    /// never interleaves with a roll writing the same files; the sync can then wait outside
+    /// the lock. Both descriptors are opened before either file is truncated.
+    pub fn write_indexes(&mut self) -> io::Result<Vec<File>> {
+        if self.indexes_persisted {
+            return Ok(Vec::new());
+        }
+        let open = |path: PathBuf| {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        };
+        let files = [open(self.index_path())?, open(self.time_index_path())?];
+        for (file, bytes) in files
+            .iter()
+            .zip([self.offset_index.to_bytes(), self.time_index.to_bytes()])
+        {
+            file.set_len(0)?;
+            file.write_all_at(&bytes, 0)?;
+        }
+        self.indexes_persisted = true;
+        Ok(files.into())
     }
 
     /// Records the index entries for a batch appended at `position`.

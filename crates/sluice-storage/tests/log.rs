@@ -23,7 +23,7 @@ impl Durability for NoSync {
     fn sync_file(&self, _: &File) -> io::Result<()> {
         Ok(())
     }
-    fn sync_dir(&self, _: &Path) -> io::Result<()> {
+    fn sync_dir(&self, _: &File) -> io::Result<()> {
         Ok(())
     }
 }
@@ -403,7 +403,7 @@ fn concurrent_flushes_share_one_sync() {
             }
             Ok(())
         }
-        fn sync_dir(&self, _: &Path) -> io::Result<()> {
+        fn sync_dir(&self, _: &File) -> io::Result<()> {
             Ok(())
         }
     }
@@ -466,7 +466,7 @@ fn checkpointing_an_unchanged_log_does_no_io() {
             self.0.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
-        fn sync_dir(&self, _: &Path) -> io::Result<()> {
+        fn sync_dir(&self, _: &File) -> io::Result<()> {
             self.0.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
@@ -495,8 +495,9 @@ fn checkpointing_an_unchanged_log_does_no_io() {
 #[test]
 fn failed_sync_takes_the_directory_offline() {
     let dir = tempfile::tempdir().unwrap();
-    // Opening a new log syncs its segment file and its directory; the third sync fails.
-    let dir_state = Arc::new(DirState::new(Arc::new(FailAfter::new(2))));
+    // Opening a new log syncs nothing (its first flush syncs the segment and the directory);
+    // the first sync fails.
+    let dir_state = Arc::new(DirState::new(Arc::new(FailAfter::new(0))));
     let log = UnifiedLog::open(dir.path(), config(1 << 20), None, dir_state.clone(), 0).unwrap();
     let out = log.append(&batch(0, 1, 1), 0).unwrap();
     assert_eq!(
@@ -702,8 +703,9 @@ fn client_control_batches_are_refused() {
 
 /// Deleting a topic while its log is still referenced (an in-flight produce, a checkpoint
 /// pass) refuses further work with an ordinary error instead of writing into the removed
-/// directory and taking the data directory offline; the deleted topic's recovery points leave
-/// the checkpoint, so a new topic of the same name cannot inherit them.
+/// directory and taking the data directory offline. The deletion does not rewrite the
+/// recovery-point checkpoint (it costs one journal line), but a new topic of the same name
+/// rewrites it before its first partition exists, so it cannot inherit the old points.
 #[test]
 fn deleting_a_topic_in_use_does_not_take_the_directory_offline() {
     let dir = tempfile::tempdir().unwrap();
@@ -718,7 +720,9 @@ fn deleting_a_topic_in_use_does_not_take_the_directory_offline() {
         .contains("doomed 0 2"));
     log.append(&batch(2, 2, 5), 0).unwrap(); // appended, not yet flushed
     m.delete_topic("doomed").unwrap();
-    assert!(!fs::read_to_string(&checkpoint).unwrap().contains("doomed"));
+    assert!(fs::read_to_string(&checkpoint)
+        .unwrap()
+        .contains("doomed 0 2"));
     assert!(matches!(
         log.append(&batch(3, 1, 5), 0),
         Err(StorageError::UnknownTopic(_))
@@ -728,11 +732,14 @@ fn deleting_a_topic_in_use_does_not_take_the_directory_offline() {
         Err(StorageError::UnknownTopic(_))
     ));
     assert_eq!(log.flush_all(0), Ok(()));
-    m.flush_and_checkpoint().unwrap();
-    assert!(!m.is_offline());
     // A new topic of the same name starts empty and unaffected.
     m.create_topic("doomed", 1, BTreeMap::new(), false).unwrap();
+    assert!(!fs::read_to_string(&checkpoint)
+        .unwrap()
+        .contains("doomed 0 2"));
     assert_eq!(m.partition("doomed", 0).unwrap().log_end_offset(), 0);
+    m.flush_and_checkpoint().unwrap();
+    assert!(!m.is_offline());
 }
 
 /// When recovery deletes segments after a corrupt one, the directory is synced, so the
@@ -745,7 +752,7 @@ fn recovery_syncs_the_directory_after_deleting_segments() {
         fn sync_file(&self, _: &File) -> io::Result<()> {
             Ok(())
         }
-        fn sync_dir(&self, _: &Path) -> io::Result<()> {
+        fn sync_dir(&self, _: &File) -> io::Result<()> {
             self.0.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
@@ -1668,4 +1675,241 @@ fn compaction_drops_aborted_records_and_waits_for_open_transactions() {
         .unwrap()
         .expect("the rest is cleanable now");
     assert!(cleaned.cleaned_to > open_at);
+}
+
+/// The names of the entries of `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A topic with the longest name Kafka allows (249 characters) is deleted with its data: the
+/// directory it is renamed to on the way still fits a file name, nothing of it stays on disk,
+/// and a topic re-created under the name after a restart starts empty.
+#[test]
+fn deleting_a_topic_with_a_249_character_name_removes_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "t".repeat(sluice_storage::TOPIC_NAME_MAX_LEN);
+    {
+        let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+        m.create_topic(&name, 2, BTreeMap::new(), false).unwrap();
+        for p in 0..2 {
+            m.partition(&name, p)
+                .unwrap()
+                .append(&batch(p as u32, 3, 5), 0)
+                .unwrap();
+        }
+        m.delete_topic(&name).unwrap();
+        assert!(
+            !entries(dir.path()).iter().any(|e| e.starts_with("ttt")),
+            "{:?}",
+            entries(dir.path())
+        );
+    }
+    let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+    assert!(m.topic(&name).is_none());
+    m.create_topic(&name, 2, BTreeMap::new(), false).unwrap();
+    for p in 0..2 {
+        assert_eq!(m.partition(&name, p).unwrap().log_end_offset(), 0);
+    }
+}
+
+/// A partition directory that no topic names (a deletion that could not remove it, a crash
+/// between creating a partition and recording it) is removed at start-up, so its records
+/// cannot come back; directories that are not partitions are left alone.
+#[test]
+fn orphan_partition_directories_are_removed_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+        m.create_topic("kept", 1, BTreeMap::new(), false).unwrap();
+        m.partition("kept", 0)
+            .unwrap()
+            .append(&batch(1, 2, 5), 0)
+            .unwrap();
+    }
+    // An orphan topic, an orphan partition of a live topic, and an operator's own folder.
+    for orphan in ["gone-0", "kept-1"] {
+        let log = UnifiedLog::open(
+            &dir.path().join(orphan),
+            config(1 << 20),
+            None,
+            state(NoSync),
+            0,
+        )
+        .unwrap();
+        log.append(&batch(9, 2, 5), 0).unwrap();
+    }
+    fs::create_dir(dir.path().join("notes-1")).unwrap();
+    fs::write(dir.path().join("notes-1").join("todo.txt"), b"x").unwrap();
+    let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+    let names = entries(dir.path());
+    assert!(!names.contains(&"gone-0".to_string()), "{names:?}");
+    assert!(!names.contains(&"kept-1".to_string()), "{names:?}");
+    assert!(names.contains(&"notes-1".to_string()), "{names:?}");
+    assert_eq!(m.partition("kept", 0).unwrap().log_end_offset(), 2);
+    // A partition added later starts empty, not with the orphan's records.
+    m.create_partitions("kept", 2, false).unwrap();
+    assert_eq!(m.partition("kept", 1).unwrap().log_end_offset(), 0);
+}
+
+/// A topic is created with all of its partitions or none: when one partition cannot be
+/// created, the directories made for the others are removed, the topic does not exist (now
+/// or after a restart), and the other topics of the same request are created.
+#[test]
+fn a_topic_whose_partition_fails_is_created_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+    // A plain file where partition 5's directory must go makes that partition fail.
+    fs::write(dir.path().join("half-5"), b"in the way").unwrap();
+    let new = |name: &str, partitions| sluice_storage::NewTopic {
+        name: name.into(),
+        partitions,
+        overrides: BTreeMap::new(),
+    };
+    let results = m.create_topics(
+        vec![new("before", 2), new("half", 8), new("after", 3)],
+        false,
+    );
+    assert!(results[0].is_ok() && results[2].is_ok());
+    assert!(results[1].is_err(), "{:?}", results[1]);
+    let names = entries(dir.path());
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.starts_with("half-") || n == "half-5"),
+        "{names:?}"
+    );
+    assert!(m.topic("half").is_none());
+    drop(m);
+    fs::remove_file(dir.path().join("half-5")).unwrap();
+    let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+    assert!(m.topic("half").is_none());
+    assert_eq!(m.topic("before").unwrap().partitions.len(), 2);
+    assert_eq!(m.topic("after").unwrap().partitions.len(), 3);
+}
+
+/// Topic metadata survives a restart whatever the sequence of changes, including across the
+/// journal's compaction into the snapshot: 1,200 creations (past the compaction threshold),
+/// then deletions, partition increases and config changes.
+#[test]
+fn topic_metadata_survives_restarts_across_journal_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let describe = |m: &LogManager| -> Vec<(String, uuid::Uuid, usize, BTreeMap<String, String>)> {
+        m.topics()
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.id,
+                    t.partitions.len(),
+                    t.overrides.clone(),
+                )
+            })
+            .collect()
+    };
+    let before = {
+        let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+        let batch: Vec<sluice_storage::NewTopic> = (0..1200)
+            .map(|i| sluice_storage::NewTopic {
+                name: format!("t{i:04}"),
+                partitions: 1,
+                overrides: BTreeMap::new(),
+            })
+            .collect();
+        assert!(m.create_topics(batch, false).iter().all(Result::is_ok));
+        for i in (0..1200).step_by(7) {
+            m.delete_topic(&format!("t{i:04}")).unwrap();
+        }
+        m.create_partitions("t0001", 3, false).unwrap();
+        m.alter_topic_config::<StorageError>(
+            "t0002",
+            |_| Ok(BTreeMap::from([("retention.ms".into(), "1000".into())])),
+            false,
+        )
+        .unwrap();
+        m.create_topic("t0000", 2, BTreeMap::new(), false).unwrap();
+        describe(&m)
+    };
+    let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+    assert_eq!(describe(&m), before);
+    assert!(
+        dir.path().join("topics.json").exists(),
+        "compaction wrote a snapshot"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A read found from the indexes and batch headers alone returns exactly what reading
+    /// the segment and cutting it would: consecutive whole batches from the one holding the
+    /// offset, within max_bytes (or the first batch alone when asked), and as many as fit
+    /// before the segment ends. The file slice a fetch streams reads back the same bytes.
+    #[test]
+    fn reads_are_the_longest_run_of_whole_batches_that_fits(
+        records in proptest::collection::vec(1usize..30, 1..40),
+        segment_bytes in 600u64..6000,
+        interval in prop_oneof![Just(1u64), 64u64..2048],
+        reads in proptest::collection::vec((0usize..1000, 0usize..8000, any::<bool>()), 1..12),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes,
+            index_interval_bytes: interval,
+            ..LogConfig::default()
+        };
+        let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+        // (base offset, next offset, size) of every batch, in order.
+        let mut batches = Vec::new();
+        for (tag, &n) in records.iter().enumerate() {
+            let bytes = batch(tag as u32, n, 5);
+            let out = log.append(&bytes, 0).unwrap();
+            batches.push((out.base_offset, out.last_offset + 1, bytes.len()));
+        }
+        let segment_bases: std::collections::HashSet<i64> = entries(dir.path())
+            .iter()
+            .filter_map(|n| n.strip_suffix(".log").and_then(|b| b.parse().ok()))
+            .collect();
+        let end = log.log_end_offset();
+        for (pick, max_bytes, min_one) in reads {
+            let offset = (pick as i64) % (end + 1);
+            let read = log.read(offset, max_bytes, min_one).unwrap();
+            let slice = log
+                .read_slice(offset, max_bytes, min_one, Isolation::ReadUncommitted)
+                .unwrap();
+            let sliced = slice.records.map(|s| s.to_vec().unwrap()).unwrap_or_default();
+            prop_assert_eq!(&sliced, &read.records);
+            let first = batches.iter().position(|&(_, next, _)| next > offset);
+            let Some(first) = first else {
+                prop_assert!(read.records.is_empty());
+                continue;
+            };
+            // The model: whole batches from `first` while they fit, not crossing a segment.
+            let mut want = 0usize;
+            let mut i = first;
+            while i < batches.len() {
+                let (base, _, size) = batches[i];
+                if i > first && segment_bases.contains(&base) {
+                    break;
+                }
+                let fits = want + size <= max_bytes || (min_one && i == first);
+                if !fits {
+                    break;
+                }
+                want += size;
+                i += 1;
+            }
+            prop_assert_eq!(read.records.len(), want, "offset {} max {} min_one {}", offset, max_bytes, min_one);
+            let got: Vec<i64> = BatchIter::new(&read.records)
+                .map(|b| BatchHeader::validate(b.unwrap()).unwrap().base_offset)
+                .collect();
+            let expected: Vec<i64> = batches[first..i].iter().map(|b| b.0).collect();
+            prop_assert_eq!(got, expected);
+        }
+    }
 }

@@ -296,6 +296,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long the runtime waits for blocking threads once the broker has shut down.
+const RUNTIME_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `sluice serve`: exit status 2 for flags or configs that do not parse.
 fn serve_main(args: &ServeArgs) -> ExitCode {
     let config = match init_logging(args).and_then(|()| build_config(args)) {
@@ -316,7 +319,11 @@ fn serve_main(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let result = runtime.block_on(serve(config));
+    // A thread still inside a blocking call (a request abandoned at the shutdown timeout)
+    // must not keep the process alive: what it was doing was never acknowledged.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -278,23 +278,46 @@ async fn live() -> Json<serde_json::Value> {
 struct Readiness {
     ready: bool,
     logs_recovered: bool,
+    log_directory_online: bool,
     groups_loaded: bool,
     transactions_loaded: bool,
+    reasons: Vec<&'static str>,
 }
 
 async fn ready(admin: Shared) -> Response {
     let state = admin.state.get();
     let stopping = *admin.shutdown.borrow();
-    let r = Readiness {
-        ready: false,
-        logs_recovered: state.is_some(),
-        groups_loaded: state.is_some_and(|s| s.groups.is_loaded()),
-        transactions_loaded: state.is_some_and(|s| s.txns.is_loaded()),
-    };
+    let logs_recovered = state.is_some();
+    // Before recovery the directory's state is unknown; "not recovered" says enough.
+    let log_directory_online = state.is_some_and(|s| !s.logs.is_offline());
+    let groups_loaded = state.is_some_and(|s| s.groups.is_loaded());
+    let transactions_loaded = state.is_some_and(|s| s.txns.is_loaded());
+    let mut reasons = Vec::new();
+    if !logs_recovered {
+        reasons.push("the partition logs are still being opened and recovered");
+    } else if !log_directory_online {
+        reasons.push(
+            "the log directory is offline after a failed write or sync (a full or failing \
+             disk); every produce fails until the broker is restarted",
+        );
+    }
+    if logs_recovered && !groups_loaded {
+        reasons.push("the group coordinator is loading __consumer_offsets");
+    }
+    if logs_recovered && !transactions_loaded {
+        reasons.push("the transaction coordinator is loading __transaction_state");
+    }
     // Not ready once shutdown has begun, so load balancers stop sending work.
+    if stopping {
+        reasons.push("the broker is shutting down");
+    }
     let r = Readiness {
-        ready: r.logs_recovered && r.groups_loaded && r.transactions_loaded && !stopping,
-        ..r
+        ready: reasons.is_empty(),
+        logs_recovered,
+        log_directory_online,
+        groups_loaded,
+        transactions_loaded,
+        reasons,
     };
     let status = if r.ready {
         StatusCode::OK

@@ -161,12 +161,29 @@ fn create_one(
         };
         overrides.insert(c.name.as_str().to_string(), value.as_str().to_string());
     }
+    if !validate_only {
+        room_for_partitions(state, partitions)?;
+    }
     tokio::task::block_in_place(|| {
         state
             .logs
             .create_topic(t.name.as_str(), partitions, overrides, validate_only)
     })
     .map_err(|e| storage_failure(&e))
+}
+
+/// Whether `partitions` new partition files fit within the open-file limit beside what is
+/// open: otherwise INVALID_PARTITIONS, before anything is created.
+fn room_for_partitions(state: &BrokerState, partitions: i32) -> Result<(), (i16, Option<String>)> {
+    state
+        .descriptors
+        .room_for_files(partitions.max(0) as usize)
+        .map_err(|room| {
+            failure(
+                ResponseError::InvalidPartitions.code(),
+                format!("the broker cannot open {partitions} more partition files: {room}"),
+            )
+        })
 }
 
 fn with_error(
@@ -345,6 +362,17 @@ pub(crate) fn create_partitions(
                         .with_error_message(Some(str_bytes(
                             "every partition must be assigned to this one broker",
                         )));
+                }
+            }
+            if !req.validate_only {
+                let have = state
+                    .logs
+                    .topic(t.name.as_str())
+                    .map_or(0, |topic| topic.partitions.len() as i32);
+                if let Err((code, msg)) = room_for_partitions(state, t.count - have) {
+                    return result
+                        .with_error_code(code)
+                        .with_error_message(msg.map(|m| str_bytes(&m)));
                 }
             }
             let created = tokio::task::block_in_place(|| {

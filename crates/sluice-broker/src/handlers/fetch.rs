@@ -8,25 +8,27 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
 use kafka_protocol::ResponseError;
-use sluice_protocol::fetch_response::{FetchPartitionOut, FetchResponseOut, FetchTopicOut};
+use sluice_protocol::fetch_response::{
+    FetchPartitionOut, FetchResponseOut, FetchTopicOut, RecordSet,
+};
 use sluice_storage::Isolation;
 use tokio::time::Instant;
 
 use crate::errors::error_code;
+use crate::server::FetchedRecords;
 use crate::BrokerState;
 
 /// Cap on a client's max_wait_ms, so a hostile value cannot park a request for days.
 const MAX_WAIT_MS_LIMIT: i32 = 5 * 60 * 1000;
 
-pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest) -> FetchResponseOut {
+pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest) -> FetchOut {
     if req.session_id != 0 {
         // We never hand out a session, so a client naming one is confused or replaying.
-        return FetchResponseOut {
+        return FetchOut {
             error_code: ResponseError::FetchSessionIdNotFound.code(),
-            ..FetchResponseOut::default()
+            ..FetchOut::default()
         };
     }
     let wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
@@ -58,7 +60,6 @@ pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest) -> FetchR
     };
     record_metrics(
         &state,
-        &req,
         &response,
         read,
         started.elapsed().saturating_sub(read),
@@ -66,42 +67,42 @@ pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest) -> FetchR
     response
 }
 
-/// Counts what the response carries per topic, its partition errors, and where the fetch's
-/// time went.
-fn record_metrics(
-    state: &BrokerState,
-    req: &FetchRequest,
-    response: &FetchResponseOut,
-    read: Duration,
-    wait: Duration,
-) {
+/// A partition's records in a fetch response, with the topic their traffic is counted for.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicRecords {
+    pub records: FetchedRecords,
+    pub topic: Arc<str>,
+}
+
+impl RecordSet for TopicRecords {
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+}
+
+/// The response as the fetch handler builds it.
+pub(crate) type FetchOut = FetchResponseOut<TopicRecords>;
+
+/// Counts the response's partition errors and where the fetch's time went. Its traffic
+/// (bytes, records) is counted as the records are written.
+fn record_metrics(state: &BrokerState, response: &FetchOut, read: Duration, wait: Duration) {
     let metrics = &state.metrics;
     if !metrics.enabled() {
         return;
     }
     metrics.fetch_read_and_wait(read, wait);
     metrics.error_codes(ApiKey::Fetch as i16, [response.error_code]);
-    for (asked, topic) in req.topics.iter().zip(&response.topics) {
-        let mut bytes = 0;
-        let mut messages = 0u64;
+    for topic in &response.topics {
         for p in &topic.partitions {
             metrics.error_codes(ApiKey::Fetch as i16, [p.error_code]);
-            let records = p.records.as_deref().unwrap_or_default();
-            bytes += records.len();
-            messages += sluice_records::BatchIter::new(records)
-                .map_while(|b| b.ok())
-                .filter_map(|b| sluice_records::BatchHeader::parse(b).ok())
-                .filter(|h| !h.is_control())
-                .map(|h| h.records_count.max(0) as u64)
-                .sum::<u64>();
         }
-        metrics.fetched(asked.topic.as_str(), bytes, messages);
     }
 }
 
-/// Reads every requested partition once. Returns the response, its record bytes, and whether
-/// any partition had an error (which ends a long poll at once, as in Kafka).
-fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponseOut, usize, bool) {
+/// Locates every requested partition's records once (their bytes stay in the segment
+/// files). Returns the response, its record bytes, and whether any partition had an error
+/// (which ends a long poll at once, as in Kafka).
+fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchOut, usize, bool) {
     let max_bytes = (req.max_bytes.max(0) as usize).min(state.config.fetch_max_bytes);
     // isolation_level 1 is READ_COMMITTED: stop at the last stable offset and list aborted
     // transactions for the client to filter.
@@ -115,6 +116,7 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponseOut, usize,
     let mut topics = Vec::with_capacity(req.topics.len());
     for fetch_topic in &req.topics {
         let topic = state.logs.topic(fetch_topic.topic.as_str());
+        let name: Arc<str> = Arc::from(fetch_topic.topic.as_str());
         let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
         for p in &fetch_topic.partitions {
             let mut out = FetchPartitionOut {
@@ -126,7 +128,10 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponseOut, usize,
                 aborted: Vec::new(),
                 // Empty, not null, for partitions with errors, as Kafka sends them:
                 // librdkafka refuses a null record set ("invalid MessageSetSize -1").
-                records: Some(Bytes::new()),
+                records: Some(TopicRecords {
+                    records: FetchedRecords::Empty,
+                    topic: name.clone(),
+                }),
             };
             let log = topic.as_ref().and_then(|t| {
                 usize::try_from(p.partition)
@@ -144,9 +149,8 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponseOut, usize,
             // KIP-74: the first batch of the response is returned whole even past the limits,
             // so a consumer always makes progress.
             let min_one = total == 0;
-            match log.read_isolated(p.fetch_offset, limit, min_one, isolation) {
+            match log.read_slice(p.fetch_offset, limit, min_one, isolation) {
                 Ok(read) => {
-                    total += read.records.len();
                     out.high_watermark = read.high_watermark;
                     out.last_stable_offset = read.last_stable_offset;
                     out.log_start_offset = read.log_start_offset;
@@ -155,7 +159,13 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponseOut, usize,
                         .iter()
                         .map(|a| (a.producer_id, a.first_offset))
                         .collect();
-                    out.records = Some(Bytes::from(read.records));
+                    if let Some(slice) = read.records {
+                        total += slice.len();
+                        out.records = Some(TopicRecords {
+                            records: FetchedRecords::File(slice),
+                            topic: name.clone(),
+                        });
+                    }
                 }
                 Err(e) => {
                     errors = true;
@@ -173,9 +183,9 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchResponseOut, usize,
         });
     }
     (
-        FetchResponseOut {
+        FetchOut {
             topics,
-            ..FetchResponseOut::default()
+            ..FetchOut::default()
         },
         total,
         errors,

@@ -1,6 +1,5 @@
 //! Metadata: this node as the only broker, controller and leader of every partition.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::messages::metadata_response::{
@@ -8,13 +7,13 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::ResponseError;
-use sluice_storage::{validate_topic_name, StorageError, Topic};
+use sluice_storage::{validate_topic_name, Topic};
 use uuid::Uuid;
 
 use super::str_bytes;
-use crate::errors::error_code;
+use crate::auto_create::Requested;
 use crate::groups::OFFSETS_TOPIC;
-use crate::BrokerState;
+use crate::{is_internal_topic, BrokerState};
 
 pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> MetadataResponse {
     let node = BrokerId(state.config.node_id);
@@ -35,9 +34,10 @@ pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) ->
             topics.push(describe(state, &topic));
         }
     } else {
+        let mut asked_to_create = 0;
         for requested in req.topics.unwrap_or_default() {
             topics.push(match requested.name {
-                Some(name) => by_name(state, name.as_str(), auto_create),
+                Some(name) => by_name(state, name.as_str(), auto_create, &mut asked_to_create),
                 None => by_id(state, requested.topic_id),
             });
         }
@@ -49,7 +49,14 @@ pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) ->
         .with_topics(topics)
 }
 
-fn by_name(state: &BrokerState, name: &str, auto_create: bool) -> MetadataResponseTopic {
+/// A topic by name. An unknown topic that may be auto-created is queued for creation and
+/// answered with LEADER_NOT_AVAILABLE, as Kafka does: the request never waits for it.
+fn by_name(
+    state: &BrokerState,
+    name: &str,
+    auto_create: bool,
+    asked_to_create: &mut usize,
+) -> MetadataResponseTopic {
     let unknown = |code: i16| {
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(str_bytes(name))))
@@ -61,30 +68,15 @@ fn by_name(state: &BrokerState, name: &str, auto_create: bool) -> MetadataRespon
     if validate_topic_name(name).is_err() {
         return unknown(ResponseError::InvalidTopicException.code());
     }
-    // The offsets topic is created by the group coordinator, with its own partition count.
-    if !auto_create || name == OFFSETS_TOPIC {
+    // The internal topics are created by their coordinators, with their own partition counts.
+    if !auto_create || is_internal_topic(name) {
         return unknown(ResponseError::UnknownTopicOrPartition.code());
     }
-    let created = tokio::task::block_in_place(|| {
-        state
-            .logs
-            .create_topic(name, state.config.num_partitions, BTreeMap::new(), false)
-    });
-    match created {
-        Ok(topic) => {
-            tracing::info!(
-                topic = name,
-                partitions = topic.partitions.len(),
-                "auto-created topic"
-            );
-            describe(state, &topic)
-        }
-        // Another request created it first.
-        Err(StorageError::TopicExists(_)) => match state.logs.topic(name) {
-            Some(topic) => describe(state, &topic),
-            None => unknown(ResponseError::UnknownTopicOrPartition.code()),
-        },
-        Err(e) => unknown(error_code(&e)),
+    let requested = state.auto_create.request(name, *asked_to_create);
+    *asked_to_create += 1;
+    match requested {
+        Requested::Pending => unknown(ResponseError::LeaderNotAvailable.code()),
+        Requested::Refused => unknown(ResponseError::UnknownTopicOrPartition.code()),
     }
 }
 

@@ -26,9 +26,10 @@ use sluice_protocol::{
     encode_response, parse_request_header, DecodeError, Request, SUPPORTED_APIS,
 };
 
-use crate::server::{Answer, ResponseFuture, ResponseResult};
+use crate::server::{Answer, OutChunk, ResponseFuture, ResponseResult};
 use crate::BrokerState;
 use error_codes::ErrorCodes;
+use sluice_protocol::fetch_response::Chunk;
 
 /// What the connection should do with a request: send the response the future yields, or
 /// close (the string says why, for the one log line).
@@ -85,8 +86,19 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
         Request::Fetch(r) => {
             let response = fetch::handle(state.clone(), r);
             Ok(Some(Box::pin(async move {
-                // Fetch counts its partition errors itself, with its traffic.
-                let chunks = response.await.encode(version, corr);
+                // Fetch counts its partition errors itself; its traffic is counted as the
+                // records are written.
+                let chunks = response
+                    .await
+                    .encode(version, corr)
+                    .into_iter()
+                    .map(|chunk| match chunk {
+                        Chunk::Encoded(bytes) => OutChunk::Bytes(bytes),
+                        Chunk::Records(fetch::TopicRecords { records, topic }) => {
+                            OutChunk::Records { records, topic }
+                        }
+                    })
+                    .collect();
                 Ok(Some(Answer {
                     chunks,
                     errors: Vec::new(),
@@ -188,7 +200,7 @@ fn encode<R: Encodable + ErrorCodes>(
     encode_response(api, version, corr, body)
         .map(|bytes| {
             Some(Answer {
-                chunks: vec![bytes],
+                chunks: vec![OutChunk::Bytes(bytes)],
                 errors,
             })
         })

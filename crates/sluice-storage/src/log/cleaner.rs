@@ -43,7 +43,7 @@ use sluice_records::BatchIter;
 use super::{lock, UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES};
 use crate::segment::{segment_file_name, LogSegment};
 use crate::txn_index::AbortedTxn;
-use crate::StorageError;
+use crate::{CountedFile, StorageError};
 
 /// Suffix of a segment being rewritten.
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
@@ -151,7 +151,7 @@ struct Closed {
     next_offset: i64,
     size: u64,
     max_timestamp: i64,
-    file: Arc<File>,
+    file: Arc<CountedFile>,
 }
 
 /// Calls `visit` with every stored batch of `file`, reading it in chunks.
@@ -339,9 +339,11 @@ impl UnifiedLog {
         }
         // 4. The checkpoint: what the next pass need not map again.
         self.while_open(|| {
+            let dir = crate::files::open_dir(&self.dir)
+                .map_err(|e| self.dir_state.fail("directory open", &e))?;
             self.dir_state
                 .durability
-                .sync_dir(&self.dir)
+                .sync_dir(&dir)
                 .map_err(|e| self.dir_state.fail("directory sync", &e))?;
             self.write_checkpoint(mapped_to, mapped_to)
         })?;
@@ -494,6 +496,9 @@ impl UnifiedLog {
             return Ok(());
         }
         let old = inner.segments.get(&seg.base).expect("checked");
+        // Every descriptor the swap needs, before anything changes on disk.
+        let dir = crate::files::open_dir(&self.dir)
+            .map_err(|e| self.dir_state.fail("directory open", &e))?;
         for path in [old.index_path(), old.time_index_path()] {
             match fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
@@ -504,15 +509,17 @@ impl UnifiedLog {
         // new file could point into the middle of a batch.
         self.dir_state
             .durability
-            .sync_dir(&self.dir)
+            .sync_dir(&dir)
             .map_err(|e| self.dir_state.fail("directory sync", &e))?;
         fs::rename(&cleaned_path, self.dir.join(&log_name))
             .map_err(|e| self.dir_state.fail("cleaned segment swap", &e))?;
         // Its own indexes, so that a clean restart trusts the segment instead of rescanning
         // it. Written after the rename: a crash before this leaves no index, and a rebuild.
-        cleaned
-            .persist_indexes(self.dir_state.durability.as_ref())
-            .map_err(|e| self.dir_state.fail("index write", &e))?;
+        // The swap is done by now, so a failure (even for want of a descriptor) must not
+        // leave the old segment in memory: the indexes are derived, and rebuilt at start-up.
+        if let Err(e) = cleaned.persist_indexes(self.dir_state.durability.as_ref()) {
+            let _ = self.dir_state.fail("index write", &e);
+        }
         cleaned.created_ms = old.created_ms;
         // Offsets do not move, so the aborted-transaction index stays as it is.
         cleaned.aborted = old.aborted.clone();
