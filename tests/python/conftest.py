@@ -28,10 +28,12 @@ CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 class Broker:
     """One sluice process at a time over one data directory."""
 
-    def __init__(self, data_dir, log_path, extra_args=()):
+    def __init__(self, data_dir, log_path, extra_args=(), preexec_fn=None):
         self.data_dir = data_dir
         self.log_path = log_path
         self.extra_args = list(extra_args)
+        # Run in the child before exec (to set resource limits, say).
+        self.preexec_fn = preexec_fn
         self.proc = None
         self.port = 0
         self.admin_port = 0
@@ -54,7 +56,8 @@ class Broker:
         args = [BIN, "serve", "--data-dir", str(self.data_dir),
                 "--listen", f"127.0.0.1:{self.port}",
                 "--admin-listen", f"127.0.0.1:{self.admin_port}", *self.extra_args]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     preexec_fn=self.preexec_fn)
         ready = threading.Event()
         found = {}
 

@@ -666,8 +666,8 @@ def test_health_is_live_and_becomes_ready_after_start(broker):
         return r if r.status == 200 else None
 
     ready = wait_until("/health/ready to answer 200", ready_reply)
-    assert ready.body == {"ready": True, "logs_recovered": True, "groups_loaded": True,
-                          "transactions_loaded": True}
+    assert ready.body == {"ready": True, "logs_recovered": True, "log_directory_online": True,
+                          "groups_loaded": True, "transactions_loaded": True, "reasons": []}
 
 
 def test_ready_is_503_while_logs_recover(tmp_path):
@@ -711,8 +711,9 @@ def test_ready_is_503_while_logs_recover(tmp_path):
                    and r.body["logs_recovered"] is False for r in readies), \
             f"never saw /health/ready 503 during recovery: {readies[:3]}"
         assert all((r.status == 200) == r.body["ready"] for r in readies)
-        assert readies[-1].body == {"ready": True, "logs_recovered": True, "groups_loaded": True,
-                                    "transactions_loaded": True}
+        assert readies[-1].body == {"ready": True, "logs_recovered": True,
+                                    "log_directory_online": True, "groups_loaded": True,
+                                    "transactions_loaded": True, "reasons": []}
         topics = [r for route, r in seen if route == "topics"]
         assert any(r.status == 503 and r.body["code"] == "not_ready" for r in topics), \
             f"never saw /api/v1/topics 503 during recovery: {topics[:3]}"
