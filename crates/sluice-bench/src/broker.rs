@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,10 @@ pub fn locate_binary(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
 pub struct Broker {
     /// Lines the broker logged that a benchmark waits for (see [`Broker::wait_for_log`]).
     watched: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Lines logged since the last start, and their bytes.
+    logged: std::sync::Arc<(AtomicU64, AtomicU64)>,
+    /// `RLIMIT_NOFILE` for the broker process, if set.
+    nofile: Option<u64>,
     bin: PathBuf,
     data_dir: PathBuf,
     extra: Vec<String>,
@@ -40,8 +45,20 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(bin: &Path, data_dir: &Path, extra: &[&str]) -> Result<Self, String> {
+        Self::start_with_nofile(bin, data_dir, extra, None)
+    }
+
+    /// Starts a broker whose open-file limit (soft and hard) is `nofile`.
+    pub fn start_with_nofile(
+        bin: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+        nofile: Option<u64>,
+    ) -> Result<Self, String> {
         let mut broker = Self {
             watched: Default::default(),
+            logged: Default::default(),
+            nofile,
             bin: bin.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -55,22 +72,46 @@ impl Broker {
     /// Starts the process and returns how long it took until it accepted connections.
     fn launch(&mut self) -> Result<Duration, String> {
         let started = Instant::now();
-        let mut child = Command::new(&self.bin)
+        let mut command = Command::new(&self.bin);
+        command
             .args(["serve", "--data-dir"])
             .arg(&self.data_dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
         let stderr = child.stderr.take().expect("piped");
         let (tx, rx) = mpsc::channel();
         let watched = self.watched.clone();
         watched.lock().expect("log lines").clear();
+        let logged = self.logged.clone();
+        logged.0.store(0, Ordering::SeqCst);
+        logged.1.store(0, Ordering::SeqCst);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                logged.0.fetch_add(1, Ordering::Relaxed);
+                logged.1.fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
                 if line.contains("coordinator loaded") || line.contains("cleaned log") {
                     watched.lock().expect("log lines").push(line.clone());
                 }
@@ -117,11 +158,19 @@ impl Broker {
         Err(format!("the broker never logged {needle:?}"))
     }
 
+    /// Lines and bytes the broker has logged since it last started.
+    pub fn logged(&self) -> (u64, u64) {
+        (
+            self.logged.0.load(Ordering::Relaxed),
+            self.logged.1.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn pid(&self) -> Option<u32> {
+    pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 

@@ -9,6 +9,7 @@
 mod broker;
 mod ceilings;
 mod load;
+mod reliability;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     sluice_bin: Option<PathBuf>,
     /// Run only these groups (produce, consume, latency, fan-in, memory, groups, transactions,
-    /// compaction, metrics), for profiling one
+    /// compaction, metrics, reliability), for profiling one
     /// path; the ceilings are always measured.
     #[arg(long, value_name = "GROUP", value_delimiter = ',')]
     only: Vec<String>,
@@ -543,6 +544,9 @@ fn run(args: &Args) -> Result<(), String> {
         metrics_overhead(bin, args, quick, &mut run)?;
     }
 
+    if let Some(bin) = bin.as_ref().filter(|_| args.wants("reliability")) {
+        reliability::run_all(bin, &args.data_dir, quick, &mut run)?;
+    }
     if let Some(bin) = bin.as_ref().filter(|_| args.wants("compaction")) {
         // A log of 4,096 keys written as a plain log, then switched to compaction: one
         // cleaner pass over all of it, with the I/O throttle off (the default), while a
