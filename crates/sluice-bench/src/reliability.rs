@@ -269,7 +269,7 @@ fn checkpoint_stall(bin: &Path, dir: &Path, partitions: i32, run: &mut Run) -> R
         bin,
         dir,
         &["--set", "log.flush.offset.checkpoint.interval.ms=10000"],
-        Some(65536),
+        None,
     )?;
     let bootstrap = b.bootstrap();
     load::create_topic(&bootstrap, "wide", partitions)?;
@@ -341,7 +341,7 @@ fn auto_create_shutdown(bin: &Path, dir: &Path, run: &mut Run) -> Result<(), Str
         bin,
         dir,
         &["--set", "auto.create.topics.max.per.request=10000"],
-        Some(65536),
+        None,
     )?;
     let mut body = Vec::new();
     body.extend_from_slice(&20_000i32.to_be_bytes());
