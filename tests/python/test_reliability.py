@@ -10,7 +10,7 @@ import struct
 import time
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Broker, make_broker, running_broker
@@ -117,7 +117,7 @@ def test_large_frames_wait_for_request_memory(request_limited):
         s = connect(b)
         socks.append(s)
         s.sendall(header)
-        stuck.append(send_until_stuck(s, body, idle_s=3))
+        stuck.append(send_until_stuck(s, body, idle_s=1.5))
     assert all(n < 16 * MIB for n in stuck), f"a waiting connection was read: {stuck}"
     grown_mib = (rss_kib(b) - rss_before) / 1024
     assert grown_mib < 100, f"ten half-sent frames took {grown_mib:.0f} MiB"
@@ -271,8 +271,10 @@ def test_a_metadata_request_for_20000_new_topics_is_answered_at_once(tmp_path):
     b.start()
     try:
         admin = AdminClient({"bootstrap.servers": b.bootstrap})
-        topics = {t for t in admin.list_topics(timeout=30).topics if t.startswith("auto-")}
+        listed = admin.list_topics(timeout=30).topics
+        topics = {t for t in listed if t.startswith("auto-")}
         assert topics <= {n.decode() for n in names[:10000]}
+        assert all(len(listed[t].partitions) == 1 for t in topics)
         dirs = {d[:-2] for d in os.listdir(b.data_dir) if d.startswith("auto-")}
         assert dirs == topics, "partition directories match the recorded topics exactly"
     finally:
@@ -298,3 +300,86 @@ def test_a_topic_with_a_249_character_name_is_deleted_for_good(broker):
     low, high = c.get_watermark_offsets(TopicPartition(name, 0), timeout=30)
     c.close()
     assert (low, high) == (0, 0)
+
+
+def metadata_v1_all(corr):
+    return frame(3, 1, corr, struct.pack(">i", -1))  # topics: null = all
+
+
+def test_unread_responses_stop_the_reader_at_the_connection_limit(tmp_path):
+    """A client that pipelines 1,000 all-topic Metadata requests (about 30 KiB of answer each,
+    30 MiB in all) and reads nothing: once its unsent answers reach
+    queued.max.response.bytes.per.connection (256 KiB here) the broker stops reading its
+    requests, so what it holds stays near the limit (the kernel's socket buffers take several
+    MiB more) instead of growing with every request; when the client reads, every answer
+    arrives, in order."""
+    n = 1000
+    b = make_broker(tmp_path, ["--set", "queued.max.response.bytes.per.connection=262144",
+                               "--set", f"queued.max.requests.per.connection={n}"])
+    b.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        names = [f"{'t' * 236}{i:03d}" for i in range(120)]
+        for f in admin.create_topics([NewTopic(t, 1, 1) for t in names]).values():
+            f.result(60)
+        before = value(scrape_until(b, "metrics", lambda m: True),
+                       "sluice_requests_total", api="Metadata")
+        s = connect(b)
+        s.sendall(b"".join(metadata_v1_all(corr) for corr in range(n)))
+        samples = scrape_until(b, "the connection's answers to pile up",
+                               lambda m: value(m, "sluice_response_queue_bytes") >= 256 << 10)
+        read = value(samples, "sluice_requests_total", api="Metadata") - before
+        held = value(samples, "sluice_response_queue_bytes")
+        assert read < n / 2, f"{read:.0f} of {n} requests were read while unanswered"
+        assert held < (256 << 10) + 64 * 1024, f"{held} bytes of answers held"
+        s.settimeout(30)
+        corrs = [struct.unpack(">i", recv_frame(s)[:4])[0] for _ in range(n)]
+        assert corrs == list(range(n))
+        s.close()
+    finally:
+        b.stop()
+
+
+def test_a_roll_that_finds_no_descriptor_fails_without_taking_the_directory_offline(tmp_path):
+    """With the open-file limit at 256, a topic's partitions keep rolling segments (each roll
+    keeps one more file open) until a roll finds no descriptor: that produce fails with a
+    retriable error, the log directory stays online and the broker ready, and once the topic
+    is deleted (its files closed) produce works again."""
+    b = Broker(tmp_path / "data", tmp_path / "broker.log", preexec_fn=limit_open_files)
+    b.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic("wide", 100, 1, config={"segment.bytes": "100"})])[
+            "wide"].result(30)
+        admin.create_topics([NewTopic("other", 1, 1)])["other"].result(30)
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 0,
+                      "message.timeout.ms": 5000, "retries": 0})
+        failed = []
+        for round_ in range(4):  # every message rolls a segment of its partition
+            for part in range(100):
+                p.produce("wide", b"x" * 200, partition=part,
+                          callback=lambda err, msg: err and failed.append(err))
+            p.flush(60)
+        assert failed, "the rolls never ran out of descriptors; the test proves nothing"
+        assert all(e.code() == KafkaError.KAFKA_STORAGE_ERROR or e.retriable()
+                   for e in failed), failed[:3]
+        assert "taken offline" not in b.log_text()
+        admin.delete_topics(["wide"])["wide"].result(30)
+        failed.clear()
+        p.produce("other", b"after", callback=lambda err, msg: err and failed.append(err))
+        p.flush(30)
+        assert not failed, failed
+        status, _, body = urllib_get(b.admin_url + "/health/ready")
+        assert status == 200, body
+    finally:
+        b.stop()
+
+
+def urllib_get(url):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()

@@ -85,6 +85,12 @@ pub(crate) type ResponseResult = Result<Option<Answer>, String>;
 /// A response still being computed.
 pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = ResponseResult> + Send>>;
 
+/// A handler's response: already encoded, or still to come.
+pub(crate) enum Response {
+    Now(ResponseResult),
+    Later(ResponseFuture),
+}
+
 /// A finished response: the answer, when it was ready, and its bytes counted against the
 /// connection's and the broker's unsent-response budgets until it is written.
 struct Ready {
@@ -93,12 +99,47 @@ struct Ready {
     _held: Option<(Charge, Charge)>,
 }
 
+/// A response task, aborted if the connection goes before it is written (so nothing of a
+/// closed connection outlives it, shutdown included).
+struct ResponseTask(JoinHandle<Ready>);
+
+impl Drop for ResponseTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A response in the writer's queue: ready, or a task computing it.
+enum Queued {
+    Ready(Ready),
+    Task(ResponseTask),
+}
+
 /// A request whose response the writer awaits, with what its timing needs (when metrics
 /// are on): when its frame was read, and how long its handler ran inline.
 struct Pending {
-    response: JoinHandle<Ready>,
+    response: Queued,
     api_key: i16,
     timing: Option<(Instant, Duration)>,
+}
+
+impl Ready {
+    /// Counts `result`'s encoded bytes against the connection's and the broker's
+    /// unsent-response budgets until it is written.
+    fn charged(result: ResponseResult, budgets: &Budgets) -> Self {
+        let held = match &result {
+            Ok(Some(answer)) => {
+                let n = answer.held_bytes();
+                Some((budgets.unsent.charge(n), budgets.unsent_total.charge(n)))
+            }
+            _ => None,
+        };
+        Ready {
+            result,
+            at: Instant::now(),
+            _held: held,
+        }
+    }
 }
 
 /// The budgets a connection's reader and writer share.
@@ -123,10 +164,19 @@ impl Budgets {
     }
 
     async fn wait_to_read(&self) {
-        while !self.may_read() {
+        loop {
+            // Registered before the check, so a release in between is not missed.
+            let own = self.unsent.freed().notified();
+            let total = self.unsent_total.freed().notified();
+            tokio::pin!(own, total);
+            own.as_mut().enable();
+            total.as_mut().enable();
+            if self.may_read() {
+                return;
+            }
             tokio::select! {
-                _ = self.unsent.wait_until(|_, _| false) => {}
-                _ = self.unsent_total.wait_until(|_, _| false) => {}
+                _ = own => {}
+                _ = total => {}
             }
         }
     }
@@ -257,12 +307,12 @@ async fn connection(
         unsent: Budget::new(state.config.queued_max_response_bytes_per_connection),
         unsent_total: state.response_bytes.clone(),
     };
-    let writer = tokio::spawn(write_responses(
+    let mut writer = WriterTask(tokio::spawn(write_responses(
         writer,
         pending_rx,
         peer,
         state.metrics.clone(),
-    ));
+    )));
     let timed = state.metrics.enabled();
     let mut shutdown = state.shutdown.clone();
     let max = state.config.socket_request_max_bytes;
@@ -310,26 +360,23 @@ async fn connection(
             .map_or(-1, |k| i16::from_be_bytes([k[0], k[1]]));
         let received = timed.then(Instant::now);
         state.metrics.request(api_key);
-        match handlers::dispatch(&state, Bytes::from(frame), peer) {
+        let dispatched = handlers::dispatch(&state, Bytes::from(frame), peer);
+        // The frame has been decoded and acted on; what the response still waits for (an
+        // fsync, a long poll) must not keep its bytes counted.
+        drop(request_bytes);
+        match dispatched {
             Ok(Some(response)) => {
                 let timing = received.map(|at| (at, at.elapsed()));
-                let (unsent, unsent_total) = (budgets.unsent.clone(), budgets.unsent_total.clone());
-                let response = tokio::spawn(async move {
-                    let result = response.await;
-                    drop(request_bytes);
-                    let held = match &result {
-                        Ok(Some(answer)) => {
-                            let n = answer.held_bytes();
-                            Some((unsent.charge(n), unsent_total.charge(n)))
-                        }
-                        _ => None,
-                    };
-                    Ready {
-                        result,
-                        at: Instant::now(),
-                        _held: held,
+                // An answer computed now is counted now, before the next request is read.
+                let response = match response {
+                    Response::Now(result) => Queued::Ready(Ready::charged(result, &budgets)),
+                    Response::Later(future) => {
+                        let budgets = budgets.clone();
+                        Queued::Task(ResponseTask(tokio::spawn(async move {
+                            Ready::charged(future.await, &budgets)
+                        })))
                     }
-                });
+                };
                 let pending = Pending {
                     response,
                     api_key,
@@ -348,7 +395,17 @@ async fn connection(
         }
     }
     drop(pending_tx);
-    let _ = writer.await;
+    let _ = (&mut writer.0).await;
+}
+
+/// The connection's writer, aborted if the connection task is (at shutdown), with the
+/// responses it still holds.
+struct WriterTask(JoinHandle<()>);
+
+impl Drop for WriterTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Writes every chunk of a response, in as few system calls as the socket allows.
@@ -463,7 +520,11 @@ async fn write_responses(
         timing,
     }) = pending.recv().await
     {
-        match response.await {
+        let ready = match response {
+            Queued::Ready(ready) => Ok(ready),
+            Queued::Task(mut task) => (&mut task.0).await,
+        };
+        match ready {
             Ok(Ready {
                 result: Ok(Some(answer)),
                 at: ready,

@@ -480,15 +480,8 @@ impl LogManager {
         if validate_only {
             return Ok(Arc::new(topic));
         }
-        if self
-            .checkpointed_topics
-            .lock()
-            .expect("checkpoint names lock")
-            .contains(&name)
-        {
-            // A deleted topic of this name is still in the recovery-point checkpoint.
-            self.checkpoint_recovery_points()?;
-        }
+        // A deleted topic of this name may still be in the recovery-point checkpoint.
+        self.forget_checkpointed(&name)?;
         let topic = self.with_partitions(topic, partitions)?;
         names.insert(name);
         Ok(topic)
@@ -667,11 +660,39 @@ impl LogManager {
     pub fn checkpoint_recovery_points(&self) -> Result<(), StorageError> {
         // One writer at a time, and the snapshot taken under the same lock: the files share
         // a temporary name, and an older snapshot must never replace a newer one.
-        let _checkpoint = self.checkpoint_lock.lock().expect("checkpoint lock");
+        let checkpoint = self.checkpoint_lock.lock().expect("checkpoint lock");
+        self.write_checkpoints(&checkpoint)
+    }
+
+    /// Rewrites the checkpoints if `name` may be in them, so that a topic created under the
+    /// name of a deleted one cannot inherit its recovery point or log start offset. Checked
+    /// and written under the checkpoint lock: a checkpoint being written meanwhile has either
+    /// finished (and its names are known) or not started.
+    fn forget_checkpointed(&self, name: &str) -> Result<(), StorageError> {
+        let checkpoint = self.checkpoint_lock.lock().expect("checkpoint lock");
+        let named = self
+            .checkpointed_topics
+            .lock()
+            .expect("checkpoint names lock")
+            .contains(name);
+        if named {
+            self.write_checkpoints(&checkpoint)?;
+        }
+        Ok(())
+    }
+
+    /// Writes both checkpoint files; the caller holds the checkpoint lock.
+    fn write_checkpoints(&self, _lock: &std::sync::MutexGuard<'_, ()>) -> Result<(), StorageError> {
         let topics = self.topics();
         let mut points = Vec::new();
         let mut starts = Vec::new();
         let names: HashSet<String> = topics.iter().map(|t| t.name.clone()).collect();
+        // Names about to be written count as written before the first byte is: a failure
+        // between the two files must not leave a name on disk that the set has lost.
+        self.checkpointed_topics
+            .lock()
+            .expect("checkpoint names lock")
+            .extend(names.iter().cloned());
         for t in &topics {
             for (p, log) in t.partitions.iter().enumerate() {
                 let rp = log.recovery_point();

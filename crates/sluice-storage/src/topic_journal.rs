@@ -10,9 +10,10 @@
 //!                     | {"delete": "<name>"}
 //! ```
 //!
-//! Loading reads the snapshot and applies the journal in order. A line that is incomplete or
-//! fails its checksum ends the journal there (a torn append, never acknowledged) and is cut
-//! off. Once the journal holds more lines than there are topics (and at least
+//! Loading reads the snapshot and applies the journal in order. An incomplete or damaged last
+//! stretch (a torn append, never acknowledged) is cut off; damage with an intact change after
+//! it, or a line whose checksum holds but whose change does not parse, is not a torn append,
+//! and loading refuses rather than drop the topics after it. Once the journal holds more lines than there are topics (and at least
 //! [`COMPACT_MIN_RECORDS`]), the snapshot is rewritten and the journal emptied: a crash
 //! between the two leaves a new snapshot with the old journal, whose replay changes nothing,
 //! since every change in it is already in the snapshot and the last change per name wins.
@@ -73,6 +74,19 @@ fn encode_line(change: &Change) -> Vec<u8> {
     line
 }
 
+/// Whether `line` (without its newline) carries a checksum that matches its JSON, whether or
+/// not the JSON parses.
+fn checksum_holds(line: &[u8]) -> bool {
+    let (Some(crc), Some(json)) = (line.get(..8), line.get(9..)) else {
+        return false;
+    };
+    line.get(8) == Some(&b' ')
+        && std::str::from_utf8(crc)
+            .ok()
+            .and_then(|c| u32::from_str_radix(c, 16).ok())
+            == Some(crc32c::crc32c(json))
+}
+
 /// Parses one line (without its newline); `None` if it is damaged.
 fn decode_line(line: &[u8]) -> Option<Change> {
     let (crc, json) = (line.get(..8)?, line.get(9..)?);
@@ -129,7 +143,25 @@ impl TopicJournal {
         let mut len = 0usize;
         let mut records = 0;
         while let Some(end) = bytes[len..].iter().position(|&b| b == b'\n') {
-            let Some(change) = decode_line(&bytes[len..len + end]) else {
+            let line = &bytes[len..len + end];
+            let Some(change) = decode_line(line) else {
+                if checksum_holds(line)
+                    || bytes[len + end + 1..]
+                        .split(|&b| b == b'\n')
+                        .any(checksum_holds)
+                {
+                    // Not a torn append: a line that checks out but does not parse, or damage
+                    // with intact changes after it. Cutting here would drop those topics (and
+                    // start-up would then remove their data as orphans): refuse instead.
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: damaged change at byte {len} with intact changes after it; \
+                             refusing to start rather than lose topics",
+                            path.display()
+                        ),
+                    ));
+                }
                 break;
             };
             apply(&mut topics, change);
@@ -276,6 +308,24 @@ mod tests {
             assert_eq!(topics.len(), 2, "{damage}");
             assert_eq!(topics["c"], c);
         }
+    }
+
+    /// Damage followed by an intact change is not a torn append: loading fails rather than
+    /// drop the later topic (whose data start-up would then remove as an orphan).
+    #[test]
+    fn damage_before_an_intact_change_refuses_to_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = TopicJournal::open(dir.path(), &Fsync).unwrap();
+        j.append(&[Change::Upsert(topic("a", 1))], &Fsync).unwrap();
+        j.append(&[Change::Upsert(topic("b", 1))], &Fsync).unwrap();
+        drop(j);
+        let path = dir.path().join(JOURNAL_FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[20] ^= 0x01; // inside the first line's JSON
+        fs::write(&path, &bytes).unwrap();
+        let err = TopicJournal::open(dir.path(), &Fsync).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(fs::read(&path).unwrap(), bytes, "nothing was cut");
     }
 
     /// Compaction is due once the journal outgrows the topic count (and the minimum).

@@ -26,14 +26,14 @@ use sluice_protocol::{
     encode_response, parse_request_header, DecodeError, Request, SUPPORTED_APIS,
 };
 
-use crate::server::{Answer, OutChunk, ResponseFuture, ResponseResult};
+use crate::server::{Answer, OutChunk, Response, ResponseResult};
 use crate::BrokerState;
 use error_codes::ErrorCodes;
 use sluice_protocol::fetch_response::Chunk;
 
-/// What the connection should do with a request: send the response the future yields, or
-/// close (the string says why, for the one log line).
-pub(crate) type Dispatched = Result<Option<ResponseFuture>, String>;
+/// What the connection should do with a request: send the response (computed now, or by a
+/// future), or close (the string says why, for the one log line).
+pub(crate) type Dispatched = Result<Option<Response>, String>;
 
 pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr) -> Dispatched {
     let (header, body) = match parse_request_header(&frame) {
@@ -85,7 +85,7 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
         Request::Produce(r) => produce::handle(state, r, version, corr),
         Request::Fetch(r) => {
             let response = fetch::handle(state.clone(), r);
-            Ok(Some(Box::pin(async move {
+            Ok(Some(Response::Later(Box::pin(async move {
                 // Fetch counts its partition errors itself; its traffic is counted as the
                 // records are written.
                 let chunks = response
@@ -103,7 +103,7 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
                     chunks,
                     errors: Vec::new(),
                 }))
-            })))
+            }))))
         }
         Request::ListOffsets(r) => {
             respond(api, version, corr, list_offsets::handle(state.clone(), r))
@@ -214,8 +214,8 @@ pub(crate) fn ready<R: Encodable + ErrorCodes>(
     corr: i32,
     body: R,
 ) -> Dispatched {
-    let bytes = encode(api, version, corr, &body)?;
-    Ok(Some(Box::pin(std::future::ready(Ok(bytes)))))
+    let answer = encode(api, version, corr, &body)?;
+    Ok(Some(Response::Now(Ok(answer))))
 }
 
 /// A response that is computed by a future.
@@ -224,9 +224,9 @@ where
     R: Encodable + ErrorCodes + Send + 'static,
     F: Future<Output = R> + Send + 'static,
 {
-    Ok(Some(Box::pin(async move {
+    Ok(Some(Response::Later(Box::pin(async move {
         encode(api, version, corr, &body.await)
-    })))
+    }))))
 }
 
 pub(crate) fn str_bytes(s: &str) -> StrBytes {
