@@ -54,6 +54,8 @@ pub(crate) struct BrokerState {
     pub request_bytes: Arc<budget::Budget>,
     /// Encoded response bytes waiting for their clients (`queued.max.response.bytes`).
     pub response_bytes: Arc<budget::Budget>,
+    /// Unsupported request versions already logged, per client and API.
+    pub version_log: handlers::VersionLog,
 }
 
 impl BrokerState {
@@ -209,6 +211,7 @@ async fn open(
         auto_create,
         request_bytes: budget::Budget::new(config.queued_max_request_bytes),
         response_bytes: budget::Budget::new(config.queued_max_response_bytes),
+        version_log: handlers::VersionLog::default(),
         config,
         logs: Arc::new(logs),
         advertised,

@@ -173,7 +173,14 @@ pub(crate) struct Metrics {
     cleaner_seconds: Histogram,
     retention_segments_deleted: Counter,
     retention_bytes_deleted: Counter,
+    /// Records converted between the old message formats and batches, by direction.
+    conversions: Family<DirectionLabels, Counter>,
     registry: Registry,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
 }
 
 impl Metrics {
@@ -231,6 +238,7 @@ impl Metrics {
             cleaner_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             retention_segments_deleted: Counter::default(),
             retention_bytes_deleted: Counter::default(),
+            conversions: Family::default(),
             registry: Registry::with_prefix("sluice"),
         };
         metrics.register();
@@ -353,6 +361,11 @@ impl Metrics {
             "Bytes deleted by retention",
             Unit::Bytes,
             self.retention_bytes_deleted.clone(),
+        );
+        r.register(
+            "message_conversions",
+            "Records converted from (produce) or to (fetch) the old message formats",
+            self.conversions.clone(),
         );
     }
 
@@ -554,6 +567,15 @@ impl Metrics {
     pub fn cleaner_failed(&self) {
         if self.enabled {
             self.cleaner_errors.inc();
+        }
+    }
+
+    /// Counts records converted for an old client: `direction` is "produce" or "fetch".
+    pub fn converted(&self, direction: &'static str, records: usize) {
+        if self.enabled {
+            self.conversions
+                .get_or_create(&DirectionLabels { direction })
+                .inc_by(records as u64);
         }
     }
 

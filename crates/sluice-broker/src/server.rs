@@ -48,6 +48,8 @@ pub(crate) enum FetchedRecords {
     /// No records (a partition with an error, or nothing new): an empty, not null, set.
     Empty,
     File(FileSlice),
+    /// Records converted for a client that reads the old message formats, and how many.
+    Converted { bytes: Bytes, records: u64 },
 }
 
 impl FetchedRecords {
@@ -55,6 +57,7 @@ impl FetchedRecords {
         match self {
             FetchedRecords::Empty => 0,
             FetchedRecords::File(slice) => slice.len(),
+            FetchedRecords::Converted { bytes, .. } => bytes.len(),
         }
     }
 }
@@ -389,7 +392,9 @@ async fn connection(
             Ok(None) => {}
             Err(reason) => {
                 state.metrics.error(api_key, "INVALID_REQUEST");
-                tracing::warn!(%peer, "closing connection: {reason}");
+                if !reason.is_empty() {
+                    tracing::warn!(%peer, "closing connection: {reason}");
+                }
                 break;
             }
         }
@@ -449,6 +454,16 @@ async fn write_answer(
                 records: FetchedRecords::Empty,
                 ..
             } => {}
+            OutChunk::Records {
+                records: FetchedRecords::Converted { bytes, records },
+                topic,
+            } => {
+                if metrics.enabled() {
+                    metrics.fetched(&topic, bytes.len(), records);
+                }
+                pending_len += bytes.len();
+                pending.push(bytes);
+            }
             OutChunk::Records {
                 records: FetchedRecords::File(slice),
                 topic,

@@ -21,7 +21,8 @@
 //! [v12+] tagged fields
 //! ```
 //! From v12 on (flexible versions) strings, arrays and bytes carry unsigned-varint lengths
-//! (length + 1, 0 for null). Only the versions Sluice advertises (4 to 12) are supported.
+//! (length + 1, 0 for null). Versions 0 to 3 carry records in the old message formats, which
+//! the caller converts them to; the encoder passes them through like any other.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -88,7 +89,7 @@ impl<R> Default for FetchResponseOut<R> {
 }
 
 /// The Fetch versions this encoder handles.
-pub const FETCH_RESPONSE_VERSIONS: std::ops::RangeInclusive<i16> = 4..=12;
+pub const FETCH_RESPONSE_VERSIONS: std::ops::RangeInclusive<i16> = 0..=12;
 
 fn put_uvarint(out: &mut BytesMut, mut n: u64) {
     while n >= 0x80 {
@@ -134,7 +135,9 @@ impl<R: RecordSet> FetchResponseOut<R> {
         if flexible {
             put_uvarint(&mut cur, 0);
         }
-        cur.put_i32(self.throttle_time_ms);
+        if version >= 1 {
+            cur.put_i32(self.throttle_time_ms);
+        }
         if version >= 7 {
             cur.put_i16(self.error_code);
             cur.put_i32(self.session_id);
@@ -148,16 +151,18 @@ impl<R: RecordSet> FetchResponseOut<R> {
                 cur.put_i32(p.partition);
                 cur.put_i16(p.error_code);
                 cur.put_i64(p.high_watermark);
-                cur.put_i64(p.last_stable_offset);
-                if version >= 5 {
-                    cur.put_i64(p.log_start_offset);
-                }
-                put_len(&mut cur, flexible, Some(p.aborted.len()), false);
-                for &(producer_id, first_offset) in &p.aborted {
-                    cur.put_i64(producer_id);
-                    cur.put_i64(first_offset);
-                    if flexible {
-                        put_uvarint(&mut cur, 0);
+                if version >= 4 {
+                    cur.put_i64(p.last_stable_offset);
+                    if version >= 5 {
+                        cur.put_i64(p.log_start_offset);
+                    }
+                    put_len(&mut cur, flexible, Some(p.aborted.len()), false);
+                    for &(producer_id, first_offset) in &p.aborted {
+                        cur.put_i64(producer_id);
+                        cur.put_i64(first_offset);
+                        if flexible {
+                            put_uvarint(&mut cur, 0);
+                        }
                     }
                 }
                 if version >= 11 {
@@ -319,6 +324,47 @@ mod tests {
         fn chunks_equal_the_codec_encoding(r in response(), version in 4i16..=12, corr: i32) {
             let ours: Vec<u8> = chunk_bytes(r.encode(version, corr)).concat();
             prop_assert_eq!(ours, reference(&r, version, corr).to_vec());
+        }
+    }
+
+    /// Versions 0 to 3 have no last stable offset, log start offset or aborted transactions,
+    /// and version 0 no throttle time.
+    #[test]
+    fn old_versions_have_the_old_layout() {
+        let r = FetchResponseOut {
+            throttle_time_ms: 3,
+            topics: vec![FetchTopicOut {
+                name: Bytes::from_static(b"t"),
+                partitions: vec![FetchPartitionOut {
+                    partition: 1,
+                    error_code: 0,
+                    high_watermark: 9,
+                    last_stable_offset: 9,
+                    log_start_offset: 0,
+                    aborted: vec![(5, 6)],
+                    records: Some(Bytes::from_static(b"msgs")),
+                }],
+            }],
+            ..FetchResponseOut::default()
+        };
+        for version in 0..=3 {
+            let mut want = Vec::new();
+            want.extend_from_slice(&7i32.to_be_bytes());
+            if version >= 1 {
+                want.extend_from_slice(&3i32.to_be_bytes());
+            }
+            want.extend_from_slice(&1i32.to_be_bytes());
+            want.extend_from_slice(&1i16.to_be_bytes());
+            want.extend_from_slice(b"t");
+            want.extend_from_slice(&1i32.to_be_bytes());
+            want.extend_from_slice(&1i32.to_be_bytes());
+            want.extend_from_slice(&0i16.to_be_bytes());
+            want.extend_from_slice(&9i64.to_be_bytes());
+            want.extend_from_slice(&4i32.to_be_bytes());
+            want.extend_from_slice(b"msgs");
+            let mut framed = (want.len() as i32).to_be_bytes().to_vec();
+            framed.extend(want);
+            assert_eq!(chunk_bytes(r.encode(version, 7)).concat(), framed, "v{version}");
         }
     }
 

@@ -1161,6 +1161,8 @@ mod tests {
     #[test]
     fn every_advertised_version_decodes() {
         for &(api, lo, hi) in SUPPORTED_APIS {
+            // Versions the codec cannot encode are tested in `legacy`.
+            let lo = lo.max(crate::codec_versions(api).unwrap().0);
             for v in lo..=hi {
                 let body = encoded(api, v);
                 let used = check_request_body(api, v, &body, 1 << 20)
@@ -1253,6 +1255,7 @@ mod tests {
             cut in any::<usize>(),
         ) {
             let (api, lo, hi) = SUPPORTED_APIS[which];
+            let lo = lo.max(crate::codec_versions(api).unwrap().0);
             let v = lo + vsel % (hi - lo + 1);
             let mut body = encoded(api, v).to_vec();
             let n = body.len();

@@ -17,6 +17,7 @@
 mod error_name;
 pub mod fetch_response;
 pub mod guard;
+pub mod legacy;
 mod request;
 mod versions;
 

@@ -199,6 +199,9 @@ impl Request {
         body: Bytes,
         budget_bytes: usize,
     ) -> Result<Self, DecodeError> {
+        // Versions Kafka 4 dropped are rewritten into the nearest one the codec decodes.
+        let body = crate::legacy::upgrade_request(api, version, body)?;
+        let version = crate::legacy::codec_version(api, version);
         guard::check_request_body(api, version, &body, budget_bytes)?;
         Ok(match api {
             ApiKey::ApiVersions => Self::ApiVersions(decode_as(body, version)?),
@@ -250,6 +253,9 @@ pub fn encode_response<R: Encodable>(
     correlation_id: i32,
     body: &R,
 ) -> Result<Bytes, String> {
+    let wire_version = version;
+    // An old version is encoded at the one the codec knows, then rewritten (`legacy`).
+    let version = crate::legacy::codec_version(api, version);
     let header_version = api.response_header_version(version);
     let body_size = body.compute_size(version).map_err(|e| e.to_string())?;
     let header_size = if header_version >= 1 { 5 } else { 4 };
@@ -262,5 +268,5 @@ pub fn encode_response<R: Encodable>(
         out.put_u8(0); // no tagged fields
     }
     body.encode(&mut out, version).map_err(|e| e.to_string())?;
-    Ok(out.freeze())
+    crate::legacy::downgrade_response(api, wire_version, out.freeze())
 }

@@ -30,6 +30,7 @@ pub mod compact;
 mod compression;
 mod control;
 mod counter;
+pub mod legacy;
 mod record;
 mod varint;
 
@@ -38,6 +39,7 @@ pub use batch::{
     Compression, TimestampType, BATCH_HEADER_SIZE, LOG_OVERHEAD,
 };
 pub use builder::{BatchBuilder, NewRecord};
+pub use compression::compress;
 pub use control::{control_type, marker_batch, ControlType};
 pub use counter::RecordCounter;
 pub use record::{Header, Record};

@@ -23,7 +23,7 @@ use crate::BrokerState;
 /// Cap on a client's max_wait_ms, so a hostile value cannot park a request for days.
 const MAX_WAIT_MS_LIMIT: i32 = 5 * 60 * 1000;
 
-pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest) -> FetchOut {
+pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest, version: i16) -> FetchOut {
     if req.session_id != 0 {
         // We never hand out a session, so a client naming one is confused or replaying.
         return FetchOut {
@@ -58,6 +58,13 @@ pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest) -> FetchO
             _ = shutdown.changed() => break response,
         }
     };
+    // Fetch v0-3 clients read the old message formats: magic 0 before v2, magic 1 after.
+    let response = if version < 4 {
+        let magic = if version < 2 { 0 } else { 1 };
+        downgrade(&state, &req, response, magic).await
+    } else {
+        response
+    };
     record_metrics(
         &state,
         &response,
@@ -65,6 +72,75 @@ pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest) -> FetchO
         started.elapsed().saturating_sub(read),
     );
     response
+}
+
+/// Converts every partition's records into a message set of `magic`, off the runtime's
+/// threads (it decompresses). A partition whose batches cannot be converted gets
+/// CORRUPT_MESSAGE and no records.
+async fn downgrade(state: &Arc<BrokerState>, req: &FetchRequest, response: FetchOut, magic: i8) -> FetchOut {
+    let asked: Vec<Vec<(i64, usize)>> = req
+        .topics
+        .iter()
+        .map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (p.fetch_offset, p.partition_max_bytes.max(0) as usize))
+                .collect()
+        })
+        .collect();
+    let metrics = state.metrics.clone();
+    let converted = tokio::task::spawn_blocking(move || {
+        let mut response = response;
+        for (topic, asked) in response.topics.iter_mut().zip(&asked) {
+            for (p, &(from, max_bytes)) in topic.partitions.iter_mut().zip(asked) {
+                let Some(TopicRecords {
+                    records: FetchedRecords::File(slice),
+                    topic,
+                }) = p.records.clone()
+                else {
+                    continue; // no records, or an error: nothing to convert
+                };
+                let converted = slice
+                    .to_vec()
+                    .map_err(sluice_storage::StorageError::from)
+                    .and_then(|bytes| {
+                        sluice_records::legacy::to_message_set(
+                            &bytes,
+                            magic,
+                            from,
+                            max_bytes,
+                            sluice_storage::MAX_DECOMPRESSED_BATCH_BYTES,
+                        )
+                        .map_err(sluice_storage::StorageError::from)
+                    });
+                let records = match converted {
+                    Ok(c) => {
+                        metrics.converted("fetch", c.messages);
+                        FetchedRecords::Converted {
+                            bytes: bytes::Bytes::from(c.bytes),
+                            records: c.messages as u64,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %topic, partition = p.partition, error = %e,
+                            "cannot convert records for an old fetch");
+                        p.error_code = ResponseError::CorruptMessage.code();
+                        FetchedRecords::Empty
+                    }
+                };
+                p.records = Some(TopicRecords { records, topic });
+            }
+        }
+        response
+    })
+    .await;
+    converted.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "converting an old fetch panicked");
+        FetchOut {
+            error_code: ResponseError::UnknownServerError.code(),
+            ..FetchOut::default()
+        }
+    })
 }
 
 /// A partition's records in a fetch response, with the topic their traffic is counted for.

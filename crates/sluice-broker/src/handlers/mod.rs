@@ -32,8 +32,45 @@ use error_codes::ErrorCodes;
 use sluice_protocol::fetch_response::Chunk;
 
 /// What the connection should do with a request: send the response (computed now, or by a
-/// future), or close (the string says why, for the one log line).
+/// future), or close (the string says why, for the one log line; empty when the reason was
+/// logged already).
 pub(crate) type Dispatched = Result<Option<Response>, String>;
+
+/// The most (client id, API) pairs remembered for logging unsupported versions once each;
+/// past it, such lines are paced instead.
+const VERSION_LOG_PAIRS_MAX: usize = 4096;
+
+/// Logs a request at a version Sluice does not offer once per client id and API, not once
+/// per request (an old client retrying would otherwise write a line every few milliseconds).
+#[derive(Debug)]
+pub(crate) struct VersionLog {
+    seen: std::sync::Mutex<std::collections::HashSet<(String, i16)>>,
+    overflow: sluice_storage::EveryInterval,
+}
+
+impl Default for VersionLog {
+    fn default() -> Self {
+        Self {
+            seen: Default::default(),
+            overflow: sluice_storage::EveryInterval::new(std::time::Duration::from_secs(60)),
+        }
+    }
+}
+
+impl VersionLog {
+    /// Whether this client's request for `api` should be logged.
+    fn first(&self, client: &str, api: ApiKey) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (client.to_string(), api as i16);
+        if seen.contains(&key) {
+            return false;
+        }
+        if seen.len() >= VERSION_LOG_PAIRS_MAX {
+            return self.overflow.due().is_some();
+        }
+        seen.insert(key)
+    }
+}
 
 pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr) -> Dispatched {
     let (header, body) = match parse_request_header(&frame) {
@@ -67,10 +104,15 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
             // Answer with UNSUPPORTED_VERSION where the codec can still read the request;
             // otherwise there is no format to answer in, and the connection closes.
             let client = header.client_id.as_deref().unwrap_or("-");
-            tracing::info!(?api, version, client, "request at an unsupported version");
+            let log = state.version_log.first(client, api);
+            if log {
+                tracing::info!(?api, version, client,
+                    "request at an unsupported version (logged once per client and API)");
+            }
             return match Request::decode_unsupported(&header, body, budget) {
                 Ok(request) => unsupported::respond(request, version, corr),
-                Err(e) => Err(format!("{e} (client_id {client}, correlation_id {corr})")),
+                Err(e) if log => Err(format!("{e} (client_id {client}, correlation_id {corr})")),
+                Err(_) => Err(String::new()),
             };
         }
         Err(e) => {
@@ -84,7 +126,7 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
         Request::Metadata(r) => ready(api, version, corr, metadata::handle(state, r, version)),
         Request::Produce(r) => produce::handle(state, r, version, corr),
         Request::Fetch(r) => {
-            let response = fetch::handle(state.clone(), r);
+            let response = fetch::handle(state.clone(), r, version);
             Ok(Some(Response::Later(Box::pin(async move {
                 // Fetch counts its partition errors itself; its traffic is counted as the
                 // records are written.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
-use sluice_storage::{StorageError, UnifiedLog};
+use sluice_storage::{StorageError, UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES};
 
 use super::{ready, respond, str_bytes, Dispatched};
 use crate::errors::error_code;
@@ -51,8 +51,26 @@ pub(crate) fn handle(
                     .ok()
                     .and_then(|i| t.partitions.get(i))
             });
+            // Produce v0-2 carries the old message formats: converted once into a batch,
+            // which is then checked like any client batch.
+            let converted;
+            let records = match (&data.records, version < 3) {
+                (Some(set), true) => match upgrade_message_set(set) {
+                    Ok(batch) => {
+                        state.metrics.converted("produce", batch.1);
+                        converted = Some(batch.0);
+                        converted.as_deref()
+                    }
+                    Err(e) => {
+                        log_refusal(name, data.index, &e);
+                        partitions.push(out.with_error_code(error_code(&e)));
+                        continue;
+                    }
+                },
+                (records, _) => records.as_deref(),
+            };
             let result =
-                match (log, &data.records) {
+                match (log, records) {
                     // Only the coordinator writes its topic: a client record there would be
                     // replayed as group state.
                     _ if crate::is_internal_topic(name) => {
@@ -179,6 +197,14 @@ pub(crate) fn handle(
         }
         response
     })
+}
+
+/// Converts a message set (magic 0 or 1, as Produce v0-2 carries) into one v2 batch in the
+/// codec it was sent with; returns the batch and how many records it holds.
+fn upgrade_message_set(set: &[u8]) -> Result<(Vec<u8>, usize), StorageError> {
+    let read = sluice_records::legacy::read_message_set(set, MAX_DECOMPRESSED_BATCH_BYTES)?;
+    let batch = sluice_records::legacy::to_batch(&read.records, read.codec);
+    Ok((batch, read.records.len()))
 }
 
 /// Every partition of `req` answered with `code` and nothing appended.
