@@ -237,6 +237,11 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "Default index.interval.bytes of topics.",
     ),
     (
+        "compression.type",
+        ConfigType::String,
+        "Default compression.type of topics: producer, uncompressed, gzip, snappy, lz4 or zstd.",
+    ),
+    (
         "log.cleanup.policy",
         ConfigType::List,
         "Default cleanup.policy of topics.",
@@ -413,6 +418,7 @@ pub fn topic_config_for_broker_key(key: &str) -> Option<&'static str> {
         "log.cleaner.min.cleanable.ratio" => "min.cleanable.dirty.ratio",
         "log.cleaner.min.compaction.lag.ms" => "min.compaction.lag.ms",
         "log.cleaner.max.compaction.lag.ms" => "max.compaction.lag.ms",
+        "compression.type" => "compression.type",
         _ => return None,
     })
 }

@@ -7,7 +7,9 @@ use sluice_storage::StorageError;
 pub fn error_code(e: &StorageError) -> i16 {
     let kafka = match e {
         StorageError::CorruptMessage(_) => ResponseError::CorruptMessage,
-        StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        StorageError::InvalidRecord(_) | StorageError::RecordErrors { .. } => {
+            ResponseError::InvalidRecord
+        }
         StorageError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,

@@ -49,6 +49,7 @@ pub(crate) struct GroupLag {
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// How often sessions and rebalance timers are checked: the resolution of every group timer.
+/// The longest the group timers sleep between looks at the coordinator's next deadline.
 pub(crate) const TICK_MS: u64 = 100;
 
 /// Bytes of records per batch the coordinator writes. A single record larger than this gets
@@ -258,15 +259,35 @@ impl Groups {
         out
     }
 
-    /// Moves the coordinator's clock: expires sessions, completes rebalances, expires
-    /// offsets. Run every [`TICK_MS`].
-    pub async fn tick(state: Arc<BrokerState>) {
-        if !state.groups.is_loaded() {
-            return;
-        }
-        let (_, durable) = state.groups.call(&state, |c, now| c.tick(now));
-        if let Err(e) = durable.wait().await {
-            tracing::warn!(error = %e, "group metadata write failed");
+    /// Moves the coordinator's clock at its deadlines: expires sessions, completes
+    /// rebalances, expires offsets. Sleeps until the coordinator's next deadline, so a session
+    /// ends when its timeout has passed, not up to a tick later; it looks again at least every
+    /// [`TICK_MS`], which covers deadlines that requests set meanwhile (a session or rebalance
+    /// timeout is far longer than that).
+    pub async fn run_timers(state: Arc<BrokerState>) {
+        let mut shutdown = state.shutdown.clone();
+        loop {
+            let now = crate::now_ms();
+            let next = if state.groups.is_loaded() {
+                state.groups.read(|c| c.next_deadline())
+            } else {
+                i64::MAX
+            };
+            if next <= now {
+                let (_, durable) = state.groups.call(&state, |c, now| c.tick(now));
+                if let Err(e) = durable.wait().await {
+                    tracing::warn!(error = %e, "group metadata write failed");
+                }
+                continue;
+            }
+            let wait = (next - now).min(TICK_MS as i64) as u64;
+            tokio::select! {
+                _ = tokio::time::sleep(crate::millis(wait)) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
         }
     }
 

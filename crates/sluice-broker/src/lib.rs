@@ -254,11 +254,7 @@ async fn open(
             tracing::error!(error = %e, "cannot load the transaction coordinator");
         }
     });
-    tokio::spawn(every(
-        state.clone(),
-        millis(groups::TICK_MS),
-        groups::Groups::tick,
-    ));
+    tokio::spawn(groups::Groups::run_timers(state.clone()));
     tokio::spawn(every(
         state.clone(),
         millis(txn::TICK_MS),

@@ -49,7 +49,10 @@ pub(crate) enum FetchedRecords {
     Empty,
     File(FileSlice),
     /// Records converted for a client that reads the old message formats, and how many.
-    Converted { bytes: Bytes, records: u64 },
+    Converted {
+        bytes: Bytes,
+        records: u64,
+    },
 }
 
 impl FetchedRecords {

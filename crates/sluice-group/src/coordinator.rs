@@ -1247,6 +1247,31 @@ impl GroupCoordinator {
         }
     }
 
+    /// The earliest time at which [`GroupCoordinator::tick`] has something to do: a session
+    /// or a pending member to expire, a rebalance timer to run out, an offset retention check.
+    /// The shell sleeps until then (or until a request changes the answer), so a session
+    /// expires at its deadline, not at the next periodic tick.
+    pub fn next_deadline(&self) -> i64 {
+        let mut next = self.next_retention_check_ms;
+        for g in self.groups.values() {
+            if let Some(&d) = g.pending_members.values().min() {
+                next = next.min(d);
+            }
+            for m in g.members.values() {
+                if m.join_waiter.is_none() && m.sync_waiter.is_none() {
+                    next = next.min(m.heartbeat_deadline_ms);
+                }
+            }
+            if matches!(
+                g.state,
+                GroupState::CompletingRebalance | GroupState::PreparingRebalance
+            ) {
+                next = next.min(g.rebalance_deadline_ms);
+            }
+        }
+        next
+    }
+
     /// Expires sessions, pending members and offsets, and completes rebalances whose timers
     /// have run out.
     pub fn tick(&mut self, now: i64) {

@@ -7,7 +7,7 @@
 //! [v1+]  throttle_time_ms: i32
 //! [v7+]  error_code: i16 | session_id: i32
 //! responses: array of
-//!   topic: string
+//!   topic: string (up to v12) | topic_id: uuid (v13 on)
 //!   partitions: array of
 //!     partition_index: i32 | error_code: i16 | high_watermark: i64
 //!     [v4+] last_stable_offset: i64
@@ -65,7 +65,10 @@ pub struct FetchPartitionOut<R = Bytes> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchTopicOut<R = Bytes> {
+    /// The topic's name (up to v12) ...
     pub name: Bytes,
+    /// ... or its id (v13 on, KIP-516).
+    pub topic_id: [u8; 16],
     pub partitions: Vec<FetchPartitionOut<R>>,
 }
 
@@ -89,7 +92,7 @@ impl<R> Default for FetchResponseOut<R> {
 }
 
 /// The Fetch versions this encoder handles.
-pub const FETCH_RESPONSE_VERSIONS: std::ops::RangeInclusive<i16> = 0..=12;
+pub const FETCH_RESPONSE_VERSIONS: std::ops::RangeInclusive<i16> = 0..=18;
 
 fn put_uvarint(out: &mut BytesMut, mut n: u64) {
     while n >= 0x80 {
@@ -144,8 +147,12 @@ impl<R: RecordSet> FetchResponseOut<R> {
         }
         put_len(&mut cur, flexible, Some(self.topics.len()), false);
         for topic in &self.topics {
-            put_len(&mut cur, flexible, Some(topic.name.len()), true);
-            cur.put_slice(&topic.name);
+            if version >= 13 {
+                cur.put_slice(&topic.topic_id);
+            } else {
+                put_len(&mut cur, flexible, Some(topic.name.len()), true);
+                cur.put_slice(&topic.name);
+            }
             put_len(&mut cur, flexible, Some(topic.partitions.len()), false);
             for p in &topic.partitions {
                 cur.put_i32(p.partition);
@@ -229,8 +236,14 @@ mod tests {
             .topics
             .iter()
             .map(|t| {
+                let (name, id) = if version >= 13 {
+                    (Bytes::new(), t.topic_id)
+                } else {
+                    (t.name.clone(), [0; 16])
+                };
                 FetchableTopicResponse::default()
-                    .with_topic(TopicName(StrBytes::from_utf8(t.name.clone()).unwrap()))
+                    .with_topic(TopicName(StrBytes::from_utf8(name).unwrap()))
+                    .with_topic_id(uuid::Uuid::from_bytes(id))
                     .with_partitions(
                         t.partitions
                             .iter()
@@ -295,9 +308,11 @@ mod tests {
     fn response() -> impl Strategy<Value = FetchResponseOut> {
         let topic = (
             "[a-z._-]{1,20}",
+            any::<[u8; 16]>(),
             proptest::collection::vec(partition(), 0..4),
         )
-            .prop_map(|(name, partitions)| FetchTopicOut {
+            .prop_map(|(name, topic_id, partitions)| FetchTopicOut {
+                topic_id,
                 name: Bytes::from(name),
                 partitions,
             });
@@ -321,7 +336,7 @@ mod tests {
         /// For every version served, the chunks concatenate to exactly what kafka-protocol
         /// encodes for the same response.
         #[test]
-        fn chunks_equal_the_codec_encoding(r in response(), version in 4i16..=12, corr: i32) {
+        fn chunks_equal_the_codec_encoding(r in response(), version in 4i16..=18, corr: i32) {
             let ours: Vec<u8> = chunk_bytes(r.encode(version, corr)).concat();
             prop_assert_eq!(ours, reference(&r, version, corr).to_vec());
         }
@@ -335,6 +350,7 @@ mod tests {
             throttle_time_ms: 3,
             topics: vec![FetchTopicOut {
                 name: Bytes::from_static(b"t"),
+                topic_id: [0; 16],
                 partitions: vec![FetchPartitionOut {
                     partition: 1,
                     error_code: 0,
@@ -364,7 +380,11 @@ mod tests {
             want.extend_from_slice(b"msgs");
             let mut framed = (want.len() as i32).to_be_bytes().to_vec();
             framed.extend(want);
-            assert_eq!(chunk_bytes(r.encode(version, 7)).concat(), framed, "v{version}");
+            assert_eq!(
+                chunk_bytes(r.encode(version, 7)).concat(),
+                framed,
+                "v{version}"
+            );
         }
     }
 
@@ -374,6 +394,7 @@ mod tests {
         let r = FetchResponseOut {
             topics: vec![FetchTopicOut {
                 name: Bytes::from_static(b"t"),
+                topic_id: [0; 16],
                 partitions: vec![FetchPartitionOut {
                     partition: 0,
                     error_code: 0,

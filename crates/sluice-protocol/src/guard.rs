@@ -33,11 +33,13 @@ use std::mem::size_of;
 use kafka_protocol::messages::{
     add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction},
     alter_configs_request::{AlterConfigsResource, AlterableConfig},
+    alter_replica_log_dirs_request,
     create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic},
     create_topics_request::{CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig},
     delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic},
     delete_topics_request::DeleteTopicState,
     describe_configs_request::DescribeConfigsResource,
+    describe_log_dirs_request, describe_producers_request, describe_topic_partitions_request,
     fetch_request::{FetchPartition, FetchTopic, ForgottenTopic},
     incremental_alter_configs_request as incremental,
     join_group_request::JoinGroupRequestProtocol,
@@ -49,6 +51,7 @@ use kafka_protocol::messages::{
     offset_fetch_request::{
         OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
     },
+    offset_for_leader_epoch_request,
     produce_request::{PartitionProduceData, TopicProduceData},
     sync_group_request::SyncGroupRequestAssignment,
     txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic},
@@ -95,9 +98,13 @@ enum Kind {
     Bytes,
     /// One struct with these fields, in place (only as a tagged field so far).
     Struct(&'static [Field]),
+    /// A nullable struct: an int8 (negative for null), then the struct if present.
+    NullableStruct(&'static [Field]),
     /// A (nullable) array of structs with these fields; the usize is `size_of` the decoded
     /// element type.
     Structs(&'static [Field], usize),
+    /// A (nullable) array of int8.
+    I8s,
     /// A (nullable) array of int32.
     I32s,
     /// A (nullable) array of int64.
@@ -482,6 +489,54 @@ const TXN_OFFSET_COMMIT: &[Field] = &[
 
 const DESCRIBE_TRANSACTIONS: &[Field] = &[f(Strs)];
 
+const DESCRIBE_CLUSTER: &[Field] = &[f(I8), since(1, I8), since(2, I8)];
+
+const DESCRIBE_PRODUCERS: &[Field] = &[f(Structs(
+    &[f(Str), f(I32s)],
+    size_of::<describe_producers_request::TopicRequest>(),
+))];
+
+const DESCRIBE_TOPIC_PARTITIONS: &[Field] = &[
+    f(Structs(
+        &[f(Str)],
+        size_of::<describe_topic_partitions_request::TopicRequest>(),
+    )),
+    f(I32),
+    f(NullableStruct(&[f(Str), f(I32)])),
+];
+
+const LIST_CONFIG_RESOURCES: &[Field] = &[since(1, I8s)];
+
+const DESCRIBE_LOG_DIRS: &[Field] = &[f(Structs(
+    &[f(Str), f(I32s)],
+    size_of::<describe_log_dirs_request::DescribableLogDirTopic>(),
+))];
+
+const ALTER_REPLICA_LOG_DIRS: &[Field] = &[f(Structs(
+    &[
+        f(Str),
+        f(Structs(
+            &[f(Str), f(I32s)],
+            size_of::<alter_replica_log_dirs_request::AlterReplicaLogDirTopic>(),
+        )),
+    ],
+    size_of::<alter_replica_log_dirs_request::AlterReplicaLogDir>(),
+))];
+
+const OFFSET_FOR_LEADER_EPOCH: &[Field] = &[
+    since(3, I32),
+    f(Structs(
+        &[
+            f(Str),
+            f(Structs(
+                &[f(I32), since(2, I32), f(I32)],
+                size_of::<offset_for_leader_epoch_request::OffsetForLeaderPartition>(),
+            )),
+        ],
+        size_of::<offset_for_leader_epoch_request::OffsetForLeaderTopic>(),
+    )),
+];
+
 const LIST_TRANSACTIONS: &[Field] = &[f(Strs), f(I64s), since(1, I64), since(2, Str)];
 
 /// The schema of a request body, and the first flexible version of that request.
@@ -518,6 +573,13 @@ fn schema(api: ApiKey) -> Option<(&'static [Field], i16)> {
         ApiKey::TxnOffsetCommit => (TXN_OFFSET_COMMIT, 3),
         ApiKey::DescribeTransactions => (DESCRIBE_TRANSACTIONS, 0),
         ApiKey::ListTransactions => (LIST_TRANSACTIONS, 0),
+        ApiKey::DescribeCluster => (DESCRIBE_CLUSTER, 0),
+        ApiKey::DescribeProducers => (DESCRIBE_PRODUCERS, 0),
+        ApiKey::DescribeTopicPartitions => (DESCRIBE_TOPIC_PARTITIONS, 0),
+        ApiKey::ListConfigResources => (LIST_CONFIG_RESOURCES, 0),
+        ApiKey::DescribeLogDirs => (DESCRIBE_LOG_DIRS, 2),
+        ApiKey::AlterReplicaLogDirs => (ALTER_REPLICA_LOG_DIRS, 2),
+        ApiKey::OffsetForLeaderEpoch => (OFFSET_FOR_LEADER_EPOCH, 4),
         _ => return None,
     })
 }
@@ -686,11 +748,26 @@ impl<'a> Walker<'a> {
             Str => self.length_prefixed(true),
             Bytes => self.length_prefixed(false),
             Struct(fields) => self.structure(fields),
+            NullableStruct(fields) => {
+                let at = self.pos;
+                self.skip(1)?;
+                if (self.buf[at] as i8) < 0 {
+                    Ok(())
+                } else {
+                    self.structure(fields)
+                }
+            }
             Structs(fields, size) => {
                 if let Some(n) = self.array_count(size)? {
                     for _ in 0..n {
                         self.structure(fields)?;
                     }
+                }
+                Ok(())
+            }
+            I8s => {
+                if let Some(n) = self.array_count(size_of::<i8>())? {
+                    self.skip(n as usize)?;
                 }
                 Ok(())
             }
@@ -1068,6 +1145,82 @@ mod tests {
                 ]),
                 v,
             ),
+            ApiKey::DescribeCluster => {
+                let mut r = DescribeClusterRequest::default()
+                    .with_include_cluster_authorized_operations(true);
+                if v >= 1 {
+                    r = r.with_endpoint_type(1);
+                }
+                if v >= 2 {
+                    r = r.with_include_fenced_brokers(true);
+                }
+                enc(r, v)
+            }
+            ApiKey::DescribeProducers => enc(
+                DescribeProducersRequest::default().with_topics(vec![
+                    describe_producers_request::TopicRequest::default()
+                        .with_name(topic("t"))
+                        .with_partition_indexes(vec![0, 1]),
+                ]),
+                v,
+            ),
+            ApiKey::DescribeTopicPartitions => enc(
+                DescribeTopicPartitionsRequest::default()
+                    .with_topics(vec![
+                        describe_topic_partitions_request::TopicRequest::default()
+                            .with_name(topic("t")),
+                    ])
+                    .with_response_partition_limit(100)
+                    .with_cursor(Some(
+                        describe_topic_partitions_request::Cursor::default()
+                            .with_topic_name(topic("t"))
+                            .with_partition_index(3),
+                    )),
+                v,
+            ),
+            ApiKey::ListConfigResources => {
+                let mut r = ListConfigResourcesRequest::default();
+                if v >= 1 {
+                    r = r.with_resource_types(vec![2, 4]);
+                }
+                enc(r, v)
+            }
+            ApiKey::DescribeLogDirs => enc(
+                DescribeLogDirsRequest::default().with_topics(Some(vec![
+                    describe_log_dirs_request::DescribableLogDirTopic::default()
+                        .with_topic(topic("t"))
+                        .with_partitions(vec![0]),
+                ])),
+                v,
+            ),
+            ApiKey::AlterReplicaLogDirs => enc(
+                AlterReplicaLogDirsRequest::default().with_dirs(vec![
+                    alter_replica_log_dirs_request::AlterReplicaLogDir::default()
+                        .with_path(s("/data"))
+                        .with_topics(vec![
+                            alter_replica_log_dirs_request::AlterReplicaLogDirTopic::default()
+                                .with_name(topic("t"))
+                                .with_partitions(vec![0, 1]),
+                        ]),
+                ]),
+                v,
+            ),
+            ApiKey::OffsetForLeaderEpoch => {
+                let mut r = OffsetForLeaderEpochRequest::default().with_topics(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                        .with_topic(topic("t"))
+                        .with_partitions(vec![
+                            offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_current_leader_epoch(0)
+                                .with_leader_epoch(0),
+                        ]),
+                ]);
+                if v >= 3 {
+                    r = r.with_replica_id(BrokerId(-1));
+                }
+                enc(r, v)
+            }
             ApiKey::ListTransactions => enc(
                 ListTransactionsRequest::default()
                     .with_state_filters(vec![s("Ongoing")])

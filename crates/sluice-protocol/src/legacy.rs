@@ -219,7 +219,8 @@ pub fn downgrade_response(api: ApiKey, version: i16, encoded: Bytes) -> Result<B
     let mut out = BytesMut::with_capacity(encoded.len());
     out.put_i32(0); // size, below
     out.put_slice(&encoded[4..8]); // correlation id
-    rewrite_response(api, version, body, &mut out).map_err(|e| format!("{api:?} v{version}: {e}"))?;
+    rewrite_response(api, version, body, &mut out)
+        .map_err(|e| format!("{api:?} v{version}: {e}"))?;
     let size = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&size.to_be_bytes());
     Ok(out.freeze())
@@ -500,7 +501,10 @@ mod tests {
                 Request::OffsetCommit(r) => {
                     assert_eq!(r.group_id.as_str(), "g");
                     let want = if version == 1 { (3, "m") } else { (-1, "") };
-                    assert_eq!((r.generation_id_or_member_epoch, r.member_id.as_str()), want);
+                    assert_eq!(
+                        (r.generation_id_or_member_epoch, r.member_id.as_str()),
+                        want
+                    );
                     let p = &r.topics[0].partitions[0];
                     assert_eq!(p.committed_offset, 42);
                     assert_eq!(p.committed_metadata.as_deref(), Some("meta"));
@@ -548,10 +552,11 @@ mod tests {
             .with_throttle_time_ms(77)
             .with_responses(vec![pr::TopicProduceResponse::default()
                 .with_name(TopicName(StrBytes::from_static_str("t")))
-                .with_partition_responses(vec![pr::PartitionProduceResponse::default()
-                    .with_index(2)
-                    .with_base_offset(40)
-                    .with_log_append_time_ms(-1)])]);
+                .with_partition_responses(vec![pr::PartitionProduceResponse::default(
+                )
+                .with_index(2)
+                .with_base_offset(40)
+                .with_log_append_time_ms(-1)])]);
         let body = |b: Bytes| b[8..].to_vec();
         let mut topic = Vec::new();
         i32s(&mut topic, 1);
@@ -562,17 +567,25 @@ mod tests {
         topic.extend_from_slice(&40i64.to_be_bytes());
         let v0 = encode_response(ApiKey::Produce, 0, 9, &produce).unwrap();
         assert_eq!(body(v0.clone()), topic);
-        assert_eq!(i32::from_be_bytes(v0[..4].try_into().unwrap()) as usize, v0.len() - 4);
+        assert_eq!(
+            i32::from_be_bytes(v0[..4].try_into().unwrap()) as usize,
+            v0.len() - 4
+        );
         let mut v1 = topic.clone();
         i32s(&mut v1, 77);
-        assert_eq!(body(encode_response(ApiKey::Produce, 1, 9, &produce).unwrap()), v1);
+        assert_eq!(
+            body(encode_response(ApiKey::Produce, 1, 9, &produce).unwrap()),
+            v1
+        );
 
-        let offsets = ListOffsetsResponse::default().with_topics(vec![lo::ListOffsetsTopicResponse::default()
-            .with_name(TopicName(StrBytes::from_static_str("t")))
-            .with_partitions(vec![lo::ListOffsetsPartitionResponse::default()
-                .with_partition_index(0)
-                .with_timestamp(-1)
-                .with_offset(12)])]);
+        let offsets = ListOffsetsResponse::default().with_topics(vec![
+            lo::ListOffsetsTopicResponse::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![lo::ListOffsetsPartitionResponse::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1)
+                    .with_offset(12)]),
+        ]);
         let mut want = Vec::new();
         i32s(&mut want, 1);
         string(&mut want, "t");
@@ -581,7 +594,10 @@ mod tests {
         want.extend_from_slice(&0i16.to_be_bytes());
         i32s(&mut want, 1);
         want.extend_from_slice(&12i64.to_be_bytes());
-        assert_eq!(body(encode_response(ApiKey::ListOffsets, 0, 9, &offsets).unwrap()), want);
+        assert_eq!(
+            body(encode_response(ApiKey::ListOffsets, 0, 9, &offsets).unwrap()),
+            want
+        );
 
         let created = CreateTopicsResponse::default()
             .with_throttle_time_ms(5)
@@ -593,8 +609,14 @@ mod tests {
         i32s(&mut want, 1);
         string(&mut want, "t");
         want.extend_from_slice(&36i16.to_be_bytes());
-        assert_eq!(body(encode_response(ApiKey::CreateTopics, 0, 9, &created).unwrap()), want);
+        assert_eq!(
+            body(encode_response(ApiKey::CreateTopics, 0, 9, &created).unwrap()),
+            want
+        );
         string(&mut want, "exists");
-        assert_eq!(body(encode_response(ApiKey::CreateTopics, 1, 9, &created).unwrap()), want);
+        assert_eq!(
+            body(encode_response(ApiKey::CreateTopics, 1, 9, &created).unwrap()),
+            want
+        );
     }
 }

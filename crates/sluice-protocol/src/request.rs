@@ -11,6 +11,11 @@ use kafka_protocol::messages::{
     MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest,
     SyncGroupRequest, TxnOffsetCommitRequest,
 };
+use kafka_protocol::messages::{
+    AlterReplicaLogDirsRequest, DescribeClusterRequest, DescribeLogDirsRequest,
+    DescribeProducersRequest, DescribeTopicPartitionsRequest, ListConfigResourcesRequest,
+    OffsetForLeaderEpochRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::guard::{self, GuardError};
@@ -147,6 +152,13 @@ pub enum Request {
     TxnOffsetCommit(TxnOffsetCommitRequest),
     DescribeTransactions(DescribeTransactionsRequest),
     ListTransactions(ListTransactionsRequest),
+    DescribeCluster(DescribeClusterRequest),
+    DescribeProducers(DescribeProducersRequest),
+    DescribeTopicPartitions(DescribeTopicPartitionsRequest),
+    ListConfigResources(ListConfigResourcesRequest),
+    DescribeLogDirs(DescribeLogDirsRequest),
+    AlterReplicaLogDirs(AlterReplicaLogDirsRequest),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
 }
 
 fn decode_as<T: Decodable>(mut body: Bytes, version: i16) -> Result<T, DecodeError> {
@@ -236,6 +248,15 @@ impl Request {
             ApiKey::TxnOffsetCommit => Self::TxnOffsetCommit(decode_as(body, version)?),
             ApiKey::DescribeTransactions => Self::DescribeTransactions(decode_as(body, version)?),
             ApiKey::ListTransactions => Self::ListTransactions(decode_as(body, version)?),
+            ApiKey::DescribeCluster => Self::DescribeCluster(decode_as(body, version)?),
+            ApiKey::DescribeProducers => Self::DescribeProducers(decode_as(body, version)?),
+            ApiKey::DescribeTopicPartitions => {
+                Self::DescribeTopicPartitions(decode_as(body, version)?)
+            }
+            ApiKey::ListConfigResources => Self::ListConfigResources(decode_as(body, version)?),
+            ApiKey::DescribeLogDirs => Self::DescribeLogDirs(decode_as(body, version)?),
+            ApiKey::AlterReplicaLogDirs => Self::AlterReplicaLogDirs(decode_as(body, version)?),
+            ApiKey::OffsetForLeaderEpoch => Self::OffsetForLeaderEpoch(decode_as(body, version)?),
             other => {
                 return Err(DecodeError::UnsupportedVersion {
                     api: other,

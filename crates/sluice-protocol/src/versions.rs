@@ -11,41 +11,53 @@ use kafka_protocol::messages::{
     MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest,
     SyncGroupRequest, TxnOffsetCommitRequest,
 };
+use kafka_protocol::messages::{
+    AlterReplicaLogDirsRequest, DescribeClusterRequest, DescribeLogDirsRequest,
+    DescribeProducersRequest, DescribeTopicPartitionsRequest, ListConfigResourcesRequest,
+    OffsetForLeaderEpochRequest,
+};
 use kafka_protocol::protocol::Message;
 
 /// `(api, min_version, max_version)` for every API the broker implements and tests.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 0, 9),
-    (ApiKey::Fetch, 0, 12),
-    (ApiKey::ListOffsets, 0, 6),
-    (ApiKey::Metadata, 0, 12),
-    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::Produce, 0, 13),
+    (ApiKey::Fetch, 0, 18),
+    (ApiKey::ListOffsets, 0, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 0, 7),
     (ApiKey::DeleteTopics, 0, 6),
     (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::InitProducerId, 0, 4),
-    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::OffsetCommit, 0, 9),
     (ApiKey::OffsetFetch, 0, 9),
-    (ApiKey::ListGroups, 0, 4),
-    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
-    // Client versions only: AddPartitionsToTxn v4+ is broker-to-broker (KIP-890).
-    (ApiKey::AddPartitionsToTxn, 0, 3),
-    (ApiKey::AddOffsetsToTxn, 0, 3),
-    (ApiKey::EndTxn, 0, 3),
-    (ApiKey::TxnOffsetCommit, 0, 3),
+    // v4+ batches several transactions and can verify without adding (KIP-890).
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 5),
+    (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::ListConfigResources, 0, 1),
+    (ApiKey::DescribeLogDirs, 0, 4),
+    (ApiKey::AlterReplicaLogDirs, 0, 2),
+    (ApiKey::OffsetForLeaderEpoch, 0, 4),
 ];
 
 /// The version range we support for `api`, if any.
@@ -91,6 +103,13 @@ pub fn codec_versions(api: ApiKey) -> Option<(i16, i16)> {
         ApiKey::TxnOffsetCommit => TxnOffsetCommitRequest::VERSIONS,
         ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS,
         ApiKey::ListTransactions => ListTransactionsRequest::VERSIONS,
+        ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+        ApiKey::DescribeProducers => DescribeProducersRequest::VERSIONS,
+        ApiKey::DescribeTopicPartitions => DescribeTopicPartitionsRequest::VERSIONS,
+        ApiKey::ListConfigResources => ListConfigResourcesRequest::VERSIONS,
+        ApiKey::DescribeLogDirs => DescribeLogDirsRequest::VERSIONS,
+        ApiKey::AlterReplicaLogDirs => AlterReplicaLogDirsRequest::VERSIONS,
+        ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::VERSIONS,
         _ => return None,
     };
     Some((range.min, range.max))

@@ -132,13 +132,17 @@ fn walk<'a>(
         }
         let size = be_i32(&rest[8..]);
         if size < MESSAGE_V0_MIN as i32 {
-            return Err(BatchError::Corrupt("message size below the smallest message"));
+            return Err(BatchError::Corrupt(
+                "message size below the smallest message",
+            ));
         }
         let end = OFFSET_AND_SIZE + size as usize;
-        let body = rest.get(OFFSET_AND_SIZE..end).ok_or(BatchError::Truncated {
-            needed: end,
-            available: rest.len(),
-        })?;
+        let body = rest
+            .get(OFFSET_AND_SIZE..end)
+            .ok_or(BatchError::Truncated {
+                needed: end,
+                available: rest.len(),
+            })?;
         visit(parse_message(body)?)?;
         rest = &rest[end..];
     }
@@ -179,7 +183,9 @@ pub fn read_message_set(
             out.magic = m.magic;
         }
         if out.magic != m.magic {
-            return Err(BatchError::InvalidRecord("one message set mixes magic 0 and 1"));
+            return Err(BatchError::InvalidRecord(
+                "one message set mixes magic 0 and 1",
+            ));
         }
         let codec = codec_of(m.attributes)?;
         if codec == Compression::None {
@@ -196,8 +202,8 @@ pub fn read_message_set(
             .ok_or(BatchError::Corrupt("compressed message without a value"))?;
         let inner = decompress(codec, packed, budget)?;
         budget -= inner.len();
-        let wrapper_time = (m.magic == 1 && m.attributes & LOG_APPEND_TIME_BIT != 0)
-            .then_some(m.timestamp);
+        let wrapper_time =
+            (m.magic == 1 && m.attributes & LOG_APPEND_TIME_BIT != 0).then_some(m.timestamp);
         walk(&inner, |im| {
             if im.magic != m.magic {
                 return Err(BatchError::InvalidRecord(

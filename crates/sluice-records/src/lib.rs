@@ -39,7 +39,7 @@ pub use batch::{
     Compression, TimestampType, BATCH_HEADER_SIZE, LOG_OVERHEAD,
 };
 pub use builder::{BatchBuilder, NewRecord};
-pub use compression::compress;
+pub use compression::{compress, recompress};
 pub use control::{control_type, marker_batch, ControlType};
 pub use counter::RecordCounter;
 pub use record::{Header, Record};

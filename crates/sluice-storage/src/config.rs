@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use sluice_records::Compression;
+
 use crate::StorageError;
 
 /// How record timestamps are set.
@@ -39,6 +41,9 @@ pub struct LogConfig {
     pub min_compaction_lag_ms: i64,
     /// `max.compaction.lag.ms` (stored; the cleaner will use it).
     pub max_compaction_lag_ms: i64,
+    /// `compression.type`: the codec batches are stored in, or `None` for `producer` (as the
+    /// client sent them).
+    pub compression_type: Option<Compression>,
 }
 
 impl Default for LogConfig {
@@ -56,6 +61,7 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
+            compression_type: None,
         }
     }
 }
@@ -63,6 +69,7 @@ impl Default for LogConfig {
 /// The topic config names Sluice knows, in the order DescribeConfigs lists them.
 pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
+    "compression.type",
     "delete.retention.ms",
     "index.interval.bytes",
     "max.compaction.lag.ms",
@@ -138,6 +145,22 @@ impl LogConfig {
                     }
                 }
             }
+            "compression.type" => {
+                self.compression_type = match value.trim() {
+                    "producer" => None,
+                    "uncompressed" => Some(Compression::None),
+                    "gzip" => Some(Compression::Gzip),
+                    "snappy" => Some(Compression::Snappy),
+                    "lz4" => Some(Compression::Lz4),
+                    "zstd" => Some(Compression::Zstd),
+                    _ => {
+                        return Err(StorageError::InvalidConfig(format!(
+                            "{name}={value}: expected producer, uncompressed, gzip, snappy, lz4 \
+                             or zstd"
+                        )))
+                    }
+                }
+            }
             "cleanup.policy" => {
                 let ok = value
                     .split(',')
@@ -184,6 +207,15 @@ impl LogConfig {
             "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
             "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio.to_string(),
             "cleanup.policy" => self.cleanup_policy.clone(),
+            "compression.type" => match self.compression_type {
+                None => "producer",
+                Some(Compression::None) => "uncompressed",
+                Some(Compression::Gzip) => "gzip",
+                Some(Compression::Snappy) => "snappy",
+                Some(Compression::Lz4) => "lz4",
+                Some(Compression::Zstd) => "zstd",
+            }
+            .into(),
             "message.timestamp.type" => match self.timestamp_type {
                 TimestampPolicy::CreateTime => "CreateTime".into(),
                 TimestampPolicy::LogAppendTime => "LogAppendTime".into(),

@@ -22,13 +22,16 @@ pub use files::{is_out_of_descriptors, open_file_count, CountedFile};
 pub use index::{OffsetIndex, TimeIndex};
 pub use log::{
     AppendOutcome, CleanStats, CleanerConfig, DirState, FileSlice, Isolation, ReadOutcome,
-    RetentionOutcome, SliceOutcome, Throttle, UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES,
+    RetentionOutcome, SliceOutcome, Throttle, UnifiedLog, LEADER_EPOCH,
+    MAX_DECOMPRESSED_BATCH_BYTES,
 };
 pub use manager::{
     validate_topic_name, LogManager, NewTopic, Topic, MAX_PARTITIONS_PER_TOPIC, TOPIC_NAME_MAX_LEN,
 };
 pub use pace::EveryInterval;
-pub use producer_state::{ProducerStateManager, SequenceCheck, BATCHES_PER_PRODUCER};
+pub use producer_state::{
+    ActiveProducer, ProducerStateManager, SequenceCheck, BATCHES_PER_PRODUCER,
+};
 pub use txn_index::AbortedTxn;
 
 use sluice_records::BatchError;
@@ -40,6 +43,9 @@ pub enum StorageError {
     CorruptMessage(String),
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// Some records of a batch are refused (KIP-467): their indexes in the batch, and why.
+    #[error("{message}: records {records:?}")]
+    RecordErrors { message: String, records: Vec<i32> },
     #[error("invalid timestamp: {0}")]
     InvalidTimestamp(String),
     #[error("batch of {size} bytes exceeds max.message.bytes={max}")]

@@ -501,6 +501,17 @@ impl UnifiedLog {
         if records.is_empty() {
             return Err(StorageError::InvalidRecord("no record batches".into()));
         }
+        // A topic whose compression.type names a codec stores its batches in that codec: the
+        // one case where produce rewrites a client batch (Kafka does the same).
+        let target = lock(&self.inner).config.compression_type;
+        let rewritten;
+        let records = match target {
+            Some(codec) => {
+                rewritten = recompress_all(records, codec)?;
+                rewritten.as_deref().unwrap_or(records)
+            }
+            None => records,
+        };
         let mut headers = Vec::new();
         for batch in BatchIter::new(records) {
             let header = BatchHeader::validate(batch?)?;
@@ -575,19 +586,27 @@ impl UnifiedLog {
             }
         }
         if config.is_compacted() && marker.is_none() {
-            // A compacted topic is a table: every record needs a key (Kafka refuses too).
-            // The one case where produce looks inside (compressed) batches.
+            // A compacted topic is a table: every record needs a key (Kafka refuses too, and
+            // names each keyless record, KIP-467). The one case where produce looks inside
+            // (compressed) batches.
             for batch in BatchIter::new(records) {
-                let mut keyless = false;
+                let mut keyless = Vec::new();
+                let mut index = 0i32;
                 sluice_records::compact::for_each_record(
                     batch?,
                     MAX_DECOMPRESSED_BATCH_BYTES,
-                    |r| keyless |= r.key.is_none(),
+                    |r| {
+                        if r.key.is_none() {
+                            keyless.push(index);
+                        }
+                        index += 1;
+                    },
                 )?;
-                if keyless {
-                    return Err(StorageError::InvalidRecord(
-                        "compacted topics require a key on every record".into(),
-                    ));
+                if !keyless.is_empty() {
+                    return Err(StorageError::RecordErrors {
+                        message: "Compacted topic cannot accept message without key".into(),
+                        records: keyless,
+                    });
                 }
             }
         }
@@ -1010,6 +1029,11 @@ impl UnifiedLog {
         Ok(())
     }
 
+    /// The producers this partition remembers, as DescribeProducers reports them.
+    pub fn active_producers(&self) -> Vec<crate::ActiveProducer> {
+        lock(&self.inner).producers.active()
+    }
+
     /// Idempotent producers this partition currently remembers.
     pub fn producer_count(&self) -> usize {
         lock(&self.inner).producers.len()
@@ -1240,6 +1264,23 @@ impl UnifiedLog {
         })
     }
 
+    /// The offset and timestamp of the first record with the largest timestamp in the log
+    /// (ListOffsets' MAX_TIMESTAMP, KIP-734); `None` for a log without timestamps.
+    pub fn max_timestamp_record(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        self.check_open()?;
+        let max = lock(&self.inner)
+            .segments
+            .values()
+            .map(|s| s.max_timestamp)
+            .max()
+            .unwrap_or(-1);
+        if max < 0 {
+            return Ok(None);
+        }
+        // The first record at or after the largest timestamp is the first one that has it.
+        self.offset_for_timestamp(max)
+    }
+
     /// The first offset whose record timestamp is ≥ `target`, with that timestamp, as
     /// ListOffsets asks. Uses the time index to skip segments and batches.
     pub fn offset_for_timestamp(&self, target: i64) -> Result<Option<(i64, i64)>, StorageError> {
@@ -1281,6 +1322,38 @@ impl UnifiedLog {
         }
         Ok(None)
     }
+}
+
+/// `records` with every batch not already in `codec` recompressed into it (after checking
+/// it, since the CRC is about to be replaced); `None` if none needed it. Control batches are
+/// left alone.
+fn recompress_all(
+    records: &[u8],
+    codec: sluice_records::Compression,
+) -> Result<Option<Vec<u8>>, StorageError> {
+    let mut needed = false;
+    for batch in BatchIter::new(records) {
+        let header = BatchHeader::validate(batch?)?;
+        needed |= !header.is_control() && header.compression()? != codec;
+    }
+    if !needed {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for batch in BatchIter::new(records) {
+        let batch = batch?;
+        let header = BatchHeader::parse(batch)?;
+        if header.is_control() || header.compression()? == codec {
+            out.extend_from_slice(batch);
+        } else {
+            out.extend(sluice_records::recompress(
+                batch,
+                codec,
+                MAX_DECOMPRESSED_BATCH_BYTES,
+            )?);
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Writes `bytes` to `dir/name` atomically: temp file, sync, rename, sync directory.

@@ -78,6 +78,8 @@ pub struct LogManager {
     defaults: LogConfig,
     dir_state: Arc<DirState>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Topic ids to names, for requests that name topics by id (Fetch v13+, Produce v13+).
+    ids: RwLock<HashMap<Uuid, String>>,
     /// Serialises topic changes; holds the journal they are written to.
     metadata_lock: Mutex<TopicJournal>,
     /// Topics named in the recovery-point checkpoint last written: a topic re-created under
@@ -291,6 +293,7 @@ impl LogManager {
             data_dir: data_dir.to_path_buf(),
             defaults,
             dir_state,
+            ids: RwLock::new(topics.values().map(|t| (t.id, t.name.clone())).collect()),
             topics: RwLock::new(topics),
             metadata_lock: Mutex::new(journal),
             checkpointed_topics: Mutex::new(HashSet::new()),
@@ -323,12 +326,8 @@ impl LogManager {
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.topics
-            .read()
-            .expect("topics lock")
-            .values()
-            .find(|t| t.id == id)
-            .cloned()
+        let name = self.ids.read().expect("ids lock").get(&id)?.clone();
+        self.topic(&name).filter(|t| t.id == id)
     }
 
     pub fn topics(&self) -> Vec<Arc<Topic>> {
@@ -426,11 +425,13 @@ impl LogManager {
         match recorded {
             Ok(()) => {
                 let mut map = self.topics.write().expect("topics lock");
+                let mut ids = self.ids.write().expect("ids lock");
                 for &i in &created {
                     let topic = results[i].as_ref().expect("created").clone();
+                    ids.insert(topic.id, topic.name.clone());
                     map.insert(topic.name.clone(), topic);
                 }
-                drop(map);
+                drop((map, ids));
                 self.maybe_compact_journal(&mut journal);
             }
             Err(e) => {
@@ -615,6 +616,7 @@ impl LogManager {
             .expect("topics lock")
             .remove(name)
             .expect("checked under the metadata lock");
+        self.ids.write().expect("ids lock").remove(&topic.id);
         // Its recovery points stay in the checkpoint until the next one is written; a topic
         // re-created under this name first rewrites it (`checkpointed_topics`).
         for (p, log) in topic.partitions.iter().enumerate() {

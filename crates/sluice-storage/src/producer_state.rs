@@ -86,6 +86,19 @@ fn metadata(h: &BatchHeader) -> BatchMetadata {
     }
 }
 
+/// What DescribeProducers reports of one producer on a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence number appended, -1 if none is remembered.
+    pub last_sequence: i32,
+    /// When the producer last appended here (wall clock, ms).
+    pub last_append_ms: i64,
+    /// The first offset of its open transaction on this partition, if one is open.
+    pub txn_start_offset: Option<i64>,
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
@@ -299,6 +312,23 @@ impl ProducerStateManager {
         self.producers
             .retain(|_, e| !e.batches.is_empty() || e.txn_first_offset.is_some());
         self.ongoing = Self::ongoing_of(&self.producers);
+    }
+
+    /// Every producer this partition remembers, by producer id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .values()
+            .map(|p| ActiveProducer {
+                producer_id: p.producer_id,
+                epoch: p.epoch,
+                last_sequence: p.batches.back().map_or(-1, |b| b.last_seq),
+                last_append_ms: p.last_append_ms,
+                txn_start_offset: p.txn_first_offset,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     pub fn len(&self) -> usize {

@@ -1257,16 +1257,20 @@ fn compacted_logs_refuse_keyless_records_and_leftover_rewrites_are_discarded() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = UnifiedLog::open(dir.path(), compacted_config(), None, state(NoSync), 0).unwrap();
+        // A keyed record between two keyless ones: the refusal names the keyless records'
+        // indexes in the batch (KIP-467).
         let mut b = BatchBuilder::new(1);
-        b.push(NewRecord {
-            key: None,
-            value: Some(b"v".to_vec()),
-            ..NewRecord::default()
-        });
-        assert!(matches!(
-            log.append(&b.build(), 0),
-            Err(StorageError::InvalidRecord(_))
-        ));
+        for key in [None, Some(b"k".to_vec()), None] {
+            b.push(NewRecord {
+                key,
+                value: Some(b"v".to_vec()),
+                ..NewRecord::default()
+            });
+        }
+        match log.append(&b.build(), 0) {
+            Err(StorageError::RecordErrors { records, .. }) => assert_eq!(records, vec![0, 2]),
+            other => panic!("{other:?}"),
+        }
         for round in 0..10 {
             log.append(&keyed(&[(round, Some("v"))], 1), 0).unwrap();
         }

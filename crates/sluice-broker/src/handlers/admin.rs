@@ -394,7 +394,7 @@ pub(crate) fn create_partitions(
 fn topic_config_type(name: &str) -> i8 {
     (match name {
         "cleanup.policy" => ConfigType::List,
-        "message.timestamp.type" => ConfigType::String,
+        "message.timestamp.type" | "compression.type" => ConfigType::String,
         "min.cleanable.dirty.ratio" => ConfigType::Double,
         "max.message.bytes" | "segment.bytes" | "index.interval.bytes" => ConfigType::Int,
         _ => ConfigType::Long,

@@ -57,10 +57,16 @@ error_codes! {
     DeleteRecordsResponse { nested: topics.partitions.error_code; }
     AlterConfigsResponse { each: responses.error_code; }
     IncrementalAlterConfigsResponse { each: responses.error_code; }
-    AddPartitionsToTxnResponse {
-        top: error_code;
-        nested: results_by_topic_v3_and_below.results_by_partition.partition_error_code;
+    DescribeClusterResponse { top: error_code; }
+    DescribeTopicPartitionsResponse {
+        each: topics.error_code;
+        nested: topics.partitions.error_code;
     }
+    DescribeLogDirsResponse { top: error_code; each: results.error_code; }
+    AlterReplicaLogDirsResponse { nested: results.partitions.error_code; }
+    DescribeProducersResponse { nested: topics.partitions.error_code; }
+    ListConfigResourcesResponse { top: error_code; }
+    OffsetForLeaderEpochResponse { nested: topics.partitions.error_code; }
     AddOffsetsToTxnResponse { top: error_code; }
     TxnOffsetCommitResponse { nested: topics.partitions.error_code; }
     EndTxnResponse { top: error_code; }
@@ -82,6 +88,27 @@ impl ErrorCodes for OffsetFetchResponse {
             errors(out, [g.error_code]);
             let partitions = g.topics.iter().flat_map(|t| &t.partitions);
             errors(out, partitions.map(|p| p.error_code));
+        }
+    }
+}
+
+impl ErrorCodes for AddPartitionsToTxnResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        errors(out, [self.error_code]);
+        let partitions =
+            |topics: &[add_partitions_to_txn_response::AddPartitionsToTxnTopicResult]| {
+                topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.results_by_partition
+                            .iter()
+                            .map(|p| p.partition_error_code)
+                    })
+                    .collect::<Vec<_>>()
+            };
+        errors(out, partitions(&self.results_by_topic_v3_and_below));
+        for txn in &self.results_by_transaction {
+            errors(out, partitions(&txn.topic_results));
         }
     }
 }

@@ -40,7 +40,7 @@ pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest, version: 
     let mut read = Duration::ZERO;
     let mut timed_collect = |state: &BrokerState| {
         let at = Instant::now();
-        let collected = collect(state, &req);
+        let collected = collect(state, &req, version);
         read += at.elapsed();
         collected
     };
@@ -77,7 +77,12 @@ pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest, version: 
 /// Converts every partition's records into a message set of `magic`, off the runtime's
 /// threads (it decompresses). A partition whose batches cannot be converted gets
 /// CORRUPT_MESSAGE and no records.
-async fn downgrade(state: &Arc<BrokerState>, req: &FetchRequest, response: FetchOut, magic: i8) -> FetchOut {
+async fn downgrade(
+    state: &Arc<BrokerState>,
+    req: &FetchRequest,
+    response: FetchOut,
+    magic: i8,
+) -> FetchOut {
     let asked: Vec<Vec<(i64, usize)>> = req
         .topics
         .iter()
@@ -178,7 +183,7 @@ fn record_metrics(state: &BrokerState, response: &FetchOut, read: Duration, wait
 /// Locates every requested partition's records once (their bytes stay in the segment
 /// files). Returns the response, its record bytes, and whether any partition had an error
 /// (which ends a long poll at once, as in Kafka).
-fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchOut, usize, bool) {
+fn collect(state: &BrokerState, req: &FetchRequest, version: i16) -> (FetchOut, usize, bool) {
     let max_bytes = (req.max_bytes.max(0) as usize).min(state.config.fetch_max_bytes);
     // isolation_level 1 is READ_COMMITTED: stop at the last stable offset and list aborted
     // transactions for the client to filter.
@@ -191,8 +196,17 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchOut, usize, bool) {
     let mut errors = false;
     let mut topics = Vec::with_capacity(req.topics.len());
     for fetch_topic in &req.topics {
-        let topic = state.logs.topic(fetch_topic.topic.as_str());
-        let name: Arc<str> = Arc::from(fetch_topic.topic.as_str());
+        // Fetch v13 names topics by id (KIP-516).
+        let by_id = version >= 13;
+        let topic = if by_id {
+            state.logs.topic_by_id(fetch_topic.topic_id)
+        } else {
+            state.logs.topic(fetch_topic.topic.as_str())
+        };
+        let name: Arc<str> = match &topic {
+            Some(t) => Arc::from(t.name.as_str()),
+            None => Arc::from(fetch_topic.topic.as_str()),
+        };
         let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
         for p in &fetch_topic.partitions {
             let mut out = FetchPartitionOut {
@@ -216,7 +230,11 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchOut, usize, bool) {
             });
             let Some(log) = log else {
                 errors = true;
-                out.error_code = ResponseError::UnknownTopicOrPartition.code();
+                out.error_code = if by_id && topic.is_none() {
+                    ResponseError::UnknownTopicId.code()
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                };
                 partitions.push(out);
                 continue;
             };
@@ -255,6 +273,7 @@ fn collect(state: &BrokerState, req: &FetchRequest) -> (FetchOut, usize, bool) {
         }
         topics.push(FetchTopicOut {
             name: fetch_topic.topic.0.clone().into_bytes(),
+            topic_id: *fetch_topic.topic_id.as_bytes(),
             partitions,
         });
     }

@@ -601,11 +601,24 @@ pub(crate) fn offset_fetch(
     }
 }
 
+/// The group type of every group (ListGroups v5).
+const CLASSIC: &str = "classic";
+
 pub(crate) fn list_groups(state: &Arc<BrokerState>, req: ListGroupsRequest) -> ListGroupsResponse {
     if !state.groups.is_loaded() {
         return ListGroupsResponse::default().with_error_code(LOAD_IN_PROGRESS);
     }
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_string()).collect();
+    // Every group here is a classic one (KIP-848's consumer and KIP-932's share groups are
+    // not offered): a type filter (v5) without "classic" matches none.
+    if !req.types_filter.is_empty()
+        && !req
+            .types_filter
+            .iter()
+            .any(|t| t.as_str().eq_ignore_ascii_case(CLASSIC))
+    {
+        return ListGroupsResponse::default();
+    }
     let groups = state
         .groups
         .read(|c| c.list_groups(&states))
@@ -615,6 +628,7 @@ pub(crate) fn list_groups(state: &Arc<BrokerState>, req: ListGroupsRequest) -> L
                 .with_group_id(GroupId(str_bytes(&g.group_id)))
                 .with_protocol_type(str_bytes(&g.protocol_type))
                 .with_group_state(str_bytes(g.state.name()))
+                .with_group_type(str_bytes(CLASSIC))
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)
@@ -623,8 +637,6 @@ pub(crate) fn list_groups(state: &Arc<BrokerState>, req: ListGroupsRequest) -> L
 /// DescribeGroups leaves authorized operations out unless asked; Sluice has no ACLs, so when
 /// asked it reports every group operation as allowed (Kafka's bit set for READ, DESCRIBE,
 /// DELETE).
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 8) | (1 << 6);
-
 pub(crate) fn describe_groups(
     state: &Arc<BrokerState>,
     req: DescribeGroupsRequest,
@@ -639,9 +651,9 @@ pub(crate) fn describe_groups(
             }
             let d = state.groups.read(|c| c.describe_group(id.as_str()));
             let ops = if req.include_authorized_operations {
-                GROUP_OPERATIONS
+                super::describe::GROUP_OPERATIONS
             } else {
-                i32::MIN
+                super::describe::OPERATIONS_NOT_ASKED
             };
             out.with_group_state(str_bytes(d.state.name()))
                 .with_protocol_type(str_bytes(&d.protocol_type))

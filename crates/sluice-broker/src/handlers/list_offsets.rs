@@ -1,5 +1,8 @@
-//! ListOffsets: earliest (-2), latest (-1), or the first offset at or after a timestamp.
-//! For a read_committed client (isolation_level 1), latest is the last stable offset.
+//! ListOffsets: earliest (-2), latest (-1), the record with the largest timestamp (-3,
+//! KIP-734), the earliest local offset (-4, KIP-405: every offset is local here) and the
+//! latest tiered one (-5: none, as Kafka answers without tiered storage), or the first
+//! offset at or after a timestamp. For a read_committed client (isolation_level 1), latest
+//! is the last stable offset.
 
 use std::sync::Arc;
 
@@ -15,6 +18,9 @@ use crate::BrokerState;
 
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
 pub(crate) async fn handle(
     state: Arc<BrokerState>,
@@ -70,7 +76,13 @@ fn lookup(
     match timestamp {
         LATEST_TIMESTAMP if read_committed => out.with_offset(log.last_stable_offset()),
         LATEST_TIMESTAMP => out.with_offset(log.log_end_offset()),
-        EARLIEST_TIMESTAMP => out.with_offset(log.log_start_offset()),
+        EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => out.with_offset(log.log_start_offset()),
+        LATEST_TIERED_TIMESTAMP => out,
+        MAX_TIMESTAMP => match log.max_timestamp_record() {
+            Ok(Some((offset, found))) => out.with_offset(offset).with_timestamp(found),
+            Ok(None) => out,
+            Err(e) => out.with_error_code(error_code(&e)),
+        },
         ts if ts < 0 => out.with_error_code(ResponseError::UnsupportedVersion.code()),
         ts => match log.offset_for_timestamp(ts) {
             // A read_committed client is not told of offsets past the last stable offset.

@@ -10,9 +10,9 @@ use kafka_protocol::ResponseError;
 use sluice_storage::{validate_topic_name, Topic};
 use uuid::Uuid;
 
+use super::describe::{CLUSTER_OPERATIONS, OPERATIONS_NOT_ASKED, TOPIC_OPERATIONS};
 use super::str_bytes;
 use crate::auto_create::Requested;
-use crate::groups::OFFSETS_TOPIC;
 use crate::{is_internal_topic, BrokerState};
 
 pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> MetadataResponse {
@@ -42,11 +42,25 @@ pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) ->
             });
         }
     }
+    // Without an authorizer, every operation a resource type supports, as Kafka answers.
+    let topic_ops = if req.include_topic_authorized_operations {
+        TOPIC_OPERATIONS
+    } else {
+        OPERATIONS_NOT_ASKED
+    };
+    for t in &mut topics {
+        t.topic_authorized_operations = topic_ops;
+    }
     MetadataResponse::default()
         .with_brokers(vec![broker])
         .with_cluster_id(Some(str_bytes(state.logs.cluster_id())))
         .with_controller_id(node)
         .with_topics(topics)
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS
+        } else {
+            OPERATIONS_NOT_ASKED
+        })
 }
 
 /// A topic by name. An unknown topic that may be auto-created is queued for creation and
@@ -110,6 +124,6 @@ fn describe(state: &BrokerState, topic: &Arc<Topic>) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(&topic.name))))
         .with_topic_id(topic.id)
-        .with_is_internal(topic.name == OFFSETS_TOPIC)
+        .with_is_internal(is_internal_topic(&topic.name))
         .with_partitions(partitions)
 }

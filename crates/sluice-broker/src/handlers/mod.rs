@@ -4,6 +4,7 @@
 pub(crate) mod admin;
 pub(crate) mod alter_configs;
 mod delete_records;
+mod describe;
 mod error_codes;
 mod fetch;
 mod groups;
@@ -106,8 +107,12 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
             let client = header.client_id.as_deref().unwrap_or("-");
             let log = state.version_log.first(client, api);
             if log {
-                tracing::info!(?api, version, client,
-                    "request at an unsupported version (logged once per client and API)");
+                tracing::info!(
+                    ?api,
+                    version,
+                    client,
+                    "request at an unsupported version (logged once per client and API)"
+                );
             }
             return match Request::decode_unsupported(&header, body, budget) {
                 Ok(request) => unsupported::respond(request, version, corr),
@@ -201,6 +206,40 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
             ready(api, version, corr, txn::describe_transactions(state, r))
         }
         Request::ListTransactions(r) => ready(api, version, corr, txn::list_transactions(state, r)),
+        Request::DescribeCluster(r) => {
+            ready(api, version, corr, describe::describe_cluster(state, r))
+        }
+        Request::DescribeTopicPartitions(r) => ready(
+            api,
+            version,
+            corr,
+            describe::describe_topic_partitions(state, r),
+        ),
+        Request::DescribeLogDirs(r) => {
+            let body = tokio::task::block_in_place(|| describe::describe_log_dirs(state, r));
+            ready(api, version, corr, body)
+        }
+        Request::AlterReplicaLogDirs(r) => ready(
+            api,
+            version,
+            corr,
+            describe::alter_replica_log_dirs(state, r),
+        ),
+        Request::DescribeProducers(r) => {
+            ready(api, version, corr, describe::describe_producers(state, r))
+        }
+        Request::ListConfigResources(r) => ready(
+            api,
+            version,
+            corr,
+            describe::list_config_resources(state, r, version),
+        ),
+        Request::OffsetForLeaderEpoch(r) => ready(
+            api,
+            version,
+            corr,
+            describe::offset_for_leader_epoch(state, r),
+        ),
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 use sluice_storage::{StorageError, UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES};
@@ -37,8 +39,16 @@ pub(crate) fn handle(
     let mut appended = false;
     let mut responses = Vec::with_capacity(req.topic_data.len());
     for (ti, topic_data) in req.topic_data.iter().enumerate() {
-        let name = topic_data.name.as_str();
-        let topic = state.logs.topic(name);
+        // Produce v13 names topics by id (KIP-516).
+        let topic = if version >= 13 {
+            state.logs.topic_by_id(topic_data.topic_id)
+        } else {
+            state.logs.topic(topic_data.name.as_str())
+        };
+        let resolved_name = topic.as_ref().map(|t| t.name.clone());
+        let name = resolved_name
+            .as_deref()
+            .unwrap_or_else(|| topic_data.name.as_str());
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for (pi, data) in topic_data.partition_data.iter().enumerate() {
             let mut out = PartitionProduceResponse::default()
@@ -69,41 +79,52 @@ pub(crate) fn handle(
                 },
                 (records, _) => records.as_deref(),
             };
-            let result =
-                match (log, records) {
-                    // Only the coordinator writes its topic: a client record there would be
-                    // replayed as group state.
-                    _ if crate::is_internal_topic(name) => {
-                        Err(ResponseError::InvalidTopicException.code())
-                    }
-                    (None, _) => Err(ResponseError::UnknownTopicOrPartition.code()),
-                    (Some(_), None) => Err(ResponseError::CorruptMessage.code()),
-                    (Some(log), Some(records)) => {
-                        let append = || {
-                            log.append(records, now).map(|o| (log, o)).map_err(|e| {
-                                log_refusal(name, data.index, &e);
-                                error_code(&e)
-                            })
-                        };
-                        match transactional_producer(records) {
-                            Err(code) => Err(code),
-                            // A transactional batch goes in only if its partition was added to
-                            // the producer's ongoing transaction (checked and appended under the
-                            // transaction coordinator's lock).
-                            Ok(Some((pid, epoch))) => {
-                                state
-                                    .txns
-                                    .verified(pid, epoch, name, data.index, append)
-                                    .unwrap_or_else(|code| {
-                                        tracing::info!(topic = name, partition = data.index, code,
-                                    "transactional produce outside the producer's transaction");
-                                        Err(code)
-                                    })
+            let mut refused_records: Option<(Vec<i32>, String)> = None;
+            let result = match (log, records) {
+                // Only the coordinator writes its topic: a client record there would be
+                // replayed as group state.
+                _ if crate::is_internal_topic(name) => {
+                    Err(ResponseError::InvalidTopicException.code())
+                }
+                (None, _) if version >= 13 && topic.is_none() => {
+                    Err(ResponseError::UnknownTopicId.code())
+                }
+                (None, _) => Err(ResponseError::UnknownTopicOrPartition.code()),
+                (Some(_), None) => Err(ResponseError::CorruptMessage.code()),
+                (Some(log), Some(records)) => {
+                    let mut append = || {
+                        log.append(records, now).map(|o| (log, o)).map_err(|e| {
+                            log_refusal(name, data.index, &e);
+                            // KIP-467: which records were refused, and why.
+                            if let StorageError::RecordErrors { message, records } = &e {
+                                let detail =
+                                    format!("{message} in topic partition {name}-{}.", data.index);
+                                refused_records = Some((records.clone(), detail));
                             }
-                            Ok(None) => append(),
-                        }
+                            error_code(&e)
+                        })
+                    };
+                    match transactional_producer(records) {
+                        Err(code) => Err(code),
+                        // A transactional batch goes in only if its partition was added to
+                        // the producer's ongoing transaction (checked and appended under the
+                        // transaction coordinator's lock).
+                        Ok(Some((pid, epoch))) => state
+                            .txns
+                            .verified(pid, epoch, name, data.index, append)
+                            .unwrap_or_else(|code| {
+                                tracing::info!(
+                                    topic = name,
+                                    partition = data.index,
+                                    code,
+                                    "transactional produce outside the producer's transaction"
+                                );
+                                Err(code)
+                            }),
+                        Ok(None) => append(),
                     }
-                };
+                }
+            };
             match result {
                 Ok((log, outcome)) => {
                     appended = true;
@@ -125,13 +146,20 @@ pub(crate) fn handle(
                         });
                     }
                 }
-                Err(code) => out = out.with_error_code(code),
+                Err(code) => {
+                    out = out.with_error_code(code);
+                    // Record errors exist from v8 on.
+                    if let Some((records, detail)) = refused_records.filter(|_| version >= 8) {
+                        out = with_record_errors(out, &records, &detail);
+                    }
+                }
             }
             partitions.push(out);
         }
         responses.push(
             TopicProduceResponse::default()
                 .with_name(topic_data.name.clone())
+                .with_topic_id(topic_data.topic_id)
                 .with_partition_responses(partitions),
         );
     }
@@ -207,6 +235,39 @@ fn upgrade_message_set(set: &[u8]) -> Result<(Vec<u8>, usize), StorageError> {
     Ok((batch, read.records.len()))
 }
 
+/// Kafka shows at most this many record errors in a partition's error message.
+const RECORD_ERRORS_SHOWN: usize = 3;
+
+/// KIP-467's answer for a batch refused because of some of its records: each record's index
+/// and reason, and a message naming the first few, worded as Kafka words it.
+fn with_record_errors(
+    out: PartitionProduceResponse,
+    records: &[i32],
+    detail: &str,
+) -> PartitionProduceResponse {
+    let errors: Vec<BatchIndexAndErrorMessage> = records
+        .iter()
+        .map(|&i| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(i)
+                .with_batch_index_error_message(Some(str_bytes(detail)))
+        })
+        .collect();
+    let shown: Vec<String> = records
+        .iter()
+        .take(RECORD_ERRORS_SHOWN)
+        .map(|i| format!("RecordError(batchIndex={i}, message='{detail}')"))
+        .collect();
+    let message = format!(
+        "One or more records have been rejected due to {} record errors in total, and only \
+         showing the first three errors at most: [{}]",
+        records.len(),
+        shown.join(", ")
+    );
+    out.with_record_errors(errors)
+        .with_error_message(Some(str_bytes(&message)))
+}
+
 /// Every partition of `req` answered with `code` and nothing appended.
 pub(crate) fn error_all(req: &ProduceRequest, code: i16) -> ProduceResponse {
     let responses = req
@@ -215,6 +276,7 @@ pub(crate) fn error_all(req: &ProduceRequest, code: i16) -> ProduceResponse {
         .map(|t| {
             TopicProduceResponse::default()
                 .with_name(t.name.clone())
+                .with_topic_id(t.topic_id)
                 .with_partition_responses(
                     t.partition_data
                         .iter()

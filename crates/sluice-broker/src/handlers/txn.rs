@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::describe_transactions_response::{self, TopicData};
 use kafka_protocol::messages::list_transactions_response;
@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse,
     EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TopicName,
+    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TopicName, TransactionalId,
     TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::ResponseError;
@@ -116,26 +116,61 @@ pub(crate) fn init_producer_id(
     })
 }
 
-pub(crate) fn add_partitions(
+/// Per requested topic, each partition's error code.
+type PartitionCodes = Vec<(TopicName, Vec<(i32, i16)>)>;
+
+/// What one transaction's part of AddPartitionsToTxn came to: codes now, or after the
+/// coordinator's record is durable.
+enum Added {
+    Now(PartitionCodes),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = PartitionCodes> + Send>>),
+}
+
+/// Adds `requested` to transaction `txn_id` of (`pid`, `epoch`), or with `verify_only` (v4+,
+/// KIP-890) only checks that they are in it.
+fn add_to_transaction(
     state: &Arc<BrokerState>,
-    req: AddPartitionsToTxnRequest,
+    txn_id: String,
+    (pid, epoch): (i64, i16),
+    requested: Vec<(TopicName, Vec<i32>)>,
+    verify_only: bool,
     version: i16,
-    corr: i32,
-) -> Dispatched {
-    let requested: Vec<(TopicName, Vec<i32>)> = req
-        .v3_and_below_topics
-        .iter()
-        .map(|t| (t.name.clone(), t.partitions.clone()))
-        .collect();
+) -> Added {
+    let with = |code_of: &dyn Fn(&TopicName, i32) -> i16| -> PartitionCodes {
+        requested
+            .iter()
+            .map(|(name, ps)| {
+                (
+                    name.clone(),
+                    ps.iter().map(|&p| (p, code_of(name, p))).collect(),
+                )
+            })
+            .collect()
+    };
     // A transaction spans at most `transaction.partitions.max` partitions: a longer list is
     // refused before any work proportional to it but the answer.
     let count: usize = requested.iter().map(|(_, ps)| ps.len()).sum();
     let max = state.txns.read(|c| c.config().transaction_partitions_max);
-    let too_many = count > max;
+    if count > max {
+        return Added::Now(with(&|_, _| ResponseError::InvalidRequest.code()));
+    }
+    if verify_only {
+        if !state.txns.is_loaded() {
+            return Added::Now(with(&|_, _| codes::COORDINATOR_LOAD_IN_PROGRESS));
+        }
+        let codes = state.txns.read(|c| {
+            with(&|name, p| {
+                c.verify_partition(pid, epoch, name.as_str(), p)
+                    .err()
+                    .unwrap_or(0)
+            })
+        });
+        return Added::Now(codes);
+    }
     // Partitions that cannot take part: unknown ones, and the internal topics.
     let mut unknown = std::collections::HashSet::new();
     let mut partitions = Vec::new();
-    for (name, ps) in requested.iter().filter(|_| !too_many) {
+    for (name, ps) in &requested {
         let topic = state.logs.topic(name.as_str());
         for &p in ps {
             let exists = topic
@@ -149,58 +184,114 @@ pub(crate) fn add_partitions(
             }
         }
     }
-    let answer = move |code_of: &dyn Fn(&TopicName, i32) -> i16| {
-        let results = requested
-            .iter()
-            .map(|(name, ps)| {
-                AddPartitionsToTxnTopicResult::default()
-                    .with_name(name.clone())
-                    .with_results_by_partition(
-                        ps.iter()
-                            .map(|&p| {
-                                AddPartitionsToTxnPartitionResult::default()
-                                    .with_partition_index(p)
-                                    .with_partition_error_code(code_of(name, p))
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
-        AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
-    };
-    let api = ApiKey::AddPartitionsToTxn;
-    if too_many {
-        let body = answer(&|_, _| ResponseError::InvalidRequest.code());
-        return ready(api, version, corr, body);
-    }
     if !unknown.is_empty() {
         // As Kafka: the unknown partitions get their error, the rest OPERATION_NOT_ATTEMPTED.
-        let body = answer(&|name, p| {
+        return Added::Now(with(&|name, p| {
             if unknown.contains(&(name.to_string(), p)) {
                 ResponseError::UnknownTopicOrPartition.code()
             } else {
                 ResponseError::OperationNotAttempted.code()
             }
-        });
-        return ready(api, version, corr, body);
+        }));
     }
     if let Err(code) = ready_to_change(state) {
-        return ready(api, version, corr, answer(&|_, _| code));
+        return Added::Now(with(&|_, _| code));
     }
-    let txn_id = req.v3_and_below_transactional_id.to_string();
-    let (pid, epoch) = (
-        req.v3_and_below_producer_id.0,
-        req.v3_and_below_producer_epoch,
-    );
     let (result, durable) = state.txns.call(state, |c, now| {
         c.add_partitions(&txn_id, pid, epoch, &partitions, now)
     });
-    respond(api, version, corr, async move {
+    Added::Later(Box::pin(async move {
         let code = match settled(result, durable).await {
             Ok(()) => 0,
             Err(code) => fenced_for(code, version, 2),
         };
-        answer(&|_, _| code)
+        requested
+            .iter()
+            .map(|(name, ps)| (name.clone(), ps.iter().map(|&p| (p, code)).collect()))
+            .collect()
+    }))
+}
+
+fn topic_results(codes: PartitionCodes) -> Vec<AddPartitionsToTxnTopicResult> {
+    codes
+        .into_iter()
+        .map(|(name, ps)| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(name)
+                .with_results_by_partition(
+                    ps.into_iter()
+                        .map(|(p, code)| {
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(p)
+                                .with_partition_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
+}
+
+pub(crate) fn add_partitions(
+    state: &Arc<BrokerState>,
+    req: AddPartitionsToTxnRequest,
+    version: i16,
+    corr: i32,
+) -> Dispatched {
+    let api = ApiKey::AddPartitionsToTxn;
+    let topics = |ts: &[kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic]| -> Vec<(TopicName, Vec<i32>)> {
+        ts.iter().map(|t| (t.name.clone(), t.partitions.clone())).collect()
+    };
+    if version <= 3 {
+        let added = add_to_transaction(
+            state,
+            req.v3_and_below_transactional_id.to_string(),
+            (
+                req.v3_and_below_producer_id.0,
+                req.v3_and_below_producer_epoch,
+            ),
+            topics(&req.v3_and_below_topics),
+            false,
+            version,
+        );
+        let body = |codes| {
+            AddPartitionsToTxnResponse::default()
+                .with_results_by_topic_v3_and_below(topic_results(codes))
+        };
+        return match added {
+            Added::Now(codes) => ready(api, version, corr, body(codes)),
+            Added::Later(future) => respond(api, version, corr, async move { body(future.await) }),
+        };
+    }
+    // v4+ (KIP-890): several transactions per request, each possibly verify-only.
+    let parts: Vec<(TransactionalId, Added)> = req
+        .transactions
+        .iter()
+        .map(|t| {
+            let added = add_to_transaction(
+                state,
+                t.transactional_id.to_string(),
+                (t.producer_id.0, t.producer_epoch),
+                topics(&t.topics),
+                t.verify_only,
+                version,
+            );
+            (t.transactional_id.clone(), added)
+        })
+        .collect();
+    respond(api, version, corr, async move {
+        let mut results = Vec::with_capacity(parts.len());
+        for (id, added) in parts {
+            let codes = match added {
+                Added::Now(codes) => codes,
+                Added::Later(future) => future.await,
+            };
+            results.push(
+                AddPartitionsToTxnResult::default()
+                    .with_transactional_id(id)
+                    .with_topic_results(topic_results(codes)),
+            );
+        }
+        AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
     })
 }
 
@@ -362,7 +453,15 @@ pub(crate) fn end_txn(
     corr: i32,
 ) -> Dispatched {
     let api = ApiKey::EndTxn;
-    let answer = |code: i16| EndTxnResponse::default().with_error_code(code);
+    // v5 (KIP-890) echoes the producer id and epoch: transactions here stay at the
+    // version 1 protocol, whose epoch does not change at the end of a transaction.
+    let (pid, epoch) = (req.producer_id, req.producer_epoch);
+    let answer = move |code: i16| {
+        EndTxnResponse::default()
+            .with_error_code(code)
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+    };
     if let Err(code) = ready_to_change(state) {
         return ready(api, version, corr, answer(code));
     }

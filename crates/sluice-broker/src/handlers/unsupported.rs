@@ -414,6 +414,16 @@ pub(crate) fn respond(request: Request, version: i16, corr: i32) -> Dispatched {
         }
         // Handled before decoding: answered in v0 with our ranges (KIP-511).
         Request::ApiVersions(_) => Err("ApiVersions reached the unsupported-version path".into()),
+        // Advertised over the codec's whole range: no decodable version is unsupported.
+        Request::DescribeCluster(_)
+        | Request::DescribeProducers(_)
+        | Request::DescribeTopicPartitions(_)
+        | Request::ListConfigResources(_)
+        | Request::DescribeLogDirs(_)
+        | Request::AlterReplicaLogDirs(_)
+        | Request::OffsetForLeaderEpoch(_) => {
+            Err("an API advertised over its whole codec range reached the unsupported path".into())
+        }
     }
 }
 

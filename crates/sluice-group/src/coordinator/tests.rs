@@ -858,3 +858,28 @@ fn names_too_long_for_a_record_are_refused() {
     assert_eq!(c.join_group(j, 1, 0).unwrap().error, INVALID_REQUEST);
     assert!(c.take_records().is_empty());
 }
+
+/// A static member's session ends at its deadline exactly: the coordinator names that
+/// deadline as its next one, keeps the member one millisecond before it, and empties the
+/// group at it (the shell sleeps until `next_deadline`, so there is no tick's delay).
+#[test]
+fn a_session_expires_at_its_deadline_and_the_coordinator_names_it() {
+    let mut c = GroupCoordinator::new(config());
+    let first = c
+        .join_group(join("", Some("instance-1")), 1, 0)
+        .map(|r| r.member_id);
+    let id = first.unwrap_or_else(|| join_output(&mut c, 1).member_id);
+    let _ = c.take_outputs();
+    assert!(c.sync_group(sync(&id, 1, &[(&id, "all")]), 2, 5).is_none());
+    let _ = c.take_outputs();
+    assert_eq!(c.describe_group("g").state, GroupState::Stable);
+    assert_eq!(c.heartbeat("g", &id, Some("instance-1"), 1, 1_000), NONE);
+    c.tick(1_000); // the first tick also schedules the offset retention check
+    let deadline = 1_000 + i64::from(SESSION_MS);
+    assert_eq!(c.next_deadline(), deadline);
+    c.tick(deadline - 1);
+    assert_eq!(c.describe_group("g").state, GroupState::Stable);
+    c.tick(deadline);
+    assert_eq!(c.describe_group("g").state, GroupState::Empty);
+    assert!(c.next_deadline() > deadline, "nothing left to expire at it");
+}
