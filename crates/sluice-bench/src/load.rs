@@ -209,8 +209,23 @@ fn outcome(
 
 /// Producer throughput: MB/s of message values (uncompressed, as Kafka's perf tool counts).
 pub fn produce(bootstrap: &str, topic: &str, spec: ProduceSpec) -> Result<ProduceResult, String> {
+    produce_with_settings(bootstrap, topic, spec, &[])
+}
+
+/// [`produce`] with extra client settings (`api.version.request=false` and an old
+/// `broker.version.fallback`, say, for a client that speaks the old message formats).
+pub fn produce_with_settings(
+    bootstrap: &str,
+    topic: &str,
+    spec: ProduceSpec,
+    settings: &[(&str, &str)],
+) -> Result<ProduceResult, String> {
     let messages = (spec.bytes / spec.size).max(1) as u64;
-    let producer: BaseProducer<Counter> = producer_config(bootstrap, spec.acks, spec.compression)
+    let mut config = producer_config(bootstrap, spec.acks, spec.compression);
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    let producer: BaseProducer<Counter> = config
         .create_with_context(Counter::default())
         .map_err(|e| e.to_string())?;
     let payloads = payloads(spec.size, 64);
@@ -364,13 +379,16 @@ pub fn fan_in(
     })
 }
 
-fn consumer(bootstrap: &str) -> Result<BaseConsumer, String> {
+fn consumer(bootstrap: &str, settings: &[(&str, &str)]) -> Result<BaseConsumer, String> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("group.id", "sluice-bench")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "50");
     client_overrides(&mut c);
+    for (k, v) in settings {
+        c.set(*k, *v);
+    }
     c.create().map_err(|e| e.to_string())
 }
 
@@ -390,7 +408,18 @@ pub fn consume_backlog(
     partitions: i32,
     messages: u64,
 ) -> Result<ProduceResult, String> {
-    let c = consumer(bootstrap)?;
+    consume_backlog_with_settings(bootstrap, topic, partitions, messages, &[])
+}
+
+/// [`consume_backlog`] with extra client settings.
+pub fn consume_backlog_with_settings(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    messages: u64,
+    settings: &[(&str, &str)],
+) -> Result<ProduceResult, String> {
+    let c = consumer(bootstrap, settings)?;
     assign_all(&c, topic, partitions)?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(300);
@@ -440,7 +469,7 @@ pub fn latency(
     duration: Duration,
 ) -> Result<Latency, String> {
     let total = (rate * duration.as_secs_f64()) as u64;
-    let c = consumer(bootstrap)?;
+    let c = consumer(bootstrap, &[])?;
     assign_all(&c, topic, partitions)?;
     let producer: BaseProducer<Counter> = {
         let mut cfg = producer_config(bootstrap, "all", "none");

@@ -8,6 +8,7 @@
 
 mod broker;
 mod ceilings;
+mod conversion;
 mod load;
 mod reliability;
 
@@ -42,7 +43,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     sluice_bin: Option<PathBuf>,
     /// Run only these groups (produce, consume, latency, fan-in, memory, groups, transactions,
-    /// compaction, metrics, reliability), for profiling one
+    /// compaction, metrics, reliability, conversion), for profiling one
     /// path; the ceilings are always measured.
     #[arg(long, value_name = "GROUP", value_delimiter = ',')]
     only: Vec<String>,
@@ -544,6 +545,9 @@ fn run(args: &Args) -> Result<(), String> {
         metrics_overhead(bin, args, quick, &mut run)?;
     }
 
+    if let Some(bin) = bin.as_ref().filter(|_| args.wants("conversion")) {
+        conversion::run(bin, &args.data_dir, quick, &mut run)?;
+    }
     if let Some(bin) = bin.as_ref().filter(|_| args.wants("reliability")) {
         reliability::run_all(bin, &args.data_dir, quick, &mut run)?;
     }

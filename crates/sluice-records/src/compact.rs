@@ -20,6 +20,7 @@ pub struct RecordView<'a> {
     pub offset: i64,
     pub timestamp: i64,
     pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
     /// A null value: a tombstone.
     pub is_tombstone: bool,
 }
@@ -59,6 +60,7 @@ fn view<'a>(header: &BatchHeader, rec: &record::RawRecord<'a>) -> RecordView<'a>
         offset: header.base_offset.wrapping_add(i64::from(rec.offset_delta)),
         timestamp,
         key: rec.key,
+        value: rec.value,
         is_tombstone: rec.value.is_none(),
     }
 }

@@ -17,7 +17,7 @@
 //! inner messages, which are themselves uncompressed.
 //! ```
 
-use crate::compression::{compress, decompress};
+use crate::compression::{codec_bits, compress, decompress};
 use crate::varint::{write_varint, write_varlong};
 use crate::{BatchError, BatchHeader, BatchIter, Compression};
 
@@ -165,42 +165,39 @@ pub struct MessageSet {
     pub records: Vec<LegacyRecord>,
 }
 
-/// Reads a produced message set, decompressing wrapper messages (at most
-/// `max_decompressed_bytes` in all) and checking every CRC. Messages of one set must share
-/// one magic; nested compression is refused, as Kafka refuses it.
-pub fn read_message_set(
+/// Walks the records of a produced message set, decompressing wrapper messages (at most
+/// `max_decompressed_bytes` in all) and checking every CRC; returns the set's magic and codec.
+/// Messages of one set must share one magic; nested compression is refused, as Kafka
+/// refuses it.
+fn visit_message_set(
     set: &[u8],
     max_decompressed_bytes: usize,
-) -> Result<MessageSet, BatchError> {
-    let mut out = MessageSet {
-        magic: -1,
-        codec: Compression::None,
-        records: Vec::new(),
-    };
+    mut visit: impl FnMut(i64, Option<&[u8]>, Option<&[u8]>),
+) -> Result<(i8, Compression), BatchError> {
+    let mut magic = -1i8;
+    let mut codec = Compression::None;
+    let mut count = 0usize;
     let mut budget = max_decompressed_bytes;
     walk(set, |m| {
-        if out.magic == -1 {
-            out.magic = m.magic;
+        if magic == -1 {
+            magic = m.magic;
         }
-        if out.magic != m.magic {
+        if magic != m.magic {
             return Err(BatchError::InvalidRecord(
                 "one message set mixes magic 0 and 1",
             ));
         }
-        let codec = codec_of(m.attributes)?;
-        if codec == Compression::None {
-            out.records.push(LegacyRecord {
-                timestamp: m.timestamp,
-                key: m.key.map(<[u8]>::to_vec),
-                value: m.value.map(<[u8]>::to_vec),
-            });
+        let wrapper_codec = codec_of(m.attributes)?;
+        if wrapper_codec == Compression::None {
+            visit(m.timestamp, m.key, m.value);
+            count += 1;
             return Ok(());
         }
-        out.codec = codec;
+        codec = wrapper_codec;
         let packed = m
             .value
             .ok_or(BatchError::Corrupt("compressed message without a value"))?;
-        let inner = decompress(codec, packed, budget)?;
+        let inner = decompress(wrapper_codec, packed, budget)?;
         budget -= inner.len();
         let wrapper_time =
             (m.magic == 1 && m.attributes & LOG_APPEND_TIME_BIT != 0).then_some(m.timestamp);
@@ -213,72 +210,163 @@ pub fn read_message_set(
             if codec_of(im.attributes)? != Compression::None {
                 return Err(BatchError::InvalidRecord("nested compression"));
             }
-            out.records.push(LegacyRecord {
-                timestamp: wrapper_time.unwrap_or(im.timestamp),
-                key: im.key.map(<[u8]>::to_vec),
-                value: im.value.map(<[u8]>::to_vec),
-            });
+            visit(wrapper_time.unwrap_or(im.timestamp), im.key, im.value);
+            count += 1;
             Ok(())
         })
     })?;
-    if out.records.is_empty() {
+    if count == 0 {
         return Err(BatchError::InvalidRecord("a message set without messages"));
     }
-    Ok(out)
+    Ok((magic, codec))
 }
 
-/// Builds one v2 batch (base offset 0, no producer id, CreateTime) holding `records`, its body
-/// compressed with `codec`: how a produced message set is stored.
-pub fn to_batch(records: &[LegacyRecord], codec: Compression) -> Vec<u8> {
-    let base_timestamp = records.first().map_or(NO_TIMESTAMP, |r| r.timestamp);
-    let mut max_timestamp = base_timestamp;
-    let mut body = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        let mut rec = vec![0u8];
-        write_varlong(&mut rec, r.timestamp.wrapping_sub(base_timestamp));
-        write_varint(&mut rec, i as i32);
-        for field in [&r.key, &r.value] {
+/// Reads a produced message set into owned records (see [`visit_message_set`]'s checks).
+pub fn read_message_set(
+    set: &[u8],
+    max_decompressed_bytes: usize,
+) -> Result<MessageSet, BatchError> {
+    let mut records = Vec::new();
+    let (magic, codec) =
+        visit_message_set(set, max_decompressed_bytes, |timestamp, key, value| {
+            records.push(LegacyRecord {
+                timestamp,
+                key: key.map(<[u8]>::to_vec),
+                value: value.map(<[u8]>::to_vec),
+            })
+        })?;
+    Ok(MessageSet {
+        magic,
+        codec,
+        records,
+    })
+}
+
+/// Accumulates v2 records, encoded as they come, into one batch body.
+struct BatchWriter {
+    body: Vec<u8>,
+    count: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+}
+
+fn varint_len(value: i64) -> usize {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+impl BatchWriter {
+    fn new(capacity: usize) -> Self {
+        Self {
+            body: Vec::with_capacity(capacity),
+            count: 0,
+            base_timestamp: NO_TIMESTAMP,
+            max_timestamp: NO_TIMESTAMP,
+        }
+    }
+
+    fn push(&mut self, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+        if self.count == 0 {
+            self.base_timestamp = timestamp;
+            self.max_timestamp = timestamp;
+        }
+        let delta = timestamp.wrapping_sub(self.base_timestamp);
+        let field_len = |f: Option<&[u8]>| match f {
+            None => varint_len(-1),
+            Some(b) => varint_len(b.len() as i64) + b.len(),
+        };
+        let len = 1
+            + varint_len(delta)
+            + varint_len(i64::from(self.count))
+            + field_len(key)
+            + field_len(value)
+            + 1;
+        write_varint(&mut self.body, len as i32);
+        self.body.push(0); // attributes
+        write_varlong(&mut self.body, delta);
+        write_varint(&mut self.body, self.count);
+        for field in [key, value] {
             match field {
-                None => write_varint(&mut rec, -1),
+                None => write_varint(&mut self.body, -1),
                 Some(b) => {
-                    write_varint(&mut rec, b.len() as i32);
-                    rec.extend_from_slice(b);
+                    write_varint(&mut self.body, b.len() as i32);
+                    self.body.extend_from_slice(b);
                 }
             }
         }
-        write_varint(&mut rec, 0); // no headers
-        write_varint(&mut body, rec.len() as i32);
-        body.extend_from_slice(&rec);
-        max_timestamp = max_timestamp.max(r.timestamp);
+        write_varint(&mut self.body, 0); // no headers
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.count += 1;
     }
-    let body = compress(codec, &body);
-    let codec_bits: i16 = match codec {
-        Compression::None => 0,
-        Compression::Gzip => 1,
-        Compression::Snappy => 2,
-        Compression::Lz4 => 3,
-        Compression::Zstd => 4,
-    };
-    let count = records.len() as i32;
-    let mut out = Vec::with_capacity(crate::BATCH_HEADER_SIZE + body.len());
-    out.extend_from_slice(&0i64.to_be_bytes());
-    let length = (crate::BATCH_HEADER_SIZE - crate::LOG_OVERHEAD + body.len()) as i32;
-    out.extend_from_slice(&length.to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-    out.push(2);
-    out.extend_from_slice(&0u32.to_be_bytes()); // crc, below
-    out.extend_from_slice(&codec_bits.to_be_bytes());
-    out.extend_from_slice(&(count - 1).max(0).to_be_bytes());
-    out.extend_from_slice(&base_timestamp.to_be_bytes());
-    out.extend_from_slice(&max_timestamp.to_be_bytes());
-    out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    out.extend_from_slice(&count.to_be_bytes());
-    out.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&out[21..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out
+
+    /// The batch: base offset 0, no producer id, CreateTime, records in `codec`.
+    fn finish(self, codec: Compression) -> Vec<u8> {
+        let packed;
+        let body = if codec == Compression::None {
+            &self.body
+        } else {
+            packed = compress(codec, &self.body);
+            &packed
+        };
+        let mut out = Vec::with_capacity(crate::BATCH_HEADER_SIZE + body.len());
+        out.extend_from_slice(&0i64.to_be_bytes());
+        let length = (crate::BATCH_HEADER_SIZE - crate::LOG_OVERHEAD + body.len()) as i32;
+        out.extend_from_slice(&length.to_be_bytes());
+        out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+        out.push(2);
+        out.extend_from_slice(&0u32.to_be_bytes()); // crc, below
+        out.extend_from_slice(&codec_bits(codec).to_be_bytes());
+        out.extend_from_slice(&(self.count - 1).max(0).to_be_bytes());
+        out.extend_from_slice(&self.base_timestamp.to_be_bytes());
+        out.extend_from_slice(&self.max_timestamp.to_be_bytes());
+        out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+        out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+        out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+        out.extend_from_slice(&self.count.to_be_bytes());
+        out.extend_from_slice(body);
+        let crc = crc32c::crc32c(&out[21..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+}
+
+/// Builds one v2 batch (base offset 0, no producer id, CreateTime) holding `records`, its body
+/// compressed with `codec`.
+pub fn to_batch(records: &[LegacyRecord], codec: Compression) -> Vec<u8> {
+    let mut w = BatchWriter::new(0);
+    for r in records {
+        w.push(r.timestamp, r.key.as_deref(), r.value.as_deref());
+    }
+    w.finish(codec)
+}
+
+/// A produced message set converted into a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgraded {
+    pub batch: Vec<u8>,
+    pub records: usize,
+    pub magic: i8,
+}
+
+/// Converts a produced message set (checked as [`read_message_set`] checks it) into one v2
+/// batch in the codec it came with, in one pass: each record is encoded as it is read.
+pub fn upgrade(set: &[u8], max_decompressed_bytes: usize) -> Result<Upgraded, BatchError> {
+    let mut w = BatchWriter::new(set.len() + set.len() / 8);
+    let (magic, codec) =
+        visit_message_set(set, max_decompressed_bytes, |timestamp, key, value| {
+            w.push(timestamp, key, value)
+        })?;
+    let records = w.count as usize;
+    Ok(Upgraded {
+        batch: w.finish(codec),
+        records,
+        magic,
+    })
 }
 
 /// Appends one uncompressed legacy message to `out`.
@@ -354,9 +442,10 @@ pub fn to_message_set(
             continue;
         }
         let log_append = header.timestamp_type() == crate::TimestampType::LogAppendTime;
-        for record in header.records(batch, max_decompressed_bytes)? {
-            if record.offset < from_offset {
-                continue;
+        let mut full = false;
+        crate::compact::for_each_record(batch, max_decompressed_bytes, |record| {
+            if full || record.offset < from_offset {
+                return;
             }
             let before = out.bytes.len();
             put_message(
@@ -365,15 +454,19 @@ pub fn to_message_set(
                 record.offset,
                 log_append,
                 record.timestamp,
-                record.key.as_deref(),
-                record.value.as_deref(),
+                record.key,
+                record.value,
             );
             if out.bytes.len() > max_bytes && out.messages > 0 {
                 out.bytes.truncate(before);
-                return Ok(out);
+                full = true;
+                return;
             }
             out.messages += 1;
             out.next_offset = record.offset + 1;
+        })?;
+        if full {
+            return Ok(out);
         }
         out.next_offset = out.next_offset.max(header.next_offset());
     }
@@ -465,6 +558,10 @@ mod tests {
             prop_assert_eq!(read.magic, magic);
             prop_assert_eq!(read.codec, codec);
             let batch = to_batch(&read.records, read.codec);
+            // The one-pass conversion the broker uses builds the same batch.
+            let upgraded = upgrade(&set, 1 << 24).unwrap();
+            prop_assert_eq!((&upgraded.batch, upgraded.records, upgraded.magic),
+                (&batch, recs.len(), magic));
             let header = BatchHeader::validate(&batch).unwrap();
             let stored = header.records(&batch, 1 << 24).unwrap();
             prop_assert_eq!(stored.len(), recs.len());

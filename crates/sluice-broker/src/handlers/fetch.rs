@@ -83,21 +83,32 @@ async fn downgrade(
     response: FetchOut,
     magic: i8,
 ) -> FetchOut {
+    // The converted (uncompressed) messages are held in memory: no more than the client
+    // asked per partition, nor than fetch.max.bytes, whatever the stored batches expand to.
+    let cap = state.config.fetch_max_bytes;
     let asked: Vec<Vec<(i64, usize)>> = req
         .topics
         .iter()
         .map(|t| {
             t.partitions
                 .iter()
-                .map(|p| (p.fetch_offset, p.partition_max_bytes.max(0) as usize))
+                .map(|p| {
+                    (
+                        p.fetch_offset,
+                        (p.partition_max_bytes.max(0) as usize).min(cap),
+                    )
+                })
                 .collect()
         })
         .collect();
     let metrics = state.metrics.clone();
     let converted = tokio::task::spawn_blocking(move || {
         let mut response = response;
+        // The whole response holds at most fetch.max.bytes of converted messages.
+        let mut remaining = cap;
         for (topic, asked) in response.topics.iter_mut().zip(&asked) {
             for (p, &(from, max_bytes)) in topic.partitions.iter_mut().zip(asked) {
+                let max_bytes = max_bytes.min(remaining);
                 let Some(TopicRecords {
                     records: FetchedRecords::File(slice),
                     topic,
@@ -105,6 +116,14 @@ async fn downgrade(
                 else {
                     continue; // no records, or an error: nothing to convert
                 };
+                if max_bytes == 0 {
+                    // The response is full: this partition's records come in the next fetch.
+                    p.records = Some(TopicRecords {
+                        records: FetchedRecords::Empty,
+                        topic,
+                    });
+                    continue;
+                }
                 let converted = slice
                     .to_vec()
                     .map_err(sluice_storage::StorageError::from)
@@ -120,6 +139,7 @@ async fn downgrade(
                     });
                 let records = match converted {
                     Ok(c) => {
+                        remaining = remaining.saturating_sub(c.bytes.len());
                         metrics.converted("fetch", c.messages);
                         FetchedRecords::Converted {
                             bytes: bytes::Bytes::from(c.bytes),

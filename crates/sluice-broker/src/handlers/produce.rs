@@ -230,9 +230,8 @@ pub(crate) fn handle(
 /// Converts a message set (magic 0 or 1, as Produce v0-2 carries) into one v2 batch in the
 /// codec it was sent with; returns the batch and how many records it holds.
 fn upgrade_message_set(set: &[u8]) -> Result<(Vec<u8>, usize), StorageError> {
-    let read = sluice_records::legacy::read_message_set(set, MAX_DECOMPRESSED_BATCH_BYTES)?;
-    let batch = sluice_records::legacy::to_batch(&read.records, read.codec);
-    Ok((batch, read.records.len()))
+    let up = sluice_records::legacy::upgrade(set, MAX_DECOMPRESSED_BATCH_BYTES)?;
+    Ok((up.batch, up.records))
 }
 
 /// Kafka shows at most this many record errors in a partition's error message.
