@@ -95,4 +95,14 @@ done
 # like the sets above (again only when its pom changed); nothing to compile.
 fetch kafka-server-4.4.0
 
+# -- Kafka Streams 4.4.0 and Kafka Connect 4.3.1 ------------------------------------------------
+# tests/python/test_kafka_streams.py runs src/streams/WordCount.java (compiled against
+# streams-4.4.0 into .cache/classes-streams-4.4.0); tests/python/test_kafka_connect.py runs the
+# distributed worker from .cache/connect-4.3.1/lib (nothing to compile). Fetched and compiled
+# like the sets above, again only when a pom or a source changed.
+SOURCES[streams-4.4.0]="streams"
+fetch streams-4.4.0
+fetch connect-4.3.1
+compile streams-4.4.0
+
 exit 0

@@ -1,6 +1,6 @@
 //! Topic auto-creation off the request path, as Kafka does it: a Metadata request naming an
-//! unknown topic queues its creation and is answered at once with LEADER_NOT_AVAILABLE; the
-//! client asks again and finds the topic once it exists.
+//! unknown topic queues its creation and is answered at once with UNKNOWN_TOPIC_OR_PARTITION
+//! (Kafka 4's answer); the client asks again and finds the topic once it exists.
 //!
 //! One task creates what is queued, in batches that share one journal write and one sync of
 //! the data directory, checking for shutdown between batches. How much one request may queue
@@ -24,15 +24,6 @@ const BATCH_PARTITIONS_MAX: usize = 1_000;
 
 /// Creation failures are logged at most this often.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// What [`AutoCreate::request`] did with a name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Requested {
-    /// Queued now, or already waiting: the client should ask again.
-    Pending,
-    /// Not queued: over the per-request limit or the queue is full.
-    Refused,
-}
 
 #[derive(Debug, Default)]
 struct Queue {
@@ -60,19 +51,20 @@ impl AutoCreate {
     }
 
     /// Asks for one topic to be created; `already` is how many this request asked for before.
-    pub fn request(&self, name: &str, already: usize) -> Requested {
+    /// Past `auto.create.topics.max.per.request`, or with [`QUEUE_MAX`] names waiting, the
+    /// name is not queued (the client's next Metadata request may ask again).
+    pub fn request(&self, name: &str, already: usize) {
         let mut queue = self.queue.lock().expect("auto-create queue lock");
-        if queue.names.contains(name) {
-            return Requested::Pending;
-        }
-        if already >= self.max_per_request || queue.order.len() >= QUEUE_MAX {
-            return Requested::Refused;
+        if queue.names.contains(name)
+            || already >= self.max_per_request
+            || queue.order.len() >= QUEUE_MAX
+        {
+            return;
         }
         queue.names.insert(name.to_string());
         queue.order.push_back(name.to_string());
         drop(queue);
         self.wake.notify_one();
-        Requested::Pending
     }
 
     /// Takes up to `max` queued names, leaving them marked pending until [`Self::done`].

@@ -140,7 +140,7 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         ConfigType::List,
         "The address clients are told to connect to.",
     ),
-    ("log.dirs", ConfigType::String, "The data directory."),
+    ("log.dirs", ConfigType::List, "The data directory."),
     (
         "admin.listen",
         ConfigType::String,
@@ -208,7 +208,7 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
     ),
     (
         "log.flush.offset.checkpoint.interval.ms",
-        ConfigType::Long,
+        ConfigType::Int,
         "How often logs are flushed and recovery points checkpointed.",
     ),
     (
@@ -421,6 +421,28 @@ pub fn topic_config_for_broker_key(key: &str) -> Option<&'static str> {
         "compression.type" => "compression.type",
         _ => return None,
     })
+}
+
+/// A double as Java's `Double.toString` prints it, which is how Kafka reports double configs:
+/// plain with at least one decimal between 10^-3 and 10^7, scientific (`1.0E8`) outside.
+pub fn java_double(value: f64) -> String {
+    let magnitude = value.abs();
+    if !value.is_finite() || value == 0.0 || (1e-3..1e7).contains(&magnitude) {
+        let plain = format!("{value}");
+        return if plain.contains('.') || !value.is_finite() {
+            plain
+        } else {
+            format!("{plain}.0")
+        };
+    }
+    let sci = format!("{value:e}");
+    let (mantissa, exponent) = sci.split_once('e').expect("scientific notation");
+    let mantissa = if mantissa.contains('.') {
+        mantissa.to_string()
+    } else {
+        format!("{mantissa}.0")
+    };
+    format!("{mantissa}E{exponent}")
 }
 
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
@@ -664,7 +686,7 @@ impl BrokerConfig {
             "log.cleaner.backoff.ms" => self.cleaner_backoff_ms.to_string(),
             "log.cleaner.dedupe.buffer.size" => self.cleaner.dedupe_buffer_bytes.to_string(),
             "log.cleaner.io.max.bytes.per.second" => {
-                self.cleaner.io_max_bytes_per_second.to_string()
+                java_double(self.cleaner.io_max_bytes_per_second)
             }
             "offsets.topic.num.partitions" => self.groups.offsets_topic_partitions.to_string(),
             "offsets.topic.segment.bytes" => self.offsets_topic_segment_bytes.to_string(),
@@ -724,6 +746,15 @@ mod tests {
             assert_eq!(copy.get(key), Some(value), "{key}");
             assert!(copy.is_default(key));
         }
+    }
+
+    #[test]
+    fn doubles_print_as_java_prints_them() {
+        assert_eq!(java_double(f64::MAX), "1.7976931348623157E308");
+        assert_eq!(java_double(0.5), "0.5");
+        assert_eq!(java_double(1048576.0), "1048576.0");
+        assert_eq!(java_double(1e8), "1.0E8");
+        assert_eq!(java_double(0.0001), "1.0E-4");
     }
 
     #[test]

@@ -58,8 +58,9 @@ pub struct FetchPartitionOut<R = Bytes> {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
-    /// (producer id, first offset) of each aborted transaction in range, for read_committed.
-    pub aborted: Vec<(i64, i64)>,
+    /// (producer id, first offset) of each aborted transaction in range, for read_committed;
+    /// null (`None`) for read_uncommitted and for a partition with an error, as Kafka sends.
+    pub aborted: Option<Vec<(i64, i64)>>,
     pub records: Option<R>,
 }
 
@@ -163,8 +164,8 @@ impl<R: RecordSet> FetchResponseOut<R> {
                     if version >= 5 {
                         cur.put_i64(p.log_start_offset);
                     }
-                    put_len(&mut cur, flexible, Some(p.aborted.len()), false);
-                    for &(producer_id, first_offset) in &p.aborted {
+                    put_len(&mut cur, flexible, p.aborted.as_ref().map(Vec::len), false);
+                    for &(producer_id, first_offset) in p.aborted.iter().flatten() {
                         cur.put_i64(producer_id);
                         cur.put_i64(first_offset);
                         if flexible {
@@ -254,16 +255,16 @@ mod tests {
                                     .with_high_watermark(p.high_watermark)
                                     .with_last_stable_offset(p.last_stable_offset)
                                     .with_log_start_offset(p.log_start_offset)
-                                    .with_aborted_transactions(Some(
-                                        p.aborted
+                                    .with_aborted_transactions(p.aborted.as_ref().map(|aborted| {
+                                        aborted
                                             .iter()
                                             .map(|&(pid, first)| {
                                                 AbortedTransaction::default()
                                                     .with_producer_id(ProducerId(pid))
                                                     .with_first_offset(first)
                                             })
-                                            .collect(),
-                                    ))
+                                            .collect()
+                                    }))
                                     .with_preferred_read_replica(BrokerId(-1))
                                     .with_records(p.records.clone())
                             })
@@ -290,7 +291,10 @@ mod tests {
             any::<i64>(),
             any::<i64>(),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
-            proptest::collection::vec((any::<i64>(), any::<i64>()), 0..3),
+            proptest::option::of(proptest::collection::vec(
+                (any::<i64>(), any::<i64>()),
+                0..3,
+            )),
         )
             .prop_map(|(partition, error_code, hw, lso, lst, records, aborted)| {
                 FetchPartitionOut {
@@ -357,7 +361,7 @@ mod tests {
                     high_watermark: 9,
                     last_stable_offset: 9,
                     log_start_offset: 0,
-                    aborted: vec![(5, 6)],
+                    aborted: Some(vec![(5, 6)]),
                     records: Some(Bytes::from_static(b"msgs")),
                 }],
             }],
@@ -401,7 +405,7 @@ mod tests {
                     high_watermark: 1,
                     last_stable_offset: 1,
                     log_start_offset: 0,
-                    aborted: Vec::new(),
+                    aborted: None,
                     records: Some(records.clone()),
                 }],
             }],

@@ -81,9 +81,10 @@ pub fn metadata(
     client.call(ApiKey::Metadata, &req)
 }
 
-/// The metadata of one topic, checked for errors. A Kafka broker answers
-/// LEADER_NOT_AVAILABLE while a topic it has just auto-created gets its leaders: that is
-/// asked again a few times.
+/// The metadata of one topic, checked for errors. A broker answers LEADER_NOT_AVAILABLE
+/// (Kafka 3 with ZooKeeper) or UNKNOWN_TOPIC_OR_PARTITION (Kafka 4, Sluice) while a topic it
+/// is auto-creating does not exist yet: with auto-creation allowed, that is asked again a few
+/// times.
 pub fn topic_metadata(
     client: &mut Client,
     topic: &str,
@@ -99,7 +100,10 @@ pub fn topic_metadata(
             .into_iter()
             .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
             .ok_or_else(|| format!("Metadata: no answer for topic {topic}"))?;
-        let waiting = t.error_code == leader_not_available
+        let being_created = allow_auto_topic_creation
+            && t.error_code == ResponseError::UnknownTopicOrPartition.code();
+        let waiting = being_created
+            || t.error_code == leader_not_available
             || t.partitions
                 .iter()
                 .any(|p| p.error_code == leader_not_available);

@@ -52,12 +52,18 @@ pub(crate) fn create_topics(state: &BrokerState, req: CreateTopicsRequest) -> Cr
         .filter(|t| !seen.insert(t.name.as_str().to_string()))
         .map(|t| t.name.as_str().to_string())
         .collect();
+    // A name given twice is answered once, with INVALID_REQUEST, as Kafka answers it.
+    let mut answered = HashSet::new();
     let topics = req
         .topics
         .iter()
+        .filter(|t| answered.insert(t.name.as_str().to_string()))
         .map(|t| {
             let name = t.name.as_str();
-            let result = CreatableTopicResult::default().with_name(t.name.clone());
+            // Kafka's answer carries no message unless there is an error.
+            let result = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_message(None);
             if duplicates.contains(name) {
                 let msg = format!("topic {name} appears more than once in the request");
                 return with_error(result, failure(ResponseError::InvalidRequest.code(), msg));
@@ -243,6 +249,58 @@ fn topic_config_synonyms(
         );
     }
     out
+}
+
+/// Where a broker config's value comes from, most specific first, as Kafka lists synonyms:
+/// the static setting if there is one, then the default (for configs that have one).
+fn broker_config_synonyms(
+    key: &str,
+    value: Option<String>,
+    source: i8,
+) -> Vec<DescribeConfigsSynonym> {
+    let synonym = |value: Option<String>, source| {
+        DescribeConfigsSynonym::default()
+            .with_name(str_bytes(key))
+            .with_value(value.map(|v| str_bytes(&v)))
+            .with_source(source)
+    };
+    // Kafka has no default for these: a set value is their only synonym.
+    let no_default = matches!(key, "node.id" | "log.dirs" | "advertised.listeners");
+    let mut out = Vec::new();
+    if source == SOURCE_STATIC_BROKER_CONFIG {
+        out.push(synonym(value, SOURCE_STATIC_BROKER_CONFIG));
+        if !no_default {
+            out.push(synonym(
+                crate::BrokerConfig::default().get(key),
+                SOURCE_DEFAULT_CONFIG,
+            ));
+        }
+    } else {
+        out.push(synonym(value, SOURCE_DEFAULT_CONFIG));
+    }
+    out
+}
+
+/// One line about each topic config, for DescribeConfigs' documentation.
+fn topic_config_doc(name: &str) -> &'static str {
+    match name {
+        "cleanup.policy" => "delete, compact, or both: how old log segments are discarded.",
+        "compression.type" => {
+            "The codec batches are stored in; producer keeps what the producer sent."
+        }
+        "delete.retention.ms" => "How long compaction keeps tombstones.",
+        "index.interval.bytes" => "How often an offset index entry is added, in bytes of log.",
+        "max.compaction.lag.ms" => "The longest a record stays uncompacted.",
+        "max.message.bytes" => "The largest record batch the topic accepts.",
+        "message.timestamp.type" => "CreateTime or LogAppendTime.",
+        "min.cleanable.dirty.ratio" => "How much of the log must be dirty before it is compacted.",
+        "min.compaction.lag.ms" => "The shortest a record stays uncompacted.",
+        "retention.bytes" => "The most bytes a partition keeps before old segments are deleted.",
+        "retention.ms" => "How long segments are kept before they are deleted.",
+        "segment.bytes" => "The size at which a segment is rolled.",
+        "segment.ms" => "The age at which a segment is rolled.",
+        _ => "",
+    }
 }
 
 fn topic_config_source(
@@ -431,10 +489,9 @@ pub(crate) fn describe_configs(
                     .with_read_only(read_only)
                     .with_config_source(source);
                 if version >= 3 {
-                    e = e.with_config_type(config_type);
-                    if req.include_documentation && !doc.is_empty() {
-                        e = e.with_documentation(Some(str_bytes(doc)));
-                    }
+                    e = e
+                        .with_config_type(config_type)
+                        .with_documentation(req.include_documentation.then(|| str_bytes(doc)));
                 }
                 e
             };
@@ -455,7 +512,7 @@ pub(crate) fn describe_configs(
                                     source,
                                     topic_config_type(name),
                                     false,
-                                    "",
+                                    topic_config_doc(name),
                                 );
                                 if version >= 1 && req.include_synonyms {
                                     e.with_synonyms(topic_config_synonyms(name, &topic, state))
@@ -486,7 +543,13 @@ pub(crate) fn describe_configs(
                                 } else {
                                     SOURCE_STATIC_BROKER_CONFIG
                                 };
-                                entry(key, state.config.get(key), source, *ty as i8, true, doc)
+                                let value = state.config.get(key);
+                                let e = entry(key, value.clone(), source, *ty as i8, true, doc);
+                                if version >= 1 && req.include_synonyms {
+                                    e.with_synonyms(broker_config_synonyms(key, value, source))
+                                } else {
+                                    e
+                                }
                             })
                             .collect(),
                     )

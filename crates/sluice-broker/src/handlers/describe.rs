@@ -53,7 +53,8 @@ pub(crate) const CLUSTER_OPERATIONS: i32 = CREATE
     | ALTER
     | DESCRIBE;
 /// The same for a consumer group.
-pub(crate) const GROUP_OPERATIONS: i32 = READ | DESCRIBE | DELETE;
+pub(crate) const GROUP_OPERATIONS: i32 =
+    READ | DELETE | DESCRIBE | DESCRIBE_CONFIGS | ALTER_CONFIGS;
 /// What a response carries when the client did not ask (Kafka's `Int.MinValue`).
 pub(crate) const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
 
@@ -71,6 +72,16 @@ pub(crate) fn describe_cluster(
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let node = BrokerId(state.config.node_id);
+    if req.endpoint_type != ENDPOINT_BROKERS {
+        // As Kafka answers: only the error, every other field at its default.
+        return DescribeClusterResponse::default()
+            .with_controller_id(BrokerId(-1))
+            .with_cluster_authorized_operations(OPERATIONS_NOT_ASKED)
+            .with_error_code(MISMATCHED_ENDPOINT_TYPE)
+            .with_error_message(Some(str_bytes(
+                "this listener serves brokers; there are no separate controllers",
+            )));
+    }
     let mut response = DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(str_bytes(state.logs.cluster_id()))
@@ -80,13 +91,6 @@ pub(crate) fn describe_cluster(
         } else {
             OPERATIONS_NOT_ASKED
         });
-    if req.endpoint_type != ENDPOINT_BROKERS {
-        return response
-            .with_error_code(MISMATCHED_ENDPOINT_TYPE)
-            .with_error_message(Some(str_bytes(
-                "this listener serves brokers; there are no separate controllers",
-            )));
-    }
     let (host, port) = &state.advertised;
     response.brokers = vec![DescribeClusterBroker::default()
         .with_broker_id(node)

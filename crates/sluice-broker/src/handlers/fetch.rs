@@ -235,7 +235,8 @@ fn collect(state: &BrokerState, req: &FetchRequest, version: i16) -> (FetchOut, 
                 high_watermark: -1,
                 last_stable_offset: -1,
                 log_start_offset: -1,
-                aborted: Vec::new(),
+                // Kafka answers an unknown partition with an empty list.
+                aborted: Some(Vec::new()),
                 // Empty, not null, for partitions with errors, as Kafka sends them:
                 // librdkafka refuses a null record set ("invalid MessageSetSize -1").
                 records: Some(TopicRecords {
@@ -268,11 +269,12 @@ fn collect(state: &BrokerState, req: &FetchRequest, version: i16) -> (FetchOut, 
                     out.high_watermark = read.high_watermark;
                     out.last_stable_offset = read.last_stable_offset;
                     out.log_start_offset = read.log_start_offset;
-                    out.aborted = read
-                        .aborted
-                        .iter()
-                        .map(|a| (a.producer_id, a.first_offset))
-                        .collect();
+                    out.aborted = (isolation == Isolation::ReadCommitted).then(|| {
+                        read.aborted
+                            .iter()
+                            .map(|a| (a.producer_id, a.first_offset))
+                            .collect()
+                    });
                     if let Some(slice) = read.records {
                         total += slice.len();
                         out.records = Some(TopicRecords {
@@ -281,12 +283,11 @@ fn collect(state: &BrokerState, req: &FetchRequest, version: i16) -> (FetchOut, 
                         });
                     }
                 }
+                // As Kafka: a refused read leaves the offsets unknown (-1) and aborted null.
                 Err(e) => {
                     errors = true;
                     out.error_code = error_code(&e);
-                    out.high_watermark = log.log_end_offset();
-                    out.last_stable_offset = log.last_stable_offset();
-                    out.log_start_offset = log.log_start_offset();
+                    out.aborted = None;
                 }
             }
             partitions.push(out);

@@ -108,8 +108,11 @@ pub(crate) fn find_coordinator(
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
+    // Kafka's v1-v3 answer names the error, "NONE" included.
+    let message = (version >= 1 && error == 0).then(|| str_bytes("NONE"));
     FindCoordinatorResponse::default()
         .with_error_code(error)
+        .with_error_message(message)
         .with_node_id(BrokerId(node))
         .with_host(str_bytes(&host))
         .with_port(port)
@@ -640,6 +643,7 @@ pub(crate) fn list_groups(state: &Arc<BrokerState>, req: ListGroupsRequest) -> L
 pub(crate) fn describe_groups(
     state: &Arc<BrokerState>,
     req: DescribeGroupsRequest,
+    version: i16,
 ) -> DescribeGroupsResponse {
     let groups = req
         .groups
@@ -650,6 +654,16 @@ pub(crate) fn describe_groups(
                 return out.with_error_code(LOAD_IN_PROGRESS);
             }
             let d = state.groups.read(|c| c.describe_group(id.as_str()));
+            // KIP-1043: from v6 a group that does not exist is an error, not a Dead group.
+            if version >= 6 && d.state == sluice_group::GroupState::Dead && d.members.is_empty() {
+                return out
+                    .with_group_state(str_bytes(d.state.name()))
+                    .with_error_code(codes::GROUP_ID_NOT_FOUND)
+                    .with_error_message(Some(str_bytes(&format!(
+                        "Group {} not found.",
+                        id.as_str()
+                    ))));
+            }
             let ops = if req.include_authorized_operations {
                 super::describe::GROUP_OPERATIONS
             } else {

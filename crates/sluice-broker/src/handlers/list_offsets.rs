@@ -4,6 +4,7 @@
 //! offset at or after a timestamp. For a read_committed client (isolation_level 1), latest
 //! is the last stable offset.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kafka_protocol::messages::list_offsets_response::{
@@ -21,20 +22,36 @@ const EARLIEST_TIMESTAMP: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 const LATEST_TIERED_TIMESTAMP: i64 = -5;
+/// The leader epoch of every offset on a single broker.
+const LEADER_EPOCH: i32 = 0;
 
 pub(crate) async fn handle(
     state: Arc<BrokerState>,
     req: ListOffsetsRequest,
+    version: i16,
 ) -> ListOffsetsResponse {
     // Timestamp lookups read (and may decompress) batches: keep them off the reactor.
-    let result = tokio::task::spawn_blocking(move || answer(&state, &req)).await;
+    let result = tokio::task::spawn_blocking(move || answer(&state, &req, version)).await;
     result.unwrap_or_else(|e| {
         tracing::error!(error = %e, "ListOffsets lookup panicked");
         ListOffsetsResponse::default()
     })
 }
 
-fn answer(state: &BrokerState, req: &ListOffsetsRequest) -> ListOffsetsResponse {
+fn answer(state: &BrokerState, req: &ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    // A partition named twice is answered once, INVALID_REQUEST (as Kafka).
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<(&str, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.as_str(), p.partition_index))
+        })
+        .filter(|key| !seen.insert(*key))
+        .collect();
+    let mut answered = HashSet::new();
     let topics = req
         .topics
         .iter()
@@ -43,6 +60,7 @@ fn answer(state: &BrokerState, req: &ListOffsetsRequest) -> ListOffsetsResponse 
             let partitions = t
                 .partitions
                 .iter()
+                .filter(|p| answered.insert((t.name.as_str(), p.partition_index)))
                 .map(|p| {
                     let out = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index)
@@ -53,9 +71,21 @@ fn answer(state: &BrokerState, req: &ListOffsetsRequest) -> ListOffsetsResponse 
                             .ok()
                             .and_then(|i| t.partitions.get(i))
                     });
+                    if duplicates.contains(&(t.name.as_str(), p.partition_index)) {
+                        return out.with_error_code(ResponseError::InvalidRequest.code());
+                    }
                     match log {
                         None => out.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                        Some(log) => lookup(log, p.timestamp, req.isolation_level == 1, out),
+                        Some(log) => {
+                            let found = lookup(log, p.timestamp, req.isolation_level == 1, out);
+                            // Every offset was written under leader epoch 0: one broker, one
+                            // term (the epoch Metadata reports). The field exists from v4.
+                            if found.offset >= 0 && version >= 4 {
+                                found.with_leader_epoch(LEADER_EPOCH)
+                            } else {
+                                found
+                            }
+                        }
                     }
                 })
                 .collect();

@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 use super::describe::{CLUSTER_OPERATIONS, OPERATIONS_NOT_ASKED, TOPIC_OPERATIONS};
 use super::str_bytes;
-use crate::auto_create::Requested;
 use crate::{is_internal_topic, BrokerState};
 
 pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> MetadataResponse {
@@ -64,7 +63,8 @@ pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) ->
 }
 
 /// A topic by name. An unknown topic that may be auto-created is queued for creation and
-/// answered with LEADER_NOT_AVAILABLE, as Kafka does: the request never waits for it.
+/// answered with UNKNOWN_TOPIC_OR_PARTITION, as Kafka 4 answers it: the request never waits
+/// for the creation, and the client asks again.
 fn by_name(
     state: &BrokerState,
     name: &str,
@@ -86,18 +86,17 @@ fn by_name(
     if !auto_create || is_internal_topic(name) {
         return unknown(ResponseError::UnknownTopicOrPartition.code());
     }
-    let requested = state.auto_create.request(name, *asked_to_create);
+    state.auto_create.request(name, *asked_to_create);
     *asked_to_create += 1;
-    match requested {
-        Requested::Pending => unknown(ResponseError::LeaderNotAvailable.code()),
-        Requested::Refused => unknown(ResponseError::UnknownTopicOrPartition.code()),
-    }
+    // Queued (or refused, over the per-request limit), the topic does not exist yet.
+    unknown(ResponseError::UnknownTopicOrPartition.code())
 }
 
 fn by_id(state: &BrokerState, id: Uuid) -> MetadataResponseTopic {
     match state.logs.topic_by_id(id) {
         Some(topic) => describe(state, &topic),
         None => MetadataResponseTopic::default()
+            .with_name(None)
             .with_topic_id(id)
             .with_error_code(ResponseError::UnknownTopicId.code()),
     }

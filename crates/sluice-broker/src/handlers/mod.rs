@@ -152,9 +152,12 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
                 }))
             }))))
         }
-        Request::ListOffsets(r) => {
-            respond(api, version, corr, list_offsets::handle(state.clone(), r))
-        }
+        Request::ListOffsets(r) => respond(
+            api,
+            version,
+            corr,
+            list_offsets::handle(state.clone(), r, version),
+        ),
         Request::CreateTopics(r) => ready(api, version, corr, admin::create_topics(state, r)),
         Request::DeleteTopics(r) => ready(api, version, corr, admin::delete_topics(state, r)),
         Request::DescribeConfigs(r) => ready(
@@ -185,7 +188,12 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
             ready(api, version, corr, groups::offset_fetch(state, r, version))
         }
         Request::ListGroups(r) => ready(api, version, corr, groups::list_groups(state, r)),
-        Request::DescribeGroups(r) => ready(api, version, corr, groups::describe_groups(state, r)),
+        Request::DescribeGroups(r) => ready(
+            api,
+            version,
+            corr,
+            groups::describe_groups(state, r, version),
+        ),
         Request::DeleteGroups(r) => groups::delete_groups(state, r, version, corr),
         Request::OffsetDelete(r) => groups::offset_delete(state, r, version, corr),
         Request::DeleteRecords(r) => ready(api, version, corr, delete_records::handle(state, r)),

@@ -80,6 +80,7 @@ pub(crate) fn handle(
                 (records, _) => records.as_deref(),
             };
             let mut refused_records: Option<(Vec<i32>, String)> = None;
+            let mut refused_log_start = -1;
             let result = match (log, records) {
                 // Only the coordinator writes its topic: a client record there would be
                 // replayed as group state.
@@ -101,7 +102,11 @@ pub(crate) fn handle(
                                     format!("{message} in topic partition {name}-{}.", data.index);
                                 refused_records = Some((records.clone(), detail));
                             }
-                            error_code(&e)
+                            let code = error_code(&e);
+                            if reports_log_start(code) {
+                                refused_log_start = log.log_start_offset();
+                            }
+                            code
                         })
                     };
                     match transactional_producer(records) {
@@ -119,7 +124,7 @@ pub(crate) fn handle(
                                     code,
                                     "transactional produce outside the producer's transaction"
                                 );
-                                Err(code)
+                                Err(super::txn::abortable_for(code, version, 11))
                             }),
                         Ok(None) => append(),
                     }
@@ -147,7 +152,9 @@ pub(crate) fn handle(
                     }
                 }
                 Err(code) => {
-                    out = out.with_error_code(code);
+                    out = out
+                        .with_error_code(code)
+                        .with_log_start_offset(refused_log_start);
                     // Record errors exist from v8 on.
                     if let Some((records, detail)) = refused_records.filter(|_| version >= 8) {
                         out = with_record_errors(out, &records, &detail);
@@ -315,4 +322,20 @@ fn log_refusal(topic: &str, partition: i32, e: &StorageError) {
         StorageError::Offline => {}
         _ => tracing::info!(topic, partition, error = %e, "produce refused"),
     }
+}
+
+/// Whether a refused append answers the partition's log start offset. Kafka answers -1 only
+/// where the partition could not be reached or the request could not be read (unknown
+/// partition, not the leader, too large, corrupt, storage failure) and the log start offset
+/// for every other refusal (invalid records, sequence and epoch errors...).
+fn reports_log_start(code: i16) -> bool {
+    ![
+        ResponseError::UnknownTopicOrPartition.code(),
+        ResponseError::NotLeaderOrFollower.code(),
+        ResponseError::MessageTooLarge.code(),
+        ResponseError::RecordListTooLarge.code(),
+        ResponseError::CorruptMessage.code(),
+        ResponseError::KafkaStorageError.code(),
+    ]
+    .contains(&code)
 }

@@ -42,6 +42,17 @@ fn fenced_for(code: i16, version: i16, since: i16) -> i16 {
     }
 }
 
+/// A transactional write outside the producer's transaction: INVALID_TXN_STATE for clients
+/// that predate KIP-890's TRANSACTION_ABORTABLE (which Kafka answers from Produce v11 and
+/// TxnOffsetCommit v4, the versions whose clients abort on it instead of failing).
+pub(crate) fn abortable_for(code: i16, version: i16, since: i16) -> i16 {
+    if code == codes::INVALID_TXN_STATE && version >= since {
+        codes::TRANSACTION_ABORTABLE
+    } else {
+        code
+    }
+}
+
 /// Checks the coordinator is loaded and its topic exists.
 fn ready_to_change(state: &BrokerState) -> Result<(), i16> {
     if !state.txns.is_loaded() {
@@ -422,7 +433,7 @@ pub(crate) fn txn_offset_commit(
     let (result, durable) = match verified {
         Ok(called) => called,
         Err(code) => {
-            let code = fenced_for(code, version, 3);
+            let code = abortable_for(fenced_for(code, version, 3), version, 4);
             return ready(
                 api,
                 version,
@@ -506,11 +517,9 @@ pub(crate) fn describe_transactions(
         .transactional_ids
         .iter()
         .map(|id| {
+            // Errors leave every other field at its schema default (0), as Kafka does.
             let out = describe_transactions_response::TransactionState::default()
-                .with_transactional_id(id.clone())
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1)
-                .with_transaction_start_time_ms(-1);
+                .with_transactional_id(id.clone());
             if !loaded {
                 return out.with_error_code(codes::COORDINATOR_LOAD_IN_PROGRESS);
             }
