@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+import crosscheck
 from conftest import ROOT, running_broker
 
 GO_BIN = ROOT / "tests" / "go" / ".cache" / "bin"
@@ -146,16 +147,8 @@ def end_offsets(records):
 
 def committed(broker, group, topic, partitions=PARTITIONS):
     """The group's committed offsets on `topic` as confluent-kafka reads them (partitions
-    with no commit left out)."""
-    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
-                  "enable.auto.commit": False})
-    try:
-        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=WAIT_S)
-    finally:
-        c.close()
-    for tp in tps:
-        assert tp.error is None, tp.error
-    return {str(tp.partition): tp.offset for tp in tps if tp.offset >= 0}
+    with no commit left out), keyed as the Go programs report them."""
+    return {str(p): o for p, o in crosscheck.committed(broker, group, topic, partitions).items()}
 
 
 def check_log(consumed, pairs):

@@ -14,7 +14,6 @@ import collections
 import os
 import pathlib
 import re
-import struct
 import subprocess
 import time
 import urllib.request
@@ -24,7 +23,7 @@ from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, Producer, T
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from conftest import running_broker
-from test_hostile import connect, frame, recv_frame
+from crosscheck import fetch_batches
 
 JAVA_DIR = pathlib.Path(__file__).resolve().parents[1] / "java"
 CACHE = JAVA_DIR / ".cache"
@@ -203,48 +202,6 @@ def ensure_internal_topics(broker):
     assert {"__consumer_offsets", "__transaction_state"} <= set(meta.topics)
 
 
-# -- record batches on the wire --------------------------------------------------------------
-
-def fetch_batches(broker, topic, partition, high_watermark):
-    """Every record batch of one partition (Fetch v4, read_uncommitted), as dicts of the
-    batch header fields, until `high_watermark` is reached."""
-    name = topic.encode()
-    s = connect(broker)
-    batches, offset, corr = [], 0, 0
-    try:
-        while offset < high_watermark:
-            corr += 1
-            body = struct.pack(">iiiib", -1, 100, 1, 1 << 20, 0)
-            body += struct.pack(">i", 1) + struct.pack(">h", len(name)) + name
-            body += struct.pack(">i", 1) + struct.pack(">iqi", partition, offset, 1 << 20)
-            s.sendall(frame(1, 4, corr, body, client_id=b"java-tests"))
-            resp = recv_frame(s)
-            at = 12 + 2 + len(name) + 4
-            _part, error, _hw, _lso = struct.unpack(">ihqq", resp[at:at + 22])
-            assert error == 0, f"fetch {topic}-{partition}@{offset}: error {error}"
-            at += 22
-            (aborted,) = struct.unpack(">i", resp[at:at + 4])
-            at += 4 + max(aborted, 0) * 16
-            (length,) = struct.unpack(">i", resp[at:at + 4])
-            records = resp[at + 4:at + 4 + max(length, 0)]
-            pos = 0
-            while pos + 61 <= len(records):
-                base, blen = struct.unpack(">qi", records[pos:pos + 12])
-                if pos + 12 + blen > len(records):
-                    break
-                raw = records[pos:pos + 12 + blen]
-                attrs, last_delta = struct.unpack(">hi", raw[21:27])
-                pid, epoch, seq, count = struct.unpack(">qhii", raw[43:61])
-                batches.append({"base": base, "last": base + last_delta, "magic": raw[16],
-                                "attributes": attrs, "producer_id": pid, "epoch": epoch,
-                                "base_sequence": seq, "count": count})
-                offset = base + last_delta + 1
-                pos += 12 + blen
-    finally:
-        s.close()
-    return batches
-
-
 # -- kafka-clients 4.x -----------------------------------------------------------------------
 
 def test_java_idempotent_producer_writes_each_record_once_in_order_with_sequences(shared_broker):
@@ -273,7 +230,7 @@ def test_java_idempotent_producer_writes_each_record_once_in_order_with_sequence
         assert len(batches) > 1, f"partition {p}: the sequence check needs several batches"
         assert sum(b["count"] for b in batches) == count
         for b in batches:
-            assert b["magic"] == 2 and b["attributes"] & 0x10 == 0, b  # not transactional
+            assert b["magic"] == 2 and not b["transactional"], b
             assert b["producer_id"] >= 0 and b["epoch"] >= 0, b
             assert b["base_sequence"] == b["base"], f"partition {p}: {b}"
             producer_ids.add((b["producer_id"], b["epoch"]))
