@@ -4,7 +4,10 @@
 //! - a periodic checkpoint stuck in a sync never stops the broker from accepting connections,
 //!   answering them, or noticing a shutdown;
 //! - an offline log directory (a failed sync) makes `/health/ready` answer 503 with the
-//!   reason, shows in the metrics, and refuses topic changes as every write is refused.
+//!   reason, shows in the metrics, and refuses topic changes as every write is refused;
+//! - with the commit rule held back (`sluice_broker::start_with`, as replication will hold
+//!   it), a consumer never receives an uncommitted record, ListOffsets reports the high
+//!   watermark, and an acks=all produce is answered only once its records are committed.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -15,9 +18,12 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::{Offset, TopicPartitionList};
 use sluice_broker::BrokerConfig;
 use sluice_storage::Durability;
 
@@ -316,4 +322,130 @@ async fn an_offline_log_directory_makes_the_broker_not_ready() {
     assert!(dir.path().join("kept-0").exists());
     // The final flush cannot sync either; shutdown reports it.
     assert!(broker.shutdown().await.is_err());
+}
+
+/// Readers see only committed records, whatever the log holds: with the broker's commit
+/// rule held, a record produced with acks=1 is in the log but a librdkafka consumer reading
+/// from the beginning gets nothing and ListOffsets says the partition ends at 0; once
+/// released, the consumer gets it. An acks=all produce is not answered while its record is
+/// uncommitted, and is answered (successfully) once it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_see_only_committed_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = Arc::new(sluice_partition::ManualCommit::default());
+    let seams = sluice_broker::Seams {
+        commit: Some(rule.clone()),
+        ..sluice_broker::Seams::default()
+    };
+    let broker = sluice_broker::start_with(config(dir.path()), seams)
+        .await
+        .expect("broker starts");
+    let bootstrap = broker.local_addr().to_string();
+    let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().unwrap();
+    let created = admin
+        .create_topics(
+            &[NewTopic::new("held", 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+
+    rule.hold();
+    let producer: FutureProducer = client(&bootstrap).set("acks", "1").create().unwrap();
+    producer
+        .send(
+            FutureRecord::<(), _>::to("held").payload("one"),
+            STEP_TIMEOUT,
+        )
+        .await
+        .expect("acks=1 is answered once the record is appended");
+    assert_eq!(rule.pending(), 1, "the append waits for its commit");
+
+    let consumer: BaseConsumer = client(&bootstrap)
+        .set("group.id", "held-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "50")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset("held", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let consumer = Arc::new(consumer);
+    let watermarks = {
+        let c = consumer.clone();
+        tokio::task::spawn_blocking(move || c.fetch_watermarks("held", 0, STEP_TIMEOUT))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(
+        watermarks,
+        (0, 0),
+        "ListOffsets reported an uncommitted end"
+    );
+    // A second of fetches (each long poll 50 ms) sees nothing.
+    let seen = {
+        let c = consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            let until = std::time::Instant::now() + Duration::from_secs(1);
+            let mut seen = 0;
+            while std::time::Instant::now() < until {
+                if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+                    seen += 1;
+                }
+            }
+            seen
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(seen, 0, "a consumer received an uncommitted record");
+
+    // acks=all: not answered while held.
+    let all: FutureProducer = client(&bootstrap).set("acks", "all").create().unwrap();
+    let sending = tokio::spawn(async move {
+        all.send(
+            FutureRecord::<(), _>::to("held").payload("two"),
+            STEP_TIMEOUT,
+        )
+        .await
+        .map(|d| (d.partition, d.offset))
+        .map_err(|(e, _)| e.to_string())
+    });
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    while rule.pending() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the acks=all record never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !sending.is_finished(),
+        "acks=all was answered before the commit"
+    );
+    rule.release();
+    let delivered = tokio::time::timeout(STEP_TIMEOUT, sending)
+        .await
+        .expect("acks=all answered after the commit")
+        .unwrap();
+    assert_eq!(delivered, Ok((0, 1)));
+
+    let received = tokio::task::spawn_blocking(move || {
+        let until = std::time::Instant::now() + STEP_TIMEOUT;
+        let mut values = Vec::new();
+        while values.len() < 2 && std::time::Instant::now() < until {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                values.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+            }
+        }
+        values
+    })
+    .await
+    .unwrap();
+    assert_eq!(received, vec!["one".to_string(), "two".to_string()]);
+    broker.shutdown().await.expect("clean shutdown");
 }

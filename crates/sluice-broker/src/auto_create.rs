@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_storage::{EveryInterval, NewTopic};
+use sluice_partition::{EveryInterval, NewTopic};
 use tokio::sync::Notify;
 
 use crate::config::BrokerConfig;
@@ -128,7 +128,7 @@ async fn create_batch(state: &Arc<BrokerState>, batch: Vec<String>, partitions: 
             overrides: BTreeMap::new(),
         })
         .collect();
-    let logs = state.logs.clone();
+    let logs = state.replicas.clone();
     let created = tokio::task::spawn_blocking(move || logs.create_topics(topics, false)).await;
     let results = match created {
         Ok(results) => results,
@@ -151,7 +151,7 @@ async fn create_batch(state: &Arc<BrokerState>, batch: Vec<String>, partitions: 
                 }
             }
             // Created meanwhile by a CreateTopics request: nothing to do.
-            Err(sluice_storage::StorageError::TopicExists(_)) => {}
+            Err(sluice_partition::StorageError::TopicExists(_)) => {}
             Err(e) => {
                 if let Some(suppressed) = state.auto_create.failure_log.due() {
                     tracing::warn!(topic = name, error = %e, suppressed, "cannot auto-create topic");

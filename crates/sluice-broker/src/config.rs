@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use sluice_group::CoordinatorConfig;
-use sluice_storage::{CleanerConfig, LogConfig, TimestampPolicy};
+use sluice_partition::{CleanerConfig, LogConfig, TimestampPolicy};
 use sluice_txn::TxnConfig;
 
 /// Everything the broker needs to run. [`BrokerConfig::default`] is the zero-config broker

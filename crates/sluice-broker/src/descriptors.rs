@@ -78,7 +78,7 @@ impl Descriptors {
     /// Whether `new` more descriptors fit beside what is open now.
     fn room_for(&self, new: usize, connections: usize) -> Result<(), NoRoom> {
         fits(
-            sluice_storage::open_file_count(),
+            sluice_partition::open_file_count(),
             connections,
             new,
             open_file_limit(),

@@ -1,7 +1,7 @@
 //! Storage errors as Kafka error codes.
 
 use kafka_protocol::ResponseError;
-use sluice_storage::StorageError;
+use sluice_partition::StorageError;
 
 /// The Kafka error code a client should see for a storage error.
 pub fn error_code(e: &StorageError) -> i16 {

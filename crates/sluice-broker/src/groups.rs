@@ -7,20 +7,19 @@
 //! an offset commit is acknowledged only once its record is fsynced, exactly like a produce
 //! with acks=all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sluice_group::{
     CoordinatorConfig, GroupCoordinator, JoinResponse, Output, Record, SyncResponse, WaiterId,
 };
-use sluice_records::{BatchBuilder, NewRecord};
-use sluice_storage::{LogManager, StorageError, UnifiedLog};
+use sluice_partition::{Partition, ReplicaManager, StorageError};
 use tokio::sync::oneshot;
 
-use crate::flusher::FlushWait;
 use crate::internal_topic::{self, ReplayCounts};
 use crate::{now_ms, BrokerState};
+use sluice_partition::FlushWait;
 
 /// A committed offset and how far behind the partition's end it is.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -51,10 +50,6 @@ pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// How often sessions and rebalance timers are checked: the resolution of every group timer.
 /// The longest the group timers sleep between looks at the coordinator's next deadline.
 pub(crate) const TICK_MS: u64 = 100;
-
-/// Bytes of records per batch the coordinator writes. A single record larger than this gets
-/// a batch of its own, which `OFFSETS_TOPIC_MESSAGE_MAX_BYTES` bounds.
-const BATCH_TARGET_BYTES: usize = 256 << 10;
 
 /// `max.message.bytes` of the offsets topic: room for the group record of a large group.
 const OFFSETS_TOPIC_MESSAGE_MAX_BYTES: usize = 16 << 20;
@@ -186,12 +181,12 @@ impl Groups {
     /// committed there, so OffsetFetch never disagrees with the log.
     pub fn write_marker(
         &self,
-        log: &UnifiedLog,
+        log: &Arc<Partition>,
         offsets_partition: i32,
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
-    ) -> Result<sluice_storage::AppendOutcome, StorageError> {
+    ) -> Result<sluice_partition::AppendOutcome, StorageError> {
         let mut inner = self.lock();
         let outcome = log.append_marker(producer_id, producer_epoch, commit, 0, now_ms())?;
         inner
@@ -209,12 +204,12 @@ impl Groups {
     /// the admin API and the console. Lag is the partition's end minus the committed offset
     /// (never negative); offsets of partitions that no longer exist are left out. The
     /// coordinator lock is released before any log is looked at.
-    pub fn lags(&self, logs: &LogManager) -> Vec<GroupLag> {
+    pub fn lags(&self, logs: &ReplicaManager) -> Vec<GroupLag> {
         self.lags_of(logs, None)
     }
 
     /// [`Groups::lags`] of one group only (empty if it does not exist), or of all.
-    pub fn lags_of(&self, logs: &LogManager, only: Option<&str>) -> Vec<GroupLag> {
+    pub fn lags_of(&self, logs: &ReplicaManager, only: Option<&str>) -> Vec<GroupLag> {
         let groups = self.read(|c| {
             c.list_groups(&[])
                 .into_iter()
@@ -233,7 +228,8 @@ impl Groups {
                     .into_iter()
                     .filter_map(|(topic, partition, committed)| {
                         let committed = committed?;
-                        let end = logs.partition(&topic, partition)?.log_end_offset();
+                        // As a consumer sees the end: the high watermark.
+                        let end = logs.partition(&topic, partition)?.high_watermark();
                         Some(OffsetLag {
                             lag: (end - committed.offset).max(0),
                             topic,
@@ -297,7 +293,7 @@ impl Groups {
     pub fn load(&self, state: &BrokerState) -> Result<(), StorageError> {
         let started = std::time::Instant::now();
         let mut config = self.lock().coordinator.config().clone();
-        let topic = state.logs.topic(OFFSETS_TOPIC);
+        let topic = state.replicas.topic(OFFSETS_TOPIC);
         if let Some(topic) = &topic {
             let existing = topic.partitions.len() as i32;
             if existing != config.offsets_topic_partitions {
@@ -398,7 +394,7 @@ impl Inner {
 pub(crate) fn offsets_topic(
     state: &BrokerState,
     partitions: i32,
-) -> Result<Arc<sluice_storage::Topic>, StorageError> {
+) -> Result<Arc<sluice_partition::Topic>, StorageError> {
     internal_topic::ensure(
         state,
         OFFSETS_TOPIC,
@@ -414,45 +410,6 @@ fn append(
     records: Vec<Record>,
 ) -> Result<Vec<FlushWait>, StorageError> {
     let topic = offsets_topic(state, partitions)?;
-    let now = now_ms();
-    // Keep emission order within each partition; partitions are independent.
-    let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
-    for r in records {
-        by_partition.entry(r.partition).or_default().push(r);
-    }
-    let mut waits = Vec::new();
-    for (p, records) in by_partition {
-        let log = usize::try_from(p)
-            .ok()
-            .and_then(|i| topic.partitions.get(i))
-            .ok_or_else(|| StorageError::Io(format!("{OFFSETS_TOPIC} has no partition {p}")))?;
-        let new_builder = |producer: Option<(i64, i16)>| {
-            let mut builder = BatchBuilder::new(now);
-            if let Some((pid, epoch)) = producer {
-                // A transactional offset commit: part of the producer's transaction, so that
-                // its marker commits or aborts it (no sequence: the client never writes here).
-                builder.producer(pid, epoch, -1).transactional();
-            }
-            builder
-        };
-        let mut builder = new_builder(records[0].producer);
-        let mut bytes = 0;
-        for (i, r) in records.iter().enumerate() {
-            bytes += r.key.len() + r.value.as_ref().map_or(0, |v| v.len());
-            builder.push(NewRecord {
-                key: Some(r.key.to_vec()),
-                value: r.value.as_ref().map(|v| v.to_vec()),
-                ..NewRecord::default()
-            });
-            let next = records.get(i + 1).map(|n| n.producer);
-            if bytes >= BATCH_TARGET_BYTES || next.is_none_or(|p| p != r.producer) {
-                let outcome = log.append(&builder.build(), now)?;
-                waits.push(state.flusher.flush(log.clone(), outcome.last_offset + 1));
-                builder = new_builder(next.flatten());
-                bytes = 0;
-            }
-        }
-    }
-    state.notify_appended();
-    Ok(waits)
+    let ends = internal_topic::append(&topic, OFFSETS_TOPIC, records, now_ms())?;
+    Ok(ends.into_iter().map(|(log, end)| log.flush(end)).collect())
 }

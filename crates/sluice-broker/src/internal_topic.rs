@@ -1,11 +1,13 @@
 //! What the coordinators' internal topics (`__consumer_offsets`, `__transaction_state`) share:
-//! creation on first use as compacted topics, and replay of their records at start-up.
+//! creation on first use as compacted topics, appending the records a coordinator emitted,
+//! and replay of their records at start-up.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sluice_records::{BatchHeader, BatchIter, ControlType};
-use sluice_storage::{StorageError, Topic, UnifiedLog};
+use bytes::Bytes;
+use sluice_partition::{Partition, StorageError, Topic};
+use sluice_records::{BatchBuilder, BatchHeader, BatchIter, ControlType, NewRecord};
 
 use crate::BrokerState;
 
@@ -23,7 +25,7 @@ pub(crate) fn ensure(
     segment_bytes: u64,
     max_message_bytes: usize,
 ) -> Result<Arc<Topic>, StorageError> {
-    if let Some(topic) = state.logs.topic(name) {
+    if let Some(topic) = state.replicas.topic(name) {
         return Ok(topic);
     }
     let overrides = BTreeMap::from([
@@ -34,19 +36,119 @@ pub(crate) fn ensure(
             max_message_bytes.to_string(),
         ),
     ]);
-    let created =
-        tokio::task::block_in_place(|| state.logs.create_topic(name, partitions, overrides, false));
+    let created = tokio::task::block_in_place(|| {
+        state
+            .replicas
+            .create_topic(name, partitions, overrides, false)
+    });
     match created {
         Ok(topic) => {
             tracing::info!(partitions, "created {name}");
             Ok(topic)
         }
         Err(StorageError::TopicExists(_)) => state
-            .logs
+            .replicas
             .topic(name)
             .ok_or_else(|| StorageError::Io(format!("{name} vanished"))),
         Err(e) => Err(e),
     }
+}
+
+/// A batch is closed once its keys and values reach this many bytes, so one coordinator call
+/// that emits many records (a large offset commit) writes several batches, each well under
+/// the topic's `max.message.bytes`.
+const BATCH_TARGET_BYTES: usize = 256 << 10;
+
+/// A record a coordinator emitted for its topic.
+pub(crate) struct Emitted {
+    pub partition: i32,
+    pub key: Bytes,
+    /// `None` is a tombstone.
+    pub value: Option<Bytes>,
+    /// For a transactional offset commit: the producer id and epoch whose transaction the
+    /// record belongs to (it is written in a transactional batch of that producer, so that
+    /// the transaction's marker commits or aborts it).
+    pub producer: Option<(i64, i16)>,
+}
+
+impl From<sluice_group::Record> for Emitted {
+    fn from(r: sluice_group::Record) -> Self {
+        let sluice_group::Record {
+            partition,
+            key,
+            value,
+            producer,
+        } = r;
+        Self {
+            partition,
+            key,
+            value,
+            producer,
+        }
+    }
+}
+
+impl From<sluice_txn::Record> for Emitted {
+    fn from(r: sluice_txn::Record) -> Self {
+        let sluice_txn::Record {
+            partition,
+            key,
+            value,
+        } = r;
+        Self {
+            partition,
+            key,
+            value,
+            producer: None,
+        }
+    }
+}
+
+/// Appends `records` to `topic` (named `name`), in emission order within each partition:
+/// one batch per run of records of one partition and producer, closed at
+/// [`BATCH_TARGET_BYTES`]. Returns each batch's partition and end offset, to be made durable.
+pub(crate) fn append(
+    topic: &Topic,
+    name: &str,
+    records: impl IntoIterator<Item = impl Into<Emitted>>,
+    now: i64,
+) -> Result<Vec<(Arc<Partition>, i64)>, StorageError> {
+    let mut by_partition: BTreeMap<i32, Vec<Emitted>> = BTreeMap::new();
+    for r in records.into_iter().map(Into::into) {
+        by_partition.entry(r.partition).or_default().push(r);
+    }
+    let mut ends = Vec::new();
+    for (p, records) in by_partition {
+        let log = topic
+            .partition(p)
+            .ok_or_else(|| StorageError::Io(format!("{name} has no partition {p}")))?;
+        let new_builder = |producer: Option<(i64, i16)>| {
+            let mut builder = BatchBuilder::new(now);
+            if let Some((pid, epoch)) = producer {
+                // No sequence: no client ever writes here.
+                builder.producer(pid, epoch, -1).transactional();
+            }
+            builder
+        };
+        let mut builder = new_builder(records[0].producer);
+        let mut bytes = 0;
+        for (i, r) in records.iter().enumerate() {
+            bytes += r.key.len() + r.value.as_ref().map_or(0, |v| v.len());
+            builder.push(NewRecord {
+                key: Some(r.key.to_vec()),
+                value: r.value.as_ref().map(|v| v.to_vec()),
+                ..NewRecord::default()
+            });
+            let next = records.get(i + 1).map(|n| n.producer);
+            if bytes >= BATCH_TARGET_BYTES || next.is_none_or(|p| p != r.producer) {
+                let outcome = log.append(&builder.build(), now)?;
+                ends.push((log.clone(), outcome.last_offset + 1));
+                builder = new_builder(next.flatten());
+                bytes = 0;
+            }
+        }
+    }
+    Ok(ends)
 }
 
 /// One record met while replaying: its key and value, and the producer of its batch when
@@ -71,20 +173,20 @@ pub(crate) struct ReplayCounts {
 /// `marker` as (producer id, commit). Recovery has checked every batch's CRC; a batch that
 /// still does not decode is skipped rather than leaving the coordinator unavailable.
 pub(crate) fn replay(
-    log: &UnifiedLog,
+    log: &Partition,
     name: &str,
     counts: &mut ReplayCounts,
     mut record: impl FnMut(Replayed<'_>) -> bool,
     mut marker: impl FnMut(i64, bool),
 ) -> Result<(), StorageError> {
     let mut offset = log.log_start_offset();
-    let end = log.log_end_offset();
+    let end = log.high_watermark();
     while offset < end {
-        let read = log.read(offset, LOAD_READ_BYTES, true)?;
-        if read.records.is_empty() {
+        let read = log.read_bytes(offset, LOAD_READ_BYTES)?;
+        if read.is_empty() {
             break;
         }
-        for batch in BatchIter::new(&read.records) {
+        for batch in BatchIter::new(&read) {
             let batch = batch.map_err(|e| StorageError::Corrupt(e.to_string()))?;
             let header =
                 BatchHeader::parse(batch).map_err(|e| StorageError::Corrupt(e.to_string()))?;

@@ -9,7 +9,6 @@ mod budget;
 pub mod config;
 mod descriptors;
 mod errors;
-mod flusher;
 mod groups;
 mod handlers;
 mod internal_topic;
@@ -21,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_storage::LogManager;
+use sluice_partition::{CommitOnAppend, ReplicaManager};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -31,15 +30,12 @@ pub use config::BrokerConfig;
 #[derive(Debug)]
 pub(crate) struct BrokerState {
     pub config: BrokerConfig,
-    pub logs: Arc<LogManager>,
+    /// Every partition, through the partition layer: the broker's only door to storage.
+    pub replicas: Arc<ReplicaManager>,
     /// The advertised (host, port), fixed once the listener is bound.
     pub advertised: (String, u16),
-    /// Bumped after every append; long-polling fetches wait on it.
-    pub appended: watch::Sender<u64>,
     /// Flips to true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
-    /// Makes acks=all appends durable, in groups across partitions and requests.
-    pub flusher: flusher::Flusher,
     /// The group coordinator and its `__consumer_offsets` log.
     pub groups: groups::Groups,
     /// The transaction coordinator and its `__transaction_state` log.
@@ -56,12 +52,6 @@ pub(crate) struct BrokerState {
     pub response_bytes: Arc<budget::Budget>,
     /// Unsupported request versions already logged, per client and API.
     pub version_log: handlers::VersionLog,
-}
-
-impl BrokerState {
-    pub fn notify_appended(&self) {
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
-    }
 }
 
 /// A broker that is accepting connections.
@@ -127,8 +117,27 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
 /// one: the seam fault tests use to make syncs fail or wait.
 pub async fn start_with_durability(
     config: BrokerConfig,
-    durability: Option<Arc<dyn sluice_storage::Durability>>,
+    durability: Option<Arc<dyn sluice_partition::Durability>>,
 ) -> Result<RunningBroker, String> {
+    let seams = Seams {
+        durability,
+        ..Seams::default()
+    };
+    start_with(config, seams).await
+}
+
+/// The seams fault tests use to break or slow the broker.
+#[derive(Default)]
+pub struct Seams {
+    /// Every fsync goes through it instead of the timed production one.
+    pub durability: Option<Arc<dyn sluice_partition::Durability>>,
+    /// When an append counts as committed, instead of at once ([`CommitOnAppend`]).
+    pub commit: Option<Arc<dyn sluice_partition::CommitRule>>,
+}
+
+/// [`start`], with the given seams.
+pub async fn start_with(config: BrokerConfig, seams: Seams) -> Result<RunningBroker, String> {
+    let Seams { durability, commit } = seams;
     let metrics = Arc::new(metrics::Metrics::new(config.metrics_enabled));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // The admin listener comes first, so health checks can see the recovery.
@@ -151,7 +160,16 @@ pub async fn start_with_durability(
     };
     let abort_admin = admin.as_ref().map(|(_, task)| task.abort_handle());
     let durability = durability.unwrap_or_else(|| Arc::new(metrics::TimedFsync(metrics.clone())));
-    let opened = open(config, metrics, durability, shutdown_tx, shutdown_rx, admin).await;
+    let commit = commit.unwrap_or_else(|| Arc::new(CommitOnAppend));
+    let opened = open(
+        config,
+        metrics,
+        (durability, commit),
+        shutdown_tx,
+        shutdown_rx,
+        admin,
+    )
+    .await;
     if let (Err(_), Some(admin)) = (&opened, abort_admin) {
         admin.abort();
     }
@@ -162,7 +180,10 @@ pub async fn start_with_durability(
 async fn open(
     config: BrokerConfig,
     metrics: Arc<metrics::Metrics>,
-    durability: Arc<dyn sluice_storage::Durability>,
+    (durability, commit): (
+        Arc<dyn sluice_partition::Durability>,
+        Arc<dyn sluice_partition::CommitRule>,
+    ),
     shutdown_tx: watch::Sender<bool>,
     shutdown_rx: watch::Receiver<bool>,
     admin: Option<(Arc<admin::Admin>, tokio::task::JoinHandle<()>)>,
@@ -170,16 +191,17 @@ async fn open(
     let data_dir = config.data_dir.clone();
     let log_defaults = config.log.clone();
     let started = std::time::Instant::now();
-    let logs =
-        tokio::task::spawn_blocking(move || LogManager::open(&data_dir, log_defaults, durability))
-            .await
-            .map_err(|e| format!("opening the data directory panicked: {e}"))?
-            .map_err(|e| {
-                format!(
-                    "cannot open data directory {}: {e}",
-                    config.data_dir.display()
-                )
-            })?;
+    let logs = tokio::task::spawn_blocking(move || {
+        ReplicaManager::open(&data_dir, log_defaults, durability, commit)
+    })
+    .await
+    .map_err(|e| format!("opening the data directory panicked: {e}"))?
+    .map_err(|e| {
+        format!(
+            "cannot open data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let partitions: usize = logs.topics().iter().map(|t| t.partitions.len()).sum();
     tracing::info!(
         data_dir = %config.data_dir.display(),
@@ -196,15 +218,11 @@ async fn open(
         .advertised
         .clone()
         .unwrap_or_else(|| (addr.ip().to_string(), addr.port()));
-    let (appended, _) = watch::channel(0u64);
-    let flusher =
-        flusher::Flusher::start().map_err(|e| format!("cannot start the flusher: {e}"))?;
     let groups = groups::Groups::new(config.groups.clone());
     let txns = txn::Transactions::new(config.txn.clone());
     logs.set_producer_id_expiration_ms(config.producer_id_expiration_ms);
     let auto_create = auto_create::AutoCreate::new(&config);
     let state = Arc::new(BrokerState {
-        flusher,
         groups,
         txns,
         descriptors: descriptors::Descriptors::default(),
@@ -213,9 +231,8 @@ async fn open(
         response_bytes: budget::Budget::new(config.queued_max_response_bytes),
         version_log: handlers::VersionLog::default(),
         config,
-        logs: Arc::new(logs),
+        replicas: Arc::new(logs),
         advertised,
-        appended,
         shutdown: shutdown_rx,
         metrics,
     });
@@ -228,7 +245,7 @@ async fn open(
     };
     let fd_limit = descriptors::open_file_limit();
     let fd_reserve = descriptors::reserve_for(fd_limit);
-    let open_files = sluice_storage::open_file_count();
+    let open_files = sluice_partition::open_file_count();
     let room = fd_limit.saturating_sub(fd_reserve + open_files);
     if room < state.config.max_connections {
         tracing::warn!(
@@ -302,11 +319,11 @@ where
 
 /// One cleaner pass over every compacted log, on a blocking thread, throttled as a whole.
 async fn cleaner_pass(state: Arc<BrokerState>) {
-    let logs = state.logs.clone();
+    let logs = state.replicas.clone();
     let cleaner = state.config.cleaner.clone();
     let metrics = state.metrics.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let mut throttle = sluice_storage::Throttle::new(cleaner.io_max_bytes_per_second);
+        let mut throttle = sluice_partition::Throttle::new(cleaner.io_max_bytes_per_second);
         let mut out_of_descriptors_logged = false;
         for topic in logs.topics() {
             if !topic.config.is_compacted() {
@@ -316,7 +333,7 @@ async fn cleaner_pass(state: Arc<BrokerState>) {
                 let cleaned = log.clean(now_ms(), &cleaner, &mut throttle);
                 match &cleaned {
                     Ok(Some(s)) => metrics.cleaned(s),
-                    Ok(None) | Err(sluice_storage::StorageError::UnknownTopic(_)) => {}
+                    Ok(None) | Err(sluice_partition::StorageError::UnknownTopic(_)) => {}
                     Err(_) => metrics.cleaner_failed(),
                 }
                 match cleaned {
@@ -333,14 +350,14 @@ async fn cleaner_pass(state: Arc<BrokerState>) {
                     ),
                     Ok(None) => {}
                     // Deleted while we were at it.
-                    Err(sluice_storage::StorageError::UnknownTopic(_)) => {}
+                    Err(sluice_partition::StorageError::UnknownTopic(_)) => {}
                     Err(e) => {
                         // Out of descriptors, every partition fails alike: one line a pass.
-                        if !matches!(e, sluice_storage::StorageError::OutOfDescriptors(_))
+                        if !matches!(e, sluice_partition::StorageError::OutOfDescriptors(_))
                             || !out_of_descriptors_logged
                         {
                             out_of_descriptors_logged |=
-                                matches!(e, sluice_storage::StorageError::OutOfDescriptors(_));
+                                matches!(e, sluice_partition::StorageError::OutOfDescriptors(_));
                             tracing::error!(topic = topic.name, partition = p, error = %e,
                                 "cleaning failed");
                         }
@@ -358,7 +375,7 @@ async fn cleaner_pass(state: Arc<BrokerState>) {
 /// Flushes every log and writes the recovery checkpoint, on a blocking thread: periodic, and
 /// in a task of its own, so that accepting, answering and shutting down never wait for it.
 async fn checkpoint_pass(state: Arc<BrokerState>) {
-    let logs = state.logs.clone();
+    let logs = state.replicas.clone();
     let started = std::time::Instant::now();
     match tokio::task::spawn_blocking(move || logs.flush_and_checkpoint()).await {
         Ok(Ok(())) => tracing::debug!(
@@ -372,7 +389,7 @@ async fn checkpoint_pass(state: Arc<BrokerState>) {
 
 /// One retention pass over every log, on a blocking thread.
 async fn retention_pass(state: Arc<BrokerState>) {
-    let logs = state.logs.clone();
+    let logs = state.replicas.clone();
     match tokio::task::spawn_blocking(move || logs.apply_retention(now_ms())).await {
         Ok(Ok((0, _))) => {}
         Ok(Ok((segments, bytes))) => {

@@ -20,7 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use sluice_storage::Durability;
+use sluice_partition::Durability;
 
 use crate::BrokerState;
 
@@ -553,7 +553,7 @@ impl Metrics {
         self.connections.get()
     }
 
-    pub fn cleaned(&self, stats: &sluice_storage::CleanStats) {
+    pub fn cleaned(&self, stats: &sluice_partition::CleanStats) {
         if self.enabled {
             self.cleaner_runs.inc();
             self.cleaner_bytes_read.inc_by(stats.bytes_before);
@@ -611,14 +611,14 @@ pub(crate) struct TimedFsync(pub Arc<Metrics>);
 impl Durability for TimedFsync {
     fn sync_file(&self, file: &File) -> std::io::Result<()> {
         let started = Instant::now();
-        let result = sluice_storage::Fsync.sync_file(file);
+        let result = sluice_partition::Fsync.sync_file(file);
         self.0.observe_fsync(started.elapsed());
         result
     }
 
     fn sync_dir(&self, dir: &File) -> std::io::Result<()> {
         let started = Instant::now();
-        let result = sluice_storage::Fsync.sync_dir(dir);
+        let result = sluice_partition::Fsync.sync_dir(dir);
         self.0.observe_fsync(started.elapsed());
         result
     }
@@ -654,7 +654,8 @@ fn register_log_gauges(registry: &mut Registry, state: &BrokerState) {
     let start = Family::<PartitionLabels, Gauge>::default();
     let end = Family::<PartitionLabels, Gauge>::default();
     let stable = Family::<PartitionLabels, Gauge>::default();
-    for topic in state.logs.topics() {
+    let high_watermark = Family::<PartitionLabels, Gauge>::default();
+    for topic in state.replicas.topics() {
         for (p, log) in topic.partitions.iter().enumerate() {
             let labels = partition_labels(&topic.name, p);
             size.get_or_create(&labels)
@@ -665,6 +666,9 @@ fn register_log_gauges(registry: &mut Registry, state: &BrokerState) {
             start.get_or_create(&labels).set(log.log_start_offset());
             end.get_or_create(&labels).set(log.log_end_offset());
             stable.get_or_create(&labels).set(log.last_stable_offset());
+            high_watermark
+                .get_or_create(&labels)
+                .set(log.high_watermark());
         }
     }
     registry.register_with_unit(
@@ -677,8 +681,13 @@ fn register_log_gauges(registry: &mut Registry, state: &BrokerState) {
     registry.register("log_start_offset", "First offset of a partition", start);
     registry.register(
         "log_end_offset",
-        "Offset the next record of a partition gets (the high watermark on one node)",
+        "Offset the next record of a partition gets",
         end,
+    );
+    registry.register(
+        "log_high_watermark",
+        "Offset below which a partition's records are committed and readable",
+        high_watermark,
     );
     registry.register(
         "log_last_stable_offset",
@@ -687,14 +696,14 @@ fn register_log_gauges(registry: &mut Registry, state: &BrokerState) {
     );
     // Kafka's kafka.log:type=LogManager,name=OfflineLogDirectoryCount.
     let offline = Gauge::<i64>::default();
-    offline.set(i64::from(state.logs.is_offline()));
+    offline.set(i64::from(state.replicas.is_offline()));
     registry.register(
         "log_directories_offline",
         "Log directories taken offline by a failed write or sync (until a restart)",
         offline,
     );
     let files = Gauge::<i64>::default();
-    files.set(sluice_storage::open_file_count() as i64);
+    files.set(sluice_partition::open_file_count() as i64);
     registry.register(
         "partition_open_files",
         "Segment and index files the partition logs hold open",
@@ -736,7 +745,7 @@ fn register_group_gauges(registry: &mut Registry, state: &BrokerState) {
     let lag = Family::<GroupPartitionLabels, Gauge>::default();
     let committed = Family::<GroupPartitionLabels, Gauge>::default();
     let members = Family::<GroupLabels, Gauge>::default();
-    for group in state.groups.lags(&state.logs) {
+    for group in state.groups.lags(&state.replicas) {
         members
             .get_or_create(&GroupLabels {
                 group: group.group_id.clone(),

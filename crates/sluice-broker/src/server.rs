@@ -20,10 +20,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-use sluice_storage::EveryInterval;
+use sluice_partition::EveryInterval;
 
+use sluice_partition::FileSlice;
 use sluice_records::RecordCounter;
-use sluice_storage::FileSlice;
 
 use crate::budget::{Budget, Charge, SMALL_FRAME_BYTES};
 use crate::descriptors::{ConnectionSlot, Refused};
@@ -204,7 +204,7 @@ const ABORT_GRACE: Duration = Duration::from_secs(1);
 /// Whether an accept error is the process or the system running short of a resource, which
 /// retrying at once cannot fix.
 fn accept_needs_backoff(e: &std::io::Error) -> bool {
-    sluice_storage::is_out_of_descriptors(e)
+    sluice_partition::is_out_of_descriptors(e)
         || matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM))
 }
 
@@ -288,7 +288,7 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<BrokerState>) -> Res
             connections.detach_all();
         }
     }
-    let logs = state.logs.clone();
+    let logs = state.replicas.clone();
     tokio::task::spawn_blocking(move || logs.flush_and_checkpoint())
         .await
         .map_err(|e| format!("final flush panicked: {e}"))?

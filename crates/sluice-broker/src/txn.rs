@@ -13,12 +13,11 @@
 //! Prepare record, hence before the marker, and one arriving after is refused, so no batch
 //! can land after its transaction's marker and leave a transaction nobody will end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use sluice_records::{BatchBuilder, NewRecord};
-use sluice_storage::{StorageError, UnifiedLog};
+use sluice_partition::{Partition, StorageError};
 use sluice_txn::{MarkerJob, Record, TransactionCoordinator, TxnConfig};
 use tokio::sync::oneshot;
 
@@ -147,7 +146,7 @@ impl Transactions {
     pub fn load(&self, state: &Arc<BrokerState>) -> Result<(), StorageError> {
         let started = std::time::Instant::now();
         let mut config = self.lock().config().clone();
-        let topic = state.logs.topic(TXN_TOPIC);
+        let topic = state.replicas.topic(TXN_TOPIC);
         if let Some(topic) = &topic {
             let existing = topic.partitions.len() as i32;
             if existing != config.state_partitions {
@@ -219,9 +218,7 @@ fn settle(c: &mut TransactionCoordinator, state: &Arc<BrokerState>) -> Durable {
     }
     match appended {
         Ok(ends) => Durable(
-            ends.into_iter()
-                .map(|(log, end)| state.flusher.flush(log, end))
-                .collect(),
+            ends.into_iter().map(|(log, end)| log.flush(end)).collect(),
             None,
         ),
         Err(e) => {
@@ -244,14 +241,14 @@ const MARKER_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10)
 async fn write_markers(
     state: Arc<BrokerState>,
     job: MarkerJob,
-    prepare: Vec<(Arc<UnifiedLog>, i64)>,
+    prepare: Vec<(Arc<Partition>, i64)>,
 ) {
     let mut pause = MARKER_RETRY_FIRST;
     loop {
         match try_write_markers(&state, &job, &prepare).await {
             Ok(()) => break,
             Err(e) => {
-                let stopping = *state.shutdown.borrow() || state.logs.is_offline();
+                let stopping = *state.shutdown.borrow() || state.replicas.is_offline();
                 tracing::error!(
                     transactional_id = job.transactional_id,
                     error = %e,
@@ -285,21 +282,20 @@ async fn write_markers(
 async fn try_write_markers(
     state: &Arc<BrokerState>,
     job: &MarkerJob,
-    prepare: &[(Arc<UnifiedLog>, i64)],
+    prepare: &[(Arc<Partition>, i64)],
 ) -> Result<(), StorageError> {
     for (log, end) in prepare {
-        state.flusher.flush(log.clone(), *end).wait().await?;
+        log.flush(*end).wait().await?;
     }
     let st = state.clone();
     let j = job.clone();
     let appended = tokio::task::spawn_blocking(move || append_markers(&st, &j))
         .await
         .map_err(|e| StorageError::Io(format!("marker task failed: {e}")))??;
-    state.notify_appended();
     // Register every partition first, so they share the flusher's next pass.
     let waits: Vec<_> = appended
         .into_iter()
-        .map(|(log, end)| state.flusher.flush(log, end))
+        .map(|(log, end)| log.flush(end))
         .collect();
     for w in waits {
         w.wait().await?;
@@ -311,10 +307,10 @@ async fn try_write_markers(
 fn append_markers(
     state: &BrokerState,
     job: &MarkerJob,
-) -> Result<Vec<(Arc<UnifiedLog>, i64)>, StorageError> {
+) -> Result<Vec<(Arc<Partition>, i64)>, StorageError> {
     let mut ends = Vec::with_capacity(job.partitions.len());
     for (topic, partition) in &job.partitions {
-        let log = state.logs.topic(topic).and_then(|t| {
+        let log = state.replicas.topic(topic).and_then(|t| {
             usize::try_from(*partition)
                 .ok()
                 .and_then(|i| t.partitions.get(i).cloned())
@@ -349,7 +345,7 @@ fn append_markers(
 pub(crate) fn txn_topic(
     state: &BrokerState,
     partitions: i32,
-) -> Result<Arc<sluice_storage::Topic>, StorageError> {
+) -> Result<Arc<sluice_partition::Topic>, StorageError> {
     internal_topic::ensure(
         state,
         TXN_TOPIC,
@@ -359,34 +355,12 @@ pub(crate) fn txn_topic(
     )
 }
 
-/// Appends records in emission order, one batch per run of records for one partition.
+/// Appends the coordinator's records in emission order.
 fn append(
     state: &BrokerState,
     partitions: i32,
     records: Vec<Record>,
-) -> Result<Vec<(Arc<UnifiedLog>, i64)>, StorageError> {
+) -> Result<Vec<(Arc<Partition>, i64)>, StorageError> {
     let topic = txn_topic(state, partitions)?;
-    let now = now_ms();
-    let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
-    for r in records {
-        by_partition.entry(r.partition).or_default().push(r);
-    }
-    let mut ends = Vec::new();
-    for (p, records) in by_partition {
-        let log = usize::try_from(p)
-            .ok()
-            .and_then(|i| topic.partitions.get(i))
-            .ok_or_else(|| StorageError::Io(format!("{TXN_TOPIC} has no partition {p}")))?;
-        let mut builder = BatchBuilder::new(now);
-        for r in &records {
-            builder.push(NewRecord {
-                key: Some(r.key.to_vec()),
-                value: r.value.as_ref().map(|v| v.to_vec()),
-                ..NewRecord::default()
-            });
-        }
-        let outcome = log.append(&builder.build(), now)?;
-        ends.push((log.clone(), outcome.last_offset + 1));
-    }
-    Ok(ends)
+    internal_topic::append(&topic, TXN_TOPIC, records, now_ms())
 }

@@ -24,8 +24,9 @@ use crate::{CountedFile, Durability, StorageError};
 /// (ListOffsets by timestamp). Larger batches are refused rather than inflated.
 pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 << 20;
 
-/// The partition leader epoch stamped on every appended batch. A single node leads every
-/// partition in epoch 0; replication will make this a parameter.
+/// The partition leader epoch [`UnifiedLog::append`] stamps, for tools and tests that write a
+/// log directly. The broker's partition layer owns the real epoch and passes it to
+/// [`UnifiedLog::append_in_epoch`].
 pub const LEADER_EPOCH: i32 = 0;
 
 /// The bytes of a batch the broker rewrites on append: base offset, batch length (unchanged)
@@ -497,6 +498,16 @@ impl UnifiedLog {
     /// Validates and appends the batches in `records` (as a client sent them), assigning
     /// offsets from the log end. Either every batch is appended or none is.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendOutcome, StorageError> {
+        self.append_in_epoch(records, LEADER_EPOCH, now_ms)
+    }
+
+    /// [`UnifiedLog::append`], stamping `leader_epoch` on every batch.
+    pub fn append_in_epoch(
+        &self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
         self.check_open()?;
         if records.is_empty() {
             return Err(StorageError::InvalidRecord("no record batches".into()));
@@ -528,7 +539,7 @@ impl UnifiedLog {
             }
             headers.push(header);
         }
-        self.append_checked(records, headers, None, now_ms)
+        self.append_checked(records, headers, None, leader_epoch, now_ms)
     }
 
     /// Appends a transaction marker for producer `producer_id`: its open transaction on this
@@ -541,6 +552,26 @@ impl UnifiedLog {
         coordinator_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
+        self.append_marker_in_epoch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            LEADER_EPOCH,
+            now_ms,
+        )
+    }
+
+    /// [`UnifiedLog::append_marker`], stamping `leader_epoch`.
+    pub fn append_marker_in_epoch(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
         self.check_open()?;
         let batch = sluice_records::marker_batch(
             producer_id,
@@ -550,7 +581,7 @@ impl UnifiedLog {
             now_ms,
         );
         let header = BatchHeader::validate_stored(&batch)?;
-        self.append_checked(&batch, vec![header], Some(commit), now_ms)
+        self.append_checked(&batch, vec![header], Some(commit), leader_epoch, now_ms)
     }
 
     /// Appends validated batches; `marker` is `Some(commit)` for a transaction marker.
@@ -559,6 +590,7 @@ impl UnifiedLog {
         records: &[u8],
         mut headers: Vec<BatchHeader>,
         marker: Option<bool>,
+        leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
         // One copy, so base offsets can be patched in place; never a re-encode.
@@ -660,7 +692,7 @@ impl UnifiedLog {
             if log_append {
                 let mut bytes = original.to_vec();
                 patch_base_offset(&mut bytes, offset);
-                patch_partition_leader_epoch(&mut bytes, LEADER_EPOCH);
+                patch_partition_leader_epoch(&mut bytes, leader_epoch);
                 set_log_append_time(&mut bytes, now_ms);
                 h.max_timestamp = now_ms;
                 stamped.push(bytes);
@@ -668,11 +700,11 @@ impl UnifiedLog {
                 let mut prefix = [0u8; PATCHED_PREFIX];
                 prefix.copy_from_slice(&original[..PATCHED_PREFIX]);
                 patch_base_offset(&mut prefix, offset);
-                patch_partition_leader_epoch(&mut prefix, LEADER_EPOCH);
+                patch_partition_leader_epoch(&mut prefix, leader_epoch);
                 prefixes.push(prefix);
             }
             h.base_offset = offset;
-            h.partition_leader_epoch = LEADER_EPOCH;
+            h.partition_leader_epoch = leader_epoch;
             offset = h.next_offset();
             pos += h.total_size();
         }
@@ -1230,20 +1262,37 @@ impl UnifiedLog {
         min_one_batch: bool,
         isolation: Isolation,
     ) -> Result<SliceOutcome, StorageError> {
+        self.read_slice_below(offset, i64::MAX, max_bytes, min_one_batch, isolation)
+    }
+
+    /// [`UnifiedLog::read_slice`], returning no batch that starts at or past `max_offset`
+    /// (the partition's high watermark: storage knows where the log ends, not what is
+    /// committed). The offsets reported are capped by it too. An offset past the log end is
+    /// out of range; one between `max_offset` and the log end reads nothing.
+    pub fn read_slice_below(
+        &self,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        isolation: Isolation,
+    ) -> Result<SliceOutcome, StorageError> {
         self.check_open()?;
-        let (hw, lso, log_start) = {
+        let (log_end, hw, lso, log_start) = {
             let inner = lock(&self.inner);
+            let hw = inner.log_end_offset.min(max_offset);
             (
                 inner.log_end_offset,
-                Self::lso_of(&inner),
+                hw,
+                Self::lso_of(&inner).min(hw),
                 inner.log_start_offset,
             )
         };
-        if offset < log_start || offset > hw {
+        if offset < log_start || offset > log_end {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start,
-                log_end: hw,
+                log_end,
             });
         }
         let upper = match isolation {

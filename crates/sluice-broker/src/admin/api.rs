@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
-use sluice_storage::{Topic, TOPIC_CONFIG_NAMES};
+use sluice_partition::{Topic, TOPIC_CONFIG_NAMES};
 
 use super::{messages, Admin, ApiError, ApiResult, Shared, MAX_STREAMS};
 use crate::groups::OffsetLag;
@@ -97,7 +97,7 @@ fn json_body<T: serde::de::DeserializeOwned>(
 
 fn topic(state: &BrokerState, name: &str) -> ApiResult<Arc<Topic>> {
     state
-        .logs
+        .replicas
         .topic(name)
         .ok_or_else(|| ApiError::not_found(format!("unknown topic {name}")))
 }
@@ -177,7 +177,7 @@ struct Cluster {
 async fn cluster(admin: Shared) -> ApiResult<Json<Cluster>> {
     let state = admin.state()?;
     Ok(Json(Cluster {
-        cluster_id: state.logs.cluster_id().to_string(),
+        cluster_id: state.replicas.cluster_id().to_string(),
         controller_id: state.config.node_id,
         brokers: vec![broker_info(&admin, state)],
     }))
@@ -249,7 +249,7 @@ fn summary(t: &Topic) -> TopicSummary {
         messages: t
             .partitions
             .iter()
-            .map(|l| l.log_end_offset() - l.log_start_offset())
+            .map(|l| l.high_watermark() - l.log_start_offset())
             .sum(),
         cleanup_policy: t.config.get("cleanup.policy").unwrap_or_default(),
     }
@@ -266,7 +266,7 @@ fn partitions(state: &BrokerState, t: &Topic) -> Vec<PartitionInfo> {
             replicas: vec![node],
             isr: vec![node],
             log_start_offset: log.log_start_offset(),
-            high_watermark: log.log_end_offset(),
+            high_watermark: log.high_watermark(),
             last_stable_offset: log.last_stable_offset(),
             size_bytes: log.size_bytes(),
             segments: log.segment_count(),
@@ -287,7 +287,7 @@ fn detail(state: &BrokerState, t: &Topic) -> TopicDetail {
 
 async fn list_topics(admin: Shared) -> ApiResult<Json<Vec<TopicSummary>>> {
     let state = admin.state()?;
-    let mut topics: Vec<_> = state.logs.topics().iter().map(|t| summary(t)).collect();
+    let mut topics: Vec<_> = state.replicas.topics().iter().map(|t| summary(t)).collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(topics))
 }
@@ -514,7 +514,7 @@ struct GroupSummary {
 
 async fn list_groups(admin: Shared) -> ApiResult<Json<Vec<GroupSummary>>> {
     let state = admin.state()?.clone();
-    let lags = off_the_runtime(move || state.groups.lags(&state.logs)).await?;
+    let lags = off_the_runtime(move || state.groups.lags(&state.replicas)).await?;
     Ok(Json(
         lags.into_iter()
             .map(|g| GroupSummary {
@@ -539,7 +539,7 @@ async fn describe_group(
     let found = off_the_runtime(move || {
         let lag = state
             .groups
-            .lags_of(&state.logs, Some(&wanted))
+            .lags_of(&state.replicas, Some(&wanted))
             .into_iter()
             .next()?;
         let described = state.groups.read(|c| c.describe_group(&wanted));
@@ -621,7 +621,7 @@ struct Stats {
 fn snapshot(admin: &Admin, state: &BrokerState) -> Stats {
     let traffic = admin.metrics.traffic();
     let mut topics: Vec<TopicStats> = state
-        .logs
+        .replicas
         .topics()
         .iter()
         .map(|t| {
@@ -649,7 +649,7 @@ fn snapshot(admin: &Admin, state: &BrokerState) -> Stats {
         topics,
         groups: state
             .groups
-            .lags(&state.logs)
+            .lags(&state.replicas)
             .into_iter()
             .map(|g| GroupStats {
                 group_id: g.group_id,

@@ -7,8 +7,8 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery};
 use axum::Json;
 use serde::Serialize;
+use sluice_partition::{Partition, MAX_DECOMPRESSED_BATCH_BYTES};
 use sluice_records::{BatchError, BatchHeader, BatchIter, Compression, Record, TimestampType};
-use sluice_storage::{UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES};
 
 use super::api::{int_param, query_pairs};
 use super::{ApiError, ApiResult, Shared};
@@ -120,7 +120,7 @@ pub(super) async fn browse(
         return Err(ApiError::bad_request(format!("offset={o}: must be >= 0")));
     }
     let state = admin.state()?.clone();
-    let log = state.logs.partition(&topic, partition).ok_or_else(|| {
+    let log = state.replicas.partition(&topic, partition).ok_or_else(|| {
         ApiError::not_found(format!("unknown topic or partition {topic}-{partition}"))
     })?;
     // Decoding is bounded per request; this bounds how many decode at once.
@@ -144,20 +144,21 @@ fn record_bytes(r: &Record) -> usize {
 }
 
 fn read_page(
-    log: &UnifiedLog,
+    log: &Partition,
     topic: String,
     partition: i32,
     offset: Option<i64>,
     timestamp: Option<i64>,
     limit: usize,
 ) -> ApiResult<Page> {
-    let storage = |e: sluice_storage::StorageError| match e {
+    let storage = |e: sluice_partition::StorageError| match e {
         // Deleted while we read.
-        sluice_storage::StorageError::UnknownTopic(_) => ApiError::not_found(e.to_string()),
+        sluice_partition::StorageError::UnknownTopic(_) => ApiError::not_found(e.to_string()),
         _ => ApiError::unavailable("storage_error", e.to_string()),
     };
     let start = log.log_start_offset();
-    let end = log.log_end_offset();
+    // Committed records only: the high watermark, as a consumer sees the partition.
+    let end = log.high_watermark();
     let mut next = match (offset, timestamp) {
         (Some(o), _) => o.max(start),
         (None, Some(ts)) => log
@@ -173,11 +174,11 @@ fn read_page(
         if messages.len() >= limit || next >= end {
             break;
         }
-        let read = log.read(next, READ_CHUNK_BYTES, true).map_err(storage)?;
-        if read.records.is_empty() {
+        let read = log.read_bytes(next, READ_CHUNK_BYTES).map_err(storage)?;
+        if read.is_empty() {
             break;
         }
-        for batch in BatchIter::new(&read.records) {
+        for batch in BatchIter::new(&read) {
             if messages.len() >= limit {
                 break 'reads;
             }

@@ -289,7 +289,7 @@ async fn ready(admin: Shared) -> Response {
     let stopping = *admin.shutdown.borrow();
     let logs_recovered = state.is_some();
     // Before recovery the directory's state is unknown; "not recovered" says enough.
-    let log_directory_online = state.is_some_and(|s| !s.logs.is_offline());
+    let log_directory_online = state.is_some_and(|s| !s.replicas.is_offline());
     let groups_loaded = state.is_some_and(|s| s.groups.is_loaded());
     let transactions_loaded = state.is_some_and(|s| s.txns.is_loaded());
     let mut reasons = Vec::new();

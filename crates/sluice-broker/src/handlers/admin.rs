@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::ResponseError;
-use sluice_storage::{LogConfig, StorageError, Topic, TOPIC_CONFIG_NAMES};
+use sluice_partition::{LogConfig, StorageError, Topic, TOPIC_CONFIG_NAMES};
 use uuid::Uuid;
 
 use super::str_bytes;
@@ -172,7 +172,7 @@ fn create_one(
     }
     tokio::task::block_in_place(|| {
         state
-            .logs
+            .replicas
             .create_topic(t.name.as_str(), partitions, overrides, validate_only)
     })
     .map_err(|e| storage_failure(&e))
@@ -351,11 +351,11 @@ pub(crate) fn delete_topics(state: &BrokerState, req: DeleteTopicsRequest) -> De
         .map(|(name, id)| {
             let resolved = match (&name, id) {
                 (Some(name), _) => state
-                    .logs
+                    .replicas
                     .topic(name)
                     .ok_or(ResponseError::UnknownTopicOrPartition),
                 (None, id) => state
-                    .logs
+                    .replicas
                     .topic_by_id(id)
                     .ok_or(ResponseError::UnknownTopicId),
             };
@@ -374,7 +374,7 @@ pub(crate) fn delete_topics(state: &BrokerState, req: DeleteTopicsRequest) -> De
                     .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(str_bytes(INTERNAL)));
             }
-            match tokio::task::block_in_place(|| state.logs.delete_topic(&topic.name)) {
+            match tokio::task::block_in_place(|| state.replicas.delete_topic(&topic.name)) {
                 Ok(_) => {
                     tracing::info!(topic = topic.name, "deleted topic");
                     state.metrics.topic_deleted(&topic.name);
@@ -424,7 +424,7 @@ pub(crate) fn create_partitions(
             }
             if !req.validate_only {
                 let have = state
-                    .logs
+                    .replicas
                     .topic(t.name.as_str())
                     .map_or(0, |topic| topic.partitions.len() as i32);
                 if let Err((code, msg)) = room_for_partitions(state, t.count - have) {
@@ -435,7 +435,7 @@ pub(crate) fn create_partitions(
             }
             let created = tokio::task::block_in_place(|| {
                 state
-                    .logs
+                    .replicas
                     .create_partitions(t.name.as_str(), t.count, req.validate_only)
             });
             match created {
@@ -496,7 +496,7 @@ pub(crate) fn describe_configs(
                 e
             };
             match resource.resource_type {
-                RESOURCE_TOPIC => match state.logs.topic(resource.resource_name.as_str()) {
+                RESOURCE_TOPIC => match state.replicas.topic(resource.resource_name.as_str()) {
                     None => result
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                         .with_error_message(Some(str_bytes("unknown topic"))),

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use sluice_storage::{StorageError, TOPIC_CONFIG_NAMES};
+use sluice_partition::{StorageError, TOPIC_CONFIG_NAMES};
 
 use super::admin::RESOURCE_TOPIC;
 use super::str_bytes;
@@ -55,7 +55,7 @@ fn apply(
     state: &BrokerState,
     resource_type: i8,
     name: &str,
-    change: impl FnOnce(&sluice_storage::Topic, &mut BTreeMap<String, String>) -> Outcome,
+    change: impl FnOnce(&sluice_partition::LogConfig, &mut BTreeMap<String, String>) -> Outcome,
     validate_only: bool,
 ) -> Outcome {
     if resource_type != RESOURCE_TOPIC {
@@ -71,11 +71,11 @@ fn apply(
         ));
     }
     tokio::task::block_in_place(|| {
-        state.logs.alter_topic_config(
+        state.replicas.alter_topic_config(
             name,
-            |topic| {
-                let mut overrides = topic.overrides.clone();
-                change(topic, &mut overrides)?;
+            |overrides, config| {
+                let mut overrides = overrides.clone();
+                change(config, &mut overrides)?;
                 if let Some(unknown) = overrides
                     .keys()
                     .find(|k| !TOPIC_CONFIG_NAMES.contains(&k.as_str()))
@@ -154,16 +154,12 @@ pub(crate) fn incremental_alter_configs(
                 state,
                 r.resource_type,
                 r.resource_name.as_str(),
-                |topic, overrides| {
+                |config, overrides| {
                     for c in &r.configs {
                         let name = c.name.to_string();
                         let value = c.value.as_ref().map(|v| v.to_string());
-                        let current = || {
-                            overrides
-                                .get(&name)
-                                .cloned()
-                                .or_else(|| topic.config.get(&name))
-                        };
+                        let current =
+                            || overrides.get(&name).cloned().or_else(|| config.get(&name));
                         match c.config_operation {
                             OP_SET => {
                                 let v = value.ok_or_else(|| {

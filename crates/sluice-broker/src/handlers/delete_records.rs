@@ -23,13 +23,14 @@ pub(crate) fn handle(state: &BrokerState, req: DeleteRecordsRequest) -> DeleteRe
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
                     let log = (!crate::is_internal_topic(t.name.as_str()))
-                        .then(|| state.logs.partition(t.name.as_str(), p.partition_index))
+                        .then(|| state.replicas.partition(t.name.as_str(), p.partition_index))
                         .flatten();
                     let Some(log) = log else {
                         return out.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
-                    match tokio::task::block_in_place(|| state.logs.delete_records(&log, p.offset))
-                    {
+                    match tokio::task::block_in_place(|| {
+                        state.replicas.delete_records(&log, p.offset)
+                    }) {
                         Ok(start) => {
                             tracing::info!(
                                 topic = t.name.as_str(),

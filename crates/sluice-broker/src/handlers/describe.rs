@@ -84,7 +84,7 @@ pub(crate) fn describe_cluster(
     }
     let mut response = DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
-        .with_cluster_id(str_bytes(state.logs.cluster_id()))
+        .with_cluster_id(str_bytes(state.replicas.cluster_id()))
         .with_controller_id(node)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             CLUSTER_OPERATIONS
@@ -111,7 +111,12 @@ pub(crate) fn describe_topic_partitions(
         .collect();
     let all = names.is_empty();
     if all {
-        names = state.logs.topics().iter().map(|t| t.name.clone()).collect();
+        names = state
+            .replicas
+            .topics()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
     }
     let (from_topic, from_partition) = match &req.cursor {
         Some(c) => (c.topic_name.as_str().to_string(), c.partition_index.max(0)),
@@ -126,7 +131,7 @@ pub(crate) fn describe_topic_partitions(
         } else {
             0
         };
-        let Some(topic) = state.logs.topic(name) else {
+        let Some(topic) = state.replicas.topic(name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()
                     .with_name(Some(TopicName(str_bytes(name))))
@@ -143,20 +148,21 @@ pub(crate) fn describe_topic_partitions(
             );
             break;
         }
-        let error = if state.logs.is_offline() {
+        let error = if state.replicas.is_offline() {
             ResponseError::KafkaStorageError.code()
         } else {
             0
         };
         let count = topic.partitions.len();
         let last = count.min(first + budget);
-        let partitions = (first..last)
+        let partitions = topic.partitions[first..last]
+            .iter()
             .map(|p| {
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_error_code(error)
-                    .with_partition_index(p as i32)
+                    .with_partition_index(p.index())
                     .with_leader_id(node)
-                    .with_leader_epoch(sluice_storage::LEADER_EPOCH)
+                    .with_leader_epoch(p.leader_epoch())
                     .with_replica_nodes(vec![node])
                     .with_isr_nodes(vec![node])
                     .with_eligible_leader_replicas(Some(Vec::new()))
@@ -206,7 +212,7 @@ fn file_system_bytes(dir: &std::path::Path) -> (i64, i64) {
 
 /// The data directory as DescribeLogDirs names it: absolute, as Kafka prints `log.dirs`.
 fn log_dir(state: &BrokerState) -> String {
-    let dir = state.logs.data_dir();
+    let dir = state.replicas.data_dir();
     std::fs::canonicalize(dir)
         .unwrap_or_else(|_| dir.to_path_buf())
         .display()
@@ -225,7 +231,7 @@ pub(crate) fn describe_log_dirs(
     });
     let wanted = wanted.unwrap_or_else(|| {
         state
-            .logs
+            .replicas
             .topics()
             .iter()
             .map(|t| (t.name.clone(), None))
@@ -233,7 +239,7 @@ pub(crate) fn describe_log_dirs(
     });
     let mut topics = Vec::new();
     for (name, partitions) in wanted {
-        let Some(topic) = state.logs.topic(&name) else {
+        let Some(topic) = state.replicas.topic(&name) else {
             continue; // Kafka leaves out what the directory does not hold
         };
         let indexes: Vec<i32> =
@@ -255,8 +261,8 @@ pub(crate) fn describe_log_dirs(
                 .with_partitions(partitions),
         );
     }
-    let (total, usable) = file_system_bytes(state.logs.data_dir());
-    let error = if state.logs.is_offline() {
+    let (total, usable) = file_system_bytes(state.replicas.data_dir());
+    let error = if state.replicas.is_offline() {
         ResponseError::KafkaStorageError.code()
     } else {
         0
@@ -280,7 +286,7 @@ pub(crate) fn alter_replica_log_dirs(
             .map(|p| p.display().to_string() == ours)
             .unwrap_or(false);
         for topic in &dir.topics {
-            let known = state.logs.topic(topic.name.as_str());
+            let known = state.replicas.topic(topic.name.as_str());
             let partitions = topic
                 .partitions
                 .iter()
@@ -317,7 +323,7 @@ pub(crate) fn describe_producers(
         .topics
         .iter()
         .map(|t| {
-            let topic = state.logs.topic(t.name.as_str());
+            let topic = state.replicas.topic(t.name.as_str());
             let partitions = t
                 .partition_indexes
                 .iter()
@@ -373,7 +379,7 @@ pub(crate) fn list_config_resources(
     };
     let mut resources = Vec::new();
     if types.contains(&RESOURCE_TOPIC) {
-        for topic in state.logs.topics() {
+        for topic in state.replicas.topics() {
             resources.push(
                 ConfigResource::default()
                     .with_resource_name(str_bytes(&topic.name))
@@ -395,12 +401,11 @@ pub(crate) fn offset_for_leader_epoch(
     state: &BrokerState,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
-    let epoch = sluice_storage::LEADER_EPOCH;
     let topics = req
         .topics
         .iter()
         .map(|t| {
-            let topic = state.logs.topic(t.topic.as_str());
+            let topic = state.replicas.topic(t.topic.as_str());
             let partitions = t
                 .partitions
                 .iter()
@@ -415,6 +420,7 @@ pub(crate) fn offset_for_leader_epoch(
                     let Some(log) = log else {
                         return out.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
+                    let epoch = log.leader_epoch();
                     // The client's view of the leader epoch is checked as Kafka checks it.
                     if p.current_leader_epoch > epoch {
                         return out.with_error_code(ResponseError::UnknownLeaderEpoch.code());
@@ -422,8 +428,9 @@ pub(crate) fn offset_for_leader_epoch(
                     if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
                         return out.with_error_code(ResponseError::FencedLeaderEpoch.code());
                     }
-                    // Every offset was written in epoch 0: it ends at the log end. An epoch
-                    // past ours has no end yet (Kafka's UNDEFINED answer).
+                    // No epoch history is kept yet: every offset was written in the current
+                    // epoch, which ends at the log end. An epoch past ours has no end yet
+                    // (Kafka's UNDEFINED answer).
                     if p.leader_epoch > epoch {
                         return out;
                     }

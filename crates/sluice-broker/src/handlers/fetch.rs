@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use kafka_protocol::messages::{ApiKey, FetchRequest};
 use kafka_protocol::ResponseError;
+use sluice_partition::Isolation;
 use sluice_protocol::fetch_response::{
     FetchPartitionOut, FetchResponseOut, FetchTopicOut, RecordSet,
 };
-use sluice_storage::Isolation;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::errors::error_code;
@@ -34,27 +35,29 @@ pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest, version: 
     let wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
-    let mut appended = state.appended.subscribe();
     let mut shutdown = state.shutdown.clone();
     let started = Instant::now();
     let mut read = Duration::ZERO;
-    let mut timed_collect = |state: &BrokerState| {
+    // Parked, the fetch is woken by an advance of the high watermark of a partition it
+    // reads, and by no other partition (Kafka's delayed fetch, keyed by partition).
+    let waiter = Arc::new(Notify::new());
+    let mut timed_collect = |state: &BrokerState, park: Option<&Arc<Notify>>| {
         let at = Instant::now();
-        let collected = collect(state, &req, version);
+        let collected = collect(state, &req, version, park);
         read += at.elapsed();
         collected
     };
     let response = loop {
-        // Mark the current append count seen before reading, so an append that lands while
-        // we read wakes the wait below.
-        appended.borrow_and_update();
-        let (response, bytes, errors) = timed_collect(&state);
-        if bytes >= min_bytes || errors || *shutdown.borrow() {
+        // Registered before reading, so an advance that lands while we read wakes the wait
+        // below (the permit is kept).
+        let park = (wait > Duration::ZERO && min_bytes > 0).then_some(&waiter);
+        let (response, bytes, errors) = timed_collect(&state, park);
+        if bytes >= min_bytes || errors || *shutdown.borrow() || park.is_none() {
             break response;
         }
         tokio::select! {
-            changed = appended.changed() => if changed.is_err() { break response },
-            _ = tokio::time::sleep_until(deadline) => break timed_collect(&state).0,
+            _ = waiter.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => break timed_collect(&state, None).0,
             _ = shutdown.changed() => break response,
         }
     };
@@ -126,16 +129,16 @@ async fn downgrade(
                 }
                 let converted = slice
                     .to_vec()
-                    .map_err(sluice_storage::StorageError::from)
+                    .map_err(sluice_partition::StorageError::from)
                     .and_then(|bytes| {
                         sluice_records::legacy::to_message_set(
                             &bytes,
                             magic,
                             from,
                             max_bytes,
-                            sluice_storage::MAX_DECOMPRESSED_BATCH_BYTES,
+                            sluice_partition::MAX_DECOMPRESSED_BATCH_BYTES,
                         )
-                        .map_err(sluice_storage::StorageError::from)
+                        .map_err(sluice_partition::StorageError::from)
                     });
                 let records = match converted {
                     Ok(c) => {
@@ -203,7 +206,13 @@ fn record_metrics(state: &BrokerState, response: &FetchOut, read: Duration, wait
 /// Locates every requested partition's records once (their bytes stay in the segment
 /// files). Returns the response, its record bytes, and whether any partition had an error
 /// (which ends a long poll at once, as in Kafka).
-fn collect(state: &BrokerState, req: &FetchRequest, version: i16) -> (FetchOut, usize, bool) {
+/// With `park`, the waiter is registered with every partition read, before it is read.
+fn collect(
+    state: &BrokerState,
+    req: &FetchRequest,
+    version: i16,
+    park: Option<&Arc<Notify>>,
+) -> (FetchOut, usize, bool) {
     let max_bytes = (req.max_bytes.max(0) as usize).min(state.config.fetch_max_bytes);
     // isolation_level 1 is READ_COMMITTED: stop at the last stable offset and list aborted
     // transactions for the client to filter.
@@ -219,9 +228,9 @@ fn collect(state: &BrokerState, req: &FetchRequest, version: i16) -> (FetchOut, 
         // Fetch v13 names topics by id (KIP-516).
         let by_id = version >= 13;
         let topic = if by_id {
-            state.logs.topic_by_id(fetch_topic.topic_id)
+            state.replicas.topic_by_id(fetch_topic.topic_id)
         } else {
-            state.logs.topic(fetch_topic.topic.as_str())
+            state.replicas.topic(fetch_topic.topic.as_str())
         };
         let name: Arc<str> = match &topic {
             Some(t) => Arc::from(t.name.as_str()),
@@ -264,17 +273,15 @@ fn collect(state: &BrokerState, req: &FetchRequest, version: i16) -> (FetchOut, 
             // KIP-74: the first batch of the response is returned whole even past the limits,
             // so a consumer always makes progress.
             let min_one = total == 0;
-            match log.read_slice(p.fetch_offset, limit, min_one, isolation) {
+            if let Some(waiter) = park {
+                log.register(waiter);
+            }
+            match log.read(p.fetch_offset, limit, min_one, isolation) {
                 Ok(read) => {
                     out.high_watermark = read.high_watermark;
                     out.last_stable_offset = read.last_stable_offset;
                     out.log_start_offset = read.log_start_offset;
-                    out.aborted = (isolation == Isolation::ReadCommitted).then(|| {
-                        read.aborted
-                            .iter()
-                            .map(|a| (a.producer_id, a.first_offset))
-                            .collect()
-                    });
+                    out.aborted = (isolation == Isolation::ReadCommitted).then_some(read.aborted);
                     if let Some(slice) = read.records {
                         total += slice.len();
                         out.records = Some(TopicRecords {

@@ -32,7 +32,7 @@ use sluice_group::{
 use super::{ready, respond, str_bytes, Dispatched};
 use crate::groups::{offsets_topic, Reply};
 use crate::BrokerState;
-use sluice_storage::StorageError;
+use sluice_partition::StorageError;
 
 const LOAD_IN_PROGRESS: i16 = codes::COORDINATOR_LOAD_IN_PROGRESS;
 
@@ -356,7 +356,7 @@ pub(crate) fn offset_commit(
     let mut unknown = Vec::new();
     let mut offsets = Vec::new();
     for t in &req.topics {
-        let topic = state.logs.topic(t.name.as_str());
+        let topic = state.replicas.topic(t.name.as_str());
         for p in &t.partitions {
             let known = topic.as_ref().is_some_and(|topic| {
                 usize::try_from(p.partition_index).is_ok_and(|i| i < topic.partitions.len())

@@ -12,7 +12,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
-use sluice_storage::UnifiedLog;
+use sluice_partition::Partition;
 
 use crate::errors::error_code;
 use crate::BrokerState;
@@ -22,8 +22,6 @@ const EARLIEST_TIMESTAMP: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 const LATEST_TIERED_TIMESTAMP: i64 = -5;
-/// The leader epoch of every offset on a single broker.
-const LEADER_EPOCH: i32 = 0;
 
 pub(crate) async fn handle(
     state: Arc<BrokerState>,
@@ -56,7 +54,7 @@ fn answer(state: &BrokerState, req: &ListOffsetsRequest, version: i16) -> ListOf
         .topics
         .iter()
         .map(|t| {
-            let topic = state.logs.topic(t.name.as_str());
+            let topic = state.replicas.topic(t.name.as_str());
             let partitions = t
                 .partitions
                 .iter()
@@ -78,10 +76,10 @@ fn answer(state: &BrokerState, req: &ListOffsetsRequest, version: i16) -> ListOf
                         None => out.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                         Some(log) => {
                             let found = lookup(log, p.timestamp, req.isolation_level == 1, out);
-                            // Every offset was written under leader epoch 0: one broker, one
-                            // term (the epoch Metadata reports). The field exists from v4.
+                            // No epoch history is kept yet: every offset is in the current
+                            // epoch (the one Metadata reports). The field exists from v4.
                             if found.offset >= 0 && version >= 4 {
-                                found.with_leader_epoch(LEADER_EPOCH)
+                                found.with_leader_epoch(log.leader_epoch())
                             } else {
                                 found
                             }
@@ -98,14 +96,14 @@ fn answer(state: &BrokerState, req: &ListOffsetsRequest, version: i16) -> ListOf
 }
 
 fn lookup(
-    log: &UnifiedLog,
+    log: &Partition,
     timestamp: i64,
     read_committed: bool,
     out: ListOffsetsPartitionResponse,
 ) -> ListOffsetsPartitionResponse {
     match timestamp {
         LATEST_TIMESTAMP if read_committed => out.with_offset(log.last_stable_offset()),
-        LATEST_TIMESTAMP => out.with_offset(log.log_end_offset()),
+        LATEST_TIMESTAMP => out.with_offset(log.high_watermark()),
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => out.with_offset(log.log_start_offset()),
         LATEST_TIERED_TIMESTAMP => out,
         MAX_TIMESTAMP => match log.max_timestamp_record() {

@@ -7,7 +7,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::ResponseError;
-use sluice_storage::{validate_topic_name, Topic};
+use sluice_partition::{validate_topic_name, Topic};
 use uuid::Uuid;
 
 use super::describe::{CLUSTER_OPERATIONS, OPERATIONS_NOT_ASKED, TOPIC_OPERATIONS};
@@ -29,7 +29,7 @@ pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) ->
     let auto_create = state.config.auto_create_topics_enable && req.allow_auto_topic_creation;
     let mut topics = Vec::new();
     if all {
-        for topic in state.logs.topics() {
+        for topic in state.replicas.topics() {
             topics.push(describe(state, &topic));
         }
     } else {
@@ -52,7 +52,7 @@ pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) ->
     }
     MetadataResponse::default()
         .with_brokers(vec![broker])
-        .with_cluster_id(Some(str_bytes(state.logs.cluster_id())))
+        .with_cluster_id(Some(str_bytes(state.replicas.cluster_id())))
         .with_controller_id(node)
         .with_topics(topics)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
@@ -76,7 +76,7 @@ fn by_name(
             .with_name(Some(TopicName(str_bytes(name))))
             .with_error_code(code)
     };
-    if let Some(topic) = state.logs.topic(name) {
+    if let Some(topic) = state.replicas.topic(name) {
         return describe(state, &topic);
     }
     if validate_topic_name(name).is_err() {
@@ -93,7 +93,7 @@ fn by_name(
 }
 
 fn by_id(state: &BrokerState, id: Uuid) -> MetadataResponseTopic {
-    match state.logs.topic_by_id(id) {
+    match state.replicas.topic_by_id(id) {
         Some(topic) => describe(state, &topic),
         None => MetadataResponseTopic::default()
             .with_name(None)
@@ -104,18 +104,20 @@ fn by_id(state: &BrokerState, id: Uuid) -> MetadataResponseTopic {
 
 fn describe(state: &BrokerState, topic: &Arc<Topic>) -> MetadataResponseTopic {
     let node = BrokerId(state.config.node_id);
-    let partition_error = if state.logs.is_offline() {
+    let partition_error = if state.replicas.is_offline() {
         ResponseError::KafkaStorageError.code()
     } else {
         0
     };
-    let partitions = (0..topic.partitions.len() as i32)
+    let partitions = topic
+        .partitions
+        .iter()
         .map(|p| {
             MetadataResponsePartition::default()
                 .with_error_code(partition_error)
-                .with_partition_index(p)
+                .with_partition_index(p.index())
                 .with_leader_id(node)
-                .with_leader_epoch(0)
+                .with_leader_epoch(p.leader_epoch())
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node])
         })

@@ -46,14 +46,14 @@ const VERSION_LOG_PAIRS_MAX: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct VersionLog {
     seen: std::sync::Mutex<std::collections::HashSet<(String, i16)>>,
-    overflow: sluice_storage::EveryInterval,
+    overflow: sluice_partition::EveryInterval,
 }
 
 impl Default for VersionLog {
     fn default() -> Self {
         Self {
             seen: Default::default(),
-            overflow: sluice_storage::EveryInterval::new(std::time::Duration::from_secs(60)),
+            overflow: sluice_partition::EveryInterval::new(std::time::Duration::from_secs(60)),
         }
     }
 }

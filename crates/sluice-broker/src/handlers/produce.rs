@@ -8,17 +8,17 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
-use sluice_storage::{StorageError, UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES};
+use sluice_partition::{Partition, StorageError, MAX_DECOMPRESSED_BATCH_BYTES};
 
 use super::{ready, respond, str_bytes, Dispatched};
 use crate::errors::error_code;
 use crate::{now_ms, BrokerState};
 
-/// An appended partition waiting for its fsync.
+/// An appended partition waiting for its commit (fsynced, and below the high watermark).
 struct Awaiting {
     topic: usize,
     partition: usize,
-    log: Arc<UnifiedLog>,
+    log: Arc<Partition>,
     end_offset: i64,
 }
 
@@ -36,14 +36,13 @@ pub(crate) fn handle(
     }
     let now = now_ms();
     let mut awaiting = Vec::new();
-    let mut appended = false;
     let mut responses = Vec::with_capacity(req.topic_data.len());
     for (ti, topic_data) in req.topic_data.iter().enumerate() {
         // Produce v13 names topics by id (KIP-516).
         let topic = if version >= 13 {
-            state.logs.topic_by_id(topic_data.topic_id)
+            state.replicas.topic_by_id(topic_data.topic_id)
         } else {
-            state.logs.topic(topic_data.name.as_str())
+            state.replicas.topic(topic_data.name.as_str())
         };
         let resolved_name = topic.as_ref().map(|t| t.name.clone());
         let name = resolved_name
@@ -132,7 +131,6 @@ pub(crate) fn handle(
             };
             match result {
                 Ok((log, outcome)) => {
-                    appended = true;
                     if !outcome.duplicate {
                         let bytes = data.records.as_ref().map_or(0, |r| r.len());
                         let messages = outcome.last_offset - outcome.base_offset + 1;
@@ -170,9 +168,6 @@ pub(crate) fn handle(
                 .with_partition_responses(partitions),
         );
     }
-    if appended {
-        state.notify_appended();
-    }
     let response = ProduceResponse::default().with_responses(responses);
     if acks == 0 {
         // No response to carry an error: like Kafka, close the connection so the client
@@ -190,22 +185,36 @@ pub(crate) fn handle(
     if awaiting.is_empty() {
         return ready(ApiKey::Produce, version, corr, response);
     }
-    // The produce timeout bounds waiting for replicas in Kafka; on one node Kafka never
-    // waits, so neither do we time out our own fsync. A disk that hangs is bounded by the
-    // client's request timeout, and a failed sync takes the directory offline.
-    let flusher = state.flusher.clone();
+    // The produce timeout bounds waiting for the commit (Kafka: for the in-sync replicas),
+    // not our own fsync: a disk that hangs is bounded by the client's request timeout, and a
+    // failed sync takes the directory offline.
     let metrics = state.metrics.clone();
+    let timeout = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     respond(ApiKey::Produce, version, corr, async move {
         let mut response = response;
         let waiting = std::time::Instant::now();
         // Register every partition with the flusher first, so they share its next pass.
         let waits: Vec<_> = awaiting
             .into_iter()
-            .map(|a| (a.topic, a.partition, flusher.flush(a.log, a.end_offset)))
+            .map(|a| (a.topic, a.partition, a.log.flush(a.end_offset), a))
             .collect();
         let mut results = Vec::with_capacity(waits.len());
-        for (t, p, wait) in waits {
-            results.push((t, p, wait.wait().await));
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (t, p, wait, a) in waits {
+            let result = match wait.wait().await {
+                Ok(()) => {
+                    let committed = a.log.wait_for_high_watermark(a.end_offset);
+                    match tokio::time::timeout_at(deadline, committed).await {
+                        Ok(()) => Ok(()),
+                        Err(_) => Err(ResponseError::RequestTimedOut.code()),
+                    }
+                }
+                Err(e) => Err(error_code(&e)).inspect_err(|_| {
+                    let out = &mut response.responses[t].partition_responses[p];
+                    out.error_message = Some(str_bytes(&e.to_string()));
+                }),
+            };
+            results.push((t, p, result));
         }
         metrics.produce_fsync(waiting.elapsed());
         let synced: std::collections::HashSet<(usize, usize)> = results
@@ -214,10 +223,9 @@ pub(crate) fn handle(
             .map(|(t, p, _)| (*t, *p))
             .collect();
         for (t, p, result) in &results {
-            if let Err(e) = result {
+            if let Err(code) = result {
                 let out = &mut response.responses[*t].partition_responses[*p];
-                out.error_code = error_code(e);
-                out.error_message = Some(str_bytes(&e.to_string()));
+                out.error_code = *code;
                 out.base_offset = -1;
             }
         }

@@ -105,7 +105,7 @@ pub(crate) fn init_producer_id(
         .filter(|t| !t.is_empty());
     let Some(txn_id) = txn_id else {
         // An idempotent producer: a fresh producer id at epoch 0 every time, as Kafka does.
-        let result = tokio::task::block_in_place(|| state.logs.allocate_producer_id())
+        let result = tokio::task::block_in_place(|| state.replicas.allocate_producer_id())
             .map(|id| (id, 0))
             .map_err(|e| error_code(&e));
         return ready(api, version, corr, response(result));
@@ -115,7 +115,7 @@ pub(crate) fn init_producer_id(
     }
     let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
     let timeout = req.transaction_timeout_ms;
-    let logs = state.logs.clone();
+    let logs = state.replicas.clone();
     let (result, durable) = state.txns.call(state, |c, now| {
         let mut allocate = || {
             tokio::task::block_in_place(|| logs.allocate_producer_id()).map_err(|e| error_code(&e))
@@ -182,7 +182,7 @@ fn add_to_transaction(
     let mut unknown = std::collections::HashSet::new();
     let mut partitions = Vec::new();
     for (name, ps) in &requested {
-        let topic = state.logs.topic(name.as_str());
+        let topic = state.replicas.topic(name.as_str());
         for &p in ps {
             let exists = topic
                 .as_ref()

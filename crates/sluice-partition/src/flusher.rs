@@ -64,7 +64,7 @@ fn stopped() -> StorageError {
 }
 
 /// A registered flush.
-pub(crate) enum FlushWait {
+pub enum FlushWait {
     Done(Result<(), StorageError>),
     Queued(oneshot::Receiver<Result<(), StorageError>>),
 }

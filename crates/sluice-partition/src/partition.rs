@@ -1,0 +1,424 @@
+//! One partition as the broker serves it (Kafka's `Partition`): its log, the leader epoch, the
+//! high watermark kept apart from the log end offset, the last stable offset, the rule that
+//! decides when an appended batch counts as committed, and the operations parked on it (a
+//! produce waiting for its commit, a fetch waiting for bytes), woken by this partition alone.
+//!
+//! Invariants, asserted where they change: log start <= high watermark <= log end offset;
+//! last stable offset <= high watermark; the leader epoch and the high watermark never go
+//! back.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use sluice_storage::{
+    ActiveProducer, AppendOutcome, CleanStats, CleanerConfig, FileSlice, Isolation, LogConfig,
+    StorageError, Throttle, UnifiedLog,
+};
+use tokio::sync::Notify;
+
+use crate::flusher::{FlushWait, Flusher};
+
+/// When an appended batch counts as committed: the partition's high watermark moves to it.
+/// On a single node the leader is the only in-sync replica, so an append is committed at
+/// once ([`CommitOnAppend`]); with replication the rule waits for the in-sync replicas.
+/// Durability (the fsync acks=all waits for) is separate: see [`Partition::committed`].
+pub trait CommitRule: Send + Sync + fmt::Debug {
+    /// An append to `partition` ended at `end_offset`. The rule calls
+    /// [`Partition::advance_high_watermark`] now or later.
+    fn appended(&self, partition: &Arc<Partition>, end_offset: i64);
+}
+
+/// The single-node rule: the leader is the whole in-sync replica set.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CommitOnAppend;
+
+impl CommitRule for CommitOnAppend {
+    fn appended(&self, partition: &Arc<Partition>, end_offset: i64) {
+        partition.advance_high_watermark(end_offset);
+    }
+}
+
+/// Commits only when told to, while held: the seam for tests that prove readers and acks=all
+/// never see what is not committed (the shape of a commit that waits for replicas). Not
+/// held, it commits at once like [`CommitOnAppend`].
+#[derive(Debug, Default)]
+pub struct ManualCommit {
+    held: std::sync::atomic::AtomicBool,
+    pending: Mutex<Vec<(Arc<Partition>, i64)>>,
+}
+
+impl ManualCommit {
+    /// A rule that holds every append until [`ManualCommit::release`].
+    pub fn held() -> Self {
+        let rule = Self::default();
+        rule.hold();
+        rule
+    }
+
+    /// From now on, appends wait for [`ManualCommit::release`].
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Appends held so far.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().expect("pending lock").len()
+    }
+
+    /// Commits everything held, and everything appended from now on at once.
+    pub fn release(&self) {
+        self.held.store(false, Ordering::SeqCst);
+        let pending = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
+        for (partition, end) in pending {
+            partition.advance_high_watermark(end);
+        }
+    }
+}
+
+impl CommitRule for ManualCommit {
+    fn appended(&self, partition: &Arc<Partition>, end_offset: i64) {
+        let mut pending = self.pending.lock().expect("pending lock");
+        if self.held.load(Ordering::SeqCst) {
+            pending.push((partition.clone(), end_offset));
+        } else {
+            drop(pending);
+            partition.advance_high_watermark(end_offset);
+        }
+    }
+}
+
+/// What a read found: whole batches below the high watermark (or the last stable offset for
+/// read_committed), still in their segment file, and the partition's offsets at that moment.
+#[derive(Debug, Clone)]
+pub struct PartitionRead {
+    pub records: Option<FileSlice>,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    /// For read_committed: `(producer id, first offset)` of the aborted transactions with
+    /// records in the range returned, for the client to filter.
+    pub aborted: Vec<(i64, i64)>,
+}
+
+/// Parked operations: each registers a [`Notify`] of its own; an advance of the high
+/// watermark wakes every one registered (and forgets them: a waiter registers again before
+/// it checks again, so no wake-up is lost between its check and its wait).
+#[derive(Default)]
+struct Waiters(Mutex<Vec<Weak<Notify>>>);
+
+/// Dropped waiters (a fetch that timed out elsewhere) and repeated ones are swept whenever
+/// the list reaches a power of two from this on.
+pub(crate) const WAITERS_SWEEP_AT: usize = 64;
+
+impl Waiters {
+    fn register(&self, waiter: &Arc<Notify>) {
+        let mut list = self.0.lock().expect("waiters lock");
+        if list.len() >= WAITERS_SWEEP_AT && list.len().is_power_of_two() {
+            // Gone, or registered again since (a fetch re-registers each time it wakes).
+            let mut seen = std::collections::HashSet::new();
+            list.retain(|w| w.strong_count() > 0 && seen.insert(w.as_ptr()));
+        }
+        list.push(Arc::downgrade(waiter));
+    }
+
+    fn wake(&self) {
+        let list = std::mem::take(&mut *self.0.lock().expect("waiters lock"));
+        for waiter in list.iter().filter_map(Weak::upgrade) {
+            // A stored permit: a waiter that has not started waiting yet returns at once.
+            waiter.notify_one();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().expect("waiters lock").len()
+    }
+}
+
+/// One partition of a topic, led by this broker.
+pub struct Partition {
+    topic: Arc<str>,
+    index: i32,
+    log: Arc<UnifiedLog>,
+    leader_epoch: AtomicI32,
+    high_watermark: AtomicI64,
+    waiters: Waiters,
+    commit: Arc<dyn CommitRule>,
+    flusher: Flusher,
+}
+
+impl fmt::Debug for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Partition")
+            .field("topic", &self.topic)
+            .field("index", &self.index)
+            .field("leader_epoch", &self.leader_epoch())
+            .field("high_watermark", &self.high_watermark())
+            .field("log_end_offset", &self.log_end_offset())
+            .finish()
+    }
+}
+
+impl Partition {
+    /// A partition over an opened log. Everything recovered is committed: on one node the
+    /// log is the whole in-sync replica set.
+    pub(crate) fn new(
+        topic: Arc<str>,
+        index: i32,
+        log: Arc<UnifiedLog>,
+        leader_epoch: i32,
+        commit: Arc<dyn CommitRule>,
+        flusher: Flusher,
+    ) -> Self {
+        let high_watermark = log.log_end_offset();
+        Self {
+            topic,
+            index,
+            log,
+            leader_epoch: AtomicI32::new(leader_epoch),
+            high_watermark: AtomicI64::new(high_watermark),
+            waiters: Waiters::default(),
+            commit,
+            flusher,
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    /// The same log: used to tell a partition that survived a topic change from a new one.
+    pub(crate) fn same_log(&self, log: &Arc<UnifiedLog>) -> bool {
+        Arc::ptr_eq(&self.log, log)
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// Moves to a new leader epoch. Epochs only grow.
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        let before = self.leader_epoch.fetch_max(epoch, Ordering::AcqRel);
+        assert!(
+            epoch >= before,
+            "leader epoch of {}-{} went back from {before} to {epoch}",
+            self.topic,
+            self.index
+        );
+    }
+
+    /// Offsets below this are committed: readers see them, acks=all may count them.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Advances the high watermark to `offset` (capped by the log end offset; never back) and
+    /// wakes the operations parked on this partition if it moved.
+    pub fn advance_high_watermark(&self, offset: i64) {
+        let log_end = self.log.log_end_offset();
+        let target = offset.min(log_end);
+        let before = self.high_watermark.fetch_max(target, Ordering::AcqRel);
+        let now = before.max(target);
+        assert!(
+            now <= log_end,
+            "high watermark {now} of {}-{} past the log end offset {log_end}",
+            self.topic,
+            self.index
+        );
+        if target > before {
+            self.waiters.wake();
+        }
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.log_start_offset()
+    }
+
+    /// Below this every transaction has ended, and everything is committed.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        let lso = self.log.last_stable_offset().min(hw);
+        debug_assert!(
+            lso <= hw,
+            "last stable offset {lso} past high watermark {hw}"
+        );
+        lso
+    }
+
+    /// Appends client batches in the current leader epoch and lets the commit rule decide
+    /// when they are committed.
+    pub fn append(
+        self: &Arc<Self>,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        let outcome = self
+            .log
+            .append_in_epoch(records, self.leader_epoch(), now_ms)?;
+        self.commit.appended(self, outcome.last_offset + 1);
+        Ok(outcome)
+    }
+
+    /// Appends a transaction marker (from the transaction coordinator only).
+    pub fn append_marker(
+        self: &Arc<Self>,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        let outcome = self.log.append_marker_in_epoch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            self.leader_epoch(),
+            now_ms,
+        )?;
+        self.commit.appended(self, outcome.last_offset + 1);
+        Ok(outcome)
+    }
+
+    /// Registers a wait for every offset below `end_offset` to be durable on this broker's
+    /// disk. Registered now, so several partitions share the flusher's next pass.
+    pub fn flush(&self, end_offset: i64) -> FlushWait {
+        self.flusher.flush(self.log.clone(), end_offset)
+    }
+
+    /// Completes when every offset below `end_offset` is durable and committed: what
+    /// acks=all waits for. The caller bounds the wait (the produce timeout).
+    pub async fn committed(&self, end_offset: i64) -> Result<(), StorageError> {
+        self.flush(end_offset).wait().await?;
+        self.wait_for_high_watermark(end_offset).await;
+        Ok(())
+    }
+
+    /// Completes once the high watermark reaches `offset`.
+    pub async fn wait_for_high_watermark(&self, offset: i64) {
+        if self.high_watermark() >= offset {
+            return;
+        }
+        let waiter = Arc::new(Notify::new());
+        loop {
+            self.register(&waiter);
+            if self.high_watermark() >= offset {
+                return;
+            }
+            waiter.notified().await;
+        }
+    }
+
+    /// Parks `waiter`: it is notified at the next advance of the high watermark. Register
+    /// before checking the partition, then wait: an advance in between is not lost.
+    pub fn register(&self, waiter: &Arc<Notify>) {
+        self.waiters.register(waiter);
+    }
+
+    /// Operations parked on this partition (for tests and metrics).
+    pub fn parked(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Whole batches from the one holding `offset`, none at or past the high watermark (or
+    /// the last stable offset, read_committed), at most `max_bytes` unless `min_one_batch`.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        isolation: Isolation,
+    ) -> Result<PartitionRead, StorageError> {
+        let hw = self.high_watermark();
+        let read = self
+            .log
+            .read_slice_below(offset, hw, max_bytes, min_one_batch, isolation)?;
+        debug_assert!(read.high_watermark <= hw && read.last_stable_offset <= hw);
+        Ok(PartitionRead {
+            records: read.records,
+            high_watermark: read.high_watermark,
+            last_stable_offset: read.last_stable_offset,
+            log_start_offset: read.log_start_offset,
+            aborted: read
+                .aborted
+                .iter()
+                .map(|a| (a.producer_id, a.first_offset))
+                .collect(),
+        })
+    }
+
+    /// [`Partition::read`] into memory, read_uncommitted: for the coordinators' replay and the
+    /// admin message browser.
+    pub fn read_bytes(&self, offset: i64, max_bytes: usize) -> Result<Vec<u8>, StorageError> {
+        let read = self.read(offset, max_bytes, true, Isolation::ReadUncommitted)?;
+        match read.records {
+            Some(slice) => Ok(slice.to_vec()?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.log.config()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.log.segment_count()
+    }
+
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        self.log.active_producers()
+    }
+
+    pub fn producer_count(&self) -> usize {
+        self.log.producer_count()
+    }
+
+    /// Open transactions: (producer id, first offset), oldest first.
+    pub fn open_transactions(&self) -> Vec<(i64, i64)> {
+        self.log.open_transactions()
+    }
+
+    /// The offset and timestamp of the first committed record at or after `timestamp`.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let hw = self.high_watermark();
+        Ok(self
+            .log
+            .offset_for_timestamp(timestamp)?
+            .filter(|&(offset, _)| offset < hw))
+    }
+
+    /// The first record with the largest timestamp (KIP-734), if committed.
+    pub fn max_timestamp_record(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        let hw = self.high_watermark();
+        Ok(self
+            .log
+            .max_timestamp_record()?
+            .filter(|&(offset, _)| offset < hw))
+    }
+
+    /// One cleaner pass over this partition (compacted topics).
+    pub fn clean(
+        &self,
+        now_ms: i64,
+        cleaner: &CleanerConfig,
+        throttle: &mut Throttle,
+    ) -> Result<Option<CleanStats>, StorageError> {
+        self.log.clean(now_ms, cleaner, throttle)
+    }
+
+    pub(crate) fn log(&self) -> &Arc<UnifiedLog> {
+        &self.log
+    }
+}

@@ -1,0 +1,223 @@
+//! The partition layer's promises, with the commit rule held back (as replication will hold
+//! it): readers see only committed records, acks=all waits for the commit, parked operations
+//! wake per partition, and the invariants hold.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_records::{BatchBuilder, BatchIter, NewRecord};
+use tokio::sync::Notify;
+
+use super::*;
+
+fn batch(values: &[&str]) -> Vec<u8> {
+    let mut b = BatchBuilder::new(1_000);
+    for v in values {
+        b.push(NewRecord {
+            value: Some(v.as_bytes().to_vec()),
+            ..NewRecord::default()
+        });
+    }
+    b.build()
+}
+
+fn open(dir: &Path, commit: Arc<dyn CommitRule>) -> ReplicaManager {
+    ReplicaManager::open(dir, LogConfig::default(), Arc::new(Fsync), commit).expect("open")
+}
+
+fn topic(replicas: &ReplicaManager, name: &str, partitions: i32) -> Arc<Topic> {
+    replicas
+        .create_topic(name, partitions, BTreeMap::new(), false)
+        .expect("create")
+}
+
+/// Offsets of the records a read returned.
+fn offsets(read: &PartitionRead) -> Vec<i64> {
+    let Some(slice) = &read.records else {
+        return Vec::new();
+    };
+    let bytes = slice.to_vec().unwrap();
+    BatchIter::new(&bytes)
+        .map(|b| sluice_records::BatchHeader::parse(b.unwrap()).unwrap())
+        .flat_map(|h| h.base_offset..h.next_offset())
+        .collect()
+}
+
+#[test]
+fn readers_never_see_records_above_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = Arc::new(ManualCommit::held());
+    let replicas = open(dir.path(), rule.clone());
+    let p = topic(&replicas, "t", 1).partitions[0].clone();
+
+    p.append(&batch(&["a", "b"]), 1_000).unwrap();
+    assert_eq!(p.log_end_offset(), 2);
+    assert_eq!(
+        p.high_watermark(),
+        0,
+        "nothing is committed while the rule holds"
+    );
+    for isolation in [Isolation::ReadUncommitted, Isolation::ReadCommitted] {
+        let read = p.read(0, 1 << 20, true, isolation).unwrap();
+        assert!(
+            read.records.is_none(),
+            "{isolation:?} read returned uncommitted records"
+        );
+        assert_eq!((read.high_watermark, read.last_stable_offset), (0, 0));
+    }
+    assert!(p.read_bytes(0, 1 << 20).unwrap().is_empty());
+    assert_eq!(p.last_stable_offset(), 0);
+    // Offsets past the high watermark but within the log are not out of range: empty.
+    assert!(p.read(1, 1 << 20, true, Isolation::ReadUncommitted).is_ok());
+    assert!(p
+        .read(3, 1 << 20, true, Isolation::ReadUncommitted)
+        .is_err());
+    // Timestamps of uncommitted records are not revealed either.
+    assert_eq!(p.offset_for_timestamp(0).unwrap(), None);
+    assert_eq!(p.max_timestamp_record().unwrap(), None);
+    // DeleteRecords cannot move the log start past the high watermark.
+    assert!(replicas.delete_records(&p, 1).is_err());
+
+    rule.release();
+    assert_eq!(p.high_watermark(), 2);
+    let read = p
+        .read(0, 1 << 20, true, Isolation::ReadUncommitted)
+        .unwrap();
+    assert_eq!(offsets(&read), vec![0, 1]);
+
+    // Held again: a second append stays invisible while the first stays readable.
+    rule.hold();
+    p.append(&batch(&["c"]), 1_000).unwrap();
+    let read = p
+        .read(0, 1 << 20, true, Isolation::ReadUncommitted)
+        .unwrap();
+    assert_eq!(offsets(&read), vec![0, 1]);
+    assert_eq!(read.high_watermark, 2);
+    rule.release();
+    let read = p
+        .read(0, 1 << 20, true, Isolation::ReadUncommitted)
+        .unwrap();
+    assert_eq!(offsets(&read), vec![0, 1, 2]);
+}
+
+#[test]
+fn the_high_watermark_never_passes_the_log_end_nor_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = open(dir.path(), Arc::new(ManualCommit::held()));
+    let p = topic(&replicas, "t", 1).partitions[0].clone();
+    p.append(&batch(&["a", "b", "c"]), 1_000).unwrap();
+    p.advance_high_watermark(100);
+    assert_eq!(p.high_watermark(), 3, "capped by the log end offset");
+    p.advance_high_watermark(1);
+    assert_eq!(p.high_watermark(), 3, "never back");
+    assert!(p.last_stable_offset() <= p.high_watermark());
+}
+
+#[test]
+#[should_panic(expected = "went back")]
+fn leader_epochs_only_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = open(dir.path(), Arc::new(CommitOnAppend));
+    let p = topic(&replicas, "t", 1).partitions[0].clone();
+    p.set_leader_epoch(3);
+    assert_eq!(p.leader_epoch(), 3);
+    p.set_leader_epoch(2);
+}
+
+#[test]
+fn appends_are_stamped_with_the_partitions_leader_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = open(dir.path(), Arc::new(CommitOnAppend));
+    let p = topic(&replicas, "t", 1).partitions[0].clone();
+    p.set_leader_epoch(7);
+    p.append(&batch(&["a"]), 1_000).unwrap();
+    let bytes = p.read_bytes(0, 1 << 20).unwrap();
+    let header = sluice_records::BatchHeader::parse(&bytes).unwrap();
+    assert_eq!(header.partition_leader_epoch, 7);
+}
+
+#[tokio::test]
+async fn acks_all_waits_for_the_commit_not_only_the_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = Arc::new(ManualCommit::held());
+    let replicas = open(dir.path(), rule.clone());
+    let p = topic(&replicas, "t", 1).partitions[0].clone();
+    let outcome = p.append(&batch(&["a"]), 1_000).unwrap();
+    let end = outcome.last_offset + 1;
+    // Durable, but not committed: the wait does not end.
+    p.flush(end).wait().await.unwrap();
+    let held = tokio::time::timeout(Duration::from_millis(50), p.committed(end)).await;
+    assert!(held.is_err(), "acks=all answered before the commit");
+    let waiting = tokio::spawn({
+        let p = p.clone();
+        async move { p.committed(end).await }
+    });
+    while p.parked() == 0 {
+        tokio::task::yield_now().await;
+    }
+    rule.release();
+    waiting.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_parked_fetch_wakes_for_its_own_partitions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = open(dir.path(), Arc::new(CommitOnAppend));
+    let t = topic(&replicas, "t", 2);
+    let (mine, other) = (t.partitions[0].clone(), t.partitions[1].clone());
+    let waiter = Arc::new(Notify::new());
+    mine.register(&waiter);
+    other.append(&batch(&["x"]), 1_000).unwrap();
+    let woke = tokio::time::timeout(Duration::from_millis(50), waiter.notified()).await;
+    assert!(woke.is_err(), "woken by another partition's append");
+    // An advance between registering and waiting is not lost.
+    mine.append(&batch(&["y"]), 1_000).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waiter.notified())
+        .await
+        .expect("woken by its partition's append");
+    assert_eq!(mine.parked(), 0, "a wake-up forgets the waiters it woke");
+}
+
+#[test]
+fn dropped_and_repeated_waiters_do_not_pile_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = open(dir.path(), Arc::new(CommitOnAppend));
+    let p = topic(&replicas, "t", 1).partitions[0].clone();
+    let kept = Arc::new(Notify::new());
+    for _ in 0..10_000 {
+        p.register(&kept);
+        p.register(&Arc::new(Notify::new()));
+    }
+    assert!(
+        p.parked() <= 2 * crate::partition::WAITERS_SWEEP_AT,
+        "{} waiters parked",
+        p.parked()
+    );
+}
+
+#[test]
+fn topic_changes_keep_partitions_and_their_high_watermarks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = Arc::new(ManualCommit::default());
+    let replicas = open(dir.path(), rule.clone());
+    let before = topic(&replicas, "t", 1);
+    before.partitions[0].append(&batch(&["a"]), 1_000).unwrap();
+    let mut retention = BTreeMap::new();
+    retention.insert("retention.ms".to_string(), "1000".to_string());
+    let altered = replicas
+        .alter_topic_config::<StorageError>("t", |_, _| Ok(retention), false)
+        .unwrap();
+    let grown = replicas.create_partitions("t", 3, false).unwrap();
+    assert!(Arc::ptr_eq(&before.partitions[0], &altered.partitions[0]));
+    assert!(Arc::ptr_eq(&before.partitions[0], &grown.partitions[0]));
+    assert_eq!(grown.partitions.len(), 3);
+    assert_eq!(
+        replicas.topic("t").unwrap().partitions[0].high_watermark(),
+        1
+    );
+    replicas.delete_topic("t").unwrap();
+    assert!(replicas.topic("t").is_none());
+    let again = topic(&replicas, "t", 1);
+    assert_eq!(again.partitions[0].high_watermark(), 0);
+}
