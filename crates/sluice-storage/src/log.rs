@@ -426,7 +426,10 @@ impl UnifiedLog {
                 config,
                 log_start_offset,
                 log_end_offset,
-                dir_dirty,
+                // Whether this directory's entries are durable is unknown: a process before
+                // this one may have created a segment and stopped before syncing it (a fresh
+                // log leaves that to its first flush). The first flush syncs it.
+                dir_dirty: true,
                 producers,
                 // A new, empty log has nothing for a checkpoint to write until its first
                 // append, so ten thousand new topics cost a shutdown nothing.
