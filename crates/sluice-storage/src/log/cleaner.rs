@@ -16,6 +16,9 @@
 //!    leftover `.cleaned` file is deleted at start-up, and missing indexes are rebuilt;
 //! 4. moves the cleaner checkpoint (`cleaner-offset-checkpoint`) past what it covered.
 //!
+//! Durability: only segments wholly below the recovery point are cleaned, so a record is only
+//! ever superseded by one that survives a crash.
+//!
 //! Transactions: only segments wholly below the last stable offset are cleaned, so no open
 //! transaction is touched. Batches of aborted transactions (known from the aborted-transaction
 //! indexes) never enter the offset map and are dropped when their segment is rewritten;
@@ -256,6 +259,9 @@ impl UnifiedLog {
             }
             let active = *inner.segments.keys().next_back().expect("a segment");
             let lso = UnifiedLog::lso_of(&inner);
+            // Only durable records may supersede others: a record dropped for a later one
+            // that a power cut then loses would take its key's acknowledged value with it.
+            let durable = self.recovery_point();
             let lag_horizon = now_ms.saturating_sub(config.min_compaction_lag_ms);
             let closed: Vec<Closed> = inner
                 .segments
@@ -267,7 +273,11 @@ impl UnifiedLog {
                     max_timestamp: s.max_timestamp,
                     file: s.file.clone(),
                 })
-                .take_while(|s| s.max_timestamp <= lag_horizon && s.next_offset <= lso)
+                .take_while(|s| {
+                    s.max_timestamp <= lag_horizon
+                        && s.next_offset <= lso
+                        && s.next_offset <= durable
+                })
                 .collect();
             let first_dirty = inner.cleaner_checkpoint.max(inner.log_start_offset);
             let aborted = AbortedRanges::of(inner.segments.values().flat_map(|s| &s.aborted));
