@@ -328,6 +328,8 @@ struct Sim {
     /// Incremented by each crash; handles from before it are dead.
     boot: u64,
     faults_injected: u64,
+    /// What happened, when tracing: for a failing schedule's report.
+    trace: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -359,6 +361,14 @@ impl Sim {
     /// Counts one call and decides whether it fails: the power is off (or goes off now), or a
     /// fault is injected. `Err` carries the error to return.
     fn step(&mut self, call: Call) -> io::Result<()> {
+        let outcome = self.decide(call);
+        if let Err(e) = &outcome {
+            self.note(|| format!("  -> {e}"));
+        }
+        outcome
+    }
+
+    fn decide(&mut self, call: Call) -> io::Result<()> {
         if !self.powered {
             return Err(io::Error::other("simulated power loss"));
         }
@@ -374,6 +384,12 @@ impl Sim {
             return Err(io::Error::from_raw_os_error(errno));
         }
         Ok(())
+    }
+
+    fn note(&mut self, what: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            trace.push(what());
+        }
     }
 
     fn lookup(&self, path: &Path) -> io::Result<u64> {
@@ -455,6 +471,7 @@ impl SimFs {
                 powered: true,
                 boot: 0,
                 faults_injected: 0,
+                trace: None,
             })),
         }
     }
@@ -469,6 +486,14 @@ impl SimFs {
         let mut sim = self.sim();
         sim.fail_one_in = fail_one_in;
         sim.power_off_at = power_off_after.map(|n| sim.steps + n.max(1));
+    }
+
+    /// Starts recording every call (and its outcome), or stops and returns the record.
+    pub fn trace(&self, on: bool) -> Vec<String> {
+        let mut sim = self.sim();
+        let old = sim.trace.take().unwrap_or_default();
+        sim.trace = on.then(Vec::new);
+        old
     }
 
     /// Whether the power has gone off (every call fails until [`SimFs::crash`]).
@@ -491,12 +516,14 @@ impl SimFs {
     pub fn crash(&self) {
         let mut sim = self.sim();
         let ids: Vec<u64> = sim.inodes.keys().copied().collect();
+        let mut notes = Vec::new();
         for id in ids {
             let choice = sim.below(4);
             let cut = sim.random();
             match sim.inodes.get_mut(&id).expect("listed") {
                 Inode::File { data, durable } => {
                     if *data != *durable {
+                        let before = (durable.len(), data.len());
                         let appended = data.len() > durable.len() && data.starts_with(durable);
                         match choice {
                             // Lost, as an fsync would have prevented.
@@ -510,9 +537,23 @@ impl SimFs {
                             _ => {}
                         }
                         durable.clone_from(data);
+                        let kept = data.len();
+                        notes.push(format!(
+                            "crash: #{id} durable {} current {} kept {kept}",
+                            before.0, before.1
+                        ));
                     }
                 }
                 Inode::Dir { entries, durable } => {
+                    if entries != durable {
+                        let kept = if choice < 2 { "durable" } else { "current" };
+                        let what = format!(
+                            "crash: dir #{id} keeps {kept} entries {:?} (durable {:?})",
+                            if choice < 2 { &*durable } else { &*entries },
+                            durable
+                        );
+                        notes.push(what);
+                    }
                     if choice < 2 {
                         entries.clone_from(durable);
                     } else {
@@ -520,6 +561,9 @@ impl SimFs {
                     }
                 }
             }
+        }
+        if let Some(trace) = &mut sim.trace {
+            trace.extend(notes);
         }
         sim.powered = true;
         sim.power_off_at = None;
@@ -560,6 +604,7 @@ impl SimHandle {
         if sim.boot != self.boot {
             return Err(io::Error::other("handle from before a simulated crash"));
         }
+        sim.note(|| format!("write #{} at {pos}: {} bytes", self.inode, bytes.len()));
         let failed = sim.step(Call::Write).err();
         // A failing write may still have written some of its bytes.
         let len = match &failed {
@@ -603,6 +648,9 @@ impl FsFile for SimHandle {
         self.write(&bytes, pos)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.fs
+            .sim()
+            .note(|| format!("set_len #{} to {len}", self.inode));
         let mut sim = self.call(Call::Write)?;
         let (data, _) = sim.file_mut(self.inode)?;
         data.resize(len as usize, 0);
@@ -614,6 +662,7 @@ impl FsFile for SimHandle {
         Ok(data.len() as u64)
     }
     fn sync_data(&self) -> io::Result<()> {
+        self.fs.sim().note(|| format!("sync #{}", self.inode));
         let mut sim = self.call(Call::Sync)?;
         let (data, durable) = sim.file_mut(self.inode)?;
         durable.clone_from(data);
@@ -623,6 +672,7 @@ impl FsFile for SimHandle {
 
 impl FsDir for SimHandle {
     fn sync(&self) -> io::Result<()> {
+        self.fs.sim().note(|| format!("sync dir #{}", self.inode));
         let mut sim = self.call(Call::Sync)?;
         match sim.inodes.get_mut(&self.inode) {
             Some(Inode::Dir { entries, durable }) => {
@@ -639,6 +689,7 @@ impl FsLock for SimHandle {}
 impl Fs for SimFs {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FsFile>> {
         let mut sim = self.sim();
+        sim.note(|| format!("open {} {mode:?}", path.display()));
         sim.step(Call::Namespace)?;
         let inode = match (sim.lookup(path), mode) {
             (Ok(id), OpenMode::Truncate) => {
@@ -660,6 +711,7 @@ impl Fs for SimFs {
                 id
             }
         };
+        sim.note(|| format!("  = #{inode}"));
         drop(sim);
         Ok(Box::new(self.handle(inode)))
     }
@@ -693,6 +745,7 @@ impl Fs for SimFs {
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut sim = self.sim();
+        sim.note(|| format!("rename {} {}", from.display(), to.display()));
         sim.step(Call::Namespace)?;
         let (from_dir, from_name) = sim.parent_of(from)?;
         let (to_dir, to_name) = sim.parent_of(to)?;
@@ -705,6 +758,7 @@ impl Fs for SimFs {
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut sim = self.sim();
+        sim.note(|| format!("unlink {}", path.display()));
         sim.step(Call::Namespace)?;
         let (dir, name) = sim.parent_of(path)?;
         let id = sim.lookup(path)?;
@@ -714,6 +768,7 @@ impl Fs for SimFs {
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut sim = self.sim();
+        sim.note(|| format!("mkdir -p {}", path.display()));
         sim.step(Call::Namespace)?;
         let mut at = ROOT;
         for component in path.components() {
@@ -742,6 +797,7 @@ impl Fs for SimFs {
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut sim = self.sim();
+        sim.note(|| format!("rm -r {}", path.display()));
         sim.step(Call::Namespace)?;
         let (dir, name) = sim.parent_of(path)?;
         sim.lookup(path)?;

@@ -2,6 +2,9 @@
 //! are transparent, recovery keeps exactly the valid prefix, group commit shares syncs, and a
 //! failed sync takes the directory offline.
 
+#[path = "log/sim.rs"]
+mod sim;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
