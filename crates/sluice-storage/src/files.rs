@@ -2,7 +2,6 @@
 //! partitions within the process's open-file limit; and the errors that mean the process ran
 //! out of descriptors, which are a passing condition, not a disk failure.
 
-use std::fs::File;
 use std::io;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,19 +11,19 @@ static OPEN_FILES: AtomicUsize = AtomicUsize::new(0);
 /// A segment or index file held open by a log. Counted from creation until the last handle
 /// (readers clone the `Arc`) is dropped, which is when the descriptor is closed.
 #[derive(Debug)]
-pub struct CountedFile(File);
+pub struct CountedFile(Box<dyn crate::FsFile>);
 
 impl CountedFile {
-    pub fn new(file: File) -> Self {
+    pub fn new(file: Box<dyn crate::FsFile>) -> Self {
         OPEN_FILES.fetch_add(1, Ordering::Relaxed);
         Self(file)
     }
 }
 
 impl Deref for CountedFile {
-    type Target = File;
-    fn deref(&self) -> &File {
-        &self.0
+    type Target = dyn crate::FsFile;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
     }
 }
 
@@ -44,9 +43,4 @@ pub fn open_file_count() -> usize {
 /// an `open` (or `accept`) fails this way, before anything was written.
 pub fn is_out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-}
-
-/// Opens a directory for syncing its entries.
-pub(crate) fn open_dir(dir: &std::path::Path) -> io::Result<File> {
-    File::open(dir)
 }

@@ -7,6 +7,7 @@
 mod config;
 mod durability;
 mod files;
+mod fs;
 mod index;
 mod log;
 mod manager;
@@ -19,6 +20,7 @@ mod txn_index;
 pub use config::{LogConfig, TimestampPolicy, TOPIC_CONFIG_NAMES};
 pub use durability::{Durability, FailAfter, Fsync};
 pub use files::{is_out_of_descriptors, open_file_count, CountedFile};
+pub use fs::{Fs, FsDir, FsFile, FsLock, OpenMode, RealFs, SimFs};
 pub use index::{OffsetIndex, TimeIndex};
 pub use log::{
     AppendOutcome, CleanStats, CleanerConfig, DirState, FileSlice, Isolation, ReadOutcome,

@@ -2,9 +2,7 @@
 //! recovery.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
 use std::io::{self, IoSlice};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,7 +16,7 @@ use crate::config::{LogConfig, TimestampPolicy};
 use crate::producer_state::{ProducerStateManager, SequenceCheck, Snapshot};
 use crate::segment::{parse_segment_file_name, LogSegment, HEADER_PEEK};
 use crate::txn_index::AbortedTxn;
-use crate::{CountedFile, Durability, StorageError};
+use crate::{CountedFile, Durability, Fs, OpenMode, RealFs, StorageError};
 
 /// The most a single batch may decompress to when the broker must look inside it
 /// (ListOffsets by timestamp). Larger batches are refused rather than inflated.
@@ -47,7 +45,7 @@ const MAX_CONTROL_BATCH_BYTES: usize = 64 << 10;
 #[derive(Debug)]
 pub struct DirState {
     offline: AtomicBool,
-    pub(crate) durability: Arc<dyn Durability>,
+    pub(crate) fs: Arc<dyn Fs>,
     /// `producer.id.expiration.ms`, applied when producer state is checkpointed.
     producer_id_expiration_ms: AtomicI64,
     /// Paces the log line for operations that failed for want of a descriptor.
@@ -58,10 +56,16 @@ pub struct DirState {
 pub const DESCRIPTOR_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl DirState {
+    /// The state of a directory on the real file system, syncing through `durability`.
     pub fn new(durability: Arc<dyn Durability>) -> Self {
+        Self::with_fs(Arc::new(RealFs::new(durability)))
+    }
+
+    /// The state of a directory on `fs`.
+    pub fn with_fs(fs: Arc<dyn Fs>) -> Self {
         Self {
             offline: AtomicBool::new(false),
-            durability,
+            fs,
             producer_id_expiration_ms: AtomicI64::new(PRODUCER_ID_EXPIRATION_MS),
             descriptor_log: crate::EveryInterval::new(DESCRIPTOR_LOG_INTERVAL),
         }
@@ -167,7 +171,7 @@ impl FileSlice {
                 "read past the end of a file slice",
             ));
         }
-        read_exact_at_uninit(&self.file, len, self.position + offset as u64)
+        self.file.read_vec_at(len, self.position + offset as u64)
     }
 
     /// The whole slice.
@@ -198,12 +202,12 @@ struct WalkedBatch {
 
 /// Steps over stored batches by their headers, reading only the first bytes of each.
 struct HeaderWalk<'a> {
-    file: &'a File,
+    file: &'a CountedFile,
     end: u64,
 }
 
 impl<'a> HeaderWalk<'a> {
-    fn new(file: &'a File, end: u64) -> Self {
+    fn new(file: &'a CountedFile, end: u64) -> Self {
         Self { file, end }
     }
 
@@ -306,23 +310,22 @@ impl UnifiedLog {
         dir_state: Arc<DirState>,
         now_ms: i64,
     ) -> Result<Self, StorageError> {
-        fs::create_dir_all(dir)?;
+        let fs = dir_state.fs.clone();
+        fs.create_dir_all(dir)?;
         let mut bases = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            let name = name.to_string_lossy();
+        for name in fs.read_dir(dir)? {
             if let Some(base) = parse_segment_file_name(&name) {
                 bases.push(base);
             } else if name.ends_with(cleaner::CLEANED_SUFFIX) {
                 // A rewrite the cleaner did not finish: the original segment is intact.
-                fs::remove_file(dir.join(&*name))?;
+                fs.remove_file(&dir.join(&name))?;
             } else if name.ends_with(".index")
                 || name.ends_with(".timeindex")
                 || name.ends_with(".txnindex")
             {
                 let stem = name.split('.').next().unwrap_or_default();
-                if !dir.join(format!("{stem}.log")).exists() {
-                    fs::remove_file(dir.join(&*name))?;
+                if !fs.exists(&dir.join(format!("{stem}.log"))) {
+                    fs.remove_file(&dir.join(&name))?;
                 }
             }
         }
@@ -334,7 +337,7 @@ impl UnifiedLog {
         // not cost two syncs each. (The data directory's entry for it is the creator's.)
         let fresh = bases.is_empty();
         if fresh {
-            let mut segment = LogSegment::create(dir, 0, now_ms)?;
+            let mut segment = LogSegment::create(&fs, dir, 0, now_ms)?;
             // Empty indexes need no files: a restart rebuilds them from an empty segment.
             segment.indexes_persisted = true;
             segments.insert(0, segment);
@@ -343,11 +346,11 @@ impl UnifiedLog {
         let rp = recovery_point.unwrap_or(i64::MIN);
         let interval = config.index_interval_bytes;
         // Segments wholly below this may have been compacted, leaving offset gaps.
-        let gaps_below = cleaner::read_gaps_marker(dir);
+        let gaps_below = cleaner::read_gaps_marker(fs.as_ref(), dir);
         let mut recovered_any = false;
         let mut scanned = 0u64;
         for (i, &base) in bases.iter().enumerate() {
-            let mut segment = LogSegment::open(dir, base, now_ms)?;
+            let mut segment = LogSegment::open(&fs, dir, base, now_ms)?;
             let next_base = bases.get(i + 1).copied();
             let below_rp = next_base.is_some_and(|nb| nb <= rp);
             let trusted = if below_rp {
@@ -365,7 +368,7 @@ impl UnifiedLog {
                 false
             };
             if !trusted {
-                segment = LogSegment::open(dir, base, now_ms)?;
+                segment = LogSegment::open(&fs, dir, base, now_ms)?;
                 // Compacted segments lie wholly below the marker; their batches must still end
                 // before the next segment (or the marker, for the last one).
                 let compacted = base < gaps_below;
@@ -379,7 +382,7 @@ impl UnifiedLog {
                 recovered_any = true;
                 scanned += outcome.valid_end;
                 if let Some((pos, reason)) = outcome.corruption {
-                    let file_len = segment.file.metadata()?.len();
+                    let file_len = segment.file.size()?;
                     tracing::warn!(
                         log = %dir.display(),
                         segment = base,
@@ -393,7 +396,7 @@ impl UnifiedLog {
                     let relative_end = (segment.next_offset - base) as u32;
                     segment.time_index.truncate_to_relative_offset(relative_end);
                     for &later in &bases[i + 1..] {
-                        LogSegment::open(dir, later, now_ms)?.delete_files()?;
+                        LogSegment::open(&fs, dir, later, now_ms)?.delete_files()?;
                         // The unlinks must be durable before new data reuses those offsets.
                         dir_dirty = true;
                     }
@@ -410,12 +413,12 @@ impl UnifiedLog {
             segment.load_txn_index()?;
         }
         let producers = load_producer_state(
+            fs.as_ref(),
             dir,
             &mut segments,
             log_start_offset,
             log_end_offset,
             now_ms,
-            dir_state.durability.as_ref(),
         )?;
         let log = Self {
             dir: dir.to_path_buf(),
@@ -424,12 +427,15 @@ impl UnifiedLog {
                 config,
                 log_start_offset,
                 log_end_offset,
-                dir_dirty,
+                // Whether this directory's entries are durable is unknown: a process before
+                // this one may have created a segment and stopped before syncing it (a fresh
+                // log leaves that to its first flush). The first flush syncs it.
+                dir_dirty: true,
                 producers,
                 // A new, empty log has nothing for a checkpoint to write until its first
                 // append, so ten thousand new topics cost a shutdown nothing.
                 checkpointed_offset: if fresh { 0 } else { -1 },
-                cleaner_checkpoint: cleaner::read_checkpoint(dir),
+                cleaner_checkpoint: cleaner::read_checkpoint(fs.as_ref(), dir),
             }),
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicI64::new(if recovered_any {
@@ -724,7 +730,7 @@ impl UnifiedLog {
         let interval = inner.config.index_interval_bytes;
         let active = inner.active();
         let start = active.size;
-        if let Err(e) = write_all_vectored_at(&active.file, &mut slices, start) {
+        if let Err(e) = active.file.write_vectored_at(&mut slices, start) {
             // A short write may have left a partial batch; recovery will cut it.
             return Err(self.dir_state.fail("segment write", &e));
         }
@@ -814,9 +820,8 @@ impl UnifiedLog {
             let dirty = std::mem::take(&mut inner.dir_dirty);
             (inner.log_end_offset, files, dirty)
         };
-        let durability = &self.dir_state.durability;
         let dir_handle = if dir_dirty {
-            match crate::files::open_dir(&self.dir) {
+            match self.dir_state.fs.open_dir(&self.dir) {
                 Ok(handle) => Some(handle),
                 Err(e) => {
                     // Nothing synced yet: the next flush tries again.
@@ -828,13 +833,12 @@ impl UnifiedLog {
             None
         };
         for file in files {
-            durability
-                .sync_file(&file)
+            file.sync_data()
                 .map_err(|e| self.dir_state.fail("fsync", &e))?;
         }
         if let Some(handle) = dir_handle {
-            durability
-                .sync_dir(&handle)
+            handle
+                .sync()
                 .map_err(|e| self.dir_state.fail("directory fsync", &e))?;
         }
         self.flushed_offset.fetch_max(end, Ordering::SeqCst);
@@ -983,19 +987,19 @@ impl UnifiedLog {
         if inner.active().base_offset == leo {
             return Ok(());
         }
-        let durability = self.dir_state.durability.clone();
         inner
             .active()
-            .persist_indexes(durability.as_ref())
+            .persist_indexes()
             .map_err(|e| self.dir_state.fail("index write", &e))?;
-        let segment = LogSegment::create(&self.dir, leo, now_ms).map_err(|e| {
-            if crate::is_out_of_descriptors(&e) {
-                // Reported (once per interval), and the directory stays online.
-                self.dir_state.fail("segment create", &e)
-            } else {
-                e.into()
-            }
-        })?;
+        let segment =
+            LogSegment::create(&self.dir_state.fs, &self.dir, leo, now_ms).map_err(|e| {
+                if crate::is_out_of_descriptors(&e) {
+                    // Reported (once per interval), and the directory stays online.
+                    self.dir_state.fail("segment create", &e)
+                } else {
+                    e.into()
+                }
+            })?;
         inner.segments.insert(leo, segment);
         inner.dir_dirty = true;
         Ok(())
@@ -1024,7 +1028,6 @@ impl UnifiedLog {
             }
         }
         self.sync_appended()?;
-        let durability = self.dir_state.durability.clone();
         let (snapshot, covered, index_files) = {
             let mut inner = lock(&self.inner);
             let index_files = inner
@@ -1043,18 +1046,17 @@ impl UnifiedLog {
         };
         // Synced outside the lock: appends to this partition do not wait for a checkpoint.
         for file in index_files {
-            durability
-                .sync_file(&file)
+            file.sync_data()
                 .map_err(|e| self.dir_state.fail("index sync", &e))?;
         }
         // Appends (markers, aborted-index entries) may have landed between the sync above
         // and the capture: the snapshot must not cover anything not yet durable.
         self.sync_appended()?;
         write_file_atomically(
+            self.dir_state.fs.as_ref(),
             &self.dir,
             PRODUCER_SNAPSHOT_FILE,
             &snapshot,
-            durability.as_ref(),
         )
         .map_err(|e| self.dir_state.fail("producer snapshot write", &e))?;
         lock(&self.inner).checkpointed_offset = covered;
@@ -1407,20 +1409,20 @@ fn recompress_all(
 
 /// Writes `bytes` to `dir/name` atomically: temp file, sync, rename, sync directory.
 pub(crate) fn write_file_atomically(
+    fs: &dyn Fs,
     dir: &Path,
     name: &str,
     bytes: &[u8],
-    durability: &dyn Durability,
 ) -> io::Result<()> {
     // Both descriptors first: running out of them must fail the write before the rename.
-    let dir_handle = crate::files::open_dir(dir)?;
+    let dir_handle = fs.open_dir(dir)?;
     let tmp = dir.join(format!("{name}.tmp"));
-    let file = File::create(&tmp)?;
+    let file = fs.open(&tmp, OpenMode::Truncate)?;
     file.write_all_at(bytes, 0)?;
-    durability.sync_file(&file)?;
+    file.sync_data()?;
     drop(file);
-    fs::rename(&tmp, dir.join(name))?;
-    durability.sync_dir(&dir_handle)
+    fs.rename(&tmp, &dir.join(name))?;
+    dir_handle.sync()
 }
 
 /// Rebuilds producer state: the snapshot, if it covers a prefix of the log, then every batch
@@ -1428,14 +1430,15 @@ pub(crate) fn write_file_atomically(
 /// met on the way rebuild the aborted-transaction index entries from there on (entries at or
 /// past that point are dropped first: they may describe a truncated tail).
 fn load_producer_state(
+    fs: &dyn Fs,
     dir: &Path,
     segments: &mut BTreeMap<i64, LogSegment>,
     log_start: i64,
     log_end: i64,
     now_ms: i64,
-    durability: &dyn Durability,
 ) -> Result<ProducerStateManager, StorageError> {
-    let snapshot = fs::read(dir.join(PRODUCER_SNAPSHOT_FILE))
+    let snapshot = fs
+        .read(&dir.join(PRODUCER_SNAPSHOT_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Snapshot>(&bytes).ok())
         .filter(|s| (log_start..=log_end).contains(&s.offset));
@@ -1487,95 +1490,10 @@ fn load_producer_state(
             }
         }
         if changed {
-            segment.rewrite_txn_index(durability)?;
+            segment.rewrite_txn_index()?;
         }
     }
     Ok(state)
-}
-
-/// `pwritev` until every slice is written at `offset`: one system call for all the batches of
-/// an append, however they are split, without gathering them into one buffer first.
-fn write_all_vectored_at(
-    file: &File,
-    slices: &mut [IoSlice<'_>],
-    mut offset: u64,
-) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut slices = slices;
-    // Skip empty slices up front so an all-empty tail ends the loop.
-    IoSlice::advance_slices(&mut slices, 0);
-    while !slices.is_empty() {
-        let count = slices.len().min(IOV_MAX) as libc::c_int;
-        let position = libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-        // SAFETY: IoSlice is ABI-compatible with struct iovec on Unix, and every slice
-        // borrows memory that outlives this call; pwritev only reads from it.
-        let written = unsafe {
-            libc::pwritev(
-                file.as_raw_fd(),
-                slices.as_ptr().cast::<libc::iovec>(),
-                count,
-                position,
-            )
-        };
-        if written < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        if written == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "pwritev wrote nothing",
-            ));
-        }
-        offset += written as u64;
-        IoSlice::advance_slices(&mut slices, written as usize);
-    }
-    Ok(())
-}
-
-/// The most slices one `pwritev` takes (Linux's `IOV_MAX`).
-const IOV_MAX: usize = 1024;
-
-/// Reads exactly `len` bytes at `offset` into a new vector without zero-filling it first:
-/// fetches read up to a megabyte per partition, and the profile showed the zeroing (and the
-/// page faults it forces) among the broker's top costs.
-fn read_exact_at_uninit(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
-    use std::os::fd::AsRawFd;
-    let mut buf: Vec<u8> = Vec::with_capacity(len);
-    let mut filled = 0usize;
-    while filled < len {
-        let position = libc::off_t::try_from(offset + filled as u64)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-        let spare = &mut buf.spare_capacity_mut()[..len - filled];
-        // SAFETY: pread writes at most `spare.len()` bytes into memory we own and do not read
-        // before it returns; the bytes count as initialised only once pread reports them.
-        let n = unsafe {
-            libc::pread(
-                file.as_raw_fd(),
-                spare.as_mut_ptr().cast(),
-                spare.len(),
-                position,
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        filled += n as usize;
-        // SAFETY: the first `filled` bytes were written by pread.
-        unsafe { buf.set_len(filled) };
-    }
-    Ok(buf)
 }
 
 #[cfg(test)]

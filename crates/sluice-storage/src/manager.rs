@@ -12,7 +12,6 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -22,7 +21,7 @@ use uuid::Uuid;
 use crate::config::LogConfig;
 use crate::log::{write_file_atomically as write_atomically, DirState, UnifiedLog};
 use crate::topic_journal::{Change, StoredTopic, TopicJournal};
-use crate::{Durability, StorageError};
+use crate::{Durability, Fs, FsLock, RealFs, StorageError};
 
 const META_FILE: &str = "meta.json";
 const RECOVERY_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
@@ -89,7 +88,7 @@ pub struct LogManager {
     checkpoint_lock: Mutex<()>,
     cluster_id: String,
     producer_ids: Mutex<ProducerIdBlock>,
-    _dir_lock: File,
+    _dir_lock: Box<dyn FsLock>,
 }
 
 /// The producer ids this broker may hand out without touching disk: `next..end`.
@@ -143,14 +142,14 @@ fn delete_dir_name(topic: &str, partition: i32) -> String {
 /// `-delete` directory that start-up removes, never a partial one under the live name. If the
 /// rename fails, the directory is removed where it is; if that fails too, start-up removes it
 /// as an orphan (no topic names it), so deleted records never come back.
-fn remove_partition_dir(data_dir: &Path, dir: &Path, topic: &str, partition: i32) {
+fn remove_partition_dir(fs: &dyn Fs, data_dir: &Path, dir: &Path, topic: &str, partition: i32) {
     let doomed = data_dir.join(delete_dir_name(topic, partition));
-    let removed = match fs::rename(dir, &doomed) {
-        Ok(()) => fs::remove_dir_all(&doomed),
+    let removed = match fs.rename(dir, &doomed) {
+        Ok(()) => fs.remove_dir_all(&doomed),
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e,
                 "could not rename a deleted partition; removing it in place");
-            fs::remove_dir_all(dir)
+            fs.remove_dir_all(dir)
         }
     };
     if let Err(e) = removed {
@@ -171,19 +170,19 @@ fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
 
 /// Whether `dir` holds a segment file (`<20 digits>.log`): what tells a partition directory
 /// apart from anything else an operator may keep in the data directory.
-fn holds_segments(dir: &Path) -> bool {
-    fs::read_dir(dir).is_ok_and(|entries| {
-        entries.flatten().any(|e| {
-            crate::segment::parse_segment_file_name(&e.file_name().to_string_lossy()).is_some()
-        })
+fn holds_segments(fs: &dyn Fs, dir: &Path) -> bool {
+    fs.read_dir(dir).is_ok_and(|names| {
+        names
+            .iter()
+            .any(|name| crate::segment::parse_segment_file_name(name).is_some())
     })
 }
 
 /// Reads a `0\n<count>\n<topic> <partition> <offset>\n…` checkpoint (recovery points, log
 /// start offsets); a missing or unknown file reads as empty.
-fn read_recovery_checkpoint(path: &Path) -> HashMap<(String, i32), i64> {
+fn read_recovery_checkpoint(fs: &dyn Fs, path: &Path) -> HashMap<(String, i32), i64> {
     let mut points = HashMap::new();
-    let Ok(text) = fs::read_to_string(path) else {
+    let Some(text) = fs.read(path).ok().and_then(|b| String::from_utf8(b).ok()) else {
         return points;
     };
     let mut lines = text.lines();
@@ -220,19 +219,34 @@ impl LogManager {
         defaults: LogConfig,
         durability: Arc<dyn Durability>,
     ) -> Result<Self, StorageError> {
-        fs::create_dir_all(data_dir)?;
-        let dir_lock = File::create(data_dir.join(".lock"))?;
-        dir_lock.try_lock().map_err(|_| {
+        Self::open_with_fs(data_dir, defaults, Arc::new(RealFs::new(durability)))
+    }
+
+    /// Like [`LogManager::open`], on the file system `fs`.
+    pub fn open_with_fs(
+        data_dir: &Path,
+        defaults: LogConfig,
+        fs: Arc<dyn Fs>,
+    ) -> Result<Self, StorageError> {
+        if !fs.exists(data_dir) {
+            // A data directory Sluice creates must survive a power cut as much as the topics
+            // acknowledged in it: its entry in its parent is synced too.
+            fs.create_dir_all(data_dir)?;
+            if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs.open_dir(parent)?.sync()?;
+            }
+        }
+        let dir_lock = fs.try_lock(&data_dir.join(".lock"))?.ok_or_else(|| {
             StorageError::Io(format!(
                 "{} is in use by another broker",
                 data_dir.display()
             ))
         })?;
-        let dir_state = Arc::new(DirState::new(durability.clone()));
+        let dir_state = Arc::new(DirState::with_fs(fs.clone()));
 
         let meta_path = data_dir.join(META_FILE);
-        let cluster_id = if meta_path.exists() {
-            let meta: StoredMeta = serde_json::from_slice(&fs::read(&meta_path)?)
+        let cluster_id = if fs.exists(&meta_path) {
+            let meta: StoredMeta = serde_json::from_slice(&fs.read(&meta_path)?)
                 .map_err(|e| StorageError::Io(format!("{}: {e}", meta_path.display())))?;
             meta.cluster_id
         } else {
@@ -241,22 +255,23 @@ impl LogManager {
                 node_id: 0,
             };
             let bytes = serde_json::to_vec_pretty(&meta).expect("meta serialises");
-            write_atomically(data_dir, META_FILE, &bytes, durability.as_ref())?;
+            write_atomically(fs.as_ref(), data_dir, META_FILE, &bytes)?;
             meta.cluster_id
         };
 
-        for entry in fs::read_dir(data_dir)? {
-            let entry = entry?;
-            if entry.file_name().to_string_lossy().ends_with(DELETE_SUFFIX) {
-                fs::remove_dir_all(entry.path())?;
+        for name in fs.read_dir(data_dir)? {
+            if name.ends_with(DELETE_SUFFIX) {
+                fs.remove_dir_all(&data_dir.join(name))?;
             }
         }
 
-        let (journal, stored) = TopicJournal::open(data_dir, durability.as_ref())?;
+        let (journal, stored) = TopicJournal::open(data_dir, fs.clone())?;
         let stored: Vec<StoredTopic> = stored.into_values().collect();
-        remove_orphan_partitions(data_dir, &stored)?;
-        let recovery_points = read_recovery_checkpoint(&data_dir.join(RECOVERY_CHECKPOINT_FILE));
-        let log_starts = read_recovery_checkpoint(&data_dir.join(LOG_START_CHECKPOINT_FILE));
+        remove_orphan_partitions(fs.as_ref(), data_dir, &stored)?;
+        let recovery_points =
+            read_recovery_checkpoint(fs.as_ref(), &data_dir.join(RECOVERY_CHECKPOINT_FILE));
+        let log_starts =
+            read_recovery_checkpoint(fs.as_ref(), &data_dir.join(LOG_START_CHECKPOINT_FILE));
         let now = now_ms();
         let mut topics = BTreeMap::new();
         for t in stored {
@@ -281,7 +296,8 @@ impl LogManager {
             topics.insert(t.name, Arc::new(topic));
         }
         // Ids below the last reserved end may have been handed out before a crash: start after it.
-        let reserved_end = fs::read(data_dir.join(PRODUCER_ID_BLOCK_FILE))
+        let reserved_end = fs
+            .read(&data_dir.join(PRODUCER_ID_BLOCK_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice::<ProducerIdBlock>(&b).ok())
             .map_or(0, |b| b.end);
@@ -354,9 +370,8 @@ impl LogManager {
         journal: &mut TopicJournal,
         changes: &[Change],
     ) -> Result<(), StorageError> {
-        let durability = self.dir_state.durability.as_ref();
         journal
-            .append(changes, durability)
+            .append(changes)
             .map_err(|e| self.dir_state.fail("topic journal write", &e))
     }
 
@@ -370,7 +385,7 @@ impl LogManager {
         }
         let stored: Vec<StoredTopic> = topics.values().map(|t| stored(t)).collect();
         drop(topics);
-        if let Err(e) = journal.compact(stored.iter(), self.dir_state.durability.as_ref()) {
+        if let Err(e) = journal.compact(stored.iter()) {
             let _ = self.dir_state.fail("topic snapshot write", &e);
         }
     }
@@ -490,11 +505,12 @@ impl LogManager {
 
     /// Makes new partition directories' entries durable.
     fn sync_data_dir(&self) -> Result<(), StorageError> {
-        let dir = crate::files::open_dir(&self.data_dir)
+        let dir = self
+            .dir_state
+            .fs
+            .open_dir(&self.data_dir)
             .map_err(|e| self.dir_state.fail("directory open", &e))?;
-        self.dir_state
-            .durability
-            .sync_dir(&dir)
+        dir.sync()
             .map_err(|e| self.dir_state.fail("directory fsync", &e))
     }
 
@@ -505,7 +521,7 @@ impl LogManager {
         drop(logs);
         for p in first..first + count {
             let dir = partition_dir(&self.data_dir, topic, p as i32);
-            if let Err(err) = fs::remove_dir_all(&dir) {
+            if let Err(err) = self.dir_state.fs.remove_dir_all(&dir) {
                 if err.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(dir = %dir.display(), error = %err,
                         "could not remove the directory of a partition that failed to create");
@@ -519,13 +535,14 @@ impl LogManager {
     /// made on the way removed again. The caller syncs the data directory and records them.
     fn with_partitions(&self, mut topic: Topic, count: i32) -> Result<Arc<Topic>, StorageError> {
         let now = now_ms();
+        let fs = self.dir_state.fs.as_ref();
         let first = topic.partitions.len();
         for p in first as i32..count {
             let dir = partition_dir(&self.data_dir, &topic.name, p);
             let opened = (|| {
-                if dir.exists() {
+                if fs.exists(&dir) {
                     // Left over from a crash between creating the directory and recording it.
-                    fs::remove_dir_all(&dir)?;
+                    fs.remove_dir_all(&dir)?;
                 }
                 UnifiedLog::open(
                     &dir,
@@ -540,7 +557,7 @@ impl LogManager {
                 Err(e) => {
                     let made = topic.partitions.split_off(first);
                     // The failed one may have left its directory too.
-                    let _ = fs::remove_dir_all(&dir);
+                    let _ = fs.remove_dir_all(&dir);
                     self.discard_partitions(&topic.name, made, first);
                     return Err(e);
                 }
@@ -622,7 +639,13 @@ impl LogManager {
         for (p, log) in topic.partitions.iter().enumerate() {
             // Wait out in-flight appends and flushes; none may touch the directory after this.
             log.close();
-            remove_partition_dir(&self.data_dir, log.dir(), &topic.name, p as i32);
+            remove_partition_dir(
+                self.dir_state.fs.as_ref(),
+                &self.data_dir,
+                log.dir(),
+                &topic.name,
+                p as i32,
+            );
         }
         self.maybe_compact_journal(&mut journal);
         Ok(topic)
@@ -645,10 +668,10 @@ impl LogManager {
             })
             .expect("block serialises");
             write_atomically(
+                self.dir_state.fs.as_ref(),
                 &self.data_dir,
                 PRODUCER_ID_BLOCK_FILE,
                 &bytes,
-                self.dir_state.durability.as_ref(),
             )
             .map_err(|e| self.dir_state.fail("producer id block write", &e))?;
             block.end = end;
@@ -713,10 +736,10 @@ impl LogManager {
         ] {
             let text = format!("0\n{}\n{}\n", lines.len(), lines.join("\n"));
             write_atomically(
+                self.dir_state.fs.as_ref(),
                 &self.data_dir,
                 file,
                 text.as_bytes(),
-                self.dir_state.durability.as_ref(),
             )
             .map_err(|e| self.dir_state.fail("checkpoint write", &e))?;
         }
@@ -812,22 +835,26 @@ impl LogManager {
 /// Removes partition directories no stored topic names: left by a crash between creating a
 /// partition and recording it, or by a deletion that could not remove its directory. Their
 /// records belong to no topic, and must not reappear if a topic of that name is created.
-fn remove_orphan_partitions(data_dir: &Path, stored: &[StoredTopic]) -> Result<(), StorageError> {
+fn remove_orphan_partitions(
+    fs: &dyn Fs,
+    data_dir: &Path,
+    stored: &[StoredTopic],
+) -> Result<(), StorageError> {
     let known: std::collections::HashMap<&str, i32> = stored
         .iter()
         .map(|t| (t.name.as_str(), t.partitions))
         .collect();
-    for entry in fs::read_dir(data_dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in fs.read_dir(data_dir)? {
+        let path = data_dir.join(&name);
         let Some((topic, partition)) = parse_partition_dir(&name) else {
             continue;
         };
         let orphan = known.get(topic).is_none_or(|&count| partition >= count);
-        if orphan && entry.file_type()?.is_dir() && holds_segments(&entry.path()) {
-            tracing::warn!(dir = %entry.path().display(),
+        // Only a directory lists segments.
+        if orphan && holds_segments(fs, &path) {
+            tracing::warn!(dir = %path.display(),
                 "removing a partition directory no topic names");
-            fs::remove_dir_all(entry.path())?;
+            fs.remove_dir_all(&path)?;
         }
     }
     Ok(())

@@ -10,17 +10,16 @@
 //!   00000000000000004711.log        next segment: its name is its base offset
 //! ```
 
-use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sluice_records::{BatchError, BatchHeader, BATCH_HEADER_SIZE, LOG_OVERHEAD};
 
+use crate::fs::remove_if_present;
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::txn_index::AbortedTxn;
-use crate::CountedFile;
+use crate::{CountedFile, Fs, FsFile, OpenMode};
 
 /// Bytes of a batch header we read to step over and locate batches.
 pub(crate) const HEADER_PEEK: usize = 27;
@@ -40,6 +39,7 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<i64> {
 
 #[derive(Debug)]
 pub(crate) struct LogSegment {
+    pub fs: Arc<dyn Fs>,
     pub base_offset: i64,
     pub file: Arc<CountedFile>,
     pub dir: PathBuf,
@@ -91,7 +91,7 @@ impl LogSegment {
 
     /// Reads the `.txnindex` file, if there is one. A torn last entry is dropped.
     pub fn load_txn_index(&mut self) -> io::Result<()> {
-        match fs::read(self.txn_index_path()) {
+        match self.fs.read(&self.txn_index_path()) {
             Ok(bytes) => {
                 self.aborted = crate::txn_index::parse(&bytes);
                 Ok(())
@@ -109,12 +109,7 @@ impl LogSegment {
             return Ok(f.clone());
         }
         let f = Arc::new(CountedFile::new(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(self.txn_index_path())?,
+            self.fs.open(&self.txn_index_path(), OpenMode::Create)?,
         ));
         self.txn_file = Some(f.clone());
         Ok(f)
@@ -133,39 +128,38 @@ impl LogSegment {
     /// Replaces the `.txnindex` file with the in-memory entries (after recovery dropped or
     /// rebuilt some), atomically: a crash leaves the old file or the new one, never a
     /// truncated one whose lost entries nothing would rebuild.
-    pub fn rewrite_txn_index(&mut self, durability: &dyn crate::Durability) -> io::Result<()> {
+    pub fn rewrite_txn_index(&mut self) -> io::Result<()> {
         let path = self.txn_index_path();
         self.txn_file = None;
         if self.aborted.is_empty() {
-            let dir = crate::files::open_dir(&self.dir)?;
-            fs::remove_file(&path).or_else(|e| match e.kind() {
-                io::ErrorKind::NotFound => Ok(()),
-                _ => Err(e),
-            })?;
-            return durability.sync_dir(&dir);
+            let dir = self.fs.open_dir(&self.dir)?;
+            remove_if_present(self.fs.as_ref(), &path)?;
+            return dir.sync();
         }
         let bytes: Vec<u8> = self.aborted.iter().flat_map(|e| e.to_bytes()).collect();
         let name = segment_file_name(self.base_offset, "txnindex");
-        crate::log::write_file_atomically(&self.dir, &name, &bytes, durability)?;
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        crate::log::write_file_atomically(self.fs.as_ref(), &self.dir, &name, &bytes)?;
+        let file = self.fs.open(&path, OpenMode::Existing)?;
         self.txn_file = Some(Arc::new(CountedFile::new(file)));
         Ok(())
     }
 
     /// Creates an empty segment file (truncating any leftover with the same name).
-    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Self> {
+    pub fn create(fs: &Arc<dyn Fs>, dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Self> {
         let path = dir.join(segment_file_name(base_offset, "log"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        Ok(Self::with_file(dir, base_offset, file, now_ms))
+        let file = fs.open(&path, OpenMode::Truncate)?;
+        Ok(Self::with_file(fs, dir, base_offset, file, now_ms))
     }
 
-    fn with_file(dir: &Path, base_offset: i64, file: File, now_ms: i64) -> Self {
+    fn with_file(
+        fs: &Arc<dyn Fs>,
+        dir: &Path,
+        base_offset: i64,
+        file: Box<dyn FsFile>,
+        now_ms: i64,
+    ) -> Self {
         Self {
+            fs: fs.clone(),
             base_offset,
             file: Arc::new(CountedFile::new(file)),
             dir: dir.to_path_buf(),
@@ -184,8 +178,9 @@ impl LogSegment {
 
     /// Opens an existing segment without reading its batches. `size` is the file length;
     /// offsets and timestamps are filled in by [`LogSegment::load_indexes`] or a scan.
-    pub fn open(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Self> {
+    pub fn open(fs: &Arc<dyn Fs>, dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Self> {
         Self::open_file(
+            fs,
             dir,
             base_offset,
             &dir.join(segment_file_name(base_offset, "log")),
@@ -195,10 +190,16 @@ impl LogSegment {
 
     /// Opens the segment starting at `base_offset` from a file that is not (yet) at its
     /// usual name: the cleaner's rewritten segment before it is swapped in.
-    pub fn open_file(dir: &Path, base_offset: i64, path: &Path, now_ms: i64) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        let size = file.metadata()?.len();
-        let mut segment = Self::with_file(dir, base_offset, file, now_ms);
+    pub fn open_file(
+        fs: &Arc<dyn Fs>,
+        dir: &Path,
+        base_offset: i64,
+        path: &Path,
+        now_ms: i64,
+    ) -> io::Result<Self> {
+        let file = fs.open(path, OpenMode::Existing)?;
+        let size = file.size()?;
+        let mut segment = Self::with_file(fs, dir, base_offset, file, now_ms);
         segment.size = size;
         Ok(segment)
     }
@@ -207,10 +208,14 @@ impl LogSegment {
     /// indexes empty) if either is missing or damaged, so the caller rebuilds them by scanning.
     pub fn load_indexes(&mut self, next_offset_bound: i64) -> bool {
         let relative_end = (next_offset_bound - self.base_offset).max(0) as u64;
-        let offset = fs::read(self.index_path())
+        let offset = self
+            .fs
+            .read(&self.index_path())
             .ok()
             .and_then(|b| OffsetIndex::from_bytes(&b, self.size));
-        let time = fs::read(self.time_index_path())
+        let time = self
+            .fs
+            .read(&self.time_index_path())
             .ok()
             .and_then(|b| TimeIndex::from_bytes(&b, relative_end));
         match (offset, time) {
@@ -227,9 +232,9 @@ impl LogSegment {
 
     /// Writes both index files and syncs them. They are derived, so a failure here costs only
     /// a rebuild at the next start-up, but it is still reported.
-    pub fn persist_indexes(&mut self, durability: &dyn crate::Durability) -> io::Result<()> {
+    pub fn persist_indexes(&mut self) -> io::Result<()> {
         for file in self.write_indexes()? {
-            durability.sync_file(&file)?;
+            file.sync_data()?;
         }
         Ok(())
     }
@@ -238,17 +243,11 @@ impl LogSegment {
     /// they were already current). Writing is quick and happens under the log's lock, so it
     /// never interleaves with a roll writing the same files; the sync can then wait outside
     /// the lock. Both descriptors are opened before either file is truncated.
-    pub fn write_indexes(&mut self) -> io::Result<Vec<File>> {
+    pub fn write_indexes(&mut self) -> io::Result<Vec<Box<dyn FsFile>>> {
         if self.indexes_persisted {
             return Ok(Vec::new());
         }
-        let open = |path: PathBuf| {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-        };
+        let open = |path: PathBuf| self.fs.open(&path, OpenMode::Create);
         let files = [open(self.index_path())?, open(self.time_index_path())?];
         for (file, bytes) in files
             .iter()
@@ -289,7 +288,7 @@ impl LogSegment {
         interval_bytes: u64,
         gaps_below: Option<i64>,
     ) -> io::Result<ScanOutcome> {
-        let file_len = self.file.metadata()?.len();
+        let file_len = self.file.size()?;
         let mut pos = start;
         let mut buf = Vec::new();
         let mut header_buf = [0u8; LOG_OVERHEAD];
@@ -414,10 +413,7 @@ impl LogSegment {
             self.time_index_path(),
             self.txn_index_path(),
         ] {
-            match fs::remove_file(path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            remove_if_present(self.fs.as_ref(), &path)?;
         }
         Ok(())
     }

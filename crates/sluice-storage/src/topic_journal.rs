@@ -19,16 +19,15 @@
 //! since every change in it is already in the snapshot and the last change per name wins.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::log::write_file_atomically;
-use crate::Durability;
+use crate::{Fs, FsFile, OpenMode};
 
 pub(crate) const SNAPSHOT_FILE: &str = "topics.json";
 pub(crate) const JOURNAL_FILE: &str = "topics.journal";
@@ -59,8 +58,9 @@ pub(crate) enum Change {
 /// The open journal: appends go to its end.
 #[derive(Debug)]
 pub(crate) struct TopicJournal {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
-    file: File,
+    file: Box<dyn FsFile>,
     /// Bytes of valid lines: where the next one goes.
     len: u64,
     records: usize,
@@ -114,14 +114,11 @@ fn apply(topics: &mut BTreeMap<String, StoredTopic>, change: Change) {
 impl TopicJournal {
     /// Loads the stored topics, cutting a torn tail off the journal, and opens the journal
     /// for appending.
-    pub fn open(
-        dir: &Path,
-        durability: &dyn Durability,
-    ) -> io::Result<(Self, BTreeMap<String, StoredTopic>)> {
+    pub fn open(dir: &Path, fs: Arc<dyn Fs>) -> io::Result<(Self, BTreeMap<String, StoredTopic>)> {
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let mut topics = BTreeMap::new();
-        if snapshot_path.exists() {
-            let stored: Vec<StoredTopic> = serde_json::from_slice(&fs::read(&snapshot_path)?)
+        if fs.exists(&snapshot_path) {
+            let stored: Vec<StoredTopic> = serde_json::from_slice(&fs.read(&snapshot_path)?)
                 .map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -133,13 +130,8 @@ impl TopicJournal {
             }
         }
         let path = dir.join(JOURNAL_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
-        let bytes = fs::read(&path)?;
+        let file = fs.open(&path, OpenMode::Create)?;
+        let bytes = fs.read(&path)?;
         let mut len = 0usize;
         let mut records = 0;
         while let Some(end) = bytes[len..].iter().position(|&b| b == b'\n') {
@@ -176,9 +168,10 @@ impl TopicJournal {
                 "cutting a torn or damaged tail off the topic journal"
             );
             file.set_len(len as u64)?;
-            durability.sync_file(&file)?;
+            file.sync_data()?;
         }
         let journal = Self {
+            fs,
             dir: dir.to_path_buf(),
             file,
             len: len as u64,
@@ -190,13 +183,13 @@ impl TopicJournal {
     /// Appends `changes` and makes them durable: one write and one fsync for all of them.
     /// On an error nothing counts as written: a partial line is overwritten by the next
     /// append, or cut off at the next load.
-    pub fn append(&mut self, changes: &[Change], durability: &dyn Durability) -> io::Result<()> {
+    pub fn append(&mut self, changes: &[Change]) -> io::Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
         let bytes: Vec<u8> = changes.iter().flat_map(encode_line).collect();
         self.file.write_all_at(&bytes, self.len)?;
-        durability.sync_file(&self.file)?;
+        self.file.sync_data()?;
         self.len += bytes.len() as u64;
         self.records += changes.len();
         Ok(())
@@ -209,16 +202,12 @@ impl TopicJournal {
 
     /// Rewrites the snapshot with `topics` (the state the journal leads to) and empties the
     /// journal. Linear in the topics, and run once per that many changes.
-    pub fn compact<'a>(
-        &mut self,
-        topics: impl Iterator<Item = &'a StoredTopic>,
-        durability: &dyn Durability,
-    ) -> io::Result<()> {
+    pub fn compact<'a>(&mut self, topics: impl Iterator<Item = &'a StoredTopic>) -> io::Result<()> {
         let stored: Vec<&StoredTopic> = topics.collect();
         let bytes = serde_json::to_vec_pretty(&stored).expect("topics serialise");
-        write_file_atomically(&self.dir, SNAPSHOT_FILE, &bytes, durability)?;
+        write_file_atomically(self.fs.as_ref(), &self.dir, SNAPSHOT_FILE, &bytes)?;
         self.file.set_len(0)?;
-        durability.sync_file(&self.file)?;
+        self.file.sync_data()?;
         self.len = 0;
         self.records = 0;
         Ok(())
@@ -230,7 +219,12 @@ mod tests {
     use super::*;
 
     // Real syncs: these tests write a handful of lines.
-    use crate::Fsync;
+    use crate::{Fsync, RealFs};
+    use std::fs;
+
+    fn real() -> Arc<dyn Fs> {
+        Arc::new(RealFs::new(Arc::new(Fsync)))
+    }
 
     fn topic(name: &str, partitions: i32) -> StoredTopic {
         StoredTopic {
@@ -246,7 +240,7 @@ mod tests {
     #[test]
     fn changes_survive_reopening_and_compaction() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, topics) = TopicJournal::open(dir.path(), &Fsync).unwrap();
+        let (mut j, topics) = TopicJournal::open(dir.path(), real()).unwrap();
         assert!(topics.is_empty());
         let a = topic("a", 1);
         let b = topic("b", 2);
@@ -254,25 +248,19 @@ mod tests {
             partitions: 3,
             ..a.clone()
         };
-        j.append(
-            &[Change::Upsert(a.clone()), Change::Upsert(b.clone())],
-            &Fsync,
-        )
-        .unwrap();
-        j.append(
-            &[Change::Upsert(a3.clone()), Change::Delete("b".into())],
-            &Fsync,
-        )
-        .unwrap();
+        j.append(&[Change::Upsert(a.clone()), Change::Upsert(b.clone())])
+            .unwrap();
+        j.append(&[Change::Upsert(a3.clone()), Change::Delete("b".into())])
+            .unwrap();
         drop(j);
-        let (mut j, topics) = TopicJournal::open(dir.path(), &Fsync).unwrap();
+        let (mut j, topics) = TopicJournal::open(dir.path(), real()).unwrap();
         assert_eq!(topics.values().collect::<Vec<_>>(), vec![&a3]);
         let journal = fs::read(dir.path().join(JOURNAL_FILE)).unwrap();
         // Compact, then put the old journal back, as a crash before the truncation would.
-        j.compact(topics.values(), &Fsync).unwrap();
+        j.compact(topics.values()).unwrap();
         drop(j);
         fs::write(dir.path().join(JOURNAL_FILE), &journal).unwrap();
-        let (_, replayed) = TopicJournal::open(dir.path(), &Fsync).unwrap();
+        let (_, replayed) = TopicJournal::open(dir.path(), real()).unwrap();
         assert_eq!(replayed, topics);
     }
 
@@ -281,10 +269,10 @@ mod tests {
     fn a_torn_or_damaged_tail_is_cut_off() {
         for damage in ["torn", "flipped"] {
             let dir = tempfile::tempdir().unwrap();
-            let (mut j, _) = TopicJournal::open(dir.path(), &Fsync).unwrap();
+            let (mut j, _) = TopicJournal::open(dir.path(), real()).unwrap();
             let a = topic("a", 1);
-            j.append(&[Change::Upsert(a.clone())], &Fsync).unwrap();
-            j.append(&[Change::Upsert(topic("b", 1))], &Fsync).unwrap();
+            j.append(&[Change::Upsert(a.clone())]).unwrap();
+            j.append(&[Change::Upsert(topic("b", 1))]).unwrap();
             drop(j);
             let path = dir.path().join(JOURNAL_FILE);
             let mut bytes = fs::read(&path).unwrap();
@@ -297,14 +285,14 @@ mod tests {
                 }
             }
             fs::write(&path, &bytes).unwrap();
-            let (mut j, topics) = TopicJournal::open(dir.path(), &Fsync).unwrap();
+            let (mut j, topics) = TopicJournal::open(dir.path(), real()).unwrap();
             assert_eq!(topics.values().collect::<Vec<_>>(), vec![&a], "{damage}");
             assert_eq!(fs::metadata(&path).unwrap().len(), first_len as u64);
             // The next append goes where the damage was.
             let c = topic("c", 1);
-            j.append(&[Change::Upsert(c.clone())], &Fsync).unwrap();
+            j.append(&[Change::Upsert(c.clone())]).unwrap();
             drop(j);
-            let (_, topics) = TopicJournal::open(dir.path(), &Fsync).unwrap();
+            let (_, topics) = TopicJournal::open(dir.path(), real()).unwrap();
             assert_eq!(topics.len(), 2, "{damage}");
             assert_eq!(topics["c"], c);
         }
@@ -315,15 +303,15 @@ mod tests {
     #[test]
     fn damage_before_an_intact_change_refuses_to_load() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = TopicJournal::open(dir.path(), &Fsync).unwrap();
-        j.append(&[Change::Upsert(topic("a", 1))], &Fsync).unwrap();
-        j.append(&[Change::Upsert(topic("b", 1))], &Fsync).unwrap();
+        let (mut j, _) = TopicJournal::open(dir.path(), real()).unwrap();
+        j.append(&[Change::Upsert(topic("a", 1))]).unwrap();
+        j.append(&[Change::Upsert(topic("b", 1))]).unwrap();
         drop(j);
         let path = dir.path().join(JOURNAL_FILE);
         let mut bytes = fs::read(&path).unwrap();
         bytes[20] ^= 0x01; // inside the first line's JSON
         fs::write(&path, &bytes).unwrap();
-        let err = TopicJournal::open(dir.path(), &Fsync).unwrap_err();
+        let err = TopicJournal::open(dir.path(), real()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert_eq!(fs::read(&path).unwrap(), bytes, "nothing was cut");
     }
@@ -332,15 +320,13 @@ mod tests {
     #[test]
     fn compaction_is_due_past_the_topic_count() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = TopicJournal::open(dir.path(), &Fsync).unwrap();
+        let (mut j, _) = TopicJournal::open(dir.path(), real()).unwrap();
         let changes: Vec<Change> = (0..COMPACT_MIN_RECORDS)
             .map(|i| Change::Upsert(topic(&format!("t{i}"), 1)))
             .collect();
-        j.append(&changes[..COMPACT_MIN_RECORDS - 1], &Fsync)
-            .unwrap();
+        j.append(&changes[..COMPACT_MIN_RECORDS - 1]).unwrap();
         assert!(!j.wants_compaction(10));
-        j.append(&changes[COMPACT_MIN_RECORDS - 1..], &Fsync)
-            .unwrap();
+        j.append(&changes[COMPACT_MIN_RECORDS - 1..]).unwrap();
         assert!(j.wants_compaction(10));
         assert!(!j.wants_compaction(COMPACT_MIN_RECORDS + 1));
     }

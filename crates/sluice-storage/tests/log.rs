@@ -2,6 +2,9 @@
 //! are transparent, recovery keeps exactly the valid prefix, group commit shares syncs, and a
 //! failed sync takes the directory offline.
 
+#[path = "log/sim.rs"]
+mod sim;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
@@ -1122,6 +1125,8 @@ fn compaction_keeps_the_latest_record_per_key_at_its_offset_and_survives_reopen(
             offset += 1;
         }
     }
+    // The cleaner only cleans what is durable.
+    log.flush_to(i64::MAX).unwrap();
     let before = table(&log);
     let stats = log
         .clean(10, &CleanerConfig::default(), &mut Throttle::new(f64::MAX))
@@ -1181,6 +1186,8 @@ fn tombstones_delete_keys_and_go_themselves_after_delete_retention() {
         log.append(&keyed(&[(3, Some("c"))], 300), 0).unwrap();
     }
     let pass = |now| {
+        // The cleaner only cleans what is durable.
+        log.flush_to(i64::MAX).unwrap();
         log.clean(now, &CleanerConfig::default(), &mut Throttle::new(f64::MAX))
             .unwrap();
     };
@@ -1228,6 +1235,8 @@ fn a_small_dedupe_buffer_cleans_in_several_passes() {
         dedupe_buffer_bytes: 12 * 48,
         ..CleanerConfig::default()
     };
+    // The cleaner only cleans what is durable.
+    log.flush_to(i64::MAX).unwrap();
     let mut passes = 0;
     let mut last = -1;
     while let Some(s) = log.clean(10, &small, &mut Throttle::new(f64::MAX)).unwrap() {
@@ -1298,6 +1307,8 @@ fn min_compaction_lag_keeps_recent_segments_out_of_a_pass() {
     for _ in 0..40 {
         log.append(&keyed(&[(1, Some("x"))], 1_000), 0).unwrap();
     }
+    // The cleaner only cleans what is durable.
+    log.flush_to(i64::MAX).unwrap();
     let none = CleanerConfig::default();
     // At 5 s every record is younger than the lag: nothing may be cleaned.
     assert!(log
@@ -1618,6 +1629,8 @@ fn compaction_drops_aborted_records_and_waits_for_open_transactions() {
         log.append(&keyed(&[(2, Some(&format!("late{round}")))], 1), 0)
             .unwrap();
     }
+    // The cleaner only cleans what is durable.
+    log.flush_to(i64::MAX).unwrap();
     let before = committed_view(&log);
     let markers_before = marker_offsets(&log);
     let cleaner = CleanerConfig::default();
@@ -1674,6 +1687,7 @@ fn compaction_drops_aborted_records_and_waits_for_open_transactions() {
     // Once the transaction commits, the rest can be cleaned.
     log.append_marker(6, 0, true, 0, 0).unwrap();
     log.append(&keyed(&[(3, Some("roll"))], 1), 0).unwrap();
+    log.flush_to(i64::MAX).unwrap();
     let cleaned = log
         .clean(10, &cleaner, &mut Throttle::new(f64::MAX))
         .unwrap()

@@ -16,6 +16,9 @@
 //!    leftover `.cleaned` file is deleted at start-up, and missing indexes are rebuilt;
 //! 4. moves the cleaner checkpoint (`cleaner-offset-checkpoint`) past what it covered.
 //!
+//! Durability: only segments wholly below the recovery point are cleaned, so a record is only
+//! ever superseded by one that survives a crash.
+//!
 //! Transactions: only segments wholly below the last stable offset are cleaned, so no open
 //! transaction is touched. Batches of aborted transactions (known from the aborted-transaction
 //! indexes) never enter the offset map and are dropped when their segment is rewritten;
@@ -30,9 +33,7 @@
 //! Reads hold their segment's file open, so they see the old bytes or the new, whole.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
 use std::hash::{Hash, Hasher};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,9 +42,10 @@ use sluice_records::compact::{filter_batch, for_each_record, Filtered};
 use sluice_records::BatchIter;
 
 use super::{lock, UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES};
+use crate::fs::remove_if_present;
 use crate::segment::{segment_file_name, LogSegment};
 use crate::txn_index::AbortedTxn;
-use crate::{CountedFile, StorageError};
+use crate::{CountedFile, Fs, OpenMode, StorageError};
 
 /// Suffix of a segment being rewritten.
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
@@ -116,21 +118,22 @@ impl Throttle {
     }
 }
 
-fn read_checkpoint_line(dir: &Path, line: usize) -> i64 {
-    fs::read_to_string(dir.join(CHECKPOINT_FILE))
+fn read_checkpoint_line(fs: &dyn Fs, dir: &Path, line: usize) -> i64 {
+    fs.read(&dir.join(CHECKPOINT_FILE))
         .ok()
+        .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.lines().nth(line)?.trim().parse().ok())
         .unwrap_or(0)
 }
 
 /// The first offset the cleaner has not mapped.
-pub(crate) fn read_checkpoint(dir: &Path) -> i64 {
-    read_checkpoint_line(dir, 0)
+pub(crate) fn read_checkpoint(fs: &dyn Fs, dir: &Path) -> i64 {
+    read_checkpoint_line(fs, dir, 0)
 }
 
 /// Segments wholly below this offset may have been compacted.
-pub(crate) fn read_gaps_marker(dir: &Path) -> i64 {
-    read_checkpoint_line(dir, 1)
+pub(crate) fn read_gaps_marker(fs: &dyn Fs, dir: &Path) -> i64 {
+    read_checkpoint_line(fs, dir, 1)
 }
 
 /// A 128-bit hash of a key: two independent 64-bit SipHashes. A collision would merge two
@@ -156,7 +159,7 @@ struct Closed {
 
 /// Calls `visit` with every stored batch of `file`, reading it in chunks.
 fn for_each_batch(
-    file: &File,
+    file: &CountedFile,
     size: u64,
     mut visit: impl FnMut(&[u8]) -> Result<bool, StorageError>,
 ) -> Result<(), StorageError> {
@@ -256,6 +259,9 @@ impl UnifiedLog {
             }
             let active = *inner.segments.keys().next_back().expect("a segment");
             let lso = UnifiedLog::lso_of(&inner);
+            // Only durable records may supersede others: a record dropped for a later one
+            // that a power cut then loses would take its key's acknowledged value with it.
+            let durable = self.recovery_point();
             let lag_horizon = now_ms.saturating_sub(config.min_compaction_lag_ms);
             let closed: Vec<Closed> = inner
                 .segments
@@ -267,7 +273,11 @@ impl UnifiedLog {
                     max_timestamp: s.max_timestamp,
                     file: s.file.clone(),
                 })
-                .take_while(|s| s.max_timestamp <= lag_horizon && s.next_offset <= lso)
+                .take_while(|s| {
+                    s.max_timestamp <= lag_horizon
+                        && s.next_offset <= lso
+                        && s.next_offset <= durable
+                })
                 .collect();
             let first_dirty = inner.cleaner_checkpoint.max(inner.log_start_offset);
             let aborted = AbortedRanges::of(inner.segments.values().flat_map(|s| &s.aborted));
@@ -339,11 +349,12 @@ impl UnifiedLog {
         }
         // 4. The checkpoint: what the next pass need not map again.
         self.while_open(|| {
-            let dir = crate::files::open_dir(&self.dir)
+            let dir = self
+                .dir_state
+                .fs
+                .open_dir(&self.dir)
                 .map_err(|e| self.dir_state.fail("directory open", &e))?;
-            self.dir_state
-                .durability
-                .sync_dir(&dir)
+            dir.sync()
                 .map_err(|e| self.dir_state.fail("directory sync", &e))?;
             self.write_checkpoint(mapped_to, mapped_to)
         })?;
@@ -366,15 +377,11 @@ impl UnifiedLog {
     }
 
     fn write_checkpoint(&self, first_dirty: i64, gaps_below: i64) -> Result<(), StorageError> {
-        let gaps_below = gaps_below.max(read_gaps_marker(&self.dir));
+        let fs = self.dir_state.fs.as_ref();
+        let gaps_below = gaps_below.max(read_gaps_marker(fs, &self.dir));
         let text = format!("{first_dirty}\n{gaps_below}\n");
-        super::write_file_atomically(
-            &self.dir,
-            CHECKPOINT_FILE,
-            text.as_bytes(),
-            self.dir_state.durability.as_ref(),
-        )
-        .map_err(|e| self.dir_state.fail("cleaner checkpoint write", &e))
+        super::write_file_atomically(fs, &self.dir, CHECKPOINT_FILE, text.as_bytes())
+            .map_err(|e| self.dir_state.fail("cleaner checkpoint write", &e))
     }
 
     fn rewrite_segment(
@@ -387,12 +394,8 @@ impl UnifiedLog {
     ) -> Result<(), StorageError> {
         let log_name = segment_file_name(seg.base, "log");
         let cleaned_path = self.dir.join(format!("{log_name}{CLEANED_SUFFIX}"));
-        let out = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&cleaned_path)?;
+        let fs = &self.dir_state.fs;
+        let out = fs.open(&cleaned_path, OpenMode::Truncate)?;
         let mut written = 0u64;
         let mut write = |bytes: &[u8]| -> Result<(), StorageError> {
             out.write_all_at(bytes, written)?;
@@ -455,28 +458,26 @@ impl UnifiedLog {
         stats.bytes_before += seg.size;
         if !changed {
             drop(out);
-            fs::remove_file(&cleaned_path)?;
+            fs.remove_file(&cleaned_path)?;
             stats.bytes_after += seg.size;
             return Ok(());
         }
-        self.dir_state
-            .durability
-            .sync_file(&out)
+        out.sync_data()
             .map_err(|e| self.dir_state.fail("cleaned segment sync", &e))?;
         drop(out);
         // Validate what was written and build its indexes before anything is swapped.
-        let mut cleaned = LogSegment::open_file(&self.dir, seg.base, &cleaned_path, now_ms)?;
+        let mut cleaned = LogSegment::open_file(fs, &self.dir, seg.base, &cleaned_path, now_ms)?;
         let interval = lock(&self.inner).config.index_interval_bytes;
         let scan = cleaned.scan_from(0, interval, Some(seg.next_offset))?;
         if let Some((pos, reason)) = scan.corruption {
-            fs::remove_file(&cleaned_path)?;
+            fs.remove_file(&cleaned_path)?;
             return Err(StorageError::Corrupt(format!(
                 "cleaned segment {} is invalid at {pos}: {reason}",
                 seg.base
             )));
         }
         if cleaned.next_offset > seg.next_offset {
-            fs::remove_file(&cleaned_path)?;
+            fs.remove_file(&cleaned_path)?;
             return Err(StorageError::Corrupt(format!(
                 "cleaned segment {} ends at {}, past {}",
                 seg.base, cleaned.next_offset, seg.next_offset
@@ -492,32 +493,28 @@ impl UnifiedLog {
         if !still_there || self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             // Retention or a deletion got there first.
             drop(inner);
-            fs::remove_file(&cleaned_path)?;
+            fs.remove_file(&cleaned_path)?;
             return Ok(());
         }
         let old = inner.segments.get(&seg.base).expect("checked");
         // Every descriptor the swap needs, before anything changes on disk.
-        let dir = crate::files::open_dir(&self.dir)
+        let dir = fs
+            .open_dir(&self.dir)
             .map_err(|e| self.dir_state.fail("directory open", &e))?;
         for path in [old.index_path(), old.time_index_path()] {
-            match fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
+            remove_if_present(fs.as_ref(), &path)?;
         }
         // The unlinked indexes must not outlive the rename on disk: a stale index over the
         // new file could point into the middle of a batch.
-        self.dir_state
-            .durability
-            .sync_dir(&dir)
+        dir.sync()
             .map_err(|e| self.dir_state.fail("directory sync", &e))?;
-        fs::rename(&cleaned_path, self.dir.join(&log_name))
+        fs.rename(&cleaned_path, &self.dir.join(&log_name))
             .map_err(|e| self.dir_state.fail("cleaned segment swap", &e))?;
         // Its own indexes, so that a clean restart trusts the segment instead of rescanning
         // it. Written after the rename: a crash before this leaves no index, and a rebuild.
         // The swap is done by now, so a failure (even for want of a descriptor) must not
         // leave the old segment in memory: the indexes are derived, and rebuilt at start-up.
-        if let Err(e) = cleaned.persist_indexes(self.dir_state.durability.as_ref()) {
+        if let Err(e) = cleaned.persist_indexes() {
             let _ = self.dir_state.fail("index write", &e);
         }
         cleaned.created_ms = old.created_ms;
