@@ -1,11 +1,13 @@
 //! Keeping connections and partition files within the process's open-file limit.
 //!
-//! Every connection holds a socket and every partition segment an open file. When they
-//! together reach `RLIMIT_NOFILE`, the next `open` fails with EMFILE, wherever it happens: a
-//! segment roll, an index write, a checkpoint. So the broker budgets descriptors: a connection
-//! is accepted, and partitions are created, only while what is open plus what they need stays
-//! below the limit by a reserve ([`reserve_for`]) kept for the files the broker opens briefly
-//! (checkpoints, index writes, directory syncs), its listeners and the admin API.
+//! Every connection holds a socket and every open segment a file. When they together reach
+//! `RLIMIT_NOFILE`, the next `open` fails with EMFILE, wherever it happens: a segment roll, an
+//! index write, a checkpoint. So the broker budgets descriptors: storage keeps at most
+//! [`segment_files_for`] segment files open (closing the least recently used, reopening on
+//! use), and a connection is accepted only while what is open stays below the limit by a
+//! reserve ([`reserve_for`]) kept for the files the broker opens briefly (checkpoints, index
+//! writes, directory syncs), its listeners and the admin API. However many partitions exist,
+//! they never need more descriptors than that.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,6 +34,12 @@ pub(crate) fn open_file_limit() -> usize {
 /// the limit, and at least [`RESERVE_MIN`].
 pub(crate) fn reserve_for(limit: usize) -> usize {
     (limit / 16).max(RESERVE_MIN)
+}
+
+/// The segment files storage may keep open: half of what the reserve leaves, and at least
+/// [`RESERVE_MIN`]. The other half is for connections.
+pub(crate) fn segment_files_for(limit: usize) -> usize {
+    (limit.saturating_sub(reserve_for(limit)) / 2).max(RESERVE_MIN)
 }
 
 /// The connections open now, and the accounting behind admitting more.
@@ -98,9 +106,11 @@ impl Descriptors {
         Ok(slot)
     }
 
-    /// Whether `files` new partition files fit.
+    /// Whether partitions needing `files` new segment files can be created now. They hold
+    /// no descriptor for good (storage closes segment files beyond its share), so creating
+    /// any number needs one free descriptor at a time beside the reserve.
     pub fn room_for_files(&self, files: usize) -> Result<(), NoRoom> {
-        self.room_for(files, self.connections())
+        self.room_for(files.min(1), self.connections())
     }
 }
 

@@ -245,6 +245,8 @@ async fn open(
     };
     let fd_limit = descriptors::open_file_limit();
     let fd_reserve = descriptors::reserve_for(fd_limit);
+    let segment_files = descriptors::segment_files_for(fd_limit);
+    state.replicas.set_open_segment_files_max(segment_files);
     let open_files = sluice_partition::open_file_count();
     let room = fd_limit.saturating_sub(fd_reserve + open_files);
     if room < state.config.max_connections {

@@ -280,6 +280,16 @@ impl ReplicaManager {
         Ok(self.result_view(stored, validate_only))
     }
 
+    /// Bounds the segment files kept open (see [`LogManager::set_open_segment_files_max`]).
+    pub fn set_open_segment_files_max(&self, max: usize) {
+        self.logs.set_open_segment_files_max(max);
+    }
+
+    /// Segment files open now, and the bound.
+    pub fn open_segment_files(&self) -> (usize, usize) {
+        self.logs.open_segment_files()
+    }
+
     pub fn set_producer_id_expiration_ms(&self, ms: i64) {
         self.logs.set_producer_id_expiration_ms(ms);
     }

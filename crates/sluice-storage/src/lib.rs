@@ -19,7 +19,10 @@ mod txn_index;
 
 pub use config::{LogConfig, TimestampPolicy, TOPIC_CONFIG_NAMES};
 pub use durability::{Durability, FailAfter, Fsync};
-pub use files::{is_out_of_descriptors, open_file_count, CountedFile};
+pub use files::{
+    is_out_of_descriptors, open_file_count, CountedFile, HandleCache, SegmentFile,
+    DEFAULT_OPEN_SEGMENT_FILES_MAX,
+};
 pub use fs::{Fs, FsDir, FsFile, FsLock, OpenMode, RealFs, SimFs};
 pub use index::{OffsetIndex, TimeIndex};
 pub use log::{

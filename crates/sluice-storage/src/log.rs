@@ -46,6 +46,8 @@ const MAX_CONTROL_BATCH_BYTES: usize = 64 << 10;
 pub struct DirState {
     offline: AtomicBool,
     pub(crate) fs: Arc<dyn Fs>,
+    /// Bounds the segment files its logs keep open.
+    pub(crate) handles: Arc<crate::HandleCache>,
     /// `producer.id.expiration.ms`, applied when producer state is checkpointed.
     producer_id_expiration_ms: AtomicI64,
     /// Paces the log line for operations that failed for want of a descriptor.
@@ -66,9 +68,21 @@ impl DirState {
         Self {
             offline: AtomicBool::new(false),
             fs,
+            handles: Arc::new(crate::HandleCache::default()),
             producer_id_expiration_ms: AtomicI64::new(PRODUCER_ID_EXPIRATION_MS),
             descriptor_log: crate::EveryInterval::new(DESCRIPTOR_LOG_INTERVAL),
         }
+    }
+
+    /// Bounds the segment files the directory's logs keep open at once (others are closed
+    /// and reopened on use).
+    pub fn set_open_segment_files_max(&self, max: usize) {
+        self.handles.set_capacity(max);
+    }
+
+    /// Segment files open now, and the bound.
+    pub fn open_segment_files(&self) -> (usize, usize) {
+        (self.handles.open(), self.handles.capacity())
     }
 
     /// Sets `producer.id.expiration.ms` for every log of the directory.
@@ -337,7 +351,7 @@ impl UnifiedLog {
         // not cost two syncs each. (The data directory's entry for it is the creator's.)
         let fresh = bases.is_empty();
         if fresh {
-            let mut segment = LogSegment::create(&fs, dir, 0, now_ms)?;
+            let mut segment = LogSegment::create(&fs, &dir_state.handles, dir, 0, now_ms)?;
             // Empty indexes need no files: a restart rebuilds them from an empty segment.
             segment.indexes_persisted = true;
             segments.insert(0, segment);
@@ -350,7 +364,7 @@ impl UnifiedLog {
         let mut recovered_any = false;
         let mut scanned = 0u64;
         for (i, &base) in bases.iter().enumerate() {
-            let mut segment = LogSegment::open(&fs, dir, base, now_ms)?;
+            let mut segment = LogSegment::open(&fs, &dir_state.handles, dir, base, now_ms)?;
             let next_base = bases.get(i + 1).copied();
             let below_rp = next_base.is_some_and(|nb| nb <= rp);
             let trusted = if below_rp {
@@ -368,7 +382,7 @@ impl UnifiedLog {
                 false
             };
             if !trusted {
-                segment = LogSegment::open(&fs, dir, base, now_ms)?;
+                segment = LogSegment::open(&fs, &dir_state.handles, dir, base, now_ms)?;
                 // Compacted segments lie wholly below the marker; their batches must still end
                 // before the next segment (or the marker, for the last one).
                 let compacted = base < gaps_below;
@@ -382,7 +396,7 @@ impl UnifiedLog {
                 recovered_any = true;
                 scanned += outcome.valid_end;
                 if let Some((pos, reason)) = outcome.corruption {
-                    let file_len = segment.file.size()?;
+                    let file_len = segment.file.get()?.size()?;
                     tracing::warn!(
                         log = %dir.display(),
                         segment = base,
@@ -396,7 +410,8 @@ impl UnifiedLog {
                     let relative_end = (segment.next_offset - base) as u32;
                     segment.time_index.truncate_to_relative_offset(relative_end);
                     for &later in &bases[i + 1..] {
-                        LogSegment::open(&fs, dir, later, now_ms)?.delete_files()?;
+                        LogSegment::open(&fs, &dir_state.handles, dir, later, now_ms)?
+                            .delete_files()?;
                         // The unlinks must be durable before new data reuses those offsets.
                         dir_dirty = true;
                     }
@@ -730,7 +745,11 @@ impl UnifiedLog {
         let interval = inner.config.index_interval_bytes;
         let active = inner.active();
         let start = active.size;
-        if let Err(e) = active.file.write_vectored_at(&mut slices, start) {
+        let written = active
+            .file
+            .get()
+            .and_then(|file| file.write_vectored_at(&mut slices, start));
+        if let Err(e) = written {
             // A short write may have left a partial batch; recovery will cut it.
             return Err(self.dir_state.fail("segment write", &e));
         }
@@ -812,10 +831,10 @@ impl UnifiedLog {
                 .map(|(b, _)| *b);
             // Aborted-transaction indexes are synced with their segments, so an entry is
             // durable exactly when its marker is.
-            let files: Vec<Arc<CountedFile>> = inner
+            let files: Vec<(Arc<crate::SegmentFile>, Option<Arc<CountedFile>>)> = inner
                 .segments
                 .range(first.unwrap_or(i64::MIN)..)
-                .flat_map(|(_, s)| std::iter::once(s.file.clone()).chain(s.txn_file.clone()))
+                .map(|(_, s)| (s.file.clone(), s.txn_file.clone()))
                 .collect();
             let dirty = std::mem::take(&mut inner.dir_dirty);
             (inner.log_end_offset, files, dirty)
@@ -832,9 +851,17 @@ impl UnifiedLog {
         } else {
             None
         };
-        for file in files {
-            file.sync_data()
+        for (segment, txn_index) in files {
+            // A segment file the handle cache closed is reopened to be synced: on Linux an
+            // fsync through any descriptor covers the file's dirty pages.
+            segment
+                .get()
+                .and_then(|file| file.sync_data())
                 .map_err(|e| self.dir_state.fail("fsync", &e))?;
+            if let Some(file) = txn_index {
+                file.sync_data()
+                    .map_err(|e| self.dir_state.fail("fsync", &e))?;
+            }
         }
         if let Some(handle) = dir_handle {
             handle
@@ -991,15 +1018,21 @@ impl UnifiedLog {
             .active()
             .persist_indexes()
             .map_err(|e| self.dir_state.fail("index write", &e))?;
-        let segment =
-            LogSegment::create(&self.dir_state.fs, &self.dir, leo, now_ms).map_err(|e| {
-                if crate::is_out_of_descriptors(&e) {
-                    // Reported (once per interval), and the directory stays online.
-                    self.dir_state.fail("segment create", &e)
-                } else {
-                    e.into()
-                }
-            })?;
+        let segment = LogSegment::create(
+            &self.dir_state.fs,
+            &self.dir_state.handles,
+            &self.dir,
+            leo,
+            now_ms,
+        )
+        .map_err(|e| {
+            if crate::is_out_of_descriptors(&e) {
+                // Reported (once per interval), and the directory stays online.
+                self.dir_state.fail("segment create", &e)
+            } else {
+                e.into()
+            }
+        })?;
         inner.segments.insert(leo, segment);
         inner.dir_dirty = true;
         Ok(())
@@ -1171,7 +1204,7 @@ impl UnifiedLog {
             if target >= upper {
                 return Ok(None);
             }
-            let (file, start, size, segment_end, base) = {
+            let (slot, start, size, segment_end, base) = {
                 let inner = lock(&self.inner);
                 // The segment holding `target`, or the first one after it.
                 let segment = inner
@@ -1194,6 +1227,7 @@ impl UnifiedLog {
                     segment.base_offset,
                 )
             };
+            let file = slot.get()?;
             // Step over batches that end before `target`.
             let mut walk = HeaderWalk::new(&file, size);
             let first = walk.find(start, |h| h.base + i64::from(h.delta) >= target)?;
@@ -1214,7 +1248,7 @@ impl UnifiedLog {
                 inner
                     .segments
                     .get(&base)
-                    .filter(|s| Arc::ptr_eq(&s.file, &file))
+                    .filter(|s| Arc::ptr_eq(&s.file, &slot))
                     .map(|s| {
                         let upper_rel = (upper - base).clamp(0, i64::from(u32::MAX)) as u32;
                         let limit = u32::try_from(limit_end).unwrap_or(u32::MAX);
@@ -1336,7 +1370,7 @@ impl UnifiedLog {
     /// ListOffsets asks. Uses the time index to skip segments and batches.
     pub fn offset_for_timestamp(&self, target: i64) -> Result<Option<(i64, i64)>, StorageError> {
         self.check_open()?;
-        let candidates: Vec<(Arc<CountedFile>, u64, u64)> = {
+        let candidates: Vec<(Arc<crate::SegmentFile>, u64, u64)> = {
             let inner = lock(&self.inner);
             inner
                 .segments
@@ -1353,7 +1387,8 @@ impl UnifiedLog {
                 .collect()
         };
         let log_start = self.log_start_offset();
-        for (file, mut pos, end) in candidates {
+        for (slot, mut pos, end) in candidates {
+            let file = slot.get()?;
             let mut header = [0u8; BATCH_HEADER_SIZE];
             while pos + BATCH_HEADER_SIZE as u64 <= end {
                 file.read_exact_at(&mut header, pos)?;
@@ -1458,7 +1493,7 @@ fn load_producer_state(
             let relative = (from - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
             let mut pos = u64::from(segment.offset_index.lookup(relative).1);
             while pos + BATCH_HEADER_SIZE as u64 <= segment.size {
-                segment.file.read_exact_at(&mut header, pos)?;
+                segment.file.get()?.read_exact_at(&mut header, pos)?;
                 let h = BatchHeader::parse(&header)?;
                 if h.base_offset >= from {
                     if h.is_control() {
@@ -1470,7 +1505,7 @@ fn load_producer_state(
                             )));
                         }
                         let mut batch = vec![0u8; h.total_size()];
-                        segment.file.read_exact_at(&mut batch, pos)?;
+                        segment.file.get()?.read_exact_at(&mut batch, pos)?;
                         let commit = match sluice_records::control_type(&h, &batch)? {
                             sluice_records::ControlType::Commit => Some(true),
                             sluice_records::ControlType::Abort => Some(false),

@@ -653,6 +653,17 @@ impl LogManager {
 
     /// Hands out a producer id never handed out before by this data directory, reserving a new
     /// block durably when the current one is used up.
+    /// Bounds the segment files every log of the directory keeps open at once: the least
+    /// recently used are closed, and reopened when next read, written or synced.
+    pub fn set_open_segment_files_max(&self, max: usize) {
+        self.dir_state.set_open_segment_files_max(max);
+    }
+
+    /// Segment files open now, and the bound.
+    pub fn open_segment_files(&self) -> (usize, usize) {
+        self.dir_state.open_segment_files()
+    }
+
     /// Sets `producer.id.expiration.ms` for every partition.
     pub fn set_producer_id_expiration_ms(&self, ms: i64) {
         self.dir_state.set_producer_id_expiration_ms(ms);

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use sluice_records::{BatchError, BatchHeader, BATCH_HEADER_SIZE, LOG_OVERHEAD};
 
+use crate::files::{HandleCache, SegmentFile};
 use crate::fs::remove_if_present;
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::txn_index::AbortedTxn;
@@ -41,7 +42,7 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<i64> {
 pub(crate) struct LogSegment {
     pub fs: Arc<dyn Fs>,
     pub base_offset: i64,
-    pub file: Arc<CountedFile>,
+    pub file: Arc<SegmentFile>,
     pub dir: PathBuf,
     /// Bytes of valid batches; writes go here.
     pub size: u64,
@@ -145,23 +146,39 @@ impl LogSegment {
     }
 
     /// Creates an empty segment file (truncating any leftover with the same name).
-    pub fn create(fs: &Arc<dyn Fs>, dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Self> {
+    pub fn create(
+        fs: &Arc<dyn Fs>,
+        handles: &Arc<HandleCache>,
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+    ) -> io::Result<Self> {
         let path = dir.join(segment_file_name(base_offset, "log"));
         let file = fs.open(&path, OpenMode::Truncate)?;
-        Ok(Self::with_file(fs, dir, base_offset, file, now_ms))
+        Ok(Self::with_file(
+            fs,
+            handles,
+            dir,
+            base_offset,
+            path,
+            file,
+            now_ms,
+        ))
     }
 
     fn with_file(
         fs: &Arc<dyn Fs>,
+        handles: &Arc<HandleCache>,
         dir: &Path,
         base_offset: i64,
+        path: PathBuf,
         file: Box<dyn FsFile>,
         now_ms: i64,
     ) -> Self {
         Self {
             fs: fs.clone(),
             base_offset,
-            file: Arc::new(CountedFile::new(file)),
+            file: SegmentFile::opened(fs.clone(), handles.clone(), path, file),
             dir: dir.to_path_buf(),
             size: 0,
             next_offset: base_offset,
@@ -178,9 +195,16 @@ impl LogSegment {
 
     /// Opens an existing segment without reading its batches. `size` is the file length;
     /// offsets and timestamps are filled in by [`LogSegment::load_indexes`] or a scan.
-    pub fn open(fs: &Arc<dyn Fs>, dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Self> {
+    pub fn open(
+        fs: &Arc<dyn Fs>,
+        handles: &Arc<HandleCache>,
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+    ) -> io::Result<Self> {
         Self::open_file(
             fs,
+            handles,
             dir,
             base_offset,
             &dir.join(segment_file_name(base_offset, "log")),
@@ -192,6 +216,7 @@ impl LogSegment {
     /// usual name: the cleaner's rewritten segment before it is swapped in.
     pub fn open_file(
         fs: &Arc<dyn Fs>,
+        handles: &Arc<HandleCache>,
         dir: &Path,
         base_offset: i64,
         path: &Path,
@@ -199,7 +224,15 @@ impl LogSegment {
     ) -> io::Result<Self> {
         let file = fs.open(path, OpenMode::Existing)?;
         let size = file.size()?;
-        let mut segment = Self::with_file(fs, dir, base_offset, file, now_ms);
+        let mut segment = Self::with_file(
+            fs,
+            handles,
+            dir,
+            base_offset,
+            path.to_path_buf(),
+            file,
+            now_ms,
+        );
         segment.size = size;
         Ok(segment)
     }
@@ -288,7 +321,7 @@ impl LogSegment {
         interval_bytes: u64,
         gaps_below: Option<i64>,
     ) -> io::Result<ScanOutcome> {
-        let file_len = self.file.size()?;
+        let file_len = self.file.get()?.size()?;
         let mut pos = start;
         let mut buf = Vec::new();
         let mut header_buf = [0u8; LOG_OVERHEAD];
@@ -305,7 +338,7 @@ impl LogSegment {
                     corruption: Some((pos, err)),
                 });
             }
-            self.file.read_exact_at(&mut header_buf, pos)?;
+            self.file.get()?.read_exact_at(&mut header_buf, pos)?;
             let total = match BatchHeader::peek_size(&header_buf) {
                 Ok((_, total)) if total as u64 <= left => total,
                 Ok((_, total)) => {
@@ -326,7 +359,7 @@ impl LogSegment {
                 }
             };
             buf.resize(total, 0);
-            self.file.read_exact_at(&mut buf, pos)?;
+            self.file.get()?.read_exact_at(&mut buf, pos)?;
             let header = match BatchHeader::validate_stored(&buf) {
                 Ok(h) => h,
                 Err(err) => {
@@ -379,7 +412,7 @@ impl LogSegment {
         let mut expected = self.base_offset + i64::from(relative);
         let mut header = [0u8; BATCH_HEADER_SIZE];
         while pos + BATCH_HEADER_SIZE as u64 <= self.size {
-            self.file.read_exact_at(&mut header, pos)?;
+            self.file.get()?.read_exact_at(&mut header, pos)?;
             let parsed = BatchHeader::parse(&header)
                 .and_then(|h| BatchHeader::peek_size(&header).map(|_| h))
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
@@ -398,7 +431,7 @@ impl LogSegment {
 
     /// Cuts the segment at `position` (a batch boundary) and drops index entries past it.
     pub fn truncate_to(&mut self, position: u64) -> io::Result<()> {
-        self.file.set_len(position)?;
+        self.file.get()?.set_len(position)?;
         self.size = position;
         self.offset_index.truncate_to_position(position as u32);
         self.indexes_persisted = false;

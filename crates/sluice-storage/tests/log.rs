@@ -1929,3 +1929,53 @@ proptest! {
         }
     }
 }
+
+/// However many segments the logs of a directory have, at most `open.segment.files.max` of
+/// their files are open at once (the least recently used are closed, and reopened on use),
+/// and every record stays readable, durable and in place across closes, reopens, syncs and
+/// a restart. The bound is checked after every operation.
+#[test]
+fn open_segment_files_stay_within_the_bound_and_reopen_on_use() {
+    const BOUND: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let m = LogManager::open(dir.path(), config(600), Arc::new(NoSync)).unwrap();
+    m.set_open_segment_files_max(BOUND);
+    let small = BTreeMap::from([("segment.bytes".to_string(), "100".to_string())]);
+    let t = m.create_topic("wide", 30, small, false).unwrap();
+    let within = |m: &LogManager| {
+        let (open, bound) = m.open_segment_files();
+        assert!(open <= bound, "{open} segment files open, bound {bound}");
+    };
+    within(&m);
+    let mut appended = vec![Vec::new(); 30];
+    for round in 0..6u32 {
+        for (p, log) in t.partitions.iter().enumerate() {
+            // Each append rolls a segment (100-byte segments, larger batches).
+            let b = batch(round * 100 + p as u32, 5, 1_000);
+            let out = log.append(&b, 1_000).unwrap();
+            appended[p].push(out.base_offset);
+            within(&m);
+            log.flush_to(log.log_end_offset()).unwrap();
+            within(&m);
+        }
+    }
+    assert!(
+        t.partitions[0].segment_count() >= 6,
+        "the test rolls segments"
+    );
+    for (p, log) in t.partitions.iter().enumerate() {
+        let bases: Vec<i64> = read_all(log, 0).iter().map(|h| h.base_offset).collect();
+        assert_eq!(bases, appended[p], "partition {p}");
+        within(&m);
+    }
+    drop(t);
+    drop(m);
+    let m = LogManager::open(dir.path(), config(600), Arc::new(NoSync)).unwrap();
+    m.set_open_segment_files_max(BOUND);
+    let t = m.topic("wide").unwrap();
+    for (p, log) in t.partitions.iter().enumerate() {
+        let bases: Vec<i64> = read_all(log, 0).iter().map(|h| h.base_offset).collect();
+        assert_eq!(bases, appended[p], "partition {p} after a restart");
+        within(&m);
+    }
+}

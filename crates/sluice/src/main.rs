@@ -227,8 +227,9 @@ impl ShutdownSignals {
     }
 }
 
-/// Every partition keeps its active segment open, so a broker with a thousand partitions
-/// needs more descriptors than the common soft limit of 1024: lift the soft limit to the hard.
+/// Connections and open segment files share the open-file limit (storage closes the least
+/// recently used segment files beyond its share), so a larger limit serves more of both: lift
+/// the soft limit to the hard.
 fn raise_open_file_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -154,7 +154,7 @@ struct Closed {
     next_offset: i64,
     size: u64,
     max_timestamp: i64,
-    file: Arc<CountedFile>,
+    file: Arc<crate::SegmentFile>,
 }
 
 /// Calls `visit` with every stored batch of `file`, reading it in chunks.
@@ -305,7 +305,7 @@ impl UnifiedLog {
         let mut mapped_to = first_dirty;
         for seg in &dirty {
             let mut full = false;
-            for_each_batch(&seg.file, seg.size, |batch| {
+            for_each_batch(&*seg.file.get()?, seg.size, |batch| {
                 throttle.pace(batch.len());
                 if aborted.unmapped(batch) {
                     return Ok(true);
@@ -403,7 +403,7 @@ impl UnifiedLog {
             Ok(())
         };
         let mut changed = false;
-        for_each_batch(&seg.file, seg.size, |batch| {
+        for_each_batch(&*seg.file.get()?, seg.size, |batch| {
             throttle.pace(batch.len());
             let mut before = 0u64;
             let mut after = 0u64;
@@ -466,7 +466,14 @@ impl UnifiedLog {
             .map_err(|e| self.dir_state.fail("cleaned segment sync", &e))?;
         drop(out);
         // Validate what was written and build its indexes before anything is swapped.
-        let mut cleaned = LogSegment::open_file(fs, &self.dir, seg.base, &cleaned_path, now_ms)?;
+        let mut cleaned = LogSegment::open_file(
+            fs,
+            &self.dir_state.handles,
+            &self.dir,
+            seg.base,
+            &cleaned_path,
+            now_ms,
+        )?;
         let interval = lock(&self.inner).config.index_interval_bytes;
         let scan = cleaned.scan_from(0, interval, Some(seg.next_offset))?;
         if let Some((pos, reason)) = scan.corruption {
@@ -510,6 +517,7 @@ impl UnifiedLog {
             .map_err(|e| self.dir_state.fail("directory sync", &e))?;
         fs.rename(&cleaned_path, &self.dir.join(&log_name))
             .map_err(|e| self.dir_state.fail("cleaned segment swap", &e))?;
+        cleaned.file.moved_to(self.dir.join(&log_name));
         // Its own indexes, so that a clean restart trusts the segment instead of rescanning
         // it. Written after the rename: a crash before this leaves no index, and a rebuild.
         // The swap is done by now, so a failure (even for want of a descriptor) must not

@@ -22,6 +22,9 @@ use sluice_storage::{
     MAX_DECOMPRESSED_BATCH_BYTES,
 };
 
+/// The bound on open segment files the schedules run with.
+const OPEN_SEGMENT_FILES_MAX: usize = 2;
+
 /// Schedules a plain `cargo test` runs.
 const DEFAULT_SCHEDULES: u64 = 2_000;
 /// Operations in one schedule (restarts included).
@@ -146,11 +149,16 @@ impl Schedule {
     }
 
     fn open(&self) -> Result<LogManager, StorageError> {
-        LogManager::open_with_fs(
+        let m = LogManager::open_with_fs(
             Path::new(DATA_DIR),
             self.defaults.clone(),
             Arc::new(self.fs.clone()),
-        )
+        )?;
+        // Two open segment files at most: segments are closed and reopened all the time, so
+        // every schedule also checks that a reopened file reads, writes and syncs as the
+        // one it replaced.
+        m.set_open_segment_files_max(OPEN_SEGMENT_FILES_MAX);
+        Ok(m)
     }
 
     /// Opens the data directory after a restart, sometimes losing power during recovery
