@@ -360,7 +360,7 @@ impl UnifiedLog {
         let rp = recovery_point.unwrap_or(i64::MIN);
         let interval = config.index_interval_bytes;
         // Segments wholly below this may have been compacted, leaving offset gaps.
-        let gaps_below = cleaner::read_gaps_marker(fs.as_ref(), dir);
+        let (cleaner_checkpoint, gaps_below) = cleaner::read_cleaner_checkpoint(fs.as_ref(), dir);
         let mut recovered_any = false;
         let mut scanned = 0u64;
         for (i, &base) in bases.iter().enumerate() {
@@ -424,10 +424,12 @@ impl UnifiedLog {
         let last = segments.values().next_back().expect("at least one segment");
         let log_end_offset = last.next_offset;
         let log_start_offset = *segments.keys().next().expect("at least one segment");
+        let mut txn_index_damaged = false;
         for segment in segments.values_mut() {
-            segment.load_txn_index()?;
+            txn_index_damaged |= segment.load_txn_index()?;
         }
         let producers = load_producer_state(
+            txn_index_damaged,
             fs.as_ref(),
             dir,
             &mut segments,
@@ -450,7 +452,7 @@ impl UnifiedLog {
                 // A new, empty log has nothing for a checkpoint to write until its first
                 // append, so ten thousand new topics cost a shutdown nothing.
                 checkpointed_offset: if fresh { 0 } else { -1 },
-                cleaner_checkpoint: cleaner::read_checkpoint(fs.as_ref(), dir),
+                cleaner_checkpoint,
             }),
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicI64::new(if recovered_any {
@@ -1460,11 +1462,37 @@ pub(crate) fn write_file_atomically(
     dir_handle.sync()
 }
 
-/// Rebuilds producer state: the snapshot, if it covers a prefix of the log, then every batch
-/// header after it. Without a usable snapshot, every header in the log. Transaction markers
+/// Reads the producer-state snapshot. Without one (a new log, or a crash before the first
+/// checkpoint) the state is rebuilt from the log quietly; one that cannot be read, does not
+/// parse or has an unknown version is reported, then rebuilt from the log the same way.
+fn read_producer_snapshot(fs: &dyn Fs, path: &Path) -> Option<Snapshot> {
+    let parsed = match fs.read(path) {
+        Ok(bytes) => serde_json::from_slice::<Snapshot>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                if s.version <= crate::producer_state::SNAPSHOT_VERSION {
+                    Ok(s)
+                } else {
+                    Err(format!("unknown version {}", s.version))
+                }
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => Err(e.to_string()),
+    };
+    parsed
+        .map_err(|reason| {
+            tracing::warn!(path = %path.display(), %reason,
+                "producer state snapshot unusable: rebuilding it from the whole log");
+        })
+        .ok()
+}
+
+/// Rebuilds producer state: the snapshot, if it covers a prefix of the log (and every
+/// aborted-transaction index was read whole), then every batch header after it. Without a usable snapshot, every header in the log. Transaction markers
 /// met on the way rebuild the aborted-transaction index entries from there on (entries at or
 /// past that point are dropped first: they may describe a truncated tail).
 fn load_producer_state(
+    txn_index_damaged: bool,
     fs: &dyn Fs,
     dir: &Path,
     segments: &mut BTreeMap<i64, LogSegment>,
@@ -1472,11 +1500,10 @@ fn load_producer_state(
     log_end: i64,
     now_ms: i64,
 ) -> Result<ProducerStateManager, StorageError> {
-    let snapshot = fs
-        .read(&dir.join(PRODUCER_SNAPSHOT_FILE))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Snapshot>(&bytes).ok())
-        .filter(|s| (log_start..=log_end).contains(&s.offset));
+    // A damaged aborted-transaction index is rebuilt from the whole log: entries below the
+    // snapshot are otherwise never rebuilt.
+    let snapshot = read_producer_snapshot(fs, &dir.join(PRODUCER_SNAPSHOT_FILE))
+        .filter(|s| !txn_index_damaged && (log_start..=log_end).contains(&s.offset));
     let (mut state, from) = match snapshot {
         Some(s) => {
             let from = s.offset;

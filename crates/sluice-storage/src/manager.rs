@@ -3,8 +3,9 @@
 //! ```text
 //! <data-dir>/
 //!   .lock                               flock held while a broker uses the directory
-//!   meta.json                           {"cluster_id": "...", "node_id": 0}
-//!   topics.json                         [{"name", "id", "partitions", "configs"}], replaced atomically
+//!   meta.json                           {"version": 1, "cluster_id": "...", "node_id": 0}
+//!   producer-id-block.json              {"version": 1, "next": n, "end": m}: ids below m may be used
+//!   topics.json                         {"version": 1, "topics": [...]}, replaced atomically
 //!   topics.journal                      changes since topics.json, one line each (topic_journal.rs)
 //!   recovery-point-offset-checkpoint    Kafka's format: "0\n<count>\n<topic> <partition> <offset>\n…"
 //!   <topic>-<partition>/                one UnifiedLog each
@@ -64,10 +65,36 @@ pub struct Topic {
     pub partitions: Vec<Arc<UnifiedLog>>,
 }
 
+/// The version of `meta.json` and `producer-id-block.json` this code writes. Files from before
+/// the field existed read as version 0, the same layout.
+const META_VERSION: u16 = 1;
+
 #[derive(Serialize, Deserialize)]
 struct StoredMeta {
+    #[serde(default)]
+    version: u16,
     cluster_id: String,
     node_id: i32,
+}
+
+/// Parses a small JSON file of this directory, refusing one that does not parse or has a
+/// version this code does not know: they hold what cannot be rebuilt (the cluster id, the
+/// producer ids already handed out), so guessing would be worse than not starting.
+fn parse_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    version: impl Fn(&T) -> u16,
+) -> Result<T, StorageError> {
+    let value: T = serde_json::from_slice(bytes)
+        .map_err(|e| StorageError::Corrupt(format!("{}: {e}", path.display())))?;
+    if version(&value) > META_VERSION {
+        return Err(StorageError::Corrupt(format!(
+            "{}: unknown version {}",
+            path.display(),
+            version(&value)
+        )));
+    }
+    Ok(value)
 }
 
 /// Owns every log in one data directory.
@@ -94,6 +121,8 @@ pub struct LogManager {
 /// The producer ids this broker may hand out without touching disk: `next..end`.
 #[derive(Debug, Serialize, Deserialize)]
 struct ProducerIdBlock {
+    #[serde(default)]
+    version: u16,
     next: i64,
     end: i64,
 }
@@ -191,16 +220,26 @@ fn read_recovery_checkpoint(fs: &dyn Fs, path: &Path) -> HashMap<(String, i32), 
         return points;
     }
     let _count = lines.next();
+    let mut unreadable = 0usize;
     for line in lines {
         let mut parts = line.rsplitn(3, ' ');
         let (Some(offset), Some(partition), Some(topic)) =
             (parts.next(), parts.next(), parts.next())
         else {
+            unreadable += 1;
             continue;
         };
-        if let (Ok(p), Ok(o)) = (partition.parse(), offset.parse()) {
-            points.insert((topic.to_string(), p), o);
+        match (partition.parse(), offset.parse()) {
+            (Ok(p), Ok(o)) => {
+                points.insert((topic.to_string(), p), o);
+            }
+            _ => unreadable += 1,
         }
+    }
+    if unreadable > 0 {
+        // Those partitions are recovered as if never checkpointed: validated batch by batch.
+        tracing::warn!(path = %path.display(), unreadable,
+            "ignoring unreadable lines of a checkpoint");
     }
     points
 }
@@ -246,11 +285,12 @@ impl LogManager {
 
         let meta_path = data_dir.join(META_FILE);
         let cluster_id = if fs.exists(&meta_path) {
-            let meta: StoredMeta = serde_json::from_slice(&fs.read(&meta_path)?)
-                .map_err(|e| StorageError::Io(format!("{}: {e}", meta_path.display())))?;
+            let bytes = fs.read(&meta_path)?;
+            let meta: StoredMeta = parse_versioned(&meta_path, &bytes, |m: &StoredMeta| m.version)?;
             meta.cluster_id
         } else {
             let meta = StoredMeta {
+                version: META_VERSION,
                 cluster_id: new_cluster_id(),
                 node_id: 0,
             };
@@ -296,13 +336,21 @@ impl LogManager {
             topics.insert(t.name, Arc::new(topic));
         }
         // Ids below the last reserved end may have been handed out before a crash: start after it.
-        let reserved_end = fs
-            .read(&data_dir.join(PRODUCER_ID_BLOCK_FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ProducerIdBlock>(&b).ok())
-            .map_or(0, |b| b.end);
+        // Only a missing file means no id was ever handed out: one that does not parse is
+        // refused, as reading it as zero would hand the same ids out again.
+        let block_path = data_dir.join(PRODUCER_ID_BLOCK_FILE);
+        let reserved_end = match fs.read(&block_path) {
+            Ok(bytes) => {
+                parse_versioned(&block_path, &bytes, |b: &ProducerIdBlock| b.version)
+                    .inspect_err(|e| tracing::error!(error = %e, "cannot open the data directory"))?
+                    .end
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
         let manager = Self {
             producer_ids: Mutex::new(ProducerIdBlock {
+                version: META_VERSION,
                 next: reserved_end,
                 end: reserved_end,
             }),
@@ -674,6 +722,7 @@ impl LogManager {
         if block.next >= block.end {
             let end = block.end + PRODUCER_ID_BLOCK_SIZE;
             let bytes = serde_json::to_vec(&ProducerIdBlock {
+                version: META_VERSION,
                 next: block.end,
                 end,
             })

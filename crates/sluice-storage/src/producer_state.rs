@@ -106,8 +106,15 @@ pub struct ProducerStateManager {
     ongoing: BTreeMap<i64, i64>,
 }
 
+/// The producer-state snapshot format this code writes; snapshots from before it had a
+/// version read as version 0, which is the same layout.
+pub(crate) const SNAPSHOT_VERSION: u16 = 1;
+
+/// `producer-state.json`: `{"version": 1, "offset": <log end it covers>, "producers": [...]}`.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Snapshot {
+    #[serde(default)]
+    pub version: u16,
     pub offset: i64,
     producers: Vec<ProducerEntry>,
 }
@@ -342,7 +349,11 @@ impl ProducerStateManager {
     pub(crate) fn to_snapshot(&self, offset: i64) -> Snapshot {
         let mut producers: Vec<ProducerEntry> = self.producers.values().cloned().collect();
         producers.sort_by_key(|e| e.producer_id);
-        Snapshot { offset, producers }
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            offset,
+            producers,
+        }
     }
 
     pub(crate) fn from_snapshot(snapshot: Snapshot) -> Self {

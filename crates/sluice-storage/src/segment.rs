@@ -90,14 +90,22 @@ impl LogSegment {
             .join(segment_file_name(self.base_offset, "txnindex"))
     }
 
-    /// Reads the `.txnindex` file, if there is one. A torn last entry is dropped.
-    pub fn load_txn_index(&mut self) -> io::Result<()> {
-        match self.fs.read(&self.txn_index_path()) {
+    /// Reads the `.txnindex` file, if there is one. Returns whether it held bytes that are
+    /// not entries of a known version (damage, a torn entry, a newer format): those are
+    /// reported, and the caller rebuilds every entry from the log's markers.
+    pub fn load_txn_index(&mut self) -> io::Result<bool> {
+        let path = self.txn_index_path();
+        match self.fs.read(&path) {
             Ok(bytes) => {
                 self.aborted = crate::txn_index::parse(&bytes);
-                Ok(())
+                let unused = bytes.len() - self.aborted.len() * crate::txn_index::ENTRY_BYTES;
+                if unused > 0 {
+                    tracing::warn!(path = %path.display(), unused_bytes = unused,
+                        "aborted-transaction index damaged: rebuilding it from the log");
+                }
+                Ok(unused > 0)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -241,16 +249,11 @@ impl LogSegment {
     /// indexes empty) if either is missing or damaged, so the caller rebuilds them by scanning.
     pub fn load_indexes(&mut self, next_offset_bound: i64) -> bool {
         let relative_end = (next_offset_bound - self.base_offset).max(0) as u64;
-        let offset = self
-            .fs
-            .read(&self.index_path())
-            .ok()
-            .and_then(|b| OffsetIndex::from_bytes(&b, self.size));
-        let time = self
-            .fs
-            .read(&self.time_index_path())
-            .ok()
-            .and_then(|b| TimeIndex::from_bytes(&b, relative_end));
+        let size = self.size;
+        let offset = self.load_index(&self.index_path(), |b| OffsetIndex::from_bytes(b, size));
+        let time = self.load_index(&self.time_index_path(), |b| {
+            TimeIndex::from_bytes(b, relative_end)
+        });
         match (offset, time) {
             (Some(o), Some(t)) => {
                 self.max_timestamp = t.max_timestamp().unwrap_or(-1);
@@ -261,6 +264,26 @@ impl LogSegment {
             }
             _ => false,
         }
+    }
+
+    /// Reads one index file. A missing one (a crash before it was written) is rebuilt
+    /// quietly; one that cannot be read or parsed is reported, then rebuilt.
+    fn load_index<T>(
+        &self,
+        path: &Path,
+        parse: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> Option<T> {
+        let parsed = match self.fs.read(path) {
+            Ok(bytes) => parse(&bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => Err(e.to_string()),
+        };
+        parsed
+            .map_err(|reason| {
+                tracing::warn!(path = %path.display(), %reason,
+                    "index unusable: rebuilding it from the log");
+            })
+            .ok()
     }
 
     /// Writes both index files and syncs them. They are derived, so a failure here costs only

@@ -3,7 +3,8 @@
 //! and one fsync, whatever the number of topics.
 //!
 //! ```text
-//! topics.json     [{"name", "id", "partitions", "configs"}, ...]   replaced atomically
+//! topics.json     {"version": 1, "topics": [{"name", "id", "partitions", "configs"}, ...]}
+//!                 replaced atomically (version 0: the bare array, still read)
 //! topics.journal  one change per line:
 //!                 <crc32c of the JSON, 8 hex digits> <space> <JSON> <newline>
 //!                 JSON: {"upsert": {"name", "id", "partitions", "configs"}}
@@ -43,6 +44,26 @@ pub(crate) struct StoredTopic {
     pub id: Uuid,
     pub partitions: i32,
     pub configs: BTreeMap<String, String>,
+}
+
+/// The `topics.json` format this code writes: `{"version": 1, "topics": [...]}`. Version 0
+/// was the bare array.
+const SNAPSHOT_VERSION: u16 = 1;
+
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    version: u16,
+    topics: Vec<&'a StoredTopic>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SnapshotIn {
+    Versioned {
+        version: u16,
+        topics: Vec<StoredTopic>,
+    },
+    V0(Vec<StoredTopic>),
 }
 
 /// One journal line.
@@ -118,13 +139,21 @@ impl TopicJournal {
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let mut topics = BTreeMap::new();
         if fs.exists(&snapshot_path) {
-            let stored: Vec<StoredTopic> = serde_json::from_slice(&fs.read(&snapshot_path)?)
-                .map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: {e}", snapshot_path.display()),
-                    )
-                })?;
+            let invalid = |e: String| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", snapshot_path.display()),
+                )
+            };
+            let stored = match serde_json::from_slice(&fs.read(&snapshot_path)?)
+                .map_err(|e| invalid(e.to_string()))?
+            {
+                SnapshotIn::V0(topics) => topics,
+                SnapshotIn::Versioned { version, topics } if version <= SNAPSHOT_VERSION => topics,
+                SnapshotIn::Versioned { version, .. } => {
+                    return Err(invalid(format!("unknown version {version}")))
+                }
+            };
             for t in stored {
                 topics.insert(t.name.clone(), t);
             }
@@ -203,8 +232,11 @@ impl TopicJournal {
     /// Rewrites the snapshot with `topics` (the state the journal leads to) and empties the
     /// journal. Linear in the topics, and run once per that many changes.
     pub fn compact<'a>(&mut self, topics: impl Iterator<Item = &'a StoredTopic>) -> io::Result<()> {
-        let stored: Vec<&StoredTopic> = topics.collect();
-        let bytes = serde_json::to_vec_pretty(&stored).expect("topics serialise");
+        let snapshot = SnapshotOut {
+            version: SNAPSHOT_VERSION,
+            topics: topics.collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&snapshot).expect("topics serialise");
         write_file_atomically(self.fs.as_ref(), &self.dir, SNAPSHOT_FILE, &bytes)?;
         self.file.set_len(0)?;
         self.file.sync_data()?;
@@ -233,6 +265,25 @@ mod tests {
             partitions,
             configs: BTreeMap::new(),
         }
+    }
+
+    /// A `topics.json` from before the version (a bare array) still loads; one of an
+    /// unknown version is refused.
+    #[test]
+    fn topic_snapshots_of_both_versions_load_and_unknown_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = topic("a", 2);
+        fs::write(
+            dir.path().join(SNAPSHOT_FILE),
+            serde_json::to_vec(&vec![&a]).unwrap(),
+        )
+        .unwrap();
+        let (_, topics) = TopicJournal::open(dir.path(), real()).unwrap();
+        assert_eq!(topics.values().collect::<Vec<_>>(), vec![&a]);
+        let future = serde_json::json!({"version": 2, "topics": [&a]});
+        fs::write(dir.path().join(SNAPSHOT_FILE), future.to_string()).unwrap();
+        let err = TopicJournal::open(dir.path(), real()).unwrap_err();
+        assert!(err.to_string().contains("unknown version 2"), "{err}");
     }
 
     /// Changes read back in order, whether still in the journal or folded into the snapshot;

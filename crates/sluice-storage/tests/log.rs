@@ -1978,4 +1978,54 @@ fn open_segment_files_stay_within_the_bound_and_reopen_on_use() {
         assert_eq!(bases, appended[p], "partition {p} after a restart");
         within(&m);
     }
+
+/// A damaged aborted-transaction index is rebuilt from the log's markers on open, even for
+/// markers below the producer-state snapshot, so read_committed still lists the aborted
+/// transaction rather than serving its records as committed.
+#[test]
+fn a_damaged_transaction_index_is_rebuilt_from_the_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = UnifiedLog::open(dir.path(), config(1 << 20), None, state(NoSync), 0).unwrap();
+    log.append(&txn_batch(7, 0, 0, &[(2, Some("a"))]), 0)
+        .unwrap(); // 0
+    log.append_marker(7, 0, false, 0, 0).unwrap(); // 1
+    log.append(&keyed(&[(4, Some("after"))], 1), 0).unwrap(); // 2
+    log.flush_all(0).unwrap();
+    let rp = log.recovery_point();
+    drop(log);
+    let path = dir.path().join("00000000000000000000.txnindex");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[1] = 9; // an entry version nobody knows
+    fs::write(&path, &bytes).unwrap();
+    let log = UnifiedLog::open(dir.path(), config(1 << 20), Some(rp), state(NoSync), 0).unwrap();
+    let rc = log
+        .read_isolated(0, 1 << 20, true, Isolation::ReadCommitted)
+        .unwrap();
+    assert_eq!(
+        rc.aborted,
+        vec![AbortedTxn {
+            producer_id: 7,
+            first_offset: 0,
+            last_offset: 1,
+            last_stable_offset: 2
+        }]
+    );
+}
+
+/// A producer-id block that does not parse refuses the start: read as zero, it would hand
+/// out producer ids already in use.
+#[test]
+fn an_unreadable_producer_id_block_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
+        m.allocate_producer_id().unwrap();
+    }
+    fs::write(
+        dir.path().join("producer-id-block.json"),
+        b"{\"next\": 0, \"en",
+    )
+    .unwrap();
+    let err = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap_err();
+    assert!(matches!(err, StorageError::Corrupt(_)), "{err:?}");
 }

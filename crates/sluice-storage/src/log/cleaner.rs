@@ -26,8 +26,8 @@
 //! and their transaction has no records left; Sluice keeps them, which costs a few dozen
 //! bytes per transaction and partition).
 //!
-//! The checkpoint file holds two numbers: the first dirty offset, and the offset below which
-//! segments may have gaps. The second is written before any segment is swapped, so recovery
+//! The checkpoint file holds a version (1) and two numbers, one a line: the first dirty offset,
+//! and the offset below which segments may have gaps (version 0 had the two numbers alone). The second is written before any segment is swapped, so recovery
 //! never mistakes a compacted segment's gap for damage.
 //!
 //! Reads hold their segment's file open, so they see the old bytes or the new, whole.
@@ -118,22 +118,41 @@ impl Throttle {
     }
 }
 
-fn read_checkpoint_line(fs: &dyn Fs, dir: &Path, line: usize) -> i64 {
-    fs.read(&dir.join(CHECKPOINT_FILE))
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.lines().nth(line)?.trim().parse().ok())
-        .unwrap_or(0)
+/// The cleaner checkpoint format this code writes.
+const CHECKPOINT_VERSION: &str = "1";
+
+/// The cleaner checkpoint of the log in `dir`: (first dirty offset, offset below which
+/// segments may have gaps). A missing file means nothing was ever cleaned. A file that cannot
+/// be read or parsed is reported and read as "nothing is known to be clean, and every
+/// segment may have gaps": the next pass maps the whole log again, and recovery checks
+/// every segment's batches as compacted (checksums and order, gaps allowed), where reading
+/// it as zeros would make it cut the log at the first gap.
+pub(crate) fn read_cleaner_checkpoint(fs: &dyn Fs, dir: &Path) -> (i64, i64) {
+    let path = dir.join(CHECKPOINT_FILE);
+    let parsed = match fs.read(&path) {
+        Ok(bytes) => parse_checkpoint(&bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (0, 0),
+        Err(e) => Err(e.to_string()),
+    };
+    parsed.unwrap_or_else(|reason| {
+        tracing::error!(path = %path.display(), %reason,
+            "cleaner checkpoint unusable: recleaning the log, allowing gaps everywhere");
+        (0, i64::MAX)
+    })
 }
 
-/// The first offset the cleaner has not mapped.
-pub(crate) fn read_checkpoint(fs: &dyn Fs, dir: &Path) -> i64 {
-    read_checkpoint_line(fs, dir, 0)
-}
-
-/// Segments wholly below this offset may have been compacted.
-pub(crate) fn read_gaps_marker(fs: &dyn Fs, dir: &Path) -> i64 {
-    read_checkpoint_line(fs, dir, 1)
+/// Parses `1\n<first dirty>\n<gaps below>\n`, or version 0, the same without the first line.
+fn parse_checkpoint(bytes: &[u8]) -> Result<(i64, i64), String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+    let lines: Vec<&str> = text.lines().collect();
+    let numbers = match lines[..] {
+        [CHECKPOINT_VERSION, a, b] => [a, b],
+        [a, b] => [a, b],
+        [version, _, _] => return Err(format!("unknown version {version:?}")),
+        _ => return Err(format!("{} lines", lines.len())),
+    };
+    let [a, b] = numbers.map(|n| n.trim().parse::<i64>().map_err(|e| format!("{n:?}: {e}")));
+    Ok((a?, b?))
 }
 
 /// A 128-bit hash of a key: two independent 64-bit SipHashes. A collision would merge two
@@ -378,8 +397,8 @@ impl UnifiedLog {
 
     fn write_checkpoint(&self, first_dirty: i64, gaps_below: i64) -> Result<(), StorageError> {
         let fs = self.dir_state.fs.as_ref();
-        let gaps_below = gaps_below.max(read_gaps_marker(fs, &self.dir));
-        let text = format!("{first_dirty}\n{gaps_below}\n");
+        let gaps_below = gaps_below.max(read_cleaner_checkpoint(fs, &self.dir).1);
+        let text = format!("{CHECKPOINT_VERSION}\n{first_dirty}\n{gaps_below}\n");
         super::write_file_atomically(fs, &self.dir, CHECKPOINT_FILE, text.as_bytes())
             .map_err(|e| self.dir_state.fail("cleaner checkpoint write", &e))
     }
@@ -539,6 +558,22 @@ impl UnifiedLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both versions parse; anything else is an error, never zeros.
+    #[test]
+    fn the_cleaner_checkpoint_parses_both_versions_and_refuses_the_rest() {
+        assert_eq!(parse_checkpoint(b"1\n40\n50\n"), Ok((40, 50)));
+        assert_eq!(parse_checkpoint(b"40\n50\n"), Ok((40, 50)));
+        for bad in [
+            &b""[..],
+            b"40\n",
+            b"2\n40\n50\n",
+            b"1\nx\n50\n",
+            b"\xff\n1\n",
+        ] {
+            assert!(parse_checkpoint(bad).is_err(), "{bad:?}");
+        }
+    }
 
     /// The throttle holds the cleaner to its rate: 300 KB at 1 MB/s cannot take less than
     /// about 0.3 s. (A lower bound only; how much longer it takes is not the throttle's.)
