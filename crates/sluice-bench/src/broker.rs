@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const START_TIMEOUT: Duration = Duration::from_secs(120);
+const START_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Finds the release `sluice` binary, building it first so that it matches the source
 /// (cargo does nothing when it is up to date; a stale binary would benchmark old code).
@@ -230,6 +230,12 @@ impl Broker {
     /// Clean shutdown, then start again; returns the start-up time.
     pub fn restart(&mut self) -> Result<Duration, String> {
         self.stop()?;
+        self.launch()
+    }
+
+    /// kill -9, then start again; returns the start-up time (recovery included).
+    pub fn crash_restart(&mut self) -> Result<Duration, String> {
+        self.kill();
         self.launch()
     }
 

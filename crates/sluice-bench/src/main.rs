@@ -10,6 +10,7 @@ mod broker;
 mod ceilings;
 mod conversion;
 mod load;
+mod partitions;
 mod reliability;
 
 use std::path::{Path, PathBuf};
@@ -43,7 +44,8 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     sluice_bin: Option<PathBuf>,
     /// Run only these groups (produce, consume, latency, fan-in, memory, groups, transactions,
-    /// compaction, metrics, reliability, conversion), for profiling one
+    /// compaction, metrics, reliability, conversion; `partitions` runs only when named), for
+    /// profiling one
     /// path; the ceilings are always measured.
     #[arg(long, value_name = "GROUP", value_delimiter = ',')]
     only: Vec<String>,
@@ -550,6 +552,14 @@ fn run(args: &Args) -> Result<(), String> {
     }
     if let Some(bin) = bin.as_ref().filter(|_| args.wants("reliability")) {
         reliability::run_all(bin, &args.data_dir, quick, &mut run)?;
+    }
+    // Not in the default run (it writes 100,000 partition directories): ask for it.
+    if let Some(bin) = bin
+        .as_ref()
+        .filter(|_| args.only.iter().any(|g| g == "partitions"))
+    {
+        partitions::run(bin, &args.data_dir, quick, &mut run)?;
+        partitions::large_log(bin, &args.data_dir, quick, &mut run)?;
     }
     if let Some(bin) = bin.as_ref().filter(|_| args.wants("compaction")) {
         // A log of 4,096 keys written as a plain log, then switched to compaction: one

@@ -341,10 +341,10 @@ impl Partition {
         let read = self
             .log
             .read_slice_below(offset, hw, max_bytes, min_one_batch, isolation)?;
-        debug_assert!(read.high_watermark <= hw && read.last_stable_offset <= hw);
+        debug_assert!(read.end_offset <= hw && read.last_stable_offset <= hw);
         Ok(PartitionRead {
             records: read.records,
-            high_watermark: read.high_watermark,
+            high_watermark: read.end_offset,
             last_stable_offset: read.last_stable_offset,
             log_start_offset: read.log_start_offset,
             aborted: read

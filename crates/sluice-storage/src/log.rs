@@ -144,12 +144,14 @@ pub struct RetentionOutcome {
     pub log_start_offset: i64,
 }
 
-/// Result of a read: whole stored batches, never past the high watermark (nor, for a
-/// read_committed read, past the last stable offset).
+/// Result of a read: whole stored batches, never past the read's end offset (nor, for a
+/// read_committed read, past the last stable offset). Storage knows where a log ends, not
+/// what is committed: the partition layer bounds reads by its high watermark.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadOutcome {
     pub records: Vec<u8>,
-    pub high_watermark: i64,
+    /// Where the readable log ended: the log end offset, or the bound the caller gave.
+    pub end_offset: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
     /// For read_committed: the aborted transactions with records in the range returned,
@@ -199,7 +201,8 @@ impl FileSlice {
 #[derive(Debug, Clone)]
 pub struct SliceOutcome {
     pub records: Option<FileSlice>,
-    pub high_watermark: i64,
+    /// Where the readable log ended: the log end offset, or the bound the caller gave.
+    pub end_offset: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub aborted: Vec<AbortedTxn>,
@@ -257,7 +260,7 @@ impl<'a> HeaderWalk<'a> {
 /// Which records a read may return (Kafka's `isolation_level`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isolation {
-    /// Everything up to the high watermark, aborted records included.
+    /// Everything up to the read's end offset, aborted records included.
     ReadUncommitted,
     /// Up to the last stable offset, with the list of aborted transactions in range.
     ReadCommitted,
@@ -971,7 +974,7 @@ impl UnifiedLog {
         Ok(outcome)
     }
 
-    /// DeleteRecords: makes `offset` the log start offset (the high watermark for -1), deleting
+    /// DeleteRecords: makes `offset` the log start offset (the log end offset for -1), deleting
     /// the segments wholly below it. Returns the new log start offset.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
         self.check_open()?;
@@ -1153,7 +1156,7 @@ impl UnifiedLog {
                 Some(slice) => slice.to_vec()?,
                 None => Vec::new(),
             },
-            high_watermark: out.high_watermark,
+            end_offset: out.end_offset,
             last_stable_offset: out.last_stable_offset,
             log_start_offset: out.log_start_offset,
             aborted: out.aborted,
@@ -1304,8 +1307,7 @@ impl UnifiedLog {
     }
 
     /// [`UnifiedLog::read_slice`], returning no batch that starts at or past `max_offset`
-    /// (the partition's high watermark: storage knows where the log ends, not what is
-    /// committed). The offsets reported are capped by it too. An offset past the log end is
+    /// (the partition layer's high watermark). The offsets reported are capped by it too. An offset past the log end is
     /// out of range; one between `max_offset` and the log end reads nothing.
     pub fn read_slice_below(
         &self,
@@ -1316,13 +1318,13 @@ impl UnifiedLog {
         isolation: Isolation,
     ) -> Result<SliceOutcome, StorageError> {
         self.check_open()?;
-        let (log_end, hw, lso, log_start) = {
+        let (log_end, end, lso, log_start) = {
             let inner = lock(&self.inner);
-            let hw = inner.log_end_offset.min(max_offset);
+            let end = inner.log_end_offset.min(max_offset);
             (
                 inner.log_end_offset,
-                hw,
-                Self::lso_of(&inner).min(hw),
+                end,
+                Self::lso_of(&inner).min(end),
                 inner.log_start_offset,
             )
         };
@@ -1334,7 +1336,7 @@ impl UnifiedLog {
             });
         }
         let upper = match isolation {
-            Isolation::ReadUncommitted => hw,
+            Isolation::ReadUncommitted => end,
             Isolation::ReadCommitted => lso,
         };
         let found = self.slice_below(offset, upper, max_bytes, min_one_batch)?;
@@ -1344,7 +1346,7 @@ impl UnifiedLog {
         };
         Ok(SliceOutcome {
             records: found.map(|(slice, _)| slice),
-            high_watermark: hw,
+            end_offset: end,
             last_stable_offset: lso,
             log_start_offset: log_start,
             aborted,

@@ -108,8 +108,8 @@ fn appended_batches_read_back_with_assigned_offsets() {
     );
     assert_eq!(BatchHeader::parse(first).unwrap().partition_leader_epoch, 0);
     assert_eq!(BatchHeader::parse(first).unwrap().base_offset, base);
-    // Reads never pass the high watermark, and offsets past it are out of range.
-    assert_eq!(read.high_watermark, log.log_end_offset());
+    // Reads never pass the log end, and offsets past it are out of range.
+    assert_eq!(read.end_offset, log.log_end_offset());
     assert!(log
         .read(log.log_end_offset(), 1000, true)
         .unwrap()
@@ -1425,7 +1425,7 @@ fn committed_view(log: &UnifiedLog) -> Vec<(i64, String, Option<String>)> {
 }
 
 /// An open transaction holds the last stable offset at its first offset: read_committed
-/// reads stop there while read_uncommitted reads go on to the high watermark. An abort
+/// reads stop there while read_uncommitted reads go on to the log end. An abort
 /// marker releases it and the read lists the aborted transaction so the client can drop
 /// its records; a commit lists nothing.
 #[test]
@@ -1441,7 +1441,7 @@ fn read_committed_stops_at_the_lso_and_lists_aborted_transactions() {
         .read_isolated(0, 1 << 20, true, Isolation::ReadCommitted)
         .unwrap();
     assert_eq!(BatchIter::new(&rc.records).count(), 1);
-    assert_eq!((rc.high_watermark, rc.last_stable_offset), (4, 1));
+    assert_eq!((rc.end_offset, rc.last_stable_offset), (4, 1));
     let ru = log
         .read_isolated(0, 1 << 20, true, Isolation::ReadUncommitted)
         .unwrap();
@@ -1978,6 +1978,7 @@ fn open_segment_files_stay_within_the_bound_and_reopen_on_use() {
         assert_eq!(bases, appended[p], "partition {p} after a restart");
         within(&m);
     }
+}
 
 /// A damaged aborted-transaction index is rebuilt from the log's markers on open, even for
 /// markers below the producer-state snapshot, so read_committed still lists the aborted
