@@ -24,8 +24,8 @@
 ///
 /// To add an API: one line here, its guard schema in `guard.rs`, its [`crate::ErrorResponse`]
 /// impl in `error_response.rs`, the handler function in `sluice-broker/src/handlers/mod.rs`
-/// (and, as for any response type, its `ErrorCodes` impl there, for the error metrics). The
-/// compiler points at each one that is missing.
+/// (and, as for any response type, its `ErrorCodes` impl in `handlers/error_codes.rs`, for the
+/// error metrics). The compiler points at each one that is missing.
 #[macro_export]
 macro_rules! for_each_api {
     ($callback:ident) => {
