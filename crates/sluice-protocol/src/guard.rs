@@ -539,50 +539,21 @@ const OFFSET_FOR_LEADER_EPOCH: &[Field] = &[
 
 const LIST_TRANSACTIONS: &[Field] = &[f(Strs), f(I64s), since(1, I64), since(2, Str)];
 
-/// The schema of a request body, and the first flexible version of that request.
-fn schema(api: ApiKey) -> Option<(&'static [Field], i16)> {
-    Some(match api {
-        ApiKey::ApiVersions => (API_VERSIONS, 3),
-        ApiKey::Metadata => (METADATA, 9),
-        ApiKey::Produce => (PRODUCE, 9),
-        ApiKey::Fetch => (FETCH, 12),
-        ApiKey::ListOffsets => (LIST_OFFSETS, 6),
-        ApiKey::CreateTopics => (CREATE_TOPICS, 5),
-        ApiKey::DeleteTopics => (DELETE_TOPICS, 4),
-        ApiKey::DescribeConfigs => (DESCRIBE_CONFIGS, 4),
-        ApiKey::CreatePartitions => (CREATE_PARTITIONS, 2),
-        ApiKey::InitProducerId => (INIT_PRODUCER_ID, 2),
-        ApiKey::FindCoordinator => (FIND_COORDINATOR, 3),
-        ApiKey::JoinGroup => (JOIN_GROUP, 6),
-        ApiKey::SyncGroup => (SYNC_GROUP, 4),
-        ApiKey::Heartbeat => (HEARTBEAT, 4),
-        ApiKey::LeaveGroup => (LEAVE_GROUP, 4),
-        ApiKey::OffsetCommit => (OFFSET_COMMIT, 8),
-        ApiKey::OffsetFetch => (OFFSET_FETCH, 6),
-        ApiKey::ListGroups => (LIST_GROUPS, 3),
-        ApiKey::DescribeGroups => (DESCRIBE_GROUPS, 5),
-        ApiKey::DeleteGroups => (DELETE_GROUPS, 2),
-        // OffsetDelete has no flexible version yet.
-        ApiKey::OffsetDelete => (OFFSET_DELETE, i16::MAX),
-        ApiKey::DeleteRecords => (DELETE_RECORDS, 2),
-        ApiKey::AlterConfigs => (ALTER_CONFIGS, 2),
-        ApiKey::IncrementalAlterConfigs => (INCREMENTAL_ALTER_CONFIGS, 1),
-        ApiKey::AddPartitionsToTxn => (ADD_PARTITIONS_TO_TXN, 3),
-        ApiKey::AddOffsetsToTxn => (ADD_OFFSETS_TO_TXN, 3),
-        ApiKey::EndTxn => (END_TXN, 3),
-        ApiKey::TxnOffsetCommit => (TXN_OFFSET_COMMIT, 3),
-        ApiKey::DescribeTransactions => (DESCRIBE_TRANSACTIONS, 0),
-        ApiKey::ListTransactions => (LIST_TRANSACTIONS, 0),
-        ApiKey::DescribeCluster => (DESCRIBE_CLUSTER, 0),
-        ApiKey::DescribeProducers => (DESCRIBE_PRODUCERS, 0),
-        ApiKey::DescribeTopicPartitions => (DESCRIBE_TOPIC_PARTITIONS, 0),
-        ApiKey::ListConfigResources => (LIST_CONFIG_RESOURCES, 0),
-        ApiKey::DescribeLogDirs => (DESCRIBE_LOG_DIRS, 2),
-        ApiKey::AlterReplicaLogDirs => (ALTER_REPLICA_LOG_DIRS, 2),
-        ApiKey::OffsetForLeaderEpoch => (OFFSET_FOR_LEADER_EPOCH, 4),
-        _ => return None,
-    })
+macro_rules! schemas {
+    ($((
+        $api:ident, $request:ident, $min:literal, $max:literal,
+        $schema:ident, $flexible:expr, $handler:ident
+    ))*) => {
+        /// The schema of a request body, and the first flexible version of that request.
+        fn schema(api: ApiKey) -> Option<(&'static [Field], i16)> {
+            Some(match api {
+                $(ApiKey::$api => ($schema, $flexible),)*
+                _ => return None,
+            })
+        }
+    };
 }
+crate::for_each_api!(schemas);
 
 struct Walker<'a> {
     buf: &'a [u8],
@@ -1306,6 +1277,25 @@ mod tests {
                 assert_eq!(used, body.len(), "{api:?} v{v}: walker and codec disagree");
                 Request::decode_unsupported(&header(api, v), body, 1 << 20)
                     .unwrap_or_else(|e| panic!("{api:?} v{v}: {e}"));
+            }
+        }
+    }
+
+    /// Every API's error response (`ErrorResponse`) encodes at every version the codec knows,
+    /// for requests naming topics, partitions, groups and keys in every version's fields.
+    #[test]
+    fn error_responses_encode_for_every_codec_version() {
+        for &(api, _, _) in SUPPORTED_APIS {
+            let (min, max) = crate::codec_versions(api).unwrap();
+            for v in min..=max {
+                let request =
+                    Request::decode_unsupported(&header(api, v), encoded(api, v), 1 << 20)
+                        .unwrap_or_else(|e| panic!("{api:?} v{v}: {e}"));
+                let bytes = request
+                    .encode_error_response(v, 1, 35)
+                    .unwrap_or_else(|e| panic!("{api:?} v{v}: {e}"));
+                // Size prefix, correlation id, and a body.
+                assert!(bytes.len() > 8, "{api:?} v{v}");
             }
         }
     }

@@ -1,6 +1,8 @@
 //! The Kafka wire format as Sluice speaks it: request framing, the request header, the
 //! allocation guard in front of `kafka-protocol` (for requests the broker reads and responses
-//! the CLI reads), the table of API versions we advertise, and Kafka's names for error codes.
+//! the CLI reads), the table of the APIs we implement (`apis.rs`, [`for_each_api!`]) and
+//! everything generated from it, each request's error response ([`ErrorResponse`]), and
+//! Kafka's names for error codes.
 //!
 //! ```text
 //! frame:           size: i32 (bytes that follow) | header | body
@@ -14,7 +16,9 @@
 //! [`guard::check_request_body`] has bounded what decoding may allocate) and typed responses
 //! into bytes. Clients of untrusted brokers run [`guard::check_response`] before decoding.
 
+mod apis;
 mod error_name;
+mod error_response;
 pub mod fetch_response;
 pub mod guard;
 pub mod legacy;
@@ -22,6 +26,7 @@ mod request;
 mod versions;
 
 pub use error_name::error_name;
+pub use error_response::{api_versions_response, ErrorResponse};
 pub use kafka_protocol;
 pub use request::{
     encode_response, parse_request_header, DecodeError, Request, RequestHeader,

@@ -1,21 +1,7 @@
 //! Request header parsing, guarded request decoding, response encoding.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AlterConfigsRequest, ApiKey,
-    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    DescribeTransactionsRequest, EndTxnRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, ListTransactionsRequest,
-    MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest,
-    SyncGroupRequest, TxnOffsetCommitRequest,
-};
-use kafka_protocol::messages::{
-    AlterReplicaLogDirsRequest, DescribeClusterRequest, DescribeLogDirsRequest,
-    DescribeProducersRequest, DescribeTopicPartitionsRequest, ListConfigResourcesRequest,
-    OffsetForLeaderEpochRequest,
-};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::guard::{self, GuardError};
@@ -119,47 +105,63 @@ pub fn parse_request_header(frame: &Bytes) -> Result<(RequestHeader, Bytes), Dec
     Ok((header, frame.slice(pos..)))
 }
 
-/// A decoded request of one of the APIs in [`crate::SUPPORTED_APIS`].
-#[derive(Debug)]
-pub enum Request {
-    ApiVersions(ApiVersionsRequest),
-    Metadata(MetadataRequest),
-    Produce(ProduceRequest),
-    Fetch(FetchRequest),
-    ListOffsets(ListOffsetsRequest),
-    CreateTopics(CreateTopicsRequest),
-    DeleteTopics(DeleteTopicsRequest),
-    DescribeConfigs(DescribeConfigsRequest),
-    CreatePartitions(CreatePartitionsRequest),
-    InitProducerId(InitProducerIdRequest),
-    FindCoordinator(FindCoordinatorRequest),
-    JoinGroup(JoinGroupRequest),
-    SyncGroup(SyncGroupRequest),
-    Heartbeat(HeartbeatRequest),
-    LeaveGroup(LeaveGroupRequest),
-    OffsetCommit(OffsetCommitRequest),
-    OffsetFetch(OffsetFetchRequest),
-    ListGroups(ListGroupsRequest),
-    DescribeGroups(DescribeGroupsRequest),
-    DeleteGroups(DeleteGroupsRequest),
-    OffsetDelete(OffsetDeleteRequest),
-    DeleteRecords(DeleteRecordsRequest),
-    AlterConfigs(AlterConfigsRequest),
-    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
-    AddPartitionsToTxn(AddPartitionsToTxnRequest),
-    AddOffsetsToTxn(AddOffsetsToTxnRequest),
-    EndTxn(EndTxnRequest),
-    TxnOffsetCommit(TxnOffsetCommitRequest),
-    DescribeTransactions(DescribeTransactionsRequest),
-    ListTransactions(ListTransactionsRequest),
-    DescribeCluster(DescribeClusterRequest),
-    DescribeProducers(DescribeProducersRequest),
-    DescribeTopicPartitions(DescribeTopicPartitionsRequest),
-    ListConfigResources(ListConfigResourcesRequest),
-    DescribeLogDirs(DescribeLogDirsRequest),
-    AlterReplicaLogDirs(AlterReplicaLogDirsRequest),
-    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
+macro_rules! request {
+    ($(($api:ident, $request:ident, $($_rest:tt)*))*) => {
+        /// A decoded request of one of the APIs in [`crate::SUPPORTED_APIS`].
+        #[derive(Debug)]
+        pub enum Request {
+            $($api(kafka_protocol::messages::$request),)*
+        }
+
+        impl Request {
+            /// The API this request belongs to.
+            pub fn api(&self) -> ApiKey {
+                match self {
+                    $(Self::$api(_) => ApiKey::$api,)*
+                }
+            }
+
+            /// This request's [`crate::ErrorResponse`] for `error_code`, encoded at `version`
+            /// with its size prefix and header (the broker builds its own, to count errors).
+            pub fn encode_error_response(
+                &self,
+                version: i16,
+                correlation_id: i32,
+                error_code: i16,
+            ) -> Result<Bytes, String> {
+                use crate::ErrorResponse;
+                match self {
+                    $(Self::$api(r) => encode_response(
+                        ApiKey::$api,
+                        version,
+                        correlation_id,
+                        &r.error_response(version, error_code),
+                    ),)*
+                }
+            }
+
+            /// Decodes a body the guard has accepted as `api` at (codec) `version`.
+            fn decode_checked(api: ApiKey, version: i16, body: Bytes) -> Result<Self, DecodeError> {
+                Ok(match api {
+                    $(ApiKey::$api => Self::$api(decode_as(body, version)?),)*
+                    other => {
+                        return Err(DecodeError::UnsupportedVersion {
+                            api: other,
+                            version,
+                        })
+                    }
+                })
+            }
+        }
+
+        // Every API in the table can be answered with an error (Kafka's `getErrorResponse`).
+        const _: fn() = || {
+            fn answerable<T: crate::ErrorResponse>() {}
+            $(answerable::<kafka_protocol::messages::$request>();)*
+        };
+    };
 }
+crate::for_each_api!(request);
 
 fn decode_as<T: Decodable>(mut body: Bytes, version: i16) -> Result<T, DecodeError> {
     T::decode(&mut body, version).map_err(|e| DecodeError::Codec(e.to_string()))
@@ -215,55 +217,7 @@ impl Request {
         let body = crate::legacy::upgrade_request(api, version, body)?;
         let version = crate::legacy::codec_version(api, version);
         guard::check_request_body(api, version, &body, budget_bytes)?;
-        Ok(match api {
-            ApiKey::ApiVersions => Self::ApiVersions(decode_as(body, version)?),
-            ApiKey::Metadata => Self::Metadata(decode_as(body, version)?),
-            ApiKey::Produce => Self::Produce(decode_as(body, version)?),
-            ApiKey::Fetch => Self::Fetch(decode_as(body, version)?),
-            ApiKey::ListOffsets => Self::ListOffsets(decode_as(body, version)?),
-            ApiKey::CreateTopics => Self::CreateTopics(decode_as(body, version)?),
-            ApiKey::DeleteTopics => Self::DeleteTopics(decode_as(body, version)?),
-            ApiKey::DescribeConfigs => Self::DescribeConfigs(decode_as(body, version)?),
-            ApiKey::CreatePartitions => Self::CreatePartitions(decode_as(body, version)?),
-            ApiKey::InitProducerId => Self::InitProducerId(decode_as(body, version)?),
-            ApiKey::FindCoordinator => Self::FindCoordinator(decode_as(body, version)?),
-            ApiKey::JoinGroup => Self::JoinGroup(decode_as(body, version)?),
-            ApiKey::SyncGroup => Self::SyncGroup(decode_as(body, version)?),
-            ApiKey::Heartbeat => Self::Heartbeat(decode_as(body, version)?),
-            ApiKey::LeaveGroup => Self::LeaveGroup(decode_as(body, version)?),
-            ApiKey::OffsetCommit => Self::OffsetCommit(decode_as(body, version)?),
-            ApiKey::OffsetFetch => Self::OffsetFetch(decode_as(body, version)?),
-            ApiKey::ListGroups => Self::ListGroups(decode_as(body, version)?),
-            ApiKey::DescribeGroups => Self::DescribeGroups(decode_as(body, version)?),
-            ApiKey::DeleteGroups => Self::DeleteGroups(decode_as(body, version)?),
-            ApiKey::OffsetDelete => Self::OffsetDelete(decode_as(body, version)?),
-            ApiKey::DeleteRecords => Self::DeleteRecords(decode_as(body, version)?),
-            ApiKey::AlterConfigs => Self::AlterConfigs(decode_as(body, version)?),
-            ApiKey::IncrementalAlterConfigs => {
-                Self::IncrementalAlterConfigs(decode_as(body, version)?)
-            }
-            ApiKey::AddPartitionsToTxn => Self::AddPartitionsToTxn(decode_as(body, version)?),
-            ApiKey::AddOffsetsToTxn => Self::AddOffsetsToTxn(decode_as(body, version)?),
-            ApiKey::EndTxn => Self::EndTxn(decode_as(body, version)?),
-            ApiKey::TxnOffsetCommit => Self::TxnOffsetCommit(decode_as(body, version)?),
-            ApiKey::DescribeTransactions => Self::DescribeTransactions(decode_as(body, version)?),
-            ApiKey::ListTransactions => Self::ListTransactions(decode_as(body, version)?),
-            ApiKey::DescribeCluster => Self::DescribeCluster(decode_as(body, version)?),
-            ApiKey::DescribeProducers => Self::DescribeProducers(decode_as(body, version)?),
-            ApiKey::DescribeTopicPartitions => {
-                Self::DescribeTopicPartitions(decode_as(body, version)?)
-            }
-            ApiKey::ListConfigResources => Self::ListConfigResources(decode_as(body, version)?),
-            ApiKey::DescribeLogDirs => Self::DescribeLogDirs(decode_as(body, version)?),
-            ApiKey::AlterReplicaLogDirs => Self::AlterReplicaLogDirs(decode_as(body, version)?),
-            ApiKey::OffsetForLeaderEpoch => Self::OffsetForLeaderEpoch(decode_as(body, version)?),
-            other => {
-                return Err(DecodeError::UnsupportedVersion {
-                    api: other,
-                    version,
-                })
-            }
-        })
+        Self::decode_checked(api, version, body)
     }
 }
 

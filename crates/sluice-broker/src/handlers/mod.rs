@@ -19,12 +19,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 use sluice_protocol::{
-    encode_response, parse_request_header, DecodeError, Request, SUPPORTED_APIS,
+    api_versions_response, encode_response, parse_request_header, DecodeError, Request,
 };
 
 use crate::server::{Answer, OutChunk, Response, ResponseResult};
@@ -80,7 +79,7 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
             // An ApiVersions request from a newer client is answered whatever follows its
             // fixed header fields: the client needs our ranges to pick a version at all.
             if let Some(corr) = unsupported_api_versions(&frame) {
-                let body = api_versions(ResponseError::UnsupportedVersion.code());
+                let body = api_versions_response(ResponseError::UnsupportedVersion.code());
                 return ready(ApiKey::ApiVersions, 0, corr, body);
             }
             return Err(e.to_string());
@@ -98,7 +97,7 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
             // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges, so the client
             // can retry with a version we support.
             tracing::debug!(version, "ApiVersions version unsupported; answering v0");
-            let body = api_versions(ResponseError::UnsupportedVersion.code());
+            let body = api_versions_response(ResponseError::UnsupportedVersion.code());
             return ready(ApiKey::ApiVersions, 0, corr, body);
         }
         Err(DecodeError::UnsupportedVersion { api, version }) => {
@@ -115,7 +114,7 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
                 );
             }
             return match Request::decode_unsupported(&header, body, budget) {
-                Ok(request) => unsupported::respond(request, version, corr),
+                Ok(request) => unsupported::respond(&request, version, corr),
                 Err(e) if log => Err(format!("{e} (client_id {client}, correlation_id {corr})")),
                 Err(_) => Err(String::new()),
             };
@@ -125,130 +124,228 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
             return Err(format!("{e} (client_id {client}, correlation_id {corr})"));
         }
     };
-    let api = header.api().expect("decoded requests have a known key");
-    match request {
-        Request::ApiVersions(_) => ready(api, version, corr, api_versions(0)),
-        Request::Metadata(r) => ready(api, version, corr, metadata::handle(state, r, version)),
-        Request::Produce(r) => produce::handle(state, r, version, corr),
-        Request::Fetch(r) => {
-            let response = fetch::handle(state.clone(), r, version);
-            Ok(Some(Response::Later(Box::pin(async move {
-                // Fetch counts its partition errors itself; its traffic is counted as the
-                // records are written.
-                let chunks = response
-                    .await
-                    .encode(version, corr)
-                    .into_iter()
-                    .map(|chunk| match chunk {
-                        Chunk::Encoded(bytes) => OutChunk::Bytes(bytes),
-                        Chunk::Records(fetch::TopicRecords { records, topic }) => {
-                            OutChunk::Records { records, topic }
-                        }
-                    })
-                    .collect();
-                Ok(Some(Answer {
-                    chunks,
-                    errors: Vec::new(),
-                }))
-            }))))
-        }
-        Request::ListOffsets(r) => respond(
-            api,
-            version,
-            corr,
-            list_offsets::handle(state.clone(), r, version),
-        ),
-        Request::CreateTopics(r) => ready(api, version, corr, admin::create_topics(state, r)),
-        Request::DeleteTopics(r) => ready(api, version, corr, admin::delete_topics(state, r)),
-        Request::DescribeConfigs(r) => ready(
-            api,
-            version,
-            corr,
-            admin::describe_configs(state, r, version),
-        ),
-        Request::CreatePartitions(r) => {
-            ready(api, version, corr, admin::create_partitions(state, r))
-        }
-        Request::InitProducerId(r) => txn::init_producer_id(state, r, version, corr),
-        Request::FindCoordinator(r) => ready(
-            api,
-            version,
-            corr,
-            groups::find_coordinator(state, r, version),
-        ),
-        Request::JoinGroup(r) => {
-            let client = header.client_id.as_deref();
-            groups::join_group(state, r, version, corr, client, peer)
-        }
-        Request::SyncGroup(r) => groups::sync_group(state, r, version, corr),
-        Request::Heartbeat(r) => ready(api, version, corr, groups::heartbeat(state, r)),
-        Request::LeaveGroup(r) => ready(api, version, corr, groups::leave_group(state, r, version)),
-        Request::OffsetCommit(r) => groups::offset_commit(state, r, version, corr),
-        Request::OffsetFetch(r) => {
-            ready(api, version, corr, groups::offset_fetch(state, r, version))
-        }
-        Request::ListGroups(r) => ready(api, version, corr, groups::list_groups(state, r)),
-        Request::DescribeGroups(r) => ready(
-            api,
-            version,
-            corr,
-            groups::describe_groups(state, r, version),
-        ),
-        Request::DeleteGroups(r) => groups::delete_groups(state, r, version, corr),
-        Request::OffsetDelete(r) => groups::offset_delete(state, r, version, corr),
-        Request::DeleteRecords(r) => ready(api, version, corr, delete_records::handle(state, r)),
-        Request::AlterConfigs(r) => {
-            ready(api, version, corr, alter_configs::alter_configs(state, r))
-        }
-        Request::IncrementalAlterConfigs(r) => ready(
-            api,
-            version,
-            corr,
-            alter_configs::incremental_alter_configs(state, r),
-        ),
-        Request::AddPartitionsToTxn(r) => txn::add_partitions(state, r, version, corr),
-        Request::AddOffsetsToTxn(r) => txn::add_offsets(state, r, version, corr),
-        Request::TxnOffsetCommit(r) => txn::txn_offset_commit(state, r, version, corr),
-        Request::EndTxn(r) => txn::end_txn(state, r, version, corr),
-        Request::DescribeTransactions(r) => {
-            ready(api, version, corr, txn::describe_transactions(state, r))
-        }
-        Request::ListTransactions(r) => ready(api, version, corr, txn::list_transactions(state, r)),
-        Request::DescribeCluster(r) => {
-            ready(api, version, corr, describe::describe_cluster(state, r))
-        }
-        Request::DescribeTopicPartitions(r) => ready(
-            api,
-            version,
-            corr,
-            describe::describe_topic_partitions(state, r),
-        ),
-        Request::DescribeLogDirs(r) => {
-            let body = tokio::task::block_in_place(|| describe::describe_log_dirs(state, r));
-            ready(api, version, corr, body)
-        }
-        Request::AlterReplicaLogDirs(r) => ready(
-            api,
-            version,
-            corr,
-            describe::alter_replica_log_dirs(state, r),
-        ),
-        Request::DescribeProducers(r) => {
-            ready(api, version, corr, describe::describe_producers(state, r))
-        }
-        Request::ListConfigResources(r) => ready(
-            api,
-            version,
-            corr,
-            describe::list_config_resources(state, r, version),
-        ),
-        Request::OffsetForLeaderEpoch(r) => ready(
-            api,
-            version,
-            corr,
-            describe::offset_for_leader_epoch(state, r),
-        ),
+    let call = Call {
+        state,
+        api: request.api(),
+        version,
+        corr,
+        client_id: header.client_id.as_deref(),
+        peer,
+    };
+    handle(&call, request)
+}
+
+/// What a handler gets besides its request.
+struct Call<'a> {
+    state: &'a Arc<BrokerState>,
+    api: ApiKey,
+    version: i16,
+    corr: i32,
+    client_id: Option<&'a str>,
+    peer: SocketAddr,
+}
+
+impl Call<'_> {
+    /// Answers now with `body`.
+    fn ready<R: Encodable + ErrorCodes>(&self, body: R) -> Dispatched {
+        ready(self.api, self.version, self.corr, body)
     }
+
+    /// Answers with what `body` computes.
+    fn respond<R, F>(&self, body: F) -> Dispatched
+    where
+        R: Encodable + ErrorCodes + Send + 'static,
+        F: Future<Output = R> + Send + 'static,
+    {
+        respond(self.api, self.version, self.corr, body)
+    }
+}
+
+macro_rules! handler_dispatch {
+    ($((
+        $api:ident, $request:ident, $min:literal, $max:literal,
+        $schema:ident, $flexible:expr, $handler:ident
+    ))*) => {
+        /// Runs the handler the API table names for the request's API.
+        fn handle(call: &Call<'_>, request: Request) -> Dispatched {
+            match request {
+                $(Request::$api(r) => $handler(call, r),)*
+            }
+        }
+    };
+}
+sluice_protocol::for_each_api!(handler_dispatch);
+
+// The handlers the API table (`sluice_protocol::for_each_api!`) names, one per API, each
+// calling into the module of its API family.
+
+fn produce(c: &Call<'_>, r: ProduceRequest) -> Dispatched {
+    produce::handle(c.state, r, c.version, c.corr)
+}
+
+fn fetch(c: &Call<'_>, r: FetchRequest) -> Dispatched {
+    let (version, corr) = (c.version, c.corr);
+    let response = fetch::handle(c.state.clone(), r, version);
+    Ok(Some(Response::Later(Box::pin(async move {
+        // Fetch counts its partition errors itself; its traffic is counted as the
+        // records are written.
+        let chunks = response
+            .await
+            .encode(version, corr)
+            .into_iter()
+            .map(|chunk| match chunk {
+                Chunk::Encoded(bytes) => OutChunk::Bytes(bytes),
+                Chunk::Records(fetch::TopicRecords { records, topic }) => {
+                    OutChunk::Records { records, topic }
+                }
+            })
+            .collect();
+        Ok(Some(Answer {
+            chunks,
+            errors: Vec::new(),
+        }))
+    }))))
+}
+
+fn list_offsets(c: &Call<'_>, r: ListOffsetsRequest) -> Dispatched {
+    c.respond(list_offsets::handle(c.state.clone(), r, c.version))
+}
+
+fn metadata(c: &Call<'_>, r: MetadataRequest) -> Dispatched {
+    c.ready(metadata::handle(c.state, r, c.version))
+}
+
+fn api_versions(c: &Call<'_>, _: ApiVersionsRequest) -> Dispatched {
+    c.ready(api_versions_response(0))
+}
+
+fn create_topics(c: &Call<'_>, r: CreateTopicsRequest) -> Dispatched {
+    c.ready(admin::create_topics(c.state, r))
+}
+
+fn delete_topics(c: &Call<'_>, r: DeleteTopicsRequest) -> Dispatched {
+    c.ready(admin::delete_topics(c.state, r))
+}
+
+fn describe_configs(c: &Call<'_>, r: DescribeConfigsRequest) -> Dispatched {
+    c.ready(admin::describe_configs(c.state, r, c.version))
+}
+
+fn create_partitions(c: &Call<'_>, r: CreatePartitionsRequest) -> Dispatched {
+    c.ready(admin::create_partitions(c.state, r))
+}
+
+fn init_producer_id(c: &Call<'_>, r: InitProducerIdRequest) -> Dispatched {
+    txn::init_producer_id(c.state, r, c.version, c.corr)
+}
+
+fn find_coordinator(c: &Call<'_>, r: FindCoordinatorRequest) -> Dispatched {
+    c.ready(groups::find_coordinator(c.state, r, c.version))
+}
+
+fn join_group(c: &Call<'_>, r: JoinGroupRequest) -> Dispatched {
+    groups::join_group(c.state, r, c.version, c.corr, c.client_id, c.peer)
+}
+
+fn sync_group(c: &Call<'_>, r: SyncGroupRequest) -> Dispatched {
+    groups::sync_group(c.state, r, c.version, c.corr)
+}
+
+fn heartbeat(c: &Call<'_>, r: HeartbeatRequest) -> Dispatched {
+    c.ready(groups::heartbeat(c.state, r))
+}
+
+fn leave_group(c: &Call<'_>, r: LeaveGroupRequest) -> Dispatched {
+    c.ready(groups::leave_group(c.state, r, c.version))
+}
+
+fn offset_commit(c: &Call<'_>, r: OffsetCommitRequest) -> Dispatched {
+    groups::offset_commit(c.state, r, c.version, c.corr)
+}
+
+fn offset_fetch(c: &Call<'_>, r: OffsetFetchRequest) -> Dispatched {
+    c.ready(groups::offset_fetch(c.state, r, c.version))
+}
+
+fn list_groups(c: &Call<'_>, r: ListGroupsRequest) -> Dispatched {
+    c.ready(groups::list_groups(c.state, r))
+}
+
+fn describe_groups(c: &Call<'_>, r: DescribeGroupsRequest) -> Dispatched {
+    c.ready(groups::describe_groups(c.state, r, c.version))
+}
+
+fn delete_groups(c: &Call<'_>, r: DeleteGroupsRequest) -> Dispatched {
+    groups::delete_groups(c.state, r, c.version, c.corr)
+}
+
+fn offset_delete(c: &Call<'_>, r: OffsetDeleteRequest) -> Dispatched {
+    groups::offset_delete(c.state, r, c.version, c.corr)
+}
+
+fn delete_records(c: &Call<'_>, r: DeleteRecordsRequest) -> Dispatched {
+    c.ready(delete_records::handle(c.state, r))
+}
+
+fn alter_configs(c: &Call<'_>, r: AlterConfigsRequest) -> Dispatched {
+    c.ready(alter_configs::alter_configs(c.state, r))
+}
+
+fn incremental_alter_configs(c: &Call<'_>, r: IncrementalAlterConfigsRequest) -> Dispatched {
+    c.ready(alter_configs::incremental_alter_configs(c.state, r))
+}
+
+fn add_partitions_to_txn(c: &Call<'_>, r: AddPartitionsToTxnRequest) -> Dispatched {
+    txn::add_partitions(c.state, r, c.version, c.corr)
+}
+
+fn add_offsets_to_txn(c: &Call<'_>, r: AddOffsetsToTxnRequest) -> Dispatched {
+    txn::add_offsets(c.state, r, c.version, c.corr)
+}
+
+fn end_txn(c: &Call<'_>, r: EndTxnRequest) -> Dispatched {
+    txn::end_txn(c.state, r, c.version, c.corr)
+}
+
+fn txn_offset_commit(c: &Call<'_>, r: TxnOffsetCommitRequest) -> Dispatched {
+    txn::txn_offset_commit(c.state, r, c.version, c.corr)
+}
+
+fn describe_transactions(c: &Call<'_>, r: DescribeTransactionsRequest) -> Dispatched {
+    c.ready(txn::describe_transactions(c.state, r))
+}
+
+fn list_transactions(c: &Call<'_>, r: ListTransactionsRequest) -> Dispatched {
+    c.ready(txn::list_transactions(c.state, r))
+}
+
+fn describe_cluster(c: &Call<'_>, r: DescribeClusterRequest) -> Dispatched {
+    c.ready(describe::describe_cluster(c.state, r))
+}
+
+fn describe_producers(c: &Call<'_>, r: DescribeProducersRequest) -> Dispatched {
+    c.ready(describe::describe_producers(c.state, r))
+}
+
+fn describe_topic_partitions(c: &Call<'_>, r: DescribeTopicPartitionsRequest) -> Dispatched {
+    c.ready(describe::describe_topic_partitions(c.state, r))
+}
+
+fn list_config_resources(c: &Call<'_>, r: ListConfigResourcesRequest) -> Dispatched {
+    c.ready(describe::list_config_resources(c.state, r, c.version))
+}
+
+fn describe_log_dirs(c: &Call<'_>, r: DescribeLogDirsRequest) -> Dispatched {
+    let body = tokio::task::block_in_place(|| describe::describe_log_dirs(c.state, r));
+    c.ready(body)
+}
+
+fn alter_replica_log_dirs(c: &Call<'_>, r: AlterReplicaLogDirsRequest) -> Dispatched {
+    c.ready(describe::alter_replica_log_dirs(c.state, r))
+}
+
+fn offset_for_leader_epoch(c: &Call<'_>, r: OffsetForLeaderEpochRequest) -> Dispatched {
+    c.ready(describe::offset_for_leader_epoch(c.state, r))
 }
 
 /// The correlation id of an ApiVersions request at a version above ours, if `frame` is one.
@@ -259,21 +356,6 @@ fn unsupported_api_versions(frame: &[u8]) -> Option<i32> {
     let (_, max) = sluice_protocol::supported_versions(ApiKey::ApiVersions)?;
     (key == ApiKey::ApiVersions as i16 && version > max)
         .then(|| i32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]))
-}
-
-fn api_versions(error_code: i16) -> ApiVersionsResponse {
-    let api_keys = SUPPORTED_APIS
-        .iter()
-        .map(|&(api, min, max)| {
-            ApiVersion::default()
-                .with_api_key(api as i16)
-                .with_min_version(min)
-                .with_max_version(max)
-        })
-        .collect();
-    ApiVersionsResponse::default()
-        .with_error_code(error_code)
-        .with_api_keys(api_keys)
 }
 
 /// Encodes a response. A failure is a bug of ours (a field set that the client's version
