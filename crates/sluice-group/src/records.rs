@@ -1,6 +1,7 @@
 //! Records of the internal `__consumer_offsets` topic, in Apache Kafka's own format so that
-//! Kafka tooling that reads the topic understands them. All integers are big-endian; a string
-//! is an i16 length and UTF-8 bytes (-1 for null); bytes are an i32 length and the bytes.
+//! Kafka tooling that reads the topic understands them. The fields are those of
+//! [`sluice_records::kv`]: big-endian integers, i16-length strings (-1 for null), i32-length
+//! bytes, i32-count arrays.
 //!
 //! ```text
 //! offset commit key    i16 version = 1 | string group | string topic | i32 partition
@@ -20,6 +21,9 @@
 //! A record with a null value (a tombstone) deletes its key: a committed offset, or a group.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use sluice_records::kv::{put_bytes, put_count, put_opt_str, put_str, Reader};
+
+pub use sluice_records::kv::BadRecord;
 
 /// The decoded key of a `__consumer_offsets` record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,35 +73,6 @@ pub struct GroupValue {
     pub members: Vec<MemberValue>,
 }
 
-/// A record that does not decode; the caller skips it and logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadRecord(pub &'static str);
-
-impl std::fmt::Display for BadRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "malformed __consumer_offsets record: {}", self.0)
-    }
-}
-
-fn put_str(out: &mut BytesMut, s: &str) {
-    // Group, topic, member and metadata strings are bounded well below i16::MAX by the
-    // coordinator's limits before they get here.
-    out.put_i16(s.len() as i16);
-    out.put_slice(s.as_bytes());
-}
-
-fn put_opt_str(out: &mut BytesMut, s: Option<&str>) {
-    match s {
-        Some(s) => put_str(out, s),
-        None => out.put_i16(-1),
-    }
-}
-
-fn put_bytes(out: &mut BytesMut, b: &[u8]) {
-    out.put_i32(b.len() as i32);
-    out.put_slice(b);
-}
-
 pub fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
     let mut out = BytesMut::with_capacity(10 + group.len() + topic.len());
     out.put_i16(1);
@@ -145,7 +120,7 @@ pub fn group_value(value: &GroupValue) -> Bytes {
     put_opt_str(&mut out, value.protocol_name.as_deref());
     put_opt_str(&mut out, value.leader.as_deref());
     out.put_i64(value.state_timestamp_ms);
-    out.put_i32(value.members.len() as i32);
+    put_count(&mut out, value.members.len());
     for m in &value.members {
         put_str(&mut out, &m.member_id);
         put_opt_str(&mut out, m.group_instance_id.as_deref());
@@ -159,53 +134,8 @@ pub fn group_value(value: &GroupValue) -> Bytes {
     out.freeze()
 }
 
-/// A bounds-checked reader over a record key or value.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], BadRecord> {
-        if self.buf.len() < n {
-            return Err(BadRecord("truncated"));
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
-    }
-    fn i16(&mut self) -> Result<i16, BadRecord> {
-        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2")))
-    }
-    fn i32(&mut self) -> Result<i32, BadRecord> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4")))
-    }
-    fn i64(&mut self) -> Result<i64, BadRecord> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8")))
-    }
-    fn opt_str(&mut self) -> Result<Option<String>, BadRecord> {
-        let len = self.i16()?;
-        if len < 0 {
-            return Ok(None);
-        }
-        let raw = self.take(len as usize)?;
-        String::from_utf8(raw.to_vec())
-            .map(Some)
-            .map_err(|_| BadRecord("string is not UTF-8"))
-    }
-    fn str(&mut self) -> Result<String, BadRecord> {
-        self.opt_str()?.ok_or(BadRecord("null string"))
-    }
-    fn bytes(&mut self) -> Result<Bytes, BadRecord> {
-        let len = self.i32()?;
-        if len < 0 {
-            return Ok(Bytes::new());
-        }
-        Ok(Bytes::copy_from_slice(self.take(len as usize)?))
-    }
-}
-
 pub fn decode_key(key: &[u8]) -> Result<RecordKey, BadRecord> {
-    let mut r = Reader { buf: key };
+    let mut r = Reader::new(key);
     match r.i16()? {
         0 | 1 => Ok(RecordKey::Offset {
             group: r.str()?,
@@ -218,7 +148,7 @@ pub fn decode_key(key: &[u8]) -> Result<RecordKey, BadRecord> {
 }
 
 pub fn decode_offset_value(value: &[u8]) -> Result<OffsetValue, BadRecord> {
-    let mut r = Reader { buf: value };
+    let mut r = Reader::new(value);
     let version = r.i16()?;
     let offset = r.i64()?;
     let leader_epoch = if version >= 3 { r.i32()? } else { -1 };
@@ -239,7 +169,7 @@ pub fn decode_offset_value(value: &[u8]) -> Result<OffsetValue, BadRecord> {
 }
 
 pub fn decode_group_value(value: &[u8]) -> Result<GroupValue, BadRecord> {
-    let mut r = Reader { buf: value };
+    let mut r = Reader::new(value);
     let version = r.i16()?;
     if !(0..=3).contains(&version) {
         return Err(BadRecord("unknown group value version"));
@@ -249,13 +179,10 @@ pub fn decode_group_value(value: &[u8]) -> Result<GroupValue, BadRecord> {
     let protocol_name = r.opt_str()?;
     let leader = r.opt_str()?;
     let state_timestamp_ms = if version >= 2 { r.i64()? } else { -1 };
-    let count = r.i32()?;
-    // Each member takes at least 24 bytes, so the count is checked against what is left
-    // before anything is reserved.
-    if count < 0 || count as usize > r.buf.len() / 24 {
-        return Err(BadRecord("member count exceeds the record"));
-    }
-    let mut members = Vec::with_capacity(count as usize);
+    let count = r
+        .count(member_min_bytes(version))?
+        .ok_or(BadRecord("null member array"))?;
+    let mut members = Vec::with_capacity(count);
     for _ in 0..count {
         let member_id = r.str()?;
         let group_instance_id = if version >= 3 { r.opt_str()? } else { None };
@@ -275,8 +202,8 @@ pub fn decode_group_value(value: &[u8]) -> Result<GroupValue, BadRecord> {
             client_host,
             rebalance_timeout_ms,
             session_timeout_ms,
-            subscription: r.bytes()?,
-            assignment: r.bytes()?,
+            subscription: opt_bytes(&mut r)?,
+            assignment: opt_bytes(&mut r)?,
         });
     }
     Ok(GroupValue {
@@ -289,10 +216,79 @@ pub fn decode_group_value(value: &[u8]) -> Result<GroupValue, BadRecord> {
     })
 }
 
+/// The fewest bytes one member of a group value of `version` takes: every string empty (the
+/// instance id, from version 3, null), the timeouts (rebalance from version 1, session), and
+/// two empty byte strings.
+fn member_min_bytes(version: i16) -> usize {
+    let strings = if version >= 3 { 4 } else { 3 };
+    let timeouts = if version >= 1 { 2 } else { 1 };
+    2 * strings + 4 * timeouts + 2 * 4
+}
+
+/// Subscriptions and assignments are copied out of the record; a null one reads as empty.
+fn opt_bytes(r: &mut Reader<'_>) -> Result<Bytes, BadRecord> {
+    Ok(r.opt_bytes()?
+        .map_or_else(Bytes::new, Bytes::copy_from_slice))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The exact bytes Kafka writes (and its tools read) for each record this module writes.
+    #[test]
+    fn records_match_kafkas_layout() {
+        assert_eq!(
+            offset_key("g", "t", 7).as_ref(),
+            &[0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 7]
+        );
+        assert_eq!(group_key("ab").as_ref(), &[0, 2, 0, 2, b'a', b'b']);
+
+        let v3 = OffsetValue {
+            offset: 0x0102,
+            leader_epoch: 5,
+            metadata: "m".into(),
+            commit_timestamp_ms: 0x0304,
+            expire_timestamp_ms: None,
+        };
+        let mut expected = vec![0, 3, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 5, 0, 1, b'm'];
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 3, 4]);
+        assert_eq!(offset_value(&v3).as_ref(), expected.as_slice());
+
+        let v1 = OffsetValue {
+            metadata: String::new(),
+            expire_timestamp_ms: Some(0x0506),
+            ..v3
+        };
+        let mut expected = vec![0, 1, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0];
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 3, 4, 0, 0, 0, 0, 0, 0, 5, 6]);
+        assert_eq!(offset_value(&v1).as_ref(), expected.as_slice());
+
+        let group = GroupValue {
+            protocol_type: "c".into(),
+            generation_id: 9,
+            protocol_name: Some("r".into()),
+            leader: None,
+            state_timestamp_ms: 0x0708,
+            members: vec![MemberValue {
+                member_id: "m".into(),
+                group_instance_id: None,
+                client_id: "i".into(),
+                client_host: "h".into(),
+                rebalance_timeout_ms: 0x0a0b,
+                session_timeout_ms: 0x0c0d,
+                subscription: Bytes::from_static(b"s"),
+                assignment: Bytes::new(),
+            }],
+        };
+        let mut expected = vec![0, 3, 0, 1, b'c', 0, 0, 0, 9, 0, 1, b'r', 0xff, 0xff];
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 7, 8, 0, 0, 0, 1]);
+        expected.extend_from_slice(&[0, 1, b'm', 0xff, 0xff, 0, 1, b'i', 0, 1, b'h']);
+        expected.extend_from_slice(&[0, 0, 0x0a, 0x0b, 0, 0, 0x0c, 0x0d]);
+        expected.extend_from_slice(&[0, 0, 0, 1, b's', 0, 0, 0, 0]);
+        assert_eq!(group_value(&group).as_ref(), expected.as_slice());
+    }
 
     #[test]
     fn offset_records_round_trip() {
@@ -350,6 +346,113 @@ mod tests {
         );
     }
 
+    /// The member count is checked against the smallest member the value's version allows:
+    /// a version 0 value whose one member has only empty fields (18 bytes) decodes, and the
+    /// same bytes claiming two members are refused before anything is reserved.
+    #[test]
+    fn member_counts_are_bounded_by_the_smallest_member_of_the_version() {
+        let mut value = vec![0, 0, 0, 0, 0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1];
+        value.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0x75, 0x30, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let member = MemberValue {
+            member_id: String::new(),
+            group_instance_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            rebalance_timeout_ms: 30_000,
+            session_timeout_ms: 30_000,
+            subscription: Bytes::new(),
+            assignment: Bytes::new(),
+        };
+        assert_eq!(
+            decode_group_value(&value).unwrap(),
+            GroupValue {
+                protocol_type: String::new(),
+                generation_id: 4,
+                protocol_name: None,
+                leader: None,
+                state_timestamp_ms: -1,
+                members: vec![member],
+            }
+        );
+        value[15] = 2;
+        assert_eq!(
+            decode_group_value(&value),
+            Err(BadRecord("array count exceeds the record"))
+        );
+        value[15] = 0xff;
+        value[12..15].copy_from_slice(&[0xff, 0xff, 0xff]);
+        assert_eq!(
+            decode_group_value(&value),
+            Err(BadRecord("null member array"))
+        );
+    }
+
+    fn any_offset_value() -> impl Strategy<Value = OffsetValue> {
+        (
+            any::<i64>(),
+            any::<i32>(),
+            "\\PC{0,20}",
+            any::<i64>(),
+            proptest::option::of(any::<i64>()),
+        )
+            .prop_map(|(offset, epoch, metadata, committed, expire)| OffsetValue {
+                offset,
+                // Version 1, written when there is an expiry, has no leader epoch.
+                leader_epoch: if expire.is_some() { -1 } else { epoch },
+                metadata,
+                commit_timestamp_ms: committed,
+                expire_timestamp_ms: expire,
+            })
+    }
+
+    fn any_member() -> impl Strategy<Value = MemberValue> {
+        (
+            ("\\PC{0,12}", proptest::option::of("\\PC{0,12}")),
+            ("\\PC{0,12}", "\\PC{0,12}"),
+            (any::<i32>(), any::<i32>()),
+            proptest::collection::vec(any::<u8>(), 0..16),
+            proptest::collection::vec(any::<u8>(), 0..16),
+        )
+            .prop_map(
+                |((member_id, group_instance_id), (client_id, client_host), timeouts, sub, asg)| {
+                    MemberValue {
+                        member_id,
+                        group_instance_id,
+                        client_id,
+                        client_host,
+                        // A negative rebalance timeout reads back as the session timeout.
+                        rebalance_timeout_ms: timeouts.0.max(0),
+                        session_timeout_ms: timeouts.1,
+                        subscription: Bytes::from(sub),
+                        assignment: Bytes::from(asg),
+                    }
+                },
+            )
+    }
+
+    fn any_group_value() -> impl Strategy<Value = GroupValue> {
+        (
+            "\\PC{0,12}",
+            any::<i32>(),
+            proptest::option::of("\\PC{0,12}"),
+            proptest::option::of("\\PC{0,12}"),
+            any::<i64>(),
+            proptest::collection::vec(any_member(), 0..4),
+        )
+            .prop_map(
+                |(protocol_type, generation_id, protocol_name, leader, state_ts, members)| {
+                    GroupValue {
+                        protocol_type,
+                        generation_id,
+                        protocol_name,
+                        leader,
+                        state_timestamp_ms: state_ts,
+                        members,
+                    }
+                },
+            )
+    }
+
     proptest! {
         /// Arbitrary bytes never panic the decoders and never make them reserve more members
         /// than the record could hold.
@@ -359,6 +462,31 @@ mod tests {
             let _ = decode_key(&key);
             let _ = decode_offset_value(&value);
             let _ = decode_group_value(&value);
+        }
+
+        /// Corrupting one byte of a valid group value is either still a value or an error.
+        #[test]
+        fn corrupted_values_never_panic(value in any_group_value(), at in any::<usize>(),
+                                        byte in any::<u8>()) {
+            let mut bytes = group_value(&value).to_vec();
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            let _ = decode_group_value(&bytes);
+        }
+
+        /// Whatever is encoded decodes to the same key or value.
+        #[test]
+        fn encode_then_decode_is_the_identity(group in "\\PC{0,20}", topic in "\\PC{0,20}",
+                                              partition in any::<i32>(),
+                                              offset in any_offset_value(),
+                                              value in any_group_value()) {
+            prop_assert_eq!(
+                decode_key(&offset_key(&group, &topic, partition)).unwrap(),
+                RecordKey::Offset { group: group.clone(), topic, partition }
+            );
+            prop_assert_eq!(decode_key(&group_key(&group)).unwrap(), RecordKey::Group { group });
+            prop_assert_eq!(decode_offset_value(&offset_value(&offset)).unwrap(), offset);
+            prop_assert_eq!(decode_group_value(&group_value(&value)).unwrap(), value);
         }
     }
 }

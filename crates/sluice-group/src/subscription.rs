@@ -10,15 +10,15 @@
 //! Only the leading fields are read; what follows them (user data, owned partitions, rack,
 //! generation) depends on the version and is ignored.
 
+use sluice_records::kv::Reader;
+
 /// The topics of a consumer subscription, or `None` if the bytes are not one.
 pub fn subscribed_topics(metadata: &[u8]) -> Option<Vec<String>> {
-    let mut r = metadata;
-    take_i16(&mut r)?;
-    let count = take_i32(&mut r)?;
-    if count < 0 || count as usize > r.len() / 2 {
-        return None;
-    }
-    (0..count).map(|_| take_str(&mut r)).collect()
+    let mut r = Reader::new(metadata);
+    r.i16().ok()?;
+    // A topic takes at least its i16 length.
+    let count = r.count(2).ok()??;
+    (0..count).map(|_| r.str().ok()).collect()
 }
 
 /// The `(topic, partitions)` of a consumer assignment, or `None` if the bytes are not one.
@@ -27,48 +27,18 @@ pub fn assigned_partitions(assignment: &[u8]) -> Option<Vec<(String, Vec<i32>)>>
     if assignment.is_empty() {
         return Some(Vec::new());
     }
-    let mut r = assignment;
-    take_i16(&mut r)?;
-    let count = take_i32(&mut r)?;
-    if count < 0 || count as usize > r.len() / 6 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(count as usize);
+    let mut r = Reader::new(assignment);
+    r.i16().ok()?;
+    // A topic takes at least its i16 length and its i32 partition count.
+    let count = r.count(6).ok()??;
+    let mut out = Vec::with_capacity(count);
     for _ in 0..count {
-        let topic = take_str(&mut r)?;
-        let n = take_i32(&mut r)?;
-        if n < 0 || n as usize > r.len() / 4 {
-            return None;
-        }
-        let partitions = (0..n).map(|_| take_i32(&mut r)).collect::<Option<_>>()?;
+        let topic = r.str().ok()?;
+        let n = r.count(4).ok()??;
+        let partitions = (0..n).map(|_| r.i32().ok()).collect::<Option<_>>()?;
         out.push((topic, partitions));
     }
     Some(out)
-}
-
-fn take<'a>(r: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if r.len() < n {
-        return None;
-    }
-    let (head, tail) = r.split_at(n);
-    *r = tail;
-    Some(head)
-}
-
-fn take_i16(r: &mut &[u8]) -> Option<i16> {
-    Some(i16::from_be_bytes(take(r, 2)?.try_into().ok()?))
-}
-
-fn take_i32(r: &mut &[u8]) -> Option<i32> {
-    Some(i32::from_be_bytes(take(r, 4)?.try_into().ok()?))
-}
-
-fn take_str(r: &mut &[u8]) -> Option<String> {
-    let len = take_i16(r)?;
-    if len < 0 {
-        return None;
-    }
-    String::from_utf8(take(r, len as usize)?.to_vec()).ok()
 }
 
 #[cfg(test)]

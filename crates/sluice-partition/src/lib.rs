@@ -27,8 +27,8 @@ pub use sluice_storage::{
     MAX_PARTITIONS_PER_TOPIC, TOPIC_CONFIG_NAMES, TOPIC_NAME_MAX_LEN,
 };
 
-/// The leader epoch every partition starts in on a single node (a cluster's controller will
-/// assign epochs).
+/// The leader epoch every partition starts in on a single node, where nothing elects another
+/// leader (in a Kafka cluster the controller assigns epochs).
 pub const INITIAL_LEADER_EPOCH: i32 = 0;
 
 /// A topic as the broker serves it: its metadata and its partitions. Immutable; a change to

@@ -1,5 +1,5 @@
-//! The partition layer's promises, with the commit rule held back (as replication will hold
-//! it): readers see only committed records, acks=all waits for the commit, parked operations
+//! The partition layer's promises, with the commit rule held back (as replication would hold
+//! it until followers caught up): readers see only committed records, acks=all waits for the commit, parked operations
 //! wake per partition, and the invariants hold.
 
 use std::collections::BTreeMap;

@@ -1,7 +1,9 @@
 //! Decompression of batch bodies, bounded by a caller-given output limit.
 //!
-//! Only tooling paths decompress (ListOffsets by timestamp, and later the cleaner); produce and
-//! fetch move compressed bytes untouched.
+//! Only the paths that must see records decompress: tooling (ListOffsets by timestamp, the
+//! admin message browser), the cleaner, recompression into a topic's `compression.type`, and
+//! conversion to and from the old message formats. Produce in the client's own codec and fetch
+//! of v2 batches move compressed bytes untouched.
 
 use std::io::Read;
 

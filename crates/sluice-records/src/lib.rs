@@ -5,6 +5,10 @@
 //! a client batch: validation reads it, and [`patch_base_offset`] / [`set_log_append_time`]
 //! rewrite fixed-position header fields in place.
 //!
+//! It also holds [`kv`], the fields Kafka's versioned key/value records are made of (the keys
+//! and values of the internal topics `__consumer_offsets` and `__transaction_state`), so that
+//! the group and transaction coordinators share one bounds-checked codec.
+//!
 //! ```text
 //! offset  size  field
 //!      0     8  base_offset              i64  (patched by the broker on append)
@@ -30,6 +34,7 @@ pub mod compact;
 mod compression;
 mod control;
 mod counter;
+pub mod kv;
 pub mod legacy;
 mod record;
 mod varint;

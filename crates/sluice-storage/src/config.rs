@@ -26,20 +26,24 @@ pub struct LogConfig {
     pub timestamp_type: TimestampPolicy,
     /// `index.interval.bytes`: bytes between offset index entries.
     pub index_interval_bytes: u64,
-    /// `cleanup.policy`; stored and reported, enforced from the retention/compaction work on.
+    /// `cleanup.policy`: `delete` (retention), `compact` (the cleaner), or both.
     pub cleanup_policy: String,
-    /// `retention.ms`; stored and reported, enforced from the retention work on.
+    /// `retention.ms`: segments whose largest timestamp is older are deleted; -1 for no limit.
     pub retention_ms: i64,
     /// `retention.bytes`: per partition, -1 for no limit.
     pub retention_bytes: i64,
-    /// `delete.retention.ms`: how long tombstones survive compaction (stored; the cleaner
-    /// will use it).
+    /// `delete.retention.ms`: how long tombstones survive compaction, counted from their own
+    /// timestamp.
     pub delete_retention_ms: i64,
-    /// `min.cleanable.dirty.ratio` (stored; the cleaner will use it).
+    /// `min.cleanable.dirty.ratio`: the share of the cleanable bytes that must be dirty before
+    /// the cleaner rewrites a log (unless `max.compaction.lag.ms` makes it overdue).
     pub min_cleanable_dirty_ratio: f64,
-    /// `min.compaction.lag.ms` (stored; the cleaner will use it).
+    /// `min.compaction.lag.ms`: a closed segment is cleaned only once its largest timestamp
+    /// is at least this old.
     pub min_compaction_lag_ms: i64,
-    /// `max.compaction.lag.ms` (stored; the cleaner will use it).
+    /// `max.compaction.lag.ms`: a log is cleaned whatever its dirty ratio once a dirty closed
+    /// segment's largest timestamp is older than this. It never rolls the active segment
+    /// (Kafka's does; see the README's "Where Sluice differs").
     pub max_compaction_lag_ms: i64,
     /// `compression.type`: the codec batches are stored in, or `None` for `producer` (as the
     /// client sent them).

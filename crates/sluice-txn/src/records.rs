@@ -1,6 +1,7 @@
 //! Records of the internal `__transaction_state` topic, in Apache Kafka's own format so that
-//! Kafka tooling that reads the topic understands them. All integers are big-endian; a string
-//! is an i16 length and UTF-8 bytes; an array is an i32 count (-1 for null) and its elements.
+//! Kafka tooling that reads the topic understands them. The fields are those of
+//! [`sluice_records::kv`]: big-endian integers, i16-length strings, i32-count arrays (-1 for
+//! null).
 //!
 //! ```text
 //! key    i16 version = 0 | string transactional id
@@ -25,6 +26,9 @@
 //! a null value (a tombstone) deletes its transactional id.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use sluice_records::kv::{put_count, put_str, Reader};
+
+pub use sluice_records::kv::BadRecord;
 
 use crate::TxnState;
 
@@ -46,31 +50,6 @@ pub struct TxnValue {
     pub last_update_timestamp_ms: i64,
     /// -1 when no transaction has started.
     pub transaction_start_timestamp_ms: i64,
-}
-
-/// A record that does not decode; the caller skips it and logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadRecord(pub &'static str);
-
-impl std::fmt::Display for BadRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "malformed __transaction_state record: {}", self.0)
-    }
-}
-
-impl std::error::Error for BadRecord {}
-
-fn put_str(out: &mut BytesMut, s: &str) {
-    // Transactional ids and topic names are bounded well below i16::MAX by the coordinator's
-    // checks before they get here; a longer one would be a broken invariant, not bad input.
-    let len = i16::try_from(s.len()).expect("string length checked by the coordinator");
-    out.put_i16(len);
-    out.put_slice(s.as_bytes());
-}
-
-fn put_count(out: &mut BytesMut, n: usize) {
-    let n = i32::try_from(n).expect("counts are bounded by the coordinator's limits");
-    out.put_i32(n);
 }
 
 pub fn txn_key(transactional_id: &str) -> Bytes {
@@ -111,56 +90,8 @@ pub fn txn_value(value: &TxnValue) -> Bytes {
     out.freeze()
 }
 
-/// A bounds-checked reader over a record key or value.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], BadRecord> {
-        if self.buf.len() < n {
-            return Err(BadRecord("truncated"));
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
-    }
-    fn i8(&mut self) -> Result<i8, BadRecord> {
-        Ok(i8::from_be_bytes(self.take(1)?.try_into().expect("1")))
-    }
-    fn i16(&mut self) -> Result<i16, BadRecord> {
-        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2")))
-    }
-    fn i32(&mut self) -> Result<i32, BadRecord> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4")))
-    }
-    fn i64(&mut self) -> Result<i64, BadRecord> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8")))
-    }
-    fn str(&mut self) -> Result<String, BadRecord> {
-        let len = self.i16()?;
-        if len < 0 {
-            return Err(BadRecord("null string"));
-        }
-        let raw = self.take(len as usize)?;
-        String::from_utf8(raw.to_vec()).map_err(|_| BadRecord("string is not UTF-8"))
-    }
-    /// An array count, checked against the bytes left before anything is reserved for it:
-    /// each element takes at least `element_min_bytes`.
-    fn count(&mut self, element_min_bytes: usize) -> Result<Option<usize>, BadRecord> {
-        let count = self.i32()?;
-        if count == -1 {
-            return Ok(None);
-        }
-        if count < 0 || count as usize > self.buf.len() / element_min_bytes {
-            return Err(BadRecord("array count exceeds the record"));
-        }
-        Ok(Some(count as usize))
-    }
-}
-
 pub fn decode_key(key: &[u8]) -> Result<String, BadRecord> {
-    let mut r = Reader { buf: key };
+    let mut r = Reader::new(key);
     if r.i16()? != VERSION {
         return Err(BadRecord("unknown key version"));
     }
@@ -168,7 +99,7 @@ pub fn decode_key(key: &[u8]) -> Result<String, BadRecord> {
 }
 
 pub fn decode_value(value: &[u8]) -> Result<TxnValue, BadRecord> {
-    let mut r = Reader { buf: value };
+    let mut r = Reader::new(value);
     if r.i16()? != VERSION {
         return Err(BadRecord("unknown value version"));
     }

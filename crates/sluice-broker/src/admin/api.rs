@@ -1,4 +1,5 @@
-//! The JSON routes under `/api/v1`. Shapes are described in `openapi.json`.
+//! The JSON routes under `/api/v1` (the message browser's is in `messages`). Shapes are
+//! described in `openapi.json`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -24,7 +25,9 @@ use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use sluice_partition::{Topic, TOPIC_CONFIG_NAMES};
 
-use super::{messages, Admin, ApiError, ApiResult, Shared, MAX_STREAMS};
+use super::{
+    int_param, off_the_runtime, query_pairs, Admin, ApiError, ApiResult, Shared, MAX_STREAMS,
+};
 use crate::groups::OffsetLag;
 use crate::handlers::str_bytes;
 use crate::BrokerState;
@@ -44,33 +47,10 @@ pub(super) fn routes() -> Router<Arc<Admin>> {
             get(topic_configs).patch(alter_topic_configs),
         )
         .route("/api/v1/topics/{name}/partitions", get(topic_partitions))
-        .route(
-            "/api/v1/topics/{name}/partitions/{partition}/messages",
-            get(messages::browse),
-        )
         .route("/api/v1/groups", get(list_groups))
         .route("/api/v1/groups/{group_id}", get(describe_group))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/stream", get(stream))
-}
-
-/// Query parameters as (name, value) pairs; a malformed query string is a 400.
-pub(super) fn query_pairs(raw: Option<String>) -> ApiResult<Vec<(String, String)>> {
-    let raw = raw.unwrap_or_default();
-    serde_urlencoded::from_str(&raw)
-        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))
-}
-
-/// The integer query parameter `name`, if present; not an integer is a 400.
-pub(super) fn int_param(pairs: &[(String, String)], name: &str) -> ApiResult<Option<i64>> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| {
-            v.parse::<i64>()
-                .map_err(|_| ApiError::bad_request(format!("{name}={v}: expected an integer")))
-        })
-        .transpose()
 }
 
 /// Parses a JSON body: `Content-Type: application/json` or 415; then any failure (syntax,
@@ -575,16 +555,6 @@ async fn describe_group(
         members,
         offsets: lag.offsets,
     }))
-}
-
-/// Runs state reads that take log and coordinator locks on a blocking thread, so a slow
-/// scrape or a large cluster never stalls the runtime's workers.
-pub(super) async fn off_the_runtime<R: Send + 'static>(
-    f: impl FnOnce() -> R + Send + 'static,
-) -> ApiResult<R> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::unavailable("internal", format!("the operation failed: {e}")))
 }
 
 // -- live stats ------------------------------------------------------------------------------

@@ -2,16 +2,25 @@
 //! people (text where the bytes are UTF-8, hex always).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery};
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use serde::Serialize;
 use sluice_partition::{Partition, MAX_DECOMPRESSED_BATCH_BYTES};
 use sluice_records::{BatchError, BatchHeader, BatchIter, Compression, Record, TimestampType};
 
-use super::api::{int_param, query_pairs};
-use super::{ApiError, ApiResult, Shared};
+use super::{int_param, off_the_runtime, query_pairs, Admin, ApiError, ApiResult, Shared};
+
+/// The browser's one route, `/api/v1/topics/{name}/partitions/{partition}/messages`.
+pub(super) fn routes() -> Router<Arc<Admin>> {
+    Router::new().route(
+        "/api/v1/topics/{name}/partitions/{partition}/messages",
+        get(browse),
+    )
+}
 
 /// Default and largest number of records one request returns.
 const DEFAULT_LIMIT: i64 = 50;
@@ -95,7 +104,7 @@ pub(super) struct Page {
     skipped: Vec<Skipped>,
 }
 
-pub(super) async fn browse(
+async fn browse(
     admin: Shared,
     path: Result<Path<(String, String)>, PathRejection>,
     query: RawQuery,
@@ -129,7 +138,7 @@ pub(super) async fn browse(
         .acquire()
         .await
         .map_err(|_| ApiError::unavailable("internal", "the browser is closed"))?;
-    let page = super::api::off_the_runtime(move || {
+    let page = off_the_runtime(move || {
         read_page(&log, topic, partition, offset, timestamp, limit as usize)
     })
     .await??;
