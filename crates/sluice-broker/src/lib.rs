@@ -34,8 +34,9 @@ pub(crate) struct BrokerState {
     pub logs: Arc<LogManager>,
     /// The advertised (host, port), fixed once the listener is bound.
     pub advertised: (String, u16),
-    /// Bumped after every append; long-polling fetches wait on it.
-    pub appended: watch::Sender<u64>,
+    /// When the last append happened, set after every append; long-polling fetches wait on
+    /// it.
+    pub appended: watch::Sender<std::time::Instant>,
     /// Flips to true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
     /// Makes acks=all appends durable, in groups across partitions and requests.
@@ -60,7 +61,7 @@ pub(crate) struct BrokerState {
 
 impl BrokerState {
     pub fn notify_appended(&self) {
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        self.appended.send_replace(std::time::Instant::now());
     }
 }
 
@@ -196,7 +197,7 @@ async fn open(
         .advertised
         .clone()
         .unwrap_or_else(|| (addr.ip().to_string(), addr.port()));
-    let (appended, _) = watch::channel(0u64);
+    let (appended, _) = watch::channel(std::time::Instant::now());
     let flusher =
         flusher::Flusher::start().map_err(|e| format!("cannot start the flusher: {e}"))?;
     let groups = groups::Groups::new(config.groups.clone());

@@ -53,7 +53,10 @@ pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest, version: 
             break response;
         }
         tokio::select! {
-            changed = appended.changed() => if changed.is_err() { break response },
+            changed = appended.changed() => match changed {
+                Ok(()) => state.metrics.fetch_woken(appended.borrow().elapsed()),
+                Err(_) => break response,
+            },
             _ = tokio::time::sleep_until(deadline) => break timed_collect(&state).0,
             _ = shutdown.changed() => break response,
         }
