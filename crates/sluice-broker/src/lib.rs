@@ -39,7 +39,8 @@ pub(crate) struct BrokerState {
     pub appended: watch::Sender<std::time::Instant>,
     /// Flips to true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
-    /// Makes acks=all appends durable, in groups across partitions and requests.
+    /// Makes acks=all appends durable: partitions synced in parallel, each sync covering
+    /// every request waiting for that partition.
     pub flusher: flusher::Flusher,
     /// The group coordinator and its `__consumer_offsets` log.
     pub groups: groups::Groups,
