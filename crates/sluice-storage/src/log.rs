@@ -173,6 +173,12 @@ impl FileSlice {
     pub fn to_vec(&self) -> io::Result<Vec<u8>> {
         self.read_at(0, self.len)
     }
+
+    /// The segment file and the slice's position in it, for sending the slice without
+    /// reading it (`sendfile`). The file stays open as long as the slice.
+    pub fn file_and_position(&self) -> (&File, u64) {
+        (&self.file, self.position)
+    }
 }
 
 /// Result of [`UnifiedLog::read_slice`]: like [`ReadOutcome`], with the records left in the
