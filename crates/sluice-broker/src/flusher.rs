@@ -203,7 +203,11 @@ fn run(shared: &Shared) {
         // when it starts, which includes all of them. A failure fails exactly these waiters
         // (and takes the directory offline, so later ones fail too).
         let target = waiters.iter().map(|(end, _)| *end).max().unwrap_or(0);
-        let outcome = log.flush_to(target);
+        // A panic must not leave the partition marked as syncing, which would strand every
+        // later waiter: it fails these waiters instead, and the thread goes on.
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.flush_to(target)))
+                .unwrap_or_else(|_| Err(StorageError::Io("a sync panicked".into())));
         for (_, reply) in waiters {
             let _ = reply.send(outcome.clone());
         }
