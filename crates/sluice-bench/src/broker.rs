@@ -41,6 +41,8 @@ pub struct Broker {
     extra: Vec<String>,
     child: Option<Child>,
     port: u16,
+    /// The admin listener's address (`HOST:PORT`), from the broker's log.
+    admin: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Broker {
@@ -64,6 +66,7 @@ impl Broker {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             port: 0,
+            admin: Default::default(),
         };
         broker.launch()?;
         Ok(broker)
@@ -106,6 +109,7 @@ impl Broker {
         let watched = self.watched.clone();
         watched.lock().expect("log lines").clear();
         let logged = self.logged.clone();
+        let admin = self.admin.clone();
         logged.0.store(0, Ordering::SeqCst);
         logged.1.store(0, Ordering::SeqCst);
         std::thread::spawn(move || {
@@ -115,7 +119,9 @@ impl Broker {
                 if line.contains("coordinator loaded") || line.contains("cleaned log") {
                     watched.lock().expect("log lines").push(line.clone());
                 }
-                if line.contains("admin listening") {
+                if let Some(url) = line.split("admin listening on http://").nth(1) {
+                    let addr = url.split_whitespace().next().unwrap_or_default();
+                    *admin.lock().expect("admin address") = Some(addr.to_string());
                     continue;
                 }
                 if let Some(addr) = line.split("listening on ").nth(1) {
@@ -168,6 +174,11 @@ impl Broker {
 
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The admin listener (`HOST:PORT`), once the broker has logged it.
+    pub fn admin_addr(&self) -> Option<String> {
+        self.admin.lock().expect("admin address").clone()
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -11,6 +11,7 @@ mod ceilings;
 mod conversion;
 mod load;
 mod partitions;
+mod phases;
 mod reliability;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,10 @@ struct Args {
     /// Benchmark the broker listening here instead of starting Sluice.
     #[arg(long, value_name = "HOST:PORT")]
     bootstrap: Option<String>,
+    /// The admin listener of the broker given with --bootstrap, for the per-scenario
+    /// breakdown by phase read from its /metrics (found by itself for a broker it starts).
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<String>,
     /// Also write the results as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -76,6 +81,14 @@ struct Report {
     broker: String,
     rows: Vec<Row>,
     latency: Vec<load::Latency>,
+    phases: Vec<ScenarioPhases>,
+}
+
+/// Where one scenario's time went in the broker, from its own metrics.
+#[derive(Serialize, Clone)]
+struct ScenarioPhases {
+    scenario: String,
+    phases: Vec<phases::Phase>,
 }
 
 fn machine() -> String {
@@ -97,9 +110,37 @@ fn machine() -> String {
 struct Run {
     rows: Vec<Row>,
     latency: Vec<load::Latency>,
+    phases: Vec<ScenarioPhases>,
+    scraper: Option<phases::Scraper>,
 }
 
 impl Run {
+    /// The broker's histograms before a scenario, if it can be scraped.
+    fn phases_before(&self) -> Option<phases::Snapshot> {
+        self.scraper.as_ref().and_then(phases::Scraper::snapshot)
+    }
+
+    /// A row with where `scenario`'s time went in the broker since `before`.
+    fn phases_row(&mut self, scenario: &str, before: Option<phases::Snapshot>) {
+        let (Some(before), Some(after)) = (
+            before,
+            self.scraper.as_ref().and_then(phases::Scraper::snapshot),
+        ) else {
+            return;
+        };
+        let phases = phases::breakdown(&before, &after);
+        self.row(
+            "phases",
+            scenario.to_string(),
+            phases::describe(&phases),
+            String::new(),
+        );
+        self.phases.push(ScenarioPhases {
+            scenario: scenario.to_string(),
+            phases,
+        });
+    }
+
     fn row(
         &mut self,
         group: &'static str,
@@ -146,6 +187,8 @@ fn run(args: &Args) -> Result<(), String> {
     let mut run = Run {
         rows: Vec::new(),
         latency: Vec::new(),
+        phases: Vec::new(),
+        scraper: None,
     };
     let _ = std::fs::remove_dir_all(&args.data_dir);
     std::fs::create_dir_all(&args.data_dir).map_err(|e| e.to_string())?;
@@ -182,6 +225,11 @@ fn run(args: &Args) -> Result<(), String> {
         (None, None) => unreachable!("a broker is started when none is given"),
     };
     let cpu = |b: &Option<Broker>| b.as_ref().map(Broker::cpu_seconds);
+    run.scraper = args
+        .admin
+        .clone()
+        .or_else(|| broker.as_ref().and_then(Broker::admin_addr))
+        .map(phases::Scraper::new);
 
     // Producer throughput.
     let mb = 1 << 20;
@@ -271,6 +319,7 @@ fn run(args: &Args) -> Result<(), String> {
         let topic = format!("produce-{i}");
         load::create_topic(&bootstrap, &topic, spec.partitions)?;
         let cpu_before = cpu(&broker);
+        let phases_before = run.phases_before();
         let result = load::produce(&bootstrap, &topic, *spec)?;
         let cpu_used = cpu(&broker).zip(cpu_before).map(|(a, b)| a - b);
         let name = scenario_name(spec);
@@ -291,10 +340,11 @@ fn run(args: &Args) -> Result<(), String> {
         }
         run.row(
             "produce",
-            name,
+            name.clone(),
             format!("{:.1} MB/s, {:.0} msg/s", result.mb_s, result.msg_s),
             comparison,
         );
+        run.phases_row(&name, phases_before);
         let keep = spec.size == 1024
             && spec.partitions == 16
             && spec.acks == "1"
@@ -316,14 +366,23 @@ fn run(args: &Args) -> Result<(), String> {
     if let Some((topic, partitions, messages)) = backlog.as_ref().filter(|_| args.wants("consume"))
     {
         eprintln!("consumer throughput");
+        let cpu_before = cpu(&broker);
+        let phases_before = run.phases_before();
         let r = load::consume_backlog(&bootstrap, topic, *partitions, *messages)?;
-        let comparison = format!("{:.0}% of loopback TCP", 100.0 * r.mb_s / tcp);
+        let cpu_used = cpu(&broker).zip(cpu_before).map(|(a, b)| a - b);
+        let mut comparison = format!("{:.0}% of loopback TCP", 100.0 * r.mb_s / tcp);
+        if let Some(cpu) = cpu_used {
+            let gb = (r.messages * 1024) as f64 / 1e9;
+            comparison = format!("{comparison}; broker {:.2} CPU-s/GB", cpu / gb);
+        }
+        let name = format!("backlog of {messages} × 1 KB, 16 partitions");
         run.row(
             "consume",
-            format!("backlog of {messages} × 1 KB, 16 partitions"),
+            name.clone(),
             format!("{:.1} MB/s, {:.0} msg/s", r.mb_s, r.msg_s),
             comparison,
         );
+        run.phases_row(&name, phases_before);
         load::delete_topic(&bootstrap, topic);
     }
 
@@ -334,6 +393,7 @@ fn run(args: &Args) -> Result<(), String> {
             let topic = format!("latency-{}", (fraction * 100.0) as u32);
             load::create_topic(&bootstrap, &topic, 16)?;
             let rate = max_all_1k_16 * fraction;
+            let phases_before = run.phases_before();
             let l = load::latency(
                 &bootstrap,
                 &topic,
@@ -342,19 +402,21 @@ fn run(args: &Args) -> Result<(), String> {
                 rate,
                 Duration::from_secs(secs),
             )?;
+            let name = format!(
+                "1 KB, 16 partitions, acks=all at {:.0}% of max ({:.0} msg/s)",
+                fraction * 100.0,
+                rate
+            );
             run.row(
                 "latency",
-                format!(
-                    "1 KB, 16 partitions, acks=all at {:.0}% of max ({:.0} msg/s)",
-                    fraction * 100.0,
-                    rate
-                ),
+                name.clone(),
                 format!(
                     "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
                     l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
                 ),
                 format!("achieved {:.0} msg/s", l.achieved_msg_s),
             );
+            run.phases_row(&name, phases_before);
             run.latency.push(l);
             load::delete_topic(&bootstrap, &topic);
         }
@@ -370,13 +432,16 @@ fn run(args: &Args) -> Result<(), String> {
             compression: "none",
             bytes: if quick { 64 * mb } else { 512 * mb },
         };
+        let phases_before = run.phases_before();
         let r = load::fan_in(&bootstrap, "fan-in", 100, spec)?;
+        let name = "100 producers, 1 KB, 16 partitions, acks=all";
         run.row(
             "fan-in",
-            "100 producers, 1 KB, 16 partitions, acks=all",
+            name,
             format!("{:.1} MB/s, {:.0} msg/s", r.mb_s, r.msg_s),
             format!("{:.0}% of fdatasync write bandwidth", 100.0 * r.mb_s / disk),
         );
+        run.phases_row(name, phases_before);
         load::delete_topic(&bootstrap, "fan-in");
     }
 
@@ -394,6 +459,8 @@ fn run(args: &Args) -> Result<(), String> {
         b.stop()?;
     }
     drop(broker);
+    // The brokers started below are their own; their phases are not broken down.
+    run.scraper = None;
 
     if let Some(bin) = bin.as_ref().filter(|_| args.wants("memory")) {
         eprintln!("idle memory and start-up with 1,000 partitions");
@@ -658,6 +725,7 @@ fn run(args: &Args) -> Result<(), String> {
             .unwrap_or_else(|| "sluice (started by the benchmark)".into()),
         rows: run.rows.clone(),
         latency: run.latency.clone(),
+        phases: run.phases.clone(),
     };
     println!("Command: `{command}`  ");
     println!("Machine: {}  ", report.machine);

@@ -30,6 +30,30 @@ pub(crate) fn open_file_limit() -> usize {
     usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
 }
 
+/// Raises the soft open-file limit to the hard one, so the broker can hold as many
+/// connections and partition files as the administrator allows rather than the shell's
+/// default (often 1,024). Returns the new soft limit if it was raised. Called at start-up,
+/// before anything reads the limit.
+pub(crate) fn raise_open_file_limit() -> std::io::Result<Option<libc::rlim_t>> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        return Ok(None);
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit reads only the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(Some(limit.rlim_cur))
+}
+
 /// Descriptors kept free for short-lived files and the rest of the process: a sixteenth of
 /// the limit, and at least [`RESERVE_MIN`].
 pub(crate) fn reserve_for(limit: usize) -> usize {
@@ -157,6 +181,26 @@ mod tests {
         let _c = d.admit(2).expect("a slot was freed");
         drop(b);
         assert_eq!(d.connections(), 1);
+    }
+
+    /// After raising, the soft limit is the hard one, and the budget reads the raised value.
+    #[test]
+    fn the_soft_limit_is_raised_to_the_hard_one() {
+        raise_open_file_limit().expect("getrlimit and setrlimit");
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes only the struct we pass.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert_eq!(limit.rlim_cur, limit.rlim_max);
+        if limit.rlim_max != libc::RLIM_INFINITY {
+            assert_eq!(open_file_limit() as libc::rlim_t, limit.rlim_max);
+        }
+        assert_eq!(raise_open_file_limit().expect("no-op"), None);
     }
 
     /// Files and connections fit up to the limit less the reserve, and not one more.

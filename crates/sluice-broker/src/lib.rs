@@ -138,6 +138,13 @@ pub struct Seams {
 /// [`start`], with the given seams.
 pub async fn start_with(config: BrokerConfig, seams: Seams) -> Result<RunningBroker, String> {
     let Seams { durability, commit } = seams;
+    // Before anything counts descriptors against the limit.
+    match descriptors::raise_open_file_limit() {
+        Ok(Some(limit)) => tracing::info!(open_file_limit = limit, "raised the open-file limit"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, open_file_limit = descriptors::open_file_limit(),
+            "cannot raise the open-file limit to its hard limit"),
+    }
     let metrics = Arc::new(metrics::Metrics::new(config.metrics_enabled));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // The admin listener comes first, so health checks can see the recovery.

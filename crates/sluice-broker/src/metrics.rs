@@ -88,6 +88,7 @@ struct PhaseHandles {
     fetch_queue: Histogram,
     fetch_read: Histogram,
     fetch_wait: Histogram,
+    fetch_wakeup: Histogram,
     fetch_send: Histogram,
 }
 
@@ -104,6 +105,7 @@ impl PhaseHandles {
             fetch_queue: get(fetch, "queue"),
             fetch_read: get(fetch, "read"),
             fetch_wait: get(fetch, "wait"),
+            fetch_wakeup: get(fetch, "wakeup"),
             fetch_send: get(fetch, "send"),
         }
     }
@@ -271,7 +273,8 @@ impl Metrics {
         );
         r.register_with_unit(
             "fetch_phase_duration",
-            "Fetch request time by phase: queue, read, wait (long poll), send",
+            "Fetch request time by phase: queue, read, wait (long poll), send; wakeup is the \
+             part of a wait from the append that ended it to the fetch running again",
             Unit::Seconds,
             self.fetch_phase.clone(),
         );
@@ -450,6 +453,13 @@ impl Metrics {
         if self.enabled {
             self.phases.fetch_read.observe(read.as_secs_f64());
             self.phases.fetch_wait.observe(wait.as_secs_f64());
+        }
+    }
+
+    /// A parked fetch ran again `after` the append that woke it.
+    pub fn fetch_woken(&self, after: Duration) {
+        if self.enabled {
+            self.phases.fetch_wakeup.observe(after.as_secs_f64());
         }
     }
 

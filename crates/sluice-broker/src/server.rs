@@ -496,14 +496,103 @@ fn count_fetched(metrics: &Metrics, topic: &str, bytes: &[u8], counter: &mut Rec
     }
 }
 
-/// Sends a file slice as the socket takes it: each piece is read when the socket is ready
-/// and whatever the socket does not take is dropped and read again later, so a client that
-/// stops reading costs no memory here.
+/// Sends a file slice as the socket takes it, holding none of it in memory: on Linux with
+/// `sendfile(2)` (the kernel copies from the page cache to the socket), elsewhere, or where
+/// the kernel refuses it for this file, by [`copy_slice`].
 async fn stream_slice(
     writer: &mut OwnedWriteHalf,
     slice: &FileSlice,
     topic: &str,
     metrics: &Metrics,
+) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // Counted before the client can see them, from the batch headers, as the records
+        // themselves never pass through here.
+        if metrics.enabled() {
+            metrics.fetched(topic, slice.len(), count_records(slice)?);
+        }
+        if send_file(writer, slice).await? {
+            return Ok(());
+        }
+    }
+    // On Linux the slice was counted above.
+    let uncounted = (!cfg!(target_os = "linux")).then_some(metrics);
+    copy_slice(writer, slice, topic, uncounted).await
+}
+
+/// The records of a slice's batches (control batches not counted), from a read of each
+/// batch header only.
+#[cfg(target_os = "linux")]
+fn count_records(slice: &FileSlice) -> std::io::Result<u64> {
+    use sluice_records::{BATCH_HEADER_SIZE, LOG_OVERHEAD};
+    let mut records = 0;
+    let mut at = 0usize;
+    while at < slice.len() {
+        let header = slice.read_at(at, (slice.len() - at).min(BATCH_HEADER_SIZE))?;
+        records += RecordCounter::new().feed(&header);
+        let Some(length) = header.get(8..12) else {
+            break;
+        };
+        let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+        // Stored batches were validated; a damaged length ends the count, as RecordCounter's.
+        match usize::try_from(length) {
+            Ok(n) if n + LOG_OVERHEAD >= BATCH_HEADER_SIZE => at += n + LOG_OVERHEAD,
+            _ => break,
+        }
+    }
+    Ok(records)
+}
+
+/// Sends a slice with `sendfile(2)` as the socket becomes writable. Returns `false`, having
+/// sent nothing, if the kernel cannot send from this file (EINVAL, ENOSYS), for the caller
+/// to copy it instead.
+#[cfg(target_os = "linux")]
+async fn send_file(writer: &mut OwnedWriteHalf, slice: &FileSlice) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let Some((file_fd, position)) = slice.fd_and_position() else {
+        return Ok(false);
+    };
+    let stream: &TcpStream = writer.as_ref();
+    // Both descriptors stay open across every call below: `stream` and `slice` are borrowed
+    // for the whole function.
+    let socket_fd = stream.as_raw_fd();
+    let mut sent = 0usize;
+    while sent < slice.len() {
+        stream.writable().await?;
+        let result = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            let mut offset = libc::off_t::try_from(position + sent as u64)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+            // SAFETY: both descriptors are open (above); the kernel writes only `offset`.
+            let n = unsafe { libc::sendfile(socket_fd, file_fd, &mut offset, slice.len() - sent) };
+            usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+        });
+        match result {
+            // The file ended before the slice did: it was cut under us, which stored
+            // segments never are.
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e)
+                if sent == 0 && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Sends a file slice through memory as the socket takes it: each piece is read when the
+/// socket is ready and whatever the socket does not take is dropped and read again later, so
+/// a client that stops reading costs no memory here. With `metrics`, each piece is counted
+/// before it is written.
+async fn copy_slice(
+    writer: &mut OwnedWriteHalf,
+    slice: &FileSlice,
+    topic: &str,
+    metrics: Option<&Metrics>,
 ) -> std::io::Result<()> {
     let mut sent = 0usize;
     let mut counted = 0usize;
@@ -512,7 +601,7 @@ async fn stream_slice(
         writer.writable().await?;
         let n = (slice.len() - sent).min(STREAM_CHUNK_BYTES);
         let piece = slice.read_at(sent, n)?;
-        if sent + n > counted {
+        if let Some(metrics) = metrics.filter(|_| sent + n > counted) {
             count_fetched(metrics, topic, &piece[counted - sent..], &mut counter);
             counted = sent + n;
         }

@@ -1,44 +1,116 @@
-//! Group commit across partitions: one thread makes acks=all appends durable for the whole
-//! broker.
+//! Group commit per partition, with the partitions synced in parallel: a small pool of sync
+//! threads makes acks=all appends durable for the whole broker.
 //!
-//! Produce handlers register `(log, end offset)` and await a reply. The flusher thread takes
-//! every request queued so far, syncs each partition involved once (up to everything appended
-//! when the pass started), and answers every request that pass covered; requests that arrive
-//! during a pass are covered by the next one. Waiters hold no thread while they wait, and a
-//! busy broker makes few large syncs instead of many small ones.
+//! Produce handlers register `(log, end offset)` and await a reply. A partition with waiters
+//! and no sync running is queued; a sync thread takes it, syncs it once (up to everything
+//! appended when the sync starts, which covers every waiter it took) and answers those
+//! waiters at once, without waiting for other partitions. Waiters that arrive while their
+//! partition is being synced are covered by its next sync, which starts as soon as this one
+//! ends. So one partition is never synced by two threads at once (its syncs are serialised
+//! anyway), different partitions are synced side by side, and a busy partition makes few
+//! large syncs instead of many small ones. Waiters hold no thread while they wait.
+//!
+//! Threads are started as they are needed (a partition queued while every thread is busy),
+//! up to [`SYNC_THREADS_MAX`], and stop when the last handle is dropped.
 
-use std::collections::HashMap;
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use sluice_storage::{StorageError, UnifiedLog};
 use tokio::sync::oneshot;
 
-struct Request {
+/// The most partitions synced at once. Parallel fdatasyncs of different files share the file
+/// system's journal commits and the device's cache flushes; more threads than this add
+/// contention, not overlap, on the disks we run on.
+pub(crate) const SYNC_THREADS_MAX: usize = 8;
+
+type Reply = oneshot::Sender<Result<(), StorageError>>;
+
+/// A log with waiters, or with a sync running.
+struct Partition {
     log: Arc<UnifiedLog>,
-    end_offset: i64,
-    reply: oneshot::Sender<Result<(), StorageError>>,
+    /// Waiters the next sync covers: their end offsets and replies.
+    waiters: Vec<(i64, Reply)>,
+    /// A thread is syncing this log now (for waiters taken before these).
+    syncing: bool,
 }
 
-/// Handle to the flusher thread. The thread stops when the last handle is dropped.
-#[derive(Debug, Clone)]
+/// Keyed by the log's address, which cannot be reused while the entry holds the `Arc`.
+#[derive(Default)]
+struct Queue {
+    partitions: HashMap<usize, Partition>,
+    /// Partitions with waiters and no sync running, oldest first.
+    ready: VecDeque<usize>,
+    /// Threads started, and those waiting for work.
+    threads: usize,
+    idle: usize,
+    /// Idle threads already signalled, not yet running.
+    signalled: usize,
+    /// Set when the last handle is dropped: threads finish the queue, then stop.
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    work: Condvar,
+    threads_max: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue's state is updated in single steps; a thread that panicked mid-sync left
+        // nothing half-done in it (its waiters see their reply dropped).
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Closes the queue when the last [`Flusher`] handle goes.
+struct Closer(Arc<Shared>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.work.notify_all();
+    }
+}
+
+/// Handle to the sync threads. They stop when the last handle is dropped.
+#[derive(Clone)]
 pub(crate) struct Flusher {
-    requests: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+    _closer: Arc<Closer>,
 }
 
-impl std::fmt::Debug for Request {
+impl std::fmt::Debug for Flusher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "flush to {}", self.end_offset)
+        let q = self.shared.lock();
+        write!(
+            f,
+            "Flusher {{ partitions: {}, threads: {} }}",
+            q.partitions.len(),
+            q.threads
+        )
     }
 }
 
 impl Flusher {
+    /// Starts the first sync thread; more start as partitions queue up.
     pub fn start() -> std::io::Result<Self> {
-        let (requests, queue) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("sluice-flusher".into())
-            .spawn(move || run(queue))?;
-        Ok(Self { requests })
+        Self::with_threads(SYNC_THREADS_MAX)
+    }
+
+    fn with_threads(threads_max: usize) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            threads_max: threads_max.max(1),
+        });
+        spawn(&shared)?;
+        shared.lock().threads = 1;
+        Ok(Self {
+            _closer: Arc::new(Closer(shared.clone())),
+            shared,
+        })
     }
 
     /// Registers a wait for every offset below `end_offset` in `log` to be durable. The
@@ -48,15 +120,41 @@ impl Flusher {
             return FlushWait::Done(Ok(()));
         }
         let (reply, done) = oneshot::channel();
-        match self.requests.send(Request {
+        let key = Arc::as_ptr(&log) as usize;
+        let mut q = self.shared.lock();
+        let partition = q.partitions.entry(key).or_insert_with(|| Partition {
             log,
-            end_offset,
-            reply,
-        }) {
-            Ok(()) => FlushWait::Queued(done),
-            Err(_) => FlushWait::Done(Err(stopped())),
+            waiters: Vec::new(),
+            syncing: false,
+        });
+        // Already queued, or being synced (its thread queues it again when done).
+        let queued = !partition.waiters.is_empty() || partition.syncing;
+        partition.waiters.push((end_offset, reply));
+        if !queued {
+            q.ready.push_back(key);
+            if q.idle > q.signalled {
+                q.signalled += 1;
+                self.shared.work.notify_one();
+            } else if q.threads < self.shared.threads_max {
+                // Every thread is busy: one more, so this partition need not wait for them.
+                // If it cannot start, the running ones get to it.
+                match spawn(&self.shared) {
+                    Ok(()) => q.threads += 1,
+                    Err(e) => tracing::warn!(error = %e, threads = q.threads,
+                        "cannot start another sync thread"),
+                }
+            }
         }
+        FlushWait::Queued(done)
     }
+}
+
+fn spawn(shared: &Arc<Shared>) -> std::io::Result<()> {
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name("sluice-flusher".into())
+        .spawn(move || run(&shared))
+        .map(|_| ())
 }
 
 fn stopped() -> StorageError {
@@ -78,26 +176,184 @@ impl FlushWait {
     }
 }
 
-fn run(queue: mpsc::Receiver<Request>) {
-    while let Ok(first) = queue.recv() {
-        let mut pass = vec![first];
-        pass.extend(queue.try_iter());
-        // One sync per partition: to the highest offset anyone in this pass waits for (the
-        // sync covers everything appended when it starts, which includes all of them).
-        let mut targets: HashMap<*const UnifiedLog, (Arc<UnifiedLog>, i64)> = HashMap::new();
-        for r in &pass {
-            let entry = targets
-                .entry(Arc::as_ptr(&r.log))
-                .or_insert((r.log.clone(), r.end_offset));
-            entry.1 = entry.1.max(r.end_offset);
+/// A sync thread: takes the oldest ready partition, syncs it for every waiter it has, answers
+/// them, and queues the partition again if more waiters came meanwhile.
+fn run(shared: &Shared) {
+    let mut q = shared.lock();
+    loop {
+        let Some(key) = q.ready.pop_front() else {
+            if q.closed {
+                return;
+            }
+            q.idle += 1;
+            q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
+            q.idle -= 1;
+            q.signalled = q.signalled.saturating_sub(1);
+            continue;
+        };
+        let partition = q
+            .partitions
+            .get_mut(&key)
+            .expect("a ready partition is in the map");
+        let waiters = std::mem::take(&mut partition.waiters);
+        partition.syncing = true;
+        let log = partition.log.clone();
+        drop(q);
+        // One sync to the highest offset anyone waits for: it covers everything appended
+        // when it starts, which includes all of them. A failure fails exactly these waiters
+        // (and takes the directory offline, so later ones fail too).
+        let target = waiters.iter().map(|(end, _)| *end).max().unwrap_or(0);
+        // A panic must not leave the partition marked as syncing, which would strand every
+        // later waiter: it fails these waiters instead, and the thread goes on.
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.flush_to(target)))
+                .unwrap_or_else(|_| Err(StorageError::Io("a sync panicked".into())));
+        for (_, reply) in waiters {
+            let _ = reply.send(outcome.clone());
         }
-        let outcomes: HashMap<*const UnifiedLog, Result<(), StorageError>> = targets
-            .into_iter()
-            .map(|(key, (log, target))| (key, log.flush_to(target)))
+        q = shared.lock();
+        let partition = q
+            .partitions
+            .get_mut(&key)
+            .expect("a partition being synced stays in the map");
+        partition.syncing = false;
+        if partition.waiters.is_empty() {
+            q.partitions.remove(&key);
+        } else {
+            q.ready.push_back(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use sluice_records::{BatchBuilder, NewRecord};
+    use sluice_storage::{DirState, Durability, LogConfig};
+
+    /// Once armed, syncs of files in a log directory named "slow" wait until released, and
+    /// syncs in a directory named "bad" fail.
+    #[derive(Debug, Default)]
+    struct Gate {
+        armed: AtomicBool,
+        released: Mutex<bool>,
+        opened: Condvar,
+    }
+
+    impl Gate {
+        fn release(&self) {
+            *self.released.lock().unwrap() = true;
+            self.opened.notify_all();
+        }
+    }
+
+    fn path_of(file: &File) -> String {
+        use std::os::fd::AsRawFd;
+        let link = format!("/proc/self/fd/{}", file.as_raw_fd());
+        std::fs::read_link(link)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+
+    impl Durability for Gate {
+        fn sync_file(&self, file: &File) -> std::io::Result<()> {
+            if !self.armed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let path = path_of(file);
+            if path.contains("/slow/") {
+                let mut released = self.released.lock().unwrap();
+                while !*released {
+                    released = self.opened.wait(released).unwrap();
+                }
+            }
+            if path.contains("/bad/") {
+                return Err(std::io::Error::other("injected fsync failure"));
+            }
+            Ok(())
+        }
+        fn sync_dir(&self, _: &File) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn log_in(root: &std::path::Path, name: &str, gate: &Arc<Gate>) -> Arc<UnifiedLog> {
+        let state = Arc::new(DirState::new(gate.clone()));
+        let log = UnifiedLog::open(&root.join(name), LogConfig::default(), None, state, 0)
+            .expect("open log");
+        let batch = BatchBuilder::new(0)
+            .push(NewRecord {
+                value: Some(b"v".to_vec()),
+                ..NewRecord::default()
+            })
+            .build();
+        log.append(&batch, 0).expect("append");
+        Arc::new(log)
+    }
+
+    /// A partition's waiters are answered when its own sync ends: a partition whose sync
+    /// hangs holds up nobody else, and its waiters are answered once it finishes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_partition_does_not_hold_up_the_others() {
+        let root = tempfile::tempdir().unwrap();
+        let gate = Arc::new(Gate::default());
+        let slow = log_in(root.path(), "slow", &gate);
+        let fast = log_in(root.path(), "fast", &gate);
+        gate.armed.store(true, Ordering::SeqCst);
+        let flusher = Flusher::start().unwrap();
+        let slow_wait = flusher.flush(slow.clone(), 1);
+        let fast_wait = flusher.flush(fast.clone(), 1);
+        fast_wait.wait().await.expect("the fast partition syncs");
+        assert!(slow.recovery_point() < 1, "the slow sync is still held");
+        gate.release();
+        slow_wait.wait().await.expect("the slow partition syncs");
+        assert_eq!(slow.recovery_point(), 1);
+    }
+
+    /// A failed sync fails exactly the waiters it covered, each with the storage error;
+    /// another directory's partition is answered normally.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_sync_fails_its_waiters() {
+        let root = tempfile::tempdir().unwrap();
+        let gate = Arc::new(Gate::default());
+        gate.release();
+        let bad = log_in(root.path(), "bad", &gate);
+        let good = log_in(root.path(), "good", &gate);
+        gate.armed.store(true, Ordering::SeqCst);
+        let flusher = Flusher::start().unwrap();
+        let waits = [
+            flusher.flush(bad.clone(), 1),
+            flusher.flush(bad.clone(), 1),
+            flusher.flush(good.clone(), 1),
+        ];
+        let mut outcomes = Vec::new();
+        for w in waits {
+            outcomes.push(w.wait().await);
+        }
+        assert!(outcomes[0].is_err(), "{:?}", outcomes[0]);
+        assert!(outcomes[1].is_err(), "{:?}", outcomes[1]);
+        assert!(outcomes[2].is_ok(), "{:?}", outcomes[2]);
+        assert!(bad.recovery_point() < 1);
+    }
+
+    /// With one thread, many partitions are still all synced and answered (they queue).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_thread_serves_every_partition() {
+        let root = tempfile::tempdir().unwrap();
+        let gate = Arc::new(Gate::default());
+        gate.release();
+        let logs: Vec<_> = (0..20)
+            .map(|i| log_in(root.path(), &format!("p{i}"), &gate))
             .collect();
-        for r in pass {
-            let outcome = outcomes[&Arc::as_ptr(&r.log)].clone();
-            let _ = r.reply.send(outcome);
+        let flusher = Flusher::with_threads(1).unwrap();
+        let waits: Vec<_> = logs.iter().map(|l| flusher.flush(l.clone(), 1)).collect();
+        for w in waits {
+            w.wait().await.expect("synced");
         }
+        assert!(logs.iter().all(|l| l.recovery_point() == 1));
+        assert_eq!(flusher.shared.lock().threads, 1);
     }
 }

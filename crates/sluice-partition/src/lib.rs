@@ -18,7 +18,7 @@ use sluice_storage::{LogManager, UnifiedLog};
 use uuid::Uuid;
 
 pub use flusher::FlushWait;
-pub use partition::{CommitOnAppend, CommitRule, ManualCommit, Partition, PartitionRead};
+pub use partition::{CommitOnAppend, CommitRule, ManualCommit, Partition, PartitionRead, Waiter};
 // Values and errors the layer's callers speak in; never the logs themselves.
 pub use sluice_storage::{
     is_out_of_descriptors, open_file_count, validate_topic_name, ActiveProducer, AppendOutcome,

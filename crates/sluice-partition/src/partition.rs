@@ -101,18 +101,52 @@ pub struct PartitionRead {
     pub aborted: Vec<(i64, i64)>,
 }
 
-/// Parked operations: each registers a [`Notify`] of its own; an advance of the high
+/// A parked operation (a fetch waiting for bytes, a produce waiting for its commit): woken
+/// by an advance of the high watermark of a partition it registered with.
+#[derive(Debug, Default)]
+pub struct Waiter {
+    notify: Notify,
+    /// When the first wake-up since the last wait came.
+    woken_at: Mutex<Option<std::time::Instant>>,
+}
+
+impl Waiter {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn wake(&self) {
+        self.woken_at
+            .lock()
+            .expect("waiter lock")
+            .get_or_insert_with(std::time::Instant::now);
+        // A stored permit: a waiter that has not started waiting yet returns at once.
+        self.notify.notify_one();
+    }
+
+    /// Waits for a wake-up; returns how long ago it came (the wake-up latency).
+    pub async fn wait(&self) -> std::time::Duration {
+        self.notify.notified().await;
+        self.woken_at
+            .lock()
+            .expect("waiter lock")
+            .take()
+            .map_or(std::time::Duration::ZERO, |at| at.elapsed())
+    }
+}
+
+/// Parked operations: each registers a [`Waiter`] of its own; an advance of the high
 /// watermark wakes every one registered (and forgets them: a waiter registers again before
 /// it checks again, so no wake-up is lost between its check and its wait).
 #[derive(Default)]
-struct Waiters(Mutex<Vec<Weak<Notify>>>);
+struct Waiters(Mutex<Vec<Weak<Waiter>>>);
 
 /// Dropped waiters (a fetch that timed out elsewhere) and repeated ones are swept whenever
 /// the list reaches a power of two from this on.
 pub(crate) const WAITERS_SWEEP_AT: usize = 64;
 
 impl Waiters {
-    fn register(&self, waiter: &Arc<Notify>) {
+    fn register(&self, waiter: &Arc<Waiter>) {
         let mut list = self.0.lock().expect("waiters lock");
         if list.len() >= WAITERS_SWEEP_AT && list.len().is_power_of_two() {
             // Gone, or registered again since (a fetch re-registers each time it wakes).
@@ -125,8 +159,7 @@ impl Waiters {
     fn wake(&self) {
         let list = std::mem::take(&mut *self.0.lock().expect("waiters lock"));
         for waiter in list.iter().filter_map(Weak::upgrade) {
-            // A stored permit: a waiter that has not started waiting yet returns at once.
-            waiter.notify_one();
+            waiter.wake();
         }
     }
 
@@ -307,19 +340,19 @@ impl Partition {
         if self.high_watermark() >= offset {
             return;
         }
-        let waiter = Arc::new(Notify::new());
+        let waiter = Waiter::new();
         loop {
             self.register(&waiter);
             if self.high_watermark() >= offset {
                 return;
             }
-            waiter.notified().await;
+            waiter.wait().await;
         }
     }
 
     /// Parks `waiter`: it is notified at the next advance of the high watermark. Register
     /// before checking the partition, then wait: an advance in between is not lost.
-    pub fn register(&self, waiter: &Arc<Notify>) {
+    pub fn register(&self, waiter: &Arc<Waiter>) {
         self.waiters.register(waiter);
     }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_records::{BatchBuilder, BatchIter, NewRecord};
-use tokio::sync::Notify;
 
 use super::*;
 
@@ -166,14 +165,14 @@ async fn a_parked_fetch_wakes_for_its_own_partitions_only() {
     let replicas = open(dir.path(), Arc::new(CommitOnAppend));
     let t = topic(&replicas, "t", 2);
     let (mine, other) = (t.partitions[0].clone(), t.partitions[1].clone());
-    let waiter = Arc::new(Notify::new());
+    let waiter = Waiter::new();
     mine.register(&waiter);
     other.append(&batch(&["x"]), 1_000).unwrap();
-    let woke = tokio::time::timeout(Duration::from_millis(50), waiter.notified()).await;
+    let woke = tokio::time::timeout(Duration::from_millis(50), waiter.wait()).await;
     assert!(woke.is_err(), "woken by another partition's append");
     // An advance between registering and waiting is not lost.
     mine.append(&batch(&["y"]), 1_000).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), waiter.notified())
+    tokio::time::timeout(Duration::from_secs(5), waiter.wait())
         .await
         .expect("woken by its partition's append");
     assert_eq!(mine.parked(), 0, "a wake-up forgets the waiters it woke");
@@ -184,10 +183,10 @@ fn dropped_and_repeated_waiters_do_not_pile_up() {
     let dir = tempfile::tempdir().unwrap();
     let replicas = open(dir.path(), Arc::new(CommitOnAppend));
     let p = topic(&replicas, "t", 1).partitions[0].clone();
-    let kept = Arc::new(Notify::new());
+    let kept = Waiter::new();
     for _ in 0..10_000 {
         p.register(&kept);
-        p.register(&Arc::new(Notify::new()));
+        p.register(&Waiter::new());
     }
     assert!(
         p.parked() <= 2 * crate::partition::WAITERS_SWEEP_AT,

@@ -41,6 +41,11 @@ pub trait FsFile: Send + Sync + Debug {
     fn size(&self) -> io::Result<u64>;
     /// Makes the file's data durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
+    /// The operating system's descriptor of the file, for sending it without reading it
+    /// (`sendfile`); `None` for a file that is not on a real file system.
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// A directory opened for syncing its entries. Opened before the change it makes durable, so
@@ -172,6 +177,10 @@ impl FsDir for RealDir {
 }
 
 impl FsFile for RealFile {
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.file.as_raw_fd())
+    }
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
         FileExt::read_exact_at(&self.file, buf, pos)
     }

@@ -194,6 +194,13 @@ impl FileSlice {
     pub fn to_vec(&self) -> io::Result<Vec<u8>> {
         self.read_at(0, self.len)
     }
+
+    /// The segment file's descriptor and the slice's position in it, for sending the slice
+    /// without reading it (`sendfile`); `None` off a real file system. The descriptor stays
+    /// open as long as the slice.
+    pub fn fd_and_position(&self) -> Option<(std::os::fd::RawFd, u64)> {
+        self.file.raw_fd().map(|fd| (fd, self.position))
+    }
 }
 
 /// Result of [`UnifiedLog::read_slice`]: like [`ReadOutcome`], with the records left in the

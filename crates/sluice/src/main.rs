@@ -227,34 +227,6 @@ impl ShutdownSignals {
     }
 }
 
-/// Connections and open segment files share the open-file limit (storage closes the least
-/// recently used segment files beyond its share), so a larger limit serves more of both: lift
-/// the soft limit to the hard.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
-        {
-            return;
-        }
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-            tracing::info!(
-                from = limit.rlim_cur,
-                to = limit.rlim_max,
-                "raised the open file limit"
-            );
-        }
-    }
-}
-
 async fn serve(config: BrokerConfig) -> Result<(), String> {
     let mut signals = ShutdownSignals::install()?;
     let mut broker = sluice_broker::start(config).await?;
@@ -309,7 +281,6 @@ fn serve_main(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use kafka_protocol::messages::{ApiKey, FetchRequest};
 use kafka_protocol::ResponseError;
-use sluice_partition::Isolation;
+use sluice_partition::{Isolation, Waiter};
 use sluice_protocol::fetch_response::{
     FetchPartitionOut, FetchResponseOut, FetchTopicOut, RecordSet,
 };
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::errors::error_code;
@@ -40,8 +39,8 @@ pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest, version: 
     let mut read = Duration::ZERO;
     // Parked, the fetch is woken by an advance of the high watermark of a partition it
     // reads, and by no other partition (Kafka's delayed fetch, keyed by partition).
-    let waiter = Arc::new(Notify::new());
-    let mut timed_collect = |state: &BrokerState, park: Option<&Arc<Notify>>| {
+    let waiter = Waiter::new();
+    let mut timed_collect = |state: &BrokerState, park: Option<&Arc<Waiter>>| {
         let at = Instant::now();
         let collected = collect(state, &req, version, park);
         read += at.elapsed();
@@ -56,7 +55,7 @@ pub(crate) async fn handle(state: Arc<BrokerState>, req: FetchRequest, version: 
             break response;
         }
         tokio::select! {
-            _ = waiter.notified() => {}
+            after = waiter.wait() => state.metrics.fetch_woken(after),
             _ = tokio::time::sleep_until(deadline) => break timed_collect(&state, None).0,
             _ = shutdown.changed() => break response,
         }
@@ -211,7 +210,7 @@ fn collect(
     state: &BrokerState,
     req: &FetchRequest,
     version: i16,
-    park: Option<&Arc<Notify>>,
+    park: Option<&Arc<Waiter>>,
 ) -> (FetchOut, usize, bool) {
     let max_bytes = (req.max_bytes.max(0) as usize).min(state.config.fetch_max_bytes);
     // isolation_level 1 is READ_COMMITTED: stop at the last stable offset and list aborted
