@@ -72,14 +72,16 @@ pub fn run(bin: &Path, data_dir: &Path, quick: bool, run: &mut Run) -> Result<()
         }
         producer.poll(Duration::ZERO);
     }
-    producer
-        .flush(Duration::from_secs(300))
-        .map_err(|e| format!("producing to every partition: {e}"))?;
+    // Reported, not fatal: the restarts below are what the scenario is for.
+    let flushed = producer.flush(Duration::from_secs(900));
     let produced = started.elapsed();
     run.row(
         "partitions",
         format!("one 1 KB record to each of {partitions} partitions, acks=1"),
-        format!("{:.1} s", produced.as_secs_f64()),
+        match flushed {
+            Ok(()) => format!("{:.1} s", produced.as_secs_f64()),
+            Err(e) => format!("not done in {:.0} s: {e}", produced.as_secs_f64()),
+        },
         format!(
             "RSS {:.0} MiB, {} descriptors open",
             b.rss_mib(),
