@@ -74,6 +74,24 @@ pub trait Fs: Send + Sync + Debug {
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>>;
 }
 
+/// Writes `bytes` to `dir/name` atomically: temp file, sync, rename, sync directory.
+pub(crate) fn write_file_atomically(
+    fs: &dyn Fs,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> io::Result<()> {
+    // Both descriptors first: running out of them must fail the write before the rename.
+    let dir_handle = fs.open_dir(dir)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let file = fs.open(&tmp, OpenMode::Truncate)?;
+    file.write_all_at(bytes, 0)?;
+    file.sync_data()?;
+    drop(file);
+    fs.rename(&tmp, &dir.join(name))?;
+    dir_handle.sync()
+}
+
 /// `remove_file`, where a file that is already gone counts as removed.
 pub(crate) fn remove_if_present(fs: &dyn Fs, path: &Path) -> io::Result<()> {
     match fs.remove_file(path) {

@@ -16,7 +16,7 @@ use crate::config::{LogConfig, TimestampPolicy};
 use crate::producer_state::{ProducerStateManager, SequenceCheck, Snapshot};
 use crate::segment::{parse_segment_file_name, LogSegment, HEADER_PEEK};
 use crate::txn_index::AbortedTxn;
-use crate::{CountedFile, Durability, Fs, OpenMode, RealFs, StorageError};
+use crate::{CountedFile, Durability, Fs, RealFs, StorageError};
 
 /// The most a single batch may decompress to when the broker must look inside it
 /// (ListOffsets by timestamp). Larger batches are refused rather than inflated.
@@ -1097,7 +1097,7 @@ impl UnifiedLog {
         // Appends (markers, aborted-index entries) may have landed between the sync above
         // and the capture: the snapshot must not cover anything not yet durable.
         self.sync_appended()?;
-        write_file_atomically(
+        crate::fs::write_file_atomically(
             self.dir_state.fs.as_ref(),
             &self.dir,
             PRODUCER_SNAPSHOT_FILE,
@@ -1451,24 +1451,6 @@ fn recompress_all(
         }
     }
     Ok(Some(out))
-}
-
-/// Writes `bytes` to `dir/name` atomically: temp file, sync, rename, sync directory.
-pub(crate) fn write_file_atomically(
-    fs: &dyn Fs,
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-) -> io::Result<()> {
-    // Both descriptors first: running out of them must fail the write before the rename.
-    let dir_handle = fs.open_dir(dir)?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let file = fs.open(&tmp, OpenMode::Truncate)?;
-    file.write_all_at(bytes, 0)?;
-    file.sync_data()?;
-    drop(file);
-    fs.rename(&tmp, &dir.join(name))?;
-    dir_handle.sync()
 }
 
 /// Reads the producer-state snapshot. Without one (a new log, or a crash before the first

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::LogConfig;
-use crate::log::{write_file_atomically as write_atomically, DirState, UnifiedLog};
+use crate::fs::write_file_atomically as write_atomically;
+use crate::log::{DirState, UnifiedLog};
 use crate::topic_journal::{Change, StoredTopic, TopicJournal};
 use crate::{Durability, Fs, FsLock, RealFs, StorageError};
 

@@ -147,7 +147,7 @@ impl LogSegment {
         }
         let bytes: Vec<u8> = self.aborted.iter().flat_map(|e| e.to_bytes()).collect();
         let name = segment_file_name(self.base_offset, "txnindex");
-        crate::log::write_file_atomically(self.fs.as_ref(), &self.dir, &name, &bytes)?;
+        crate::fs::write_file_atomically(self.fs.as_ref(), &self.dir, &name, &bytes)?;
         let file = self.fs.open(&path, OpenMode::Existing)?;
         self.txn_file = Some(Arc::new(CountedFile::new(file)));
         Ok(())

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::log::write_file_atomically;
+use crate::fs::write_file_atomically;
 use crate::{Fs, FsFile, OpenMode};
 
 pub(crate) const SNAPSHOT_FILE: &str = "topics.json";

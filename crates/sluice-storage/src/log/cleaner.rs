@@ -399,7 +399,7 @@ impl UnifiedLog {
         let fs = self.dir_state.fs.as_ref();
         let gaps_below = gaps_below.max(read_cleaner_checkpoint(fs, &self.dir).1);
         let text = format!("{CHECKPOINT_VERSION}\n{first_dirty}\n{gaps_below}\n");
-        super::write_file_atomically(fs, &self.dir, CHECKPOINT_FILE, text.as_bytes())
+        crate::fs::write_file_atomically(fs, &self.dir, CHECKPOINT_FILE, text.as_bytes())
             .map_err(|e| self.dir_state.fail("cleaner checkpoint write", &e))
     }
 
