@@ -1,13 +1,10 @@
 //! Many partitions on one node (issue 16): a broker with the open-file limit at 20,000 holds
 //! 100,000 partitions (10,000 with `--quick`) in topics of 1,000. Reports the time to create
-//! them, the broker's memory and open descriptors, one record produced to every partition, and
-//! the start-up time after a clean shutdown and after kill -9 (recovery).
+//! them, the broker's memory and open descriptors, and the start-up time after a clean
+//! shutdown and after kill -9 (recovery).
 
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
+use std::time::Instant;
 
 use crate::broker::Broker;
 use crate::{load, Run};
@@ -15,7 +12,7 @@ use crate::{load, Run};
 /// The open-file limit of the run, as in the issue's report.
 const NOFILE: u64 = 20_000;
 const PER_TOPIC: i32 = 1_000;
-const RECORD_BYTES: usize = 1_000;
+const RECORD_BYTES: usize = 1_024;
 
 fn open_descriptors(b: &Broker) -> usize {
     b.pid()
@@ -43,52 +40,6 @@ pub fn run(bin: &Path, data_dir: &Path, quick: bool, run: &mut Run) -> Result<()
         format!("{:.1} s", created.as_secs_f64()),
         format!("RSS {rss_created:.0} MiB, {fds_created} descriptors open"),
     );
-
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("acks", "1")
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("message.timeout.ms", "300000")
-        .create()
-        .map_err(|e| e.to_string())?;
-    let value = vec![b'x'; RECORD_BYTES];
-    let started = Instant::now();
-    for t in 0..topics {
-        let topic = format!("wide-{t:03}");
-        for p in 0..PER_TOPIC {
-            let mut record = BaseRecord::<(), [u8]>::to(&topic)
-                .partition(p)
-                .payload(&value[..]);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        record = r;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
-    }
-    // Reported, not fatal: the restarts below are what the scenario is for.
-    let flushed = producer.flush(Duration::from_secs(900));
-    let produced = started.elapsed();
-    run.row(
-        "partitions",
-        format!("one 1 KB record to each of {partitions} partitions, acks=1"),
-        match flushed {
-            Ok(()) => format!("{:.1} s", produced.as_secs_f64()),
-            Err(e) => format!("not done in {:.0} s: {e}", produced.as_secs_f64()),
-        },
-        format!(
-            "RSS {:.0} MiB, {} descriptors open",
-            b.rss_mib(),
-            open_descriptors(&b)
-        ),
-    );
-    drop(producer);
 
     let clean = b.restart()?;
     run.row(

@@ -198,8 +198,10 @@ async fn open(
     let data_dir = config.data_dir.clone();
     let log_defaults = config.log.clone();
     let started = std::time::Instant::now();
+    // Recovery opens every segment: the bound on open segment files holds from the start.
+    let segment_files = descriptors::segment_files_for(descriptors::open_file_limit());
     let logs = tokio::task::spawn_blocking(move || {
-        ReplicaManager::open(&data_dir, log_defaults, durability, commit)
+        ReplicaManager::open(&data_dir, log_defaults, durability, commit, segment_files)
     })
     .await
     .map_err(|e| format!("opening the data directory panicked: {e}"))?
@@ -252,8 +254,6 @@ async fn open(
     };
     let fd_limit = descriptors::open_file_limit();
     let fd_reserve = descriptors::reserve_for(fd_limit);
-    let segment_files = descriptors::segment_files_for(fd_limit);
-    state.replicas.set_open_segment_files_max(segment_files);
     let open_files = sluice_partition::open_file_count();
     let room = fd_limit.saturating_sub(fd_reserve + open_files);
     if room < state.config.max_connections {

@@ -64,15 +64,16 @@ pub struct ReplicaManager {
 }
 
 impl ReplicaManager {
-    /// Opens (and recovers) the data directory, with every fsync going through `durability`,
-    /// and starts the flusher thread.
+    /// Opens (and recovers) the data directory, with every fsync going through `durability`
+    /// and at most `segment_files_max` segment files open at once, and starts the flusher.
     pub fn open(
         data_dir: &Path,
         defaults: LogConfig,
         durability: Arc<dyn Durability>,
         commit: Arc<dyn CommitRule>,
+        segment_files_max: usize,
     ) -> Result<Self, StorageError> {
-        let logs = LogManager::open(data_dir, defaults, durability)?;
+        let logs = LogManager::open_bounded(data_dir, defaults, durability, segment_files_max)?;
         let flusher = flusher::Flusher::start()?;
         Ok(Self {
             logs,

@@ -265,11 +265,38 @@ impl LogManager {
         Self::open_with_fs(data_dir, defaults, Arc::new(RealFs::new(durability)))
     }
 
+    /// Like [`LogManager::open`], keeping at most `segment_files_max` segment files open from
+    /// the start (recovery opens every segment: with more partitions than descriptors, the
+    /// bound must hold before it).
+    pub fn open_bounded(
+        data_dir: &Path,
+        defaults: LogConfig,
+        durability: Arc<dyn Durability>,
+        segment_files_max: usize,
+    ) -> Result<Self, StorageError> {
+        let fs = Arc::new(RealFs::new(durability));
+        Self::open_in(data_dir, defaults, fs, segment_files_max)
+    }
+
     /// Like [`LogManager::open`], on the file system `fs`.
     pub fn open_with_fs(
         data_dir: &Path,
         defaults: LogConfig,
         fs: Arc<dyn Fs>,
+    ) -> Result<Self, StorageError> {
+        Self::open_in(
+            data_dir,
+            defaults,
+            fs,
+            crate::DEFAULT_OPEN_SEGMENT_FILES_MAX,
+        )
+    }
+
+    fn open_in(
+        data_dir: &Path,
+        defaults: LogConfig,
+        fs: Arc<dyn Fs>,
+        segment_files_max: usize,
     ) -> Result<Self, StorageError> {
         if !fs.exists(data_dir) {
             // A data directory Sluice creates must survive a power cut as much as the topics
@@ -286,6 +313,7 @@ impl LogManager {
             ))
         })?;
         let dir_state = Arc::new(DirState::with_fs(fs.clone()));
+        dir_state.set_open_segment_files_max(segment_files_max);
 
         let meta_path = data_dir.join(META_FILE);
         let cluster_id = if fs.exists(&meta_path) {

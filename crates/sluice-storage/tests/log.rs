@@ -1970,8 +1970,9 @@ fn open_segment_files_stay_within_the_bound_and_reopen_on_use() {
     }
     drop(t);
     drop(m);
-    let m = LogManager::open(dir.path(), config(600), Arc::new(NoSync)).unwrap();
-    m.set_open_segment_files_max(BOUND);
+    // Recovery opens every segment: opened with the bound, it holds from the start.
+    let m = LogManager::open_bounded(dir.path(), config(600), Arc::new(NoSync), BOUND).unwrap();
+    within(&m);
     let t = m.topic("wide").unwrap();
     for (p, log) in t.partitions.iter().enumerate() {
         let bases: Vec<i64> = read_all(log, 0).iter().map(|h| h.base_offset).collect();
