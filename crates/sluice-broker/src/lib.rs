@@ -13,6 +13,7 @@ mod groups;
 mod handlers;
 mod internal_topic;
 mod metrics;
+mod response;
 mod server;
 mod txn;
 

@@ -6,10 +6,8 @@
 //! those in request order, so pipelined requests are answered in order while their waits
 //! overlap. At most `queued.max.requests.per.connection` wait at once.
 
-use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,74 +26,8 @@ use sluice_records::RecordCounter;
 use crate::budget::{Budget, Charge, SMALL_FRAME_BYTES};
 use crate::descriptors::{ConnectionSlot, Refused};
 use crate::metrics::{Metrics, RequestTiming};
+use crate::response::{FetchedRecords, OutChunk, Response, ResponseResult};
 use crate::{handlers, millis, BrokerState};
-
-/// One piece of a response, in write order.
-pub(crate) enum OutChunk {
-    /// Encoded bytes, already in memory.
-    Bytes(Bytes),
-    /// A partition's fetched records, counted for `topic` in the traffic metrics as they go.
-    Records {
-        records: FetchedRecords,
-        topic: Arc<str>,
-    },
-}
-
-/// Records a fetch returns: in memory, or still in their segment file, sent from there in
-/// pieces so that a response never holds its records in memory.
-#[derive(Debug, Clone)]
-pub(crate) enum FetchedRecords {
-    /// No records (a partition with an error, or nothing new): an empty, not null, set.
-    Empty,
-    File(FileSlice),
-    /// Records converted for a client that reads the old message formats, and how many.
-    Converted {
-        bytes: Bytes,
-        records: u64,
-    },
-}
-
-impl FetchedRecords {
-    pub fn len(&self) -> usize {
-        match self {
-            FetchedRecords::Empty => 0,
-            FetchedRecords::File(slice) => slice.len(),
-            FetchedRecords::Converted { bytes, .. } => bytes.len(),
-        }
-    }
-}
-
-/// An encoded response, with the non-zero error codes it carries (for metrics).
-pub(crate) struct Answer {
-    pub chunks: Vec<OutChunk>,
-    pub errors: Vec<i16>,
-}
-
-impl Answer {
-    /// Bytes the answer holds in memory until it is written.
-    fn held_bytes(&self) -> usize {
-        self.chunks
-            .iter()
-            .map(|c| match c {
-                OutChunk::Bytes(b) => b.len(),
-                OutChunk::Records { .. } => 0,
-            })
-            .sum()
-    }
-}
-
-/// What a response future yields: `Ok(None)` for requests that get no response (acks=0),
-/// `Err` when the connection must close instead (the string says why).
-pub(crate) type ResponseResult = Result<Option<Answer>, String>;
-
-/// A response still being computed.
-pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = ResponseResult> + Send>>;
-
-/// A handler's response: already encoded, or still to come.
-pub(crate) enum Response {
-    Now(ResponseResult),
-    Later(ResponseFuture),
-}
 
 /// A finished response: the answer, when it was ready, and its bytes counted against the
 /// connection's and the broker's unsent-response budgets until it is written.

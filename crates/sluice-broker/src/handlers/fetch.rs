@@ -17,7 +17,7 @@ use sluice_protocol::fetch_response::{
 use tokio::time::Instant;
 
 use crate::errors::error_code;
-use crate::server::FetchedRecords;
+use crate::response::FetchedRecords;
 use crate::BrokerState;
 
 /// Cap on a client's max_wait_ms, so a hostile value cannot park a request for days.

@@ -26,7 +26,7 @@ use sluice_protocol::{
     api_versions_response, encode_response, parse_request_header, DecodeError, Request,
 };
 
-use crate::server::{Answer, OutChunk, Response, ResponseResult};
+use crate::response::{Answer, OutChunk, Response, ResponseResult};
 use crate::BrokerState;
 use error_codes::ErrorCodes;
 use sluice_protocol::fetch_response::Chunk;

@@ -39,7 +39,7 @@ pub(crate) fn respond(request: &Request, version: i16, corr: i32) -> Dispatched 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::Response;
+    use crate::response::Response;
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::StrBytes;
     use sluice_protocol::{codec_versions, SUPPORTED_APIS};
