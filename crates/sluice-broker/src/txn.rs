@@ -310,11 +310,10 @@ fn append_markers(
 ) -> Result<Vec<(Arc<Partition>, i64)>, StorageError> {
     let mut ends = Vec::with_capacity(job.partitions.len());
     for (topic, partition) in &job.partitions {
-        let log = state.replicas.topic(topic).and_then(|t| {
-            usize::try_from(*partition)
-                .ok()
-                .and_then(|i| t.partitions.get(i).cloned())
-        });
+        let log = state
+            .replicas
+            .topic(topic)
+            .and_then(|t| t.partition(*partition).cloned());
         let Some(log) = log else {
             continue; // the topic was deleted: nothing left to mark
         };

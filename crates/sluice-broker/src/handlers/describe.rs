@@ -329,9 +329,7 @@ pub(crate) fn describe_producers(
                 .iter()
                 .map(|&p| {
                     let out = PartitionResponse::default().with_partition_index(p);
-                    let log = topic
-                        .as_ref()
-                        .and_then(|t| t.partitions.get(usize::try_from(p).ok()?));
+                    let log = topic.as_ref().and_then(|t| t.partition(p));
                     let Some(log) = log else {
                         return out.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
@@ -414,9 +412,7 @@ pub(crate) fn offset_for_leader_epoch(
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
-                    let log = topic
-                        .as_ref()
-                        .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?));
+                    let log = topic.as_ref().and_then(|t| t.partition(p.partition));
                     let Some(log) = log else {
                         return out.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };

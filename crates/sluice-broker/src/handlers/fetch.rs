@@ -252,11 +252,7 @@ fn collect(
                     topic: name.clone(),
                 }),
             };
-            let log = topic.as_ref().and_then(|t| {
-                usize::try_from(p.partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            });
+            let log = topic.as_ref().and_then(|t| t.partition(p.partition));
             let Some(log) = log else {
                 errors = true;
                 out.error_code = if by_id && topic.is_none() {

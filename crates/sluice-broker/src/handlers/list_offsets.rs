@@ -64,11 +64,7 @@ fn answer(state: &BrokerState, req: &ListOffsetsRequest, version: i16) -> ListOf
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
-                    let log = topic.as_ref().and_then(|t| {
-                        usize::try_from(p.partition_index)
-                            .ok()
-                            .and_then(|i| t.partitions.get(i))
-                    });
+                    let log = topic.as_ref().and_then(|t| t.partition(p.partition_index));
                     if duplicates.contains(&(t.name.as_str(), p.partition_index)) {
                         return out.with_error_code(ResponseError::InvalidRequest.code());
                     }

@@ -55,11 +55,7 @@ pub(crate) fn handle(
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let log = topic.as_ref().and_then(|t| {
-                usize::try_from(data.index)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            });
+            let log = topic.as_ref().and_then(|t| t.partition(data.index));
             // Produce v0-2 carries the old message formats: converted once into a batch,
             // which is then checked like any client batch.
             let converted;
