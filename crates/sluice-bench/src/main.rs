@@ -197,6 +197,23 @@ fn run(args: &Args) -> Result<(), String> {
     let (disk_bytes, tcp_secs) = if quick { (256 << 20, 1) } else { (1 << 30, 3) };
     let disk = ceilings::fdatasync_write_mb_s(&args.data_dir, disk_bytes, 1 << 20)?;
     let tcp = ceilings::loopback_tcp_mb_s(Duration::from_secs(tcp_secs))?;
+    if args.wants("latency") {
+        // As long as one latency run, at about the 10% run's write rate.
+        let secs = if quick { 3 } else { 10 };
+        let floor = ceilings::sync_floor(&args.data_dir, 16, 30e6, Duration::from_secs(secs))?;
+        run.row(
+            "ceiling",
+            format!("fdatasync after each 32 KiB append, 16 files, 30 MB/s, {secs} s"),
+            format!(
+                "p50 {:.2} ms, max {:.2} ms ({} syncs)",
+                floor.p50_ms, floor.max_ms, floor.syncs
+            ),
+            format!(
+                "time-weighted p99 wait floor {:.2} ms",
+                floor.p99_wait_floor_ms
+            ),
+        );
+    }
     run.row(
         "ceiling",
         "sequential write, fdatasync every 1 MiB",
@@ -393,6 +410,7 @@ fn run(args: &Args) -> Result<(), String> {
             let topic = format!("latency-{}", (fraction * 100.0) as u32);
             load::create_topic(&bootstrap, &topic, 16)?;
             let rate = max_all_1k_16 * fraction;
+            settle_disk(&args.data_dir.join("broker"));
             let phases_before = run.phases_before();
             let l = load::latency(
                 &bootstrap,
@@ -414,7 +432,14 @@ fn run(args: &Args) -> Result<(), String> {
                     "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
                     l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
                 ),
-                format!("achieved {:.0} msg/s", l.achieved_msg_s),
+                format!(
+                    "achieved {:.0} msg/s; sent late p50/p99 {:.2}/{:.2} ms; acked p50/p99 {:.2}/{:.2} ms",
+                    l.achieved_msg_s,
+                    l.send_late_p50_ms,
+                    l.send_late_p99_ms,
+                    l.acked_p50_ms,
+                    l.acked_p99_ms
+                ),
             );
             run.phases_row(&name, phases_before);
             run.latency.push(l);
@@ -818,4 +843,26 @@ fn metrics_overhead(bin: &Path, args: &Args, quick: bool, run: &mut Run) -> Resu
         );
     }
     Ok(())
+}
+
+/// Lets the disk finish the previous scenario's work before a latency run: waits (at most
+/// 60 s) until the broker has removed the partitions of deleted topics under `dir`, then
+/// syncs every filesystem. Without it a latency run measures the writeback and the TRIMs of
+/// the gigabytes the throughput runs just wrote and deleted.
+fn settle_disk(dir: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let pending = std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with("-delete"))
+                .count()
+        });
+        if pending == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }
