@@ -49,7 +49,8 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     sluice_bin: Option<PathBuf>,
     /// Run only these groups (produce, consume, latency, fan-in, memory, groups, transactions,
-    /// compaction, metrics, reliability, conversion; `partitions` runs only when named), for
+    /// compaction, metrics, reliability, conversion; `partitions` and `large-log` run only
+    /// when named), for
     /// profiling one
     /// path; the ceilings are always measured.
     #[arg(long, value_name = "GROUP", value_delimiter = ',')]
@@ -645,12 +646,15 @@ fn run(args: &Args) -> Result<(), String> {
     if let Some(bin) = bin.as_ref().filter(|_| args.wants("reliability")) {
         reliability::run_all(bin, &args.data_dir, quick, &mut run)?;
     }
-    // Not in the default run (it writes 100,000 partition directories): ask for it.
+    // Not in the default run (100,000 partition directories; 16 GiB): ask for them.
+    let named = |group: &str| args.only.iter().any(|g| g == group);
+    if let Some(bin) = bin.as_ref().filter(|_| named("partitions")) {
+        partitions::run(bin, &args.data_dir, quick, &mut run)?;
+    }
     if let Some(bin) = bin
         .as_ref()
-        .filter(|_| args.only.iter().any(|g| g == "partitions"))
+        .filter(|_| named("partitions") || named("large-log"))
     {
-        partitions::run(bin, &args.data_dir, quick, &mut run)?;
         partitions::large_log(bin, &args.data_dir, quick, &mut run)?;
     }
     if let Some(bin) = bin.as_ref().filter(|_| args.wants("compaction")) {

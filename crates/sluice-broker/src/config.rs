@@ -237,6 +237,11 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "Default index.interval.bytes of topics.",
     ),
     (
+        "log.index.size.max.bytes",
+        ConfigType::Int,
+        "Default segment.index.bytes of topics.",
+    ),
+    (
         "compression.type",
         ConfigType::String,
         "Default compression.type of topics: producer, uncompressed, gzip, snappy, lz4 or zstd.",
@@ -411,6 +416,7 @@ pub fn topic_config_for_broker_key(key: &str) -> Option<&'static str> {
         "message.max.bytes" => "max.message.bytes",
         "log.message.timestamp.type" => "message.timestamp.type",
         "log.index.interval.bytes" => "index.interval.bytes",
+        "log.index.size.max.bytes" => "segment.index.bytes",
         "log.cleanup.policy" => "cleanup.policy",
         "log.retention.ms" => "retention.ms",
         "log.retention.bytes" => "retention.bytes",

@@ -26,6 +26,9 @@ pub struct LogConfig {
     pub timestamp_type: TimestampPolicy,
     /// `index.interval.bytes`: bytes between offset index entries.
     pub index_interval_bytes: u64,
+    /// `segment.index.bytes`: the active segment rolls when its offset or time index would
+    /// grow past this, which bounds the index memory of an active segment.
+    pub segment_index_bytes: usize,
     /// `cleanup.policy`: `delete` (retention), `compact` (the cleaner), or both.
     pub cleanup_policy: String,
     /// `retention.ms`: segments whose largest timestamp is older are deleted; -1 for no limit.
@@ -58,6 +61,7 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampPolicy::CreateTime,
             index_interval_bytes: 4096,
+            segment_index_bytes: 10 << 20,
             cleanup_policy: "delete".into(),
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
@@ -84,6 +88,7 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
+    "segment.index.bytes",
     "segment.ms",
 ];
 
@@ -122,6 +127,10 @@ impl LogConfig {
                 self.max_message_bytes = parse_int(name, value, 0)?.min(i32::MAX as i64) as usize
             }
             "index.interval.bytes" => self.index_interval_bytes = parse_int(name, value, 0)? as u64,
+            // Kafka's minimum: room for a few entries of either index.
+            "segment.index.bytes" => {
+                self.segment_index_bytes = parse_int(name, value, 4)?.min(i32::MAX as i64) as usize
+            }
             "retention.ms" => self.retention_ms = parse_int(name, value, -1)?,
             "retention.bytes" => self.retention_bytes = parse_int(name, value, -1)?,
             "delete.retention.ms" => self.delete_retention_ms = parse_int(name, value, 0)?,
@@ -204,6 +213,7 @@ impl LogConfig {
             "segment.ms" => self.segment_ms.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
+            "segment.index.bytes" => self.segment_index_bytes.to_string(),
             "retention.ms" => self.retention_ms.to_string(),
             "retention.bytes" => self.retention_bytes.to_string(),
             "delete.retention.ms" => self.delete_retention_ms.to_string(),

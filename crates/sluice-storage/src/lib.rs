@@ -24,14 +24,15 @@ pub use files::{
     DEFAULT_OPEN_SEGMENT_FILES_MAX,
 };
 pub use fs::{Fs, FsDir, FsFile, FsLock, OpenMode, RealFs, SimFs};
-pub use index::{OffsetIndex, TimeIndex};
+pub use index::{OffsetIndex, TimeIndex, DEFAULT_INDEX_BLOCK_ENTRIES};
 pub use log::{
     AppendOutcome, CleanStats, CleanerConfig, DirState, FileSlice, Isolation, ReadOutcome,
     RetentionOutcome, SliceOutcome, Throttle, UnifiedLog, LEADER_EPOCH,
     MAX_DECOMPRESSED_BATCH_BYTES,
 };
 pub use manager::{
-    validate_topic_name, LogManager, NewTopic, Topic, MAX_PARTITIONS_PER_TOPIC, TOPIC_NAME_MAX_LEN,
+    validate_topic_name, DirLimits, LogManager, NewTopic, Topic, MAX_PARTITIONS_PER_TOPIC,
+    TOPIC_NAME_MAX_LEN,
 };
 pub use pace::EveryInterval;
 pub use producer_state::{

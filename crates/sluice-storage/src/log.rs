@@ -52,6 +52,8 @@ pub struct DirState {
     producer_id_expiration_ms: AtomicI64,
     /// Paces the log line for operations that failed for want of a descriptor.
     descriptor_log: crate::EveryInterval,
+    /// Entries per block of a closed segment's index (see [`crate::index`]).
+    index_block_entries: std::sync::atomic::AtomicUsize,
 }
 
 /// Operations refused for want of a file descriptor are logged at most this often.
@@ -71,7 +73,20 @@ impl DirState {
             handles: Arc::new(crate::HandleCache::default()),
             producer_id_expiration_ms: AtomicI64::new(PRODUCER_ID_EXPIRATION_MS),
             descriptor_log: crate::EveryInterval::new(DESCRIPTOR_LOG_INTERVAL),
+            index_block_entries: std::sync::atomic::AtomicUsize::new(
+                crate::DEFAULT_INDEX_BLOCK_ENTRIES,
+            ),
         }
+    }
+
+    /// Sets how many index entries of a closed segment share one entry kept in memory.
+    pub fn set_index_block_entries(&self, entries: usize) {
+        self.index_block_entries
+            .store(entries.max(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn index_block_entries(&self) -> usize {
+        self.index_block_entries.load(Ordering::Relaxed)
     }
 
     /// Bounds the segment files the directory's logs keep open at once (others are closed
@@ -429,6 +444,17 @@ impl UnifiedLog {
                     break;
                 }
             }
+            if next_base.is_some() {
+                // A closed segment keeps only a summary of its indexes in memory, so that
+                // recovery holds one segment's indexes at a time, not the log's.
+                if !segment.indexes_persisted {
+                    if let Err(e) = segment.persist_indexes() {
+                        tracing::warn!(log = %dir.display(), segment = base, error = %e,
+                            "rebuilt indexes not written: they stay in memory");
+                    }
+                }
+                segment.seal_indexes(dir_state.index_block_entries());
+            }
             segments.insert(base, segment);
         }
         let last = segments.values().next_back().expect("at least one segment");
@@ -526,6 +552,18 @@ impl UnifiedLog {
 
     pub fn segment_count(&self) -> usize {
         lock(&self.inner).segments.len()
+    }
+
+    /// Index entries held in memory and in the indexes altogether (offset and time index
+    /// entries together): closed segments keep a summary only.
+    pub fn index_entries(&self) -> (usize, usize) {
+        let inner = lock(&self.inner);
+        inner.segments.values().fold((0, 0), |(resident, all), s| {
+            (
+                resident + s.offset_index.resident_entries() + s.time_index.resident_entries(),
+                all + s.offset_index.len() + s.time_index.len(),
+            )
+        })
     }
 
     /// Validates and appends the batches in `records` (as a client sent them), assigning
@@ -800,14 +838,17 @@ impl UnifiedLog {
         records: i64,
         now_ms: i64,
     ) -> Result<(), StorageError> {
-        let config = inner.config.clone();
+        let (segment_bytes, segment_ms) = (inner.config.segment_bytes, inner.config.segment_ms);
+        let index_bytes = inner.config.segment_index_bytes;
         let leo = inner.log_end_offset;
         let active = inner.active();
         if active.size == 0 {
             return Ok(());
         }
-        let full = active.size + bytes > config.segment_bytes;
-        let old = now_ms - active.created_ms > config.segment_ms;
+        let full = active.size + bytes > segment_bytes
+            || active.offset_index.len() * crate::index::OFFSET_ENTRY_SIZE >= index_bytes
+            || active.time_index.len() * crate::index::TIME_ENTRY_SIZE >= index_bytes;
+        let old = now_ms - active.created_ms > segment_ms;
         let offsets_overflow = leo + records - active.base_offset > i64::from(i32::MAX);
         let position_overflow = active.size + bytes > u64::from(u32::MAX);
         if !(full || old || offsets_overflow || position_overflow) {
@@ -1030,6 +1071,8 @@ impl UnifiedLog {
             .active()
             .persist_indexes()
             .map_err(|e| self.dir_state.fail("index write", &e))?;
+        let block = self.dir_state.index_block_entries();
+        inner.active().seal_indexes(block);
         let segment = LogSegment::create(
             &self.dir_state.fs,
             &self.dir_state.handles,

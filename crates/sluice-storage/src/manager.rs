@@ -255,6 +255,24 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Bounds a directory's logs hold to from the moment they open (recovery included).
+#[derive(Debug, Clone, Copy)]
+pub struct DirLimits {
+    /// Segment files kept open at once (others are closed and reopened on use).
+    pub segment_files_max: usize,
+    /// Index entries of a closed segment per entry kept in memory.
+    pub index_block_entries: usize,
+}
+
+impl Default for DirLimits {
+    fn default() -> Self {
+        Self {
+            segment_files_max: crate::DEFAULT_OPEN_SEGMENT_FILES_MAX,
+            index_block_entries: crate::DEFAULT_INDEX_BLOCK_ENTRIES,
+        }
+    }
+}
+
 impl LogManager {
     /// Opens the data directory, creating it if needed, and recovers every partition log.
     pub fn open(
@@ -262,7 +280,12 @@ impl LogManager {
         defaults: LogConfig,
         durability: Arc<dyn Durability>,
     ) -> Result<Self, StorageError> {
-        Self::open_with_fs(data_dir, defaults, Arc::new(RealFs::new(durability)))
+        Self::open_with_fs(
+            data_dir,
+            defaults,
+            Arc::new(RealFs::new(durability)),
+            DirLimits::default(),
+        )
     }
 
     /// Like [`LogManager::open`], keeping at most `segment_files_max` segment files open from
@@ -275,28 +298,19 @@ impl LogManager {
         segment_files_max: usize,
     ) -> Result<Self, StorageError> {
         let fs = Arc::new(RealFs::new(durability));
-        Self::open_in(data_dir, defaults, fs, segment_files_max)
+        let limits = DirLimits {
+            segment_files_max,
+            ..DirLimits::default()
+        };
+        Self::open_with_fs(data_dir, defaults, fs, limits)
     }
 
-    /// Like [`LogManager::open`], on the file system `fs`.
+    /// Like [`LogManager::open`], on the file system `fs`, within `limits`.
     pub fn open_with_fs(
         data_dir: &Path,
         defaults: LogConfig,
         fs: Arc<dyn Fs>,
-    ) -> Result<Self, StorageError> {
-        Self::open_in(
-            data_dir,
-            defaults,
-            fs,
-            crate::DEFAULT_OPEN_SEGMENT_FILES_MAX,
-        )
-    }
-
-    fn open_in(
-        data_dir: &Path,
-        defaults: LogConfig,
-        fs: Arc<dyn Fs>,
-        segment_files_max: usize,
+        limits: DirLimits,
     ) -> Result<Self, StorageError> {
         if !fs.exists(data_dir) {
             // A data directory Sluice creates must survive a power cut as much as the topics
@@ -313,7 +327,8 @@ impl LogManager {
             ))
         })?;
         let dir_state = Arc::new(DirState::with_fs(fs.clone()));
-        dir_state.set_open_segment_files_max(segment_files_max);
+        dir_state.set_open_segment_files_max(limits.segment_files_max);
+        dir_state.set_index_block_entries(limits.index_block_entries);
 
         let meta_path = data_dir.join(META_FILE);
         let cluster_id = if fs.exists(&meta_path) {

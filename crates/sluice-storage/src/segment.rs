@@ -316,8 +316,20 @@ impl LogSegment {
         Ok(files.into())
     }
 
+    /// Drops all but a summary of the indexes from memory once their files hold them (see
+    /// [`crate::index`]): for a closed segment, whose indexes no longer change.
+    pub fn seal_indexes(&mut self, block: usize) {
+        if self.indexes_persisted {
+            let (fs, index, time) = (&self.fs, self.index_path(), self.time_index_path());
+            self.offset_index.seal(fs, index, block);
+            self.time_index.seal(fs, time, block);
+        }
+    }
+
     /// Records the index entries for a batch appended at `position`.
     pub fn track_batch(&mut self, position: u64, header: &BatchHeader, interval_bytes: u64) {
+        self.offset_index.unseal();
+        self.time_index.unseal();
         let relative = (header.base_offset - self.base_offset) as u32;
         if self.bytes_since_index_entry >= interval_bytes || self.offset_index.last().is_none() {
             self.offset_index.append(relative, position as u32);
@@ -457,6 +469,7 @@ impl LogSegment {
         self.file.get()?.set_len(position)?;
         self.size = position;
         self.offset_index.truncate_to_position(position as u32);
+        self.time_index.unseal();
         self.indexes_persisted = false;
         Ok(())
     }

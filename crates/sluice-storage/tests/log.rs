@@ -386,6 +386,65 @@ fn clean_restart_does_not_rescan_but_crash_restart_does() {
     assert_eq!(crashed.log_end_offset(), end);
 }
 
+/// Closed segments keep one index entry in 512 in memory and read the rest from their index
+/// files, and every read, timestamp lookup and restart (clean or after a crash) still finds
+/// exactly what the whole index in memory found; `segment.index.bytes` rolls a segment whose
+/// index is full.
+#[test]
+fn closed_segments_keep_a_summary_of_their_indexes_and_still_find_every_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 250_000,
+        index_interval_bytes: 0, // an entry per batch: thousands per segment
+        ..LogConfig::default()
+    };
+    let (end, rp) = {
+        let log = UnifiedLog::open(dir.path(), cfg.clone(), None, state(NoSync), 0).unwrap();
+        for t in 0..8000u32 {
+            log.append(&batch(t % 5, 1, 1000 + i64::from(t)), 0)
+                .unwrap();
+        }
+        log.flush_all(0).unwrap();
+        (log.log_end_offset(), log.recovery_point())
+    };
+    assert_eq!(end, 8000);
+    for recovery_point in [Some(rp), None] {
+        let log =
+            UnifiedLog::open(dir.path(), cfg.clone(), recovery_point, state(NoSync), 0).unwrap();
+        assert!(log.segment_count() >= 4, "{}", log.segment_count());
+        let (resident, all) = log.index_entries();
+        assert_eq!(all, 2 * 8000, "one offset and one time entry per batch");
+        assert!(
+            resident < all / 3,
+            "{recovery_point:?}: {resident} of {all} entries resident"
+        );
+        for offset in (0..8000).step_by(37) {
+            let read = log.read(offset, 1, true).unwrap();
+            let first = BatchIter::new(&read.records).next().unwrap().unwrap();
+            assert_eq!(BatchHeader::validate(first).unwrap().base_offset, offset);
+        }
+        for t in (0..8000i64).step_by(53) {
+            assert_eq!(
+                log.offset_for_timestamp(1000 + t).unwrap(),
+                Some((t, 1000 + t))
+            );
+        }
+        assert_eq!(read_all(&log, 0).len(), 8000);
+    }
+    // With segment.index.bytes at 4 KiB, no segment holds more than 512 offset entries.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_index_bytes: 4096,
+        ..cfg
+    };
+    let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    for t in 0..2000u32 {
+        log.append(&batch(t % 5, 1, 1000), 0).unwrap();
+    }
+    assert_eq!(log.segment_count(), 4, "2000 entries, 512 per segment");
+    assert_eq!(read_all(&log, 0).len(), 2000);
+}
+
 /// A sync that blocks lets other appenders queue; when it finishes, one more sync covers all
 /// of them (group commit), instead of one sync each.
 #[test]

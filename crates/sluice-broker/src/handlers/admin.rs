@@ -298,6 +298,7 @@ fn topic_config_doc(name: &str) -> &'static str {
         "retention.bytes" => "The most bytes a partition keeps before old segments are deleted.",
         "retention.ms" => "How long segments are kept before they are deleted.",
         "segment.bytes" => "The size at which a segment is rolled.",
+        "segment.index.bytes" => "The size of either index at which a segment is rolled.",
         "segment.ms" => "The age at which a segment is rolled.",
         _ => "",
     }
@@ -454,7 +455,9 @@ fn topic_config_type(name: &str) -> i8 {
         "cleanup.policy" => ConfigType::List,
         "message.timestamp.type" | "compression.type" => ConfigType::String,
         "min.cleanable.dirty.ratio" => ConfigType::Double,
-        "max.message.bytes" | "segment.bytes" | "index.interval.bytes" => ConfigType::Int,
+        "max.message.bytes" | "segment.bytes" | "segment.index.bytes" | "index.interval.bytes" => {
+            ConfigType::Int
+        }
         _ => ConfigType::Long,
     }) as i8
 }

@@ -541,8 +541,11 @@ impl UnifiedLog {
         // it. Written after the rename: a crash before this leaves no index, and a rebuild.
         // The swap is done by now, so a failure (even for want of a descriptor) must not
         // leave the old segment in memory: the indexes are derived, and rebuilt at start-up.
-        if let Err(e) = cleaned.persist_indexes() {
-            let _ = self.dir_state.fail("index write", &e);
+        match cleaned.persist_indexes() {
+            Ok(()) => cleaned.seal_indexes(self.dir_state.index_block_entries()),
+            Err(e) => {
+                let _ = self.dir_state.fail("index write", &e);
+            }
         }
         cleaned.created_ms = old.created_ms;
         // Offsets do not move, so the aborted-transaction index stays as it is.

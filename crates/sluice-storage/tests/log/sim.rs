@@ -18,12 +18,14 @@ use std::sync::Arc;
 
 use sluice_records::{BatchBuilder, BatchHeader, BatchIter, NewRecord};
 use sluice_storage::{
-    CleanerConfig, LogConfig, LogManager, SimFs, StorageError, Throttle, UnifiedLog,
+    CleanerConfig, DirLimits, LogConfig, LogManager, SimFs, StorageError, Throttle, UnifiedLog,
     MAX_DECOMPRESSED_BATCH_BYTES,
 };
 
 /// The bound on open segment files the schedules run with.
 const OPEN_SEGMENT_FILES_MAX: usize = 2;
+/// Index entries of a closed segment per entry kept in memory (512 in production).
+const INDEX_BLOCK_ENTRIES: usize = 2;
 
 /// Schedules a plain `cargo test` runs.
 const DEFAULT_SCHEDULES: u64 = 2_000;
@@ -149,16 +151,19 @@ impl Schedule {
     }
 
     fn open(&self) -> Result<LogManager, StorageError> {
-        let m = LogManager::open_with_fs(
+        // Two open segment files at most: segments are closed and reopened all the time, so
+        // every schedule also checks that a reopened file reads, writes and syncs as the
+        // one it replaced. Index blocks of a few entries: closed segments of a few hundred
+        // bytes keep only a summary of their indexes and read the rest from their files.
+        LogManager::open_with_fs(
             Path::new(DATA_DIR),
             self.defaults.clone(),
             Arc::new(self.fs.clone()),
-        )?;
-        // Two open segment files at most: segments are closed and reopened all the time, so
-        // every schedule also checks that a reopened file reads, writes and syncs as the
-        // one it replaced.
-        m.set_open_segment_files_max(OPEN_SEGMENT_FILES_MAX);
-        Ok(m)
+            DirLimits {
+                segment_files_max: OPEN_SEGMENT_FILES_MAX,
+                index_block_entries: INDEX_BLOCK_ENTRIES,
+            },
+        )
     }
 
     /// Opens the data directory after a restart, sometimes losing power during recovery
