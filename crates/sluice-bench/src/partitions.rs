@@ -86,12 +86,8 @@ pub fn large_log(bin: &Path, data_dir: &Path, quick: bool, run: &mut Run) -> Res
         compression: "none",
         bytes: gib << 30,
     };
-    let produced = load::produce_with_settings(
-        &bootstrap,
-        "large",
-        spec,
-        &[("batch.size", "16384")],
-    )?;
+    let produced =
+        load::produce_with_settings(&bootstrap, "large", spec, &[("batch.size", "16384")])?;
     let rss_written = b.rss_mib();
     b.restart()?;
     let rss_restarted = b.rss_mib();

@@ -1,0 +1,362 @@
+//! Appending: validation, offset assignment, the one `pwritev` per append, and rolling
+//! segments.
+
+use super::*;
+
+impl UnifiedLog {
+    /// Validates and appends the batches in `records` (as a client sent them), assigning
+    /// offsets from the log end. Either every batch is appended or none is.
+    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendOutcome, StorageError> {
+        self.append_in_epoch(records, LEADER_EPOCH, now_ms)
+    }
+
+    /// [`UnifiedLog::append`], stamping `leader_epoch` on every batch.
+    pub fn append_in_epoch(
+        &self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        self.check_open()?;
+        if records.is_empty() {
+            return Err(StorageError::InvalidRecord("no record batches".into()));
+        }
+        // A topic whose compression.type names a codec stores its batches in that codec: the
+        // one case where produce rewrites a client batch (Kafka does the same).
+        let target = lock(&self.inner).config.compression_type;
+        let rewritten;
+        let records = match target {
+            Some(codec) => {
+                rewritten = recompress_all(records, codec)?;
+                rewritten.as_deref().unwrap_or(records)
+            }
+            None => records,
+        };
+        let mut headers = Vec::new();
+        for batch in BatchIter::new(records) {
+            let header = BatchHeader::validate(batch?)?;
+            if header.is_control() {
+                // Transaction markers are the coordinator's to write.
+                return Err(StorageError::InvalidRecord(
+                    "control batches are not accepted from clients".into(),
+                ));
+            }
+            if header.is_transactional() && header.producer_id < 0 {
+                return Err(StorageError::InvalidRecord(
+                    "a transactional batch needs a producer id".into(),
+                ));
+            }
+            headers.push(header);
+        }
+        self.append_checked(records, headers, None, leader_epoch, now_ms)
+    }
+
+    /// Appends a transaction marker for producer `producer_id`: its open transaction on this
+    /// partition commits or aborts. Markers come from the transaction coordinator only.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        self.append_marker_in_epoch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            LEADER_EPOCH,
+            now_ms,
+        )
+    }
+
+    /// [`UnifiedLog::append_marker`], stamping `leader_epoch`.
+    pub fn append_marker_in_epoch(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        self.check_open()?;
+        let batch = sluice_records::marker_batch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            now_ms,
+        );
+        let header = BatchHeader::validate_stored(&batch)?;
+        self.append_checked(&batch, vec![header], Some(commit), leader_epoch, now_ms)
+    }
+
+    /// Appends validated batches; `marker` is `Some(commit)` for a transaction marker.
+    fn append_checked(
+        &self,
+        records: &[u8],
+        mut headers: Vec<BatchHeader>,
+        marker: Option<bool>,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        // One copy, so base offsets can be patched in place; never a re-encode.
+        let count: i64 = headers
+            .iter()
+            .map(|h| i64::from(h.last_offset_delta) + 1)
+            .sum();
+        if count > i64::from(i32::MAX) {
+            // Relative offsets inside a segment are 32-bit; one append must fit a segment.
+            return Err(StorageError::InvalidRecord(format!(
+                "one append may not span {count} offsets"
+            )));
+        }
+        let mut inner = lock(&self.inner);
+        // Re-check under the lock: a write that failed while we waited took the directory
+        // offline, and nothing may be appended (or acknowledged) after that.
+        self.check_open()?;
+        let config = &inner.config;
+        for h in &headers {
+            if h.total_size() > config.max_message_bytes {
+                return Err(StorageError::MessageTooLarge {
+                    size: h.total_size(),
+                    max: config.max_message_bytes,
+                });
+            }
+        }
+        if config.is_compacted() && marker.is_none() {
+            // A compacted topic is a table: every record needs a key (Kafka refuses too, and
+            // names each keyless record, KIP-467). The one case where produce looks inside
+            // (compressed) batches.
+            for batch in BatchIter::new(records) {
+                let mut keyless = Vec::new();
+                let mut index = 0i32;
+                sluice_records::compact::for_each_record(
+                    batch?,
+                    MAX_DECOMPRESSED_BATCH_BYTES,
+                    |r| {
+                        if r.key.is_none() {
+                            keyless.push(index);
+                        }
+                        index += 1;
+                    },
+                )?;
+                if !keyless.is_empty() {
+                    return Err(StorageError::RecordErrors {
+                        message: "Compacted topic cannot accept message without key".into(),
+                        records: keyless,
+                    });
+                }
+            }
+        }
+        let log_append =
+            config.timestamp_type == TimestampPolicy::LogAppendTime && marker.is_none();
+        let check = match &headers[..] {
+            [h] if marker.is_some() => inner
+                .producers
+                .check_marker(h.producer_id, h.producer_epoch)
+                .map(|()| SequenceCheck::Append)?,
+            _ => inner.producers.check_append(&headers)?,
+        };
+        if let SequenceCheck::Duplicate {
+            base_offset,
+            last_offset,
+        } = check
+        {
+            // A retry of a batch we already have: answer with where it went, write nothing.
+            return Ok(AppendOutcome {
+                base_offset,
+                last_offset,
+                log_append_time: -1,
+                log_start_offset: inner.log_start_offset,
+                duplicate: true,
+            });
+        }
+        let base_offset = inner.log_end_offset;
+        let count: i64 = headers
+            .iter()
+            .map(|h| i64::from(h.last_offset_delta) + 1)
+            .sum();
+        self.maybe_roll(&mut inner, records.len() as u64, count, now_ms)?;
+        if marker == Some(false) {
+            // An abort marker's index entry must not fail for want of a descriptor once the
+            // marker is written: open the index first.
+            inner
+                .active()
+                .open_txn_index()
+                .map_err(|e| self.dir_state.fail("transaction index open", &e))?;
+        }
+
+        // The batches go to disk as the client sent them, except the first 16 bytes of each
+        // (base offset, length, leader epoch), which are written from a patched copy. Only a
+        // LogAppendTime batch, whose CRC changes, is copied whole. No other copy is made.
+        let mut prefixes: Vec<[u8; PATCHED_PREFIX]> = Vec::with_capacity(headers.len());
+        let mut stamped: Vec<Vec<u8>> = Vec::new();
+        let mut offset = base_offset;
+        let mut pos = 0usize;
+        for h in headers.iter_mut() {
+            let original = &records[pos..pos + h.total_size()];
+            if log_append {
+                let mut bytes = original.to_vec();
+                patch_base_offset(&mut bytes, offset);
+                patch_partition_leader_epoch(&mut bytes, leader_epoch);
+                set_log_append_time(&mut bytes, now_ms);
+                h.max_timestamp = now_ms;
+                stamped.push(bytes);
+            } else {
+                let mut prefix = [0u8; PATCHED_PREFIX];
+                prefix.copy_from_slice(&original[..PATCHED_PREFIX]);
+                patch_base_offset(&mut prefix, offset);
+                patch_partition_leader_epoch(&mut prefix, leader_epoch);
+                prefixes.push(prefix);
+            }
+            h.base_offset = offset;
+            h.partition_leader_epoch = leader_epoch;
+            offset = h.next_offset();
+            pos += h.total_size();
+        }
+        let mut slices = Vec::with_capacity(headers.len() * 2);
+        if log_append {
+            slices.extend(stamped.iter().map(|b| IoSlice::new(b)));
+        } else {
+            let mut pos = 0usize;
+            for (h, prefix) in headers.iter().zip(&prefixes) {
+                slices.push(IoSlice::new(prefix));
+                slices.push(IoSlice::new(
+                    &records[pos + PATCHED_PREFIX..pos + h.total_size()],
+                ));
+                pos += h.total_size();
+            }
+        }
+        let interval = inner.config.index_interval_bytes;
+        let active = inner.active();
+        let start = active.size;
+        let written = active
+            .file
+            .get()
+            .and_then(|file| file.write_vectored_at(&mut slices, start));
+        if let Err(e) = written {
+            // A short write may have left a partial batch; recovery will cut it.
+            return Err(self.dir_state.fail("segment write", &e));
+        }
+        let mut at = start;
+        for h in &headers {
+            active.track_batch(at, h, interval);
+            at += h.total_size() as u64;
+        }
+        active.size = at;
+        inner.log_end_offset = offset;
+        if let Some(commit) = marker {
+            if let Some(aborted) = inner.producers.record_marker(&headers[0], commit, now_ms) {
+                // Synced with the segment by the flush that makes the marker durable.
+                if let Err(e) = inner.active().append_aborted(aborted) {
+                    return Err(self.dir_state.fail("transaction index write", &e));
+                }
+            }
+        } else {
+            for h in &headers {
+                inner.producers.record(h, now_ms);
+            }
+        }
+        Ok(AppendOutcome {
+            base_offset,
+            last_offset: offset - 1,
+            log_append_time: if log_append { now_ms } else { -1 },
+            log_start_offset: inner.log_start_offset,
+            duplicate: false,
+        })
+    }
+
+    fn maybe_roll(
+        &self,
+        inner: &mut LogInner,
+        bytes: u64,
+        records: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let (segment_bytes, segment_ms) = (inner.config.segment_bytes, inner.config.segment_ms);
+        let index_bytes = inner.config.segment_index_bytes;
+        let leo = inner.log_end_offset;
+        let active = inner.active();
+        if active.size == 0 {
+            return Ok(());
+        }
+        let full = active.size + bytes > segment_bytes
+            || active.offset_index.len() * crate::index::OFFSET_ENTRY_SIZE >= index_bytes
+            || active.time_index.len() * crate::index::TIME_ENTRY_SIZE >= index_bytes;
+        let old = now_ms - active.created_ms > segment_ms;
+        let offsets_overflow = leo + records - active.base_offset > i64::from(i32::MAX);
+        let position_overflow = active.size + bytes > u64::from(u32::MAX);
+        if !(full || old || offsets_overflow || position_overflow) {
+            return Ok(());
+        }
+        self.roll(inner, now_ms)
+    }
+
+    /// Closes the active segment (persisting its indexes) and starts a new, empty one at the
+    /// log end offset.
+    pub(super) fn roll(&self, inner: &mut LogInner, now_ms: i64) -> Result<(), StorageError> {
+        let leo = inner.log_end_offset;
+        if inner.active().base_offset == leo {
+            return Ok(());
+        }
+        inner
+            .active()
+            .persist_indexes()
+            .map_err(|e| self.dir_state.fail("index write", &e))?;
+        let block = self.dir_state.index_block_entries();
+        inner.active().seal_indexes(block);
+        let segment = LogSegment::create(
+            &self.dir_state.fs,
+            &self.dir_state.handles,
+            &self.dir,
+            leo,
+            now_ms,
+        )
+        .map_err(|e| {
+            if crate::is_out_of_descriptors(&e) {
+                // Reported (once per interval), and the directory stays online.
+                self.dir_state.fail("segment create", &e)
+            } else {
+                e.into()
+            }
+        })?;
+        inner.segments.insert(leo, segment);
+        inner.dir_dirty = true;
+        Ok(())
+    }
+}
+
+/// `records` with every batch not already in `codec` recompressed into it (after checking
+/// it, since the CRC is about to be replaced); `None` if none needed it. Control batches are
+/// left alone.
+fn recompress_all(
+    records: &[u8],
+    codec: sluice_records::Compression,
+) -> Result<Option<Vec<u8>>, StorageError> {
+    let mut needed = false;
+    for batch in BatchIter::new(records) {
+        let header = BatchHeader::validate(batch?)?;
+        needed |= !header.is_control() && header.compression()? != codec;
+    }
+    if !needed {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for batch in BatchIter::new(records) {
+        let batch = batch?;
+        let header = BatchHeader::parse(batch)?;
+        if header.is_control() || header.compression()? == codec {
+            out.extend_from_slice(batch);
+        } else {
+            out.extend(sluice_records::recompress(
+                batch,
+                codec,
+                MAX_DECOMPRESSED_BATCH_BYTES,
+            )?);
+        }
+    }
+    Ok(Some(out))
+}

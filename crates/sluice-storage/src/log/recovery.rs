@@ -1,0 +1,269 @@
+//! Opening a log: recovery of its segments past the recovery point, index loading, and
+//! rebuilding producer state from its snapshot and the log.
+
+use super::*;
+
+impl UnifiedLog {
+    /// every batch from there on is validated, a torn or corrupt tail is truncated, later
+    /// segments are deleted, and indexes are rebuilt.
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        recovery_point: Option<i64>,
+        dir_state: Arc<DirState>,
+        now_ms: i64,
+    ) -> Result<Self, StorageError> {
+        let fs = dir_state.fs.clone();
+        fs.create_dir_all(dir)?;
+        let mut bases = Vec::new();
+        for name in fs.read_dir(dir)? {
+            if let Some(base) = parse_segment_file_name(&name) {
+                bases.push(base);
+            } else if name.ends_with(cleaner::CLEANED_SUFFIX) {
+                // A rewrite the cleaner did not finish: the original segment is intact.
+                fs.remove_file(&dir.join(&name))?;
+            } else if name.ends_with(".index")
+                || name.ends_with(".timeindex")
+                || name.ends_with(".txnindex")
+            {
+                let stem = name.split('.').next().unwrap_or_default();
+                if !fs.exists(&dir.join(format!("{stem}.log"))) {
+                    fs.remove_file(&dir.join(&name))?;
+                }
+            }
+        }
+        bases.sort_unstable();
+        let mut segments = BTreeMap::new();
+        let mut dir_dirty = false;
+        // A new log holds nothing to make durable yet: its empty segment and directory are
+        // synced by the first flush (`dir_dirty`), so creating thousands of partitions does
+        // not cost two syncs each. (The data directory's entry for it is the creator's.)
+        let fresh = bases.is_empty();
+        if fresh {
+            let mut segment = LogSegment::create(&fs, &dir_state.handles, dir, 0, now_ms)?;
+            // Empty indexes need no files: a restart rebuilds them from an empty segment.
+            segment.indexes_persisted = true;
+            segments.insert(0, segment);
+            dir_dirty = true;
+        }
+        let rp = recovery_point.unwrap_or(i64::MIN);
+        let interval = config.index_interval_bytes;
+        // Segments wholly below this may have been compacted, leaving offset gaps.
+        let (cleaner_checkpoint, gaps_below) = cleaner::read_cleaner_checkpoint(fs.as_ref(), dir);
+        let mut recovered_any = false;
+        let mut scanned = 0u64;
+        for (i, &base) in bases.iter().enumerate() {
+            let mut segment = LogSegment::open(&fs, &dir_state.handles, dir, base, now_ms)?;
+            let next_base = bases.get(i + 1).copied();
+            let below_rp = next_base.is_some_and(|nb| nb <= rp);
+            let trusted = if below_rp {
+                segment.load_indexes(next_base.unwrap_or(i64::MAX)) && {
+                    segment.next_offset = next_base.unwrap_or(base);
+                    true
+                }
+            } else if next_base.is_none() && rp > i64::MIN {
+                // The active segment after a clean shutdown: its indexes were persisted and
+                // the walk from the last index entry must land exactly on the recovery point.
+                segment.load_indexes(rp + 1)
+                    && segment.walk_headers_from_index(interval).ok() == Some(segment.size)
+                    && segment.next_offset == rp
+            } else {
+                false
+            };
+            if !trusted {
+                segment = LogSegment::open(&fs, &dir_state.handles, dir, base, now_ms)?;
+                // Compacted segments lie wholly below the marker; their batches must still end
+                // before the next segment (or the marker, for the last one).
+                let compacted = base < gaps_below;
+                let bound =
+                    compacted.then(|| next_base.map_or(gaps_below, |nb| nb.min(gaps_below)));
+                let outcome = segment.scan_from(0, interval, bound)?;
+                if compacted && outcome.corruption.is_none() {
+                    // A compacted segment may end in a gap: it still reaches the next one.
+                    segment.next_offset = next_base.unwrap_or(segment.next_offset);
+                }
+                recovered_any = true;
+                scanned += outcome.valid_end;
+                if let Some((pos, reason)) = outcome.corruption {
+                    let file_len = segment.file.get()?.size()?;
+                    tracing::warn!(
+                        log = %dir.display(),
+                        segment = base,
+                        position = pos,
+                        truncated_bytes = file_len - pos,
+                        dropped_segments = bases.len() - i - 1,
+                        %reason,
+                        "recovery truncated the log"
+                    );
+                    segment.truncate_to(outcome.valid_end)?;
+                    let relative_end = (segment.next_offset - base) as u32;
+                    segment.time_index.truncate_to_relative_offset(relative_end);
+                    for &later in &bases[i + 1..] {
+                        LogSegment::open(&fs, &dir_state.handles, dir, later, now_ms)?
+                            .delete_files()?;
+                        // The unlinks must be durable before new data reuses those offsets.
+                        dir_dirty = true;
+                    }
+                    segments.insert(base, segment);
+                    break;
+                }
+            }
+            if next_base.is_some() {
+                // A closed segment keeps only a summary of its indexes in memory, so that
+                // recovery holds one segment's indexes at a time, not the log's.
+                if !segment.indexes_persisted {
+                    if let Err(e) = segment.persist_indexes() {
+                        tracing::warn!(log = %dir.display(), segment = base, error = %e,
+                            "rebuilt indexes not written: they stay in memory");
+                    }
+                }
+                segment.seal_indexes(dir_state.index_block_entries());
+            }
+            segments.insert(base, segment);
+        }
+        let last = segments.values().next_back().expect("at least one segment");
+        let log_end_offset = last.next_offset;
+        let log_start_offset = *segments.keys().next().expect("at least one segment");
+        let mut txn_index_damaged = false;
+        for segment in segments.values_mut() {
+            txn_index_damaged |= segment.load_txn_index()?;
+        }
+        let producers = load_producer_state(
+            txn_index_damaged,
+            fs.as_ref(),
+            dir,
+            &mut segments,
+            log_start_offset,
+            log_end_offset,
+            now_ms,
+        )?;
+        let log = Self {
+            dir: dir.to_path_buf(),
+            inner: Mutex::new(LogInner {
+                segments,
+                config,
+                log_start_offset,
+                log_end_offset,
+                // Whether this directory's entries are durable is unknown: a process before
+                // this one may have created a segment and stopped before syncing it (a fresh
+                // log leaves that to its first flush). The first flush syncs it.
+                dir_dirty: true,
+                producers,
+                // A new, empty log has nothing for a checkpoint to write until its first
+                // append, so ten thousand new topics cost a shutdown nothing.
+                checkpointed_offset: if fresh { 0 } else { -1 },
+                cleaner_checkpoint,
+            }),
+            flush_lock: Mutex::new(()),
+            flushed_offset: AtomicI64::new(if recovered_any {
+                i64::MIN
+            } else {
+                log_end_offset
+            }),
+            dir_state,
+            recovery_scanned_bytes: scanned,
+            closed: AtomicBool::new(false),
+        };
+        if recovered_any || (dir_dirty && !fresh) {
+            // What survived recovery may still sit only in the page cache.
+            log.flush_to(i64::MAX)?;
+        }
+        Ok(log)
+    }
+}
+
+/// Reads the producer-state snapshot. Without one (a new log, or a crash before the first
+/// checkpoint) the state is rebuilt from the log quietly; one that cannot be read, does not
+/// parse or has an unknown version is reported, then rebuilt from the log the same way.
+fn read_producer_snapshot(fs: &dyn Fs, path: &Path) -> Option<Snapshot> {
+    let parsed = match fs.read(path) {
+        Ok(bytes) => serde_json::from_slice::<Snapshot>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                if s.version <= crate::producer_state::SNAPSHOT_VERSION {
+                    Ok(s)
+                } else {
+                    Err(format!("unknown version {}", s.version))
+                }
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => Err(e.to_string()),
+    };
+    parsed
+        .map_err(|reason| {
+            tracing::warn!(path = %path.display(), %reason,
+                "producer state snapshot unusable: rebuilding it from the whole log");
+        })
+        .ok()
+}
+
+/// Rebuilds producer state: the snapshot, if it covers a prefix of the log (and every
+/// aborted-transaction index was read whole), then every batch header after it. Without a usable snapshot, every header in the log. Transaction markers
+/// met on the way rebuild the aborted-transaction index entries from there on (entries at or
+/// past that point are dropped first: they may describe a truncated tail).
+fn load_producer_state(
+    txn_index_damaged: bool,
+    fs: &dyn Fs,
+    dir: &Path,
+    segments: &mut BTreeMap<i64, LogSegment>,
+    log_start: i64,
+    log_end: i64,
+    now_ms: i64,
+) -> Result<ProducerStateManager, StorageError> {
+    // A damaged aborted-transaction index is rebuilt from the whole log: entries below the
+    // snapshot are otherwise never rebuilt.
+    let snapshot = read_producer_snapshot(fs, &dir.join(PRODUCER_SNAPSHOT_FILE))
+        .filter(|s| !txn_index_damaged && (log_start..=log_end).contains(&s.offset));
+    let (mut state, from) = match snapshot {
+        Some(s) => {
+            let from = s.offset;
+            (ProducerStateManager::from_snapshot(s), from)
+        }
+        None => (ProducerStateManager::default(), log_start),
+    };
+    let mut header = [0u8; BATCH_HEADER_SIZE];
+    for segment in segments.values_mut() {
+        let before = segment.aborted.len();
+        segment.aborted.retain(|e| e.last_offset < from);
+        let mut changed = segment.aborted.len() != before;
+        if segment.next_offset > from {
+            let relative = (from - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+            let mut pos = u64::from(segment.offset_index.lookup(relative).1);
+            while pos + BATCH_HEADER_SIZE as u64 <= segment.size {
+                segment.file.get()?.read_exact_at(&mut header, pos)?;
+                let h = BatchHeader::parse(&header)?;
+                if h.base_offset >= from {
+                    if h.is_control() {
+                        if h.total_size() > MAX_CONTROL_BATCH_BYTES {
+                            return Err(StorageError::Corrupt(format!(
+                                "control batch of {} bytes at offset {}",
+                                h.total_size(),
+                                h.base_offset
+                            )));
+                        }
+                        let mut batch = vec![0u8; h.total_size()];
+                        segment.file.get()?.read_exact_at(&mut batch, pos)?;
+                        let commit = match sluice_records::control_type(&h, &batch)? {
+                            sluice_records::ControlType::Commit => Some(true),
+                            sluice_records::ControlType::Abort => Some(false),
+                            sluice_records::ControlType::Other(_) => None,
+                        };
+                        if let Some(aborted) =
+                            commit.and_then(|c| state.record_marker(&h, c, now_ms))
+                        {
+                            segment.aborted.push(aborted);
+                            changed = true;
+                        }
+                    } else {
+                        state.record(&h, now_ms);
+                    }
+                }
+                pos += h.total_size() as u64;
+            }
+        }
+        if changed {
+            segment.rewrite_txn_index()?;
+        }
+    }
+    Ok(state)
+}
