@@ -350,10 +350,8 @@ impl UnifiedLog {
     pub fn index_entries(&self) -> (usize, usize) {
         let inner = lock(&self.inner);
         inner.segments.values().fold((0, 0), |(resident, all), s| {
-            (
-                resident + s.offset_index.resident_entries() + s.time_index.resident_entries(),
-                all + s.offset_index.len() + s.time_index.len(),
-            )
+            let (r, a) = s.index_entries();
+            (resident + r, all + a)
         })
     }
 
@@ -365,7 +363,7 @@ impl UnifiedLog {
 
     /// Total bytes of the log's segment files.
     pub fn size_bytes(&self) -> u64 {
-        lock(&self.inner).segments.values().map(|s| s.size).sum()
+        lock(&self.inner).segments.values().map(|s| s.size()).sum()
     }
 
     /// The producers this partition remembers, as DescribeProducers reports them.

@@ -40,29 +40,54 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<i64> {
 
 #[derive(Debug)]
 pub(crate) struct LogSegment {
-    pub fs: Arc<dyn Fs>,
-    pub base_offset: i64,
-    pub file: Arc<SegmentFile>,
-    pub dir: PathBuf,
+    fs: Arc<dyn Fs>,
+    base_offset: i64,
+    file: Arc<SegmentFile>,
+    dir: PathBuf,
     /// Bytes of valid batches; writes go here.
-    pub size: u64,
+    size: u64,
     /// The offset after the last batch in this segment.
-    pub next_offset: i64,
+    next_offset: i64,
     /// Largest batch max timestamp seen, -1 if none.
-    pub max_timestamp: i64,
-    pub offset_index: OffsetIndex,
-    pub time_index: TimeIndex,
+    max_timestamp: i64,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
     bytes_since_index_entry: u64,
     /// Wall-clock time the segment was created or opened, for `segment.ms`.
-    pub created_ms: i64,
+    created_ms: i64,
     /// Whether the index files on disk match the in-memory indexes.
-    pub indexes_persisted: bool,
+    indexes_persisted: bool,
     /// Aborted transactions whose abort marker lies in this segment, in marker order: the
     /// `.txnindex` file's contents.
-    pub aborted: Vec<AbortedTxn>,
+    aborted: Vec<AbortedTxn>,
     /// The `.txnindex` file, opened on the first entry; entries are appended to it and it is
     /// synced along with the segment.
-    pub txn_file: Option<Arc<CountedFile>>,
+    txn_file: Option<Arc<CountedFile>>,
+}
+
+/// How a segment came back at start-up.
+#[derive(Debug)]
+pub(crate) enum Recovered {
+    /// Opened from its indexes without reading its batches.
+    Trusted,
+    /// Every batch validated: `bytes` of valid batches, and the first invalid one (where and
+    /// why), if the scan stopped early.
+    Scanned {
+        bytes: u64,
+        corruption: Option<(u64, BatchError)>,
+    },
+}
+
+/// Where a segment sits in the log it is recovered into.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecoveryContext {
+    /// The next segment's base offset (`None` for the last segment).
+    pub next_base: Option<i64>,
+    /// Every offset below it was durable at the last checkpoint (`i64::MIN`: nothing known).
+    pub recovery_point: i64,
+    /// Segments wholly below it may have been compacted, leaving offset gaps.
+    pub gaps_below: i64,
+    pub interval_bytes: u64,
 }
 
 /// What scanning a run of batches found.
@@ -75,7 +100,202 @@ pub(crate) struct ScanOutcome {
 }
 
 impl LogSegment {
-    pub fn log_path(&self) -> PathBuf {
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// Bytes of valid batches: where the next append goes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The offset after the segment's last batch (or after its last gap, if compacted).
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// The largest batch max timestamp, -1 if none.
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    /// When the segment was created or opened (wall clock), for `segment.ms`.
+    pub fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    pub fn file(&self) -> &Arc<SegmentFile> {
+        &self.file
+    }
+
+    /// The files a sync of this segment covers: the log and, if any, its transaction index.
+    pub fn files_to_sync(&self) -> (Arc<SegmentFile>, Option<Arc<CountedFile>>) {
+        (self.file.clone(), self.txn_file.clone())
+    }
+
+    /// Aborted transactions whose abort marker lies in this segment, in marker order.
+    pub fn aborted(&self) -> &[AbortedTxn] {
+        &self.aborted
+    }
+
+    pub fn indexes_persisted(&self) -> bool {
+        self.indexes_persisted
+    }
+
+    /// Index entries held in memory, and in the indexes altogether.
+    pub fn index_entries(&self) -> (usize, usize) {
+        (
+            self.offset_index.resident_entries() + self.time_index.resident_entries(),
+            self.offset_index.len() + self.time_index.len(),
+        )
+    }
+
+    /// For a new, empty segment: its (empty) indexes need no files, since a restart rebuilds
+    /// them from an empty log.
+    pub fn without_index_files(mut self) -> Self {
+        debug_assert_eq!(self.size, 0);
+        self.indexes_persisted = true;
+        self
+    }
+
+    /// Takes over what a rewritten (compacted) segment keeps from the one it replaces: its
+    /// age and its aborted-transaction index (offsets do not move). The rewrite may end in a
+    /// gap: it still reaches the old segment's end.
+    pub fn replace(&mut self, old: &LogSegment) {
+        assert!(
+            self.next_offset <= old.next_offset,
+            "a rewrite cannot reach past the segment it replaces"
+        );
+        self.next_offset = old.next_offset;
+        self.created_ms = old.created_ms;
+        self.aborted = old.aborted.clone();
+        self.txn_file = old.txn_file.clone();
+    }
+
+    /// Whether the next append of `bytes` holding `records` offsets from `log_end` must go to
+    /// a new segment: this one is full (bytes or either index), too old, or the append would
+    /// overflow its 32-bit relative offsets or positions. An empty segment never rolls.
+    pub fn should_roll(
+        &self,
+        bytes: u64,
+        records: i64,
+        log_end: i64,
+        now_ms: i64,
+        config: &crate::LogConfig,
+    ) -> bool {
+        if self.size == 0 {
+            return false;
+        }
+        let index_bytes = config.segment_index_bytes;
+        let full = self.size + bytes > config.segment_bytes
+            || self.offset_index.len() * crate::index::OFFSET_ENTRY_SIZE >= index_bytes
+            || self.time_index.len() * crate::index::TIME_ENTRY_SIZE >= index_bytes;
+        let old = now_ms - self.created_ms > config.segment_ms;
+        let offsets_overflow = log_end + records - self.base_offset > i64::from(i32::MAX);
+        let position_overflow = self.size + bytes > u64::from(u32::MAX);
+        full || old || offsets_overflow || position_overflow
+    }
+
+    /// Writes `slices` (the batches described by `headers`, in order) at the end of the
+    /// segment with one vectored write and indexes them. On an error the segment is
+    /// unchanged in memory; the file may hold a partial batch, which recovery cuts.
+    pub fn append(
+        &mut self,
+        slices: &mut [io::IoSlice<'_>],
+        headers: &[BatchHeader],
+        interval_bytes: u64,
+    ) -> io::Result<()> {
+        let start = self.size;
+        self.file.get()?.write_vectored_at(slices, start)?;
+        let mut at = start;
+        for h in headers {
+            self.track_batch(at, h, interval_bytes);
+            at += h.total_size() as u64;
+        }
+        self.size = at;
+        Ok(())
+    }
+
+    /// The offset relative to the base, clamped to what an index entry holds.
+    fn relative(&self, offset: i64) -> u32 {
+        (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32
+    }
+
+    /// A batch start at or before the batch holding `offset`: where a read of it begins.
+    pub fn position_of(&self, offset: i64) -> u64 {
+        u64::from(self.offset_index.lookup(self.relative(offset)).1)
+    }
+
+    /// The largest indexed batch start at or below `position`, or 0.
+    pub fn indexed_position_at_or_below(&self, position: u64) -> u64 {
+        let position = u32::try_from(position).unwrap_or(u32::MAX);
+        u64::from(self.offset_index.floor_position(position))
+    }
+
+    /// A batch start before every batch holding a record at or after `timestamp` (by the time
+    /// index), or 0.
+    pub fn position_for_timestamp(&self, timestamp: i64) -> u64 {
+        self.time_index
+            .last_below(timestamp)
+            .map_or(0, |rel| u64::from(self.offset_index.lookup(rel).1))
+    }
+
+    /// Rebuilds producer state from this segment's batches at or after `from` (offset), and
+    /// the aborted-transaction entries of the markers among them: entries at or past `from`
+    /// are dropped first (they may describe a truncated tail), then the index file is
+    /// rewritten if anything changed.
+    pub fn replay_producers(
+        &mut self,
+        from: i64,
+        state: &mut crate::producer_state::ProducerStateManager,
+        now_ms: i64,
+        max_control_batch_bytes: usize,
+    ) -> Result<(), crate::StorageError> {
+        let before = self.aborted.len();
+        self.aborted.retain(|e| e.last_offset < from);
+        let mut changed = self.aborted.len() != before;
+        if self.next_offset > from {
+            let mut header = [0u8; BATCH_HEADER_SIZE];
+            let mut pos = self.position_of(from);
+            while pos + BATCH_HEADER_SIZE as u64 <= self.size {
+                self.file.get()?.read_exact_at(&mut header, pos)?;
+                let h = BatchHeader::parse(&header)?;
+                if h.base_offset >= from {
+                    if h.is_control() {
+                        if h.total_size() > max_control_batch_bytes {
+                            return Err(crate::StorageError::Corrupt(format!(
+                                "control batch of {} bytes at offset {}",
+                                h.total_size(),
+                                h.base_offset
+                            )));
+                        }
+                        let mut batch = vec![0u8; h.total_size()];
+                        self.file.get()?.read_exact_at(&mut batch, pos)?;
+                        let commit = match sluice_records::control_type(&h, &batch)? {
+                            sluice_records::ControlType::Commit => Some(true),
+                            sluice_records::ControlType::Abort => Some(false),
+                            sluice_records::ControlType::Other(_) => None,
+                        };
+                        if let Some(aborted) =
+                            commit.and_then(|c| state.record_marker(&h, c, now_ms))
+                        {
+                            self.aborted.push(aborted);
+                            changed = true;
+                        }
+                    } else {
+                        state.record(&h, now_ms);
+                    }
+                }
+                pos += h.total_size() as u64;
+            }
+        }
+        if changed {
+            self.rewrite_txn_index()?;
+        }
+        Ok(())
+    }
+
+    fn log_path(&self) -> PathBuf {
         self.dir.join(segment_file_name(self.base_offset, "log"))
     }
     pub fn index_path(&self) -> PathBuf {
@@ -85,7 +305,7 @@ impl LogSegment {
         self.dir
             .join(segment_file_name(self.base_offset, "timeindex"))
     }
-    pub fn txn_index_path(&self) -> PathBuf {
+    fn txn_index_path(&self) -> PathBuf {
         self.dir
             .join(segment_file_name(self.base_offset, "txnindex"))
     }
@@ -137,7 +357,7 @@ impl LogSegment {
     /// Replaces the `.txnindex` file with the in-memory entries (after recovery dropped or
     /// rebuilt some), atomically: a crash leaves the old file or the new one, never a
     /// truncated one whose lost entries nothing would rebuild.
-    pub fn rewrite_txn_index(&mut self) -> io::Result<()> {
+    fn rewrite_txn_index(&mut self) -> io::Result<()> {
         let path = self.txn_index_path();
         self.txn_file = None;
         if self.aborted.is_empty() {
@@ -245,9 +465,61 @@ impl LogSegment {
         Ok(segment)
     }
 
+    /// Opens the segment at `base_offset` after a restart. A closed segment below the
+    /// recovery point is trusted from its indexes, and so is the last segment after a clean
+    /// shutdown if walking its headers from the last index entry lands exactly on the
+    /// recovery point; any other segment is scanned batch by batch (its indexes rebuilt). A
+    /// scan that stops early leaves the segment as it found it: the caller truncates.
+    pub fn recover(
+        fs: &Arc<dyn Fs>,
+        handles: &Arc<HandleCache>,
+        dir: &Path,
+        base_offset: i64,
+        at: RecoveryContext,
+        now_ms: i64,
+    ) -> io::Result<(Self, Recovered)> {
+        let mut segment = Self::open(fs, handles, dir, base_offset, now_ms)?;
+        let rp = at.recovery_point;
+        let trusted = match at.next_base {
+            Some(next) if next <= rp => {
+                segment.load_indexes(next) && {
+                    segment.next_offset = next;
+                    true
+                }
+            }
+            None if rp > i64::MIN => {
+                segment.load_indexes(rp + 1)
+                    && segment.walk_headers_from_index(at.interval_bytes).ok() == Some(segment.size)
+                    && segment.next_offset == rp
+            }
+            _ => false,
+        };
+        if trusted {
+            return Ok((segment, Recovered::Trusted));
+        }
+        let mut segment = Self::open(fs, handles, dir, base_offset, now_ms)?;
+        // Compacted segments lie wholly below the marker; their batches must still end before
+        // the next segment (or the marker, for the last one).
+        let compacted = base_offset < at.gaps_below;
+        let bound = compacted.then(|| {
+            at.next_base
+                .map_or(at.gaps_below, |nb| nb.min(at.gaps_below))
+        });
+        let outcome = segment.scan_from(0, at.interval_bytes, bound)?;
+        if compacted && outcome.corruption.is_none() {
+            // A compacted segment may end in a gap: it still reaches the next one.
+            segment.next_offset = at.next_base.unwrap_or(segment.next_offset);
+        }
+        let recovered = Recovered::Scanned {
+            bytes: outcome.valid_end,
+            corruption: outcome.corruption,
+        };
+        Ok((segment, recovered))
+    }
+
     /// Loads both index files if they exist and are plausible. Returns false (and leaves the
     /// indexes empty) if either is missing or damaged, so the caller rebuilds them by scanning.
-    pub fn load_indexes(&mut self, next_offset_bound: i64) -> bool {
+    fn load_indexes(&mut self, next_offset_bound: i64) -> bool {
         let relative_end = (next_offset_bound - self.base_offset).max(0) as u64;
         let size = self.size;
         let offset = self.load_index(&self.index_path(), |b| OffsetIndex::from_bytes(b, size));
@@ -327,7 +599,7 @@ impl LogSegment {
     }
 
     /// Records the index entries for a batch appended at `position`.
-    pub fn track_batch(&mut self, position: u64, header: &BatchHeader, interval_bytes: u64) {
+    fn track_batch(&mut self, position: u64, header: &BatchHeader, interval_bytes: u64) {
         self.offset_index.unseal();
         self.time_index.unseal();
         let relative = (header.base_offset - self.base_offset) as u32;
@@ -437,7 +709,7 @@ impl LogSegment {
     /// batch in the indexes, without reading record bodies or checking CRCs: for a segment
     /// the recovery point says is durable. Returns the position the walk ended at, which
     /// equals the file size for an intact segment.
-    pub fn walk_headers_from_index(&mut self, interval_bytes: u64) -> io::Result<u64> {
+    fn walk_headers_from_index(&mut self, interval_bytes: u64) -> io::Result<u64> {
         let (relative, mut pos) = self
             .offset_index
             .last()
@@ -469,7 +741,8 @@ impl LogSegment {
         self.file.get()?.set_len(position)?;
         self.size = position;
         self.offset_index.truncate_to_position(position as u32);
-        self.time_index.unseal();
+        let relative_end = self.relative(self.next_offset);
+        self.time_index.truncate_to_relative_offset(relative_end);
         self.indexes_persisted = false;
         Ok(())
     }

@@ -231,22 +231,10 @@ impl UnifiedLog {
             }
         }
         let interval = inner.config.index_interval_bytes;
-        let active = inner.active();
-        let start = active.size;
-        let written = active
-            .file
-            .get()
-            .and_then(|file| file.write_vectored_at(&mut slices, start));
-        if let Err(e) = written {
+        if let Err(e) = inner.active().append(&mut slices, &headers, interval) {
             // A short write may have left a partial batch; recovery will cut it.
             return Err(self.dir_state.fail("segment write", &e));
         }
-        let mut at = start;
-        for h in &headers {
-            active.track_batch(at, h, interval);
-            at += h.total_size() as u64;
-        }
-        active.size = at;
         inner.log_end_offset = offset;
         if let Some(commit) = marker {
             if let Some(aborted) = inner.producers.record_marker(&headers[0], commit, now_ms) {
@@ -276,20 +264,14 @@ impl UnifiedLog {
         records: i64,
         now_ms: i64,
     ) -> Result<(), StorageError> {
-        let (segment_bytes, segment_ms) = (inner.config.segment_bytes, inner.config.segment_ms);
-        let index_bytes = inner.config.segment_index_bytes;
-        let leo = inner.log_end_offset;
-        let active = inner.active();
-        if active.size == 0 {
-            return Ok(());
-        }
-        let full = active.size + bytes > segment_bytes
-            || active.offset_index.len() * crate::index::OFFSET_ENTRY_SIZE >= index_bytes
-            || active.time_index.len() * crate::index::TIME_ENTRY_SIZE >= index_bytes;
-        let old = now_ms - active.created_ms > segment_ms;
-        let offsets_overflow = leo + records - active.base_offset > i64::from(i32::MAX);
-        let position_overflow = active.size + bytes > u64::from(u32::MAX);
-        if !(full || old || offsets_overflow || position_overflow) {
+        let LogInner {
+            segments,
+            config,
+            log_end_offset,
+            ..
+        } = inner;
+        let active = segments.values().next_back().expect("a log has a segment");
+        if !active.should_roll(bytes, records, *log_end_offset, now_ms, config) {
             return Ok(());
         }
         self.roll(inner, now_ms)
@@ -299,7 +281,7 @@ impl UnifiedLog {
     /// log end offset.
     pub(super) fn roll(&self, inner: &mut LogInner, now_ms: i64) -> Result<(), StorageError> {
         let leo = inner.log_end_offset;
-        if inner.active().base_offset == leo {
+        if inner.active().base_offset() == leo {
             return Ok(());
         }
         inner

@@ -286,11 +286,11 @@ impl UnifiedLog {
                 .segments
                 .range(..active)
                 .map(|(_, s)| Closed {
-                    base: s.base_offset,
-                    next_offset: s.next_offset,
-                    size: s.size,
-                    max_timestamp: s.max_timestamp,
-                    file: s.file.clone(),
+                    base: s.base_offset(),
+                    next_offset: s.next_offset(),
+                    size: s.size(),
+                    max_timestamp: s.max_timestamp(),
+                    file: s.file().clone(),
                 })
                 .take_while(|s| {
                     s.max_timestamp <= lag_horizon
@@ -299,7 +299,7 @@ impl UnifiedLog {
                 })
                 .collect();
             let first_dirty = inner.cleaner_checkpoint.max(inner.log_start_offset);
-            let aborted = AbortedRanges::of(inner.segments.values().flat_map(|s| &s.aborted));
+            let aborted = AbortedRanges::of(inner.segments.values().flat_map(|s| s.aborted()));
             (config, closed, first_dirty, aborted)
         };
         let total: u64 = closed.iter().map(|s| s.size).sum();
@@ -502,20 +502,19 @@ impl UnifiedLog {
                 seg.base
             )));
         }
-        if cleaned.next_offset > seg.next_offset {
+        if cleaned.next_offset() > seg.next_offset {
             fs.remove_file(&cleaned_path)?;
             return Err(StorageError::Corrupt(format!(
                 "cleaned segment {} ends at {}, past {}",
-                seg.base, cleaned.next_offset, seg.next_offset
+                seg.base,
+                cleaned.next_offset(),
+                seg.next_offset
             )));
         }
-        // The segment still reaches the next one, whatever its last records were.
-        cleaned.next_offset = seg.next_offset;
         let mut inner = lock(&self.inner);
-        let still_there = inner
-            .segments
-            .get(&seg.base)
-            .is_some_and(|s| s.next_offset == seg.next_offset && Arc::ptr_eq(&s.file, &seg.file));
+        let still_there = inner.segments.get(&seg.base).is_some_and(|s| {
+            s.next_offset() == seg.next_offset && Arc::ptr_eq(s.file(), &seg.file)
+        });
         if !still_there || self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             // Retention or a deletion got there first.
             drop(inner);
@@ -536,7 +535,7 @@ impl UnifiedLog {
             .map_err(|e| self.dir_state.fail("directory sync", &e))?;
         fs.rename(&cleaned_path, &self.dir.join(&log_name))
             .map_err(|e| self.dir_state.fail("cleaned segment swap", &e))?;
-        cleaned.file.moved_to(self.dir.join(&log_name));
+        cleaned.file().moved_to(self.dir.join(&log_name));
         // Its own indexes, so that a clean restart trusts the segment instead of rescanning
         // it. Written after the rename: a crash before this leaves no index, and a rebuild.
         // The swap is done by now, so a failure (even for want of a descriptor) must not
@@ -547,11 +546,10 @@ impl UnifiedLog {
                 let _ = self.dir_state.fail("index write", &e);
             }
         }
-        cleaned.created_ms = old.created_ms;
-        // Offsets do not move, so the aborted-transaction index stays as it is.
-        cleaned.aborted = old.aborted.clone();
-        cleaned.txn_file = old.txn_file.clone();
-        stats.bytes_after += cleaned.size;
+        // The segment still reaches the next one, whatever its last records were; offsets do
+        // not move, so the aborted-transaction index stays as it is.
+        cleaned.replace(old);
+        stats.bytes_after += cleaned.size();
         stats.segments += 1;
         inner.segments.insert(seg.base, cleaned);
         Ok(())

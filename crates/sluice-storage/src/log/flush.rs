@@ -33,7 +33,7 @@ impl UnifiedLog {
             let files: Vec<(Arc<crate::SegmentFile>, Option<Arc<CountedFile>>)> = inner
                 .segments
                 .range(first.unwrap_or(i64::MIN)..)
-                .map(|(_, s)| (s.file.clone(), s.txn_file.clone()))
+                .map(|(_, s)| s.files_to_sync())
                 .collect();
             let dirty = std::mem::take(&mut inner.dir_dirty);
             (inner.log_end_offset, files, dirty)
@@ -82,7 +82,7 @@ impl UnifiedLog {
         {
             let mut inner = lock(&self.inner);
             let leo = inner.log_end_offset;
-            let unchanged = inner.checkpointed_offset == leo && inner.active().indexes_persisted;
+            let unchanged = inner.checkpointed_offset == leo && inner.active().indexes_persisted();
             if unchanged && self.recovery_point() >= leo {
                 // Nothing appended since the last checkpoint: no sync, no file writes.
                 return Ok(());

@@ -116,7 +116,7 @@ impl UnifiedLog {
             .map_or(i64::MIN, |(b, _)| *b);
         let mut out = Vec::new();
         'segments: for segment in inner.segments.range(first..).map(|(_, s)| s) {
-            for e in &segment.aborted {
+            for e in segment.aborted() {
                 if e.last_offset < from {
                     continue;
                 }
@@ -159,19 +159,17 @@ impl UnifiedLog {
                     .range(..=target)
                     .next_back()
                     .map(|(_, s)| s)
-                    .filter(|s| target < s.next_offset)
+                    .filter(|s| target < s.next_offset())
                     .or_else(|| inner.segments.range(target..).map(|(_, s)| s).next());
                 let Some(segment) = segment else {
                     return Ok(None);
                 };
-                let relative = (target - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-                let (_, pos) = segment.offset_index.lookup(relative);
                 (
-                    segment.file.clone(),
-                    u64::from(pos),
-                    segment.size,
-                    segment.next_offset.max(segment.base_offset + 1),
-                    segment.base_offset,
+                    segment.file().clone(),
+                    segment.position_of(target),
+                    segment.size(),
+                    segment.next_offset().max(segment.base_offset() + 1),
+                    segment.base_offset(),
                 )
             };
             let file = slot.get()?;
@@ -195,13 +193,11 @@ impl UnifiedLog {
                 inner
                     .segments
                     .get(&base)
-                    .filter(|s| Arc::ptr_eq(&s.file, &slot))
+                    .filter(|s| Arc::ptr_eq(s.file(), &slot))
                     .map(|s| {
-                        let upper_rel = (upper - base).clamp(0, i64::from(u32::MAX)) as u32;
-                        let limit = u32::try_from(limit_end).unwrap_or(u32::MAX);
                         (
-                            u64::from(s.offset_index.lookup(upper_rel).1),
-                            u64::from(s.offset_index.floor_position(limit)),
+                            s.position_of(upper),
+                            s.indexed_position_at_or_below(limit_end),
                         )
                     })
             };
@@ -302,7 +298,7 @@ impl UnifiedLog {
         let max = lock(&self.inner)
             .segments
             .values()
-            .map(|s| s.max_timestamp)
+            .map(|s| s.max_timestamp())
             .max()
             .unwrap_or(-1);
         if max < 0 {
@@ -321,15 +317,8 @@ impl UnifiedLog {
             inner
                 .segments
                 .values()
-                .filter(|s| s.max_timestamp >= target)
-                .map(|s| {
-                    let pos = s
-                        .time_index
-                        .last_below(target)
-                        .map(|rel| s.offset_index.lookup(rel).1)
-                        .unwrap_or(0);
-                    (s.file.clone(), u64::from(pos), s.size)
-                })
+                .filter(|s| s.max_timestamp() >= target)
+                .map(|s| (s.file().clone(), s.position_for_timestamp(target), s.size()))
                 .collect()
         };
         let log_start = self.log_start_offset();

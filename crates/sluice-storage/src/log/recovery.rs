@@ -2,6 +2,7 @@
 //! rebuilding producer state from its snapshot and the log.
 
 use super::*;
+use crate::segment::{Recovered, RecoveryContext};
 
 impl UnifiedLog {
     /// every batch from there on is validated, a torn or corrupt tail is truncated, later
@@ -40,10 +41,8 @@ impl UnifiedLog {
         // not cost two syncs each. (The data directory's entry for it is the creator's.)
         let fresh = bases.is_empty();
         if fresh {
-            let mut segment = LogSegment::create(&fs, &dir_state.handles, dir, 0, now_ms)?;
-            // Empty indexes need no files: a restart rebuilds them from an empty segment.
-            segment.indexes_persisted = true;
-            segments.insert(0, segment);
+            let segment = LogSegment::create(&fs, &dir_state.handles, dir, 0, now_ms)?;
+            segments.insert(0, segment.without_index_files());
             dir_dirty = true;
         }
         let rp = recovery_point.unwrap_or(i64::MIN);
@@ -53,39 +52,20 @@ impl UnifiedLog {
         let mut recovered_any = false;
         let mut scanned = 0u64;
         for (i, &base) in bases.iter().enumerate() {
-            let mut segment = LogSegment::open(&fs, &dir_state.handles, dir, base, now_ms)?;
             let next_base = bases.get(i + 1).copied();
-            let below_rp = next_base.is_some_and(|nb| nb <= rp);
-            let trusted = if below_rp {
-                segment.load_indexes(next_base.unwrap_or(i64::MAX)) && {
-                    segment.next_offset = next_base.unwrap_or(base);
-                    true
-                }
-            } else if next_base.is_none() && rp > i64::MIN {
-                // The active segment after a clean shutdown: its indexes were persisted and
-                // the walk from the last index entry must land exactly on the recovery point.
-                segment.load_indexes(rp + 1)
-                    && segment.walk_headers_from_index(interval).ok() == Some(segment.size)
-                    && segment.next_offset == rp
-            } else {
-                false
+            let at = RecoveryContext {
+                next_base,
+                recovery_point: rp,
+                gaps_below,
+                interval_bytes: interval,
             };
-            if !trusted {
-                segment = LogSegment::open(&fs, &dir_state.handles, dir, base, now_ms)?;
-                // Compacted segments lie wholly below the marker; their batches must still end
-                // before the next segment (or the marker, for the last one).
-                let compacted = base < gaps_below;
-                let bound =
-                    compacted.then(|| next_base.map_or(gaps_below, |nb| nb.min(gaps_below)));
-                let outcome = segment.scan_from(0, interval, bound)?;
-                if compacted && outcome.corruption.is_none() {
-                    // A compacted segment may end in a gap: it still reaches the next one.
-                    segment.next_offset = next_base.unwrap_or(segment.next_offset);
-                }
+            let (mut segment, how) =
+                LogSegment::recover(&fs, &dir_state.handles, dir, base, at, now_ms)?;
+            if let Recovered::Scanned { bytes, corruption } = how {
                 recovered_any = true;
-                scanned += outcome.valid_end;
-                if let Some((pos, reason)) = outcome.corruption {
-                    let file_len = segment.file.get()?.size()?;
+                scanned += bytes;
+                if let Some((pos, reason)) = corruption {
+                    let file_len = segment.file().get()?.size()?;
                     tracing::warn!(
                         log = %dir.display(),
                         segment = base,
@@ -95,9 +75,7 @@ impl UnifiedLog {
                         %reason,
                         "recovery truncated the log"
                     );
-                    segment.truncate_to(outcome.valid_end)?;
-                    let relative_end = (segment.next_offset - base) as u32;
-                    segment.time_index.truncate_to_relative_offset(relative_end);
+                    segment.truncate_to(bytes)?;
                     for &later in &bases[i + 1..] {
                         LogSegment::open(&fs, &dir_state.handles, dir, later, now_ms)?
                             .delete_files()?;
@@ -111,7 +89,7 @@ impl UnifiedLog {
             if next_base.is_some() {
                 // A closed segment keeps only a summary of its indexes in memory, so that
                 // recovery holds one segment's indexes at a time, not the log's.
-                if !segment.indexes_persisted {
+                if !segment.indexes_persisted() {
                     if let Err(e) = segment.persist_indexes() {
                         tracing::warn!(log = %dir.display(), segment = base, error = %e,
                             "rebuilt indexes not written: they stay in memory");
@@ -122,7 +100,7 @@ impl UnifiedLog {
             segments.insert(base, segment);
         }
         let last = segments.values().next_back().expect("at least one segment");
-        let log_end_offset = last.next_offset;
+        let log_end_offset = last.next_offset();
         let log_start_offset = *segments.keys().next().expect("at least one segment");
         let mut txn_index_damaged = false;
         for segment in segments.values_mut() {
@@ -221,49 +199,8 @@ fn load_producer_state(
         }
         None => (ProducerStateManager::default(), log_start),
     };
-    let mut header = [0u8; BATCH_HEADER_SIZE];
     for segment in segments.values_mut() {
-        let before = segment.aborted.len();
-        segment.aborted.retain(|e| e.last_offset < from);
-        let mut changed = segment.aborted.len() != before;
-        if segment.next_offset > from {
-            let relative = (from - segment.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-            let mut pos = u64::from(segment.offset_index.lookup(relative).1);
-            while pos + BATCH_HEADER_SIZE as u64 <= segment.size {
-                segment.file.get()?.read_exact_at(&mut header, pos)?;
-                let h = BatchHeader::parse(&header)?;
-                if h.base_offset >= from {
-                    if h.is_control() {
-                        if h.total_size() > MAX_CONTROL_BATCH_BYTES {
-                            return Err(StorageError::Corrupt(format!(
-                                "control batch of {} bytes at offset {}",
-                                h.total_size(),
-                                h.base_offset
-                            )));
-                        }
-                        let mut batch = vec![0u8; h.total_size()];
-                        segment.file.get()?.read_exact_at(&mut batch, pos)?;
-                        let commit = match sluice_records::control_type(&h, &batch)? {
-                            sluice_records::ControlType::Commit => Some(true),
-                            sluice_records::ControlType::Abort => Some(false),
-                            sluice_records::ControlType::Other(_) => None,
-                        };
-                        if let Some(aborted) =
-                            commit.and_then(|c| state.record_marker(&h, c, now_ms))
-                        {
-                            segment.aborted.push(aborted);
-                            changed = true;
-                        }
-                    } else {
-                        state.record(&h, now_ms);
-                    }
-                }
-                pos += h.total_size() as u64;
-            }
-        }
-        if changed {
-            segment.rewrite_txn_index()?;
-        }
+        segment.replay_producers(from, &mut state, now_ms, MAX_CONTROL_BATCH_BYTES)?;
     }
     Ok(state)
 }

@@ -40,16 +40,16 @@ impl UnifiedLog {
         let active_base = *bases.last().expect("a log always has a segment");
         let expired = |seg: &LogSegment| {
             // A closed segment the cleaner emptied holds nothing to keep.
-            if seg.size == 0 && seg.base_offset != active_base {
+            if seg.size() == 0 && seg.base_offset() != active_base {
                 return config.retention_ms >= 0;
             }
             // A segment without timestamps ages from when it was created or opened.
-            let newest = if seg.max_timestamp >= 0 {
-                seg.max_timestamp
+            let newest = if seg.max_timestamp() >= 0 {
+                seg.max_timestamp()
             } else {
-                seg.created_ms
+                seg.created_ms()
             };
-            config.retention_ms >= 0 && seg.size > 0 && now_ms - newest > config.retention_ms
+            config.retention_ms >= 0 && seg.size() > 0 && now_ms - newest > config.retention_ms
         };
         let mut doomed: Vec<i64> = bases
             .iter()
@@ -62,13 +62,13 @@ impl UnifiedLog {
         if config.retention_bytes >= 0 {
             let kept: u64 = bases[doomed.len()..]
                 .iter()
-                .map(|b| inner.segments[b].size)
+                .map(|b| inner.segments[b].size())
                 .sum();
             let mut excess = kept as i64 - config.retention_bytes;
             // Closed segments only: when everything expired above, there are none left.
             let closed_end = (bases.len() - 1).max(doomed.len());
             for b in &bases[doomed.len()..closed_end] {
-                let size = inner.segments[b].size as i64;
+                let size = inner.segments[b].size() as i64;
                 if excess - size < 0 {
                     break;
                 }
@@ -79,7 +79,7 @@ impl UnifiedLog {
         for b in doomed {
             let segment = inner.segments.remove(&b).expect("listed above");
             outcome.deleted_segments += 1;
-            outcome.deleted_bytes += segment.size;
+            outcome.deleted_bytes += segment.size();
             segment
                 .delete_files()
                 .map_err(|e| self.dir_state.fail("segment delete", &e))?;
