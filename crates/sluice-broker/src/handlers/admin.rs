@@ -290,7 +290,9 @@ fn topic_config_doc(name: &str) -> &'static str {
         }
         "delete.retention.ms" => "How long compaction keeps tombstones.",
         "index.interval.bytes" => "How often an offset index entry is added, in bytes of log.",
-        "max.compaction.lag.ms" => "The longest a record stays uncompacted.",
+        "max.compaction.lag.ms" => {
+            "The longest a record in a closed segment stays uncompacted; the active segment is not rolled for it."
+        }
         "max.message.bytes" => "The largest record batch the topic accepts.",
         "message.timestamp.type" => "CreateTime or LogAppendTime.",
         "min.cleanable.dirty.ratio" => "How much of the log must be dirty before it is compacted.",
