@@ -198,8 +198,12 @@ class KafkaOracle:
         if data.exists():
             subprocess.run(["rm", "-rf", str(data)], check=True)
         config = self._write_config()
-        # Kafka's Uuid: 16 random bytes in URL-safe base64 without padding.
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # Kafka's Uuid: 16 random bytes in URL-safe base64 without padding. Like Kafka's own
+        # Uuid.randomUuid, never one starting with '-': the tool's argument parser would read
+        # it as an option (one start in 64 failed with "expected one argument").
+        cluster_id = "-"
+        while cluster_id.startswith("-"):
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         fmt = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
                                         "-c", str(config)),
                              capture_output=True, text=True, timeout=120,
