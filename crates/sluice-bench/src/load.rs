@@ -456,6 +456,13 @@ pub struct Latency {
     /// From due time to the producer's delivery report (acks=all answered), p50 and p99.
     pub acked_p50_ms: f64,
     pub acked_p99_ms: f64,
+    /// librdkafka's own view of the producer, the median over its one-second windows of each
+    /// window's p50 and p99: time in its queue before a Produce request (`int_latency`), and
+    /// the request's round trip to the broker and back (`rtt`).
+    pub client_queue_p50_ms: f64,
+    pub client_queue_p99_ms: f64,
+    pub rtt_p50_ms: f64,
+    pub rtt_p99_ms: f64,
 }
 
 /// Records, for each delivered latency-run message, the time from its due stamp to its
@@ -463,9 +470,24 @@ pub struct Latency {
 struct AckClock {
     epoch: Instant,
     acked: std::sync::Mutex<Vec<u64>>,
+    /// Per statistics window: (int_latency p50, p99, rtt p50, p99), microseconds.
+    windows: std::sync::Mutex<Vec<[i64; 4]>>,
 }
 
-impl ClientContext for AckClock {}
+impl ClientContext for AckClock {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for broker in statistics.brokers.values().filter(|b| b.nodeid >= 0) {
+            if let (Some(queue), Some(rtt)) = (&broker.int_latency, &broker.rtt) {
+                if rtt.cnt > 0 {
+                    self.windows
+                        .lock()
+                        .expect("stats windows")
+                        .push([queue.p50, queue.p99, rtt.p50, rtt.p99]);
+                }
+            }
+        }
+    }
+}
 impl ProducerContext for AckClock {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
@@ -516,10 +538,12 @@ pub fn latency(
     let producer: BaseProducer<AckClock> = {
         let mut cfg = producer_config(bootstrap, "all", "none");
         cfg.set("linger.ms", "1");
+        cfg.set("statistics.interval.ms", "1000");
         client_overrides(&mut cfg);
         cfg.create_with_context(AckClock {
             epoch,
             acked: std::sync::Mutex::new(Vec::with_capacity(total as usize)),
+            windows: std::sync::Mutex::new(Vec::new()),
         })
         .map_err(|e| e.to_string())?
     };
@@ -575,6 +599,12 @@ pub fn latency(
         }
     }
     producer.context().acked.lock().expect("ack clock").clear();
+    producer
+        .context()
+        .windows
+        .lock()
+        .expect("stats windows")
+        .clear();
     let mut send_late = Vec::with_capacity(total as usize);
     let begin = epoch.elapsed();
     for i in 0..total {
@@ -604,6 +634,12 @@ pub fn latency(
     send_late.sort_unstable();
     let mut acked = std::mem::take(&mut *producer.context().acked.lock().expect("ack clock"));
     acked.sort_unstable();
+    let windows = std::mem::take(&mut *producer.context().windows.lock().expect("stats windows"));
+    let median_ms = |i: usize| {
+        let mut v: Vec<i64> = windows.iter().map(|w| w[i]).collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).map_or(0.0, |us| *us as f64 / 1e3)
+    };
     Ok(Latency {
         target_msg_s: rate,
         achieved_msg_s: total as f64 / sent_secs,
@@ -615,6 +651,10 @@ pub fn latency(
         send_late_p99_ms: quantile_ms(&send_late, 0.99),
         acked_p50_ms: quantile_ms(&acked, 0.50),
         acked_p99_ms: quantile_ms(&acked, 0.99),
+        client_queue_p50_ms: median_ms(0),
+        client_queue_p99_ms: median_ms(1),
+        rtt_p50_ms: median_ms(2),
+        rtt_p99_ms: median_ms(3),
     })
 }
 

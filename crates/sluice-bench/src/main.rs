@@ -434,12 +434,18 @@ fn run(args: &Args) -> Result<(), String> {
                     l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
                 ),
                 format!(
-                    "achieved {:.0} msg/s; sent late p50/p99 {:.2}/{:.2} ms; acked p50/p99 {:.2}/{:.2} ms",
+                    "achieved {:.0} msg/s; sent late p50/p99 {:.2}/{:.2} ms; acked p50/p99 \
+                     {:.2}/{:.2} ms; librdkafka queue p50/p99 {:.2}/{:.2} ms, produce round \
+                     trip p50/p99 {:.2}/{:.2} ms",
                     l.achieved_msg_s,
                     l.send_late_p50_ms,
                     l.send_late_p99_ms,
                     l.acked_p50_ms,
-                    l.acked_p99_ms
+                    l.acked_p99_ms,
+                    l.client_queue_p50_ms,
+                    l.client_queue_p99_ms,
+                    l.rtt_p50_ms,
+                    l.rtt_p99_ms
                 ),
             );
             run.phases_row(&name, phases_before);
