@@ -91,6 +91,41 @@ impl<E: Copy + PartialEq> Sealed<E> {
         Some(entries[i.max(1) - 1])
     }
 
+    /// Moves `entries` (those of the file at `path`) out of memory but for one per `block`;
+    /// `None` (and `entries` kept) for a block or less.
+    fn seal(
+        entries: &mut Vec<E>,
+        fs: &Arc<dyn Fs>,
+        path: PathBuf,
+        block: usize,
+        headerless: bool,
+    ) -> Option<Self> {
+        let block = block.max(1);
+        if entries.len() <= block {
+            return None;
+        }
+        let entries = std::mem::take(entries);
+        Some(Self {
+            fs: fs.clone(),
+            path,
+            skip: if headerless { 0 } else { HEADER_SIZE },
+            len: entries.len(),
+            block,
+            summary: entries.iter().step_by(block).copied().collect(),
+            last: entries.last().copied(),
+        })
+    }
+
+    /// Every entry back in memory; if the file cannot be read, the summary, every entry of
+    /// which is valid.
+    fn unseal(self, size: usize, parse: impl Fn(&[u8]) -> E) -> Vec<E> {
+        self.load(size, parse).unwrap_or_else(|e| {
+            tracing::warn!(path = %self.path.display(), error = %e,
+                "index unreadable: keeping one entry per block");
+            self.summary
+        })
+    }
+
     /// Every entry, read back from the file (to append to or truncate the index again).
     fn load(&self, size: usize, parse: impl Fn(&[u8]) -> E) -> std::io::Result<Vec<E>> {
         let file = self.fs.open(&self.path, OpenMode::Existing)?;
@@ -200,33 +235,16 @@ impl OffsetIndex {
     /// from `path`, which must hold exactly these entries (the caller has just written or
     /// checked it). Indexes of a block or less stay as they are.
     pub(crate) fn seal(&mut self, fs: &Arc<dyn Fs>, path: PathBuf, block: usize) {
-        let block = block.max(1);
-        if self.sealed.is_some() || self.entries.len() <= block {
-            return;
+        if self.sealed.is_none() {
+            self.sealed = Sealed::seal(&mut self.entries, fs, path, block, self.headerless);
         }
-        let entries = std::mem::take(&mut self.entries);
-        self.sealed = Some(Sealed {
-            fs: fs.clone(),
-            path,
-            skip: if self.headerless { 0 } else { HEADER_SIZE },
-            len: entries.len(),
-            block,
-            summary: entries.iter().step_by(block).copied().collect(),
-            last: entries.last().copied(),
-        });
     }
 
     /// Brings a sealed index back into memory, to append to or truncate it. If the file
     /// cannot be read the index keeps what it can: the summary, every entry of which is valid.
     pub(crate) fn unseal(&mut self) {
         if let Some(sealed) = self.sealed.take() {
-            self.entries = sealed
-                .load(OFFSET_ENTRY_SIZE, offset_entry)
-                .unwrap_or_else(|e| {
-                    tracing::warn!(path = %sealed.path.display(), error = %e,
-                    "index unreadable: keeping one entry per block");
-                    sealed.summary
-                });
+            self.entries = sealed.unseal(OFFSET_ENTRY_SIZE, offset_entry);
         }
     }
 
@@ -360,32 +378,15 @@ impl TimeIndex {
 
     /// As [`OffsetIndex::seal`].
     pub(crate) fn seal(&mut self, fs: &Arc<dyn Fs>, path: PathBuf, block: usize) {
-        let block = block.max(1);
-        if self.sealed.is_some() || self.entries.len() <= block {
-            return;
+        if self.sealed.is_none() {
+            self.sealed = Sealed::seal(&mut self.entries, fs, path, block, self.headerless);
         }
-        let entries = std::mem::take(&mut self.entries);
-        self.sealed = Some(Sealed {
-            fs: fs.clone(),
-            path,
-            skip: if self.headerless { 0 } else { HEADER_SIZE },
-            len: entries.len(),
-            block,
-            summary: entries.iter().step_by(block).copied().collect(),
-            last: entries.last().copied(),
-        });
     }
 
     /// As [`OffsetIndex::unseal`].
     pub(crate) fn unseal(&mut self) {
         if let Some(sealed) = self.sealed.take() {
-            self.entries = sealed
-                .load(TIME_ENTRY_SIZE, time_entry)
-                .unwrap_or_else(|e| {
-                    tracing::warn!(path = %sealed.path.display(), error = %e,
-                    "time index unreadable: keeping one entry per block");
-                    sealed.summary
-                });
+            self.entries = sealed.unseal(TIME_ENTRY_SIZE, time_entry);
         }
     }
 
