@@ -33,6 +33,7 @@ use super::{ready, respond, str_bytes, Dispatched};
 use crate::groups::{offsets_topic, Reply};
 use crate::BrokerState;
 use sluice_partition::StorageError;
+use sluice_protocol::ErrorResponse;
 
 const LOAD_IN_PROGRESS: i16 = codes::COORDINATOR_LOAD_IN_PROGRESS;
 
@@ -346,9 +347,8 @@ pub(crate) fn offset_commit(
     corr: i32,
 ) -> Dispatched {
     let api = ApiKey::OffsetCommit;
-    let answer = offset_commit_answer;
     if !state.groups.is_loaded() {
-        let body = answer(&req, &mut std::iter::repeat(LOAD_IN_PROGRESS));
+        let body = req.error_response(version, LOAD_IN_PROGRESS);
         return ready(api, version, corr, body);
     }
     // Partitions of unknown topics are refused before the coordinator sees them, as Kafka
@@ -411,7 +411,7 @@ pub(crate) fn offset_commit(
                 committed.next().unwrap_or(0)
             }
         });
-        answer(&req, &mut errors)
+        offset_commit_answer(&req, &mut errors)
     })
 }
 

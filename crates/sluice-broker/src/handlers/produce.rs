@@ -9,6 +9,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 use sluice_partition::{Partition, StorageError, MAX_DECOMPRESSED_BATCH_BYTES};
+use sluice_protocol::ErrorResponse;
 
 use super::{ready, respond, str_bytes, Dispatched};
 use crate::errors::error_code;
@@ -31,7 +32,7 @@ pub(crate) fn handle(
     let acks = req.acks;
     if !matches!(acks, -1..=1) {
         let code = ResponseError::InvalidRequiredAcks.code();
-        let response = error_all(&req, code);
+        let response = req.error_response(version, code);
         return ready(ApiKey::Produce, version, corr, response);
     }
     let now = now_ms();
@@ -276,31 +277,6 @@ fn with_record_errors(
     );
     out.with_record_errors(errors)
         .with_error_message(Some(str_bytes(&message)))
-}
-
-/// Every partition of `req` answered with `code` and nothing appended.
-pub(crate) fn error_all(req: &ProduceRequest, code: i16) -> ProduceResponse {
-    let responses = req
-        .topic_data
-        .iter()
-        .map(|t| {
-            TopicProduceResponse::default()
-                .with_name(t.name.clone())
-                .with_topic_id(t.topic_id)
-                .with_partition_responses(
-                    t.partition_data
-                        .iter()
-                        .map(|p| {
-                            PartitionProduceResponse::default()
-                                .with_index(p.index)
-                                .with_error_code(code)
-                                .with_base_offset(-1)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
-    ProduceResponse::default().with_responses(responses)
 }
 
 /// The producer id and epoch of the transactional batches in `records`, if there are any.
