@@ -48,6 +48,10 @@ pub struct BrokerConfig {
     /// `log.flush.offset.checkpoint.interval.ms`: how often every log is flushed and the
     /// recovery points checkpointed.
     pub checkpoint_interval_ms: u64,
+    /// `log.flush.scope` (Sluice's own): `file` (the default) makes acks=all appends durable
+    /// with a sync of each partition's files, `filesystem` with one sync of the data
+    /// directory's file system for every partition waiting.
+    pub flush_scope: sluice_partition::SyncScope,
     /// Shutdown waits this long for in-flight requests before closing connections.
     pub shutdown_timeout_ms: u64,
     /// `log.retention.check.interval.ms`: how often retention runs.
@@ -99,6 +103,7 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             fetch_max_bytes: 55 * 1024 * 1024,
             checkpoint_interval_ms: 60_000,
+            flush_scope: sluice_partition::SyncScope::File,
             shutdown_timeout_ms: 10_000,
             retention_check_interval_ms: 300_000,
             cleaner_enable: true,
@@ -210,6 +215,13 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "log.flush.offset.checkpoint.interval.ms",
         ConfigType::Int,
         "How often logs are flushed and recovery points checkpointed.",
+    ),
+    (
+        "log.flush.scope",
+        ConfigType::String,
+        "file (default): each waiting partition's files are fdatasynced; filesystem: one \
+         syncfs of the data directory's file system makes every waiting partition durable \
+         (Linux 5.8+; elsewhere as file).",
     ),
     (
         "log.segment.bytes",
@@ -558,6 +570,13 @@ impl BrokerConfig {
                 self.default_replication_factor = v;
             }
             "fetch.max.bytes" => self.fetch_max_bytes = positive(key, value)?,
+            "log.flush.scope" => {
+                self.flush_scope = match value {
+                    "filesystem" => sluice_partition::SyncScope::FileSystem,
+                    "file" => sluice_partition::SyncScope::File,
+                    _ => return Err(format!("{key} must be filesystem or file, not {value:?}")),
+                }
+            }
             "log.flush.offset.checkpoint.interval.ms" => {
                 self.checkpoint_interval_ms = positive(key, value)? as u64
             }
@@ -686,6 +705,11 @@ impl BrokerConfig {
             "default.replication.factor" => self.default_replication_factor.to_string(),
             "fetch.max.bytes" => self.fetch_max_bytes.to_string(),
             "log.flush.offset.checkpoint.interval.ms" => self.checkpoint_interval_ms.to_string(),
+            "log.flush.scope" => match self.flush_scope {
+                sluice_partition::SyncScope::FileSystem => "filesystem",
+                sluice_partition::SyncScope::File => "file",
+            }
+            .to_string(),
             "shutdown.timeout.ms" => self.shutdown_timeout_ms.to_string(),
             "log.retention.check.interval.ms" => self.retention_check_interval_ms.to_string(),
             "log.cleaner.enable" => self.cleaner_enable.to_string(),

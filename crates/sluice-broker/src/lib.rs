@@ -201,8 +201,16 @@ async fn open(
     let started = std::time::Instant::now();
     // Recovery opens every segment: the bound on open segment files holds from the start.
     let segment_files = descriptors::segment_files_for(descriptors::open_file_limit());
+    let scope = config.flush_scope;
     let logs = tokio::task::spawn_blocking(move || {
-        ReplicaManager::open(&data_dir, log_defaults, durability, commit, segment_files)
+        ReplicaManager::open(
+            &data_dir,
+            log_defaults,
+            durability,
+            commit,
+            segment_files,
+            scope,
+        )
     })
     .await
     .map_err(|e| format!("opening the data directory panicked: {e}"))?

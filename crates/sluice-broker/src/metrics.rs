@@ -632,6 +632,13 @@ impl Durability for TimedFsync {
         self.0.observe_fsync(started.elapsed());
         result
     }
+
+    fn sync_filesystem(&self, dir: &File) -> std::io::Result<()> {
+        let started = Instant::now();
+        let result = sluice_partition::Fsync.sync_filesystem(dir);
+        self.0.observe_fsync(started.elapsed());
+        result
+    }
 }
 
 /// The whole exposition: the registered metrics, then what is read from state at scrape

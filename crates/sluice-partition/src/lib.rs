@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use sluice_storage::{LogManager, UnifiedLog};
 use uuid::Uuid;
 
-pub use flusher::FlushWait;
+pub use flusher::{FlushWait, SyncScope};
 pub use partition::{CommitOnAppend, CommitRule, ManualCommit, Partition, PartitionRead, Waiter};
 // Values and errors the layer's callers speak in; never the logs themselves.
 pub use sluice_storage::{
@@ -65,16 +65,18 @@ pub struct ReplicaManager {
 
 impl ReplicaManager {
     /// Opens (and recovers) the data directory, with every fsync going through `durability`
-    /// and at most `segment_files_max` segment files open at once, and starts the flusher.
+    /// and at most `segment_files_max` segment files open at once, and starts the flusher,
+    /// which syncs with `sync_scope`.
     pub fn open(
         data_dir: &Path,
         defaults: LogConfig,
         durability: Arc<dyn Durability>,
         commit: Arc<dyn CommitRule>,
         segment_files_max: usize,
+        sync_scope: SyncScope,
     ) -> Result<Self, StorageError> {
         let logs = LogManager::open_bounded(data_dir, defaults, durability, segment_files_max)?;
-        let flusher = flusher::Flusher::start()?;
+        let flusher = flusher::Flusher::start(sync_scope)?;
         Ok(Self {
             logs,
             commit,

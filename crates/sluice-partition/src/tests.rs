@@ -22,7 +22,15 @@ fn batch(values: &[&str]) -> Vec<u8> {
 }
 
 fn open(dir: &Path, commit: Arc<dyn CommitRule>) -> ReplicaManager {
-    ReplicaManager::open(dir, LogConfig::default(), Arc::new(Fsync), commit, 64).expect("open")
+    ReplicaManager::open(
+        dir,
+        LogConfig::default(),
+        Arc::new(Fsync),
+        commit,
+        64,
+        SyncScope::FileSystem,
+    )
+    .expect("open")
 }
 
 fn topic(replicas: &ReplicaManager, name: &str, partitions: i32) -> Arc<Topic> {

@@ -52,6 +52,9 @@ pub trait FsFile: Send + Sync + Debug {
 /// that running out of descriptors shows up before anything was renamed or created.
 pub trait FsDir: Send + Sync + Debug {
     fn sync(&self) -> io::Result<()>;
+    /// Syncs the whole file system this directory is on: every file's data and size and
+    /// every directory's entries (see [`Durability::sync_filesystem`]).
+    fn sync_filesystem(&self) -> io::Result<()>;
 }
 
 /// Held while a broker uses a data directory.
@@ -191,6 +194,9 @@ impl Fs for RealFs {
 impl FsDir for RealDir {
     fn sync(&self) -> io::Result<()> {
         self.durability.sync_dir(&self.dir)
+    }
+    fn sync_filesystem(&self) -> io::Result<()> {
+        self.durability.sync_filesystem(&self.dir)
     }
 }
 
@@ -708,6 +714,17 @@ impl FsDir for SimHandle {
             }
             _ => Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
         }
+    }
+    fn sync_filesystem(&self) -> io::Result<()> {
+        self.fs.sim().note(|| "syncfs".to_string());
+        let mut sim = self.call(Call::Sync)?;
+        for inode in sim.inodes.values_mut() {
+            match inode {
+                Inode::File { data, durable } => durable.clone_from(data),
+                Inode::Dir { entries, durable } => durable.clone_from(entries),
+            }
+        }
+        Ok(())
     }
 }
 

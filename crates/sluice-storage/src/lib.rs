@@ -18,7 +18,7 @@ mod topic_journal;
 mod txn_index;
 
 pub use config::{LogConfig, TimestampPolicy, TOPIC_CONFIG_NAMES};
-pub use durability::{Durability, FailAfter, Fsync};
+pub use durability::{syncfs, syncfs_supported, Durability, FailAfter, Fsync};
 pub use files::{
     is_out_of_descriptors, open_file_count, CountedFile, HandleCache, SegmentFile,
     DEFAULT_OPEN_SEGMENT_FILES_MAX,
@@ -26,8 +26,8 @@ pub use files::{
 pub use fs::{Fs, FsDir, FsFile, FsLock, OpenMode, RealFs, SimFs};
 pub use index::{OffsetIndex, TimeIndex, DEFAULT_INDEX_BLOCK_ENTRIES};
 pub use log::{
-    AppendOutcome, CleanStats, CleanerConfig, DirState, FileSlice, Isolation, ReadOutcome,
-    RetentionOutcome, SliceOutcome, Throttle, UnifiedLog, LEADER_EPOCH,
+    sync_together, AppendOutcome, CleanStats, CleanerConfig, DirState, FileSlice, Isolation,
+    ReadOutcome, RetentionOutcome, SliceOutcome, Throttle, UnifiedLog, LEADER_EPOCH,
     MAX_DECOMPRESSED_BATCH_BYTES,
 };
 pub use manager::{

@@ -56,6 +56,10 @@ pub struct DirState {
     descriptor_log: crate::EveryInterval,
     /// Entries per block of a closed segment's index (see [`crate::index`]).
     index_block_entries: std::sync::atomic::AtomicUsize,
+    /// The directory whose file system [`sync_together`] syncs, opened by its first call and
+    /// kept open (a write-back error is reported to descriptors open when it happened);
+    /// `None` inside once the file system turned out not to sync as a whole.
+    sync_root: Mutex<Option<Option<Arc<dyn crate::FsDir>>>>,
 }
 
 /// Operations refused for want of a file descriptor are logged at most this often.
@@ -78,6 +82,7 @@ impl DirState {
             index_block_entries: std::sync::atomic::AtomicUsize::new(
                 crate::DEFAULT_INDEX_BLOCK_ENTRIES,
             ),
+            sync_root: Mutex::new(None),
         }
     }
 
@@ -130,6 +135,25 @@ impl DirState {
             tracing::error!(error = %err, "{what} failed: log directory taken offline");
         }
         StorageError::Offline
+    }
+
+    /// The open directory [`sync_together`] syncs the file system through, opened on first
+    /// use as the parent of `log_dir` (the data directory); `None` once this file system
+    /// turned out not to sync as a whole.
+    fn sync_root(&self, log_dir: &Path) -> io::Result<Option<Arc<dyn crate::FsDir>>> {
+        let mut root = self.sync_root.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = &*root {
+            return Ok(known.clone());
+        }
+        let handle: Arc<dyn crate::FsDir> =
+            Arc::from(self.fs.open_dir(log_dir.parent().unwrap_or(log_dir))?);
+        *root = Some(Some(handle.clone()));
+        Ok(Some(handle))
+    }
+
+    /// Remembers that this file system cannot be synced as a whole.
+    fn no_sync_root(&self) {
+        *self.sync_root.lock().unwrap_or_else(|p| p.into_inner()) = Some(None);
     }
 
     pub(crate) fn check(&self) -> Result<(), StorageError> {
@@ -289,6 +313,7 @@ mod read;
 mod recovery;
 mod retention;
 pub use cleaner::{CleanStats, CleanerConfig, Throttle};
+pub use flush::sync_together;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a log lock is a broken invariant; refuse to continue with

@@ -17,6 +17,25 @@ impl UnifiedLog {
         self.sync_appended()
     }
 
+    /// What a sync of the whole file system started now covers: everything appended so far.
+    /// The directory's pending entry changes are covered too, so they are taken here and
+    /// given back by [`UnifiedLog::synced`] if the sync fails.
+    fn mark_for_sync(&self) -> Result<(i64, bool), StorageError> {
+        self.check_open()?;
+        let mut inner = lock(&self.inner);
+        Ok((inner.log_end_offset, std::mem::take(&mut inner.dir_dirty)))
+    }
+
+    /// Records the outcome of a file-system sync that started after [`Self::mark_for_sync`].
+    fn synced(&self, (end, dir_dirty): (i64, bool), ok: bool) {
+        if ok {
+            debug_assert!(end <= self.log_end_offset(), "durable beyond the log end");
+            self.flushed_offset.fetch_max(end, Ordering::SeqCst);
+        } else if dir_dirty {
+            lock(&self.inner).dir_dirty = true;
+        }
+    }
+
     /// Syncs everything appended so far. The caller holds `flush_lock`.
     fn sync_appended(&self) -> Result<(), StorageError> {
         self.check_open()?;
@@ -123,4 +142,69 @@ impl UnifiedLog {
         lock(&self.inner).checkpointed_offset = covered;
         Ok(())
     }
+}
+
+/// Makes everything appended to `logs` so far durable with one sync of the file system per
+/// directory (`syncfs(2)`): one call, one device cache flush and one write of each metadata
+/// block, instead of a data write, an inode write and a cache flush per log. Returns each
+/// log's outcome, in order; `None`, having changed nothing, if a log's file system cannot be
+/// synced as a whole (then sync each log with [`UnifiedLog::flush_to`]). A failed sync takes
+/// the directory offline and fails every log it covered.
+pub fn sync_together(logs: &[Arc<UnifiedLog>]) -> Option<Vec<Result<(), StorageError>>> {
+    let mut outcomes: Vec<Option<Result<(), StorageError>>> = vec![None; logs.len()];
+    while let Some(first) = outcomes.iter().position(Option::is_none) {
+        // The logs sharing the first unsynced log's directory state.
+        let state = logs[first].dir_state.clone();
+        let group: Vec<usize> = (first..logs.len())
+            .filter(|&i| outcomes[i].is_none() && Arc::ptr_eq(&logs[i].dir_state, &state))
+            .collect();
+        let results = match state.sync_root(&logs[first].dir) {
+            Ok(root) => sync_group(&root?, &state, logs, &group)?,
+            // Nothing synced: as when a log cannot open its directory to sync it.
+            Err(e) => {
+                let e = state.fail("directory open", &e);
+                vec![Err(e); group.len()]
+            }
+        };
+        for (i, result) in group.iter().zip(results) {
+            outcomes[*i] = Some(result);
+        }
+    }
+    outcomes.into_iter().collect()
+}
+/// One file-system sync for the logs of `group`; `None` (nothing changed) if the file
+/// system cannot be synced as a whole.
+fn sync_group(
+    root: &Arc<dyn crate::FsDir>,
+    state: &DirState,
+    logs: &[Arc<UnifiedLog>],
+    group: &[usize],
+) -> Option<Vec<Result<(), StorageError>>> {
+    let marks: Vec<Result<(i64, bool), StorageError>> =
+        group.iter().map(|&i| logs[i].mark_for_sync()).collect();
+    let outcome = root.sync_filesystem();
+    if matches!(&outcome, Err(e) if e.kind() == io::ErrorKind::Unsupported) {
+        state.no_sync_root();
+        for (&i, mark) in group.iter().zip(&marks) {
+            if let Ok(mark) = mark {
+                logs[i].synced(*mark, false);
+            }
+        }
+        return None;
+    }
+    let failed = outcome.err().map(|e| state.fail("file system sync", &e));
+    Some(
+        group
+            .iter()
+            .zip(marks)
+            .map(|(&i, mark)| {
+                let mark = mark?;
+                logs[i].synced(mark, failed.is_none());
+                match &failed {
+                    None => Ok(()),
+                    Some(e) => Err(e.clone()),
+                }
+            })
+            .collect(),
+    )
 }

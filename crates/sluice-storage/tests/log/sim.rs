@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use sluice_records::{BatchBuilder, BatchHeader, BatchIter, NewRecord};
 use sluice_storage::{
-    CleanerConfig, DirLimits, LogConfig, LogManager, SimFs, StorageError, Throttle, UnifiedLog,
-    MAX_DECOMPRESSED_BATCH_BYTES,
+    sync_together, CleanerConfig, DirLimits, LogConfig, LogManager, SimFs, StorageError, Throttle,
+    UnifiedLog, MAX_DECOMPRESSED_BATCH_BYTES,
 };
 
 /// The bound on open segment files the schedules run with.
@@ -350,8 +350,18 @@ impl Schedule {
             }
             45..=64 => {
                 let target = log.log_end_offset();
-                self.trace.push(format!("ack to {target}"));
-                log.flush_to(target)?;
+                // The flusher syncs one partition alone, or several with one sync of the
+                // whole file system.
+                if self.rng.below(2) == 0 {
+                    self.trace.push(format!("ack to {target}"));
+                    log.flush_to(target)?;
+                } else {
+                    self.trace
+                        .push(format!("ack to {target} by a file-system sync"));
+                    let mut outcomes = sync_together(std::slice::from_ref(&log))
+                        .expect("the simulated file system syncs as a whole");
+                    outcomes.remove(0)?;
+                }
                 self.model.acked_end = self.model.acked_end.max(target);
             }
             65..=71 => {
