@@ -35,8 +35,8 @@ def produce_bytes(bootstrap, topic, total, size=16 << 10):
     assert p.flush(60) == 0
 
 
-def fetch_v4(topic, corr, offset, max_bytes, partition_max):
-    body = struct.pack(">iiiib", -1, 0, 0, max_bytes, 0)
+def fetch_v4(topic, corr, offset, max_bytes, partition_max, max_wait=0, min_bytes=0):
+    body = struct.pack(">iiiib", -1, max_wait, min_bytes, max_bytes, 0)
     body += struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic
     body += struct.pack(">i", 1) + struct.pack(">iqi", 0, offset, partition_max)
     return frame(1, 4, corr, body)
@@ -331,6 +331,39 @@ def test_unread_responses_stop_the_reader_at_the_connection_limit(tmp_path):
         assert read < n / 2, f"{read:.0f} of {n} requests were read while unanswered"
         assert held < (256 << 10) + 64 * 1024, f"{held} bytes of answers held"
         s.settimeout(30)
+        corrs = [struct.unpack(">i", recv_frame(s)[:4])[0] for _ in range(n)]
+        assert corrs == list(range(n))
+        s.close()
+    finally:
+        b.stop()
+
+
+def test_a_connection_has_at_most_its_queued_requests_in_flight(tmp_path):
+    """With queued.max.requests.per.connection at 16, a client that pipelines 200 long-poll
+    Fetch requests (30 s, on an empty partition) gets 16 of them read, and no more while
+    those wait; one record answers them, the next 16 are read, and so on: all 200 are
+    answered, in order, long before their 30 s."""
+    n, depth = 200, 16
+    b = make_broker(tmp_path, ["--set", f"queued.max.requests.per.connection={depth}"])
+    b.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic("waits", 1, 1)])["waits"].result(30)
+        requests = lambda m: value(m, "sluice_requests_total", api="Fetch")
+        before = requests(scrape_until(b, "metrics", lambda m: True))
+        s = connect(b)
+        s.sendall(b"".join(fetch_v4(b"waits", corr, 0, 1 << 20, 1 << 20,
+                                    max_wait=30_000, min_bytes=1) for corr in range(n)))
+        scrape_until(b, f"{depth} fetches read", lambda m: requests(m) >= before + depth)
+        # All 200 were sent before the first was read: a reader not held at the limit
+        # would have read far more by now.
+        for _ in range(5):
+            read = requests(scrape_until(b, "metrics", lambda m: True)) - before
+            assert read == depth, f"{read:.0f} fetches read with {depth} allowed in flight"
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        p.produce("waits", b"wake")
+        assert p.flush(30) == 0
+        s.settimeout(25)
         corrs = [struct.unpack(">i", recv_frame(s)[:4])[0] for _ in range(n)]
         assert corrs == list(range(n))
         s.close()

@@ -2,20 +2,25 @@
 //!
 //! A connection reads frames in order and runs each request's state-changing part (an append,
 //! a topic creation) before reading the next, so requests take effect in the order sent. What a
-//! request then waits for (an fsync, a long poll) runs as its own task; a writer task awaits
-//! those in request order, so pipelined requests are answered in order while their waits
-//! overlap. At most `queued.max.requests.per.connection` wait at once.
+//! request then waits for (an fsync, a long poll) is a future the connection's writer task
+//! polls alongside the others in flight and answers in request order, so pipelined requests
+//! are answered in order while their waits overlap, without a task per request. At most
+//! `queued.max.requests.per.connection` wait at once.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use sluice_partition::EveryInterval;
@@ -37,28 +42,36 @@ struct Ready {
     _held: Option<(Charge, Charge)>,
 }
 
-/// A response task, aborted if the connection goes before it is written (so nothing of a
-/// closed connection outlives it, shutdown included).
-struct ResponseTask(JoinHandle<Ready>);
-
-impl Drop for ResponseTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// A response in the writer's queue: ready, or a task computing it.
-enum Queued {
-    Ready(Ready),
-    Task(ResponseTask),
-}
-
-/// A request whose response the writer awaits, with what its timing needs (when metrics
-/// are on): when its frame was read, and how long its handler ran inline.
+/// A request whose response the writer awaits (ready, or still being computed; dropped
+/// with the connection, so nothing of a closed connection outlives it), with what its
+/// timing needs (when metrics are on): when its frame was read, and how long its handler ran
+/// inline.
 struct Pending {
-    response: Queued,
+    response: Pin<Box<dyn Future<Output = Ready> + Send>>,
     api_key: i16,
     timing: Option<(Instant, Duration)>,
+    /// One of the connection's `queued.max.requests.per.connection` places, held until the
+    /// response is written.
+    place: OwnedSemaphorePermit,
+}
+
+/// A response ready to be written, with what [`Pending`] carried.
+struct Resolved {
+    ready: Ready,
+    api_key: i16,
+    timing: Option<(Instant, Duration)>,
+    _place: OwnedSemaphorePermit,
+}
+
+impl Pending {
+    async fn resolve(self) -> Resolved {
+        Resolved {
+            ready: self.response.await,
+            api_key: self.api_key,
+            timing: self.timing,
+            _place: self.place,
+        }
+    }
 }
 
 impl Ready {
@@ -119,6 +132,10 @@ impl Budgets {
         }
     }
 }
+
+/// The most of a frame's announced size allocated before its bytes arrive: every request of
+/// up to this size is read into one buffer, without regrowing it.
+const FRAME_RESERVE_BYTES: usize = 64 << 10;
 
 /// Bytes read from a connection's socket at once: small requests (a few KiB at low load) are
 /// read several per system call instead of one recv per header and several per body.
@@ -243,8 +260,11 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.into_split();
     let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader);
-    let (pending_tx, pending_rx) =
-        mpsc::channel::<Pending>(state.config.queued_max_requests_per_connection);
+    // Bounded by the places: a request is read only once one is free.
+    let (pending_tx, pending_rx) = mpsc::unbounded_channel::<Pending>();
+    let places = Arc::new(Semaphore::new(
+        state.config.queued_max_requests_per_connection,
+    ));
     let budgets = Budgets {
         requests: state.request_bytes.clone(),
         unsent: Budget::new(state.config.queued_max_response_bytes_per_connection),
@@ -266,6 +286,14 @@ async fn connection(
             _ = budgets.wait_to_read() => {}
             _ = shutdown.changed() => break,
         }
+        // Pipelining depth: no new request while this many wait for their responses.
+        let place = tokio::select! {
+            place = places.clone().acquire_owned() => match place {
+                Ok(place) => place,
+                Err(_) => break, // never closed
+            },
+            _ = shutdown.changed() => break,
+        };
         let size = tokio::select! {
             size = reader.read_i32() => match size {
                 Ok(size) => size,
@@ -284,9 +312,11 @@ async fn connection(
             charge = budgets.requests.reserve(size as usize, SMALL_FRAME_BYTES) => charge,
             _ = shutdown.changed() => break,
         };
-        // Grow the buffer only as bytes arrive, so a frame that announces a large size and
-        // then stalls costs what it sent, not what it announced.
-        let mut frame = Vec::new();
+        // Room for a frame up to FRAME_RESERVE_BYTES at once (its bytes are already counted
+        // against queued.max.request.bytes); beyond that the buffer grows only as bytes arrive,
+        // so a frame that announces a large size and then stalls costs what it sent, not what
+        // it announced.
+        let mut frame = Vec::with_capacity((size as usize).min(FRAME_RESERVE_BYTES));
         match (&mut reader)
             .take(size as u64)
             .read_to_end(&mut frame)
@@ -311,21 +341,23 @@ async fn connection(
             Ok(Some(response)) => {
                 let timing = received.map(|at| (at, at.elapsed()));
                 // An answer computed now is counted now, before the next request is read.
-                let response = match response {
-                    Response::Now(result) => Queued::Ready(Ready::charged(result, &budgets)),
+                let response: Pin<Box<dyn Future<Output = Ready> + Send>> = match response {
+                    Response::Now(result) => {
+                        let ready = Ready::charged(result, &budgets);
+                        Box::pin(std::future::ready(ready))
+                    }
                     Response::Later(future) => {
                         let budgets = budgets.clone();
-                        Queued::Task(ResponseTask(tokio::spawn(async move {
-                            Ready::charged(future.await, &budgets)
-                        })))
+                        Box::pin(async move { Ready::charged(future.await, &budgets) })
                     }
                 };
                 let pending = Pending {
                     response,
                     api_key,
                     timing,
+                    place,
                 };
-                if pending_tx.send(pending).await.is_err() {
+                if pending_tx.send(pending).is_err() {
                     break; // the writer failed; the connection is gone
                 }
             }
@@ -554,31 +586,65 @@ async fn copy_slice(
 
 async fn write_responses(
     mut writer: OwnedWriteHalf,
-    mut pending: mpsc::Receiver<Pending>,
+    mut pending: mpsc::UnboundedReceiver<Pending>,
     peer: SocketAddr,
     metrics: Arc<Metrics>,
 ) {
-    while let Some(Pending {
-        response,
-        api_key,
-        timing,
-    }) = pending.recv().await
-    {
-        let ready = match response {
-            Queued::Ready(ready) => Ok(ready),
-            Queued::Task(mut task) => (&mut task.0).await,
+    // Every response not yet written is polled here, together, and taken in request order;
+    // those that finish while an earlier one is being written wait in `done`.
+    let mut in_flight = FuturesOrdered::new();
+    let mut done: VecDeque<Resolved> = VecDeque::new();
+    let mut reading = true;
+    loop {
+        let next = match done.pop_front() {
+            Some(next) => next,
+            None => tokio::select! {
+                biased;
+                Some(next) = in_flight.next(), if !in_flight.is_empty() => next,
+                request = pending.recv(), if reading => {
+                    match request {
+                        Some(request) => in_flight.push_back(request.resolve()),
+                        None => reading = false,
+                    }
+                    continue;
+                }
+                else => break,
+            },
         };
+        let Resolved {
+            ready,
+            api_key,
+            timing,
+            _place,
+        } = next;
         match ready {
-            Ok(Ready {
+            Ready {
                 result: Ok(Some(answer)),
                 at: ready,
                 _held,
-            }) => {
+            } => {
                 // Counted before the client can see the response; only the timings need
                 // the write to have finished.
                 metrics.error_codes(api_key, answer.errors);
                 let sending = Instant::now();
-                if let Err(e) = write_answer(&mut writer, answer.chunks, &metrics).await {
+                let write = write_answer(&mut writer, answer.chunks, &metrics);
+                tokio::pin!(write);
+                // The responses behind this one go on meanwhile (a long poll's wait, a
+                // fetch's read), as they would with nothing to write.
+                let written = loop {
+                    tokio::select! {
+                        biased;
+                        written = &mut write => break written,
+                        Some(next) = in_flight.next(), if !in_flight.is_empty() => {
+                            done.push_back(next);
+                        }
+                        request = pending.recv(), if reading => match request {
+                            Some(request) => in_flight.push_back(request.resolve()),
+                            None => reading = false,
+                        },
+                    }
+                };
+                if let Err(e) = written {
                     if e.kind() != std::io::ErrorKind::BrokenPipe
                         && e.kind() != std::io::ErrorKind::ConnectionReset
                     {
@@ -598,18 +664,14 @@ async fn write_responses(
                     });
                 }
             }
-            Ok(Ready {
+            Ready {
                 result: Ok(None), ..
-            }) => {}
-            Ok(Ready {
+            } => {}
+            Ready {
                 result: Err(reason),
                 ..
-            }) => {
+            } => {
                 tracing::error!(%peer, "closing connection: {reason}");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(%peer, error = %e, "request handler failed; closing connection");
                 return;
             }
         }
