@@ -280,12 +280,6 @@ async fn connection(
     let mut shutdown = state.shutdown.clone();
     let max = state.config.socket_request_max_bytes;
     loop {
-        // Back-pressure: no new request while this connection's answers wait for a client
-        // that does not read them.
-        tokio::select! {
-            _ = budgets.wait_to_read() => {}
-            _ = shutdown.changed() => break,
-        }
         // Pipelining depth: no new request while this many wait for their responses.
         let place = tokio::select! {
             place = places.clone().acquire_owned() => match place {
@@ -294,6 +288,13 @@ async fn connection(
             },
             _ = shutdown.changed() => break,
         };
+        // Back-pressure: no new request while this connection's answers wait for a client
+        // that does not read them (checked after the wait for a place, during which answers
+        // may have piled up).
+        tokio::select! {
+            _ = budgets.wait_to_read() => {}
+            _ = shutdown.changed() => break,
+        }
         let size = tokio::select! {
             size = reader.read_i32() => match size {
                 Ok(size) => size,
@@ -312,10 +313,11 @@ async fn connection(
             charge = budgets.requests.reserve(size as usize, SMALL_FRAME_BYTES) => charge,
             _ = shutdown.changed() => break,
         };
-        // Room for a frame up to FRAME_RESERVE_BYTES at once (its bytes are already counted
-        // against queued.max.request.bytes); beyond that the buffer grows only as bytes arrive,
-        // so a frame that announces a large size and then stalls costs what it sent, not what
-        // it announced.
+        // Room for a frame up to FRAME_RESERVE_BYTES at once: a frame that announces that
+        // much and stalls costs what one that sent it would (frames up to SMALL_FRAME_BYTES
+        // are read whatever queued.max.request.bytes says). Beyond that the buffer grows only
+        // as bytes arrive, so a frame that announces a large size and then stalls costs what
+        // it sent, not what it announced.
         let mut frame = Vec::with_capacity((size as usize).min(FRAME_RESERVE_BYTES));
         match (&mut reader)
             .take(size as u64)

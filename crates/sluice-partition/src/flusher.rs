@@ -299,9 +299,20 @@ mod tests {
     use sluice_records::{BatchBuilder, NewRecord};
     use sluice_storage::{DirState, Durability, LogConfig};
 
+    /// What the gate's file-system syncs do.
+    #[derive(Debug, Default, Clone, Copy, PartialEq)]
+    enum FsSync {
+        #[default]
+        Works,
+        Fails,
+        Unsupported,
+        /// Waits until released, then works.
+        Held,
+    }
+
     /// Once armed, syncs of files in a log directory named "slow" wait until released, and
-    /// syncs in a directory named "bad" fail. File-system syncs are counted, and fail while
-    /// `fs_fails` is set.
+    /// syncs in a directory named "bad" fail. File-system syncs are counted and do what
+    /// `fs` says; every sync is recorded in `events` ("file PATH", "dir PATH").
     #[derive(Debug, Default)]
     struct Gate {
         armed: AtomicBool,
@@ -310,13 +321,22 @@ mod tests {
         /// A sync is waiting for the release.
         held: AtomicBool,
         fs_syncs: std::sync::atomic::AtomicUsize,
-        fs_fails: AtomicBool,
+        fs: Mutex<FsSync>,
+        events: Mutex<Vec<String>>,
     }
 
     impl Gate {
         fn release(&self) {
             *self.released.lock().unwrap() = true;
             self.opened.notify_all();
+        }
+
+        fn hold(&self) {
+            let mut released = self.released.lock().unwrap();
+            self.held.store(true, Ordering::SeqCst);
+            while !*released {
+                released = self.opened.wait(released).unwrap();
+            }
         }
     }
 
@@ -334,27 +354,32 @@ mod tests {
                 return Ok(());
             }
             let path = path_of(file);
+            self.events.lock().unwrap().push(format!("file {path}"));
             if path.contains("/slow/") {
-                let mut released = self.released.lock().unwrap();
-                self.held.store(true, Ordering::SeqCst);
-                while !*released {
-                    released = self.opened.wait(released).unwrap();
-                }
+                self.hold();
             }
             if path.contains("/bad/") {
                 return Err(std::io::Error::other("injected fsync failure"));
             }
             Ok(())
         }
-        fn sync_dir(&self, _: &File) -> std::io::Result<()> {
+        fn sync_dir(&self, dir: &File) -> std::io::Result<()> {
+            let path = path_of(dir);
+            self.events.lock().unwrap().push(format!("dir {path}"));
             Ok(())
         }
         fn sync_filesystem(&self, _: &File) -> std::io::Result<()> {
             self.fs_syncs.fetch_add(1, Ordering::SeqCst);
-            if self.fs_fails.load(Ordering::SeqCst) {
-                return Err(std::io::Error::other("injected syncfs failure"));
+            let mode = *self.fs.lock().unwrap();
+            match mode {
+                FsSync::Works => Ok(()),
+                FsSync::Fails => Err(std::io::Error::other("injected syncfs failure")),
+                FsSync::Unsupported => Err(std::io::ErrorKind::Unsupported.into()),
+                FsSync::Held => {
+                    self.hold();
+                    Ok(())
+                }
             }
-            Ok(())
         }
     }
 
@@ -441,10 +466,10 @@ mod tests {
 
     /// Twenty partitions of one directory, under a file-system-scoped flusher whose one
     /// thread is held syncing another partition alone while all twenty register a waiter;
-    /// then the hold is released. File-system syncs fail if `fs_fails`. Returns the gate, the
+    /// then the hold is released. File-system syncs do what `fs` says. Returns the gate, the
     /// directory state, the twenty logs and their waiters' outcomes.
     async fn twenty_waiting_behind_a_held_sync(
-        fs_fails: bool,
+        fs: FsSync,
     ) -> (
         Arc<Gate>,
         Arc<DirState>,
@@ -459,7 +484,7 @@ mod tests {
             .map(|i| log_with(root.path(), &format!("p{i}"), &state))
             .collect();
         gate.armed.store(true, Ordering::SeqCst);
-        gate.fs_fails.store(fs_fails, Ordering::SeqCst);
+        *gate.fs.lock().unwrap() = fs;
         let flusher = Flusher::with_threads(1, SyncScope::FileSystem).unwrap();
         // The only partition waiting is synced alone, and holds the one sync thread.
         let first = flusher.flush(slow.clone(), 1);
@@ -480,7 +505,7 @@ mod tests {
     /// system when it ends, not one sync each; each gets the recovery point it waited for.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiting_partitions_share_one_file_system_sync() {
-        let (gate, _, logs, outcomes) = twenty_waiting_behind_a_held_sync(false).await;
+        let (gate, _, logs, outcomes) = twenty_waiting_behind_a_held_sync(FsSync::Works).await;
         assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
         assert!(logs.iter().all(|l| l.recovery_point() == 1));
         let syncs = gate.fs_syncs.load(Ordering::SeqCst);
@@ -491,10 +516,60 @@ mod tests {
     /// offline; nothing it covered counts as durable.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_file_system_sync_fails_all_it_covered() {
-        let (gate, state, logs, outcomes) = twenty_waiting_behind_a_held_sync(true).await;
+        let (gate, state, logs, outcomes) = twenty_waiting_behind_a_held_sync(FsSync::Fails).await;
         assert!(outcomes.iter().all(Result::is_err), "{outcomes:?}");
         assert!(logs.iter().all(|l| l.recovery_point() < 1));
         assert!(state.is_offline());
         assert_eq!(gate.fs_syncs.load(Ordering::SeqCst), 1);
+    }
+
+    /// Where the file system cannot be synced as a whole, each partition is synced alone,
+    /// and the file system is not asked again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_file_system_syncs_each_partition_syncs_alone() {
+        let (gate, state, logs, outcomes) =
+            twenty_waiting_behind_a_held_sync(FsSync::Unsupported).await;
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        assert!(logs.iter().all(|l| l.recovery_point() == 1));
+        assert!(!state.is_offline());
+        assert_eq!(gate.fs_syncs.load(Ordering::SeqCst), 1, "asked once");
+    }
+
+    /// A checkpoint of a log while a file-system sync covering it is in progress syncs the
+    /// log's directory itself (a new log's first sync must) before its recovery point moves:
+    /// the sync in progress does not count until it has ended. The recovery point moves
+    /// before the checkpoint syncs its index files, so the directory sync must come first.
+    #[test]
+    fn a_checkpoint_during_a_file_system_sync_still_syncs_the_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let gate = Arc::new(Gate::default());
+        let state = Arc::new(DirState::new(gate.clone()));
+        let logs = vec![
+            log_with(root.path(), "p0", &state),
+            log_with(root.path(), "p1", &state),
+        ];
+        gate.armed.store(true, Ordering::SeqCst);
+        *gate.fs.lock().unwrap() = FsSync::Held;
+        let together = {
+            let logs = logs.clone();
+            std::thread::spawn(move || sync_together(&logs))
+        };
+        while !gate.held.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        logs[0].flush_all(0).expect("checkpoint");
+        let events = gate.events.lock().unwrap().clone();
+        let p0 = root.path().join("p0").display().to_string();
+        let dir_sync = events.iter().position(|e| *e == format!("dir {p0}"));
+        let index_sync = events
+            .iter()
+            .position(|e| e.starts_with(&format!("file {p0}/")) && e.ends_with("index"));
+        assert!(
+            matches!((dir_sync, index_sync), (Some(d), Some(i)) if d < i),
+            "the directory was not synced before the recovery point moved: {events:?}"
+        );
+        gate.release();
+        let outcomes = together.join().unwrap().expect("syncs as a whole");
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
     }
 }

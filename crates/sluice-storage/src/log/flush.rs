@@ -18,22 +18,18 @@ impl UnifiedLog {
     }
 
     /// What a sync of the whole file system started now covers: everything appended so far.
-    /// The directory's pending entry changes are covered too, so they are taken here and
-    /// given back by [`UnifiedLog::synced`] if the sync fails.
-    fn mark_for_sync(&self) -> Result<(i64, bool), StorageError> {
+    /// The directory's pending entry changes are covered too, but its `dir_dirty` flag is
+    /// left set: a checkpoint syncing this log meanwhile must still sync the directory itself
+    /// before it advances the recovery point (the next one-log sync does it once more).
+    fn mark_for_sync(&self) -> Result<i64, StorageError> {
         self.check_open()?;
-        let mut inner = lock(&self.inner);
-        Ok((inner.log_end_offset, std::mem::take(&mut inner.dir_dirty)))
+        Ok(lock(&self.inner).log_end_offset)
     }
 
-    /// Records the outcome of a file-system sync that started after [`Self::mark_for_sync`].
-    fn synced(&self, (end, dir_dirty): (i64, bool), ok: bool) {
-        if ok {
-            debug_assert!(end <= self.log_end_offset(), "durable beyond the log end");
-            self.flushed_offset.fetch_max(end, Ordering::SeqCst);
-        } else if dir_dirty {
-            lock(&self.inner).dir_dirty = true;
-        }
+    /// Records a file-system sync that started after [`Self::mark_for_sync`] and succeeded.
+    fn synced(&self, end: i64) {
+        debug_assert!(end <= self.log_end_offset(), "durable beyond the log end");
+        self.flushed_offset.fetch_max(end, Ordering::SeqCst);
     }
 
     /// Syncs everything appended so far. The caller holds `flush_lock`.
@@ -147,9 +143,10 @@ impl UnifiedLog {
 /// Makes everything appended to `logs` so far durable with one sync of the file system per
 /// directory (`syncfs(2)`): one call, one device cache flush and one write of each metadata
 /// block, instead of a data write, an inode write and a cache flush per log. Returns each
-/// log's outcome, in order; `None`, having changed nothing, if a log's file system cannot be
-/// synced as a whole (then sync each log with [`UnifiedLog::flush_to`]). A failed sync takes
-/// the directory offline and fails every log it covered.
+/// log's outcome, in order; `None` if a log's file system cannot be synced as a whole (then
+/// sync each log with [`UnifiedLog::flush_to`]; logs of other directories may have been
+/// synced already, which makes their `flush_to` return at once). A failed sync takes the
+/// directory offline and fails every log it covered.
 pub fn sync_together(logs: &[Arc<UnifiedLog>]) -> Option<Vec<Result<(), StorageError>>> {
     let mut outcomes: Vec<Option<Result<(), StorageError>>> = vec![None; logs.len()];
     while let Some(first) = outcomes.iter().position(Option::is_none) {
@@ -172,6 +169,7 @@ pub fn sync_together(logs: &[Arc<UnifiedLog>]) -> Option<Vec<Result<(), StorageE
     }
     outcomes.into_iter().collect()
 }
+
 /// One file-system sync for the logs of `group`; `None` (nothing changed) if the file
 /// system cannot be synced as a whole.
 fn sync_group(
@@ -180,16 +178,11 @@ fn sync_group(
     logs: &[Arc<UnifiedLog>],
     group: &[usize],
 ) -> Option<Vec<Result<(), StorageError>>> {
-    let marks: Vec<Result<(i64, bool), StorageError>> =
+    let marks: Vec<Result<i64, StorageError>> =
         group.iter().map(|&i| logs[i].mark_for_sync()).collect();
     let outcome = root.sync_filesystem();
     if matches!(&outcome, Err(e) if e.kind() == io::ErrorKind::Unsupported) {
         state.no_sync_root();
-        for (&i, mark) in group.iter().zip(&marks) {
-            if let Ok(mark) = mark {
-                logs[i].synced(*mark, false);
-            }
-        }
         return None;
     }
     let failed = outcome.err().map(|e| state.fail("file system sync", &e));
@@ -197,13 +190,9 @@ fn sync_group(
         group
             .iter()
             .zip(marks)
-            .map(|(&i, mark)| {
-                let mark = mark?;
-                logs[i].synced(mark, failed.is_none());
-                match &failed {
-                    None => Ok(()),
-                    Some(e) => Err(e.clone()),
-                }
+            .map(|(&i, mark)| match &failed {
+                None => mark.map(|end| logs[i].synced(end)),
+                Some(e) => Err(e.clone()),
             })
             .collect(),
     )
