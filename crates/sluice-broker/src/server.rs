@@ -47,12 +47,18 @@ struct Ready {
 /// timing needs (when metrics are on): when its frame was read, and how long its handler ran
 /// inline.
 struct Pending {
-    response: Pin<Box<dyn Future<Output = Ready> + Send>>,
+    response: Queued,
     api_key: i16,
     timing: Option<(Instant, Duration)>,
     /// One of the connection's `queued.max.requests.per.connection` places, held until the
     /// response is written.
     place: OwnedSemaphorePermit,
+}
+
+/// A response: ready when its request was handled, or still being computed.
+enum Queued {
+    Ready(Ready),
+    Later(Pin<Box<dyn Future<Output = Ready> + Send>>),
 }
 
 /// A response ready to be written, with what [`Pending`] carried.
@@ -65,8 +71,12 @@ struct Resolved {
 
 impl Pending {
     async fn resolve(self) -> Resolved {
+        let ready = match self.response {
+            Queued::Ready(ready) => ready,
+            Queued::Later(future) => future.await,
+        };
         Resolved {
-            ready: self.response.await,
+            ready,
             api_key: self.api_key,
             timing: self.timing,
             _place: self.place,
@@ -343,14 +353,13 @@ async fn connection(
             Ok(Some(response)) => {
                 let timing = received.map(|at| (at, at.elapsed()));
                 // An answer computed now is counted now, before the next request is read.
-                let response: Pin<Box<dyn Future<Output = Ready> + Send>> = match response {
-                    Response::Now(result) => {
-                        let ready = Ready::charged(result, &budgets);
-                        Box::pin(std::future::ready(ready))
-                    }
+                let response = match response {
+                    Response::Now(result) => Queued::Ready(Ready::charged(result, &budgets)),
                     Response::Later(future) => {
                         let budgets = budgets.clone();
-                        Box::pin(async move { Ready::charged(future.await, &budgets) })
+                        Queued::Later(Box::pin(
+                            async move { Ready::charged(future.await, &budgets) },
+                        ))
                     }
                 };
                 let pending = Pending {

@@ -24,7 +24,7 @@ pub trait Durability: Send + Sync + std::fmt::Debug {
 /// `syncfs(2)` where it reports write-back errors (Linux 5.8 and later; before that it
 /// returned success whatever happened, which would hide a failed write).
 #[cfg(target_os = "linux")]
-pub fn syncfs(dir: &File) -> io::Result<()> {
+fn syncfs(dir: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     if !syncfs_supported() {
         return Err(io::ErrorKind::Unsupported.into());
@@ -38,7 +38,7 @@ pub fn syncfs(dir: &File) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn syncfs(_dir: &File) -> io::Result<()> {
+fn syncfs(_dir: &File) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
 

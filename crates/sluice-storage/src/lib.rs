@@ -18,7 +18,7 @@ mod topic_journal;
 mod txn_index;
 
 pub use config::{LogConfig, TimestampPolicy, TOPIC_CONFIG_NAMES};
-pub use durability::{syncfs, syncfs_supported, Durability, FailAfter, Fsync};
+pub use durability::{syncfs_supported, Durability, FailAfter, Fsync};
 pub use files::{
     is_out_of_descriptors, open_file_count, CountedFile, HandleCache, SegmentFile,
     DEFAULT_OPEN_SEGMENT_FILES_MAX,
