@@ -1,0 +1,360 @@
+//! The controller's rules, one scenario each, then a seeded simulation.
+
+use super::*;
+use crate::snapshot::{decode_snapshot, encode_snapshot};
+
+mod simulation;
+
+const T0: i64 = 1_000_000;
+
+fn endpoint(id: i32) -> Endpoint {
+    Endpoint {
+        listener: "PLAINTEXT".into(),
+        host: format!("127.0.0.{id}"),
+        port: 9092,
+        security_protocol: 0,
+    }
+}
+
+fn incarnation(id: i32, n: u128) -> Uuid {
+    Uuid::from_u128(((id as u128) << 64) | n)
+}
+
+/// A controller with brokers 1..=n registered, caught up and unfenced. Returns the epochs.
+fn cluster(n: i32) -> (Controller, BTreeMap<i32, i64>) {
+    let mut c = Controller::new(ControllerConfig::default(), MetadataImage::default(), T0);
+    let mut epochs = BTreeMap::new();
+    for id in 1..=n {
+        let (epoch, _) = c
+            .register_broker(
+                RegistrationRequest {
+                    broker_id: id,
+                    incarnation_id: incarnation(id, 0),
+                    endpoints: vec![endpoint(id)],
+                    rack: None,
+                },
+                T0,
+            )
+            .unwrap();
+        let (reply, _) = c.heartbeat(beat(id, epoch), T0).unwrap();
+        assert!(!reply.is_fenced);
+        epochs.insert(id, epoch);
+    }
+    (c, epochs)
+}
+
+fn beat(broker_id: i32, broker_epoch: i64) -> Heartbeat {
+    Heartbeat {
+        broker_id,
+        broker_epoch,
+        caught_up: true,
+        want_fence: false,
+        want_shut_down: false,
+    }
+}
+
+fn topic(name: &str, partitions: i32, factor: i16) -> NewTopic {
+    NewTopic {
+        name: name.into(),
+        topic_id: Uuid::from_u128(name.len() as u128 * 7919 + partitions as u128),
+        num_partitions: partitions,
+        replication_factor: factor,
+        assignments: Vec::new(),
+        configs: Vec::new(),
+    }
+}
+
+fn partition(c: &Controller, name: &str, p: i32) -> PartitionRegistration {
+    c.image().topic_by_name(name).unwrap().partitions[&p].clone()
+}
+
+#[test]
+fn a_registered_broker_stays_fenced_until_it_has_caught_up() {
+    let mut c = Controller::new(ControllerConfig::default(), MetadataImage::default(), T0);
+    let (epoch, records) = c
+        .register_broker(
+            RegistrationRequest {
+                broker_id: 1,
+                incarnation_id: incarnation(1, 0),
+                endpoints: vec![endpoint(1)],
+                rack: None,
+            },
+            T0,
+        )
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert!(c.image().broker(1).unwrap().fenced);
+    let behind = Heartbeat {
+        caught_up: false,
+        ..beat(1, epoch)
+    };
+    assert!(c.heartbeat(behind, T0).unwrap().0.is_fenced);
+    assert!(!c.heartbeat(beat(1, epoch), T0).unwrap().0.is_fenced);
+}
+
+#[test]
+fn topics_are_placed_round_robin_with_every_replica_in_sync() {
+    let (mut c, _) = cluster(3);
+    c.create_topic(topic("t", 3, 3)).unwrap();
+    let leaders: Vec<i32> = (0..3).map(|p| partition(&c, "t", p).leader).collect();
+    assert_eq!(leaders, vec![1, 2, 3], "leaders spread over the brokers");
+    for p in 0..3 {
+        let p = partition(&c, "t", p);
+        assert_eq!(p.isr, p.replicas);
+        assert_eq!(p.replicas.len(), 3);
+    }
+    let err = c.create_topic(topic("u", 1, 4)).unwrap_err();
+    assert_eq!(err.code, codes::INVALID_REPLICATION_FACTOR);
+    let err = c.create_topic(topic("t", 1, 1)).unwrap_err();
+    assert_eq!(err.code, codes::TOPIC_ALREADY_EXISTS);
+    let err = c.create_topic(topic("bad/name", 1, 1)).unwrap_err();
+    assert_eq!(err.code, codes::INVALID_TOPIC_EXCEPTION);
+}
+
+#[test]
+fn a_broker_whose_session_expires_is_fenced_and_loses_its_leaderships_to_the_isr() {
+    let (mut c, epochs) = cluster(3);
+    c.create_topic(topic("t", 3, 3)).unwrap();
+    let before = partition(&c, "t", 0);
+    assert_eq!(before.leader, 1);
+    // Brokers 2 and 3 keep heartbeating, 1 does not.
+    let later = T0 + 9_001;
+    for id in [2, 3] {
+        c.heartbeat(beat(id, epochs[&id]), later).unwrap();
+    }
+    let records = c.tick(later);
+    assert!(records.contains(&MetadataRecord::FenceBroker {
+        broker_id: 1,
+        broker_epoch: epochs[&1]
+    }));
+    let after = partition(&c, "t", 0);
+    assert_ne!(after.leader, 1);
+    assert!(before.isr.contains(&after.leader));
+    assert!(!after.isr.contains(&1));
+    assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+    assert!(after.partition_epoch > before.partition_epoch);
+}
+
+#[test]
+fn the_last_isr_member_stays_in_the_isr_and_leads_again_when_it_returns() {
+    let (mut c, epochs) = cluster(2);
+    c.create_topic(NewTopic {
+        assignments: vec![vec![1, 2]],
+        num_partitions: -1,
+        replication_factor: -1,
+        ..topic("t", 0, 0)
+    })
+    .unwrap();
+    // The leader drops 2 from the ISR (it fell behind), then 1 goes away.
+    let p = partition(&c, "t", 0);
+    let topic_id = c.image().topic_by_name("t").unwrap().topic_id;
+    c.alter_partition(AlterPartition {
+        broker_id: 1,
+        broker_epoch: epochs[&1],
+        topic_id,
+        partition: 0,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        new_isr: vec![1],
+    })
+    .unwrap();
+    c.heartbeat(beat(2, epochs[&2]), T0 + 9_001).unwrap();
+    c.tick(T0 + 9_001);
+    let offline = partition(&c, "t", 0);
+    assert_eq!(
+        offline.leader, NO_LEADER,
+        "2 is not in the ISR: no clean leader"
+    );
+    assert_eq!(offline.isr, vec![1], "the ISR is never empty");
+    // 1 restarts as a new process, catches up, and leads again.
+    let (epoch, _) = c
+        .register_broker(
+            RegistrationRequest {
+                broker_id: 1,
+                incarnation_id: incarnation(1, 1),
+                endpoints: vec![endpoint(1)],
+                rack: None,
+            },
+            T0 + 10_000,
+        )
+        .unwrap();
+    assert!(epoch > epochs[&2], "broker epochs grow across all brokers");
+    c.heartbeat(beat(1, epoch), T0 + 10_000).unwrap();
+    assert_eq!(partition(&c, "t", 0).leader, 1);
+}
+
+#[test]
+fn unclean_election_is_off_by_default_and_on_per_topic() {
+    let (mut c, epochs) = cluster(2);
+    let mut t = topic("t", 1, 2);
+    t.configs = vec![("unclean.leader.election.enable".into(), "true".into())];
+    c.create_topic(t).unwrap();
+    let topic_id = c.image().topic_by_name("t").unwrap().topic_id;
+    let p = partition(&c, "t", 0);
+    let leader = p.leader;
+    let follower = if leader == 1 { 2 } else { 1 };
+    c.alter_partition(AlterPartition {
+        broker_id: leader,
+        broker_epoch: epochs[&leader],
+        topic_id,
+        partition: 0,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        new_isr: vec![leader],
+    })
+    .unwrap();
+    c.heartbeat(beat(follower, epochs[&follower]), T0 + 9_001)
+        .unwrap();
+    c.tick(T0 + 9_001);
+    let after = partition(&c, "t", 0);
+    assert_eq!(after.leader, follower, "the topic allows an unclean leader");
+    assert_eq!(after.isr, vec![follower]);
+}
+
+#[test]
+fn alter_partition_refuses_stale_epochs_non_leaders_and_fenced_replicas() {
+    let (mut c, epochs) = cluster(3);
+    c.create_topic(topic("t", 1, 3)).unwrap();
+    let topic_id = c.image().topic_by_name("t").unwrap().topic_id;
+    let p = partition(&c, "t", 0);
+    let leader = p.leader;
+    let request = |new_isr: Vec<i32>| AlterPartition {
+        broker_id: leader,
+        broker_epoch: epochs[&leader],
+        topic_id,
+        partition: 0,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        new_isr,
+    };
+    let err = |c: &mut Controller, r: AlterPartition| c.alter_partition(r).unwrap_err().code;
+    let stale_leader = AlterPartition {
+        leader_epoch: p.leader_epoch - 1,
+        ..request(vec![leader])
+    };
+    assert_eq!(err(&mut c, stale_leader), codes::FENCED_LEADER_EPOCH);
+    let stale_partition = AlterPartition {
+        partition_epoch: p.partition_epoch + 1,
+        ..request(vec![leader])
+    };
+    assert_eq!(err(&mut c, stale_partition), codes::INVALID_UPDATE_VERSION);
+    let other = p.replicas.iter().copied().find(|&b| b != leader).unwrap();
+    let not_leader = AlterPartition {
+        broker_id: other,
+        broker_epoch: epochs[&other],
+        ..request(vec![other])
+    };
+    assert_eq!(err(&mut c, not_leader), codes::NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(err(&mut c, request(vec![other])), codes::INVALID_REQUEST);
+    // Shrink to the leader, fence `other`, then try to add it back.
+    let (shrunk, records) = c.alter_partition(request(vec![leader])).unwrap();
+    assert_eq!(records.len(), 1);
+    c.heartbeat(
+        Heartbeat {
+            want_fence: true,
+            ..beat(other, epochs[&other])
+        },
+        T0,
+    )
+    .unwrap();
+    let grow = AlterPartition {
+        partition_epoch: shrunk.partition_epoch,
+        ..request(vec![leader, other])
+    };
+    assert_eq!(err(&mut c, grow), codes::INELIGIBLE_REPLICA);
+    assert_eq!(partition(&c, "t", 0), shrunk, "refusals change nothing");
+}
+
+#[test]
+fn controlled_shutdown_moves_leaderships_before_the_broker_may_stop() {
+    let (mut c, epochs) = cluster(3);
+    c.create_topic(topic("t", 3, 3)).unwrap();
+    let shutting = Heartbeat {
+        want_shut_down: true,
+        ..beat(2, epochs[&2])
+    };
+    let (reply, _) = c.heartbeat(shutting, T0).unwrap();
+    assert!(reply.should_shut_down, "it leads nothing once moved");
+    assert!(reply.is_fenced);
+    for p in 0..3 {
+        let p = partition(&c, "t", p);
+        assert_ne!(p.leader, 2);
+        assert!(!p.isr.contains(&2));
+    }
+    // It comes back as the same process: unfenced again, and the preferred election brings
+    // its leadership back once the leader has let it into the ISR.
+    let (reply, _) = c.heartbeat(beat(2, epochs[&2]), T0).unwrap();
+    assert!(!reply.is_fenced && !reply.in_controlled_shutdown);
+    let topic_id = c.image().topic_by_name("t").unwrap().topic_id;
+    let p = partition(&c, "t", 1);
+    assert_eq!(p.preferred_leader(), 2);
+    let err = c
+        .elect_leader(topic_id, 1, ElectionType::Preferred)
+        .unwrap_err();
+    assert_eq!(err.code, codes::PREFERRED_LEADER_NOT_AVAILABLE);
+    let mut isr = p.isr.clone();
+    isr.push(2);
+    c.alter_partition(AlterPartition {
+        broker_id: p.leader,
+        broker_epoch: epochs[&p.leader],
+        topic_id,
+        partition: 1,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        new_isr: isr,
+    })
+    .unwrap();
+    c.elect_leader(topic_id, 1, ElectionType::Preferred)
+        .unwrap();
+    assert_eq!(partition(&c, "t", 1).leader, 2);
+    let err = c
+        .elect_leader(topic_id, 1, ElectionType::Preferred)
+        .unwrap_err();
+    assert_eq!(err.code, codes::ELECTION_NOT_NEEDED);
+}
+
+#[test]
+fn a_second_live_process_with_the_same_id_is_refused_and_old_epochs_are_stale() {
+    let (mut c, epochs) = cluster(1);
+    let again = RegistrationRequest {
+        broker_id: 1,
+        incarnation_id: incarnation(1, 9),
+        endpoints: vec![endpoint(1)],
+        rack: None,
+    };
+    let err = c.register_broker(again.clone(), T0 + 1).unwrap_err();
+    assert_eq!(err.code, codes::DUPLICATE_BROKER_REGISTRATION);
+    // Once the first one's session has expired, the new process takes over.
+    let (epoch, records) = c.register_broker(again, T0 + 9_001).unwrap();
+    assert!(epoch > epochs[&1]);
+    assert!(matches!(records[0], MetadataRecord::FenceBroker { .. }));
+    let err = c.heartbeat(beat(1, epochs[&1]), T0 + 9_002).unwrap_err();
+    assert_eq!(err.code, codes::STALE_BROKER_EPOCH);
+}
+
+#[test]
+fn replaying_what_the_controller_wrote_or_its_snapshot_gives_its_image() {
+    let (mut c, epochs) = cluster(3);
+    let mut log: Vec<MetadataRecord> = Vec::new();
+    // The cluster's own registrations are not in `log`; start from the controller's image.
+    let mut replica = c.image().clone();
+    let mut t = topic("t", 4, 2);
+    t.configs = vec![("cleanup.policy".into(), "compact".into())];
+    log.extend(c.create_topic(t).unwrap());
+    log.extend(c.create_topic(topic("gone", 1, 1)).unwrap());
+    log.extend(c.delete_topic("gone").unwrap());
+    c.heartbeat(beat(1, epochs[&1]), T0 + 9_001).unwrap();
+    log.extend(c.tick(T0 + 9_001));
+    replica.apply_all(&log).unwrap();
+    assert_eq!(&replica, c.image());
+    let loaded = decode_snapshot(&encode_snapshot(c.image())).unwrap();
+    assert_eq!(&loaded, c.image());
+    // A damaged snapshot is refused, not loaded.
+    let mut bytes = encode_snapshot(c.image()).to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    assert!(matches!(
+        decode_snapshot(&bytes),
+        Err(crate::snapshot::SnapshotError::Checksum { .. })
+    ));
+}
