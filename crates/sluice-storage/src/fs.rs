@@ -78,12 +78,7 @@ pub trait Fs: Send + Sync + Debug {
 }
 
 /// Writes `bytes` to `dir/name` atomically: temp file, sync, rename, sync directory.
-pub(crate) fn write_file_atomically(
-    fs: &dyn Fs,
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-) -> io::Result<()> {
+pub fn write_file_atomically(fs: &dyn Fs, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     // Both descriptors first: running out of them must fail the write before the rename.
     let dir_handle = fs.open_dir(dir)?;
     let tmp = dir.join(format!("{name}.tmp"));
@@ -93,6 +88,30 @@ pub(crate) fn write_file_atomically(
     drop(file);
     fs.rename(&tmp, &dir.join(name))?;
     dir_handle.sync()
+}
+
+/// Creates `path` and its missing parents, and syncs each new directory's entry into its
+/// parent, so that what is later synced inside it survives a power cut too.
+pub fn create_dir_all_durably(fs: &dyn Fs, path: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = path;
+    while !fs.exists(at) {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs.create_dir_all(path)?;
+    for dir in missing.iter().rev() {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs.open_dir(parent)?.sync()?;
+        }
+    }
+    Ok(())
 }
 
 /// `remove_file`, where a file that is already gone counts as removed.

@@ -23,7 +23,10 @@ pub use files::{
     is_out_of_descriptors, open_file_count, CountedFile, HandleCache, SegmentFile,
     DEFAULT_OPEN_SEGMENT_FILES_MAX,
 };
-pub use fs::{Fs, FsDir, FsFile, FsLock, OpenMode, RealFs, SimFs};
+pub use fs::{
+    create_dir_all_durably, write_file_atomically, Fs, FsDir, FsFile, FsLock, OpenMode, RealFs,
+    SimFs,
+};
 pub use index::{OffsetIndex, TimeIndex, DEFAULT_INDEX_BLOCK_ENTRIES};
 pub use log::{
     sync_together, AppendOutcome, CleanStats, CleanerConfig, DirState, FileSlice, Isolation,

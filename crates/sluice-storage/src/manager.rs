@@ -312,14 +312,10 @@ impl LogManager {
         fs: Arc<dyn Fs>,
         limits: DirLimits,
     ) -> Result<Self, StorageError> {
-        if !fs.exists(data_dir) {
-            // A data directory Sluice creates must survive a power cut as much as the topics
-            // acknowledged in it: its entry in its parent is synced too.
-            fs.create_dir_all(data_dir)?;
-            if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fs.open_dir(parent)?.sync()?;
-            }
-        }
+        // A data directory Sluice creates must survive a power cut as much as the topics
+        // acknowledged in it: its entry in its parent is synced too (and theirs, for every
+        // directory created on the way).
+        crate::fs::create_dir_all_durably(fs.as_ref(), data_dir)?;
         let dir_lock = fs.try_lock(&data_dir.join(".lock"))?.ok_or_else(|| {
             StorageError::Io(format!(
                 "{} is in use by another broker",

@@ -1,0 +1,21 @@
+//! The metadata quorum: the cluster metadata log (`sluice_metadata`'s record batches)
+//! replicated with openraft among the controller voters, as Kafka's KRaft quorum replicates
+//! `__cluster_metadata`. This crate is the shell openraft needs: the Raft log and the vote on
+//! disk ([`log_store`]), the state machine that applies committed batches to the metadata
+//! image and snapshots it ([`state_machine`]), and the network between voters
+//! ([`network`]). All of its files go through storage's `Fs` seam, so the simulation in
+//! `tests` can cut the power under it.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod types;
+
+#[cfg(test)]
+mod tcp_tests;
+#[cfg(test)]
+mod tests;
+
+pub use log_store::LogStore;
+pub use state_machine::{MetadataView, StateMachine};
+pub use types::{MetadataBatch, NodeId, QuorumTypes, Raft};

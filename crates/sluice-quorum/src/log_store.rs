@@ -1,0 +1,288 @@
+//! The Raft log of the metadata quorum, on disk through storage's [`Fs`] seam.
+//!
+//! ```text
+//! <dir>/quorum.log    frame(JSON header {format_version, last_purged}) then one frame
+//!                     (JSON entry) per log entry, in index order; frames as types.rs says
+//! <dir>/quorum.vote   JSON vote, replaced atomically (temp file, sync, rename, sync dir)
+//! ```
+//!
+//! An append is answered once its frames are written and the file is synced. At open, the
+//! entries are read back up to the first frame that is torn or damaged (what a power cut
+//! leaves of an append that was never answered) and the file is cut there. Purging (after a
+//! snapshot covers a prefix) rewrites the file atomically without it. Entries are also kept in
+//! memory: the log holds only what the last snapshot does not cover, a bounded amount.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{RaftLogReader, StorageIOError};
+use serde::{Deserialize, Serialize};
+use sluice_storage::{create_dir_all_durably, write_file_atomically, Fs, FsFile, OpenMode};
+
+use crate::types::{put_frame, take_frame, Entry, LogId, QuorumTypes, StorageError, Vote};
+
+const LOG_FILE: &str = "quorum.log";
+const VOTE_FILE: &str = "quorum.vote";
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LogHeader {
+    format_version: u32,
+    last_purged: Option<LogId>,
+}
+
+/// The quorum's Raft log. Cloning shares it (openraft reads through clones).
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    file: Box<dyn FsFile>,
+    /// The file's length: where the next frame goes.
+    end: u64,
+    /// Every entry not purged, with its frame's position in the file.
+    entries: BTreeMap<u64, (Entry, u64)>,
+    last_purged: Option<LogId>,
+    vote: Option<Vote>,
+}
+
+fn io_error(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+fn write_error(e: &io::Error) -> StorageError {
+    StorageIOError::write_logs(e).into()
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in `dir`, reading back what it holds.
+    pub fn open(fs: Arc<dyn Fs>, dir: &Path) -> io::Result<Self> {
+        create_dir_all_durably(&*fs, dir)?;
+        let path = dir.join(LOG_FILE);
+        if !fs.exists(&path) {
+            write_file_atomically(&*fs, dir, LOG_FILE, &header_frame(None)?)?;
+        }
+        let bytes = fs.read(&path)?;
+        let Some((header, mut rest)) = take_frame(&bytes) else {
+            return Err(io_error(format!("{}: damaged header", path.display())));
+        };
+        let header: LogHeader = serde_json::from_slice(header)
+            .map_err(|e| io_error(format!("{}: header: {e}", path.display())))?;
+        if header.format_version != FORMAT_VERSION {
+            return Err(io_error(format!(
+                "{}: format version {} is not {FORMAT_VERSION}",
+                path.display(),
+                header.format_version
+            )));
+        }
+        let mut entries = BTreeMap::new();
+        let mut expected = header.last_purged.map(|l| l.index + 1);
+        let mut position = (bytes.len() - rest.len()) as u64;
+        while let Some((payload, after)) = take_frame(rest) {
+            let entry: Entry = serde_json::from_slice(payload)
+                .map_err(|e| io_error(format!("{}: entry: {e}", path.display())))?;
+            let index = entry.log_id.index;
+            if expected.is_some_and(|e| e != index) {
+                return Err(io_error(format!(
+                    "{}: entry {index} where {expected:?} was expected",
+                    path.display()
+                )));
+            }
+            expected = Some(index + 1);
+            entries.insert(index, (entry, position));
+            position = (bytes.len() - after.len()) as u64;
+            rest = after;
+        }
+        let file = fs.open(&path, OpenMode::Existing)?;
+        if position < bytes.len() as u64 {
+            tracing::warn!(
+                file = %path.display(),
+                kept = position,
+                dropped = bytes.len() as u64 - position,
+                "metadata log ends in a torn or damaged frame; cutting it there"
+            );
+            file.set_len(position)?;
+            file.sync_data()?;
+        }
+        let vote_path = dir.join(VOTE_FILE);
+        let vote = if fs.exists(&vote_path) {
+            let bytes = fs.read(&vote_path)?;
+            Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| io_error(format!("{}: {e}", vote_path.display())))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Inner {
+                fs,
+                dir: dir.to_owned(),
+                file,
+                end: position,
+                entries,
+                last_purged: header.last_purged,
+                vote,
+            })),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().expect("quorum log lock")
+    }
+}
+
+fn header_frame(last_purged: Option<LogId>) -> io::Result<Vec<u8>> {
+    let header = LogHeader {
+        format_version: FORMAT_VERSION,
+        last_purged,
+    };
+    let mut out = Vec::new();
+    put_frame(
+        &mut out,
+        &serde_json::to_vec(&header).map_err(io::Error::other)?,
+    );
+    Ok(out)
+}
+
+fn entry_frame(out: &mut Vec<u8>, entry: &Entry) -> io::Result<()> {
+    let payload = serde_json::to_vec(entry).map_err(io::Error::other)?;
+    if payload.len() > crate::types::FRAME_BYTES_MAX {
+        return Err(io_error("a metadata log entry over the frame bound"));
+    }
+    put_frame(out, &payload);
+    Ok(())
+}
+
+impl Inner {
+    fn append(&mut self, entries: Vec<Entry>) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        let mut positions = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            positions.push(self.end + bytes.len() as u64);
+            entry_frame(&mut bytes, entry)?;
+        }
+        self.file.write_all_at(&bytes, self.end)?;
+        self.file.sync_data()?;
+        self.end += bytes.len() as u64;
+        for (entry, position) in entries.into_iter().zip(positions) {
+            let index = entry.log_id.index;
+            let previous = self.entries.keys().next_back().copied();
+            assert!(
+                previous.is_none_or(|p| p + 1 == index),
+                "openraft appended entry {index} after {previous:?}"
+            );
+            self.entries.insert(index, (entry, position));
+        }
+        Ok(())
+    }
+
+    /// Removes the entries from `index` on (all of them when `index` is below the first).
+    fn truncate(&mut self, index: u64) -> io::Result<()> {
+        let Some((_, &(_, position))) = self.entries.range(index..).next() else {
+            return Ok(());
+        };
+        self.file.set_len(position)?;
+        self.file.sync_data()?;
+        self.end = position;
+        self.entries.split_off(&index);
+        Ok(())
+    }
+
+    /// Drops entries up to `upto` and rewrites the file without them.
+    fn purge(&mut self, upto: LogId) -> io::Result<()> {
+        let kept = self.entries.split_off(&(upto.index + 1));
+        let mut bytes = header_frame(Some(upto))?;
+        let mut entries = BTreeMap::new();
+        for (index, (entry, _)) in kept {
+            let position = bytes.len() as u64;
+            entry_frame(&mut bytes, &entry)?;
+            entries.insert(index, (entry, position));
+        }
+        write_file_atomically(&*self.fs, &self.dir, LOG_FILE, &bytes)?;
+        self.file = self.fs.open(&self.dir.join(LOG_FILE), OpenMode::Existing)?;
+        self.end = bytes.len() as u64;
+        self.entries = entries;
+        self.last_purged = Some(upto);
+        Ok(())
+    }
+}
+
+impl RaftLogReader<QuorumTypes> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        Ok(self
+            .lock()
+            .entries
+            .range(range)
+            .map(|(_, (e, _))| e.clone())
+            .collect())
+    }
+}
+
+impl RaftLogStorage<QuorumTypes> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<QuorumTypes>, StorageError> {
+        let inner = self.lock();
+        let last = inner.entries.values().next_back().map(|(e, _)| e.log_id);
+        Ok(LogState {
+            last_purged_log_id: inner.last_purged,
+            last_log_id: last.or(inner.last_purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        let bytes = serde_json::to_vec(vote)
+            .map_err(|e| StorageIOError::write_vote(&io::Error::other(e)))?;
+        write_file_atomically(&*inner.fs, &inner.dir, VOTE_FILE, &bytes)
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        inner.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.lock().vote)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<QuorumTypes>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        self.lock().append(entries).map_err(|e| write_error(&e))?;
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.lock()
+            .truncate(log_id.index)
+            .map_err(|e| write_error(&e))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.lock().purge(log_id).map_err(|e| write_error(&e))
+    }
+}

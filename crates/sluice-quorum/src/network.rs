@@ -1,0 +1,228 @@
+//! The network between voters: openraft's three messages (AppendEntries, InstallSnapshot in
+//! chunks, Vote) over TCP on the controller listener, one connection per peer, one request at
+//! a time on it.
+//!
+//! ```text
+//! request   u32 length | u8 kind (1 AppendEntries, 2 InstallSnapshot, 3 Vote) | JSON message
+//! answer    u32 length | JSON Result<answer, RaftError>
+//! ```
+//!
+//! Every length is checked against [`FRAME_BYTES_MAX`] before anything is allocated for it; a
+//! frame over it, or one that does not parse, closes the connection with one log line.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::types::{NodeId, QuorumTypes, Raft, FRAME_BYTES_MAX};
+
+const APPEND_ENTRIES: u8 = 1;
+const INSTALL_SNAPSHOT: u8 = 2;
+const VOTE: u8 = 3;
+
+/// How long a connection attempt to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let len = stream.read_u32().await? as usize;
+    if len > FRAME_BYTES_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a quorum frame of {len} bytes, over the bound of {FRAME_BYTES_MAX}"),
+        ));
+    }
+    let mut buf = vec![0; len];
+    stream.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame(stream: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > FRAME_BYTES_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a quorum message over the frame bound",
+        ));
+    }
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    stream.write_all(&out).await
+}
+
+/// Serves the quorum's messages to peers until the listener fails.
+pub async fn serve(listener: TcpListener, raft: Raft) -> io::Result<()> {
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(stream, &raft).await {
+                if e.kind() != io::ErrorKind::UnexpectedEof {
+                    tracing::warn!(%peer, error = %e, "quorum connection closed");
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection(mut stream: TcpStream, raft: &Raft) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    loop {
+        let frame = read_frame(&mut stream).await?;
+        let Some((&kind, body)) = frame.split_first() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "an empty quorum frame",
+            ));
+        };
+        let (answer, stopped) = match kind {
+            APPEND_ENTRIES => answer(&raft.append_entries(from_json(body)?).await)?,
+            INSTALL_SNAPSHOT => answer(&raft.install_snapshot(from_json(body)?).await)?,
+            VOTE => answer(&raft.vote(from_json(body)?).await)?,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unknown quorum message kind {kind}"),
+                ))
+            }
+        };
+        write_frame(&mut stream, &[&answer]).await?;
+        if stopped {
+            // This node's Raft has shut down: close, so that the peer reconnects to whatever
+            // serves this address next.
+            return Ok(());
+        }
+    }
+}
+
+/// The JSON answer, and whether it says that this node's Raft has stopped.
+fn answer<T: Serialize, E: Serialize>(
+    result: &Result<T, RaftError<NodeId, E>>,
+) -> io::Result<(Vec<u8>, bool)> {
+    Ok((to_json(result)?, matches!(result, Err(RaftError::Fatal(_)))))
+}
+
+fn to_json<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(io::Error::other)
+}
+
+fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Makes a connection per peer, to the address in its membership entry.
+#[derive(Debug, Clone, Default)]
+pub struct TcpNetwork;
+
+/// A connection to one peer, opened on first use and again after a failure.
+#[derive(Debug)]
+pub struct TcpPeer {
+    target: NodeId,
+    addr: String,
+    stream: Option<TcpStream>,
+}
+
+impl RaftNetworkFactory<QuorumTypes> for TcpNetwork {
+    type Network = TcpPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> TcpPeer {
+        TcpPeer {
+            target,
+            addr: node.addr.clone(),
+            stream: None,
+        }
+    }
+}
+
+type RpcError<E> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+impl TcpPeer {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: u8,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcError<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = to_json(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let exchange = async {
+            if self.stream.is_none() {
+                let addr: SocketAddr = self
+                    .addr
+                    .parse()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+                stream.set_nodelay(true)?;
+                self.stream = Some(stream);
+            }
+            let stream = self.stream.as_mut().expect("connected above");
+            write_frame(stream, &[&[kind], &body]).await?;
+            read_frame(stream).await
+        };
+        let answer = match tokio::time::timeout(option.hard_ttl(), exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                self.stream = None;
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+            Err(_) => {
+                self.stream = None;
+                let e = io::Error::from(io::ErrorKind::TimedOut);
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+        };
+        let answer: Result<Resp, RaftError<NodeId, E>> = from_json(&answer).map_err(|e| {
+            self.stream = None;
+            RPCError::Network(NetworkError::new(&e))
+        })?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<QuorumTypes> for TcpPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<QuorumTypes>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError<openraft::error::Infallible>> {
+        self.call(APPEND_ENTRIES, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<QuorumTypes>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
+        self.call(INSTALL_SNAPSHOT, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcError<openraft::error::Infallible>> {
+        self.call(VOTE, &rpc, &option).await
+    }
+}
