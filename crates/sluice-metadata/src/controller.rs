@@ -142,7 +142,7 @@ pub enum ElectionType {
 }
 
 /// The active controller's state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Controller {
     config: ControllerConfig,
     image: MetadataImage,

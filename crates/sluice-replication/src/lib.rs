@@ -1,0 +1,397 @@
+//! Kafka's ISR replication as a state machine without I/O.
+//!
+//! A partition's leader learns from its followers' fetches how far each has copied its log,
+//! and moves the high watermark to the lowest log end among the in-sync replicas: a record
+//! below it is on every replica that can be elected, so it is committed (acks=all is answered,
+//! consumers may read it). The leader asks the controller to take followers that fall behind
+//! out of the ISR and to put back those that caught up. A follower whose log diverged from
+//! the leader's (it was written under an older leader) learns where from the leader epochs:
+//! it sends the epoch of its last record with every fetch, the leader answers with the end of
+//! that epoch in its own log when they differ, and the follower truncates there.
+//!
+//! Everything here takes the log as an [`EpochLog`] (its end and its leader epoch history)
+//! and the time as an argument; the partition layer does the reading, writing and sending.
+//! `tests/model.rs` explores every interleaving of produce, fetch, ISR changes, crashes,
+//! restarts and elections (through the real controller) for three replicas, and checks that
+//! no acknowledged record is lost and that logs agree wherever their epochs do.
+
+use std::collections::BTreeMap;
+
+/// The part of a replica's log replication needs: where it ends, and which leader epoch wrote
+/// which offsets (Kafka's leader epoch cache).
+pub trait EpochLog {
+    /// The offset the next record will get.
+    fn log_end_offset(&self) -> i64;
+
+    /// Kafka's `endOffsetFor`: the largest epoch at or below `epoch` that wrote records here,
+    /// and the offset where that epoch's records end (the first offset of the next epoch, or
+    /// the log end for the latest). `None` if no such epoch.
+    fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)>;
+
+    /// The epoch of the last record, if any.
+    fn latest_epoch(&self) -> Option<i32>;
+}
+
+/// What a follower is known to hold, from its fetches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FollowerProgress {
+    /// The offset it fetched from last: it holds everything below it. -1 until it fetches.
+    log_end_offset: i64,
+    /// The last time its fetch asked for the leader's log end (it was caught up then).
+    caught_up_ms: i64,
+}
+
+/// An ISR change the leader asked the controller for (Kafka's AlterPartition).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IsrChange {
+    pub new_isr: Vec<i32>,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+/// The leader's answer to a follower's fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchAnswer {
+    /// Records from the fetch offset on are the follower's to copy; `high_watermark` is the
+    /// leader's.
+    Records { high_watermark: i64 },
+    /// The follower's log diverged: it must truncate to [`truncation_offset`] of these.
+    Diverging { epoch: i32, end_offset: i64 },
+    /// The fetch offset is past the leader's log end.
+    OffsetOutOfRange,
+    /// The fetching broker is not a replica of this partition.
+    NotAReplica,
+}
+
+/// The controller's decision that makes a broker a partition's leader.
+#[derive(Debug, Clone, Copy)]
+pub struct Elected<'a> {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: &'a [i32],
+    pub isr: &'a [i32],
+}
+
+/// A partition's state on its leader.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaderState {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    /// The controller's partition epoch for the ISR below.
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    /// The ISR as the controller has committed it.
+    pub isr: Vec<i32>,
+    /// An ISR change sent and not answered yet: no other is sent meanwhile, and the high
+    /// watermark counts the members of both (Kafka's "maximal ISR", KIP-497).
+    pending: Option<IsrChange>,
+    followers: BTreeMap<i32, FollowerProgress>,
+    /// The log end when this replica became leader: a follower joins the ISR only once it
+    /// holds this epoch's first offset, so it no longer holds another leader's tail.
+    epoch_start_offset: i64,
+    high_watermark: i64,
+}
+
+impl LeaderState {
+    /// Takes over a partition as the controller elected this broker: `high_watermark` is the
+    /// one this replica knew (from its checkpoint or its last fetch).
+    pub fn become_leader(
+        elected: Elected<'_>,
+        log: &impl EpochLog,
+        high_watermark: i64,
+        now_ms: i64,
+    ) -> Self {
+        let Elected {
+            leader_id,
+            leader_epoch,
+            partition_epoch,
+            replicas,
+            isr,
+        } = elected;
+        assert!(isr.contains(&leader_id), "a leader outside its ISR");
+        let followers = replicas
+            .iter()
+            .filter(|&&r| r != leader_id)
+            .map(|&r| {
+                let progress = FollowerProgress {
+                    log_end_offset: -1,
+                    caught_up_ms: now_ms,
+                };
+                (r, progress)
+            })
+            .collect();
+        let state = Self {
+            leader_id,
+            leader_epoch,
+            partition_epoch,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            pending: None,
+            followers,
+            epoch_start_offset: log.log_end_offset(),
+            high_watermark: high_watermark.min(log.log_end_offset()),
+        };
+        state.check(log);
+        state
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// Whether an acks=all produce may be appended: the ISR holds at least
+    /// `min.insync.replicas` (else NOT_ENOUGH_REPLICAS).
+    pub fn enough_replicas(&self, min_insync_replicas: usize) -> bool {
+        self.isr.len() >= min_insync_replicas
+    }
+
+    /// The members whose progress bounds the high watermark: the ISR, and while a change is
+    /// pending, the members it adds too.
+    fn maximal_isr(&self) -> Vec<i32> {
+        let mut members = self.isr.clone();
+        if let Some(change) = &self.pending {
+            for b in &change.new_isr {
+                if !members.contains(b) {
+                    members.push(*b);
+                }
+            }
+        }
+        members
+    }
+
+    /// Moves the high watermark to the lowest log end of the maximal ISR, never back.
+    fn advance_high_watermark(&mut self, log: &impl EpochLog) {
+        let lowest = self
+            .maximal_isr()
+            .iter()
+            .map(|&b| {
+                if b == self.leader_id {
+                    log.log_end_offset()
+                } else {
+                    self.followers.get(&b).map_or(-1, |f| f.log_end_offset)
+                }
+            })
+            .min()
+            .unwrap_or_else(|| log.log_end_offset());
+        if lowest > self.high_watermark {
+            self.high_watermark = lowest;
+        }
+        self.check(log);
+    }
+
+    fn check(&self, log: &impl EpochLog) {
+        assert!(
+            self.high_watermark <= log.log_end_offset(),
+            "high watermark {} above the log end {}",
+            self.high_watermark,
+            log.log_end_offset()
+        );
+    }
+
+    /// The leader appended records: with an ISR of one, they are committed at once.
+    pub fn on_append(&mut self, log: &impl EpochLog) {
+        self.advance_high_watermark(log);
+    }
+
+    /// A follower's fetch from `fetch_offset`, whose last record (if any) has
+    /// `last_fetched_epoch`.
+    pub fn on_fetch(
+        &mut self,
+        follower: i32,
+        fetch_offset: i64,
+        last_fetched_epoch: Option<i32>,
+        log: &impl EpochLog,
+        now_ms: i64,
+    ) -> FetchAnswer {
+        if !self.followers.contains_key(&follower) {
+            return FetchAnswer::NotAReplica;
+        }
+        if let Some(epoch) = last_fetched_epoch {
+            // Kafka's check (KIP-320, KIP-595): the follower's last epoch must end, in the
+            // leader's log, at or after where the follower's log ends.
+            match log.end_offset_for_epoch(epoch) {
+                Some((leader_epoch, end)) if leader_epoch == epoch && end >= fetch_offset => {}
+                Some((leader_epoch, end)) => {
+                    return FetchAnswer::Diverging {
+                        epoch: leader_epoch,
+                        end_offset: end,
+                    }
+                }
+                None => {
+                    return FetchAnswer::Diverging {
+                        epoch: -1,
+                        end_offset: 0,
+                    }
+                }
+            }
+        }
+        if fetch_offset > log.log_end_offset() {
+            return FetchAnswer::OffsetOutOfRange;
+        }
+        let progress = self.followers.get_mut(&follower).expect("checked above");
+        progress.log_end_offset = fetch_offset;
+        if fetch_offset >= log.log_end_offset() {
+            progress.caught_up_ms = now_ms;
+        }
+        self.advance_high_watermark(log);
+        FetchAnswer::Records {
+            high_watermark: self.high_watermark,
+        }
+    }
+
+    /// The ISR change to ask for now, if any: followers not caught up for longer than
+    /// `replica_lag_time_max_ms` leave, followers that hold the high watermark and this
+    /// epoch's start join. Nothing while a change is pending.
+    pub fn isr_change(&mut self, now_ms: i64, replica_lag_time_max_ms: i64) -> Option<IsrChange> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let mut new_isr: Vec<i32> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(|&b| {
+                b == self.leader_id
+                    || self
+                        .followers
+                        .get(&b)
+                        .is_some_and(|f| now_ms - f.caught_up_ms <= replica_lag_time_max_ms)
+            })
+            .collect();
+        for (&b, f) in &self.followers {
+            let caught_up = f.log_end_offset >= self.high_watermark
+                && f.log_end_offset >= self.epoch_start_offset
+                && now_ms - f.caught_up_ms <= replica_lag_time_max_ms;
+            if !new_isr.contains(&b) && caught_up && self.isr.len() == new_isr.len() {
+                new_isr.push(b);
+            }
+        }
+        if new_isr == self.isr {
+            return None;
+        }
+        let change = IsrChange {
+            new_isr,
+            leader_epoch: self.leader_epoch,
+            partition_epoch: self.partition_epoch,
+        };
+        self.pending = Some(change.clone());
+        Some(change)
+    }
+
+    /// The controller committed an ISR for this leader epoch, at our request or on its own
+    /// (it fenced a member): it replaces ours, and any change we asked for is moot.
+    pub fn on_isr_committed(&mut self, isr: &[i32], partition_epoch: i32, log: &impl EpochLog) {
+        assert!(isr.contains(&self.leader_id), "an ISR without its leader");
+        assert!(
+            partition_epoch >= self.partition_epoch,
+            "partition epochs grow"
+        );
+        self.isr = isr.to_vec();
+        self.partition_epoch = partition_epoch;
+        self.pending = None;
+        self.advance_high_watermark(log);
+    }
+
+    /// The controller refused the change (a stale epoch, an ineligible replica): ask again
+    /// later from what it says now.
+    pub fn on_isr_refused(&mut self) {
+        self.pending = None;
+    }
+}
+
+/// Where a follower truncates when the leader says its log diverges at `(epoch,
+/// end_offset)`: at the end of that epoch in its own log, or the leader's end for it, whichever
+/// is lower. The follower fetches again from there; if it still diverges (it did not have that
+/// epoch at all), the leader answers with an earlier one.
+pub fn truncation_offset(log: &impl EpochLog, epoch: i32, end_offset: i64) -> i64 {
+    let own_end = match log.end_offset_for_epoch(epoch) {
+        Some((_, end)) => end,
+        None => 0,
+    };
+    own_end.min(end_offset).min(log.log_end_offset()).max(0)
+}
+
+/// A follower's high watermark after a fetch: the leader's, as far as its own log reaches.
+pub fn follower_high_watermark(log: &impl EpochLog, leader_high_watermark: i64) -> i64 {
+    leader_high_watermark.min(log.log_end_offset())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Epochs of a log's records, one per offset.
+    struct Epochs(Vec<i32>);
+
+    impl EpochLog for Epochs {
+        fn log_end_offset(&self) -> i64 {
+            self.0.len() as i64
+        }
+
+        fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+            let found = self.0.iter().copied().filter(|&e| e <= epoch).max()?;
+            let end = self
+                .0
+                .iter()
+                .position(|&e| e > found)
+                .unwrap_or(self.0.len());
+            Some((found, end as i64))
+        }
+
+        fn latest_epoch(&self) -> Option<i32> {
+            self.0.last().copied()
+        }
+    }
+
+    fn leader(log: &Epochs) -> LeaderState {
+        let elected = Elected {
+            leader_id: 1,
+            leader_epoch: 2,
+            partition_epoch: 0,
+            replicas: &[1, 2, 3],
+            isr: &[1, 2, 3],
+        };
+        LeaderState::become_leader(elected, log, 0, 0)
+    }
+
+    #[test]
+    fn a_follower_with_another_leaders_tail_is_told_where_it_diverges_and_truncates_there() {
+        // The leader wrote offsets 0-1 in epoch 0 and 2-3 in epoch 2; the follower holds
+        // offsets 0-2 of epoch 0 (offset 2 was never committed) and fetches from 3.
+        let leader_log = Epochs(vec![0, 0, 2, 2]);
+        let follower_log = Epochs(vec![0, 0, 0]);
+        let mut l = leader(&leader_log);
+        let answer = l.on_fetch(2, 3, Some(0), &leader_log, 0);
+        assert_eq!(
+            answer,
+            FetchAnswer::Diverging {
+                epoch: 0,
+                end_offset: 2
+            }
+        );
+        assert_eq!(truncation_offset(&follower_log, 0, 2), 2);
+        // From offset 2 with last epoch 0 the logs agree: records flow, the HW waits for the
+        // whole ISR.
+        let answer = l.on_fetch(2, 2, Some(0), &leader_log, 0);
+        assert_eq!(answer, FetchAnswer::Records { high_watermark: 0 });
+    }
+
+    #[test]
+    fn the_high_watermark_is_the_lowest_log_end_of_the_isr_and_never_moves_back() {
+        let log = Epochs(vec![2, 2, 2, 2]);
+        let mut l = leader(&log);
+        l.on_fetch(2, 4, Some(2), &log, 0);
+        assert_eq!(l.high_watermark(), 0, "broker 3 has fetched nothing yet");
+        l.on_fetch(3, 3, Some(2), &log, 0);
+        assert_eq!(l.high_watermark(), 3);
+        // 3 falls behind and leaves the ISR; the HW is then 2's and the leader's end.
+        let change = l.isr_change(10, 5).expect("both followers lag at t=10");
+        assert_eq!(change.new_isr, vec![1]);
+        l.on_isr_committed(&[1, 2], 1, &log);
+        assert_eq!(l.high_watermark(), 4);
+        l.on_isr_committed(&[1, 2, 3], 2, &log);
+        assert_eq!(l.high_watermark(), 4, "never back");
+        assert!(l.enough_replicas(2));
+    }
+}
