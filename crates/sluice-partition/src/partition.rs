@@ -204,6 +204,7 @@ impl Partition {
         flusher: Flusher,
     ) -> Self {
         let high_watermark = log.log_end_offset();
+        log.assign_leader_epoch(leader_epoch);
         Self {
             topic,
             index,
@@ -242,6 +243,14 @@ impl Partition {
             self.topic,
             self.index
         );
+        self.log.assign_leader_epoch(epoch);
+    }
+
+    /// Where leader epoch `epoch` ends in this log (Kafka's `endOffsetFor`): the largest
+    /// epoch at or below it that wrote here, and the offset its records end at. `None` if
+    /// every epoch here is newer.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.log.end_offset_for_epoch(epoch)
     }
 
     /// Offsets below this are committed: readers see them, acks=all may count them.

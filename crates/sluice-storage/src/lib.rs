@@ -6,6 +6,7 @@
 
 mod config;
 mod durability;
+mod epoch_cache;
 mod files;
 mod fs;
 mod index;
@@ -19,6 +20,7 @@ mod txn_index;
 
 pub use config::{LogConfig, TimestampPolicy, TOPIC_CONFIG_NAMES};
 pub use durability::{syncfs_supported, Durability, FailAfter, Fsync};
+pub use epoch_cache::{EpochEntry, LeaderEpochCache};
 pub use files::{
     is_out_of_descriptors, open_file_count, CountedFile, HandleCache, SegmentFile,
     DEFAULT_OPEN_SEGMENT_FILES_MAX,

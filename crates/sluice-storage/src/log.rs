@@ -274,6 +274,8 @@ struct LogInner {
     /// A segment file was created since the directory was last synced.
     dir_dirty: bool,
     producers: ProducerStateManager,
+    /// Which leader epoch wrote which offsets, as the batch headers say.
+    epochs: crate::LeaderEpochCache,
     /// The log end offset the last producer snapshot covered; -1 before the first.
     checkpointed_offset: i64,
     /// Offsets below this have been compacted: the cleaner's next dirty offset.
@@ -347,6 +349,28 @@ impl UnifiedLog {
     /// How many bytes opening this log had to validate batch by batch.
     pub fn recovery_scanned_bytes(&self) -> u64 {
         self.recovery_scanned_bytes
+    }
+
+    /// Kafka's `endOffsetFor` on this log's leader epoch cache: the largest epoch at or below
+    /// `epoch` that wrote records here, and where its records end (the next epoch's first
+    /// offset, or the log end). `None` if every epoch here is newer.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let inner = lock(&self.inner);
+        inner.epochs.end_offset_for(epoch, inner.log_end_offset)
+    }
+
+    /// Records that `epoch` leads from the log end on, as Kafka's leader does when it takes
+    /// over: so that the epoch is known before it writes anything. Kept in memory until its
+    /// first record (a restart assigns it again).
+    pub fn assign_leader_epoch(&self, epoch: i32) {
+        let mut inner = lock(&self.inner);
+        let end = inner.log_end_offset;
+        inner.epochs.assign(epoch, end);
+    }
+
+    /// The leader epoch cache's entries, oldest first.
+    pub fn epoch_entries(&self) -> Vec<crate::EpochEntry> {
+        lock(&self.inner).epochs.entries().to_vec()
     }
 
     pub fn log_end_offset(&self) -> i64 {

@@ -107,16 +107,21 @@ pub struct ProducerStateManager {
 }
 
 /// The producer-state snapshot format this code writes; snapshots from before it had a
-/// version read as version 0, which is the same layout.
-pub(crate) const SNAPSHOT_VERSION: u16 = 1;
+/// version read as version 0, which is the same layout. Version 2 added `epochs`.
+pub(crate) const SNAPSHOT_VERSION: u16 = 2;
 
-/// `producer-state.json`: `{"version": 1, "offset": <log end it covers>, "producers": [...]}`.
+/// `producer-state.json`: `{"version": 2, "offset": <log end it covers>, "producers": [...],
+/// "epochs": [{"epoch", "start_offset"}, ...]}`; the epochs are the log's leader epoch cache
+/// up to `offset`.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Snapshot {
     #[serde(default)]
     pub version: u16,
     pub offset: i64,
     producers: Vec<ProducerEntry>,
+    /// Absent in version 1 snapshots: then the epochs are rebuilt from the whole log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<Vec<crate::EpochEntry>>,
 }
 
 impl ProducerStateManager {
@@ -353,6 +358,7 @@ impl ProducerStateManager {
             version: SNAPSHOT_VERSION,
             offset,
             producers,
+            epochs: None,
         }
     }
 

@@ -248,6 +248,7 @@ impl LogSegment {
         &mut self,
         from: i64,
         state: &mut crate::producer_state::ProducerStateManager,
+        epochs: &mut crate::LeaderEpochCache,
         now_ms: i64,
         max_control_batch_bytes: usize,
     ) -> Result<(), crate::StorageError> {
@@ -261,6 +262,7 @@ impl LogSegment {
                 self.file.get()?.read_exact_at(&mut header, pos)?;
                 let h = BatchHeader::parse(&header)?;
                 if h.base_offset >= from {
+                    epochs.assign(h.partition_leader_epoch, h.base_offset);
                     if h.is_control() {
                         if h.total_size() > max_control_batch_bytes {
                             return Err(crate::StorageError::Corrupt(format!(

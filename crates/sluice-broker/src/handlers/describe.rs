@@ -424,14 +424,15 @@ pub(crate) fn offset_for_leader_epoch(
                     if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
                         return out.with_error_code(ResponseError::FencedLeaderEpoch.code());
                     }
-                    // No epoch history is kept yet: every offset was written in the current
-                    // epoch, which ends at the log end. An epoch past ours has no end yet
-                    // (Kafka's UNDEFINED answer).
+                    // From the log's leader epoch cache. An epoch past ours has no end yet,
+                    // and one older than every epoch here has none (Kafka's UNDEFINED).
                     if p.leader_epoch > epoch {
                         return out;
                     }
-                    out.with_leader_epoch(epoch)
-                        .with_end_offset(log.log_end_offset())
+                    match log.end_offset_for_epoch(p.leader_epoch) {
+                        Some((e, end)) => out.with_leader_epoch(e).with_end_offset(end),
+                        None => out,
+                    }
                 })
                 .collect();
             OffsetForLeaderTopicResult::default()

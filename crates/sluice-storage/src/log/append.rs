@@ -236,6 +236,7 @@ impl UnifiedLog {
             return Err(self.dir_state.fail("segment write", &e));
         }
         inner.log_end_offset = offset;
+        inner.epochs.assign(leader_epoch, base_offset);
         if let Some(commit) = marker {
             if let Some(aborted) = inner.producers.record_marker(&headers[0], commit, now_ms) {
                 // Synced with the segment by the flush that makes the marker durable.

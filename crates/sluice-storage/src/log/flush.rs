@@ -116,8 +116,9 @@ impl UnifiedLog {
                 .load(Ordering::Relaxed);
             inner.producers.expire(now_ms, expiration);
             let leo = inner.log_end_offset;
-            let bytes =
-                serde_json::to_vec(&inner.producers.to_snapshot(leo)).expect("snapshot serialises");
+            let mut snapshot = inner.producers.to_snapshot(leo);
+            snapshot.epochs = Some(inner.epochs.entries().to_vec());
+            let bytes = serde_json::to_vec(&snapshot).expect("snapshot serialises");
             (bytes, leo, index_files)
         };
         // Synced outside the lock: appends to this partition do not wait for a checkpoint.

@@ -106,7 +106,7 @@ impl UnifiedLog {
         for segment in segments.values_mut() {
             txn_index_damaged |= segment.load_txn_index()?;
         }
-        let producers = load_producer_state(
+        let (producers, epochs) = load_producer_state(
             txn_index_damaged,
             fs.as_ref(),
             dir,
@@ -127,6 +127,7 @@ impl UnifiedLog {
                 // log leaves that to its first flush). The first flush syncs it.
                 dir_dirty: true,
                 producers,
+                epochs,
                 // A new, empty log has nothing for a checkpoint to write until its first
                 // append, so ten thousand new topics cost a shutdown nothing.
                 checkpointed_offset: if fresh { 0 } else { -1 },
@@ -175,8 +176,9 @@ fn read_producer_snapshot(fs: &dyn Fs, path: &Path) -> Option<Snapshot> {
         .ok()
 }
 
-/// Rebuilds producer state: the snapshot, if it covers a prefix of the log (and every
-/// aborted-transaction index was read whole), then every batch header after it. Without a usable snapshot, every header in the log. Transaction markers
+/// Rebuilds producer state and the leader epoch cache: the snapshot, if it covers a prefix of
+/// the log (and every aborted-transaction index was read whole, and it has the epochs), then
+/// every batch header after it. Without a usable snapshot, every header in the log. Transaction markers
 /// met on the way rebuild the aborted-transaction index entries from there on (entries at or
 /// past that point are dropped first: they may describe a truncated tail).
 fn load_producer_state(
@@ -187,20 +189,34 @@ fn load_producer_state(
     log_start: i64,
     log_end: i64,
     now_ms: i64,
-) -> Result<ProducerStateManager, StorageError> {
+) -> Result<(ProducerStateManager, crate::LeaderEpochCache), StorageError> {
     // A damaged aborted-transaction index is rebuilt from the whole log: entries below the
     // snapshot are otherwise never rebuilt.
     let snapshot = read_producer_snapshot(fs, &dir.join(PRODUCER_SNAPSHOT_FILE))
-        .filter(|s| !txn_index_damaged && (log_start..=log_end).contains(&s.offset));
-    let (mut state, from) = match snapshot {
-        Some(s) => {
+        .filter(|s| !txn_index_damaged && (log_start..=log_end).contains(&s.offset))
+        .filter(|s| s.epochs.is_some());
+    let (mut state, mut epochs, from) = match snapshot {
+        Some(mut s) => {
             let from = s.offset;
-            (ProducerStateManager::from_snapshot(s), from)
+            let epochs = crate::LeaderEpochCache::from_entries(s.epochs.take().unwrap_or_default());
+            (ProducerStateManager::from_snapshot(s), epochs, from)
         }
-        None => (ProducerStateManager::default(), log_start),
+        None => (
+            ProducerStateManager::default(),
+            Default::default(),
+            log_start,
+        ),
     };
     for segment in segments.values_mut() {
-        segment.replay_producers(from, &mut state, now_ms, MAX_CONTROL_BATCH_BYTES)?;
+        segment.replay_producers(
+            from,
+            &mut state,
+            &mut epochs,
+            now_ms,
+            MAX_CONTROL_BATCH_BYTES,
+        )?;
     }
-    Ok(state)
+    epochs.truncate_from_end(log_end);
+    epochs.truncate_from_start(log_start);
+    Ok((state, epochs))
 }

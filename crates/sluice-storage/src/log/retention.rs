@@ -10,6 +10,7 @@ impl UnifiedLog {
         let offset = offset.min(inner.log_end_offset);
         if offset > inner.log_start_offset {
             inner.log_start_offset = offset;
+            inner.epochs.truncate_from_start(offset);
         }
     }
 
@@ -90,7 +91,9 @@ impl UnifiedLog {
             .next()
             .expect("the active segment remains");
         inner.log_start_offset = inner.log_start_offset.max(first);
-        outcome.log_start_offset = inner.log_start_offset;
+        let start = inner.log_start_offset;
+        inner.epochs.truncate_from_start(start);
+        outcome.log_start_offset = start;
         Ok(outcome)
     }
 
@@ -129,6 +132,7 @@ impl UnifiedLog {
                 .map_err(|e| self.dir_state.fail("segment delete", &e))?;
         }
         inner.log_start_offset = target;
+        inner.epochs.truncate_from_start(target);
         Ok(target)
     }
 }

@@ -7,7 +7,9 @@
 //!   retention or DeleteRecords removed it, or compaction did because a later acknowledged
 //!   record has the same key;
 //! - every batch served passes its CRC check, offsets only go up, and every record served is
-//!   one that was appended at that offset.
+//!   one that was appended at that offset;
+//! - the leader epoch cache knows the epoch of every batch served (appends move to a new
+//!   epoch now and then), and says it ends after that batch.
 //!
 //! `SLUICE_SIM_SEED=n` replays one schedule; `SLUICE_SIM_SEEDS=n` runs n schedules (default
 //! [`DEFAULT_SCHEDULES`]) from `SLUICE_SIM_SEED_BASE` (default 0).
@@ -116,6 +118,8 @@ struct Schedule {
     fail_one_in: u64,
     now_ms: i64,
     next_value: u64,
+    /// The leader epoch appends are stamped with; it grows now and then, as leaders change.
+    epoch: i32,
     trace: Vec<String>,
 }
 
@@ -146,6 +150,7 @@ impl Schedule {
             fail_one_in,
             now_ms: 1_000_000,
             next_value: 0,
+            epoch: 0,
             trace: Vec::new(),
         }
     }
@@ -233,6 +238,8 @@ impl Schedule {
             ));
         }
         let mut served: BTreeMap<i64, Rec> = BTreeMap::new();
+        // (base offset, next offset, leader epoch) of every batch served.
+        let mut headers: Vec<(i64, i64, i32)> = Vec::new();
         let mut offset = start;
         let mut next_batch = i64::MIN;
         while offset < end {
@@ -254,6 +261,7 @@ impl Schedule {
                 }
                 next_batch = h.next_offset();
                 offset = h.next_offset();
+                headers.push((h.base_offset, h.next_offset(), h.partition_leader_epoch));
                 let records = h
                     .records(batch, MAX_DECOMPRESSED_BATCH_BYTES)
                     .map_err(|e| format!("served batch at {} unreadable: {e}", h.base_offset))?;
@@ -284,6 +292,29 @@ impl Schedule {
                     served.insert(r.offset, rec);
                 }
             }
+        }
+        // The leader epoch cache agrees with the stored batches: each batch's epoch is known,
+        // and ends after it but no later than the next batch of a newer epoch (or the log end).
+        for (i, &(base, next, epoch)) in headers.iter().enumerate() {
+            let bound = headers[i..]
+                .iter()
+                .find(|h| h.2 > epoch)
+                .map_or(end, |h| h.0);
+            match log.end_offset_for_epoch(epoch) {
+                Some((e, epoch_end)) if e == epoch && (next..=bound).contains(&epoch_end) => {}
+                other => {
+                    return Err(format!(
+                        "batch {base}..{next} of epoch {epoch}, next newer epoch at {bound}, but \
+                         the epoch cache says {other:?} ({:?})",
+                        log.epoch_entries()
+                    ))
+                }
+            }
+        }
+        if let Some(past) = log.epoch_entries().iter().find(|e| e.start_offset > end) {
+            return Err(format!(
+                "the epoch cache has {past:?} past the log end {end}"
+            ));
         }
         for (offset, rec) in model.required(&served) {
             if !served.contains_key(&offset) {
@@ -345,8 +376,12 @@ impl Schedule {
                     self.model.records.insert(base + i as i64, r);
                     self.model.timestamps.insert(base + i as i64, now);
                 }
-                self.trace.push(format!("append at {base}"));
-                log.append(&b.build(), now)?;
+                if self.rng.below(8) == 0 {
+                    self.epoch += 1;
+                }
+                self.trace
+                    .push(format!("append at {base} in epoch {}", self.epoch));
+                log.append_in_epoch(&b.build(), self.epoch, now)?;
             }
             45..=64 => {
                 let target = log.log_end_offset();
