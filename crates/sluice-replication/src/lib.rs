@@ -37,8 +37,13 @@ pub trait EpochLog {
 struct FollowerProgress {
     /// The offset it fetched from last: it holds everything below it. -1 until it fetches.
     log_end_offset: i64,
-    /// The last time its fetch asked for the leader's log end (it was caught up then).
+    /// The last time it was caught up: its fetch asked for the leader's log end then, or
+    /// reached what the leader's log end was at its fetch before (Kafka's rule, so that a
+    /// follower a few records behind under steady load is not taken for one that lags).
     caught_up_ms: i64,
+    /// The leader's log end and the time at this follower's last fetch.
+    last_fetch_leader_end: i64,
+    last_fetch_ms: i64,
 }
 
 /// An ISR change the leader asked the controller for (Kafka's AlterPartition).
@@ -47,6 +52,14 @@ pub struct IsrChange {
     pub new_isr: Vec<i32>,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+}
+
+/// Where an acks=all produce stands on its leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckStatus {
+    Waiting,
+    Committed,
+    NotEnoughReplicasAfterAppend,
 }
 
 /// The leader's answer to a follower's fetch.
@@ -117,6 +130,8 @@ impl LeaderState {
                 let progress = FollowerProgress {
                     log_end_offset: -1,
                     caught_up_ms: now_ms,
+                    last_fetch_leader_end: -1,
+                    last_fetch_ms: now_ms,
                 };
                 (r, progress)
             })
@@ -144,6 +159,20 @@ impl LeaderState {
     /// `min.insync.replicas` (else NOT_ENOUGH_REPLICAS).
     pub fn enough_replicas(&self, min_insync_replicas: usize) -> bool {
         self.isr.len() >= min_insync_replicas
+    }
+
+    /// Where an acks=all produce whose last record is at `last_offset` stands: waiting for
+    /// the high watermark, answered, or refused because the ISR shrank below
+    /// `min.insync.replicas` before its records were committed (Kafka's
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND; the records stay, the client retries).
+    pub fn ack_status(&self, last_offset: i64, min_insync_replicas: usize) -> AckStatus {
+        if self.high_watermark <= last_offset {
+            AckStatus::Waiting
+        } else if self.isr.len() >= min_insync_replicas {
+            AckStatus::Committed
+        } else {
+            AckStatus::NotEnoughReplicasAfterAppend
+        }
     }
 
     /// The members whose progress bounds the high watermark: the ISR, and while a change is
@@ -231,9 +260,16 @@ impl LeaderState {
         }
         let progress = self.followers.get_mut(&follower).expect("checked above");
         progress.log_end_offset = fetch_offset;
-        if fetch_offset >= log.log_end_offset() {
-            progress.caught_up_ms = now_ms;
+        let leader_end = log.log_end_offset();
+        if fetch_offset >= leader_end {
+            progress.caught_up_ms = progress.caught_up_ms.max(now_ms);
+        } else if progress.last_fetch_leader_end >= 0
+            && fetch_offset >= progress.last_fetch_leader_end
+        {
+            progress.caught_up_ms = progress.caught_up_ms.max(progress.last_fetch_ms);
         }
+        progress.last_fetch_leader_end = leader_end;
+        progress.last_fetch_ms = now_ms;
         self.advance_high_watermark(log);
         FetchAnswer::Records {
             high_watermark: self.high_watermark,
@@ -283,10 +319,11 @@ impl LeaderState {
     /// (it fenced a member): it replaces ours, and any change we asked for is moot.
     pub fn on_isr_committed(&mut self, isr: &[i32], partition_epoch: i32, log: &impl EpochLog) {
         assert!(isr.contains(&self.leader_id), "an ISR without its leader");
-        assert!(
-            partition_epoch >= self.partition_epoch,
-            "partition epochs grow"
-        );
+        if partition_epoch < self.partition_epoch {
+            // A late answer: the metadata already brought a newer state. Kafka ignores it.
+            self.pending = None;
+            return;
+        }
         self.isr = isr.to_vec();
         self.partition_epoch = partition_epoch;
         self.pending = None;
@@ -375,6 +412,37 @@ mod tests {
         // whole ISR.
         let answer = l.on_fetch(2, 2, Some(0), &leader_log, 0);
         assert_eq!(answer, FetchAnswer::Records { high_watermark: 0 });
+    }
+
+    #[test]
+    fn a_follower_always_a_fetch_behind_under_steady_load_stays_in_sync() {
+        // The leader's log grows by 2 records every 3 ms; each follower fetch asks for where
+        // the leader's log ended at its previous fetch, so it never asks for the log end.
+        let mut log = Epochs(vec![2, 2]);
+        let mut l = leader(&log);
+        let mut fetched_to = 0;
+        for step in 0..10i64 {
+            let now = step * 3;
+            for follower in [2, 3] {
+                let answer = l.on_fetch(follower, fetched_to, Some(2), &log, now);
+                assert!(matches!(answer, FetchAnswer::Records { .. }));
+            }
+            fetched_to = log.log_end_offset();
+            log.0.extend([2, 2]);
+            assert_eq!(l.isr_change(now, 5), None, "step {step}: nobody lags 5 ms");
+        }
+        // Once the followers stop fetching, they leave after the lag time.
+        let change = l.isr_change(27 + 6 + 3, 5).expect("both lag now");
+        assert_eq!(change.new_isr, vec![1]);
+    }
+
+    #[test]
+    fn a_late_answer_older_than_the_metadata_is_ignored() {
+        let log = Epochs(vec![2]);
+        let mut l = leader(&log);
+        l.on_isr_committed(&[1, 2], 3, &log);
+        l.on_isr_committed(&[1, 2, 3], 2, &log);
+        assert_eq!((l.isr.clone(), l.partition_epoch), (vec![1, 2], 3));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - a follower fetches from the leader it knows, if that broker still leads in that epoch
 //!   (a deposed leader that has not heard yet keeps serving: the zombie case);
 //! - time passes (followers that did not fetch since fall behind `replica.lag.time.max.ms`);
-//! - a leader asks for an ISR change; the controller answers it (or refuses a stale one);
+//! - a leader asks for an ISR change; the controller decides (or refuses a stale one); its
+//!   answer reaches the leader later, possibly after newer metadata did;
 //! - a broker crashes (its log survives; its role does not); the controller fences it
 //!   (moving its leadership to another ISR member); it restarts as a new process and is
 //!   unfenced; a broker learns the partition's current leader and epoch from the metadata,
@@ -15,15 +16,17 @@
 //!
 //! In every state reached it checks that
 //! - every acknowledged record is in the log of every replica in the controller's ISR, at
-//!   its offset, with its epoch (so whoever is elected next has it);
+//!   its offset, with its epoch (so whoever is elected next has it), and on at least
+//!   `min.insync.replicas` replicas;
 //! - two logs that hold a record of the same epoch at the same offset agree on everything
 //!   before it (Kafka's log matching);
-//! - no broker believes in a leader epoch the controller has not handed out;
+//! - no two brokers act as leader in the same epoch (a deposed one acts in an older one);
 //!
 //! and the leader's own assertions hold (high watermark never above its log end, never
-//! moving back). From every fourth state it also stops the faults and runs the protocol to
+//! moving back). From every eighth state it also stops the faults and runs the protocol to
 //! rest: every replica must then hold the leader's log, back in the ISR. A record counts as acknowledged once the leader that appended it, still
-//! leading in that epoch, has moved its high watermark past it.
+//! leading in that epoch, has moved its high watermark past it with an ISR of at least
+//! `min.insync.replicas` (else the produce fails with NOT_ENOUGH_REPLICAS_AFTER_APPEND).
 
 use std::collections::{HashSet, VecDeque};
 
@@ -33,8 +36,8 @@ use sluice_metadata::{
     RegistrationRequest,
 };
 use sluice_replication::{
-    follower_high_watermark, truncation_offset, Elected, EpochLog, FetchAnswer, IsrChange,
-    LeaderState,
+    follower_high_watermark, truncation_offset, AckStatus, Elected, EpochLog, FetchAnswer,
+    IsrChange, LeaderState,
 };
 use uuid::Uuid;
 
@@ -97,11 +100,18 @@ struct Replica {
     incarnation: u8,
 }
 
+/// What the controller committed for an AlterPartition: the ISR, the partition epoch and
+/// the leader epoch; `None` in its place is a refusal.
+type Committed = (Vec<i32>, i32, i32);
+
 #[derive(Clone)]
 struct World {
     controller: Controller,
     replicas: Vec<Replica>,
+    /// An AlterPartition on its way to the controller.
     alter: Option<(i32, IsrChange)>,
+    /// The controller's answer on its way back to the broker that asked.
+    answer: Option<(i32, Option<Committed>)>,
     /// Appended, not answered yet: (offset, epoch, value).
     pending_acks: Vec<(i64, i32, u8)>,
     acked: Vec<(i64, i32, u8)>,
@@ -152,6 +162,7 @@ impl World {
             controller,
             replicas,
             alter: None,
+            answer: None,
             pending_acks: Vec::new(),
             acked: Vec::new(),
             now: 0,
@@ -165,10 +176,11 @@ impl World {
     /// Everything that determines what can happen next.
     fn key(&self) -> String {
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{}",
             self.controller.image(),
             self.replicas,
             self.alter,
+            self.answer,
             self.pending_acks,
             self.acked,
             self.now,
@@ -199,12 +211,15 @@ impl World {
                 Some(Replica {
                     role: Role::Leader(l),
                     ..
-                }) if l.high_watermark() > offset => {
-                    acked.push((offset, epoch, value));
-                    false
-                }
-                Some(_) => true,
-                None => false,
+                }) => match l.ack_status(offset, MIN_INSYNC_REPLICAS) {
+                    AckStatus::Waiting => true,
+                    AckStatus::Committed => {
+                        acked.push((offset, epoch, value));
+                        false
+                    }
+                    AckStatus::NotEnoughReplicasAfterAppend => false,
+                },
+                _ => false,
             }
         });
         self.acked.extend(acked);
@@ -213,6 +228,17 @@ impl World {
     fn check(&self) -> Result<(), String> {
         let p = self.partition();
         for &(offset, epoch, value) in &self.acked {
+            let copies = self
+                .replicas
+                .iter()
+                .filter(|r| r.log.get(offset as usize) == Some(&(epoch, value)))
+                .count();
+            if copies < MIN_INSYNC_REPLICAS {
+                return Err(format!(
+                    "acknowledged record {value} (offset {offset}) is on {copies} replicas, \
+                     fewer than min.insync.replicas"
+                ));
+            }
             for &b in &p.isr {
                 let log = &self.replicas[index(b)].log;
                 if log.get(offset as usize) != Some(&(epoch, value)) {
@@ -235,12 +261,20 @@ impl World {
                     }
                 }
             }
-            if a.known_epoch > p.leader_epoch {
-                return Err(format!(
-                    "a broker knows epoch {} past the controller's",
-                    a.known_epoch
-                ));
-            }
+        }
+        // One leader per epoch: a deposed leader that has not heard yet acts in an older one.
+        let mut leading: Vec<i32> = self
+            .replicas
+            .iter()
+            .filter(|r| r.alive)
+            .filter_map(|r| match &r.role {
+                Role::Leader(l) => Some(l.leader_epoch),
+                _ => None,
+            })
+            .collect();
+        leading.sort_unstable();
+        if leading.windows(2).any(|w| w[0] == w[1]) {
+            return Err(format!("two replicas lead in one epoch: {leading:?}"));
         }
         Ok(())
     }
@@ -266,7 +300,7 @@ impl World {
                             .push((r.log.len() as i64 - 1, l.leader_epoch, value));
                         next.push((format!("{b} appends {value}"), w));
                     }
-                    if self.alter.is_none() {
+                    if self.alter.is_none() && self.answer.is_none() {
                         let mut w = self.clone();
                         let now = w.now;
                         let r = &mut w.replicas[index(b)];
@@ -325,6 +359,9 @@ impl World {
                     next.push((format!("{b} restarts"), self.restart(b)));
                 }
             }
+        }
+        if self.answer.is_some() {
+            next.push(("the controller's answer arrives".into(), self.receive()));
         }
         if let Some((b, change)) = &self.alter {
             next.push((
@@ -453,11 +490,25 @@ impl World {
             new_isr: change.new_isr.clone(),
         };
         let answer = w.controller.alter_partition(request);
+        let answer = answer
+            .ok()
+            .map(|(p, _)| (p.isr, p.partition_epoch, p.leader_epoch));
+        w.answer = Some((b, answer));
+        w
+    }
+
+    /// The controller's answer reaches the leader that asked (if it still leads in that
+    /// epoch), possibly after the metadata has brought it a newer state.
+    fn receive(&self) -> World {
+        let mut w = self.clone();
+        let Some((b, answer)) = w.answer.take() else {
+            return w;
+        };
         let r = &mut w.replicas[index(b)];
         if let (true, Role::Leader(l)) = (r.alive, &mut r.role) {
             match answer {
-                Ok((p, _)) if p.leader_epoch == l.leader_epoch => {
-                    l.on_isr_committed(&p.isr, p.partition_epoch, &VecLog(&r.log))
+                Some((isr, partition_epoch, leader_epoch)) if leader_epoch == l.leader_epoch => {
+                    l.on_isr_committed(&isr, partition_epoch, &VecLog(&r.log))
                 }
                 _ => l.on_isr_refused(),
             }
@@ -500,8 +551,9 @@ impl World {
                 }
             }
             if let Some((b, change)) = w.alter.clone() {
-                w = w.deliver(b, &change);
+                w = w.deliver(b, &change).receive();
             }
+            w = w.receive();
             for b in BROKERS {
                 if let Role::Follower { leader, epoch } = w.replicas[index(b)].role {
                     let l = &w.replicas[index(leader)];
@@ -515,7 +567,7 @@ impl World {
                 let r = &mut w.replicas[index(b)];
                 if let Role::Leader(l) = &mut r.role {
                     if let Some(change) = l.isr_change(now, LAG_MAX_MS) {
-                        w = w.deliver(b, &change);
+                        w = w.deliver(b, &change).receive();
                     }
                 }
             }
@@ -587,9 +639,9 @@ fn explore(bounds: Bounds) -> Result<(usize, usize), String> {
                 return Err(format!("{why}\nafter:\n  {}", path.join("\n  ")));
             }
             if seen.insert(next.key()) {
-                // Convergence is checked from every fourth new state (it runs the protocol
+                // Convergence is checked from every eighth new state (it runs the protocol
                 // for 20 rounds each time).
-                if seen.len() % 4 == 0 {
+                if seen.len() % 8 == 0 {
                     if let Err(why) = next.settles() {
                         let steps = path.join("\n  ");
                         return Err(format!("{why}\nonce faults stopped after:\n  {steps}"));
