@@ -6,14 +6,16 @@ which records, in order, and whether it had just been assigned or had sought, wh
 its order). After the run, `check` reads the history against a final complete read of the
 log and reports each anomaly by name:
 
-- lost-write: an acknowledged record that is not in the final log where it was acknowledged;
+- lost-write: an acknowledged record that is not in the final log where it was acknowledged,
+  or a record a consumer read that the final log no longer holds at that offset;
 - duplicate: one sent value stored at more than one offset;
 - inconsistent-offsets: two different values seen at one (partition, offset);
 - offset-mismatch: a record seen at an offset other than the one its send was acknowledged at;
 - nonmonotonic-poll: a consumer's successive records of one partition whose offsets do not
   increase;
 - poll-skip: a consumer that jumps over an offset the final log holds between two records it
-  saw (a consumer may start anywhere after an assignment or a seek, but then reads on);
+  saw, or between the position it was assigned or sought to and its first record (a poll
+  marked as a restart without a position may start anywhere);
 - aborted-read: a read_committed consumer that saw a value of an aborted transaction (G1a);
 - phantom: a value seen that no send produced;
 - unseen: an acknowledged value no consumer polled, though the final log has it (reported as
@@ -41,6 +43,7 @@ class Poll:
     records: list  # [(partition, offset, value)] in the order received
     restart: bool = False  # the consumer was (re)assigned or sought before this poll
     read_committed: bool = False
+    positions: dict | None = None  # with restart: {partition: the offset it starts from}
 
 
 class History:
@@ -66,8 +69,8 @@ class History:
     def abort(self, txn):
         self.aborted_txns.add(txn)
 
-    def poll(self, consumer, records, restart=False, read_committed=False):
-        self.polls.append(Poll(consumer, list(records), restart, read_committed))
+    def poll(self, consumer, records, restart=False, read_committed=False, positions=None):
+        self.polls.append(Poll(consumer, list(records), restart, read_committed, positions))
 
 
 def check(history, final_log):
@@ -93,7 +96,10 @@ def check(history, final_log):
                 found["inconsistent-offsets"].append(
                     f"{place}: {other!r} and {value!r} ({poll.consumer})")
             stored = final_log.get(place)
-            if stored is not None and stored != value:
+            if stored is None:
+                found["lost-write"].append(
+                    f"{value!r} read by {poll.consumer} at {place}, gone from the final log")
+            elif stored != value:
                 found["inconsistent-offsets"].append(
                     f"{place}: {poll.consumer} saw {value!r}, the log holds {stored!r}")
 
@@ -119,6 +125,9 @@ def check(history, final_log):
         if poll.restart:
             for key in [k for k in last if k[0] == poll.consumer]:
                 del last[key]
+            for partition, position in (poll.positions or {}).items():
+                # As if it had just read the offset before its position.
+                last[(poll.consumer, partition)] = position - 1
         for partition, offset, value in poll.records:
             key = (poll.consumer, partition)
             before = last.get(key)

@@ -98,3 +98,20 @@ def test_values_must_be_unique():
     h.send(b"v")
     with pytest.raises(AssertionError):
         h.send(b"v")
+
+
+def test_a_record_read_then_gone_from_the_log_is_a_lost_write():
+    h, log = clean()
+    h.send(b"a3")
+    h.unknown(b"a3")
+    h.poll("c5", [(0, 3, b"a3")], restart=True)
+    assert only(check(h, log)) == {"lost-write"}
+
+
+def test_a_first_read_past_the_assigned_position_is_a_poll_skip():
+    h, log = clean()
+    h.poll("c6", [(0, 1, b"a1")], restart=True, positions={0: 0})
+    assert only(check(h, log)) == {"poll-skip"}
+    h2, log2 = clean()
+    h2.poll("c6", [(0, 0, b"a0")], restart=True, positions={0: 0})
+    assert only(check(h2, log2)) == set()

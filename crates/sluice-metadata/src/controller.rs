@@ -46,6 +46,9 @@ pub struct ControllerConfig {
     pub num_partitions: i32,
     /// The most partitions one topic may have (a bound on what one request can create).
     pub topic_partitions_max: i32,
+    /// The most records one call may write: they go into one metadata log entry, which
+    /// must stay within the quorum's frame bound (Kafka's `MAX_RECORDS_PER_USER_OP`).
+    pub records_per_call_max: usize,
 }
 
 impl Default for ControllerConfig {
@@ -56,6 +59,7 @@ impl Default for ControllerConfig {
             default_replication_factor: 1,
             num_partitions: 1,
             topic_partitions_max: 1_000_000,
+            records_per_call_max: 10_000,
         }
     }
 }
@@ -563,6 +567,17 @@ impl Controller {
             self.check_assignments(&topic.assignments)?;
             topic.assignments
         };
+        let writes = 1 + assignments.len() + topic.configs.len();
+        if writes > self.config.records_per_call_max {
+            return refuse(
+                codes::POLICY_VIOLATION,
+                format!(
+                    "creating '{}' takes {writes} metadata records, over the {} one request \
+                     may write: create fewer partitions at once",
+                    topic.name, self.config.records_per_call_max
+                ),
+            );
+        }
         let mut records = Vec::new();
         self.emit(
             &mut records,

@@ -383,7 +383,8 @@ pub fn decode_batch(buf: &[u8]) -> Result<Vec<MetadataRecord>, BadRecord> {
     let count = reader
         .count(RECORD_MIN_BYTES)?
         .ok_or(BadRecord("null record batch"))?;
-    let mut records = Vec::with_capacity(count);
+    // Not `count`: a record takes 4 bytes here but far more in memory.
+    let mut records = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
         records.push(MetadataRecord::decode_from(&mut reader)?);
     }

@@ -16,6 +16,6 @@ mod tcp_tests;
 #[cfg(test)]
 mod tests;
 
-pub use log_store::LogStore;
+pub use log_store::{open_storage, LogStore};
 pub use state_machine::{MetadataView, StateMachine};
 pub use types::{MetadataBatch, NodeId, QuorumTypes, Raft};

@@ -23,12 +23,18 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{RaftLogReader, StorageIOError};
 use serde::{Deserialize, Serialize};
 use sluice_storage::{create_dir_all_durably, write_file_atomically, Fs, FsFile, OpenMode};
+use tokio::sync::watch;
 
-use crate::types::{put_frame, take_frame, Entry, LogId, QuorumTypes, StorageError, Vote};
+use crate::state_machine::StateMachine;
+use crate::types::{
+    put_frame, take_frame, Entry, Frame, LogId, QuorumTypes, StorageError, Vote, FRAME_BYTES_MAX,
+};
 
 const LOG_FILE: &str = "quorum.log";
 const VOTE_FILE: &str = "quorum.vote";
 const FORMAT_VERSION: u32 = 1;
+/// How long a purge waits for the snapshot behind it to be on disk before failing.
+const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Serialize, Deserialize)]
 struct LogHeader {
@@ -40,6 +46,7 @@ struct LogHeader {
 #[derive(Debug, Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    durable_snapshot: watch::Receiver<Option<LogId>>,
 }
 
 #[derive(Debug)]
@@ -64,15 +71,21 @@ fn write_error(e: &io::Error) -> StorageError {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `dir`, reading back what it holds.
-    pub fn open(fs: Arc<dyn Fs>, dir: &Path) -> io::Result<Self> {
+    /// Opens (or creates) the log in `dir`, reading back what it holds. `durable_snapshot`
+    /// follows the last log id the state machine's snapshot on disk covers: a purge waits for
+    /// it (see [`open_storage`]).
+    pub fn open(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        durable_snapshot: watch::Receiver<Option<LogId>>,
+    ) -> io::Result<Self> {
         create_dir_all_durably(&*fs, dir)?;
         let path = dir.join(LOG_FILE);
         if !fs.exists(&path) {
             write_file_atomically(&*fs, dir, LOG_FILE, &header_frame(None)?)?;
         }
         let bytes = fs.read(&path)?;
-        let Some((header, mut rest)) = take_frame(&bytes) else {
+        let Frame::Whole(header, mut rest) = take_frame(&bytes, FRAME_BYTES_MAX) else {
             return Err(io_error(format!("{}: damaged header", path.display())));
         };
         let header: LogHeader = serde_json::from_slice(header)
@@ -87,7 +100,19 @@ impl LogStore {
         let mut entries = BTreeMap::new();
         let mut expected = header.last_purged.map(|l| l.index + 1);
         let mut position = (bytes.len() - rest.len()) as u64;
-        while let Some((payload, after)) = take_frame(rest) {
+        while !rest.is_empty() {
+            let (payload, after) = match take_frame(rest, FRAME_BYTES_MAX) {
+                Frame::Whole(payload, after) => (payload, after),
+                // What a power cut leaves of an append that was never answered.
+                Frame::Torn => break,
+                Frame::Damaged => {
+                    // Entries after it may have been acknowledged: refuse rather than forget.
+                    return Err(io_error(format!(
+                        "{}: damaged entry at byte {position} with data after it",
+                        path.display()
+                    )));
+                }
+            };
             let entry: Entry = serde_json::from_slice(payload)
                 .map_err(|e| io_error(format!("{}: entry: {e}", path.display())))?;
             let index = entry.log_id.index;
@@ -108,7 +133,7 @@ impl LogStore {
                 file = %path.display(),
                 kept = position,
                 dropped = bytes.len() as u64 - position,
-                "metadata log ends in a torn or damaged frame; cutting it there"
+                "metadata log ends in a torn frame; cutting it there"
             );
             file.set_len(position)?;
             file.sync_data()?;
@@ -124,6 +149,7 @@ impl LogStore {
             None
         };
         Ok(Self {
+            durable_snapshot,
             inner: Arc::new(Mutex::new(Inner {
                 fs,
                 dir: dir.to_owned(),
@@ -147,20 +173,33 @@ fn header_frame(last_purged: Option<LogId>) -> io::Result<Vec<u8>> {
         last_purged,
     };
     let mut out = Vec::new();
-    put_frame(
-        &mut out,
-        &serde_json::to_vec(&header).map_err(io::Error::other)?,
-    );
+    let payload = serde_json::to_vec(&header).map_err(io::Error::other)?;
+    put_frame(&mut out, &payload, FRAME_BYTES_MAX)?;
     Ok(out)
 }
 
 fn entry_frame(out: &mut Vec<u8>, entry: &Entry) -> io::Result<()> {
     let payload = serde_json::to_vec(entry).map_err(io::Error::other)?;
-    if payload.len() > crate::types::FRAME_BYTES_MAX {
-        return Err(io_error("a metadata log entry over the frame bound"));
+    put_frame(out, &payload, FRAME_BYTES_MAX)
+}
+
+/// Opens the quorum's log and state machine in `dir` together: they share the bound that keeps
+/// the log from being purged past the snapshot on disk, and a log purged past its snapshot (a
+/// directory put together from different moments) is refused.
+pub fn open_storage(fs: Arc<dyn Fs>, dir: &Path) -> io::Result<(LogStore, StateMachine)> {
+    let sm = StateMachine::open(fs.clone(), dir)?;
+    let durable = sm.durable_snapshot();
+    let snapshot = *durable.borrow();
+    let log = LogStore::open(fs, dir, durable)?;
+    let purged = log.lock().last_purged;
+    if purged.map(|p| p.index) > snapshot.map(|s| s.index) {
+        return Err(io_error(format!(
+            "{}: the metadata log is purged up to {purged:?} but the snapshot ends at \
+             {snapshot:?}",
+            dir.display()
+        )));
     }
-    put_frame(out, &payload);
-    Ok(())
+    Ok((log, sm))
 }
 
 impl Inner {
@@ -283,6 +322,19 @@ impl RaftLogStorage<QuorumTypes> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // openraft purges behind a snapshot it may still be installing; the file drops the
+        // entries only once that snapshot is on disk, so that a restart always finds every
+        // entry after the snapshot it loads, with no hole between them.
+        let covered = self
+            .durable_snapshot
+            .wait_for(|d| d.is_some_and(|d| d.index >= log_id.index));
+        match tokio::time::timeout(PURGE_WAIT, covered).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                let e = io_error(format!("no snapshot on disk covers {log_id} to purge it"));
+                return Err(write_error(&e));
+            }
+        }
         self.lock().purge(log_id).map_err(|e| write_error(&e))
     }
 }

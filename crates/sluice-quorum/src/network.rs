@@ -7,15 +7,18 @@
 //! answer    u32 length | JSON Result<answer, RaftError>
 //! ```
 //!
-//! Every length is checked against [`FRAME_BYTES_MAX`] before anything is allocated for it; a
-//! frame over it, or one that does not parse, closes the connection with one log line.
+//! Every length is checked against [`FRAME_BYTES_MAX`] before anything is allocated for it,
+//! and where a snapshot chunk would end against [`SNAPSHOT_BYTES_MAX`]; a frame over them,
+//! or one that does not parse, closes the connection with one log line. An AppendEntries
+//! over the bound is reported to openraft as too large, and it sends fewer entries.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -28,7 +31,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::types::{NodeId, QuorumTypes, Raft, FRAME_BYTES_MAX};
+use crate::types::{NodeId, QuorumTypes, Raft, FRAME_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 
 const APPEND_ENTRIES: u8 = 1;
 const INSTALL_SNAPSHOT: u8 = 2;
@@ -66,10 +69,18 @@ async fn write_frame(stream: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> 
     stream.write_all(&out).await
 }
 
-/// Serves the quorum's messages to peers until the listener fails.
+/// Serves the quorum's messages to peers. Never returns: a failed accept (out of
+/// descriptors, say) is logged and retried after a pause.
 pub async fn serve(listener: TcpListener, raft: Raft) -> io::Result<()> {
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "quorum listener could not accept; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let raft = raft.clone();
         tokio::spawn(async move {
             if let Err(e) = serve_connection(stream, &raft).await {
@@ -93,7 +104,22 @@ async fn serve_connection(mut stream: TcpStream, raft: &Raft) -> io::Result<()> 
         };
         let (answer, stopped) = match kind {
             APPEND_ENTRIES => answer(&raft.append_entries(from_json(body)?).await)?,
-            INSTALL_SNAPSHOT => answer(&raft.install_snapshot(from_json(body)?).await)?,
+            INSTALL_SNAPSHOT => {
+                let chunk: InstallSnapshotRequest<QuorumTypes> = from_json(body)?;
+                // openraft writes a chunk at its offset in a buffer: bound where it ends
+                // before anything is allocated for it.
+                let end = chunk.offset.checked_add(chunk.data.len() as u64);
+                if end.is_none_or(|end| end > SNAPSHOT_BYTES_MAX as u64) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "a snapshot chunk at offset {} past the bound of {SNAPSHOT_BYTES_MAX}",
+                            chunk.offset
+                        ),
+                    ));
+                }
+                answer(&raft.install_snapshot(chunk).await)?
+            }
             VOTE => answer(&raft.vote(from_json(body)?).await)?,
             _ => {
                 return Err(io::Error::new(
@@ -153,10 +179,13 @@ impl RaftNetworkFactory<QuorumTypes> for TcpNetwork {
 type RpcError<E> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
 impl TcpPeer {
+    /// Sends one message and waits for its answer. `entries_hint` is how many entries to try
+    /// next if the message is over the frame bound (AppendEntries), else 0.
     async fn call<Req, Resp, E>(
         &mut self,
         kind: u8,
         request: &Req,
+        entries_hint: u64,
         option: &RPCOption,
     ) -> Result<Resp, RpcError<E>>
     where
@@ -165,6 +194,12 @@ impl TcpPeer {
         E: std::error::Error + DeserializeOwned,
     {
         let body = to_json(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if body.len() + 1 > FRAME_BYTES_MAX {
+            // openraft sends fewer entries when told the payload is too large.
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entries_hint.max(1)),
+            ));
+        }
         let exchange = async {
             if self.stream.is_none() {
                 let addr: SocketAddr = self
@@ -207,7 +242,8 @@ impl RaftNetwork<QuorumTypes> for TcpPeer {
         rpc: AppendEntriesRequest<QuorumTypes>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError<openraft::error::Infallible>> {
-        self.call(APPEND_ENTRIES, &rpc, &option).await
+        let hint = rpc.entries.len() as u64 / 2;
+        self.call(APPEND_ENTRIES, &rpc, hint, &option).await
     }
 
     async fn install_snapshot(
@@ -215,7 +251,7 @@ impl RaftNetwork<QuorumTypes> for TcpPeer {
         rpc: InstallSnapshotRequest<QuorumTypes>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
-        self.call(INSTALL_SNAPSHOT, &rpc, &option).await
+        self.call(INSTALL_SNAPSHOT, &rpc, 0, &option).await
     }
 
     async fn vote(
@@ -223,6 +259,6 @@ impl RaftNetwork<QuorumTypes> for TcpPeer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcError<openraft::error::Infallible>> {
-        self.call(VOTE, &rpc, &option).await
+        self.call(VOTE, &rpc, 0, &option).await
     }
 }

@@ -22,7 +22,8 @@ use sluice_storage::{create_dir_all_durably, write_file_atomically, Fs};
 use tokio::sync::watch;
 
 use crate::types::{
-    put_frame, take_frame, Entry, LogId, Membership, QuorumTypes, SnapshotMeta, StorageError,
+    put_frame, take_frame, Entry, Frame, LogId, Membership, QuorumTypes, SnapshotMeta,
+    StorageError, FRAME_BYTES_MAX, SNAPSHOT_BYTES_MAX,
 };
 
 const SNAPSHOT_FILE: &str = "quorum.snapshot";
@@ -69,6 +70,8 @@ struct Inner {
     snapshots_built: u64,
     snapshots_installed: u64,
     applied: watch::Sender<Option<LogId>>,
+    /// The last log id the snapshot on disk covers, followed by the log store.
+    durable_snapshot: watch::Sender<Option<LogId>>,
 }
 
 fn io_error(what: impl Into<String>) -> io::Error {
@@ -95,6 +98,7 @@ impl StateMachine {
         } else {
             (MetadataImage::default(), None, Membership::default(), None)
         };
+        let (durable_snapshot, _) = watch::channel(last_applied);
         let (applied, _) = watch::channel(last_applied);
         Ok(Self {
             inner: Arc::new(Mutex::new(Inner {
@@ -106,6 +110,7 @@ impl StateMachine {
                 snapshots_built: 0,
                 snapshots_installed: 0,
                 applied,
+                durable_snapshot,
             })),
             image: Arc::new(RwLock::new(image)),
         })
@@ -123,6 +128,11 @@ impl StateMachine {
         }
     }
 
+    /// Follows the last log id the snapshot on disk covers.
+    pub fn durable_snapshot(&self) -> watch::Receiver<Option<LogId>> {
+        self.lock().durable_snapshot.subscribe()
+    }
+
     /// Snapshots built here and snapshots received from a leader, since open.
     pub fn snapshot_counts(&self) -> (u64, u64) {
         let inner = self.lock();
@@ -131,9 +141,13 @@ impl StateMachine {
 }
 
 fn parse_snapshot_file(bytes: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), String> {
-    let (meta, rest) = take_frame(bytes).ok_or("damaged snapshot header")?;
+    let Frame::Whole(meta, rest) = take_frame(bytes, FRAME_BYTES_MAX) else {
+        return Err("damaged snapshot header".into());
+    };
     let meta: SnapshotMeta = serde_json::from_slice(meta).map_err(|e| e.to_string())?;
-    let (data, rest) = take_frame(rest).ok_or("damaged snapshot body")?;
+    let Frame::Whole(data, rest) = take_frame(rest, SNAPSHOT_BYTES_MAX) else {
+        return Err("damaged snapshot body".into());
+    };
     if !rest.is_empty() {
         return Err("bytes after the snapshot".into());
     }
@@ -142,12 +156,12 @@ fn parse_snapshot_file(bytes: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), String> 
 
 fn write_snapshot(inner: &Inner, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
     let mut bytes = Vec::with_capacity(data.len() + 256);
-    put_frame(
-        &mut bytes,
-        &serde_json::to_vec(meta).map_err(io::Error::other)?,
-    );
-    put_frame(&mut bytes, data);
-    write_file_atomically(&*inner.fs, &inner.dir, SNAPSHOT_FILE, &bytes)
+    let meta_bytes = serde_json::to_vec(meta).map_err(io::Error::other)?;
+    put_frame(&mut bytes, &meta_bytes, FRAME_BYTES_MAX)?;
+    put_frame(&mut bytes, data, SNAPSHOT_BYTES_MAX)?;
+    write_file_atomically(&*inner.fs, &inner.dir, SNAPSHOT_FILE, &bytes)?;
+    inner.durable_snapshot.send_replace(meta.last_log_id);
+    Ok(())
 }
 
 impl RaftSnapshotBuilder<QuorumTypes> for StateMachine {

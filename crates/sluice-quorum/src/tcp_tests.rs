@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::network::{serve, TcpNetwork};
 use crate::types::{MetadataBatch, NodeId, Raft};
-use crate::{LogStore, StateMachine};
+use crate::{open_storage, StateMachine};
 
 struct Voter {
     raft: Raft,
@@ -30,8 +30,7 @@ async fn start(
     members: &BTreeMap<NodeId, BasicNode>,
 ) -> Voter {
     let fs: Arc<dyn Fs> = Arc::new(RealFs::new(Arc::new(Fsync)));
-    let log = LogStore::open(fs.clone(), dir).unwrap();
-    let sm = StateMachine::open(fs, dir).unwrap();
+    let (log, sm) = open_storage(fs, dir).unwrap();
     let config = Config {
         cluster_name: "tcp".into(),
         election_timeout_min: 300,
@@ -152,6 +151,45 @@ async fn voters_over_tcp_fail_over_and_a_restarted_voter_catches_up() {
             "write k{i}"
         );
     }
+    for voter in voters.into_values() {
+        voter.raft.shutdown().await.unwrap();
+        voter.server.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_chunk_far_past_the_bound_closes_the_connection_and_allocates_nothing() {
+    use openraft::raft::InstallSnapshotRequest;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let root = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let members = BTreeMap::from([(1, BasicNode::new(addr.to_string()))]);
+    let voter = start(1, addr, &root.path().join("q"), &members).await;
+    let chunk: InstallSnapshotRequest<crate::types::QuorumTypes> = InstallSnapshotRequest {
+        vote: openraft::Vote::new(9, 2),
+        meta: Default::default(),
+        offset: 1 << 40,
+        data: vec![1],
+        done: false,
+    };
+    let body = serde_json::to_vec(&chunk).unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_u32(body.len() as u32 + 1).await.unwrap();
+    stream.write_u8(2).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("the connection is closed, not left hanging");
+    assert!(matches!(read, Ok(0) | Err(_)), "no answer: {read:?}");
+    // The voter is unharmed and still commits.
+    let mut voters = BTreeMap::new();
+    voters.insert(1, voter);
+    write(&voters, 0).await;
     for voter in voters.into_values() {
         voter.raft.shutdown().await.unwrap();
         voter.server.abort();

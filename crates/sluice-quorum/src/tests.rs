@@ -1,7 +1,8 @@
 //! A seeded simulation of a three-voter metadata quorum in one process: an in-memory network
 //! that delays, drops (requests and answers) and cuts nodes off, and a simulated disk per node
 //! whose power is cut when the node is killed (`SimFs::crash`: what was not synced is lost,
-//! wholly or in part). A client writes metadata batches to whichever node leads, retrying on
+//! wholly or in part) or goes off by itself in the middle of a write or sync, a few calls
+//! after a random moment. A killed process's leftover tasks cannot touch the disk again. A client writes metadata batches to whichever node leads, retrying on
 //! failure; snapshots are taken every few entries and the log purged behind them, so a node
 //! that was down long enough must catch up from a snapshot.
 //!
@@ -16,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,10 +29,10 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use sluice_metadata::records::{encode_batch, MetadataRecord, RESOURCE_BROKER};
-use sluice_storage::{Fs, SimFs};
+use sluice_storage::{Fs, FsDir, FsFile, FsLock, OpenMode, SimFs};
 
 use crate::types::{MetadataBatch, NodeId, QuorumTypes, Raft};
-use crate::{LogStore, StateMachine};
+use crate::{open_storage, StateMachine};
 
 const VOTERS: u64 = 3;
 const WRITES: u64 = 60;
@@ -156,6 +158,69 @@ impl RaftNetworkFactory<QuorumTypes> for Router {
 struct Node {
     disk: SimFs,
     running: Option<(Raft, StateMachine)>,
+    /// The running process's door to the disk, shut when it is killed.
+    alive: Arc<AtomicBool>,
+}
+
+/// The disk as one process sees it: once the process is killed, every call fails, so that
+/// tasks openraft leaves behind at shutdown (its state-machine worker, a snapshot being built)
+/// cannot write into the next process's files.
+#[derive(Debug)]
+struct ProcessFs {
+    disk: SimFs,
+    alive: Arc<AtomicBool>,
+}
+
+impl ProcessFs {
+    fn check(&self) -> io::Result<()> {
+        if self.alive.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(io::Error::other("the process was killed"))
+        }
+    }
+}
+
+impl Fs for ProcessFs {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FsFile>> {
+        self.check()?;
+        self.disk.open(path, mode)
+    }
+    fn open_dir(&self, path: &Path) -> io::Result<Box<dyn FsDir>> {
+        self.check()?;
+        self.disk.open_dir(path)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.check()?;
+        self.disk.read(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.check().is_ok() && self.disk.exists(path)
+    }
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.check()?;
+        self.disk.read_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check()?;
+        self.disk.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.check()?;
+        self.disk.remove_file(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.check()?;
+        self.disk.create_dir_all(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.check()?;
+        self.disk.remove_dir_all(path)
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
+        self.check()?;
+        self.disk.try_lock(path)
+    }
 }
 
 struct Sim {
@@ -183,6 +248,7 @@ impl Sim {
                 let node = Node {
                     disk: SimFs::new(seed * 31 + id),
                     running: None,
+                    alive: Arc::new(AtomicBool::new(false)),
                 };
                 (id, node)
             })
@@ -219,10 +285,14 @@ impl Sim {
     }
 
     async fn start(&mut self, id: NodeId) -> Result<(), String> {
-        let fs: Arc<dyn Fs> = Arc::new(self.nodes[&id].disk.clone());
+        let alive = Arc::new(AtomicBool::new(true));
+        self.nodes.get_mut(&id).unwrap().alive = alive.clone();
+        let fs: Arc<dyn Fs> = Arc::new(ProcessFs {
+            disk: self.nodes[&id].disk.clone(),
+            alive,
+        });
         let dir = Path::new(QUORUM_DIR);
-        let log = LogStore::open(fs.clone(), dir).map_err(|e| format!("node {id}: {e}"))?;
-        let sm = StateMachine::open(fs, dir).map_err(|e| format!("node {id}: {e}"))?;
+        let (log, sm) = open_storage(fs, dir).map_err(|e| format!("node {id}: {e}"))?;
         let router = Router {
             me: id,
             shared: self.shared.clone(),
@@ -245,6 +315,7 @@ impl Sim {
     async fn kill(&mut self, id: NodeId) {
         self.shared.rafts.lock().unwrap().remove(&id);
         let node = self.nodes.get_mut(&id).unwrap();
+        node.alive.store(false, Ordering::Release);
         if let Some((raft, _)) = node.running.take() {
             let _ = raft.shutdown().await;
         }
@@ -286,6 +357,13 @@ impl Sim {
     }
 
     async fn faults(&mut self) -> Result<(), String> {
+        // A node whose power went off mid-write is down until it restarts.
+        for id in 1..=VOTERS {
+            if self.nodes[&id].running.is_some() && self.nodes[&id].disk.is_powered_off() {
+                self.note(format!("node {id} lost power mid-operation"));
+                self.kill(id).await;
+            }
+        }
         let roll = self.shared.random() % 100;
         let id = 1 + self.shared.random() % VOTERS;
         let running = self.nodes[&id].running.is_some();
@@ -299,6 +377,13 @@ impl Sim {
             48..=63 => {
                 self.shared.cut_off.lock().unwrap().clear();
                 self.note("network healed".into());
+            }
+            64..=71 if running => {
+                // The power goes off at one of this node's next file-system calls: a write
+                // or sync is cut in the middle, whatever it is.
+                let after = 1 + self.shared.random() % 40;
+                self.nodes[&id].disk.set_faults(0, Some(after));
+                self.note(format!("node {id}'s power goes off in {after} calls"));
             }
             _ => {}
         }
@@ -323,6 +408,12 @@ impl Sim {
         }
         // Faults stop: every node runs and the network heals; one more write must succeed.
         self.shared.cut_off.lock().unwrap().clear();
+        for id in 1..=VOTERS {
+            if self.nodes[&id].disk.is_powered_off() {
+                self.kill(id).await;
+            }
+            self.nodes[&id].disk.set_faults(0, None);
+        }
         for id in 1..=VOTERS {
             if self.nodes[&id].running.is_none() {
                 self.start(id).await?;

@@ -65,36 +65,69 @@ impl<'de> Deserialize<'de> for MetadataBatch {
     }
 }
 
-/// The most bytes one frame of a quorum file or one quorum message may hold: a bound checked
-/// before anything is allocated for what a file or a peer says is coming.
+/// The most bytes one frame of the quorum's log file or one quorum message may hold: a
+/// bound checked before anything is allocated for what a file or a peer says is coming.
 pub const FRAME_BYTES_MAX: usize = 64 << 20;
+
+/// The most bytes a snapshot of the metadata image may take (its file and its transfer).
+pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
 
 /// The frame of every quorum file:
 ///
 /// ```text
 /// u32 payload length | u32 CRC-32C of the payload | payload
 /// ```
-pub fn put_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    assert!(
-        payload.len() <= FRAME_BYTES_MAX,
-        "a quorum frame over its bound"
-    );
+pub fn put_frame(out: &mut Vec<u8>, payload: &[u8], max: usize) -> std::io::Result<()> {
+    if payload.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "a quorum frame of {} bytes, over its bound of {max}",
+                payload.len()
+            ),
+        ));
+    }
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
     out.extend_from_slice(payload);
+    Ok(())
 }
 
-/// The frame at the start of `buf` and the bytes after it; `None` where `buf` holds no whole,
-/// intact frame (a torn or damaged tail).
-pub fn take_frame(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let header = buf.get(..8)?;
+/// What the start of a buffer holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// An intact frame's payload, and the bytes after it.
+    Whole(&'a [u8], &'a [u8]),
+    /// The end of what was written: a frame cut short, a last frame whose checksum fails, or
+    /// zeros (what a power cut leaves of a write that was never synced).
+    Torn,
+    /// A frame whose checksum fails with more bytes after it, or an impossible length: the
+    /// file is damaged, not just cut.
+    Damaged,
+}
+
+/// Reads the frame at the start of `buf` (not empty), whose payload may be up to `max`.
+pub fn take_frame(buf: &[u8], max: usize) -> Frame<'_> {
+    if buf.iter().all(|&b| b == 0) {
+        return Frame::Torn;
+    }
+    let Some(header) = buf.get(..8) else {
+        return Frame::Torn;
+    };
     let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
-    if len > FRAME_BYTES_MAX {
-        return None;
+    if len > max {
+        return Frame::Damaged;
     }
-    let payload = buf.get(8..8 + len)?;
-    (crc32c::crc32c(payload) == crc).then(|| (payload, &buf[8 + len..]))
+    let Some(payload) = buf.get(8..8 + len) else {
+        return Frame::Torn;
+    };
+    let rest = &buf[8 + len..];
+    match (crc32c::crc32c(payload) == crc, rest.is_empty()) {
+        (true, _) => Frame::Whole(payload, rest),
+        (false, true) => Frame::Torn,
+        (false, false) => Frame::Damaged,
+    }
 }
 
 #[cfg(test)]
@@ -112,17 +145,25 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_or_torn_frame_is_not_taken() {
+    fn a_cut_frame_is_torn_and_a_bad_one_with_data_after_it_is_damaged() {
         let mut buf = Vec::new();
-        put_frame(&mut buf, b"hello");
-        let (payload, rest) = take_frame(&buf).unwrap();
-        assert_eq!((payload, rest), (&b"hello"[..], &b""[..]));
-        assert!(take_frame(&buf[..buf.len() - 1]).is_none());
+        put_frame(&mut buf, b"hello", 100).unwrap();
+        let one = buf.len();
+        put_frame(&mut buf, b"world", 100).unwrap();
+        assert_eq!(take_frame(&buf, 100), Frame::Whole(b"hello", &buf[one..]));
+        // Cut anywhere in the last frame, or its last byte changed: the end of the log.
+        for cut in one + 1..buf.len() {
+            assert_eq!(take_frame(&buf[one..cut], 100), Frame::Torn, "cut at {cut}");
+        }
+        let mut last = buf.clone();
+        *last.last_mut().unwrap() ^= 1;
+        assert_eq!(take_frame(&last[one..], 100), Frame::Torn);
+        assert_eq!(take_frame(&[0; 20], 100), Frame::Torn);
+        // A bad checksum with a frame after it, or a length past the bound: damage.
         let mut damaged = buf.clone();
         damaged[9] ^= 1;
-        assert!(take_frame(&damaged).is_none());
-        let mut huge = buf;
-        huge[..4].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(take_frame(&huge).is_none());
+        assert_eq!(take_frame(&damaged, 100), Frame::Damaged);
+        assert_eq!(take_frame(&buf, 4), Frame::Damaged);
+        assert!(put_frame(&mut Vec::new(), b"hello", 4).is_err());
     }
 }

@@ -109,6 +109,10 @@ fn topics_are_placed_round_robin_with_every_replica_in_sync() {
     assert_eq!(err.code, codes::TOPIC_ALREADY_EXISTS);
     let err = c.create_topic(topic("bad/name", 1, 1)).unwrap_err();
     assert_eq!(err.code, codes::INVALID_TOPIC_EXCEPTION);
+    // One entry of the metadata log holds one request's records: Kafka's 10,000 bound.
+    let err = c.create_topic(topic("huge", 10_000, 1)).unwrap_err();
+    assert_eq!(err.code, codes::POLICY_VIOLATION);
+    c.create_topic(topic("large", 9_999, 1)).unwrap();
 }
 
 #[test]
