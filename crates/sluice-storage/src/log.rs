@@ -314,6 +314,7 @@ mod flush;
 mod read;
 mod recovery;
 mod retention;
+mod truncate;
 pub use cleaner::{CleanStats, CleanerConfig, Throttle};
 pub use flush::sync_together;
 

@@ -2090,3 +2090,45 @@ fn an_unreadable_producer_id_block_refuses_to_open() {
     let err = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap_err();
     assert!(matches!(err, StorageError::Corrupt(_)), "{err:?}");
 }
+
+/// A follower's truncation: the batch holding the offset goes whole, later segments go, the
+/// leader epoch cache and the producer state follow, appends continue from the new end, and a
+/// restart (clean or after a crash) finds the same log.
+#[test]
+fn truncation_cuts_at_a_batch_boundary_and_the_log_goes_on_from_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(1_000);
+    let log = UnifiedLog::open(dir.path(), cfg.clone(), None, state(NoSync), 0).unwrap();
+    // 40 batches of 3 records, in epochs 0 (0..60) and 2 (60..120), over several segments.
+    for tag in 0..40u32 {
+        let epoch = if tag < 20 { 0 } else { 2 };
+        log.append_in_epoch(&batch(tag, 3, 100), epoch, 0).unwrap();
+    }
+    log.flush_all(0).unwrap();
+    assert!(log.segment_count() > 3);
+    // Offset 50 lies inside the batch 48..51: it goes, the log ends at 48, in epoch 0.
+    assert_eq!(log.truncate_to(50, 0).unwrap(), 48);
+    assert_eq!(log.log_end_offset(), 48);
+    assert_eq!(log.end_offset_for_epoch(2), Some((0, 48)));
+    let headers = read_all(&log, 0);
+    assert_eq!(headers.len(), 16);
+    assert_eq!(headers.last().unwrap().next_offset(), 48);
+    // At or past the end: nothing to do.
+    assert_eq!(log.truncate_to(48, 0).unwrap(), 48);
+    // Appends continue from the cut, in a new epoch.
+    let out = log.append_in_epoch(&batch(99, 2, 100), 3, 0).unwrap();
+    assert_eq!(out.base_offset, 48);
+    assert_eq!(log.end_offset_for_epoch(2), Some((0, 48)));
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, 50)));
+    log.flush_all(0).unwrap();
+    let rp = log.recovery_point();
+    drop(log);
+    for recovery_point in [Some(rp), None] {
+        let reopened =
+            UnifiedLog::open(dir.path(), cfg.clone(), recovery_point, state(NoSync), 0).unwrap();
+        assert_eq!(reopened.log_end_offset(), 50);
+        assert_eq!(read_all(&reopened, 0).len(), 17);
+        assert_eq!(reopened.end_offset_for_epoch(2), Some((0, 48)));
+        assert_eq!(reopened.end_offset_for_epoch(3), Some((3, 50)));
+    }
+}

@@ -5,27 +5,27 @@ use super::*;
 
 /// A batch header as a read walks past it.
 #[derive(Debug, Clone, Copy)]
-struct WalkedBatch {
-    pos: u64,
-    base: i64,
-    delta: i32,
-    size: u64,
+pub(super) struct WalkedBatch {
+    pub(super) pos: u64,
+    pub(super) base: i64,
+    pub(super) delta: i32,
+    pub(super) size: u64,
 }
 
 /// Steps over stored batches by their headers, reading only the first bytes of each.
-struct HeaderWalk<'a> {
+pub(super) struct HeaderWalk<'a> {
     file: &'a CountedFile,
     end: u64,
 }
 
 impl<'a> HeaderWalk<'a> {
-    fn new(file: &'a CountedFile, end: u64) -> Self {
+    pub(super) fn new(file: &'a CountedFile, end: u64) -> Self {
         Self { file, end }
     }
 
     /// The first batch from `pos` on for which `stop` holds, with its position; `None` if the
     /// walk reaches `end` first.
-    fn find(
+    pub(super) fn find(
         &mut self,
         mut pos: u64,
         stop: impl Fn(&WalkedBatch) -> bool,

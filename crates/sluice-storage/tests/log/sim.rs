@@ -1,5 +1,6 @@
 //! Crash simulation: seeded schedules of appends, acknowledgements, rolls, retention,
-//! compaction, DeleteRecords, checkpoints, clean restarts and power cuts run against a
+//! compaction, DeleteRecords, truncation from the end (as a follower cuts a divergent tail),
+//! checkpoints, clean restarts and power cuts run against a
 //! `LogManager` on `SimFs`, with EIO and ENOSPC injected into any file operation. After every
 //! restart the log is compared with a model of what was acknowledged:
 //!
@@ -79,6 +80,10 @@ struct Model {
     /// a segment whose unsynced batches were lost, followed by one whose file survived). An
     /// acknowledgement later does not cover them.
     lost: BTreeSet<i64>,
+    /// The log end at the last cleaning: the cleaner may have used any record below it to
+    /// drop older ones, so truncation stays at or above it (a cluster cleans below the high
+    /// watermark and never truncates below it).
+    cleaned_upto: i64,
 }
 
 impl Model {
@@ -120,6 +125,8 @@ struct Schedule {
     next_value: u64,
     /// The leader epoch appends are stamped with; it grows now and then, as leaders change.
     epoch: i32,
+    /// Truncations that cut records off.
+    truncations: u64,
     trace: Vec<String>,
 }
 
@@ -151,6 +158,7 @@ impl Schedule {
             now_ms: 1_000_000,
             next_value: 0,
             epoch: 0,
+            truncations: 0,
             trace: Vec::new(),
         }
     }
@@ -405,6 +413,7 @@ impl Schedule {
             }
             72..=79 => {
                 self.trace.push("clean".into());
+                self.model.cleaned_upto = self.model.cleaned_upto.max(log.log_end_offset());
                 let stats =
                     log.clean(now, &CleanerConfig::default(), &mut Throttle::new(f64::MAX))?;
                 if let Some(s) = stats {
@@ -427,7 +436,37 @@ impl Schedule {
                 self.model.removed_below = self.model.removed_below.max(expired_below);
                 m.apply_retention(now)?;
             }
-            86..=89 => {
+            86..=87 => {
+                // A follower cutting a divergent tail: never below what was acknowledged.
+                let (start, end) = (log.log_start_offset(), log.log_end_offset());
+                let low = self.model.acked_end.max(self.model.cleaned_upto).max(start);
+                if low < end {
+                    let target = low + self.rng.below((end - low) as u64) as i64;
+                    self.trace.push(format!("truncate to {target}"));
+                    let new_end = match log.truncate_to(target, now) {
+                        // Below what the cleaner compacted: refused, nothing changed.
+                        Err(StorageError::PolicyViolation(why)) => {
+                            self.trace.push(format!("  refused: {why}"));
+                            return Ok(());
+                        }
+                        other => other?,
+                    };
+                    if new_end > target || new_end < self.model.acked_end {
+                        return Err(StorageError::Io(format!(
+                            "truncation to {target} left the log ending at {new_end}"
+                        )));
+                    }
+                    if new_end < end {
+                        self.truncations += 1;
+                    }
+                    // The cut records are gone for good: none may come back, even after a
+                    // power cut, unless appended again.
+                    self.model.records.split_off(&new_end);
+                    self.model.timestamps.split_off(&new_end);
+                    self.model.lost.split_off(&new_end);
+                }
+            }
+            88..=89 => {
                 let (start, end) = (log.log_start_offset(), log.log_end_offset());
                 let target = start + self.rng.below((end - start + 1) as u64) as i64;
                 self.trace.push(format!("delete records before {target}"));
@@ -522,10 +561,12 @@ fn acknowledged_records_survive_every_simulated_crash() {
     let count = seeds.end - seeds.start;
     // Replaying one seed also prints every file operation.
     let replay = count == 1;
+    let mut truncations = 0;
     for seed in seeds {
         let mut schedule = Schedule::new(seed);
         schedule.fs.trace(replay);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| schedule.run()));
+        truncations += schedule.truncations;
         let failure = match outcome {
             Ok(Ok(())) => continue,
             Ok(Err(failure)) => failure,
@@ -549,7 +590,13 @@ fn acknowledged_records_survive_every_simulated_crash() {
             schedule.trace[tail..].join("\n  ")
         );
     }
-    eprintln!("{count} simulated schedules in {:?}", started.elapsed());
+    eprintln!(
+        "{count} simulated schedules in {:?}, {truncations} truncations",
+        started.elapsed()
+    );
+    if count >= 100 {
+        assert!(truncations > 0, "no schedule truncated anything");
+    }
 }
 
 /// A partition directory on a fresh `SimFs` whose own entry is durable, with its log's state.

@@ -1,0 +1,137 @@
+//! Truncation from the end: what a follower does when its log diverged from its leader's (a
+//! tail written under an older leader that the new one does not have).
+//!
+//! The files are cut first, each step durable before the next, so that a power cut at any
+//! point leaves a log that recovery reads as a prefix of the one before: the producer-state
+//! snapshot if it covers the cut tail, the later segments newest first, the indexes of the
+//! segment cut, then that segment's data. Then the log is rebuilt from its files by the same
+//! recovery that runs at start-up (the indexes, producer state, aborted transactions and
+//! leader epochs of the cut segment are all derived, and recovery derives them). Truncation is
+//! rare (a leader change), so it may cost a recovery of the segment cut.
+
+use super::read::HeaderWalk;
+use super::*;
+
+impl UnifiedLog {
+    /// Removes every batch that holds an offset at or after `offset` (a batch holding
+    /// `offset` goes whole, as Kafka truncates at batch boundaries), durably. Returns the new
+    /// log end offset, at most `offset`. An offset at or past the end changes nothing; one
+    /// below the log start offset, or below the cleaner's checkpoint of a compacted log, is
+    /// refused.
+    pub fn truncate_to(&self, offset: i64, now_ms: i64) -> Result<i64, StorageError> {
+        self.check_open()?;
+        // No sync may run meanwhile: it could mark the cut tail durable.
+        let _flush = lock(&self.flush_lock);
+        let mut inner = lock(&self.inner);
+        self.check_open()?;
+        if offset >= inner.log_end_offset {
+            return Ok(inner.log_end_offset);
+        }
+        if offset < inner.log_start_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: inner.log_start_offset,
+                log_end: inner.log_end_offset,
+            });
+        }
+        if inner.config.is_compacted() && offset < inner.cleaner_checkpoint {
+            // The cleaner dropped older records of keys whose latest record lies below its
+            // checkpoint: cutting there could lose those keys altogether. (A cluster cleans
+            // only below the high watermark, and never truncates below it.)
+            return Err(StorageError::PolicyViolation(format!(
+                "cannot truncate a compacted log to {offset}, below what the cleaner has \
+                 compacted ({})",
+                inner.cleaner_checkpoint
+            )));
+        }
+        let result = self.cut_files(&mut inner, offset);
+        let new_end = match result {
+            Ok(end) => end,
+            // Some files may be cut and others not: the directory goes offline, and a restart
+            // recovers whatever prefix is left.
+            Err(e) => return Err(self.dir_state.fail("truncation", &e)),
+        };
+        let start = inner.log_start_offset;
+        let recovery_point = self.flushed_offset.load(Ordering::SeqCst).min(new_end);
+        let reopened = Self::open(
+            &self.dir,
+            inner.config.clone(),
+            Some(recovery_point),
+            self.dir_state.clone(),
+            now_ms,
+        )?;
+        let durable = reopened.flushed_offset.load(Ordering::SeqCst);
+        let mut rebuilt = reopened
+            .inner
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        // The rebuilt log ends where the last batch left ends: at the cut, or before it where
+        // compaction left a gap there.
+        assert!(
+            rebuilt.log_end_offset <= new_end,
+            "the log rebuilt after truncation ends at {}, past the cut at {new_end}",
+            rebuilt.log_end_offset
+        );
+        let new_end = rebuilt.log_end_offset;
+        // DeleteRecords may have moved the start inside the first segment; if the cut went
+        // below it (the batch holding `offset` began before it), the log starts at its end,
+        // as Kafka lowers the start to a truncation below it.
+        let start = start.min(rebuilt.log_end_offset);
+        if start > rebuilt.log_start_offset {
+            rebuilt.log_start_offset = start;
+            rebuilt.epochs.truncate_from_start(start);
+        }
+        *inner = rebuilt;
+        self.flushed_offset
+            .store(durable.min(new_end), Ordering::SeqCst);
+        Ok(new_end)
+    }
+
+    /// Cuts the files at the batch holding `offset`; returns where the log now ends.
+    fn cut_files(&self, inner: &mut LogInner, offset: i64) -> io::Result<i64> {
+        let fs = self.dir_state.fs.clone();
+        let dir_handle = fs.open_dir(&self.dir)?;
+        let (base, segment) = inner
+            .segments
+            .range(..=offset)
+            .next_back()
+            .expect("the log start is at or after the first segment");
+        let base = *base;
+        let file = segment.file().get()?;
+        let size = segment.size();
+        let from = segment.position_of(offset);
+        let found = HeaderWalk::new(&file, size)
+            .find(from, |h| h.base + i64::from(h.delta) >= offset)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        // Where the cut segment now ends, and the log with it (if no batch of this segment
+        // holds `offset`, it lies in a gap before the next segment: this one stays whole).
+        let (cut_at, new_end) = match found {
+            Some((pos, h)) => (pos, h.base),
+            None => (size, segment.next_offset()),
+        };
+        drop(file);
+        // 1. A producer-state snapshot covering the tail would be loaded after a crash.
+        let snapshot = self.dir.join(PRODUCER_SNAPSHOT_FILE);
+        if inner.checkpointed_offset > new_end || inner.checkpointed_offset < 0 {
+            crate::fs::remove_if_present(fs.as_ref(), &snapshot)?;
+            dir_handle.sync()?;
+        }
+        // 2. Later segments, newest first: a cut at any point leaves a prefix.
+        let later: Vec<i64> = inner.segments.range(base + 1..).map(|(b, _)| *b).collect();
+        for b in later.into_iter().rev() {
+            let gone = inner.segments.remove(&b).expect("listed above");
+            gone.delete_files()?;
+            dir_handle.sync()?;
+        }
+        // 3. The cut segment's derived files, then its data.
+        let segment = inner.segments.get_mut(&base).expect("found above");
+        for path in [segment.index_path(), segment.time_index_path()] {
+            crate::fs::remove_if_present(fs.as_ref(), &path)?;
+        }
+        dir_handle.sync()?;
+        let file = segment.file().get()?;
+        file.set_len(cut_at)?;
+        file.sync_data()?;
+        Ok(new_end)
+    }
+}
