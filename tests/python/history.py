@@ -75,7 +75,8 @@ class History:
 
 def check(history, final_log):
     """`final_log` maps (partition, offset) to the value stored there, read completely after
-    the run. Returns {anomaly: [description]} with an empty list for each anomaly not found,
+    the run (with read_uncommitted where transactions are involved: a read_committed final read
+    leaves out aborted records, and a consumer that read one would show as a lost write). Returns {anomaly: [description]} with an empty list for each anomaly not found,
     and "unseen" as a list of values."""
     found = {name: [] for name in (
         "lost-write", "duplicate", "inconsistent-offsets", "offset-mismatch",

@@ -204,6 +204,9 @@ impl Partition {
         flusher: Flusher,
     ) -> Self {
         let high_watermark = log.log_end_offset();
+        // Never behind the epochs that already wrote here: appends in an older epoch would
+        // rewrite the leader epoch history.
+        let leader_epoch = leader_epoch.max(log.latest_epoch().unwrap_or(-1));
         log.assign_leader_epoch(leader_epoch);
         Self {
             topic,

@@ -7,8 +7,9 @@
 //! ```
 //!
 //! An append is answered once its frames are written and the file is synced. At open, the
-//! entries are read back up to the first frame that is torn or damaged (what a power cut
-//! leaves of an append that was never answered) and the file is cut there. Purging (after a
+//! entries are read back up to a torn last frame (what a power cut leaves of an append that
+//! was never answered), and the file is cut there; a damaged frame with an intact one after it
+//! is refused instead, since entries after it may have been acknowledged. Purging (after a
 //! snapshot covers a prefix) rewrites the file atomically without it. Entries are also kept in
 //! memory: the log holds only what the last snapshot does not cover, a bounded amount.
 
@@ -103,8 +104,15 @@ impl LogStore {
         while !rest.is_empty() {
             let (payload, after) = match take_frame(rest, FRAME_BYTES_MAX) {
                 Frame::Whole(payload, after) => (payload, after),
-                // What a power cut leaves of an append that was never answered.
-                Frame::Torn => break,
+                // What a power cut leaves of an append that was never answered, unless an
+                // intact entry follows somewhere (a length damaged to point past the end).
+                Frame::Torn if !intact_frame_after(rest) => break,
+                Frame::Torn => {
+                    return Err(io_error(format!(
+                        "{}: a damaged entry at byte {position} with intact entries after it",
+                        path.display()
+                    )));
+                }
                 Frame::Damaged => {
                     // Entries after it may have been acknowledged: refuse rather than forget.
                     return Err(io_error(format!(
@@ -165,6 +173,13 @@ impl LogStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().expect("quorum log lock")
     }
+}
+
+/// Whether a whole, non-empty frame starts anywhere after the first byte of `rest`.
+fn intact_frame_after(rest: &[u8]) -> bool {
+    (1..rest.len()).any(|i| {
+        matches!(take_frame(&rest[i..], FRAME_BYTES_MAX), Frame::Whole(payload, _) if !payload.is_empty())
+    })
 }
 
 fn header_frame(last_purged: Option<LogId>) -> io::Result<Vec<u8>> {
@@ -336,5 +351,58 @@ impl RaftLogStorage<QuorumTypes> for LogStore {
             }
         }
         self.lock().purge(log_id).map_err(|e| write_error(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use sluice_storage::SimFs;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn log_with_entries(fs: &SimFs, dir: &Path, n: u64) -> Vec<u8> {
+        let (_, rx) = watch::channel(None);
+        let store = LogStore::open(Arc::new(fs.clone()), dir, rx).unwrap();
+        store.lock().append((1..=n).map(entry).collect()).unwrap();
+        Fs::read(fs, &dir.join(LOG_FILE)).unwrap()
+    }
+
+    fn reopen(fs: &SimFs, dir: &Path, bytes: &[u8]) -> io::Result<Vec<u64>> {
+        let f = Fs::open(fs, &dir.join(LOG_FILE), OpenMode::Truncate)?;
+        f.write_all_at(bytes, 0)?;
+        let (_, rx) = watch::channel(None);
+        let store = LogStore::open(Arc::new(fs.clone()), dir, rx)?;
+        let entries = store.lock().entries.keys().copied().collect();
+        Ok(entries)
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_damage_before_intact_entries_is_refused() {
+        let fs = SimFs::new(1);
+        let dir = Path::new("/q");
+        let bytes = log_with_entries(&fs, dir, 3);
+        // Cut inside the last entry: the first two remain.
+        assert_eq!(
+            reopen(&fs, dir, &bytes[..bytes.len() - 3]).unwrap(),
+            vec![1, 2]
+        );
+        // The middle entry's checksum damaged, or its length pointing past the end: refused,
+        // as entry 3 may have been acknowledged.
+        // Blank entries 1-3 encode to the same length.
+        let header = header_frame(None).unwrap().len();
+        let second = header + (bytes.len() - header) / 3;
+        let mut damaged = bytes.clone();
+        damaged[second + 9] ^= 1;
+        assert!(reopen(&fs, dir, &damaged).is_err());
+        let mut long = bytes.clone();
+        long[second..second + 4].copy_from_slice(&1_000_000u32.to_be_bytes());
+        assert!(reopen(&fs, dir, &long).is_err());
     }
 }

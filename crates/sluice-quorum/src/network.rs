@@ -195,9 +195,18 @@ impl TcpPeer {
     {
         let body = to_json(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if body.len() + 1 > FRAME_BYTES_MAX {
+            if entries_hint == 0 {
+                // One entry (or a message) over the bound cannot be split: openraft would
+                // retry it at once, forever. Report the peer unreachable (it backs off).
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a quorum message over the bound",
+                );
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
             // openraft sends fewer entries when told the payload is too large.
             return Err(RPCError::PayloadTooLarge(
-                PayloadTooLarge::new_entries_hint(entries_hint.max(1)),
+                PayloadTooLarge::new_entries_hint(entries_hint),
             ));
         }
         let exchange = async {

@@ -169,18 +169,30 @@ async fn a_snapshot_chunk_far_past_the_bound_closes_the_connection_and_allocates
         .unwrap();
     let members = BTreeMap::from([(1, BasicNode::new(addr.to_string()))]);
     let voter = start(1, addr, &root.path().join("q"), &members).await;
-    let chunk: InstallSnapshotRequest<crate::types::QuorumTypes> = InstallSnapshotRequest {
-        vote: openraft::Vote::new(9, 2),
-        meta: Default::default(),
-        offset: 1 << 40,
-        data: vec![1],
-        done: false,
+    let chunk = |offset: u64| -> Vec<u8> {
+        let chunk: InstallSnapshotRequest<crate::types::QuorumTypes> = InstallSnapshotRequest {
+            vote: openraft::Vote::new_committed(9, 2),
+            meta: Default::default(),
+            offset,
+            data: vec![1],
+            done: false,
+        };
+        serde_json::to_vec(&chunk).unwrap()
     };
-    let body = serde_json::to_vec(&chunk).unwrap();
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_u32(body.len() as u32 + 1).await.unwrap();
-    stream.write_u8(2).await.unwrap();
-    stream.write_all(&body).await.unwrap();
+    // A first chunk at offset 0 starts a transfer (openraft refuses a first chunk elsewhere);
+    // the next one claims an offset a terabyte in.
+    for offset in [0, 1 << 40] {
+        let body = chunk(offset);
+        stream.write_u32(body.len() as u32 + 1).await.unwrap();
+        stream.write_u8(2).await.unwrap();
+        stream.write_all(&body).await.unwrap();
+        if offset == 0 {
+            let len = stream.read_u32().await.unwrap() as usize;
+            let mut answer = vec![0; len];
+            stream.read_exact(&mut answer).await.unwrap();
+        }
+    }
     let mut buf = [0u8; 16];
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
         .await

@@ -25,7 +25,9 @@ pub trait EpochLog {
 
     /// Kafka's `endOffsetFor`: the largest epoch at or below `epoch` that wrote records here,
     /// and the offset where that epoch's records end (the first offset of the next epoch, or
-    /// the log end for the latest). `None` if no such epoch.
+    /// the log end for the latest). For an epoch older than every one here, either `None` or
+    /// (as storage answers, like Kafka) that epoch and the first epoch's start; both lead to
+    /// the same truncation.
     fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)>;
 
     /// The epoch of the last record, if any.
@@ -315,13 +317,13 @@ impl LeaderState {
         Some(change)
     }
 
-    /// The controller committed an ISR for this leader epoch, at our request or on its own
-    /// (it fenced a member): it replaces ours, and any change we asked for is moot.
-    pub fn on_isr_committed(&mut self, isr: &[i32], partition_epoch: i32, log: &impl EpochLog) {
+    /// The metadata brought the partition's state for this leader epoch: an ISR the
+    /// controller committed, at our request or on its own (it fenced a member). A newer one
+    /// replaces ours, and a change we asked for against an older one is moot (the controller
+    /// refuses it, or this is its result). An older or equal one changes nothing.
+    pub fn on_partition_state(&mut self, isr: &[i32], partition_epoch: i32, log: &impl EpochLog) {
         assert!(isr.contains(&self.leader_id), "an ISR without its leader");
-        if partition_epoch < self.partition_epoch {
-            // A late answer: the metadata already brought a newer state. Kafka ignores it.
-            self.pending = None;
+        if partition_epoch <= self.partition_epoch {
             return;
         }
         self.isr = isr.to_vec();
@@ -330,10 +332,24 @@ impl LeaderState {
         self.advance_high_watermark(log);
     }
 
-    /// The controller refused the change (a stale epoch, an ineligible replica): ask again
-    /// later from what it says now.
-    pub fn on_isr_refused(&mut self) {
+    /// The controller's answer to `change`: the ISR and partition epoch it committed, or
+    /// `None` for a refusal (a stale epoch, an ineligible replica). An answer to anything
+    /// but the change pending now is late and changes nothing: clearing a newer pending
+    /// change would let the high watermark pass a replica that change is adding.
+    pub fn on_alter_answer(
+        &mut self,
+        change: &IsrChange,
+        committed: Option<(&[i32], i32)>,
+        log: &impl EpochLog,
+    ) {
+        if self.pending.as_ref() != Some(change) {
+            return;
+        }
         self.pending = None;
+        if let Some((isr, partition_epoch)) = committed {
+            self.on_partition_state(isr, partition_epoch, log);
+        }
+        self.advance_high_watermark(log);
     }
 }
 
@@ -437,12 +453,29 @@ mod tests {
     }
 
     #[test]
-    fn a_late_answer_older_than_the_metadata_is_ignored() {
-        let log = Epochs(vec![2]);
+    fn a_late_answer_changes_nothing_and_leaves_a_newer_request_pending() {
+        let log = Epochs(vec![2, 2, 2, 2, 2]);
         let mut l = leader(&log);
-        l.on_isr_committed(&[1, 2], 3, &log);
-        l.on_isr_committed(&[1, 2, 3], 2, &log);
-        assert_eq!((l.isr.clone(), l.partition_epoch), (vec![1, 2], 3));
+        l.on_fetch(2, 5, Some(2), &log, 0);
+        l.on_fetch(3, 2, Some(2), &log, 0);
+        // Request A drops 3 (it lags); the metadata then brings the controller's own change
+        // (it dropped 3 itself), which makes A moot.
+        let a = l.isr_change(10, 5).expect("3 lags");
+        l.on_partition_state(&[1, 2], 1, &log);
+        // Request B adds 3 back once it fetches again at the log end.
+        l.on_fetch(2, 5, Some(2), &log, 11);
+        l.on_fetch(3, 5, Some(2), &log, 11);
+        let b = l.isr_change(11, 5).expect("3 caught up");
+        assert_eq!(b.new_isr, vec![1, 2, 3]);
+        // A's answer arrives late: B stays pending, so the HW still counts 3.
+        l.on_alter_answer(&a, None, &log);
+        assert_eq!(l.pending.as_ref(), Some(&b));
+        assert_eq!(l.isr_change(12, 5), None, "one change at a time");
+        l.on_alter_answer(&b, Some((&[1, 2, 3], 2)), &log);
+        assert_eq!(
+            (l.isr.clone(), l.partition_epoch, l.pending.clone()),
+            (vec![1, 2, 3], 2, None)
+        );
     }
 
     #[test]
@@ -456,9 +489,9 @@ mod tests {
         // 3 falls behind and leaves the ISR; the HW is then 2's and the leader's end.
         let change = l.isr_change(10, 5).expect("both followers lag at t=10");
         assert_eq!(change.new_isr, vec![1]);
-        l.on_isr_committed(&[1, 2], 1, &log);
+        l.on_alter_answer(&change, Some((&[1, 2], 1)), &log);
         assert_eq!(l.high_watermark(), 4);
-        l.on_isr_committed(&[1, 2, 3], 2, &log);
+        l.on_partition_state(&[1, 2, 3], 2, &log);
         assert_eq!(l.high_watermark(), 4, "never back");
         assert!(l.enough_replicas(2));
     }

@@ -110,8 +110,8 @@ struct World {
     replicas: Vec<Replica>,
     /// An AlterPartition on its way to the controller.
     alter: Option<(i32, IsrChange)>,
-    /// The controller's answer on its way back to the broker that asked.
-    answer: Option<(i32, Option<Committed>)>,
+    /// The controller's answers on their way back to the brokers that asked, in any order.
+    answers: Vec<(i32, IsrChange, Option<Committed>)>,
     /// Appended, not answered yet: (offset, epoch, value).
     pending_acks: Vec<(i64, i32, u8)>,
     acked: Vec<(i64, i32, u8)>,
@@ -162,7 +162,7 @@ impl World {
             controller,
             replicas,
             alter: None,
-            answer: None,
+            answers: Vec::new(),
             pending_acks: Vec::new(),
             acked: Vec::new(),
             now: 0,
@@ -180,7 +180,7 @@ impl World {
             self.controller.image(),
             self.replicas,
             self.alter,
-            self.answer,
+            self.answers,
             self.pending_acks,
             self.acked,
             self.now,
@@ -300,7 +300,9 @@ impl World {
                             .push((r.log.len() as i64 - 1, l.leader_epoch, value));
                         next.push((format!("{b} appends {value}"), w));
                     }
-                    if self.alter.is_none() && self.answer.is_none() {
+                    // A new request may go out while an answer to an older one is still on
+                    // its way (at most two in flight, to bound the exploration).
+                    if self.alter.is_none() && self.answers.len() < 2 {
                         let mut w = self.clone();
                         let now = w.now;
                         let r = &mut w.replicas[index(b)];
@@ -360,8 +362,8 @@ impl World {
                 }
             }
         }
-        if self.answer.is_some() {
-            next.push(("the controller's answer arrives".into(), self.receive()));
+        for i in 0..self.answers.len() {
+            next.push((format!("answer {i} arrives"), self.receive(i)));
         }
         if let Some((b, change)) = &self.alter {
             next.push((
@@ -429,7 +431,7 @@ impl World {
         let r = &mut w.replicas[index(b)];
         if let Role::Leader(l) = &mut r.role {
             if l.leader_epoch == p.leader_epoch {
-                l.on_isr_committed(&p.isr, p.partition_epoch, &VecLog(&r.log));
+                l.on_partition_state(&p.isr, p.partition_epoch, &VecLog(&r.log));
                 return w;
             }
         }
@@ -493,25 +495,22 @@ impl World {
         let answer = answer
             .ok()
             .map(|(p, _)| (p.isr, p.partition_epoch, p.leader_epoch));
-        w.answer = Some((b, answer));
+        w.answers.push((b, change.clone(), answer));
         w
     }
 
-    /// The controller's answer reaches the leader that asked (if it still leads in that
-    /// epoch), possibly after the metadata has brought it a newer state.
-    fn receive(&self) -> World {
+    /// The controller's `i`th answer reaches the broker that asked (if it still leads),
+    /// possibly after the metadata has brought it a newer state, or after a newer request.
+    fn receive(&self, i: usize) -> World {
         let mut w = self.clone();
-        let Some((b, answer)) = w.answer.take() else {
-            return w;
-        };
+        let (b, change, answer) = w.answers.remove(i);
         let r = &mut w.replicas[index(b)];
         if let (true, Role::Leader(l)) = (r.alive, &mut r.role) {
-            match answer {
-                Some((isr, partition_epoch, leader_epoch)) if leader_epoch == l.leader_epoch => {
-                    l.on_isr_committed(&isr, partition_epoch, &VecLog(&r.log))
-                }
-                _ => l.on_isr_refused(),
-            }
+            let committed = answer
+                .as_ref()
+                .filter(|a| a.2 == l.leader_epoch)
+                .map(|(isr, partition_epoch, _)| (isr.as_slice(), *partition_epoch));
+            l.on_alter_answer(&change, committed, &VecLog(&r.log));
         }
         w
     }
@@ -551,9 +550,11 @@ impl World {
                 }
             }
             if let Some((b, change)) = w.alter.clone() {
-                w = w.deliver(b, &change).receive();
+                w = w.deliver(b, &change);
             }
-            w = w.receive();
+            while !w.answers.is_empty() {
+                w = w.receive(0);
+            }
             for b in BROKERS {
                 if let Role::Follower { leader, epoch } = w.replicas[index(b)].role {
                     let l = &w.replicas[index(leader)];
@@ -567,7 +568,9 @@ impl World {
                 let r = &mut w.replicas[index(b)];
                 if let Role::Leader(l) = &mut r.role {
                     if let Some(change) = l.isr_change(now, LAG_MAX_MS) {
-                        w = w.deliver(b, &change).receive();
+                        w = w.deliver(b, &change);
+                        let last = w.answers.len() - 1;
+                        w = w.receive(last);
                     }
                 }
             }

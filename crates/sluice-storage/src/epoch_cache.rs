@@ -37,25 +37,38 @@ impl LeaderEpochCache {
         &self.entries
     }
 
-    /// Records that `epoch` wrote `start_offset` (the first offset of a batch it wrote). An
-    /// epoch already known, or older than the latest, changes nothing.
+    /// Records that `epoch` wrote `start_offset` (the first offset of a batch it wrote), as
+    /// Kafka's cache does: the latest epoch again changes nothing; otherwise the new entry
+    /// wins, and entries of its epoch or newer, or starting at or after it, are dropped (an
+    /// epoch that starts where an older one did replaces it: the older wrote nothing left).
     pub fn assign(&mut self, epoch: i32, start_offset: i64) {
-        if epoch < 0 {
+        if epoch < 0 || start_offset < 0 {
             return;
         }
-        match self.entries.last() {
-            Some(last) if epoch <= last.epoch => {}
-            Some(last) if start_offset <= last.start_offset => {
-                // A newer epoch starting where an older one did: the older one wrote nothing
-                // that remains (its records were truncated); the newer one replaces it.
-                self.entries.pop();
-                self.assign(epoch, start_offset);
+        if let Some(last) = self.entries.last() {
+            if last.epoch == epoch && start_offset >= last.start_offset {
+                return;
             }
-            _ => self.entries.push(EpochEntry {
-                epoch,
-                start_offset,
-            }),
+            if epoch < last.epoch {
+                tracing::warn!(
+                    epoch,
+                    start_offset,
+                    latest = last.epoch,
+                    "leader epoch cache: an epoch older than the latest; dropping newer entries"
+                );
+            }
         }
+        while self
+            .entries
+            .last()
+            .is_some_and(|e| e.epoch >= epoch || e.start_offset >= start_offset)
+        {
+            self.entries.pop();
+        }
+        self.entries.push(EpochEntry {
+            epoch,
+            start_offset,
+        });
         debug_assert!(self
             .entries
             .windows(2)
@@ -68,10 +81,20 @@ impl LeaderEpochCache {
     }
 
     /// Kafka's `endOffsetFor`: the largest epoch at or below `epoch`, and where it ends (the
-    /// next epoch's start, or `log_end` for the latest). `None` when every epoch is above.
+    /// next epoch's start, or `log_end` for the latest). For an epoch older than every entry,
+    /// the epoch asked for and the first entry's start (where its records, if any, ended);
+    /// `None` (UNDEFINED) for a negative epoch or an empty cache.
     pub fn end_offset_for(&self, epoch: i32, log_end: i64) -> Option<(i32, i64)> {
+        if epoch < 0 {
+            return None;
+        }
         let i = self.entries.partition_point(|e| e.epoch <= epoch);
-        let found = self.entries.get(i.checked_sub(1)?)?;
+        let Some(found) = i.checked_sub(1).and_then(|i| self.entries.get(i)) else {
+            return self
+                .entries
+                .first()
+                .map(|first| (epoch, first.start_offset));
+        };
         let end = self
             .entries
             .get(i)
@@ -102,7 +125,9 @@ mod tests {
 
     /// The naive answer from a list of (first offset, epoch) per batch, in offset order.
     fn naive_end(batches: &[(i64, i32)], epoch: i32, log_end: i64) -> Option<(i32, i64)> {
-        let found = batches.iter().map(|b| b.1).filter(|&e| e <= epoch).max()?;
+        let Some(found) = batches.iter().map(|b| b.1).filter(|&e| e <= epoch).max() else {
+            return batches.first().map(|b| (epoch, b.0));
+        };
         let end = batches
             .iter()
             .find(|b| b.1 > found)
@@ -174,6 +199,23 @@ mod tests {
             ]
         );
         assert_eq!(cache.end_offset_for(3, 9), Some((1, 5)));
-        assert_eq!(cache.end_offset_for(0, 9), None);
+        // Older than every entry: Kafka's answer, the epoch asked for and the first start.
+        assert_eq!(cache.end_offset_for(0, 9), Some((0, 0)));
+        assert_eq!(cache.end_offset_for(-1, 9), None);
+        // An older epoch assigned later wins over newer entries, as in Kafka.
+        cache.assign(2, 7);
+        assert_eq!(
+            cache.entries(),
+            [
+                EpochEntry {
+                    epoch: 1,
+                    start_offset: 0
+                },
+                EpochEntry {
+                    epoch: 2,
+                    start_offset: 7
+                }
+            ]
+        );
     }
 }

@@ -369,6 +369,11 @@ impl UnifiedLog {
         inner.epochs.assign(epoch, end);
     }
 
+    /// The newest leader epoch that wrote here (or took over here), if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        lock(&self.inner).epochs.latest_epoch()
+    }
+
     /// The leader epoch cache's entries, oldest first.
     pub fn epoch_entries(&self) -> Vec<crate::EpochEntry> {
         lock(&self.inner).epochs.entries().to_vec()

@@ -297,6 +297,23 @@ impl LogSegment {
         Ok(())
     }
 
+    /// Feeds the leader epoch of every batch header to `epochs` (for a producer snapshot
+    /// written before it carried the epochs).
+    pub fn replay_epochs(
+        &self,
+        epochs: &mut crate::LeaderEpochCache,
+    ) -> Result<(), crate::StorageError> {
+        let mut header = [0u8; BATCH_HEADER_SIZE];
+        let mut pos = 0;
+        while pos + BATCH_HEADER_SIZE as u64 <= self.size {
+            self.file.get()?.read_exact_at(&mut header, pos)?;
+            let h = BatchHeader::parse(&header)?;
+            epochs.assign(h.partition_leader_epoch, h.base_offset);
+            pos += h.total_size() as u64;
+        }
+        Ok(())
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.join(segment_file_name(self.base_offset, "log"))
     }

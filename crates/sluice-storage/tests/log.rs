@@ -2132,3 +2132,42 @@ fn truncation_cuts_at_a_batch_boundary_and_the_log_goes_on_from_there() {
         assert_eq!(reopened.end_offset_for_epoch(3), Some((3, 50)));
     }
 }
+
+/// A producer snapshot written before snapshots carried leader epochs (version 1) still gives
+/// its producers, even one whose records retention has removed; the epochs are read from the
+/// log's batch headers below it.
+#[test]
+fn a_version_1_producer_snapshot_keeps_its_producers_and_the_epochs_come_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(1_000);
+    let log = UnifiedLog::open(dir.path(), cfg.clone(), None, state(NoSync), 0).unwrap();
+    log.append_in_epoch(&idempotent_batch(7, 0, 0, 3), 1, 0)
+        .unwrap();
+    for tag in 0..10u32 {
+        log.append_in_epoch(&batch(tag, 2, 100), 4, 0).unwrap();
+    }
+    // The producer's only batch goes with its segment: only the snapshot remembers it.
+    assert!(log.segment_count() > 1);
+    log.delete_records_before(log.log_end_offset() - 1).unwrap();
+    assert!(log.log_start_offset() > 3);
+    log.flush_all(0).unwrap();
+    let rp = log.recovery_point();
+    let before = log.epoch_entries();
+    let start = log.log_start_offset();
+    drop(log);
+    // Rewrite the snapshot as the version 1 format wrote it: no epochs.
+    let path = dir.path().join("producer-state.json");
+    let mut snapshot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    snapshot["version"] = 1.into();
+    snapshot.as_object_mut().unwrap().remove("epochs");
+    std::fs::write(&path, serde_json::to_vec(&snapshot).unwrap()).unwrap();
+    let reopened = UnifiedLog::open(dir.path(), cfg, Some(rp), state(NoSync), 0).unwrap();
+    // (The log start DeleteRecords set comes back from its own checkpoint.)
+    reopened.restore_log_start_offset(start);
+    assert_eq!(reopened.epoch_entries(), before);
+    assert_eq!(reopened.producer_count(), 1);
+    // Producer 7's next sequence continues; a repeat of its batch is a duplicate.
+    let again = reopened.append(&idempotent_batch(7, 0, 0, 3), 0).unwrap();
+    assert!(again.duplicate);
+}

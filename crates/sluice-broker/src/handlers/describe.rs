@@ -424,8 +424,9 @@ pub(crate) fn offset_for_leader_epoch(
                     if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
                         return out.with_error_code(ResponseError::FencedLeaderEpoch.code());
                     }
-                    // From the log's leader epoch cache. An epoch past ours has no end yet,
-                    // and one older than every epoch here has none (Kafka's UNDEFINED).
+                    // From the log's leader epoch cache, as Kafka answers: an epoch past ours
+                    // has no end yet (UNDEFINED), and one older than every epoch here ends
+                    // where the first one starts.
                     if p.leader_epoch > epoch {
                         return out;
                     }

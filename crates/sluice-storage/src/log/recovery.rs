@@ -177,8 +177,8 @@ fn read_producer_snapshot(fs: &dyn Fs, path: &Path) -> Option<Snapshot> {
 }
 
 /// Rebuilds producer state and the leader epoch cache: the snapshot, if it covers a prefix of
-/// the log (and every aborted-transaction index was read whole, and it has the epochs), then
-/// every batch header after it. Without a usable snapshot, every header in the log. Transaction markers
+/// the log (and every aborted-transaction index was read whole), then every batch header after
+/// it. A version 1 snapshot has no epochs: they are read from the batch headers below it. Without a usable snapshot, every header in the log. Transaction markers
 /// met on the way rebuild the aborted-transaction index entries from there on (entries at or
 /// past that point are dropped first: they may describe a truncated tail).
 fn load_producer_state(
@@ -193,12 +193,25 @@ fn load_producer_state(
     // A damaged aborted-transaction index is rebuilt from the whole log: entries below the
     // snapshot are otherwise never rebuilt.
     let snapshot = read_producer_snapshot(fs, &dir.join(PRODUCER_SNAPSHOT_FILE))
-        .filter(|s| !txn_index_damaged && (log_start..=log_end).contains(&s.offset))
-        .filter(|s| s.epochs.is_some());
+        .filter(|s| !txn_index_damaged && (log_start..=log_end).contains(&s.offset));
     let (mut state, mut epochs, from) = match snapshot {
         Some(mut s) => {
             let from = s.offset;
-            let epochs = crate::LeaderEpochCache::from_entries(s.epochs.take().unwrap_or_default());
+            let epochs = match s.epochs.take() {
+                Some(entries) => crate::LeaderEpochCache::from_entries(entries),
+                None => {
+                    // A version 1 snapshot: its producers still count (some may have no
+                    // records left), the epochs come from every batch header below it.
+                    tracing::info!(log = %dir.display(),
+                        "producer snapshot without leader epochs: reading them from the log");
+                    let mut epochs = crate::LeaderEpochCache::default();
+                    for segment in segments.values().filter(|seg| seg.base_offset() < from) {
+                        segment.replay_epochs(&mut epochs)?;
+                    }
+                    epochs.truncate_from_end(from);
+                    epochs
+                }
+            };
             (ProducerStateManager::from_snapshot(s), epochs, from)
         }
         None => (
