@@ -84,17 +84,27 @@ def test_compaction_turns_200k_updates_into_a_table_and_tombstones_go(broker):
     })])[topic].result(30)
     p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 5})
 
+    def produce(key, value):
+        # The client's queue (100,000 messages) fills when acks come slower than the loop
+        # produces, on a busy machine: wait for room rather than fail.
+        while True:
+            try:
+                p.produce(topic, key=key, value=value, partition=0)
+                return
+            except BufferError:
+                p.poll(0.1)
+
     latest = {}
     for i in range(UPDATES):
         key = f"k{i % KEYS:04d}"
         value = f"{key}-v{i // KEYS}"
-        p.produce(topic, key=key.encode(), value=value.encode(), partition=0)
+        produce(key.encode(), value.encode())
         latest[key] = value
         if i % 10_000 == 0:
             p.poll(0)
     for k in range(DELETED):
         key = f"k{k:04d}"
-        p.produce(topic, key=key.encode(), value=None, partition=0)
+        produce(key.encode(), None)
         del latest[key]
     assert p.flush(60) == 0
     before = read_all(broker, topic)
