@@ -131,8 +131,18 @@ struct ProducerIdBlock {
     end: i64,
 }
 
+/// The metadata quorum's directory in the data directory is named as Kafka names the metadata
+/// log's partition, `__cluster_metadata-0`: no topic may take that name (nor may start-up
+/// take that directory for an orphan partition).
+pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
 /// Checks a topic name the way Kafka does.
 pub fn validate_topic_name(name: &str) -> Result<(), StorageError> {
+    if name == METADATA_TOPIC {
+        return Err(StorageError::InvalidTopic(format!(
+            "{METADATA_TOPIC} is the cluster metadata log's name, reserved"
+        )));
+    }
     let legal = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -837,7 +847,12 @@ impl LogManager {
             (RECOVERY_CHECKPOINT_FILE, points),
             (LOG_START_CHECKPOINT_FILE, starts),
         ] {
-            let text = format!("0\n{}\n{}\n", lines.len(), lines.join("\n"));
+            // Kafka's layout: version, count, one line per entry (none for an empty one).
+            let mut text = format!("0\n{}\n", lines.len());
+            for line in &lines {
+                text.push_str(line);
+                text.push('\n');
+            }
             write_atomically(
                 self.dir_state.fs.as_ref(),
                 &self.data_dir,

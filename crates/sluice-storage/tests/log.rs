@@ -1823,8 +1823,21 @@ fn orphan_partition_directories_are_removed_at_start_up() {
     }
     fs::create_dir(dir.path().join("notes-1")).unwrap();
     fs::write(dir.path().join("notes-1").join("todo.txt"), b"x").unwrap();
+    // The metadata quorum's directory is never taken for an orphan, whatever it holds.
+    let quorum = dir.path().join("__cluster_metadata-0");
+    fs::create_dir(&quorum).unwrap();
+    fs::write(quorum.join("00000000000000000000.log"), b"").unwrap();
     let m = LogManager::open(dir.path(), LogConfig::default(), Arc::new(NoSync)).unwrap();
     let names = entries(dir.path());
+    assert!(
+        names.contains(&"__cluster_metadata-0".to_string()),
+        "{names:?}"
+    );
+    // Nor can a topic take its name.
+    assert!(matches!(
+        m.create_topic("__cluster_metadata", 1, BTreeMap::new(), false),
+        Err(sluice_storage::StorageError::InvalidTopic(_))
+    ));
     assert!(!names.contains(&"gone-0".to_string()), "{names:?}");
     assert!(!names.contains(&"kept-1".to_string()), "{names:?}");
     assert!(names.contains(&"notes-1".to_string()), "{names:?}");
