@@ -153,6 +153,11 @@ pub struct Controller {
     /// When each broker was last heard from. Not in the log: a controller that takes over
     /// gives every broker a whole session from its own start, as Kafka's does.
     last_contact_ms: BTreeMap<i32, i64>,
+    /// Brokers that have registered or heartbeated with this controller. A new process of a
+    /// broker this controller has not heard from replaces the registration at once: after a
+    /// whole cluster restarts (a single node killed and started again, say), the old
+    /// process's session is only the grace this controller gave it, not a sign of life.
+    heard_from: std::collections::BTreeSet<i32>,
     /// Where automatic placement starts its round, moved on by every topic so that leaders
     /// spread over the brokers.
     placement_start: usize,
@@ -166,6 +171,7 @@ impl Controller {
             config,
             image,
             last_contact_ms,
+            heard_from: Default::default(),
             placement_start: 0,
         }
     }
@@ -228,7 +234,9 @@ impl Controller {
                 return Ok(self.done(existing.broker_epoch, records));
             }
             if !existing.fenced {
-                if self.session_alive(request.broker_id, now_ms) {
+                if self.heard_from.contains(&request.broker_id)
+                    && self.session_alive(request.broker_id, now_ms)
+                {
                     return refuse(
                         codes::DUPLICATE_BROKER_REGISTRATION,
                         format!(
@@ -254,6 +262,7 @@ impl Controller {
             }),
         );
         self.last_contact_ms.insert(request.broker_id, now_ms);
+        self.heard_from.insert(request.broker_id);
         Ok(self.done(broker_epoch, records))
     }
 
@@ -295,6 +304,7 @@ impl Controller {
     ) -> Result<(HeartbeatReply, Vec<MetadataRecord>), ControllerError> {
         let broker = self.current_process(hb.broker_id, hb.broker_epoch)?;
         self.last_contact_ms.insert(hb.broker_id, now_ms);
+        self.heard_from.insert(hb.broker_id);
         let mut records = Vec::new();
         let epoch = broker.broker_epoch;
         let mut should_shut_down = false;
@@ -387,6 +397,7 @@ impl Controller {
             },
         );
         self.last_contact_ms.remove(&broker_id);
+        self.heard_from.remove(&broker_id);
         Ok(self.done((), records).1)
     }
 

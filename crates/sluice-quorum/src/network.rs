@@ -3,9 +3,13 @@
 //! a time on it.
 //!
 //! ```text
-//! request   u32 length | u8 kind (1 AppendEntries, 2 InstallSnapshot, 3 Vote) | JSON message
-//! answer    u32 length | JSON Result<answer, RaftError>
+//! request   u32 length | u8 kind (1 AppendEntries, 2 InstallSnapshot, 3 Vote,
+//!                                  4 a request for the node's [`Service`]) | JSON message
+//! answer    u32 length | JSON Result<answer, RaftError> (kinds 1-3), the service's bytes (4)
 //! ```
+//!
+//! Kind 4 carries what brokers ask the active controller (registration, heartbeats): the
+//! controller listener serves both the quorum and the controller, as Kafka's does.
 //!
 //! Every length is checked against [`FRAME_BYTES_MAX`] before anything is allocated for it,
 //! and where a snapshot chunk would end against [`SNAPSHOT_BYTES_MAX`]; a frame over them,
@@ -13,7 +17,6 @@
 //! over the bound is reported to openraft as too large, and it sends fewer entries.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use openraft::error::{
@@ -36,6 +39,16 @@ use crate::types::{NodeId, QuorumTypes, Raft, FRAME_BYTES_MAX, SNAPSHOT_BYTES_MA
 const APPEND_ENTRIES: u8 = 1;
 const INSTALL_SNAPSHOT: u8 = 2;
 const VOTE: u8 = 3;
+const SERVICE: u8 = 4;
+
+/// What a node serves beside the quorum on its controller listener: requests for the
+/// controller, in bytes its own crate defines. An answer must fit in a frame.
+pub trait Service: Send + Sync + 'static {
+    fn call(
+        &self,
+        request: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + 'static>>;
+}
 
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -69,9 +82,13 @@ async fn write_frame(stream: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> 
     stream.write_all(&out).await
 }
 
-/// Serves the quorum's messages to peers. Never returns: a failed accept (out of
-/// descriptors, say) is logged and retried after a pause.
-pub async fn serve(listener: TcpListener, raft: Raft) -> io::Result<()> {
+/// Serves the quorum's messages to peers, and `service`'s requests. Never returns: a failed
+/// accept (out of descriptors, say) is logged and retried after a pause.
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft,
+    service: Option<std::sync::Arc<dyn Service>>,
+) -> io::Result<()> {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -82,8 +99,9 @@ pub async fn serve(listener: TcpListener, raft: Raft) -> io::Result<()> {
             }
         };
         let raft = raft.clone();
+        let service = service.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, &raft).await {
+            if let Err(e) = serve_connection(stream, &raft, service.as_deref()).await {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     tracing::warn!(%peer, error = %e, "quorum connection closed");
                 }
@@ -92,7 +110,11 @@ pub async fn serve(listener: TcpListener, raft: Raft) -> io::Result<()> {
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, raft: &Raft) -> io::Result<()> {
+async fn serve_connection(
+    mut stream: TcpStream,
+    raft: &Raft,
+    service: Option<&dyn Service>,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     loop {
         let frame = read_frame(&mut stream).await?;
@@ -121,6 +143,15 @@ async fn serve_connection(mut stream: TcpStream, raft: &Raft) -> io::Result<()> 
                 answer(&raft.install_snapshot(chunk).await)?
             }
             VOTE => answer(&raft.vote(from_json(body)?).await)?,
+            SERVICE => match service {
+                Some(service) => (service.call(body.to_vec()).await, false),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a service request to a node that serves none",
+                    ))
+                }
+            },
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -152,6 +183,20 @@ fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
     serde_json::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// Sends one request to the [`Service`] at `addr` on a connection of its own, and returns
+/// its answer; `timeout` bounds the whole exchange.
+pub async fn call_service(addr: &str, request: &[u8], timeout: Duration) -> io::Result<Vec<u8>> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        write_frame(&mut stream, &[&[SERVICE], request]).await?;
+        read_frame(&mut stream).await
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+}
+
 /// Makes a connection per peer, to the address in its membership entry.
 #[derive(Debug, Clone, Default)]
 pub struct TcpNetwork;
@@ -162,6 +207,8 @@ pub struct TcpPeer {
     target: NodeId,
     addr: String,
     stream: Option<TcpStream>,
+    /// Whether the last exchange succeeded: a change is logged once, not every retry.
+    reachable: Option<bool>,
 }
 
 impl RaftNetworkFactory<QuorumTypes> for TcpNetwork {
@@ -172,6 +219,7 @@ impl RaftNetworkFactory<QuorumTypes> for TcpNetwork {
             target,
             addr: node.addr.clone(),
             stream: None,
+            reachable: None,
         }
     }
 }
@@ -211,11 +259,8 @@ impl TcpPeer {
         }
         let exchange = async {
             if self.stream.is_none() {
-                let addr: SocketAddr = self
-                    .addr
-                    .parse()
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                // A host name is resolved at each connection, so a moved peer is found again.
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&*self.addr))
                     .await
                     .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
                 stream.set_nodelay(true)?;
@@ -227,21 +272,35 @@ impl TcpPeer {
         };
         let answer = match tokio::time::timeout(option.hard_ttl(), exchange).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => {
-                self.stream = None;
-                return Err(RPCError::Unreachable(Unreachable::new(&e)));
-            }
-            Err(_) => {
-                self.stream = None;
-                let e = io::Error::from(io::ErrorKind::TimedOut);
-                return Err(RPCError::Unreachable(Unreachable::new(&e)));
-            }
+            Ok(Err(e)) => return Err(self.unreachable(e)),
+            Err(_) => return Err(self.unreachable(io::Error::from(io::ErrorKind::TimedOut))),
         };
+        if self.reachable == Some(false) {
+            tracing::info!(
+                peer = self.target,
+                addr = self.addr,
+                "quorum peer reachable again"
+            );
+        }
+        self.reachable = Some(true);
         let answer: Result<Resp, RaftError<NodeId, E>> = from_json(&answer).map_err(|e| {
             self.stream = None;
             RPCError::Network(NetworkError::new(&e))
         })?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl TcpPeer {
+    /// Drops the connection after a failed exchange, logging the first failure in a row.
+    fn unreachable<E: std::error::Error>(&mut self, e: io::Error) -> RpcError<E> {
+        self.stream = None;
+        if self.reachable != Some(false) {
+            tracing::warn!(peer = self.target, addr = self.addr, error = %e,
+                "quorum peer unreachable; retrying");
+        }
+        self.reachable = Some(false);
+        RPCError::Unreachable(Unreachable::new(&e))
     }
 }
 

@@ -48,7 +48,7 @@ async fn start(
     .await
     .unwrap();
     let listener = TcpListener::bind(addr).await.unwrap();
-    let server = tokio::spawn(serve(listener, raft.clone()));
+    let server = tokio::spawn(serve(listener, raft.clone(), None));
     if !raft.is_initialized().await.unwrap() {
         let _ = raft.initialize(members.clone()).await;
     }

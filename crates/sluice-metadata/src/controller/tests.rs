@@ -337,6 +337,45 @@ fn a_second_live_process_with_the_same_id_is_refused_and_old_epochs_are_stale() 
 }
 
 #[test]
+fn a_new_controller_lets_a_restarted_broker_register_at_once_but_keeps_its_session_for_fencing() {
+    let (c, epochs) = cluster(2);
+    // A new controller over the same image (the whole cluster was restarted): it has heard
+    // from nobody, so broker 1's new process replaces the old registration at once...
+    let mut fresh = Controller::new(ControllerConfig::default(), c.image().clone(), T0 + 100);
+    let again = RegistrationRequest {
+        broker_id: 1,
+        incarnation_id: incarnation(1, 9),
+        endpoints: vec![endpoint(1)],
+        rack: None,
+    };
+    let (epoch, records) = fresh.register_broker(again.clone(), T0 + 101).unwrap();
+    assert!(epoch > epochs[&1]);
+    assert!(matches!(records[0], MetadataRecord::FenceBroker { .. }));
+    // Once heard from and unfenced, a second process with the same id is refused again.
+    let (reply, _) = fresh.heartbeat(beat(1, epoch), T0 + 102).unwrap();
+    assert!(!reply.is_fenced);
+    let other = RegistrationRequest {
+        incarnation_id: incarnation(1, 10),
+        ..again
+    };
+    let err = fresh.register_broker(other, T0 + 103).unwrap_err();
+    assert_eq!(err.code, codes::DUPLICATE_BROKER_REGISTRATION);
+    // Broker 2, not heard from, is not fenced before a whole session has passed from the
+    // controller's own start.
+    let fenced = |records: Vec<MetadataRecord>| {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                MetadataRecord::FenceBroker { broker_id, .. } => Some(*broker_id),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(fenced(fresh.tick(T0 + 100 + 9_000)), Vec::<i32>::new());
+    assert_eq!(fenced(fresh.tick(T0 + 100 + 9_001)), vec![2]);
+}
+
+#[test]
 fn replaying_what_the_controller_wrote_or_its_snapshot_gives_its_image() {
     let (mut c, epochs) = cluster(3);
     let mut log: Vec<MetadataRecord> = Vec::new();
