@@ -743,7 +743,8 @@ SLUICE_BROKER_CONFIGS = ("admin.listen", "metrics.enabled", "queued.max.requests
                          "queued.max.response.bytes", "queued.max.response.bytes.per.connection",
                          "auto.create.topics.max.per.request", "shutdown.timeout.ms",
                          "group.member.metadata.max.bytes", "group.member.protocols.max",
-                         "transaction.partitions.max", "log.flush.scope")
+                         "transaction.partitions.max", "log.flush.scope",
+                         "metadata.log.snapshot.interval.entries")
 
 # The deliberate differences. Each names the API, the field path and the reason; the reason
 # quotes README's "Where Sluice differs".
@@ -779,7 +780,14 @@ ALLOWED = [
     Allowed("DescribeConfigs", B + r"\[name=(%s)\]" % "|".join(
         re.escape(n) for n in SLUICE_BROKER_CONFIGS), kafka=ABSENT,
             reason="Sluice's own broker configs (admin listener, metrics, response queues, "
-                   "limits, the flush scope); Kafka has no such names"),
+                   "limits, the flush scope, the metadata snapshot interval); Kafka has no "
+                   "such names"),
+    Allowed("DescribeConfigs", B + r"\[name=(process\.roles|controller\.listener\.names|"
+            r"controller\.quorum\.voters)\]\.(config_source|synonyms.*|value)",
+            reason="A node needs no configuration to be a cluster of one: process.roles, "
+                   "controller.listener.names and controller.quorum.voters (empty: this node "
+                   "alone) have defaults, so DescribeConfigs reports them as defaults where "
+                   "Kafka, which requires them in its file, reports them as static"),
     Allowed("DescribeConfigs", B + r"\[name=queued\.max\.request\.bytes\]"
             r"(\.synonyms\[name=queued\.max\.request\.bytes\])?\.value",
             kafka="-1", sluice=str(256 << 20),

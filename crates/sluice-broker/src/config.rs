@@ -13,8 +13,33 @@ use sluice_txn::TxnConfig;
 pub struct BrokerConfig {
     /// `node.id`.
     pub node_id: i32,
-    /// `listeners`: the Kafka listener.
+    /// `listeners`: the Kafka listener (the one not named in `controller.listener.names`).
     pub listen: SocketAddr,
+    /// The Kafka listener's name in `listeners` (`PLAINTEXT` unless named otherwise).
+    pub listener_name: String,
+    /// `listeners`: the controller listener, the one named in `controller.listener.names`,
+    /// where the metadata quorum and the controller are served. `None`: the address this node
+    /// has in `controller.quorum.voters`, or none at all for a cluster of one.
+    pub controller_listen: Option<SocketAddr>,
+    /// `controller.listener.names`: the first is the controller listener's name.
+    pub controller_listener_names: Vec<String>,
+    /// `process.roles`: `broker`, `controller`, or both (the default).
+    pub process_roles: ProcessRoles,
+    /// `controller.quorum.voters`: `id@host:port` of every voter of the metadata quorum.
+    /// Empty: this node is the only voter (a cluster of one).
+    pub quorum_voters: Vec<Voter>,
+    /// `controller.quorum.election.timeout.ms`: how long a voter waits without hearing from a
+    /// leader before it stands for election (openraft waits between this and twice this).
+    pub quorum_election_timeout_ms: u64,
+    /// `metadata.log.snapshot.interval.entries` (Sluice's own; Kafka counts bytes): a
+    /// snapshot of the metadata image is taken after this many entries, and the log before
+    /// it removed.
+    pub metadata_snapshot_interval_entries: u64,
+    /// `broker.session.timeout.ms`: the controller fences a broker it has not heard from for
+    /// this long.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`: how often a broker heartbeats to the controller.
+    pub broker_heartbeat_interval_ms: u64,
     /// `advertised.listeners` host and port; `None` means the bound listener address.
     pub advertised: Option<(String, u16)>,
     /// `log.dirs` (one directory).
@@ -91,6 +116,18 @@ impl Default for BrokerConfig {
         Self {
             node_id: 0,
             listen: "127.0.0.1:9092".parse().expect("valid address"),
+            listener_name: "PLAINTEXT".to_string(),
+            controller_listen: None,
+            controller_listener_names: vec!["CONTROLLER".to_string()],
+            process_roles: ProcessRoles {
+                broker: true,
+                controller: true,
+            },
+            quorum_voters: Vec::new(),
+            quorum_election_timeout_ms: 1_000,
+            metadata_snapshot_interval_entries: 1_000,
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 2_000,
             advertised: None,
             data_dir: PathBuf::from("./sluice-data"),
             socket_request_max_bytes: 100 * 1024 * 1024,
@@ -123,6 +160,79 @@ impl Default for BrokerConfig {
     }
 }
 
+/// `process.roles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessRoles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+/// One voter of `controller.quorum.voters`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Voter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}@[{}]:{}", self.id, self.host, self.port)
+        } else {
+            write!(f, "{}@{}:{}", self.id, self.host, self.port)
+        }
+    }
+}
+
+/// The most voters `controller.quorum.voters` may name.
+pub const QUORUM_VOTERS_MAX: usize = 16;
+/// The most listeners `listeners` may name.
+pub const LISTENERS_MAX: usize = 16;
+
+fn parse_voters(key: &str, value: &str) -> Result<Vec<Voter>, String> {
+    let mut voters: Vec<Voter> = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if voters.len() == QUORUM_VOTERS_MAX {
+            return Err(format!("{key}: more than {QUORUM_VOTERS_MAX} voters"));
+        }
+        let (id, address) = part
+            .split_once('@')
+            .ok_or_else(|| format!("{key}={value}: expected ID@HOST:PORT,..."))?;
+        let id: i32 = parse(key, id)?;
+        if id < 0 {
+            return Err(format!("{key}: voter ids are not negative"));
+        }
+        let (host, port) = host_port(key, address)?;
+        if port == 0 {
+            return Err(format!("{key}: voter {id} needs a port"));
+        }
+        if voters.iter().any(|v| v.id == id) {
+            return Err(format!("{key}: voter {id} is listed twice"));
+        }
+        voters.push(Voter { id, host, port });
+    }
+    Ok(voters)
+}
+
+fn parse_roles(key: &str, value: &str) -> Result<ProcessRoles, String> {
+    let mut roles = ProcessRoles {
+        broker: false,
+        controller: false,
+    };
+    for role in value.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        match role {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            _ => return Err(format!("{key}: unknown role {role:?} (broker, controller)")),
+        }
+    }
+    if !roles.broker && !roles.controller {
+        return Err(format!("{key}: name broker, controller or both"));
+    }
+    Ok(roles)
+}
+
 /// How a broker config key is typed, for DescribeConfigs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
@@ -141,6 +251,41 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "listeners",
         ConfigType::List,
         "The address the Kafka listener binds, HOST:PORT.",
+    ),
+    (
+        "process.roles",
+        ConfigType::List,
+        "The roles of this node: broker, controller, or both.",
+    ),
+    (
+        "controller.quorum.voters",
+        ConfigType::List,
+        "The metadata quorum's voters, ID@HOST:PORT,...; empty: this node alone.",
+    ),
+    (
+        "controller.listener.names",
+        ConfigType::List,
+        "The name(s) in listeners of the controller listener.",
+    ),
+    (
+        "controller.quorum.election.timeout.ms",
+        ConfigType::Int,
+        "How long a voter waits for a leader before it stands for election.",
+    ),
+    (
+        "metadata.log.snapshot.interval.entries",
+        ConfigType::Long,
+        "Sluice's own: metadata log entries between snapshots of the metadata image.",
+    ),
+    (
+        "broker.session.timeout.ms",
+        ConfigType::Int,
+        "A broker not heard from for this long is fenced by the controller.",
+    ),
+    (
+        "broker.heartbeat.interval.ms",
+        ConfigType::Int,
+        "How often a broker heartbeats to the controller.",
     ),
     (
         "advertised.listeners",
@@ -497,6 +642,24 @@ fn host_port(key: &str, value: &str) -> Result<(String, u16), String> {
     Ok((host.trim_matches(['[', ']']).to_string(), parse(key, port)?))
 }
 
+/// One entry of `listeners`: its name, if it has one, and its address.
+fn listener(key: &str, value: &str) -> Result<(Option<String>, SocketAddr), String> {
+    let name = value
+        .split_once("://")
+        .map(|(name, _)| name.trim().to_ascii_uppercase());
+    let (host, port) = host_port(key, value)?;
+    let host = if host.is_empty() { "0.0.0.0" } else { &host };
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("{key}={value}: expected an IP address and port"))?;
+    Ok((name, addr))
+}
+
 impl BrokerConfig {
     /// Sets one config by its Kafka name. Unknown names are errors, so typos do not pass
     /// silently.
@@ -509,12 +672,31 @@ impl BrokerConfig {
         }
         match key {
             "node.id" | "broker.id" => self.node_id = parse(key, value)?,
-            "listeners" => {
-                let (host, port) = host_port(key, value)?;
-                let addr = format!("{host}:{port}");
-                self.listen = addr
-                    .parse()
-                    .map_err(|_| format!("{key}={value}: expected an IP address and port"))?;
+            "listeners" => self.set_listeners(value)?,
+            "process.roles" => self.process_roles = parse_roles(key, value)?,
+            "controller.quorum.voters" => self.quorum_voters = parse_voters(key, value)?,
+            "controller.listener.names" => {
+                let names: Vec<String> = value
+                    .split(',')
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect();
+                if names.is_empty() || names.len() > LISTENERS_MAX {
+                    return Err(format!("{key}: name 1 to {LISTENERS_MAX} listeners"));
+                }
+                self.controller_listener_names = names;
+            }
+            "controller.quorum.election.timeout.ms" => {
+                self.quorum_election_timeout_ms = positive(key, value)? as u64
+            }
+            "metadata.log.snapshot.interval.entries" => {
+                self.metadata_snapshot_interval_entries = positive(key, value)? as u64
+            }
+            "broker.session.timeout.ms" => {
+                self.broker_session_timeout_ms = positive_i32(key, value)? as u64
+            }
+            "broker.heartbeat.interval.ms" => {
+                self.broker_heartbeat_interval_ms = positive_i32(key, value)? as u64
             }
             "advertised.listeners" => self.advertised = Some(host_port(key, value)?),
             "admin.listen" => {
@@ -675,11 +857,36 @@ impl BrokerConfig {
         }
         Some(match key {
             "node.id" => self.node_id.to_string(),
-            "listeners" => format!("PLAINTEXT://{}", self.listen),
+            "listeners" => {
+                let mut out = format!("{}://{}", self.listener_name, self.listen);
+                if let Some(addr) = self.controller_listen {
+                    out.push_str(&format!(",{}://{addr}", self.controller_listener_names[0]));
+                }
+                out
+            }
             "advertised.listeners" => match &self.advertised {
-                Some((h, p)) => format!("PLAINTEXT://{h}:{p}"),
-                None => format!("PLAINTEXT://{}", self.listen),
+                Some((h, p)) => format!("{}://{h}:{p}", self.listener_name),
+                None => format!("{}://{}", self.listener_name, self.listen),
             },
+            "process.roles" => match (self.process_roles.broker, self.process_roles.controller) {
+                (true, true) => "broker,controller",
+                (true, false) => "broker",
+                _ => "controller",
+            }
+            .to_string(),
+            "controller.quorum.voters" => self
+                .quorum_voters
+                .iter()
+                .map(Voter::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            "controller.listener.names" => self.controller_listener_names.join(","),
+            "controller.quorum.election.timeout.ms" => self.quorum_election_timeout_ms.to_string(),
+            "metadata.log.snapshot.interval.entries" => {
+                self.metadata_snapshot_interval_entries.to_string()
+            }
+            "broker.session.timeout.ms" => self.broker_session_timeout_ms.to_string(),
+            "broker.heartbeat.interval.ms" => self.broker_heartbeat_interval_ms.to_string(),
             "log.dirs" => self.data_dir.display().to_string(),
             "admin.listen" => match self.admin_listen {
                 Some(addr) => addr.to_string(),
@@ -751,6 +958,106 @@ impl BrokerConfig {
         })
     }
 
+    /// Sets the Kafka listener alone (`serve --listen`), keeping the controller listener.
+    pub fn set_kafka_listener(&mut self, value: &str) -> Result<(), String> {
+        let (name, addr) = listener("--listen", value)?;
+        if let Some(name) = name {
+            self.listener_name = name;
+        }
+        self.listen = addr;
+        Ok(())
+    }
+
+    /// `listeners`: a comma-separated list of `[NAME://]HOST:PORT`; the one named in
+    /// `controller.listener.names` is the controller listener, and one other (unnamed, or
+    /// named anything else) is the Kafka listener.
+    fn set_listeners(&mut self, value: &str) -> Result<(), String> {
+        let key = "listeners";
+        let mut kafka = None;
+        let mut controller = None;
+        let parts: Vec<&str> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        if parts.len() > LISTENERS_MAX {
+            return Err(format!("{key}: more than {LISTENERS_MAX} listeners"));
+        }
+        for part in parts {
+            let (name, addr) = listener(key, part)?;
+            let is_controller = name
+                .as_ref()
+                .is_some_and(|n| self.controller_listener_names.contains(n));
+            let slot = if is_controller {
+                &mut controller
+            } else {
+                &mut kafka
+            };
+            if slot.is_some() {
+                return Err(format!(
+                    "{key}={value}: one Kafka listener and at most one controller listener \
+                     (several Kafka listeners come with security)"
+                ));
+            }
+            *slot = Some((name, addr));
+        }
+        let (name, addr) = kafka.ok_or_else(|| format!("{key}={value}: no Kafka listener"))?;
+        self.listener_name = name.unwrap_or_else(|| "PLAINTEXT".to_string());
+        self.listen = addr;
+        self.controller_listen = controller.map(|(_, addr)| addr);
+        Ok(())
+    }
+
+    /// Checks what no single setting can: that the roles, the voters and the listeners fit
+    /// together, as Kafka checks them at start-up.
+    pub fn validate(&self) -> Result<(), String> {
+        let voter = self.quorum_voters.iter().find(|v| v.id == self.node_id);
+        if self.process_roles.controller {
+            if !self.quorum_voters.is_empty() && voter.is_none() {
+                return Err(format!(
+                    "node.id {} has the controller role but is not in controller.quorum.voters",
+                    self.node_id
+                ));
+            }
+            if self.quorum_voters.len() > 1 && self.controller_listen.is_none() && voter.is_none() {
+                return Err(
+                    "a controller in a quorum of several needs a controller listener \
+                     (listeners=...,CONTROLLER://HOST:PORT)"
+                        .to_string(),
+                );
+            }
+        } else {
+            if voter.is_some() {
+                return Err(format!(
+                    "node.id {} is in controller.quorum.voters but process.roles has no \
+                     controller",
+                    self.node_id
+                ));
+            }
+            if self.quorum_voters.is_empty() {
+                return Err(
+                    "process.roles=broker needs controller.quorum.voters to find the controllers"
+                        .to_string(),
+                );
+            }
+        }
+        if !self.process_roles.broker {
+            return Err(
+                "process.roles=controller (a dedicated controller) is not supported yet: \
+                 run every node as broker,controller"
+                    .to_string(),
+            );
+        }
+        if !self.process_roles.controller {
+            return Err(
+                "process.roles=broker (a broker without a controller) is not supported \
+                 yet: run every node as broker,controller"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    }
+
     /// Whether `key` still has its embedded default value.
     pub fn is_default(&self, key: &str) -> bool {
         Self::default().get(key) == self.get(key)
@@ -781,6 +1088,26 @@ mod tests {
     }
 
     #[test]
+    fn roles_voters_and_listeners_are_checked_together() {
+        let mut config = BrokerConfig::default();
+        config.validate().unwrap();
+        config.node_id = 1;
+        config
+            .set("controller.quorum.voters", "2@127.0.0.1:9093")
+            .unwrap();
+        assert!(config.validate().unwrap_err().contains("not in"));
+        config
+            .set(
+                "controller.quorum.voters",
+                "1@127.0.0.1:9093,2@127.0.0.1:9094",
+            )
+            .unwrap();
+        config.validate().unwrap();
+        config.set("process.roles", "broker").unwrap();
+        assert!(config.validate().unwrap_err().contains("process.roles"));
+    }
+
+    #[test]
     fn doubles_print_as_java_prints_them() {
         assert_eq!(java_double(f64::MAX), "1.7976931348623157E308");
         assert_eq!(java_double(0.5), "0.5");
@@ -799,6 +1126,35 @@ mod tests {
             .set("listeners", "PLAINTEXT://127.0.0.1:19092")
             .unwrap();
         assert_eq!(config.listen.port(), 19092);
+        config
+            .set(
+                "listeners",
+                "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093",
+            )
+            .unwrap();
+        assert_eq!(config.controller_listen.unwrap().port(), 19093);
+        config.set_kafka_listener("127.0.0.1:29092").unwrap();
+        assert_eq!(config.listen.port(), 29092);
+        assert_eq!(config.controller_listen.unwrap().port(), 19093);
+        assert!(config
+            .set("listeners", "A://127.0.0.1:1,B://127.0.0.1:2")
+            .is_err());
+        assert!(config.set("listeners", "CONTROLLER://127.0.0.1:1").is_err());
+        config
+            .set("controller.quorum.voters", "1@127.0.0.1:9093,2@[::1]:9094")
+            .unwrap();
+        assert_eq!(config.quorum_voters[1].host, "::1");
+        assert_eq!(
+            config.get("controller.quorum.voters").unwrap(),
+            "1@127.0.0.1:9093,2@[::1]:9094"
+        );
+        assert!(config
+            .set("controller.quorum.voters", "1@h:1,1@h:2")
+            .is_err());
+        assert!(config.set("controller.quorum.voters", "x@h:1").is_err());
+        assert!(config.set("controller.quorum.voters", "1@h").is_err());
+        assert!(config.set("process.roles", "").is_err());
+        assert!(config.set("process.roles", "broker,leader").is_err());
         assert!(config.set("num.partitions", "0").is_err());
         assert!(config.set("default.replication.factor", "3").is_err());
         assert!(config.set("no.such.key", "1").is_err());

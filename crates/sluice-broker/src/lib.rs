@@ -6,6 +6,7 @@
 mod admin;
 mod auto_create;
 mod budget;
+mod cluster;
 pub mod config;
 mod descriptors;
 mod errors;
@@ -53,6 +54,8 @@ pub(crate) struct BrokerState {
     pub response_bytes: Arc<budget::Budget>,
     /// Unsupported request versions already logged, per client and API.
     pub version_log: handlers::VersionLog,
+    /// This node's metadata quorum voter, controller and broker registration.
+    pub cluster: Arc<cluster::Cluster>,
 }
 
 /// A broker that is accepting connections.
@@ -62,6 +65,7 @@ pub struct RunningBroker {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), String>>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
+    cluster: Arc<cluster::Cluster>,
 }
 
 impl RunningBroker {
@@ -82,7 +86,10 @@ impl RunningBroker {
         let result = self
             .task
             .await
-            .map_err(|e| format!("broker task failed: {e}"))?;
+            .map_err(|e| format!("broker task failed: {e}"));
+        // The controlled shutdown started with the signal; the quorum stops last.
+        self.cluster.stop().await;
+        let result = result?;
         if let Some(mut admin) = self.admin_task {
             // Open SSE streams end on the shutdown signal; idle connections close at once.
             if tokio::time::timeout(ADMIN_SHUTDOWN_TIMEOUT, &mut admin)
@@ -236,6 +243,7 @@ async fn open(
         .advertised
         .clone()
         .unwrap_or_else(|| (addr.ip().to_string(), addr.port()));
+    let cluster = cluster::Cluster::start(&config, advertised.clone(), shutdown_rx.clone()).await?;
     let groups = groups::Groups::new(config.groups.clone());
     let txns = txn::Transactions::new(config.txn.clone());
     logs.set_producer_id_expiration_ms(config.producer_id_expiration_ms);
@@ -253,6 +261,7 @@ async fn open(
         advertised,
         shutdown: shutdown_rx,
         metrics,
+        cluster: cluster.clone(),
     });
     let (admin_addr, admin_task) = match admin {
         Some((admin, task)) => {
@@ -311,6 +320,7 @@ async fn open(
         shutdown: shutdown_tx,
         task,
         admin_task,
+        cluster,
     })
 }
 

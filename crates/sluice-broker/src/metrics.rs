@@ -648,6 +648,7 @@ pub(crate) fn encode(metrics: &Metrics, state: Option<&BrokerState>) -> String {
     if let Some(state) = state {
         register_log_gauges(&mut scraped, state);
         register_group_gauges(&mut scraped, state);
+        register_cluster_gauges(&mut scraped, state);
     }
     register_process_gauges(&mut scraped, metrics);
     let mut out = String::new();
@@ -755,6 +756,87 @@ fn register_log_gauges(registry: &mut Registry, state: &BrokerState) {
         "open_file_limit",
         "The process's open-file limit (RLIMIT_NOFILE), shared by connections and partitions",
         limit,
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OriginLabels {
+    origin: String,
+}
+
+/// The metadata quorum, the controller and the brokers' membership, as this node sees them.
+fn register_cluster_gauges(registry: &mut Registry, state: &BrokerState) {
+    let status = state.cluster.status();
+    let gauge = |v: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(v);
+        g
+    };
+    let quorum = &status.quorum;
+    registry.register(
+        "metadata_quorum_leader",
+        "The node leading the metadata quorum (the active controller), or -1",
+        gauge(quorum.leader.map_or(-1, i64::from)),
+    );
+    registry.register(
+        "metadata_quorum_term",
+        "The metadata quorum's Raft term (its leader epoch)",
+        gauge(i64::try_from(quorum.term).unwrap_or(i64::MAX)),
+    );
+    registry.register(
+        "metadata_last_applied_index",
+        "The last metadata log entry this node has applied to its image, or -1",
+        gauge(quorum.last_applied.map_or(-1, |i| i as i64)),
+    );
+    registry.register(
+        "controller_active",
+        "1 if this node is the active controller (it leads the metadata quorum), else 0",
+        gauge(i64::from(quorum.leader == Some(status.node_id))),
+    );
+    let snapshots = Family::<OriginLabels, Counter>::default();
+    for (origin, count) in [
+        ("built", quorum.snapshots_built),
+        ("installed", quorum.snapshots_installed),
+    ] {
+        snapshots
+            .get_or_create(&OriginLabels {
+                origin: origin.to_string(),
+            })
+            .inc_by(count);
+    }
+    registry.register(
+        "metadata_snapshots",
+        "Snapshots of the metadata image built here or installed from the leader, since start",
+        snapshots,
+    );
+    let brokers = Family::<StateLabels, Gauge>::default();
+    let fenced = status.brokers.iter().filter(|b| b.fenced).count() as i64;
+    for (label, count) in [
+        ("active", status.brokers.len() as i64 - fenced),
+        ("fenced", fenced),
+    ] {
+        brokers
+            .get_or_create(&StateLabels {
+                state: label.to_string(),
+            })
+            .set(count);
+    }
+    registry.register(
+        "cluster_brokers",
+        "Brokers registered in this node's metadata image, unfenced (active) or fenced",
+        brokers,
+    );
+    registry.register(
+        "broker_fenced",
+        "1 while this broker is not registered and unfenced by the controller, else 0",
+        gauge(i64::from(
+            status.broker.fenced || status.broker.broker_epoch.is_none(),
+        )),
     );
 }
 

@@ -784,3 +784,11 @@ impl ErrorResponse for OffsetForLeaderEpochRequest {
         OffsetForLeaderEpochResponse::default().with_topics(topics)
     }
 }
+
+impl ErrorResponse for DescribeQuorumRequest {
+    type Response = DescribeQuorumResponse;
+    /// Kafka answers a failed DescribeQuorum with the error at the top level only.
+    fn error_response(&self, _version: i16, error_code: i16) -> Self::Response {
+        DescribeQuorumResponse::default().with_error_code(error_code)
+    }
+}

@@ -39,7 +39,8 @@ use kafka_protocol::messages::{
     delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic},
     delete_topics_request::DeleteTopicState,
     describe_configs_request::DescribeConfigsResource,
-    describe_log_dirs_request, describe_producers_request, describe_topic_partitions_request,
+    describe_log_dirs_request, describe_producers_request, describe_quorum_request,
+    describe_topic_partitions_request,
     fetch_request::{FetchPartition, FetchTopic, ForgottenTopic},
     incremental_alter_configs_request as incremental,
     join_group_request::JoinGroupRequestProtocol,
@@ -536,6 +537,17 @@ const OFFSET_FOR_LEADER_EPOCH: &[Field] = &[
         size_of::<offset_for_leader_epoch_request::OffsetForLeaderTopic>(),
     )),
 ];
+
+const DESCRIBE_QUORUM: &[Field] = &[f(Structs(
+    &[
+        f(Str),
+        f(Structs(
+            &[f(I32)],
+            size_of::<describe_quorum_request::PartitionData>(),
+        )),
+    ],
+    size_of::<describe_quorum_request::TopicData>(),
+))];
 
 const LIST_TRANSACTIONS: &[Field] = &[f(Strs), f(I64s), since(1, I64), since(2, Str)];
 
@@ -1192,6 +1204,17 @@ mod tests {
                 }
                 enc(r, v)
             }
+            ApiKey::DescribeQuorum => enc(
+                DescribeQuorumRequest::default().with_topics(vec![
+                    describe_quorum_request::TopicData::default()
+                        .with_topic_name(topic("__cluster_metadata"))
+                        .with_partitions(vec![
+                            describe_quorum_request::PartitionData::default()
+                                .with_partition_index(0),
+                        ]),
+                ]),
+                v,
+            ),
             ApiKey::ListTransactions => enc(
                 ListTransactionsRequest::default()
                     .with_state_filters(vec![s("Ongoing")])

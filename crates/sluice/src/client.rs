@@ -42,6 +42,7 @@ const VERSIONS: &[(ApiKey, i16)] = &[
     (ApiKey::SyncGroup, 5),
     (ApiKey::Heartbeat, 4),
     (ApiKey::LeaveGroup, 4),
+    (ApiKey::DescribeQuorum, 1),
 ];
 
 fn version(api: ApiKey) -> Option<i16> {

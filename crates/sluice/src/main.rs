@@ -148,7 +148,7 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
         config.data_dir = dir.clone();
     }
     if let Some(listen) = &args.listen {
-        config.set("listeners", listen)?;
+        config.set_kafka_listener(listen)?;
     }
     if let Some(advertised) = &args.advertised_listener {
         config.set("advertised.listeners", advertised)?;
@@ -165,17 +165,25 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
             .ok_or_else(|| format!("--set {pair}: expected KEY=VALUE"))?;
         config.set(key.trim(), value.trim())?;
     }
+    config.validate()?;
     Ok(config)
 }
 
-/// The log filter: `--log`, else RUST_LOG, else `info`. A directive that does not parse is an
+/// The log filter when neither `--log` nor RUST_LOG gives one. openraft narrates every vote
+/// at `info` and repeats an unreachable peer's error twice a second; the quorum's own lines
+/// (`sluice_quorum`, `sluice_broker::cluster`) say what an operator needs, once per change.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=off";
+
+/// The log filter: `--log`, else RUST_LOG, else [`DEFAULT_LOG_FILTER`]. A directive that does not parse is an
 /// error, not a silent fallback: the operator asked for logs they would not get.
 fn log_filter(flag: Option<&str>) -> Result<EnvFilter, String> {
     let (source, directives) = match flag {
         Some(directives) => ("--log", directives.to_string()),
         None => match std::env::var("RUST_LOG") {
             Ok(directives) if !directives.trim().is_empty() => ("RUST_LOG", directives),
-            Ok(_) | Err(std::env::VarError::NotPresent) => ("default", "info".to_string()),
+            Ok(_) | Err(std::env::VarError::NotPresent) => {
+                ("default", DEFAULT_LOG_FILTER.to_string())
+            }
             Err(e) => return Err(format!("RUST_LOG: {e}")),
         },
     };

@@ -64,6 +64,29 @@ pub fn check_with(code: i16, message: &Option<StrBytes>, what: &str) -> Result<(
     })
 }
 
+/// The metadata quorum as its leader describes it (DescribeQuorum, which a broker forwards).
+pub fn describe_quorum(
+    client: &mut Client,
+) -> Result<kafka_protocol::messages::describe_quorum_response::PartitionData, String> {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let req = kafka_protocol::messages::DescribeQuorumRequest::default().with_topics(vec![
+        TopicData::default()
+            .with_topic_name(TopicName(s("__cluster_metadata")))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+    ]);
+    let resp: kafka_protocol::messages::DescribeQuorumResponse =
+        client.call(ApiKey::DescribeQuorum, &req)?;
+    check(resp.error_code, "describe quorum")?;
+    let partition = resp
+        .topics
+        .into_iter()
+        .next()
+        .and_then(|t| t.partitions.into_iter().next())
+        .ok_or("describe quorum: an answer without the metadata log")?;
+    check(partition.error_code, "describe quorum")?;
+    Ok(partition)
+}
+
 /// Metadata for `topics`, or for every topic when `None`.
 pub fn metadata(
     client: &mut Client,

@@ -152,6 +152,7 @@ struct Cluster {
     cluster_id: String,
     controller_id: i32,
     brokers: Vec<BrokerInfo>,
+    membership: crate::cluster::ClusterStatus,
 }
 
 async fn cluster(admin: Shared) -> ApiResult<Json<Cluster>> {
@@ -160,6 +161,7 @@ async fn cluster(admin: Shared) -> ApiResult<Json<Cluster>> {
         cluster_id: state.replicas.cluster_id().to_string(),
         controller_id: state.config.node_id,
         brokers: vec![broker_info(&admin, state)],
+        membership: state.cluster.status(),
     }))
 }
 

@@ -67,6 +67,89 @@ const LOG_DIR_NOT_FOUND: i16 = 57;
 /// The partitions DescribeTopicPartitions returns at most, whatever the client asks.
 const PARTITION_LIMIT_MAX: i32 = 10_000;
 
+/// DescribeQuorum, as a Kafka broker answers it: forwarded to the leader of the metadata
+/// quorum, which describes its replication. Only `__cluster_metadata` partition 0 exists;
+/// offsets are the metadata log's entry indexes.
+pub(crate) async fn describe_quorum(
+    state: std::sync::Arc<BrokerState>,
+    req: DescribeQuorumRequest,
+    version: i16,
+) -> DescribeQuorumResponse {
+    use kafka_protocol::messages::describe_quorum_response::{
+        Listener, Node, PartitionData, ReplicaState, TopicData,
+    };
+    let asks_metadata_log = req.topics.len() == 1
+        && req.topics[0].topic_name.as_str() == "__cluster_metadata"
+        && req.topics[0].partitions.len() == 1
+        && req.topics[0].partitions[0].partition_index == 0;
+    let answer = |partition: PartitionData| {
+        let topic_name = req
+            .topics
+            .first()
+            .map(|t| t.topic_name.clone())
+            .unwrap_or_default();
+        DescribeQuorumResponse::default().with_topics(vec![TopicData::default()
+            .with_topic_name(topic_name)
+            .with_partitions(vec![partition])])
+    };
+    if !asks_metadata_log {
+        return answer(
+            PartitionData::default()
+                .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                .with_leader_id(BrokerId(-1))
+                .with_leader_epoch(-1)
+                .with_high_watermark(-1),
+        );
+    }
+    let quorum = match state.cluster.describe_quorum().await {
+        Ok(quorum) => quorum,
+        Err(e) => {
+            return answer(
+                PartitionData::default()
+                    .with_error_code(ResponseError::NotLeaderOrFollower.code())
+                    .with_error_message(Some(str_bytes(&e)))
+                    .with_leader_id(BrokerId(-1))
+                    .with_leader_epoch(-1)
+                    .with_high_watermark(-1),
+            )
+        }
+    };
+    let voters = quorum
+        .voters
+        .iter()
+        .map(|v| {
+            ReplicaState::default()
+                .with_replica_id(BrokerId(v.replica_id))
+                .with_log_end_offset(v.log_end_offset)
+                .with_last_fetch_timestamp(v.last_caught_up_timestamp)
+                .with_last_caught_up_timestamp(v.last_caught_up_timestamp)
+        })
+        .collect();
+    let mut response = answer(
+        PartitionData::default()
+            .with_leader_id(BrokerId(quorum.leader_id))
+            .with_leader_epoch(quorum.leader_epoch)
+            .with_high_watermark(quorum.high_watermark)
+            .with_current_voters(voters),
+    );
+    if version >= 2 {
+        let name = state.config.controller_listener_names[0].as_str();
+        response.nodes = quorum
+            .nodes
+            .iter()
+            .map(|(id, host, port)| {
+                Node::default()
+                    .with_node_id(BrokerId(*id))
+                    .with_listeners(vec![Listener::default()
+                        .with_name(str_bytes(name))
+                        .with_host(str_bytes(host))
+                        .with_port(*port)])
+            })
+            .collect();
+    }
+    response
+}
+
 pub(crate) fn describe_cluster(
     state: &BrokerState,
     req: DescribeClusterRequest,

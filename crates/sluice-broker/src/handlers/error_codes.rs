@@ -58,6 +58,7 @@ error_codes! {
     AlterConfigsResponse { each: responses.error_code; }
     IncrementalAlterConfigsResponse { each: responses.error_code; }
     DescribeClusterResponse { top: error_code; }
+    DescribeQuorumResponse { top: error_code; nested: topics.partitions.error_code; }
     DescribeTopicPartitionsResponse {
         each: topics.error_code;
         nested: topics.partitions.error_code;

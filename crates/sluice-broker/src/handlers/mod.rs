@@ -323,6 +323,10 @@ fn describe_cluster(c: &Call<'_>, r: DescribeClusterRequest) -> Dispatched {
     c.ready(describe::describe_cluster(c.state, r))
 }
 
+fn describe_quorum(c: &Call<'_>, r: DescribeQuorumRequest) -> Dispatched {
+    c.respond(describe::describe_quorum(c.state.clone(), r, c.version))
+}
+
 fn describe_producers(c: &Call<'_>, r: DescribeProducersRequest) -> Dispatched {
     c.ready(describe::describe_producers(c.state, r))
 }

@@ -13,11 +13,12 @@ use std::mem::size_of;
 use kafka_protocol::messages::{
     create_topics_response as create_topics, delete_topics_response as delete_topics,
     describe_configs_response as describe_configs, describe_groups_response as describe_groups,
-    fetch_response as fetch, incremental_alter_configs_response as alter_configs,
-    join_group_response as join_group, leave_group_response as leave_group,
-    list_groups_response as list_groups, list_offsets_response as list_offsets,
-    metadata_response as metadata, offset_commit_response as offset_commit,
-    offset_fetch_response as offset_fetch, produce_response as produce, ApiKey,
+    describe_quorum_response as describe_quorum, fetch_response as fetch,
+    incremental_alter_configs_response as alter_configs, join_group_response as join_group,
+    leave_group_response as leave_group, list_groups_response as list_groups,
+    list_offsets_response as list_offsets, metadata_response as metadata,
+    offset_commit_response as offset_commit, offset_fetch_response as offset_fetch,
+    produce_response as produce, ApiKey,
 };
 
 use super::Kind::{Bytes, I32s, Str, Struct, Structs, Uuid, I16, I32, I64, I8};
@@ -257,6 +258,30 @@ const LEAVE_GROUP: &[Field] = &[
     )),
 ];
 
+/// DescribeQuorum v1: the metadata log's leader, epoch, high watermark and replicas.
+const DESCRIBE_QUORUM: &[Field] = &[
+    f(I16),
+    f(per_topic!(
+        describe_quorum::TopicData,
+        describe_quorum::PartitionData,
+        [
+            f(I32),
+            f(I16),
+            f(I32),
+            f(I32),
+            f(I64),
+            f(Structs(
+                &[f(I32), f(I64), f(I64), f(I64)],
+                size_of::<describe_quorum::ReplicaState>(),
+            )),
+            f(Structs(
+                &[f(I32), f(I64), f(I64), f(I64)],
+                size_of::<describe_quorum::ReplicaState>(),
+            )),
+        ]
+    )),
+];
+
 /// Every response with a schema: `(api, min_version, max_version, body)`. The range is what
 /// the tests check against the codec, so far the versions the CLI speaks; widen it only
 /// together with the fields' version bounds and the tests' samples.
@@ -283,6 +308,7 @@ const RESPONSE_SCHEMAS: &[(ApiKey, i16, i16, &[Field])] = &[
     (ApiKey::SyncGroup, 5, 5, SYNC_GROUP),
     (ApiKey::Heartbeat, 4, 4, HEARTBEAT),
     (ApiKey::LeaveGroup, 4, 4, LEAVE_GROUP),
+    (ApiKey::DescribeQuorum, 1, 1, DESCRIBE_QUORUM),
 ];
 
 /// The versions of `api` whose responses [`check_response`] can walk.
@@ -534,6 +560,28 @@ mod tests {
                     .with_member_id(s("m"))
                     .with_group_instance_id(Some(s("i")))]),
             ),
+            ApiKey::DescribeQuorum => {
+                use kafka_protocol::messages::describe_quorum_response::{
+                    PartitionData, ReplicaState, TopicData,
+                };
+                let replica = ReplicaState::default()
+                    .with_replica_id(BrokerId(1))
+                    .with_log_end_offset(9)
+                    .with_last_fetch_timestamp(5)
+                    .with_last_caught_up_timestamp(6);
+                frame(
+                    api,
+                    v,
+                    &DescribeQuorumResponse::default().with_topics(vec![TopicData::default()
+                        .with_topic_name(TopicName(s("__cluster_metadata")))
+                        .with_partitions(vec![PartitionData::default()
+                            .with_leader_id(BrokerId(1))
+                            .with_leader_epoch(3)
+                            .with_high_watermark(9)
+                            .with_current_voters(vec![replica.clone()])
+                            .with_observers(vec![replica])])]),
+                )
+            }
             other => panic!("no sample for {other:?}"),
         }
     }

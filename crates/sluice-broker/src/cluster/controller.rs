@@ -1,0 +1,315 @@
+//! The shell around the active controller (`sluice_metadata::Controller`, a state machine
+//! without I/O): one task takes brokers' requests and a timer's ticks in turn, asks the
+//! controller, writes the records it decided on as one metadata log entry, and answers once
+//! that entry is committed.
+//!
+//! Only the node that leads the quorum answers; the others say who leads. A controller is
+//! built from the committed image when this node starts to lead (after every entry of earlier
+//! terms is applied), and dropped when a write fails or the term changes: its image may hold
+//! records that never committed, so it starts again from what did, as Kafka's controller
+//! reverts to its last committed state.
+
+use std::time::Duration;
+
+use sluice_metadata::{
+    records::encode_batch, Controller, ControllerConfig, Endpoint, Heartbeat, MetadataRecord,
+    RegistrationRequest,
+};
+use sluice_quorum::openraft::ServerState;
+use sluice_quorum::{MetadataBatch, MetadataView, Raft};
+use tokio::sync::{mpsc, watch};
+
+use super::rpc::{Call, ControllerReply, ControllerRequest, QuorumDescription, ReplicaDescription};
+
+/// How often the controller checks for brokers whose session has expired.
+pub(crate) const TICK: Duration = Duration::from_millis(250);
+
+pub(crate) struct ControllerShell {
+    pub node_id: i32,
+    pub raft: Raft,
+    pub view: MetadataView,
+    pub config: ControllerConfig,
+    pub requests: mpsc::Receiver<Call>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl ControllerShell {
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The controller, and the Raft term it was built in.
+        let mut active: Option<(u64, Controller)> = None;
+        // openraft's own logs are off by default: its fatal errors are reported here, once.
+        let mut fatal_reported = false;
+        loop {
+            if !fatal_reported {
+                if let Err(e) = &self.raft.metrics().borrow().running_state {
+                    tracing::error!(error = %e, "the metadata quorum stopped on a fatal error; \
+                        this node no longer takes part in it");
+                    fatal_reported = true;
+                }
+            }
+            let call = tokio::select! {
+                call = self.requests.recv() => match call {
+                    Some(call) => Some(call),
+                    None => return,
+                },
+                _ = tick.tick() => None,
+                _ = self.stop.changed() => return,
+            };
+            let (request, answer_to) = match call {
+                Some((request, answer_to)) => (Some(request), Some(answer_to)),
+                None => (None, None),
+            };
+            let reply = self.handle(&mut active, request).await;
+            if let (Some(answer_to), Some(reply)) = (answer_to, reply) {
+                let _ = answer_to.send(reply);
+            }
+        }
+    }
+
+    fn not_controller(&self) -> ControllerReply {
+        ControllerReply::NotController {
+            leader: self
+                .raft
+                .metrics()
+                .borrow()
+                .current_leader
+                .and_then(|l| i32::try_from(l).ok()),
+        }
+    }
+
+    /// The quorum as this node, its leader, sees it.
+    fn describe_quorum(&self) -> QuorumDescription {
+        let m = self.raft.metrics().borrow().clone();
+        let now = crate::now_ms();
+        let own_end = m.last_log_index.map_or(0, |i| i as i64 + 1);
+        let matched = m.replication.clone().unwrap_or_default();
+        let voters = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .map(|id| {
+                let end = if id == self.node_id as u64 {
+                    own_end
+                } else {
+                    matched
+                        .get(&id)
+                        .copied()
+                        .flatten()
+                        .map_or(-1, |l| l.index as i64 + 1)
+                };
+                ReplicaDescription {
+                    replica_id: id as i32,
+                    log_end_offset: end,
+                    last_caught_up_timestamp: if end == own_end { now } else { -1 },
+                }
+            })
+            .collect();
+        let nodes = m
+            .membership_config
+            .membership()
+            .nodes()
+            .filter_map(|(&id, node)| {
+                let (host, port) = node.addr.rsplit_once(':')?;
+                Some((
+                    id as i32,
+                    host.trim_matches(['[', ']']).to_string(),
+                    port.parse().ok()?,
+                ))
+            })
+            .collect();
+        QuorumDescription {
+            leader_id: self.node_id,
+            leader_epoch: i32::try_from(m.current_term).unwrap_or(i32::MAX),
+            high_watermark: m.last_applied.map_or(0, |l| l.index as i64 + 1),
+            voters,
+            nodes,
+        }
+    }
+
+    /// One request (or, with `None`, one tick): its reply, if it has one.
+    async fn handle(
+        &self,
+        active: &mut Option<(u64, Controller)>,
+        request: Option<ControllerRequest>,
+    ) -> Option<ControllerReply> {
+        let (leading, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (
+                m.state == ServerState::Leader && m.current_leader == Some(self.node_id as u64),
+                m.current_term,
+            )
+        };
+        if !leading {
+            if active.take().is_some() {
+                tracing::info!(node_id = self.node_id, "no longer the active controller");
+            }
+            return request.map(|_| self.not_controller());
+        }
+        if matches!(request, Some(ControllerRequest::DescribeQuorum)) {
+            return Some(ControllerReply::Quorum(self.describe_quorum()));
+        }
+        if active.as_ref().map(|(t, _)| *t) != Some(term) {
+            // Everything earlier leaders committed must be in the image the controller reads.
+            if let Err(e) = self.raft.ensure_linearizable().await {
+                tracing::debug!(error = %e, "cannot become the active controller yet");
+                *active = None;
+                return request.map(|_| self.not_controller());
+            }
+            let image = self.view.read(|image| image.clone());
+            tracing::info!(
+                node_id = self.node_id,
+                term,
+                brokers = image.brokers().count(),
+                topics = image.topics().count(),
+                "active controller"
+            );
+            *active = Some((
+                term,
+                Controller::new(self.config.clone(), image, crate::now_ms()),
+            ));
+        }
+        let controller = &mut active.as_mut().expect("built above").1;
+        let now = crate::now_ms();
+        let (mut reply, records) = match request {
+            None => (None, controller.tick(now)),
+            Some(request) => {
+                let (reply, records) = decide(controller, request, now);
+                (Some(reply), records)
+            }
+        };
+        if records.is_empty() {
+            // A retry of a committed registration writes nothing: the broker has caught up
+            // once it has replayed what is applied here, which holds the registration (the
+            // controller only starts from a committed image).
+            if let Some(ControllerReply::Registered { log_index, .. }) = &mut reply {
+                *log_index = self.view.last_applied().map_or(0, |l| l.index);
+            }
+            return reply;
+        }
+        log_decisions(&records);
+        let entry = MetadataBatch(encode_batch(&records).to_vec());
+        match self.raft.client_write(entry).await {
+            Ok(written) => {
+                if let Some(ControllerReply::Registered { log_index, .. }) = &mut reply {
+                    *log_index = written.log_id.index;
+                }
+                reply
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a metadata log write failed; the controller \
+                    starts again from the committed image");
+                *active = None;
+                reply.map(|_| self.not_controller())
+            }
+        }
+    }
+}
+
+/// Asks the controller; a refusal writes nothing.
+fn decide(
+    controller: &mut Controller,
+    request: ControllerRequest,
+    now: i64,
+) -> (ControllerReply, Vec<MetadataRecord>) {
+    let refused = |e: sluice_metadata::ControllerError| {
+        (
+            ControllerReply::Refused {
+                code: e.code,
+                message: e.message,
+            },
+            Vec::new(),
+        )
+    };
+    match request {
+        // Answered by the quorum before the controller is asked.
+        ControllerRequest::DescribeQuorum => (
+            ControllerReply::invalid("DescribeQuorum is not the controller's"),
+            Vec::new(),
+        ),
+        ControllerRequest::Register {
+            broker_id,
+            incarnation_id,
+            endpoints,
+            rack,
+        } => {
+            let request = RegistrationRequest {
+                broker_id,
+                incarnation_id,
+                endpoints: endpoints
+                    .into_iter()
+                    .map(|e| Endpoint {
+                        listener: e.listener,
+                        host: e.host,
+                        port: e.port,
+                        security_protocol: e.security_protocol,
+                    })
+                    .collect(),
+                rack,
+            };
+            match controller.register_broker(request, now) {
+                Ok((broker_epoch, records)) => (
+                    // The index is that of the entry the records go into, set once written.
+                    ControllerReply::Registered {
+                        broker_epoch,
+                        log_index: 0,
+                    },
+                    records,
+                ),
+                Err(e) => refused(e),
+            }
+        }
+        ControllerRequest::Heartbeat {
+            broker_id,
+            broker_epoch,
+            caught_up,
+            want_fence,
+            want_shut_down,
+        } => {
+            let beat = Heartbeat {
+                broker_id,
+                broker_epoch,
+                caught_up,
+                want_fence,
+                want_shut_down,
+            };
+            match controller.heartbeat(beat, now) {
+                Ok((reply, records)) => (
+                    ControllerReply::Heartbeat {
+                        is_fenced: reply.is_fenced,
+                        in_controlled_shutdown: reply.in_controlled_shutdown,
+                        should_shut_down: reply.should_shut_down,
+                    },
+                    records,
+                ),
+                Err(e) => refused(e),
+            }
+        }
+    }
+}
+
+/// One line per broker state change the controller decided on.
+fn log_decisions(records: &[MetadataRecord]) {
+    for record in records {
+        match record {
+            MetadataRecord::RegisterBroker(b) => {
+                tracing::info!(
+                    broker_id = b.broker_id,
+                    broker_epoch = b.broker_epoch,
+                    "controller: broker registered"
+                )
+            }
+            MetadataRecord::FenceBroker {
+                broker_id,
+                broker_epoch,
+            } => tracing::info!(broker_id, broker_epoch, "controller: broker fenced"),
+            MetadataRecord::UnfenceBroker {
+                broker_id,
+                broker_epoch,
+            } => tracing::info!(broker_id, broker_epoch, "controller: broker unfenced"),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! This node's place in the cluster, as Kafka's KRaft mode gives it one: a voter of the
+//! metadata quorum (the Raft-replicated metadata log, `sluice-quorum`), the active
+//! controller's shell when it leads that quorum ([`controller`]), and the broker's
+//! lifecycle: registration with the controller, heartbeats, fencing, and a controlled
+//! shutdown ([`lifecycle`]). A single node is a cluster of one: the same quorum with one
+//! voter, the same controller, the same registration.
+//!
+//! ```text
+//! <metadata dir>/__cluster_metadata-0/   quorum.log, quorum.vote, quorum.snapshot
+//! ```
+//!
+//! The data plane does not read the metadata image yet: topics and their partitions are
+//! still this node's own (`topics.json`). What this module gives today is the quorum, the
+//! controller and the brokers' membership, visible in the admin API.
+
+mod controller;
+mod lifecycle;
+pub(crate) mod rpc;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use sluice_metadata::ControllerConfig;
+use sluice_quorum::openraft::{self, BasicNode, SnapshotPolicy};
+use sluice_quorum::{MetadataView, Raft, StateMachine, TcpNetwork};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::BrokerConfig;
+use rpc::{ControllerClient, ControllerService};
+
+/// The quorum's directory, under Kafka's name for the metadata log's partition.
+pub(crate) const METADATA_DIR: &str = "__cluster_metadata-0";
+/// Requests waiting for the controller task.
+const CONTROLLER_QUEUE: usize = 256;
+/// How long stopping waits for the controlled shutdown.
+const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_secs(5);
+
+/// What this broker knows of its own registration.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct BrokerLifecycle {
+    /// The epoch of its registration, once registered.
+    pub broker_epoch: Option<i64>,
+    pub fenced: bool,
+    pub in_controlled_shutdown: bool,
+    /// The last error from the controller, if the last request failed.
+    pub last_error: Option<String>,
+}
+
+/// The node's cluster membership: its quorum voter, controller and broker lifecycle.
+pub(crate) struct Cluster {
+    pub node_id: i32,
+    raft: Raft,
+    sm: StateMachine,
+    view: MetadataView,
+    client: ControllerClient,
+    lifecycle: Arc<Mutex<BrokerLifecycle>>,
+    controller_addr: Option<SocketAddr>,
+    voters: BTreeMap<i32, String>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    lifecycle_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .field("voters", &self.voters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// openraft's settings from Kafka's names.
+fn raft_config(config: &BrokerConfig) -> Result<openraft::Config, String> {
+    let election = config.quorum_election_timeout_ms.max(10);
+    let interval = config.metadata_snapshot_interval_entries.max(1);
+    openraft::Config {
+        cluster_name: "sluice".into(),
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        heartbeat_interval: (election / 10).max(5),
+        install_snapshot_timeout: 5_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(interval),
+        // Followers a little behind get entries; further behind, the snapshot.
+        max_in_snapshot_log_to_keep: interval / 2,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| format!("metadata quorum settings: {e}"))
+}
+
+impl Cluster {
+    /// Opens the metadata log, starts this node's voter (and the controller listener, when
+    /// there is one), the controller task and the broker's lifecycle. `kafka` is the
+    /// advertised Kafka listener the broker registers.
+    pub(crate) async fn start(
+        config: &BrokerConfig,
+        kafka: (String, u16),
+        broker_shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Cluster>, String> {
+        let node_id = config.node_id;
+        if node_id < 0 {
+            return Err(format!("node.id {node_id} is negative"));
+        }
+        let dir = config.data_dir.join(METADATA_DIR);
+        let opened_dir = dir.clone();
+        let (log, sm) =
+            tokio::task::spawn_blocking(move || sluice_quorum::open_on_disk(&opened_dir))
+                .await
+                .map_err(|e| format!("opening the metadata log panicked: {e}"))?
+                .map_err(|e| format!("cannot open the metadata log in {}: {e}", dir.display()))?;
+        let view = sm.view();
+        let voters: BTreeMap<i32, String> = config
+            .quorum_voters
+            .iter()
+            .map(|v| {
+                let host = if v.host.contains(':') {
+                    format!("[{}]", v.host)
+                } else {
+                    v.host.clone()
+                };
+                (v.id, format!("{host}:{}", v.port))
+            })
+            .collect();
+        let raft = Raft::new(
+            node_id as u64,
+            Arc::new(raft_config(config)?),
+            TcpNetwork,
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| format!("cannot start the metadata quorum: {e}"))?;
+        let (stop, stop_rx) = watch::channel(false);
+        let (requests, requests_rx) = mpsc::channel(CONTROLLER_QUEUE);
+        let client = ControllerClient::new(node_id, raft.clone(), requests, voters.clone());
+        let mut tasks = Vec::new();
+        // The controller listener: as configured, else this node's voter address.
+        let controller_addr = match config.controller_listen {
+            Some(addr) => Some(addr),
+            None => match voters.get(&node_id) {
+                Some(addr) => Some(
+                    tokio::net::lookup_host(addr.as_str())
+                        .await
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .ok_or_else(|| {
+                            format!("cannot resolve this node's voter address {addr}")
+                        })?,
+                ),
+                None => None,
+            },
+        };
+        let controller_addr = match controller_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await.map_err(|e| {
+                    format!("cannot listen on {addr} (the controller listener): {e}")
+                })?;
+                let bound = listener.local_addr().map_err(|e| e.to_string())?;
+                tracing::info!(address = %bound, "controller listener bound (metadata quorum and controller)");
+                let service = Arc::new(ControllerService {
+                    client: client.clone(),
+                });
+                let server = sluice_quorum::serve(listener, raft.clone(), Some(service));
+                tasks.push(tokio::spawn(async move {
+                    let _ = server.await;
+                }));
+                Some(bound)
+            }
+            None => None,
+        };
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| format!("metadata quorum: {e}"))?;
+        if !initialized {
+            let members: BTreeMap<u64, BasicNode> = if voters.is_empty() {
+                let addr = controller_addr.map(|a| a.to_string()).unwrap_or_default();
+                BTreeMap::from([(node_id as u64, BasicNode::new(addr))])
+            } else {
+                voters
+                    .iter()
+                    .map(|(&id, addr)| (id as u64, BasicNode::new(addr.clone())))
+                    .collect()
+            };
+            // Every voter proposes the same membership; whichever wins its election writes it.
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(error = %e, "metadata quorum already initialised by a peer");
+            }
+            tracing::info!(node_id, voters = ?voters.keys().collect::<Vec<_>>(),
+                "metadata quorum initialised");
+        }
+        let controller_config = ControllerConfig {
+            broker_session_timeout_ms: config.broker_session_timeout_ms as i64,
+            default_replication_factor: config.default_replication_factor,
+            num_partitions: config.num_partitions,
+            ..ControllerConfig::default()
+        };
+        let shell = controller::ControllerShell {
+            node_id,
+            raft: raft.clone(),
+            view: view.clone(),
+            config: controller_config,
+            requests: requests_rx,
+            stop: stop_rx,
+        };
+        tasks.push(tokio::spawn(shell.run()));
+        let lifecycle = Arc::new(Mutex::new(BrokerLifecycle {
+            fenced: true,
+            ..BrokerLifecycle::default()
+        }));
+        let broker = lifecycle::BrokerLifecycleTask {
+            node_id,
+            endpoint: rpc::WireEndpoint {
+                listener: config.listener_name.clone(),
+                host: kafka.0,
+                port: kafka.1,
+                security_protocol: 0,
+            },
+            heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
+            client: client.clone(),
+            view: view.clone(),
+            state: lifecycle.clone(),
+            shutdown: broker_shutdown,
+            controlled_shutdown_max: CONTROLLED_SHUTDOWN_MAX
+                .min(Duration::from_millis(config.shutdown_timeout_ms)),
+        };
+        let lifecycle_task = tokio::spawn(broker.run());
+        Ok(Arc::new(Cluster {
+            node_id,
+            raft,
+            sm,
+            view,
+            client,
+            lifecycle,
+            controller_addr,
+            voters,
+            stop,
+            tasks: Mutex::new(tasks),
+            lifecycle_task: Mutex::new(Some(lifecycle_task)),
+        }))
+    }
+
+    /// Waits for the controlled shutdown (which starts with the broker's shutdown signal),
+    /// then stops the controller and this node's voter.
+    pub(crate) async fn stop(&self) {
+        let lifecycle = self.lifecycle_task.lock().expect("cluster lock").take();
+        if let Some(task) = lifecycle {
+            let _ = task.await;
+        }
+        let _ = self.stop.send(true);
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "the metadata quorum did not stop cleanly");
+        }
+        for task in self.tasks.lock().expect("cluster lock").drain(..) {
+            task.abort();
+        }
+    }
+
+    /// The quorum as its leader describes it (Kafka's DescribeQuorum, which a broker
+    /// forwards to the active controller).
+    pub(crate) async fn describe_quorum(&self) -> Result<rpc::QuorumDescription, String> {
+        match self
+            .client
+            .call(rpc::ControllerRequest::DescribeQuorum)
+            .await?
+        {
+            rpc::ControllerReply::Quorum(q) => Ok(q),
+            other => Err(format!("the quorum leader answered {other:?}")),
+        }
+    }
+
+    /// What the admin API shows of the cluster.
+    pub(crate) fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let (built, installed) = self.sm.snapshot_counts();
+        let brokers = self.view.read(|image| {
+            image
+                .brokers()
+                .map(|b| BrokerStatus {
+                    broker_id: b.broker_id,
+                    broker_epoch: b.broker_epoch,
+                    fenced: b.fenced,
+                    in_controlled_shutdown: b.in_controlled_shutdown,
+                    endpoints: b
+                        .endpoints
+                        .iter()
+                        .map(|e| format!("{}://{}:{}", e.listener, e.host, e.port))
+                        .collect(),
+                })
+                .collect()
+        });
+        let voters = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .map(|id| id as i32)
+            .collect();
+        ClusterStatus {
+            node_id: self.node_id,
+            controller_listener: self.controller_addr.map(|a| a.to_string()),
+            configured_voters: self.voters.clone(),
+            quorum: QuorumStatus {
+                state: format!("{:?}", m.state),
+                leader: self.client.leader(),
+                term: m.current_term,
+                voters,
+                last_log_index: m.last_log_index,
+                last_applied: m.last_applied.map(|l| l.index),
+                snapshot: m.snapshot.map(|l| l.index),
+                purged: m.purged.map(|l| l.index),
+                snapshots_built: built,
+                snapshots_installed: installed,
+            },
+            broker: self.lifecycle.lock().expect("lifecycle lock").clone(),
+            brokers,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ClusterStatus {
+    pub node_id: i32,
+    pub controller_listener: Option<String>,
+    pub configured_voters: BTreeMap<i32, String>,
+    pub quorum: QuorumStatus,
+    /// This broker's registration, as it knows it.
+    pub broker: BrokerLifecycle,
+    /// Every registered broker, from this node's metadata image.
+    pub brokers: Vec<BrokerStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct QuorumStatus {
+    /// Leader, Follower, Candidate or Learner.
+    pub state: String,
+    pub leader: Option<i32>,
+    /// The Raft term: Kafka's leader epoch of the metadata log.
+    pub term: u64,
+    pub voters: Vec<i32>,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub snapshot: Option<u64>,
+    pub purged: Option<u64>,
+    pub snapshots_built: u64,
+    pub snapshots_installed: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct BrokerStatus {
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    pub fenced: bool,
+    pub in_controlled_shutdown: bool,
+    pub endpoints: Vec<String>,
+}

@@ -1,0 +1,247 @@
+//! What brokers ask the active controller, and how a request reaches it: through a channel
+//! when the controller is in this process, else as a quorum service request (JSON, in the
+//! quorum's bounded frames) on the controller listener of the node that leads the quorum.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sluice_metadata::codes;
+use sluice_quorum::Raft;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// How long one request to a remote controller may take, connection included.
+pub(crate) const REMOTE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One listener a broker registers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct WireEndpoint {
+    pub listener: String,
+    pub host: String,
+    pub port: u16,
+    pub security_protocol: i16,
+}
+
+/// A broker's request to the controller (Kafka's BrokerRegistration and BrokerHeartbeat).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ControllerRequest {
+    Register {
+        broker_id: i32,
+        incarnation_id: Uuid,
+        endpoints: Vec<WireEndpoint>,
+        rack: Option<String>,
+    },
+    Heartbeat {
+        broker_id: i32,
+        broker_epoch: i64,
+        caught_up: bool,
+        want_fence: bool,
+        want_shut_down: bool,
+    },
+    /// The quorum's state, as its leader knows it (Kafka's DescribeQuorum).
+    DescribeQuorum,
+}
+
+/// The controller's answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum ControllerReply {
+    /// Registered: the broker's epoch, and the metadata log index the broker must have
+    /// replayed before it counts as caught up.
+    Registered {
+        broker_epoch: i64,
+        log_index: u64,
+    },
+    Heartbeat {
+        is_fenced: bool,
+        in_controlled_shutdown: bool,
+        should_shut_down: bool,
+    },
+    Quorum(QuorumDescription),
+    /// Refused with a Kafka error code.
+    Refused {
+        code: i16,
+        message: String,
+    },
+    /// This node does not lead the quorum (any more); `leader` is the one it knows of.
+    NotController {
+        leader: Option<i32>,
+    },
+}
+
+/// The metadata log's replication, as its leader sees it. Offsets are Raft log indexes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct QuorumDescription {
+    pub leader_id: i32,
+    /// The Raft term.
+    pub leader_epoch: i32,
+    /// One past the last entry applied on the leader (every applied entry is committed).
+    pub high_watermark: i64,
+    pub voters: Vec<ReplicaDescription>,
+    /// Each voter's controller listener: (id, host, port).
+    pub nodes: Vec<(i32, String, u16)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct ReplicaDescription {
+    pub replica_id: i32,
+    /// One past the last entry the leader knows the replica holds; -1 if it knows none.
+    pub log_end_offset: i64,
+    /// When the replica was last known to hold everything the leader has (now, if it
+    /// does), or -1.
+    pub last_caught_up_timestamp: i64,
+}
+
+impl ControllerReply {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::Refused {
+            code: codes::INVALID_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+pub(crate) type Call = (ControllerRequest, oneshot::Sender<ControllerReply>);
+
+/// Sends requests to whichever node leads the metadata quorum.
+#[derive(Clone)]
+pub(crate) struct ControllerClient {
+    node_id: i32,
+    raft: Raft,
+    /// The controller in this process.
+    local: mpsc::Sender<Call>,
+    /// Each voter's controller listener, `host:port`.
+    voters: BTreeMap<i32, String>,
+}
+
+impl std::fmt::Debug for ControllerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerClient")
+            .field("node_id", &self.node_id)
+            .field("voters", &self.voters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControllerClient {
+    pub(crate) fn new(
+        node_id: i32,
+        raft: Raft,
+        local: mpsc::Sender<Call>,
+        voters: BTreeMap<i32, String>,
+    ) -> Self {
+        Self {
+            node_id,
+            raft,
+            local,
+            voters,
+        }
+    }
+
+    /// The voter this node believes leads the quorum.
+    pub(crate) fn leader(&self) -> Option<i32> {
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .and_then(|l| i32::try_from(l).ok())
+    }
+
+    /// Sends `request` to the active controller. `Err` says why it could not be asked (no
+    /// leader known, the leader unreachable); a refusal is an `Ok`.
+    pub(crate) async fn call(&self, request: ControllerRequest) -> Result<ControllerReply, String> {
+        let leader = self
+            .leader()
+            .ok_or_else(|| "the metadata quorum has no leader yet".to_string())?;
+        if leader == self.node_id {
+            return self.call_local(request).await;
+        }
+        let addr = self
+            .voters
+            .get(&leader)
+            .ok_or_else(|| format!("the quorum leader {leader} is not a known voter"))?;
+        let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+        let answer = sluice_quorum::call_service(addr, &body, REMOTE_CALL_TIMEOUT)
+            .await
+            .map_err(|e| format!("controller {leader} at {addr}: {e}"))?;
+        serde_json::from_slice(&answer)
+            .map_err(|e| format!("controller {leader} answered what does not parse: {e}"))
+    }
+
+    /// Sends `request` to the controller in this process.
+    pub(crate) async fn call_local(
+        &self,
+        request: ControllerRequest,
+    ) -> Result<ControllerReply, String> {
+        let (tx, rx) = oneshot::channel();
+        self.local
+            .send((request, tx))
+            .await
+            .map_err(|_| "the controller has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the controller has stopped".to_string())
+    }
+}
+
+/// Serves remote brokers' requests on the controller listener, through the local controller.
+#[derive(Debug)]
+pub(crate) struct ControllerService {
+    pub client: ControllerClient,
+}
+
+impl sluice_quorum::Service for ControllerService {
+    fn call(
+        &self,
+        request: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + 'static>> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let reply = match serde_json::from_slice::<ControllerRequest>(&request) {
+                Ok(request) => client
+                    .call_local(request)
+                    .await
+                    .unwrap_or(ControllerReply::NotController { leader: None }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a controller request that does not parse");
+                    ControllerReply::invalid(format!("the request does not parse: {e}"))
+                }
+            };
+            serde_json::to_vec(&reply).unwrap_or_default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_round_trip_and_garbage_is_an_error() {
+        let request = ControllerRequest::Heartbeat {
+            broker_id: 3,
+            broker_epoch: 7,
+            caught_up: true,
+            want_fence: false,
+            want_shut_down: true,
+        };
+        let bytes = serde_json::to_vec(&request).unwrap();
+        assert!(matches!(
+            serde_json::from_slice::<ControllerRequest>(&bytes).unwrap(),
+            ControllerRequest::Heartbeat {
+                broker_id: 3,
+                broker_epoch: 7,
+                ..
+            }
+        ));
+        let reply = ControllerReply::Registered {
+            broker_epoch: 9,
+            log_index: 12,
+        };
+        let bytes = serde_json::to_vec(&reply).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<ControllerReply>(&bytes).unwrap(),
+            reply
+        );
+        assert!(serde_json::from_slice::<ControllerRequest>(b"{\"Register\":1}").is_err());
+    }
+}

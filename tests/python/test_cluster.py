@@ -1,0 +1,319 @@
+"""The metadata quorum and brokers' membership, through real `sluice` processes.
+
+Properties proven here:
+- A node started with no configuration is a cluster of one: the only voter of its metadata
+  quorum, its leader, and a registered, unfenced broker; a restart, clean or after kill -9,
+  registers the new process with a higher broker epoch at once (no wait for the old
+  process's session to expire).
+- Three nodes started with Kafka's config names (`node.id`, `controller.quorum.voters`,
+  `listeners` with a CONTROLLER listener) elect one leader and register and unfence all
+  three brokers; when the leader is killed (-9) the other two elect a new leader in a
+  higher term and fence the dead broker once `broker.session.timeout.ms` has passed; the
+  dead node, restarted after the leader's log has been purged past its own end, catches up
+  by installing a snapshot and is unfenced with a new, higher epoch; all nodes end with the
+  same image.
+- Configurations Kafka refuses are refused at start-up with a message naming the setting.
+
+Waiting is polling the admin API with a deadline, never a fixed sleep.
+"""
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from conftest import BIN, Broker, sluice_cli
+from test_java_clients import classpath, java_installed, run_jvm  # noqa: F401 (a fixture)
+
+DEADLINE_S = 30
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def membership(broker):
+    with urllib.request.urlopen(f"{broker.admin_url}/api/v1/cluster", timeout=10) as r:
+        return json.load(r)["membership"]
+
+
+def wait_for(what, check, timeout=DEADLINE_S):
+    """Polls `check` (returning a true value when done) until it holds or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except OSError as e:  # the admin listener is not up yet
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}; last: {last!r}")
+
+
+def scrape(broker):
+    """The node's /metrics as {name{labels}: value} for the sluice_ samples."""
+    with urllib.request.urlopen(f"{broker.admin_url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("sluice_"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def registered(m, broker_id):
+    return next((b for b in m["brokers"] if b["broker_id"] == broker_id), None)
+
+
+def test_one_node_is_a_cluster_of_one_and_restarts_register_at_once(tmp_path):
+    b = Broker(tmp_path / "data", tmp_path / "broker.log")
+    b.start()
+    try:
+        def unfenced():
+            m = membership(b)
+            me = registered(m, 0)
+            if m["quorum"]["leader"] == 0 and me and not me["fenced"] \
+                    and not m["broker"]["fenced"]:
+                return m
+        m = wait_for("the single node to lead and be unfenced", unfenced)
+        assert m["quorum"]["voters"] == [0]
+        assert m["quorum"]["state"] == "Leader"
+        assert m["controller_listener"] is None
+        assert m["configured_voters"] == {}
+        assert (tmp_path / "data" / "__cluster_metadata-0" / "quorum.log").exists()
+        epochs = [m["broker"]["broker_epoch"]]
+        for how in ("clean", "kill -9"):
+            if how == "clean":
+                b.stop()
+            else:
+                b.kill()
+            started = time.monotonic()
+            b.start()
+            m = wait_for(f"registration after a {how} restart",
+                         lambda: (lambda m: m if m["broker"]["broker_epoch"] is not None
+                                  and not m["broker"]["fenced"] else None)(membership(b)))
+            # The old process's session (9 s by default) is not waited out: the new
+            # controller has never heard from it.
+            assert time.monotonic() - started < 9, f"registration took too long after {how}"
+            assert m["broker"]["broker_epoch"] > epochs[-1], (how, m, epochs)
+            epochs.append(m["broker"]["broker_epoch"])
+            # One registration: the replaced one is gone from the image.
+            assert [x["broker_id"] for x in m["brokers"]] == [0]
+    finally:
+        b.stop()
+        b.kill()
+
+
+def start_cluster(tmp_path, ids, extra=()):
+    controller_ports = {i: free_port() for i in ids}
+    voters = ",".join(f"{i}@127.0.0.1:{p}" for i, p in controller_ports.items())
+    nodes = {}
+    for i in ids:
+        args = ["--node-id", str(i),
+                "--set", f"controller.quorum.voters={voters}",
+                "--set", f"listeners=PLAINTEXT://127.0.0.1:0,"
+                         f"CONTROLLER://127.0.0.1:{controller_ports[i]}",
+                "--set", "broker.session.timeout.ms=2000",
+                "--set", "broker.heartbeat.interval.ms=200",
+                "--set", "controller.quorum.election.timeout.ms=300",
+                *extra]
+        nodes[i] = Broker(tmp_path / f"node{i}", tmp_path / f"node{i}.log", args)
+    return nodes
+
+
+def stop_all(nodes):
+    """Stops every node cleanly (asserting exit 0), killing any that does not stop."""
+    for n in nodes.values():
+        try:
+            n.stop()
+        finally:
+            n.kill()
+
+
+def agreed_leader(nodes, alive):
+    """The leader every live node names, once they agree and it sees every live broker
+    unfenced; else None."""
+    views = {i: membership(nodes[i]) for i in alive}
+    leaders = {m["quorum"]["leader"] for m in views.values()}
+    if len(leaders) != 1 or None in leaders:
+        return None
+    leader = leaders.pop()
+    if leader not in alive:
+        return None
+    for m in views.values():
+        for i in alive:
+            b = registered(m, i)
+            if b is None or b["fenced"] or m["broker"]["fenced"]:
+                return None
+    return leader, views
+
+
+def agreed_and(nodes, alive, condition):
+    """A check for `wait_for`: the live nodes agree on a leader and `condition(leader, views)`
+    holds."""
+    def check():
+        found = agreed_leader(nodes, alive)
+        return found if found and condition(*found) else None
+    return check
+
+
+def test_three_voters_fail_over_fence_the_dead_and_catch_up_from_a_snapshot(tmp_path):
+    ids = [1, 2, 3]
+    # A snapshot after every entry, the log before it purged: a node that misses anything
+    # must install a snapshot to catch up.
+    nodes = start_cluster(tmp_path, ids, ["--set", "metadata.log.snapshot.interval.entries=1"])
+    try:
+        for n in nodes.values():
+            n.start()
+        leader, views = wait_for("one leader and three unfenced brokers",
+                                 lambda: agreed_leader(nodes, ids))
+        assert sorted(views[leader]["quorum"]["voters"]) == ids
+        assert views[leader]["controller_listener"] is not None
+        # The metrics say the same: one active controller, three active brokers.
+        for i in ids:
+            metrics = scrape(nodes[i])
+            assert metrics["sluice_metadata_quorum_leader"] == leader, (i, metrics)
+            assert metrics["sluice_controller_active"] == (1 if i == leader else 0), i
+            assert metrics['sluice_cluster_brokers{state="active"}'] == 3, (i, metrics)
+            assert metrics["sluice_broker_fenced"] == 0, i
+        term = views[leader]["quorum"]["term"]
+        old_epoch = registered(views[leader], leader)["broker_epoch"]
+        dead_end = views[leader]["quorum"]["last_log_index"]
+
+        nodes[leader].kill()
+        alive = [i for i in ids if i != leader]
+        started = time.monotonic()
+
+        def fenced_the_dead(new, views):
+            m = views[new]
+            return m["quorum"]["term"] > term and registered(m, leader)["fenced"] \
+                and m["quorum"]["purged"] is not None and m["quorum"]["purged"] > dead_end
+        new, views = wait_for("a new leader that fenced the dead broker",
+                              agreed_and(nodes, alive, fenced_the_dead))
+        assert new != leader
+        metrics = scrape(nodes[new])
+        assert metrics['sluice_cluster_brokers{state="fenced"}'] == 1, metrics
+        assert metrics["sluice_metadata_quorum_term"] > term, metrics
+        # Fencing waits for the session timeout (2 s), counted from the new controller's start.
+        assert time.monotonic() - started >= 2.0 - 0.5
+
+        nodes[leader].start()
+
+        def caught_up(_, views):
+            applied = {views[i]["quorum"]["last_applied"] for i in ids}
+            return views[leader]["quorum"]["snapshots_installed"] >= 1 and len(applied) == 1
+        _, views = wait_for("the restarted node to catch up from a snapshot",
+                            agreed_and(nodes, ids, caught_up))
+        back = registered(views[leader], leader)
+        assert back["broker_epoch"] > old_epoch
+        assert scrape(nodes[leader])['sluice_metadata_snapshots_total{origin="installed"}'] >= 1
+        # Every node replayed the same image.
+        images = {json.dumps(sorted(views[i]["brokers"], key=lambda b: b["broker_id"]),
+                             sort_keys=True) for i in ids}
+        assert len(images) == 1, images
+    finally:
+        stop_all(nodes)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--node-id", "5", "--set", "controller.quorum.voters=1@127.0.0.1:1"], "not in"),
+    (["--set", "process.roles=controller"], "process.roles"),
+    (["--set", "process.roles=broker,leader"], "unknown role"),
+    (["--set", "controller.quorum.voters=1@127.0.0.1"], "controller.quorum.voters"),
+    (["--set", "listeners=PLAINTEXT://127.0.0.1:0,EXTERNAL://127.0.0.1:0"], "listeners"),
+])
+def test_settings_kafka_refuses_are_refused_at_start(tmp_path, args, message):
+    run = subprocess.run([BIN, "serve", "--data-dir", str(tmp_path / "d"), "--listen",
+                          "127.0.0.1:0", "--admin-listen", "off", *args],
+                         capture_output=True, timeout=60)
+    assert run.returncode != 0
+    assert message in (run.stdout + run.stderr).decode(errors="replace")
+
+
+# -- Kafka's own tool: kafka-metadata-quorum.sh ----------------------------------------------
+
+QUORUM_COMMAND = "org.apache.kafka.tools.MetadataQuorumCommand"
+
+
+def quorum_tool(broker, *args):
+    """Runs `kafka-metadata-quorum.sh --bootstrap-server B describe ARGS` (Kafka's tools
+    4.4.0, unchanged); asserts it succeeded."""
+    run = run_jvm(broker, classpath("tools-4.4.0", classes=False), QUORUM_COMMAND,
+                  "--bootstrap-server", broker.bootstrap, "describe", *args)
+    assert run.returncode == 0, run.explain()
+    return run
+
+
+def status_of(run):
+    """`describe --status`'s `Name: value` lines."""
+    fields = {}
+    for line in run.lines:
+        name, sep, value = line.partition(":")
+        if sep and name.strip() and " " not in name.strip():
+            fields[name.strip()] = value.strip()
+    return fields
+
+
+def replication_of(run):
+    """`describe --replication`'s rows: node id -> (log end offset, status)."""
+    rows = {}
+    header = None
+    for line in run.lines:
+        cols = line.split()
+        if cols[:1] == ["NodeId"]:
+            header = cols
+            continue
+        if header and cols and cols[0].isdigit():
+            rows[int(cols[0])] = (int(cols[header.index("LogEndOffset")]), cols[-1])
+    return rows
+
+
+def test_kafka_metadata_quorum_tool_describes_the_quorum_through_any_broker(
+        tmp_path, java_installed):  # noqa: F811 (a fixture)
+    ids = [1, 2, 3]
+    nodes = start_cluster(tmp_path, ids)
+    try:
+        for n in nodes.values():
+            n.start()
+        leader, views = wait_for("one leader and three unfenced brokers",
+                                 lambda: agreed_leader(nodes, ids))
+        follower = next(i for i in ids if i != leader)
+        # A broker forwards DescribeQuorum to the quorum's leader, as Kafka's do.
+        for asked in (follower, leader):
+            status = status_of(quorum_tool(nodes[asked], "--status"))
+            assert int(status["LeaderId"]) == leader, status
+            assert int(status["LeaderEpoch"]) == views[leader]["quorum"]["term"], status
+            assert int(status["HighWatermark"]) >= 1, status
+            for i in ids:
+                assert f'"id": {i}' in status["CurrentVoters"] \
+                    or f"{i}" in status["CurrentVoters"], status
+        # `sluice cluster` tells the same through any broker.
+        ours = json.loads(sluice_cli(nodes[follower], "cluster", "--output", "json"))["quorum"]
+        assert ours["quorum_leader_id"] == leader, ours
+        assert ours["leader_epoch"] == views[leader]["quorum"]["term"], ours
+        assert sorted(v["voter_id"] for v in ours["voters"]) == ids, ours
+        assert [v["voter_id"] for v in ours["voters"] if v["status"] == "Leader"] == [leader]
+        rows = replication_of(quorum_tool(nodes[follower], "--replication"))
+        assert sorted(rows) == ids, rows
+        assert [i for i, (_, s) in rows.items() if s == "Leader"] == [leader], rows
+        assert all(s == "Follower" for i, (_, s) in rows.items() if i != leader), rows
+        # The leader's log end is the furthest.
+        assert rows[leader][0] == max(end for end, _ in rows.values()), rows
+
+        term = views[leader]["quorum"]["term"]
+        nodes[leader].kill()
+        alive = [i for i in ids if i != leader]
+        found = wait_for("a new leader", lambda: agreed_leader(nodes, alive))
+        status = status_of(quorum_tool(nodes[alive[0]], "--status"))
+        assert int(status["LeaderId"]) == found[0] != leader, status
+        assert int(status["LeaderEpoch"]) > term, status
+    finally:
+        stop_all(nodes)
