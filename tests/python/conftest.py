@@ -19,6 +19,8 @@ BIN = os.environ.get("SLUICE_BIN", str(ROOT / "target" / "debug" / "sluice"))
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 # Logged before LISTENING: the admin HTTP listener binds before the logs are recovered.
 ADMIN_LISTENING = re.compile(rb"admin listening on http://127\.0\.0\.1:(\d+)")
+# What a dedicated controller (process.roles=controller, no Kafka listener) logs instead.
+CONTROLLER_READY = re.compile(rb"dedicated controller .* controller ready")
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 60
 
@@ -73,6 +75,9 @@ class Broker:
                     m = LISTENING.search(line)
                     if m and not ready.is_set():
                         found["port"] = int(m.group(1))
+                        ready.set()
+                    if CONTROLLER_READY.search(line) and not ready.is_set():
+                        found["port"] = 0
                         ready.set()
             ready.set()  # the process ended: unblock the waiter either way
 

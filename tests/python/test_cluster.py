@@ -12,12 +12,23 @@ Properties proven here:
   dead node, restarted after the leader's log has been purged past its own end, catches up
   by installing a snapshot and is unfenced with a new, higher epoch; all nodes end with the
   same image.
+- Dedicated controllers (`process.roles=controller`) and broker-only nodes
+  (`process.roles=broker`): only brokers register; brokers follow the metadata log as
+  learners, find a new quorum leader after a kill -9 and stay unfenced; a killed broker is
+  fenced in the other broker's image.
+- SIGSTOP of the quorum's leader: a new leader in a higher term fences the paused node's
+  broker; after SIGCONT the old leader follows the new term and its broker is unfenced. A
+  history of every node's answers, polled throughout, has no two leaders in one term and no
+  term or broker epoch going back on any node (the checker is tested to find each anomaly).
+- Kafka's `kafka-metadata-quorum.sh` and `sluice cluster` describe the quorum through any
+  broker, and the metrics agree with the admin API.
 - Configurations Kafka refuses are refused at start-up with a message naming the setting.
 
 Waiting is polling the admin API with a deadline, never a fixed sleep.
 """
 
 import json
+import signal
 import socket
 import subprocess
 import time
@@ -130,8 +141,9 @@ def start_cluster(tmp_path, ids, extra=()):
 
 
 def stop_all(nodes):
-    """Stops every node cleanly (asserting exit 0), killing any that does not stop."""
-    for n in nodes.values():
+    """Stops every node cleanly (asserting exit 0), killing any that does not stop; the last
+    started first, so that brokers find their controllers for a controlled shutdown."""
+    for n in reversed(list(nodes.values())):
         try:
             n.stop()
         finally:
@@ -225,7 +237,9 @@ def test_three_voters_fail_over_fence_the_dead_and_catch_up_from_a_snapshot(tmp_
 
 @pytest.mark.parametrize("args, message", [
     (["--node-id", "5", "--set", "controller.quorum.voters=1@127.0.0.1:1"], "not in"),
-    (["--set", "process.roles=controller"], "process.roles"),
+    (["--set", "process.roles=broker"], "process.roles=broker needs"),
+    (["--node-id", "4", "--set", "process.roles=broker", "--set",
+      "controller.quorum.voters=1@127.0.0.1:1"], "controller listener"),
     (["--set", "process.roles=broker,leader"], "unknown role"),
     (["--set", "controller.quorum.voters=1@127.0.0.1"], "controller.quorum.voters"),
     (["--set", "listeners=PLAINTEXT://127.0.0.1:0,EXTERNAL://127.0.0.1:0"], "listeners"),
@@ -315,5 +329,167 @@ def test_kafka_metadata_quorum_tool_describes_the_quorum_through_any_broker(
         status = status_of(quorum_tool(nodes[alive[0]], "--status"))
         assert int(status["LeaderId"]) == found[0] != leader, status
         assert int(status["LeaderEpoch"]) > term, status
+    finally:
+        stop_all(nodes)
+
+
+# -- dedicated controllers and broker-only nodes ----------------------------------------------
+
+def test_dedicated_controllers_and_broker_only_nodes_follow_the_quorum(tmp_path):
+    """Three `process.roles=controller` voters and two `process.roles=broker` nodes: only the
+    brokers register; the brokers follow the metadata log as learners (Kafka's observers)
+    and see the same image; when the quorum's leader is killed (-9) the brokers find the new
+    one and stay unfenced; a killed broker is fenced, and the other broker's image shows it."""
+    controllers, brokers = [1, 2, 3], [4, 5]
+    ports = {i: free_port() for i in controllers + brokers}
+    voters = ",".join(f"{i}@127.0.0.1:{ports[i]}" for i in controllers)
+    nodes = {}
+    for i in controllers + brokers:
+        role = "controller" if i in controllers else "broker"
+        listeners = f"CONTROLLER://127.0.0.1:{ports[i]}" if role == "controller" else \
+            f"PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{ports[i]}"
+        args = ["--node-id", str(i), "--set", f"process.roles={role}",
+                "--set", f"controller.quorum.voters={voters}",
+                "--set", f"listeners={listeners}",
+                "--set", "broker.session.timeout.ms=2000",
+                "--set", "broker.heartbeat.interval.ms=200",
+                "--set", "controller.quorum.election.timeout.ms=300"]
+        if role == "controller":
+            # A controller serves no Kafka clients; its listener entry is only a placeholder.
+            args[args.index(f"listeners={listeners}")] = \
+                f"listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{ports[i]}"
+        nodes[i] = Broker(tmp_path / f"node{i}", tmp_path / f"node{i}.log", args)
+    try:
+        for n in nodes.values():
+            n.start()
+        everyone = controllers + brokers
+
+        def settled(alive_brokers, alive):
+            views = {i: membership(nodes[i]) for i in alive}
+            leaders = {m["quorum"]["leader"] for m in views.values()}
+            applied = {m["quorum"]["last_applied"] for m in views.values()}
+            if len(leaders) != 1 or not leaders <= set(controllers) & set(alive) \
+                    or len(applied) != 1:
+                return None
+            for m in views.values():
+                registered_ids = sorted(b["broker_id"] for b in m["brokers"])
+                if not set(registered_ids) <= set(brokers):
+                    pytest.fail(f"a dedicated controller registered as a broker: {m}")
+                if any(registered(m, b) is None or registered(m, b)["fenced"]
+                       for b in alive_brokers):
+                    return None
+            return leaders.pop(), views
+
+        leader, views = wait_for("two unfenced brokers following the quorum",
+                                 lambda: settled(brokers, everyone))
+        for b in brokers:
+            assert views[b]["quorum"]["state"] == "Learner", views[b]["quorum"]
+            assert sorted(views[b]["quorum"]["voters"]) == controllers
+            assert views[b]["broker"]["fenced"] is False
+        for c in controllers:
+            assert views[c]["broker"]["broker_epoch"] is None  # never registered
+        # The quorum as a Kafka client sees it, through a broker-only node.
+        ours = json.loads(sluice_cli(nodes[4], "cluster", "--output", "json"))["quorum"]
+        assert ours["quorum_leader_id"] == leader
+        assert sorted(v["voter_id"] for v in ours["voters"]) == controllers
+
+        nodes[leader].kill()
+        alive = [i for i in everyone if i != leader]
+        new, _ = wait_for("a new leader the brokers follow, both still unfenced",
+                          lambda: settled(brokers, alive))
+        assert new != leader
+
+        nodes[5].kill()
+        alive.remove(5)
+        wait_for("broker 5 fenced, as broker 4's own image shows",
+                 lambda: (registered(membership(nodes[4]), 5) or {}).get("fenced"))
+    finally:
+        stop_all(nodes)
+
+
+# -- a paused leader, checked over the whole history ----------------------------------------
+
+def observe(nodes, alive, history, timeout=0.5):
+    """Polls every live node's membership once, appending (node, term, leader, {broker:
+    (epoch, fenced)}) to `history`; a node that does not answer in time is skipped."""
+    for i in alive:
+        try:
+            with urllib.request.urlopen(f"{nodes[i].admin_url}/api/v1/cluster",
+                                        timeout=timeout) as r:
+                m = json.load(r)["membership"]
+        except OSError:
+            continue
+        history.append((i, m["quorum"]["term"], m["quorum"]["leader"],
+                        {b["broker_id"]: (b["broker_epoch"], b["fenced"]) for b in m["brokers"]}))
+
+
+def check_history(history):
+    """Raft's and the controller's safety over what every node said: one leader per term
+    (election safety), terms that never go back on a node, broker epochs that never go back
+    in a node's image. Returns the anomalies found."""
+    anomalies = []
+    leader_of_term = {}
+    last_term, last_epoch = {}, {}
+    for node, term, leader, brokers in history:
+        if leader is not None and leader_of_term.setdefault(term, leader) != leader:
+            anomalies.append(f"term {term} has leaders {leader_of_term[term]} and {leader}")
+        if term < last_term.get(node, term):
+            anomalies.append(f"node {node} went back from term {last_term[node]} to {term}")
+        last_term[node] = term
+        for broker, (epoch, _) in brokers.items():
+            if epoch < last_epoch.get((node, broker), epoch):
+                anomalies.append(f"node {node} saw broker {broker}'s epoch go back to {epoch}")
+            last_epoch[(node, broker)] = epoch
+    return anomalies
+
+
+def test_check_history_finds_the_anomalies_it_names():
+    """The checker can fail: two leaders in a term, a term or an epoch going back."""
+    assert check_history([(1, 2, 1, {1: (3, False)}), (2, 2, 1, {1: (3, False)})]) == []
+    assert len(check_history([(1, 2, 1, {}), (2, 2, 3, {})])) == 1
+    assert len(check_history([(1, 3, 1, {}), (1, 2, 1, {})])) == 1
+    assert len(check_history([(1, 3, 1, {4: (5, False)}), (1, 3, 1, {4: (4, False)})])) == 1
+
+
+def test_a_paused_leader_steps_down_and_its_broker_rejoins(tmp_path):
+    """SIGSTOP of the quorum's leader: the other two elect a new leader and fence the paused
+    node's broker; on SIGCONT the old leader follows the new term and its broker is unfenced
+    again. Every node's answers, polled throughout, are checked for two leaders in a term and
+    for terms or broker epochs going back."""
+    ids = [1, 2, 3]
+    nodes = start_cluster(tmp_path, ids)
+    history = []
+    try:
+        for n in nodes.values():
+            n.start()
+        leader, views = wait_for("one leader and three unfenced brokers",
+                                 lambda: agreed_leader(nodes, ids))
+        term = views[leader]["quorum"]["term"]
+        nodes[leader].proc.send_signal(signal.SIGSTOP)
+        alive = [i for i in ids if i != leader]
+        try:
+            def fenced_paused():
+                observe(nodes, alive, history)
+                found = agreed_leader(nodes, alive)
+                if found and found[1][found[0]]["quorum"]["term"] > term \
+                        and registered(found[1][found[0]], leader)["fenced"]:
+                    return found
+            new, _ = wait_for("a new leader that fenced the paused node's broker",
+                              fenced_paused)
+            assert new != leader
+        finally:
+            nodes[leader].proc.send_signal(signal.SIGCONT)
+
+        def rejoined():
+            observe(nodes, ids, history)
+            found = agreed_leader(nodes, ids)
+            return found if found and found[1][leader]["quorum"]["term"] > term else None
+        _, views = wait_for("the paused node to follow the new term, its broker unfenced",
+                            rejoined)
+        assert views[leader]["quorum"]["state"] == "Follower" or \
+            views[leader]["quorum"]["leader"] == leader
+        anomalies = check_history(history)
+        assert anomalies == [], anomalies
+        assert len(history) > 10, "too few observations to check"
     finally:
         stop_all(nodes)

@@ -12,6 +12,7 @@ mod conversion;
 mod load;
 mod partitions;
 mod phases;
+mod quorum;
 mod reliability;
 
 use std::path::{Path, PathBuf};
@@ -49,8 +50,8 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     sluice_bin: Option<PathBuf>,
     /// Run only these groups (produce, consume, latency, fan-in, memory, groups, transactions,
-    /// compaction, metrics, reliability, conversion; `partitions` and `large-log` run only
-    /// when named), for
+    /// compaction, metrics, reliability, conversion; `partitions`, `large-log` and `quorum`
+    /// run only when named), for
     /// profiling one
     /// path; the ceilings are always measured.
     #[arg(long, value_name = "GROUP", value_delimiter = ',')]
@@ -662,6 +663,9 @@ fn run(args: &Args) -> Result<(), String> {
         .filter(|_| named("partitions") || named("large-log"))
     {
         partitions::large_log(bin, &args.data_dir, quick, &mut run)?;
+    }
+    if let Some(bin) = bin.as_ref().filter(|_| named("quorum")) {
+        quorum::run(bin, &args.data_dir, quick, &mut run)?;
     }
     if let Some(bin) = bin.as_ref().filter(|_| args.wants("compaction")) {
         // A log of 4,096 keys written as a plain log, then switched to compaction: one

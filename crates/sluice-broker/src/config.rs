@@ -1011,6 +1011,9 @@ impl BrokerConfig {
     /// Checks what no single setting can: that the roles, the voters and the listeners fit
     /// together, as Kafka checks them at start-up.
     pub fn validate(&self) -> Result<(), String> {
+        if self.node_id < 0 {
+            return Err(format!("node.id {} is negative", self.node_id));
+        }
         let voter = self.quorum_voters.iter().find(|v| v.id == self.node_id);
         if self.process_roles.controller {
             if !self.quorum_voters.is_empty() && voter.is_none() {
@@ -1018,13 +1021,6 @@ impl BrokerConfig {
                     "node.id {} has the controller role but is not in controller.quorum.voters",
                     self.node_id
                 ));
-            }
-            if self.quorum_voters.len() > 1 && self.controller_listen.is_none() && voter.is_none() {
-                return Err(
-                    "a controller in a quorum of several needs a controller listener \
-                     (listeners=...,CONTROLLER://HOST:PORT)"
-                        .to_string(),
-                );
             }
         } else {
             if voter.is_some() {
@@ -1040,20 +1036,12 @@ impl BrokerConfig {
                         .to_string(),
                 );
             }
-        }
-        if !self.process_roles.broker {
-            return Err(
-                "process.roles=controller (a dedicated controller) is not supported yet: \
-                 run every node as broker,controller"
-                    .to_string(),
-            );
-        }
-        if !self.process_roles.controller {
-            return Err(
-                "process.roles=broker (a broker without a controller) is not supported \
-                 yet: run every node as broker,controller"
-                    .to_string(),
-            );
+            if self.controller_listen.is_none() {
+                return Err("process.roles=broker needs a controller listener too \
+                     (listeners=...,CONTROLLER://HOST:PORT): the controllers send the metadata \
+                     log to it"
+                    .to_string());
+            }
         }
         Ok(())
     }
@@ -1105,6 +1093,23 @@ mod tests {
         config.validate().unwrap();
         config.set("process.roles", "broker").unwrap();
         assert!(config.validate().unwrap_err().contains("process.roles"));
+        // A broker-only node: not a voter, and with a listener for the metadata log.
+        config.node_id = 4;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("controller listener"));
+        config
+            .set(
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9095",
+            )
+            .unwrap();
+        config.validate().unwrap();
+        // A dedicated controller.
+        config.node_id = 1;
+        config.set("process.roles", "controller").unwrap();
+        config.validate().unwrap();
     }
 
     #[test]

@@ -235,15 +235,30 @@ async fn open(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "log manager opened"
     );
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let advertised = config
-        .advertised
-        .clone()
-        .unwrap_or_else(|| (addr.ip().to_string(), addr.port()));
+    // A dedicated controller (process.roles=controller) serves no Kafka clients.
+    let listener = match config.process_roles.broker {
+        true => Some(
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?,
+        ),
+        false => None,
+    };
+    let kafka_addr = match &listener {
+        Some(listener) => Some(listener.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let advertised = match (&config.advertised, kafka_addr) {
+        (Some(advertised), _) => advertised.clone(),
+        (None, Some(addr)) => (addr.ip().to_string(), addr.port()),
+        (None, None) => (String::new(), 0),
+    };
     let cluster = cluster::Cluster::start(&config, advertised.clone(), shutdown_rx.clone()).await?;
+    // What `RunningBroker::local_addr` reports: the Kafka listener, or a dedicated
+    // controller's controller listener.
+    let addr = kafka_addr
+        .or(cluster.controller_addr())
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let groups = groups::Groups::new(config.groups.clone());
     let txns = txn::Transactions::new(config.txn.clone());
     logs.set_producer_id_expiration_ms(config.producer_id_expiration_ms);
@@ -283,7 +298,13 @@ async fn open(
             "the open-file limit leaves room for only {room} connections; more are refused"
         );
     }
-    tracing::info!("listening on {addr}");
+    match listener {
+        Some(_) => tracing::info!("listening on {addr}"),
+        None => tracing::info!(
+            "dedicated controller (process.roles=controller): no Kafka listener; controller \
+             ready"
+        ),
+    }
     // The coordinator loads while connections are accepted: until it is done, group
     // requests are answered with COORDINATOR_LOAD_IN_PROGRESS and clients retry.
     let loading = state.clone();
@@ -313,7 +334,20 @@ async fn open(
         let period = millis(state.config.cleaner_backoff_ms);
         tokio::spawn(every(state.clone(), period, cleaner_pass));
     }
-    let task = tokio::spawn(server::serve(listener, state));
+    let task = match listener {
+        Some(listener) => tokio::spawn(server::serve(listener, state)),
+        None => {
+            let mut stop = state.shutdown.clone();
+            tokio::spawn(async move {
+                while !*stop.borrow() {
+                    if stop.changed().await.is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+        }
+    };
     Ok(RunningBroker {
         addr,
         admin_addr,

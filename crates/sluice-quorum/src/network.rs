@@ -197,9 +197,13 @@ pub async fn call_service(addr: &str, request: &[u8], timeout: Duration) -> io::
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
 }
 
-/// Makes a connection per peer, to the address in its membership entry.
+/// Makes a connection per peer, to the address in its membership entry. Whether each peer
+/// was reachable at the last exchange is shared by all its connections (openraft makes one
+/// per replication stream and election), so a change is logged once.
 #[derive(Debug, Clone, Default)]
-pub struct TcpNetwork;
+pub struct TcpNetwork {
+    reachable: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<NodeId, bool>>>,
+}
 
 /// A connection to one peer, opened on first use and again after a failure.
 #[derive(Debug)]
@@ -207,8 +211,8 @@ pub struct TcpPeer {
     target: NodeId,
     addr: String,
     stream: Option<TcpStream>,
-    /// Whether the last exchange succeeded: a change is logged once, not every retry.
-    reachable: Option<bool>,
+    /// Whether each peer's last exchange succeeded: a change is logged once, not every retry.
+    reachable: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<NodeId, bool>>>,
 }
 
 impl RaftNetworkFactory<QuorumTypes> for TcpNetwork {
@@ -219,7 +223,7 @@ impl RaftNetworkFactory<QuorumTypes> for TcpNetwork {
             target,
             addr: node.addr.clone(),
             stream: None,
-            reachable: None,
+            reachable: self.reachable.clone(),
         }
     }
 }
@@ -275,14 +279,13 @@ impl TcpPeer {
             Ok(Err(e)) => return Err(self.unreachable(e)),
             Err(_) => return Err(self.unreachable(io::Error::from(io::ErrorKind::TimedOut))),
         };
-        if self.reachable == Some(false) {
+        if self.set_reachable(true) == Some(false) {
             tracing::info!(
                 peer = self.target,
                 addr = self.addr,
                 "quorum peer reachable again"
             );
         }
-        self.reachable = Some(true);
         let answer: Result<Resp, RaftError<NodeId, E>> = from_json(&answer).map_err(|e| {
             self.stream = None;
             RPCError::Network(NetworkError::new(&e))
@@ -295,12 +298,19 @@ impl TcpPeer {
     /// Drops the connection after a failed exchange, logging the first failure in a row.
     fn unreachable<E: std::error::Error>(&mut self, e: io::Error) -> RpcError<E> {
         self.stream = None;
-        if self.reachable != Some(false) {
+        if self.set_reachable(false) != Some(false) {
             tracing::warn!(peer = self.target, addr = self.addr, error = %e,
                 "quorum peer unreachable; retrying");
         }
-        self.reachable = Some(false);
         RPCError::Unreachable(Unreachable::new(&e))
+    }
+
+    /// Records whether the peer answered; returns what was recorded before.
+    fn set_reachable(&self, now: bool) -> Option<bool> {
+        self.reachable
+            .lock()
+            .expect("reachability lock")
+            .insert(self.target, now)
     }
 }
 

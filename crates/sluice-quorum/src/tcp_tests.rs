@@ -41,7 +41,7 @@ async fn start(
     let raft = Raft::new(
         id,
         Arc::new(config.validate().unwrap()),
-        TcpNetwork,
+        TcpNetwork::default(),
         log,
         sm.clone(),
     )

@@ -15,7 +15,7 @@ use sluice_metadata::{
     records::encode_batch, Controller, ControllerConfig, Endpoint, Heartbeat, MetadataRecord,
     RegistrationRequest,
 };
-use sluice_quorum::openraft::ServerState;
+use sluice_quorum::openraft::{self, ServerState};
 use sluice_quorum::{MetadataBatch, MetadataView, Raft};
 use tokio::sync::{mpsc, watch};
 
@@ -23,6 +23,10 @@ use super::rpc::{Call, ControllerReply, ControllerRequest, QuorumDescription, Re
 
 /// How often the controller checks for brokers whose session has expired.
 pub(crate) const TICK: Duration = Duration::from_millis(250);
+/// How long the controller waits for a metadata log entry to commit (or for the entries of
+/// earlier terms to apply) before it gives up its state and answers NotController: a leader
+/// cut off from the majority never commits, and must not hold every request behind it.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct ControllerShell {
     pub node_id: i32,
@@ -85,32 +89,29 @@ impl ControllerShell {
         let now = crate::now_ms();
         let own_end = m.last_log_index.map_or(0, |i| i as i64 + 1);
         let matched = m.replication.clone().unwrap_or_default();
-        let voters = m
-            .membership_config
-            .membership()
+        let replica = |id: u64| {
+            let end = if id == self.node_id as u64 {
+                own_end
+            } else {
+                matched
+                    .get(&id)
+                    .copied()
+                    .flatten()
+                    .map_or(-1, |l| l.index as i64 + 1)
+            };
+            ReplicaDescription {
+                replica_id: id as i32,
+                log_end_offset: end,
+                last_caught_up_timestamp: if end == own_end { now } else { -1 },
+            }
+        };
+        let membership = m.membership_config.membership();
+        let voters = membership.voter_ids().map(replica).collect();
+        let observers = membership.learner_ids().map(replica).collect();
+        let nodes = membership
             .voter_ids()
-            .map(|id| {
-                let end = if id == self.node_id as u64 {
-                    own_end
-                } else {
-                    matched
-                        .get(&id)
-                        .copied()
-                        .flatten()
-                        .map_or(-1, |l| l.index as i64 + 1)
-                };
-                ReplicaDescription {
-                    replica_id: id as i32,
-                    log_end_offset: end,
-                    last_caught_up_timestamp: if end == own_end { now } else { -1 },
-                }
-            })
-            .collect();
-        let nodes = m
-            .membership_config
-            .membership()
-            .nodes()
-            .filter_map(|(&id, node)| {
+            .filter_map(|id| membership.get_node(&id).map(|node| (id, node)))
+            .filter_map(|(id, node)| {
                 let (host, port) = node.addr.rsplit_once(':')?;
                 Some((
                     id as i32,
@@ -124,7 +125,41 @@ impl ControllerShell {
             leader_epoch: i32::try_from(m.current_term).unwrap_or(i32::MAX),
             high_watermark: m.last_applied.map_or(0, |l| l.index as i64 + 1),
             voters,
+            observers,
             nodes,
+        }
+    }
+
+    /// Makes a registered broker that is not a voter a learner of the quorum at `addr`, so
+    /// that the leader sends it the metadata log (Kafka's brokers are observers that fetch
+    /// it; openraft's leader pushes). Does not wait for the learner to catch up: the broker
+    /// reports that itself in its heartbeats.
+    async fn ensure_learner(&self, broker_id: i32, addr: String) {
+        let id = broker_id as u64;
+        let known = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            if membership.voter_ids().any(|v| v == id) {
+                return;
+            }
+            membership.get_node(&id).map(|n| n.addr.clone())
+        };
+        if known.as_deref() == Some(addr.as_str()) {
+            return;
+        }
+        match self
+            .raft
+            .add_learner(id, openraft::BasicNode::new(addr.clone()), false)
+            .await
+        {
+            Ok(_) => tracing::info!(
+                broker_id,
+                addr,
+                "broker added to the metadata quorum as a learner"
+            ),
+            Err(e) => tracing::warn!(broker_id, addr, error = %e,
+                "could not add the broker to the metadata quorum as a learner; it retries by registering again"),
         }
     }
 
@@ -153,10 +188,21 @@ impl ControllerShell {
         }
         if active.as_ref().map(|(t, _)| *t) != Some(term) {
             // Everything earlier leaders committed must be in the image the controller reads.
-            if let Err(e) = self.raft.ensure_linearizable().await {
-                tracing::debug!(error = %e, "cannot become the active controller yet");
-                *active = None;
-                return request.map(|_| self.not_controller());
+            match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.ensure_linearizable()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "cannot become the active controller yet");
+                    *active = None;
+                    return request.map(|_| self.not_controller());
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "no majority confirmed this node's leadership in time; \
+                        not acting as the controller"
+                    );
+                    *active = None;
+                    return request.map(|_| self.not_controller());
+                }
             }
             let image = self.view.read(|image| image.clone());
             tracing::info!(
@@ -173,6 +219,14 @@ impl ControllerShell {
         }
         let controller = &mut active.as_mut().expect("built above").1;
         let now = crate::now_ms();
+        let learner = match &request {
+            Some(ControllerRequest::Register {
+                broker_id,
+                metadata_addr: Some(addr),
+                ..
+            }) => Some((*broker_id, addr.clone())),
+            _ => None,
+        };
         let (mut reply, records) = match request {
             None => (None, controller.tick(now)),
             Some(request) => {
@@ -186,25 +240,35 @@ impl ControllerShell {
             // controller only starts from a committed image).
             if let Some(ControllerReply::Registered { log_index, .. }) = &mut reply {
                 *log_index = self.view.last_applied().map_or(0, |l| l.index);
+                if let Some((id, addr)) = learner {
+                    self.ensure_learner(id, addr).await;
+                }
             }
             return reply;
         }
         log_decisions(&records);
         let entry = MetadataBatch(encode_batch(&records).to_vec());
-        match self.raft.client_write(entry).await {
-            Ok(written) => {
-                if let Some(ControllerReply::Registered { log_index, .. }) = &mut reply {
-                    *log_index = written.log_id.index;
+        let failure =
+            match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.client_write(entry)).await {
+                Ok(Ok(written)) => {
+                    if let Some(ControllerReply::Registered { log_index, .. }) = &mut reply {
+                        *log_index = written.log_id.index;
+                        if let Some((id, addr)) = learner {
+                            self.ensure_learner(id, addr).await;
+                        }
+                    }
+                    return reply;
                 }
-                reply
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "a metadata log write failed; the controller \
-                    starts again from the committed image");
-                *active = None;
-                reply.map(|_| self.not_controller())
-            }
-        }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("not committed within {COMMIT_TIMEOUT:?}"),
+            };
+        tracing::warn!(
+            error = failure,
+            "a metadata log write failed; the controller starts \
+            again from the committed image"
+        );
+        *active = None;
+        reply.map(|_| self.not_controller())
     }
 }
 
@@ -234,6 +298,7 @@ fn decide(
             incarnation_id,
             endpoints,
             rack,
+            metadata_addr: _,
         } => {
             let request = RegistrationRequest {
                 broker_id,

@@ -23,6 +23,8 @@ const RETRY: Duration = Duration::from_millis(100);
 pub(crate) struct BrokerLifecycleTask {
     pub node_id: i32,
     pub endpoint: WireEndpoint,
+    /// Where this broker receives the metadata log, if it is not a voter.
+    pub metadata_addr: Option<String>,
     pub heartbeat_interval: Duration,
     pub client: ControllerClient,
     pub view: MetadataView,
@@ -75,6 +77,7 @@ impl BrokerLifecycleTask {
                     incarnation_id,
                     endpoints: vec![self.endpoint.clone()],
                     rack: None,
+                    metadata_addr: self.metadata_addr.clone(),
                 };
                 match self.client.call(request).await {
                     Ok(ControllerReply::Registered {
@@ -200,7 +203,9 @@ impl BrokerLifecycleTask {
                 want_fence: false,
                 want_shut_down: true,
             };
-            match self.client.call(request).await {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let answer = tokio::time::timeout(left, self.client.call(request)).await;
+            match answer.unwrap_or_else(|_| Err("timed out".to_string())) {
                 Ok(ControllerReply::Heartbeat {
                     should_shut_down: true,
                     ..

@@ -130,7 +130,7 @@ impl Cluster {
         let raft = Raft::new(
             node_id as u64,
             Arc::new(raft_config(config)?),
-            TcpNetwork,
+            TcpNetwork::default(),
             log,
             sm.clone(),
         )
@@ -178,7 +178,7 @@ impl Cluster {
             .is_initialized()
             .await
             .map_err(|e| format!("metadata quorum: {e}"))?;
-        if !initialized {
+        if !initialized && config.process_roles.controller {
             let members: BTreeMap<u64, BasicNode> = if voters.is_empty() {
                 let addr = controller_addr.map(|a| a.to_string()).unwrap_or_default();
                 BTreeMap::from([(node_id as u64, BasicNode::new(addr))])
@@ -214,23 +214,40 @@ impl Cluster {
             fenced: true,
             ..BrokerLifecycle::default()
         }));
-        let broker = lifecycle::BrokerLifecycleTask {
-            node_id,
-            endpoint: rpc::WireEndpoint {
-                listener: config.listener_name.clone(),
-                host: kafka.0,
-                port: kafka.1,
-                security_protocol: 0,
-            },
-            heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
-            client: client.clone(),
-            view: view.clone(),
-            state: lifecycle.clone(),
-            shutdown: broker_shutdown,
-            controlled_shutdown_max: CONTROLLED_SHUTDOWN_MAX
-                .min(Duration::from_millis(config.shutdown_timeout_ms)),
+        // A broker that is not a voter receives the metadata log at its controller
+        // listener, which must therefore be an address the voters can reach.
+        let metadata_addr = match (config.process_roles.controller, controller_addr) {
+            (true, _) => None,
+            (false, Some(addr)) if addr.ip().is_unspecified() => {
+                return Err(format!(
+                    "the controller listener of a broker-only node ({addr}) must be an address \
+                     the controllers can reach, not a wildcard"
+                ))
+            }
+            (false, addr) => addr.map(|a| a.to_string()),
         };
-        let lifecycle_task = tokio::spawn(broker.run());
+        let lifecycle_task = if config.process_roles.broker {
+            let broker = lifecycle::BrokerLifecycleTask {
+                node_id,
+                endpoint: rpc::WireEndpoint {
+                    listener: config.listener_name.clone(),
+                    host: kafka.0,
+                    port: kafka.1,
+                    security_protocol: 0,
+                },
+                metadata_addr,
+                heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
+                client: client.clone(),
+                view: view.clone(),
+                state: lifecycle.clone(),
+                shutdown: broker_shutdown,
+                controlled_shutdown_max: CONTROLLED_SHUTDOWN_MAX
+                    .min(Duration::from_millis(config.shutdown_timeout_ms)),
+            };
+            Some(tokio::spawn(broker.run()))
+        } else {
+            None
+        };
         Ok(Arc::new(Cluster {
             node_id,
             raft,
@@ -242,8 +259,13 @@ impl Cluster {
             voters,
             stop,
             tasks: Mutex::new(tasks),
-            lifecycle_task: Mutex::new(Some(lifecycle_task)),
+            lifecycle_task: Mutex::new(lifecycle_task),
         }))
+    }
+
+    /// The controller listener's bound address, if there is one.
+    pub(crate) fn controller_addr(&self) -> Option<SocketAddr> {
+        self.controller_addr
     }
 
     /// Waits for the controlled shutdown (which starts with the broker's shutdown signal),

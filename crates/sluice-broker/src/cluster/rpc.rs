@@ -31,6 +31,9 @@ pub(crate) enum ControllerRequest {
         incarnation_id: Uuid,
         endpoints: Vec<WireEndpoint>,
         rack: Option<String>,
+        /// Where a broker that is not a voter receives the metadata log (its controller
+        /// listener, `HOST:PORT`): the controller adds it to the quorum as a learner.
+        metadata_addr: Option<String>,
     },
     Heartbeat {
         broker_id: i32,
@@ -78,6 +81,9 @@ pub(crate) struct QuorumDescription {
     /// One past the last entry applied on the leader (every applied entry is committed).
     pub high_watermark: i64,
     pub voters: Vec<ReplicaDescription>,
+    /// Learners: brokers that are not voters, following the log (Kafka's observers).
+    #[serde(default)]
+    pub observers: Vec<ReplicaDescription>,
     /// Each voter's controller listener: (id, host, port).
     pub nodes: Vec<(i32, String, u16)>,
 }
@@ -147,25 +153,52 @@ impl ControllerClient {
             .and_then(|l| i32::try_from(l).ok())
     }
 
-    /// Sends `request` to the active controller. `Err` says why it could not be asked (no
-    /// leader known, the leader unreachable); a refusal is an `Ok`.
+    /// Sends `request` to the active controller: the leader this node knows of, else each
+    /// voter in turn, following their hints. `Err` says why it could not be asked (no voter
+    /// answered as the leader); a refusal is an `Ok`.
     pub(crate) async fn call(&self, request: ControllerRequest) -> Result<ControllerReply, String> {
-        let leader = self
-            .leader()
-            .ok_or_else(|| "the metadata quorum has no leader yet".to_string())?;
-        if leader == self.node_id {
-            return self.call_local(request).await;
+        let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+        let mut tried = Vec::new();
+        let mut next = self.leader();
+        let mut last_error = "the metadata quorum has no leader yet".to_string();
+        // Every voter once, plus the hints they give: a bounded walk.
+        for _ in 0..=self.voters.len() * 2 {
+            let target = match next.take() {
+                Some(leader) if !tried.contains(&leader) => leader,
+                _ => match self.voters.keys().find(|id| !tried.contains(*id)) {
+                    Some(&id) => id,
+                    None => break,
+                },
+            };
+            tried.push(target);
+            let reply = if target == self.node_id {
+                self.call_local(request.clone()).await
+            } else {
+                self.call_remote(target, &body).await
+            };
+            match reply {
+                Ok(ControllerReply::NotController { leader }) => {
+                    last_error = format!("node {target} does not lead the metadata quorum");
+                    next = leader;
+                }
+                Ok(reply) => return Ok(reply),
+                Err(e) => last_error = e,
+            }
         }
+        Err(last_error)
+    }
+
+    /// Sends one encoded request to voter `target`'s controller listener.
+    async fn call_remote(&self, target: i32, body: &[u8]) -> Result<ControllerReply, String> {
         let addr = self
             .voters
-            .get(&leader)
-            .ok_or_else(|| format!("the quorum leader {leader} is not a known voter"))?;
-        let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
-        let answer = sluice_quorum::call_service(addr, &body, REMOTE_CALL_TIMEOUT)
+            .get(&target)
+            .ok_or_else(|| format!("the quorum leader {target} is not a known voter"))?;
+        let answer = sluice_quorum::call_service(addr, body, REMOTE_CALL_TIMEOUT)
             .await
-            .map_err(|e| format!("controller {leader} at {addr}: {e}"))?;
+            .map_err(|e| format!("controller {target} at {addr}: {e}"))?;
         serde_json::from_slice(&answer)
-            .map_err(|e| format!("controller {leader} answered what does not parse: {e}"))
+            .map_err(|e| format!("controller {target} answered what does not parse: {e}"))
     }
 
     /// Sends `request` to the controller in this process.

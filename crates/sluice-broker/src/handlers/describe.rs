@@ -114,23 +114,25 @@ pub(crate) async fn describe_quorum(
             )
         }
     };
-    let voters = quorum
-        .voters
-        .iter()
-        .map(|v| {
-            ReplicaState::default()
-                .with_replica_id(BrokerId(v.replica_id))
-                .with_log_end_offset(v.log_end_offset)
-                .with_last_fetch_timestamp(v.last_caught_up_timestamp)
-                .with_last_caught_up_timestamp(v.last_caught_up_timestamp)
-        })
-        .collect();
+    let states = |replicas: &[crate::cluster::rpc::ReplicaDescription]| {
+        replicas
+            .iter()
+            .map(|v| {
+                ReplicaState::default()
+                    .with_replica_id(BrokerId(v.replica_id))
+                    .with_log_end_offset(v.log_end_offset)
+                    .with_last_fetch_timestamp(v.last_caught_up_timestamp)
+                    .with_last_caught_up_timestamp(v.last_caught_up_timestamp)
+            })
+            .collect()
+    };
     let mut response = answer(
         PartitionData::default()
             .with_leader_id(BrokerId(quorum.leader_id))
             .with_leader_epoch(quorum.leader_epoch)
             .with_high_watermark(quorum.high_watermark)
-            .with_current_voters(voters),
+            .with_current_voters(states(&quorum.voters))
+            .with_observers(states(&quorum.observers)),
     );
     if version >= 2 {
         let name = state.config.controller_listener_names[0].as_str();
