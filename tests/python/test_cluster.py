@@ -140,6 +140,14 @@ def start_cluster(tmp_path, ids, extra=()):
     return nodes
 
 
+def start_all(nodes, ids):
+    """Starts every node, then waits for one leader and every broker unfenced; returns the
+    leader and every node's view."""
+    for n in nodes.values():
+        n.start()
+    return wait_for("one leader and every broker unfenced", lambda: agreed_leader(nodes, ids))
+
+
 def stop_all(nodes):
     """Stops every node cleanly (asserting exit 0), killing any that does not stop; the last
     started first, so that brokers find their controllers for a controlled shutdown."""
@@ -183,10 +191,7 @@ def test_three_voters_fail_over_fence_the_dead_and_catch_up_from_a_snapshot(tmp_
     # must install a snapshot to catch up.
     nodes = start_cluster(tmp_path, ids, ["--set", "metadata.log.snapshot.interval.entries=1"])
     try:
-        for n in nodes.values():
-            n.start()
-        leader, views = wait_for("one leader and three unfenced brokers",
-                                 lambda: agreed_leader(nodes, ids))
+        leader, views = start_all(nodes, ids)
         assert sorted(views[leader]["quorum"]["voters"]) == ids
         assert views[leader]["controller_listener"] is not None
         # The metrics say the same: one active controller, three active brokers.
@@ -295,10 +300,7 @@ def test_kafka_metadata_quorum_tool_describes_the_quorum_through_any_broker(
     ids = [1, 2, 3]
     nodes = start_cluster(tmp_path, ids)
     try:
-        for n in nodes.values():
-            n.start()
-        leader, views = wait_for("one leader and three unfenced brokers",
-                                 lambda: agreed_leader(nodes, ids))
+        leader, views = start_all(nodes, ids)
         follower = next(i for i in ids if i != leader)
         # A broker forwards DescribeQuorum to the quorum's leader, as Kafka's do.
         for asked in (follower, leader):
@@ -443,6 +445,18 @@ def check_history(history):
     return anomalies
 
 
+def moved_on(nodes, polled, majority, history, term, lost):
+    """A check for `wait_for` that records the `polled` nodes' answers in `history`: the
+    `majority` agree on a leader in a term after `term` that has fenced node `lost`'s broker."""
+    def check():
+        observe(nodes, polled, history)
+        found = agreed_leader(nodes, majority)
+        if found and found[1][found[0]]["quorum"]["term"] > term \
+                and registered(found[1][found[0]], lost)["fenced"]:
+            return found
+    return check
+
+
 def test_check_history_finds_the_anomalies_it_names():
     """The checker can fail: two leaders in a term, a term or an epoch going back."""
     assert check_history([(1, 2, 1, {1: (3, False)}), (2, 2, 1, {1: (3, False)})]) == []
@@ -460,22 +474,13 @@ def test_a_paused_leader_steps_down_and_its_broker_rejoins(tmp_path):
     nodes = start_cluster(tmp_path, ids)
     history = []
     try:
-        for n in nodes.values():
-            n.start()
-        leader, views = wait_for("one leader and three unfenced brokers",
-                                 lambda: agreed_leader(nodes, ids))
+        leader, views = start_all(nodes, ids)
         term = views[leader]["quorum"]["term"]
         nodes[leader].proc.send_signal(signal.SIGSTOP)
         alive = [i for i in ids if i != leader]
         try:
-            def fenced_paused():
-                observe(nodes, alive, history)
-                found = agreed_leader(nodes, alive)
-                if found and found[1][found[0]]["quorum"]["term"] > term \
-                        and registered(found[1][found[0]], leader)["fenced"]:
-                    return found
             new, _ = wait_for("a new leader that fenced the paused node's broker",
-                              fenced_paused)
+                              moved_on(nodes, alive, alive, history, term, leader))
             assert new != leader
         finally:
             nodes[leader].proc.send_signal(signal.SIGCONT)
@@ -493,3 +498,63 @@ def test_a_paused_leader_steps_down_and_its_broker_rejoins(tmp_path):
         assert len(history) > 10, "too few observations to check"
     finally:
         stop_all(nodes)
+
+
+# -- a leader cut off from the majority -------------------------------------------------------
+
+def test_a_leader_cut_off_from_the_majority_stops_acknowledging_and_rejoins(tmp_path):
+    """Every node reaches every other through its own proxy (its own
+    controller.quorum.voters, as in Kafka each node has its own). The quorum's leader is cut
+    off both ways: its controller stops acknowledging (its own broker's heartbeats fail),
+    the majority elects a new leader in a higher term and fences the cut-off node's broker;
+    healed, the old leader follows the new term, its broker is unfenced, and all three hold
+    the same image. Every node's answers, polled throughout, pass the history check."""
+    from netfault import Mesh
+    ids = [1, 2, 3]
+    listen = {i: free_port() for i in ids}
+    mesh = Mesh(listen)
+    nodes = {}
+    for i in ids:
+        voters = ",".join(f"{j}@127.0.0.1:{listen[j] if j == i else mesh.port(i, j)}"
+                          for j in ids)
+        args = ["--node-id", str(i), "--set", f"controller.quorum.voters={voters}",
+                "--set", f"listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{listen[i]}",
+                "--set", "broker.session.timeout.ms=2000",
+                "--set", "broker.heartbeat.interval.ms=200",
+                "--set", "controller.quorum.election.timeout.ms=300"]
+        nodes[i] = Broker(tmp_path / f"node{i}", tmp_path / f"node{i}.log", args)
+    history = []
+    try:
+        leader, views = start_all(nodes, ids)
+        term = views[leader]["quorum"]["term"]
+        mesh.isolate(leader)
+        majority = [i for i in ids if i != leader]
+
+        new, _ = wait_for("the majority to elect a leader and fence the cut-off broker",
+                          moved_on(nodes, ids, majority, history, term, leader))
+        assert new != leader
+        # The cut-off node acknowledges nothing: its own broker's requests fail.
+        wait_for("the cut-off node's broker to see its requests fail",
+                 lambda: observe(nodes, ids, history) or membership(nodes[leader])["broker"]
+                 ["last_error"])
+
+        mesh.isolate(leader, cut=False)
+
+        def healed():
+            observe(nodes, ids, history)
+            found = agreed_leader(nodes, ids)
+            if not found:
+                return None
+            applied = {found[1][i]["quorum"]["last_applied"] for i in ids}
+            if found[1][leader]["quorum"]["term"] > term and len(applied) == 1:
+                return found
+        _, views = wait_for("the cut-off node to rejoin, its broker unfenced", healed)
+        images = {json.dumps(sorted(views[i]["brokers"], key=lambda b: b["broker_id"]),
+                             sort_keys=True) for i in ids}
+        assert len(images) == 1, images
+        anomalies = check_history(history)
+        assert anomalies == [], anomalies
+        assert len(history) > 10, "too few observations to check"
+    finally:
+        stop_all(nodes)
+        mesh.close()

@@ -197,12 +197,26 @@ pub async fn call_service(addr: &str, request: &[u8], timeout: Duration) -> io::
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
 }
 
-/// Makes a connection per peer, to the address in its membership entry. Whether each peer
-/// was reachable at the last exchange is shared by all its connections (openraft makes one
-/// per replication stream and election), so a change is logged once.
+/// Makes a connection per peer: to the address this node's own configuration gives it (as
+/// Kafka's `controller.quorum.voters` is each node's own setting), else to the address in
+/// its membership entry. Whether each peer was reachable at the last exchange is shared by
+/// all its connections (openraft makes one per replication stream and election), so a
+/// change is logged once.
 #[derive(Debug, Clone, Default)]
 pub struct TcpNetwork {
+    addresses: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
     reachable: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<NodeId, bool>>>,
+}
+
+impl TcpNetwork {
+    /// A network that reaches the peers in `addresses` there, and any other peer at its
+    /// membership address.
+    pub fn with_addresses(addresses: std::collections::BTreeMap<NodeId, String>) -> Self {
+        Self {
+            addresses: std::sync::Arc::new(addresses),
+            reachable: Default::default(),
+        }
+    }
 }
 
 /// A connection to one peer, opened on first use and again after a failure.
@@ -221,7 +235,11 @@ impl RaftNetworkFactory<QuorumTypes> for TcpNetwork {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> TcpPeer {
         TcpPeer {
             target,
-            addr: node.addr.clone(),
+            addr: self
+                .addresses
+                .get(&target)
+                .cloned()
+                .unwrap_or_else(|| node.addr.clone()),
             stream: None,
             reachable: self.reachable.clone(),
         }

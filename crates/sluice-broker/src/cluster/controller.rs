@@ -246,11 +246,11 @@ impl ControllerShell {
             }
             return reply;
         }
-        log_decisions(&records);
         let entry = MetadataBatch(encode_batch(&records).to_vec());
         let failure =
             match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.client_write(entry)).await {
                 Ok(Ok(written)) => {
+                    log_decisions(&records);
                     if let Some(ControllerReply::Registered { log_index, .. }) = &mut reply {
                         *log_index = written.log_id.index;
                         if let Some((id, addr)) = learner {
@@ -355,7 +355,7 @@ fn decide(
     }
 }
 
-/// One line per broker state change the controller decided on.
+/// One line per broker state change the controller decided on, once committed.
 fn log_decisions(records: &[MetadataRecord]) {
     for record in records {
         match record {

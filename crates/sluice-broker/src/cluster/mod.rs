@@ -130,7 +130,13 @@ impl Cluster {
         let raft = Raft::new(
             node_id as u64,
             Arc::new(raft_config(config)?),
-            TcpNetwork::default(),
+            // Peers are reached where this node's controller.quorum.voters says.
+            TcpNetwork::with_addresses(
+                voters
+                    .iter()
+                    .map(|(&id, addr)| (id as u64, addr.clone()))
+                    .collect(),
+            ),
             log,
             sm.clone(),
         )
