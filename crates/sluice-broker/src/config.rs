@@ -17,6 +17,11 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// The Kafka listener's name in `listeners` (`PLAINTEXT` unless named otherwise).
     pub listener_name: String,
+    /// Whether `listeners` names a Kafka listener (a dedicated controller's may not).
+    pub has_kafka_listener: bool,
+    /// `listeners` as given, kept to be classified again if `controller.listener.names`
+    /// changes after it.
+    pub listener_entries: Vec<(Option<String>, SocketAddr)>,
     /// `listeners`: the controller listener, the one named in `controller.listener.names`,
     /// where the metadata quorum and the controller are served. `None`: the address this node
     /// has in `controller.quorum.voters`, or none at all for a cluster of one.
@@ -117,6 +122,8 @@ impl Default for BrokerConfig {
             node_id: 0,
             listen: "127.0.0.1:9092".parse().expect("valid address"),
             listener_name: "PLAINTEXT".to_string(),
+            has_kafka_listener: true,
+            listener_entries: Vec::new(),
             controller_listen: None,
             controller_listener_names: vec!["CONTROLLER".to_string()],
             process_roles: ProcessRoles {
@@ -685,6 +692,9 @@ impl BrokerConfig {
                     return Err(format!("{key}: name 1 to {LISTENERS_MAX} listeners"));
                 }
                 self.controller_listener_names = names;
+                if !self.listener_entries.is_empty() {
+                    self.classify_listeners(self.listener_entries.clone())?;
+                }
             }
             "controller.quorum.election.timeout.ms" => {
                 self.quorum_election_timeout_ms = positive(key, value)? as u64
@@ -858,11 +868,14 @@ impl BrokerConfig {
         Some(match key {
             "node.id" => self.node_id.to_string(),
             "listeners" => {
-                let mut out = format!("{}://{}", self.listener_name, self.listen);
-                if let Some(addr) = self.controller_listen {
-                    out.push_str(&format!(",{}://{addr}", self.controller_listener_names[0]));
+                let mut parts = Vec::new();
+                if self.has_kafka_listener {
+                    parts.push(format!("{}://{}", self.listener_name, self.listen));
                 }
-                out
+                if let Some(addr) = self.controller_listen {
+                    parts.push(format!("{}://{addr}", self.controller_listener_names[0]));
+                }
+                parts.join(",")
             }
             "advertised.listeners" => match &self.advertised {
                 Some((h, p)) => format!("{}://{h}:{p}", self.listener_name),
@@ -965,6 +978,7 @@ impl BrokerConfig {
             self.listener_name = name;
         }
         self.listen = addr;
+        self.has_kafka_listener = true;
         Ok(())
     }
 
@@ -973,8 +987,6 @@ impl BrokerConfig {
     /// named anything else) is the Kafka listener.
     fn set_listeners(&mut self, value: &str) -> Result<(), String> {
         let key = "listeners";
-        let mut kafka = None;
-        let mut controller = None;
         let parts: Vec<&str> = value
             .split(',')
             .map(str::trim)
@@ -983,8 +995,23 @@ impl BrokerConfig {
         if parts.len() > LISTENERS_MAX {
             return Err(format!("{key}: more than {LISTENERS_MAX} listeners"));
         }
-        for part in parts {
-            let (name, addr) = listener(key, part)?;
+        let entries = parts
+            .into_iter()
+            .map(|part| listener(key, part))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.classify_listeners(entries)
+    }
+
+    /// Splits `listeners`' entries into the Kafka listener and the controller listener by
+    /// `controller.listener.names`, again whenever either setting changes (Kafka reads both
+    /// together, so their order in a file does not matter).
+    fn classify_listeners(
+        &mut self,
+        entries: Vec<(Option<String>, SocketAddr)>,
+    ) -> Result<(), String> {
+        let mut kafka = None;
+        let mut controller = None;
+        for (name, addr) in &entries {
             let is_controller = name
                 .as_ref()
                 .is_some_and(|n| self.controller_listener_names.contains(n));
@@ -994,17 +1021,21 @@ impl BrokerConfig {
                 &mut kafka
             };
             if slot.is_some() {
-                return Err(format!(
-                    "{key}={value}: one Kafka listener and at most one controller listener \
+                return Err(
+                    "listeners: one Kafka listener and at most one controller listener \
                      (several Kafka listeners come with security)"
-                ));
+                        .to_string(),
+                );
             }
-            *slot = Some((name, addr));
+            *slot = Some((name.clone(), *addr));
         }
-        let (name, addr) = kafka.ok_or_else(|| format!("{key}={value}: no Kafka listener"))?;
-        self.listener_name = name.unwrap_or_else(|| "PLAINTEXT".to_string());
-        self.listen = addr;
+        self.has_kafka_listener = kafka.is_some();
+        if let Some((name, addr)) = kafka {
+            self.listener_name = name.unwrap_or_else(|| "PLAINTEXT".to_string());
+            self.listen = addr;
+        }
         self.controller_listen = controller.map(|(_, addr)| addr);
+        self.listener_entries = entries;
         Ok(())
     }
 
@@ -1013,6 +1044,9 @@ impl BrokerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.node_id < 0 {
             return Err(format!("node.id {} is negative", self.node_id));
+        }
+        if self.process_roles.broker && !self.has_kafka_listener {
+            return Err("process.roles has broker but listeners names no Kafka listener".into());
         }
         let voter = self.quorum_voters.iter().find(|v| v.id == self.node_id);
         if self.process_roles.controller {
@@ -1144,7 +1178,34 @@ mod tests {
         assert!(config
             .set("listeners", "A://127.0.0.1:1,B://127.0.0.1:2")
             .is_err());
-        assert!(config.set("listeners", "CONTROLLER://127.0.0.1:1").is_err());
+        // A controller listener alone: fine for a dedicated controller, not for a broker.
+        config.set("listeners", "CONTROLLER://127.0.0.1:1").unwrap();
+        assert!(!config.has_kafka_listener);
+        assert!(config.validate().unwrap_err().contains("no Kafka listener"));
+        config.set("process.roles", "controller").unwrap();
+        config.validate().unwrap();
+        config.set("process.roles", "broker,controller").unwrap();
+        // listeners before controller.listener.names: classified again when the names come.
+        config
+            .set("listeners", "PLAINTEXT://127.0.0.1:2,CTRL://127.0.0.1:3")
+            .unwrap_err();
+        config.set("listeners", "CTRL://127.0.0.1:3").unwrap();
+        config.set("controller.listener.names", "CTRL").unwrap();
+        assert_eq!(config.controller_listen.unwrap().port(), 3);
+        assert!(!config.has_kafka_listener);
+        config
+            .set("listeners", "PLAINTEXT://127.0.0.1:2,CTRL://127.0.0.1:3")
+            .unwrap();
+        assert_eq!(
+            (
+                config.listen.port(),
+                config.controller_listen.unwrap().port()
+            ),
+            (2, 3)
+        );
+        config
+            .set("controller.listener.names", "CONTROLLER")
+            .unwrap_err();
         config
             .set("controller.quorum.voters", "1@127.0.0.1:9093,2@[::1]:9094")
             .unwrap();

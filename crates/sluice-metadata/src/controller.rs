@@ -86,6 +86,9 @@ pub struct RegistrationRequest {
     pub incarnation_id: Uuid,
     pub endpoints: Vec<Endpoint>,
     pub rack: Option<String>,
+    /// The epoch of the registration this process's broker last held, from its own data
+    /// directory, or -1 (Kafka's PreviousBrokerEpoch).
+    pub previous_broker_epoch: i64,
 }
 
 /// BrokerHeartbeat's fields the controller uses.
@@ -153,11 +156,6 @@ pub struct Controller {
     /// When each broker was last heard from. Not in the log: a controller that takes over
     /// gives every broker a whole session from its own start, as Kafka's does.
     last_contact_ms: BTreeMap<i32, i64>,
-    /// Brokers that have registered or heartbeated with this controller. A new process of a
-    /// broker this controller has not heard from replaces the registration at once: after a
-    /// whole cluster restarts (a single node killed and started again, say), the old
-    /// process's session is only the grace this controller gave it, not a sign of life.
-    heard_from: std::collections::BTreeSet<i32>,
     /// Where automatic placement starts its round, moved on by every topic so that leaders
     /// spread over the brokers.
     placement_start: usize,
@@ -171,7 +169,6 @@ impl Controller {
             config,
             image,
             last_contact_ms,
-            heard_from: Default::default(),
             placement_start: 0,
         }
     }
@@ -234,9 +231,12 @@ impl Controller {
                 return Ok(self.done(existing.broker_epoch, records));
             }
             if !existing.fenced {
-                if self.heard_from.contains(&request.broker_id)
-                    && self.session_alive(request.broker_id, now_ms)
-                {
+                // The broker's own next process says which registration it replaces (Kafka's
+                // PreviousBrokerEpoch, KIP-966): only a process that holds the broker's data
+                // knows it, so it may take over a session that still looks alive (after a
+                // kill -9, say). Anyone else waits for that session to expire.
+                let replaces_itself = request.previous_broker_epoch == existing.broker_epoch;
+                if !replaces_itself && self.session_alive(request.broker_id, now_ms) {
                     return refuse(
                         codes::DUPLICATE_BROKER_REGISTRATION,
                         format!(
@@ -262,7 +262,6 @@ impl Controller {
             }),
         );
         self.last_contact_ms.insert(request.broker_id, now_ms);
-        self.heard_from.insert(request.broker_id);
         Ok(self.done(broker_epoch, records))
     }
 
@@ -304,7 +303,6 @@ impl Controller {
     ) -> Result<(HeartbeatReply, Vec<MetadataRecord>), ControllerError> {
         let broker = self.current_process(hb.broker_id, hb.broker_epoch)?;
         self.last_contact_ms.insert(hb.broker_id, now_ms);
-        self.heard_from.insert(hb.broker_id);
         let mut records = Vec::new();
         let epoch = broker.broker_epoch;
         let mut should_shut_down = false;
@@ -397,7 +395,6 @@ impl Controller {
             },
         );
         self.last_contact_ms.remove(&broker_id);
-        self.heard_from.remove(&broker_id);
         Ok(self.done((), records).1)
     }
 
@@ -589,6 +586,7 @@ impl Controller {
                 ),
             );
         }
+        let new_partitions = self.new_partitions(topic.topic_id, 0, assignments)?;
         let mut records = Vec::new();
         self.emit(
             &mut records,
@@ -597,31 +595,8 @@ impl Controller {
                 topic_id: topic.topic_id,
             },
         );
-        for (partition, replicas) in assignments.into_iter().enumerate() {
-            let isr: Vec<i32> = replicas
-                .iter()
-                .copied()
-                .filter(|&b| self.is_eligible(b))
-                .collect();
-            let Some(&leader) = isr.first() else {
-                // check_assignments and place only take eligible brokers' partitions.
-                unreachable!("a partition without an eligible replica passed the checks");
-            };
-            let partition = i32::try_from(partition).expect("bounded by topic_partitions_max");
-            self.emit(
-                &mut records,
-                MetadataRecord::Partition(PartitionRecord {
-                    topic_id: topic.topic_id,
-                    partition,
-                    registration: PartitionRegistration {
-                        replicas,
-                        isr,
-                        leader,
-                        leader_epoch: 0,
-                        partition_epoch: 0,
-                    },
-                }),
-            );
+        for partition in new_partitions {
+            self.emit(&mut records, MetadataRecord::Partition(partition));
         }
         for (name, value) in topic.configs {
             self.emit(
@@ -635,6 +610,50 @@ impl Controller {
             );
         }
         Ok(self.done((), records).1)
+    }
+
+    /// The records of new partitions numbered from `first`, one per replica list: the ISR is
+    /// the eligible replicas, the leader the first of them.
+    fn new_partitions(
+        &self,
+        topic_id: Uuid,
+        first: i32,
+        assignments: Vec<Vec<i32>>,
+    ) -> Result<Vec<PartitionRecord>, ControllerError> {
+        let mut out = Vec::with_capacity(assignments.len());
+        for (i, replicas) in assignments.into_iter().enumerate() {
+            let isr: Vec<i32> = replicas
+                .iter()
+                .copied()
+                .filter(|&b| self.is_eligible(b))
+                .collect();
+            // check_assignments and place only pass partitions with an eligible replica.
+            let Some(&leader) = isr.first() else {
+                return refuse(
+                    codes::INVALID_REPLICA_ASSIGNMENT,
+                    "every replica of a new partition is fenced",
+                );
+            };
+            let partition = i32::try_from(i)
+                .ok()
+                .and_then(|i| first.checked_add(i))
+                .ok_or_else(|| ControllerError {
+                    code: codes::INVALID_PARTITIONS,
+                    message: "too many partitions".into(),
+                })?;
+            out.push(PartitionRecord {
+                topic_id,
+                partition,
+                registration: PartitionRegistration {
+                    replicas,
+                    isr,
+                    leader,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                },
+            });
+        }
+        Ok(out)
     }
 
     /// Replica lists for `partitions` partitions of `factor` replicas each, round-robin over
@@ -711,6 +730,127 @@ impl Controller {
             }
         }
         Ok(())
+    }
+
+    /// Adds partitions to a topic, to `total` in all (Kafka's CreatePartitions): placed
+    /// round-robin with the replication factor of its partition 0, or on `assignments` (one
+    /// replica list per new partition) when given. Leaders are the first eligible replicas.
+    pub fn create_partitions(
+        &mut self,
+        name: &str,
+        total: i32,
+        assignments: Vec<Vec<i32>>,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let Some(topic) = self.image.topic_by_name(name) else {
+            return refuse(
+                codes::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("no topic '{name}'"),
+            );
+        };
+        let topic_id = topic.topic_id;
+        let current = topic.partitions.len() as i32;
+        let factor = topic
+            .partitions
+            .get(&0)
+            .map_or(1, |p| p.replicas.len() as i16);
+        if total <= current {
+            return refuse(
+                codes::INVALID_PARTITIONS,
+                format!("topic currently has {current} partitions, which is not fewer than the requested {total}"),
+            );
+        }
+        if total > self.config.topic_partitions_max {
+            return refuse(
+                codes::INVALID_PARTITIONS,
+                format!(
+                    "number of partitions must be at most {}",
+                    self.config.topic_partitions_max
+                ),
+            );
+        }
+        let added = total - current;
+        if added as usize + 1 > self.config.records_per_call_max {
+            return refuse(
+                codes::POLICY_VIOLATION,
+                format!(
+                    "adding {added} partitions takes more metadata records than the {} one \
+                     request may write: add fewer at once",
+                    self.config.records_per_call_max
+                ),
+            );
+        }
+        let assignments = if assignments.is_empty() {
+            self.place(added, factor)?
+        } else {
+            if assignments.len() != added as usize {
+                return refuse(
+                    codes::INVALID_REPLICA_ASSIGNMENT,
+                    format!(
+                        "{} replica lists for {added} new partitions",
+                        assignments.len()
+                    ),
+                );
+            }
+            self.check_assignments(&assignments)?;
+            if assignments[0].len() != factor as usize {
+                return refuse(
+                    codes::INVALID_REPLICA_ASSIGNMENT,
+                    format!("the topic's replication factor is {factor}"),
+                );
+            }
+            assignments
+        };
+        // Every new partition is decided before any is applied: a refusal changes nothing.
+        let new_partitions = self.new_partitions(topic_id, current, assignments)?;
+        let mut records = Vec::new();
+        for partition in new_partitions {
+            self.emit(&mut records, MetadataRecord::Partition(partition));
+        }
+        Ok(self.done((), records).1)
+    }
+
+    /// Sets (`Some`) or removes (`None`) configs of a topic. Which names and values are valid
+    /// is the broker's to check (it knows the topic configs); this bounds their sizes.
+    pub fn alter_topic_configs(
+        &mut self,
+        name: &str,
+        changes: Vec<(String, Option<String>)>,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        if self.image.topic_by_name(name).is_none() {
+            return refuse(
+                codes::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("no topic '{name}'"),
+            );
+        }
+        if changes.len() > self.config.records_per_call_max {
+            return refuse(codes::POLICY_VIOLATION, "too many config changes at once");
+        }
+        if changes.iter().any(|(key, value)| {
+            key.len() > NAME_BYTES_MAX
+                || value.as_ref().is_some_and(|v| v.len() > i16::MAX as usize)
+        }) {
+            return refuse(codes::INVALID_REQUEST, "a config name or value too long");
+        }
+        let mut records = Vec::new();
+        for (key, value) in changes {
+            let current = self
+                .image
+                .configs(RESOURCE_TOPIC, name)
+                .and_then(|set| set.get(&key).cloned());
+            if current == value {
+                continue;
+            }
+            self.emit(
+                &mut records,
+                MetadataRecord::Config {
+                    resource_type: RESOURCE_TOPIC,
+                    resource_name: name.to_string(),
+                    name: key,
+                    value,
+                },
+            );
+        }
+        Ok(self.done((), records).1)
     }
 
     /// Deletes a topic.

@@ -613,6 +613,7 @@ fn registration(b: i32, incarnation: u8) -> RegistrationRequest {
             security_protocol: 0,
         }],
         rack: None,
+        previous_broker_epoch: -1,
     }
 }
 

@@ -35,6 +35,22 @@ pub(crate) struct ControllerShell {
     pub config: ControllerConfig,
     pub requests: mpsc::Receiver<Call>,
     pub stop: watch::Receiver<bool>,
+    /// How long a majority has to confirm this node's leadership before it answers
+    /// anything (`controller.quorum.election.timeout.ms`): a leader cut off from the
+    /// majority keeps its state in openraft, and must not answer from it.
+    pub lease: Duration,
+}
+
+/// The most learners (brokers that are not voters) the quorum takes: each is in every
+/// membership entry, which must stay within the quorum's frame bound.
+const LEARNERS_MAX: usize = 1024;
+
+/// Whether `addr` is a `HOST:PORT` a learner may be reached at.
+fn valid_metadata_addr(addr: &str) -> bool {
+    addr.len() <= sluice_metadata::controller::NAME_BYTES_MAX
+        && addr.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        })
 }
 
 impl ControllerShell {
@@ -62,6 +78,8 @@ impl ControllerShell {
                 _ = self.stop.changed() => return,
             };
             let (request, answer_to) = match call {
+                // A caller that gave up is not waited for: its request is not decided.
+                Some((_, answer_to)) if answer_to.is_closed() => continue,
                 Some((request, answer_to)) => (Some(request), Some(answer_to)),
                 None => (None, None),
             };
@@ -99,10 +117,12 @@ impl ControllerShell {
                     .flatten()
                     .map_or(-1, |l| l.index as i64 + 1)
             };
+            // openraft does not say when each follower last answered: -1 (unknown), except
+            // for the leader itself.
             ReplicaDescription {
                 replica_id: id as i32,
                 log_end_offset: end,
-                last_caught_up_timestamp: if end == own_end { now } else { -1 },
+                last_caught_up_timestamp: if id == self.node_id as u64 { now } else { -1 },
             }
         };
         let membership = m.membership_config.membership();
@@ -148,18 +168,44 @@ impl ControllerShell {
         if known.as_deref() == Some(addr.as_str()) {
             return;
         }
-        match self
+        let learners = self
             .raft
-            .add_learner(id, openraft::BasicNode::new(addr.clone()), false)
-            .await
-        {
-            Ok(_) => tracing::info!(
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .learner_ids()
+            .count();
+        if known.is_none() && learners >= LEARNERS_MAX {
+            tracing::warn!(
+                broker_id,
+                learners,
+                "the metadata quorum has as many learners as it \
+                takes; the broker is not added"
+            );
+            return;
+        }
+        let added = tokio::time::timeout(
+            COMMIT_TIMEOUT,
+            self.raft
+                .add_learner(id, openraft::BasicNode::new(addr.clone()), false),
+        )
+        .await;
+        match added {
+            Ok(Ok(_)) => tracing::info!(
                 broker_id,
                 addr,
                 "broker added to the metadata quorum as a learner"
             ),
-            Err(e) => tracing::warn!(broker_id, addr, error = %e,
-                "could not add the broker to the metadata quorum as a learner; it retries by registering again"),
+            Ok(Err(e)) => tracing::warn!(broker_id, addr, error = %e,
+                "could not add the broker to the metadata quorum as a learner; its next \
+                 heartbeat tries again"),
+            Err(_) => tracing::warn!(
+                broker_id,
+                addr,
+                "adding the broker as a learner did not \
+                commit in time; its next heartbeat tries again"
+            ),
         }
     }
 
@@ -183,27 +229,30 @@ impl ControllerShell {
             }
             return request.map(|_| self.not_controller());
         }
+        // Every answer, and every tick, first has a majority confirm this node still leads
+        // (Raft's read index), and waits for what it committed to be applied.
+        match tokio::time::timeout(self.lease, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "leadership not confirmed");
+                *active = None;
+                return request.map(|_| self.not_controller());
+            }
+            Err(_) => {
+                if active.take().is_some() {
+                    tracing::warn!(
+                        node_id = self.node_id,
+                        "no majority confirmed this node's leadership within the lease; not \
+                         acting as the controller"
+                    );
+                }
+                return request.map(|_| self.not_controller());
+            }
+        }
         if matches!(request, Some(ControllerRequest::DescribeQuorum)) {
             return Some(ControllerReply::Quorum(self.describe_quorum()));
         }
         if active.as_ref().map(|(t, _)| *t) != Some(term) {
-            // Everything earlier leaders committed must be in the image the controller reads.
-            match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.ensure_linearizable()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "cannot become the active controller yet");
-                    *active = None;
-                    return request.map(|_| self.not_controller());
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        "no majority confirmed this node's leadership in time; \
-                        not acting as the controller"
-                    );
-                    *active = None;
-                    return request.map(|_| self.not_controller());
-                }
-            }
             let image = self.view.read(|image| image.clone());
             tracing::info!(
                 node_id = self.node_id,
@@ -220,11 +269,25 @@ impl ControllerShell {
         let controller = &mut active.as_mut().expect("built above").1;
         let now = crate::now_ms();
         let learner = match &request {
-            Some(ControllerRequest::Register {
-                broker_id,
-                metadata_addr: Some(addr),
-                ..
-            }) => Some((*broker_id, addr.clone())),
+            Some(
+                ControllerRequest::Register {
+                    broker_id,
+                    metadata_addr: Some(addr),
+                    ..
+                }
+                | ControllerRequest::Heartbeat {
+                    broker_id,
+                    metadata_addr: Some(addr),
+                    ..
+                },
+            ) => {
+                if !valid_metadata_addr(addr) {
+                    return Some(ControllerReply::invalid(
+                        "metadata_addr must be HOST:PORT, at most 255 bytes",
+                    ));
+                }
+                Some((*broker_id, addr.clone()))
+            }
             _ => None,
         };
         let (mut reply, records) = match request {
@@ -234,6 +297,11 @@ impl ControllerShell {
                 (Some(reply), records)
             }
         };
+        if let (Some(ControllerReply::Heartbeat { .. }), Some((id, addr))) = (&reply, &learner) {
+            // A broker whose addition as a learner failed (a lost leadership) is added on
+            // its heartbeats.
+            self.ensure_learner(*id, addr.clone()).await;
+        }
         if records.is_empty() {
             // A retry of a committed registration writes nothing: the broker has caught up
             // once it has replayed what is applied here, which holds the registration (the
@@ -299,6 +367,7 @@ fn decide(
             endpoints,
             rack,
             metadata_addr: _,
+            previous_broker_epoch,
         } => {
             let request = RegistrationRequest {
                 broker_id,
@@ -313,6 +382,7 @@ fn decide(
                     })
                     .collect(),
                 rack,
+                previous_broker_epoch,
             };
             match controller.register_broker(request, now) {
                 Ok((broker_epoch, records)) => (
@@ -332,6 +402,7 @@ fn decide(
             caught_up,
             want_fence,
             want_shut_down,
+            metadata_addr: _,
         } => {
             let beat = Heartbeat {
                 broker_id,

@@ -31,6 +31,52 @@ pub(crate) struct BrokerLifecycleTask {
     pub state: Arc<Mutex<BrokerLifecycle>>,
     pub shutdown: watch::Receiver<bool>,
     pub controlled_shutdown_max: Duration,
+    /// Where the epoch of this broker's registration is kept for its next process.
+    pub epoch_file: std::path::PathBuf,
+}
+
+/// The file's layout: `{"version": 1, "node_id": N, "broker_epoch": E}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EpochFile {
+    version: u32,
+    node_id: i32,
+    broker_epoch: i64,
+}
+
+/// The epoch this broker's previous process registered with, or -1 (none, another node's,
+/// or unreadable: then the new process waits for the old session to expire, as a stranger
+/// would).
+fn read_previous_epoch(path: &std::path::Path, node_id: i32) -> i64 {
+    let Ok(bytes) = std::fs::read(path) else {
+        return -1;
+    };
+    match serde_json::from_slice::<EpochFile>(&bytes) {
+        Ok(f) if f.version == 1 && f.node_id == node_id => f.broker_epoch,
+        Ok(_) => -1,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e,
+                "ignoring an unreadable broker epoch file");
+            -1
+        }
+    }
+}
+
+/// Keeps `broker_epoch` for the next process (replaced atomically; not synced: a lost write
+/// only makes the next process wait for the session, as without the file).
+fn write_epoch(path: &std::path::Path, node_id: i32, broker_epoch: i64) {
+    let file = EpochFile {
+        version: 1,
+        node_id,
+        broker_epoch,
+    };
+    let tmp = path.with_extension("tmp");
+    let written = serde_json::to_vec(&file)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot keep the broker epoch");
+    }
 }
 
 /// What to do after a heartbeat.
@@ -57,6 +103,27 @@ impl BrokerLifecycleTask {
         state.last_error = Some(error);
     }
 
+    /// Asks the controller, giving up when shutdown starts (the controlled shutdown then
+    /// asks again, within its own bound).
+    async fn call(&self, request: ControllerRequest) -> Result<ControllerReply, String> {
+        let mut shutdown = self.shutdown.clone();
+        if *shutdown.borrow() {
+            return Err("shutting down".to_string());
+        }
+        tokio::select! {
+            reply = self.client.call(request) => {
+                if matches!(
+                    reply,
+                    Ok(ControllerReply::Registered { .. } | ControllerReply::Heartbeat { .. })
+                ) {
+                    self.update(|s| s.last_ack_ms = Some(crate::now_ms()));
+                }
+                reply
+            }
+            _ = shutdown.changed() => Err("shutting down".to_string()),
+        }
+    }
+
     /// Waits `pause` unless shutdown starts first; returns whether it did.
     async fn pause(&mut self, pause: Duration) -> bool {
         if *self.shutdown.borrow() {
@@ -70,6 +137,7 @@ impl BrokerLifecycleTask {
 
     pub(crate) async fn run(mut self) {
         let incarnation_id = Uuid::new_v4();
+        let mut previous_broker_epoch = read_previous_epoch(&self.epoch_file, self.node_id);
         'register: loop {
             let (broker_epoch, log_index) = loop {
                 let request = ControllerRequest::Register {
@@ -78,8 +146,9 @@ impl BrokerLifecycleTask {
                     endpoints: vec![self.endpoint.clone()],
                     rack: None,
                     metadata_addr: self.metadata_addr.clone(),
+                    previous_broker_epoch,
                 };
-                match self.client.call(request).await {
+                match self.call(request).await {
                     Ok(ControllerReply::Registered {
                         broker_epoch,
                         log_index,
@@ -105,6 +174,8 @@ impl BrokerLifecycleTask {
                 s.fenced = true;
                 s.last_error = None;
             });
+            write_epoch(&self.epoch_file, self.node_id, broker_epoch);
+            previous_broker_epoch = broker_epoch;
             loop {
                 let next = self.heartbeat(broker_epoch, log_index, false).await;
                 let pause = match next {
@@ -131,8 +202,9 @@ impl BrokerLifecycleTask {
             caught_up,
             want_fence: false,
             want_shut_down,
+            metadata_addr: self.metadata_addr.clone(),
         };
-        match self.client.call(request).await {
+        match self.call(request).await {
             Ok(ControllerReply::Heartbeat {
                 is_fenced,
                 in_controlled_shutdown,
@@ -202,6 +274,7 @@ impl BrokerLifecycleTask {
                     .is_some_and(|applied| applied.index >= log_index),
                 want_fence: false,
                 want_shut_down: true,
+                metadata_addr: self.metadata_addr.clone(),
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let answer = tokio::time::timeout(left, self.client.call(request)).await;

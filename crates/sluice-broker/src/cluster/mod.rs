@@ -35,6 +35,9 @@ use rpc::{ControllerClient, ControllerService};
 
 /// The quorum's directory, under Kafka's name for the metadata log's partition.
 pub(crate) const METADATA_DIR: &str = "__cluster_metadata-0";
+/// The epoch of this broker's last registration, for its next process (Kafka's
+/// PreviousBrokerEpoch).
+const BROKER_EPOCH_FILE: &str = "broker-epoch.json";
 /// Requests waiting for the controller task.
 const CONTROLLER_QUEUE: usize = 256;
 /// How long stopping waits for the controlled shutdown.
@@ -49,6 +52,9 @@ pub(crate) struct BrokerLifecycle {
     pub in_controlled_shutdown: bool,
     /// The last error from the controller, if the last request failed.
     pub last_error: Option<String>,
+    /// When the controller last acknowledged a registration or heartbeat (ms since the
+    /// epoch), if ever.
+    pub last_ack_ms: Option<i64>,
 }
 
 /// The node's cluster membership: its quorum voter, controller and broker lifecycle.
@@ -214,6 +220,7 @@ impl Cluster {
             config: controller_config,
             requests: requests_rx,
             stop: stop_rx,
+            lease: Duration::from_millis(config.quorum_election_timeout_ms.max(100)),
         };
         tasks.push(tokio::spawn(shell.run()));
         let lifecycle = Arc::new(Mutex::new(BrokerLifecycle {
@@ -249,6 +256,7 @@ impl Cluster {
                 shutdown: broker_shutdown,
                 controlled_shutdown_max: CONTROLLED_SHUTDOWN_MAX
                     .min(Duration::from_millis(config.shutdown_timeout_ms)),
+                epoch_file: config.data_dir.join(BROKER_EPOCH_FILE),
             };
             Some(tokio::spawn(broker.run()))
         } else {
@@ -278,8 +286,13 @@ impl Cluster {
     /// then stops the controller and this node's voter.
     pub(crate) async fn stop(&self) {
         let lifecycle = self.lifecycle_task.lock().expect("cluster lock").take();
-        if let Some(task) = lifecycle {
-            let _ = task.await;
+        if let Some(mut task) = lifecycle {
+            // The controlled shutdown keeps to its own bound; this one is a backstop.
+            let bound = CONTROLLED_SHUTDOWN_MAX + rpc::REMOTE_CALL_TIMEOUT;
+            if tokio::time::timeout(bound, &mut task).await.is_err() {
+                tracing::warn!("the broker lifecycle did not stop in time; aborting it");
+                task.abort();
+            }
         }
         let _ = self.stop.send(true);
         if let Err(e) = self.raft.shutdown().await {

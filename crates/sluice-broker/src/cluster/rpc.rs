@@ -13,6 +13,9 @@ use uuid::Uuid;
 
 /// How long one request to a remote controller may take, connection included.
 pub(crate) const REMOTE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request may wait for the controller in this process: it takes requests one at
+/// a time, each bounded by its commit timeout.
+pub(crate) const LOCAL_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One listener a broker registers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -21,6 +24,10 @@ pub(crate) struct WireEndpoint {
     pub host: String,
     pub port: u16,
     pub security_protocol: i16,
+}
+
+fn no_epoch() -> i64 {
+    -1
 }
 
 /// A broker's request to the controller (Kafka's BrokerRegistration and BrokerHeartbeat).
@@ -34,6 +41,9 @@ pub(crate) enum ControllerRequest {
         /// Where a broker that is not a voter receives the metadata log (its controller
         /// listener, `HOST:PORT`): the controller adds it to the quorum as a learner.
         metadata_addr: Option<String>,
+        /// The epoch this broker's previous process held, from its data directory, or -1.
+        #[serde(default = "no_epoch")]
+        previous_broker_epoch: i64,
     },
     Heartbeat {
         broker_id: i32,
@@ -41,6 +51,9 @@ pub(crate) enum ControllerRequest {
         caught_up: bool,
         want_fence: bool,
         want_shut_down: bool,
+        /// As in `Register`: a broker not yet a learner is added on its heartbeats.
+        #[serde(default)]
+        metadata_addr: Option<String>,
     },
     /// The quorum's state, as its leader knows it (Kafka's DescribeQuorum).
     DescribeQuorum,
@@ -207,12 +220,17 @@ impl ControllerClient {
         request: ControllerRequest,
     ) -> Result<ControllerReply, String> {
         let (tx, rx) = oneshot::channel();
-        self.local
-            .send((request, tx))
+        let exchange = async {
+            self.local
+                .send((request, tx))
+                .await
+                .map_err(|_| "the controller has stopped".to_string())?;
+            rx.await
+                .map_err(|_| "the controller has stopped".to_string())
+        };
+        tokio::time::timeout(LOCAL_CALL_TIMEOUT, exchange)
             .await
-            .map_err(|_| "the controller has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the controller has stopped".to_string())
+            .map_err(|_| format!("the controller did not answer within {LOCAL_CALL_TIMEOUT:?}"))?
     }
 }
 
@@ -256,6 +274,7 @@ mod tests {
             caught_up: true,
             want_fence: false,
             want_shut_down: true,
+            metadata_addr: None,
         };
         let bytes = serde_json::to_vec(&request).unwrap();
         assert!(matches!(

@@ -32,6 +32,7 @@ fn cluster(n: i32) -> (Controller, BTreeMap<i32, i64>) {
                     incarnation_id: incarnation(id, 0),
                     endpoints: vec![endpoint(id)],
                     rack: None,
+                    previous_broker_epoch: -1,
                 },
                 T0,
             )
@@ -78,6 +79,7 @@ fn a_registered_broker_stays_fenced_until_it_has_caught_up() {
                 incarnation_id: incarnation(1, 0),
                 endpoints: vec![endpoint(1)],
                 rack: None,
+                previous_broker_epoch: -1,
             },
             T0,
         )
@@ -178,6 +180,7 @@ fn the_last_isr_member_stays_in_the_isr_and_leads_again_when_it_returns() {
                 incarnation_id: incarnation(1, 1),
                 endpoints: vec![endpoint(1)],
                 rack: None,
+                previous_broker_epoch: -1,
             },
             T0 + 10_000,
         )
@@ -325,6 +328,7 @@ fn a_second_live_process_with_the_same_id_is_refused_and_old_epochs_are_stale() 
         incarnation_id: incarnation(1, 9),
         endpoints: vec![endpoint(1)],
         rack: None,
+        previous_broker_epoch: -1,
     };
     let err = c.register_broker(again.clone(), T0 + 1).unwrap_err();
     assert_eq!(err.code, codes::DUPLICATE_BROKER_REGISTRATION);
@@ -337,31 +341,39 @@ fn a_second_live_process_with_the_same_id_is_refused_and_old_epochs_are_stale() 
 }
 
 #[test]
-fn a_new_controller_lets_a_restarted_broker_register_at_once_but_keeps_its_session_for_fencing() {
+fn a_process_that_names_its_previous_epoch_takes_over_a_live_session_and_no_one_else_does() {
     let (c, epochs) = cluster(2);
-    // A new controller over the same image (the whole cluster was restarted): it has heard
-    // from nobody, so broker 1's new process replaces the old registration at once...
+    // A new controller over the same image (the cluster restarted): every broker has a
+    // session from the controller's start.
     let mut fresh = Controller::new(ControllerConfig::default(), c.image().clone(), T0 + 100);
-    let again = RegistrationRequest {
+    let stranger = RegistrationRequest {
         broker_id: 1,
-        incarnation_id: incarnation(1, 9),
+        incarnation_id: incarnation(1, 8),
         endpoints: vec![endpoint(1)],
         rack: None,
+        previous_broker_epoch: -1,
     };
-    let (epoch, records) = fresh.register_broker(again.clone(), T0 + 101).unwrap();
+    // A process that does not hold broker 1's data (it names no previous epoch) waits.
+    let err = fresh
+        .register_broker(stranger.clone(), T0 + 101)
+        .unwrap_err();
+    assert_eq!(err.code, codes::DUPLICATE_BROKER_REGISTRATION);
+    let wrong = RegistrationRequest {
+        previous_broker_epoch: epochs[&1] - 1,
+        ..stranger.clone()
+    };
+    let err = fresh.register_broker(wrong, T0 + 101).unwrap_err();
+    assert_eq!(err.code, codes::DUPLICATE_BROKER_REGISTRATION);
+    // Broker 1's own next process (after a kill -9) names its epoch and takes over at once.
+    let own = RegistrationRequest {
+        incarnation_id: incarnation(1, 9),
+        previous_broker_epoch: epochs[&1],
+        ..stranger
+    };
+    let (epoch, records) = fresh.register_broker(own, T0 + 102).unwrap();
     assert!(epoch > epochs[&1]);
     assert!(matches!(records[0], MetadataRecord::FenceBroker { .. }));
-    // Once heard from and unfenced, a second process with the same id is refused again.
-    let (reply, _) = fresh.heartbeat(beat(1, epoch), T0 + 102).unwrap();
-    assert!(!reply.is_fenced);
-    let other = RegistrationRequest {
-        incarnation_id: incarnation(1, 10),
-        ..again
-    };
-    let err = fresh.register_broker(other, T0 + 103).unwrap_err();
-    assert_eq!(err.code, codes::DUPLICATE_BROKER_REGISTRATION);
-    // Broker 2, not heard from, is not fenced before a whole session has passed from the
-    // controller's own start.
+    // Broker 2 is not fenced before a whole session has passed from the controller's start.
     let fenced = |records: Vec<MetadataRecord>| {
         records
             .iter()
@@ -400,4 +412,89 @@ fn replaying_what_the_controller_wrote_or_its_snapshot_gives_its_image() {
         decode_snapshot(&bytes),
         Err(crate::snapshot::SnapshotError::Checksum { .. })
     ));
+}
+
+#[test]
+fn partitions_are_added_with_the_topics_replication_factor_and_a_refusal_changes_nothing() {
+    let (mut c, _) = cluster(3);
+    let mut replica = c.image().clone();
+    replica
+        .apply_all(&c.create_topic(topic("t", 2, 2)).unwrap())
+        .unwrap();
+    let records = c.create_partitions("t", 5, Vec::new()).unwrap();
+    assert_eq!(records.len(), 3);
+    replica.apply_all(&records).unwrap();
+    assert_eq!(
+        &replica,
+        c.image(),
+        "replaying the records gives the controller's image"
+    );
+    for p in 2..5 {
+        let reg = partition(&c, "t", p);
+        assert_eq!(reg.replicas.len(), 2, "partition {p}: {reg:?}");
+        assert_eq!(reg.isr, reg.replicas);
+        assert_eq!(reg.leader, reg.replicas[0]);
+    }
+    // Explicit assignments: one list per new partition, of the topic's factor.
+    c.create_partitions("t", 6, vec![vec![3, 1]]).unwrap();
+    assert_eq!(partition(&c, "t", 5).replicas, vec![3, 1]);
+    let before = c.image().clone();
+    for (total, assignments, code) in [
+        (6, vec![], codes::INVALID_PARTITIONS),
+        (3, vec![], codes::INVALID_PARTITIONS),
+        (8, vec![vec![1, 2]], codes::INVALID_REPLICA_ASSIGNMENT),
+        (7, vec![vec![1]], codes::INVALID_REPLICA_ASSIGNMENT),
+        (7, vec![vec![1, 9]], codes::INVALID_REPLICA_ASSIGNMENT),
+        (2_000_000, vec![], codes::INVALID_PARTITIONS),
+    ] {
+        let err = c.create_partitions("t", total, assignments).unwrap_err();
+        assert_eq!(err.code, code, "{total}: {err:?}");
+    }
+    let err = c.create_partitions("nope", 3, Vec::new()).unwrap_err();
+    assert_eq!(err.code, codes::UNKNOWN_TOPIC_OR_PARTITION);
+    assert_eq!(&before, c.image(), "a refused call changed the image");
+}
+
+#[test]
+fn topic_configs_are_set_and_removed_and_unchanged_values_write_nothing() {
+    let (mut c, _) = cluster(1);
+    c.create_topic(topic("t", 1, 1)).unwrap();
+    let set = c
+        .alter_topic_configs(
+            "t",
+            vec![
+                ("retention.ms".into(), Some("1000".into())),
+                ("cleanup.policy".into(), Some("compact".into())),
+            ],
+        )
+        .unwrap();
+    assert_eq!(set.len(), 2);
+    let configs = |c: &Controller| c.image().configs(RESOURCE_TOPIC, "t").cloned();
+    assert_eq!(configs(&c).unwrap()["retention.ms"], "1000");
+    // The same value again, and removing what is not set: nothing to write.
+    let same = c
+        .alter_topic_configs(
+            "t",
+            vec![
+                ("retention.ms".into(), Some("1000".into())),
+                ("segment.bytes".into(), None),
+            ],
+        )
+        .unwrap();
+    assert!(same.is_empty(), "{same:?}");
+    c.alter_topic_configs("t", vec![("retention.ms".into(), None)])
+        .unwrap();
+    assert_eq!(
+        configs(&c).unwrap().keys().collect::<Vec<_>>(),
+        vec!["cleanup.policy"]
+    );
+    let err = c
+        .alter_topic_configs("nope", vec![("retention.ms".into(), None)])
+        .unwrap_err();
+    assert_eq!(err.code, codes::UNKNOWN_TOPIC_OR_PARTITION);
+    let long = "x".repeat(NAME_BYTES_MAX + 1);
+    let err = c
+        .alter_topic_configs("t", vec![(long, Some("1".into()))])
+        .unwrap_err();
+    assert_eq!(err.code, codes::INVALID_REQUEST);
 }

@@ -204,6 +204,7 @@ impl Sim {
             incarnation_id: incarnation(node.id, node.incarnation),
             endpoints: vec![endpoint(node.id)],
             rack: None,
+            previous_broker_epoch: -1,
         };
         let id = node.id;
         self.register(i, request)?;
@@ -243,6 +244,7 @@ impl Sim {
                     incarnation_id: incarnation(node.id, node.incarnation),
                     endpoints: vec![endpoint(node.id)],
                     rack: None,
+                    previous_broker_epoch: -1,
                 };
                 self.register(i, request)?;
                 continue;
