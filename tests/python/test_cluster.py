@@ -337,20 +337,25 @@ def test_kafka_metadata_quorum_tool_describes_the_quorum_through_any_broker(
 # -- dedicated controllers and broker-only nodes ----------------------------------------------
 
 def test_dedicated_controllers_and_broker_only_nodes_follow_the_quorum(tmp_path):
-    """Three `process.roles=controller` voters and two `process.roles=broker` nodes: only the
+    """Three `process.roles=controller` voters and two `process.roles=broker` nodes (one
+    finding the controllers through `controller.quorum.bootstrap.servers`): only the
     brokers register; the brokers follow the metadata log as learners (Kafka's observers)
     and see the same image; when the quorum's leader is killed (-9) the brokers find the new
     one and stay unfenced; a killed broker is fenced, and the other broker's image shows it."""
     controllers, brokers = [1, 2, 3], [4, 5]
     ports = {i: free_port() for i in controllers + brokers}
     voters = ",".join(f"{i}@127.0.0.1:{ports[i]}" for i in controllers)
+    bootstrap = ",".join(f"127.0.0.1:{ports[i]}" for i in controllers)
     nodes = {}
     for i in controllers + brokers:
         role = "controller" if i in controllers else "broker"
         listeners = f"CONTROLLER://127.0.0.1:{ports[i]}" if role == "controller" else \
             f"PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{ports[i]}"
+        # Broker 5 names no voters: it finds the controllers through bootstrap servers.
+        quorum = f"controller.quorum.bootstrap.servers={bootstrap}" if i == 5 else \
+            f"controller.quorum.voters={voters}"
         args = ["--node-id", str(i), "--set", f"process.roles={role}",
-                "--set", f"controller.quorum.voters={voters}",
+                "--set", quorum,
                 "--set", f"listeners={listeners}",
                 "--set", "broker.session.timeout.ms=2000",
                 "--set", "broker.heartbeat.interval.ms=200",

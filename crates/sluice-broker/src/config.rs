@@ -33,6 +33,9 @@ pub struct BrokerConfig {
     /// `controller.quorum.voters`: `id@host:port` of every voter of the metadata quorum.
     /// Empty: this node is the only voter (a cluster of one).
     pub quorum_voters: Vec<Voter>,
+    /// `controller.quorum.bootstrap.servers`: controller listeners (`HOST:PORT,...`) a
+    /// broker-only node asks to find the quorum's leader, instead of naming the voters.
+    pub quorum_bootstrap_servers: Vec<(String, u16)>,
     /// `controller.quorum.election.timeout.ms`: how long a voter waits without hearing from a
     /// leader before it stands for election (openraft waits between this and twice this).
     pub quorum_election_timeout_ms: u64,
@@ -131,6 +134,7 @@ impl Default for BrokerConfig {
                 controller: true,
             },
             quorum_voters: Vec::new(),
+            quorum_bootstrap_servers: Vec::new(),
             quorum_election_timeout_ms: 1_000,
             metadata_snapshot_interval_entries: 1_000,
             broker_session_timeout_ms: 9_000,
@@ -184,11 +188,16 @@ pub struct Voter {
 
 impl std::fmt::Display for Voter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "{}@[{}]:{}", self.id, self.host, self.port)
-        } else {
-            write!(f, "{}@{}:{}", self.id, self.host, self.port)
-        }
+        write!(f, "{}@{}", self.id, address(&self.host, self.port))
+    }
+}
+
+/// `HOST:PORT`, with an IPv6 host in brackets.
+pub fn address(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -268,6 +277,11 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "controller.quorum.voters",
         ConfigType::List,
         "The metadata quorum's voters, ID@HOST:PORT,...; empty: this node alone.",
+    ),
+    (
+        "controller.quorum.bootstrap.servers",
+        ConfigType::List,
+        "Controller listeners, HOST:PORT,..., a broker-only node asks to find the controllers.",
     ),
     (
         "controller.listener.names",
@@ -682,6 +696,24 @@ impl BrokerConfig {
             "listeners" => self.set_listeners(value)?,
             "process.roles" => self.process_roles = parse_roles(key, value)?,
             "controller.quorum.voters" => self.quorum_voters = parse_voters(key, value)?,
+            "controller.quorum.bootstrap.servers" => {
+                let servers = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| host_port(key, p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if servers.len() > QUORUM_VOTERS_MAX {
+                    return Err(format!("{key}: more than {QUORUM_VOTERS_MAX} servers"));
+                }
+                if servers
+                    .iter()
+                    .any(|(host, port)| host.is_empty() || *port == 0)
+                {
+                    return Err(format!("{key}={value}: expected HOST:PORT,..."));
+                }
+                self.quorum_bootstrap_servers = servers;
+            }
             "controller.listener.names" => {
                 let names: Vec<String> = value
                     .split(',')
@@ -894,6 +926,12 @@ impl BrokerConfig {
                 .collect::<Vec<_>>()
                 .join(","),
             "controller.listener.names" => self.controller_listener_names.join(","),
+            "controller.quorum.bootstrap.servers" => self
+                .quorum_bootstrap_servers
+                .iter()
+                .map(|(h, p)| address(h, *p))
+                .collect::<Vec<_>>()
+                .join(","),
             "controller.quorum.election.timeout.ms" => self.quorum_election_timeout_ms.to_string(),
             "metadata.log.snapshot.interval.entries" => {
                 self.metadata_snapshot_interval_entries.to_string()
@@ -1050,6 +1088,13 @@ impl BrokerConfig {
         }
         let voter = self.quorum_voters.iter().find(|v| v.id == self.node_id);
         if self.process_roles.controller {
+            if self.quorum_voters.is_empty() && !self.quorum_bootstrap_servers.is_empty() {
+                return Err(
+                    "a controller needs controller.quorum.voters: a quorum formed from \
+                     controller.quorum.bootstrap.servers alone (KIP-853) is not supported yet"
+                        .to_string(),
+                );
+            }
             if !self.quorum_voters.is_empty() && voter.is_none() {
                 return Err(format!(
                     "node.id {} has the controller role but is not in controller.quorum.voters",
@@ -1064,11 +1109,10 @@ impl BrokerConfig {
                     self.node_id
                 ));
             }
-            if self.quorum_voters.is_empty() {
-                return Err(
-                    "process.roles=broker needs controller.quorum.voters to find the controllers"
-                        .to_string(),
-                );
+            if self.quorum_voters.is_empty() && self.quorum_bootstrap_servers.is_empty() {
+                return Err("process.roles=broker needs controller.quorum.voters or \
+                     controller.quorum.bootstrap.servers to find the controllers"
+                    .to_string());
             }
             if self.controller_listen.is_none() {
                 return Err("process.roles=broker needs a controller listener too \
@@ -1140,6 +1184,35 @@ mod tests {
             )
             .unwrap();
         config.validate().unwrap();
+        // A broker-only node may find the controllers through bootstrap servers instead.
+        config.set("controller.quorum.voters", "").unwrap();
+        assert!(config.validate().unwrap_err().contains("bootstrap"));
+        config
+            .set(
+                "controller.quorum.bootstrap.servers",
+                "127.0.0.1:9093, [::1]:9094",
+            )
+            .unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.get("controller.quorum.bootstrap.servers").unwrap(),
+            "127.0.0.1:9093,[::1]:9094"
+        );
+        assert!(config
+            .set("controller.quorum.bootstrap.servers", "nohost")
+            .is_err());
+        // ...but a controller cannot form a quorum from them alone.
+        config.set("process.roles", "broker,controller").unwrap();
+        assert!(config.validate().unwrap_err().contains("KIP-853"));
+        config
+            .set("controller.quorum.bootstrap.servers", "")
+            .unwrap();
+        config
+            .set(
+                "controller.quorum.voters",
+                "1@127.0.0.1:9093,2@127.0.0.1:9094",
+            )
+            .unwrap();
         // A dedicated controller.
         config.node_id = 1;
         config.set("process.roles", "controller").unwrap();

@@ -91,13 +91,16 @@ impl ControllerShell {
     }
 
     fn not_controller(&self) -> ControllerReply {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader;
+        let leader_addr = leader
+            .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+            .map(|n| n.addr)
+            .filter(|a| !a.is_empty());
         ControllerReply::NotController {
-            leader: self
-                .raft
-                .metrics()
-                .borrow()
-                .current_leader
-                .and_then(|l| i32::try_from(l).ok()),
+            leader: leader.and_then(|l| i32::try_from(l).ok()),
+            leader_addr,
         }
     }
 

@@ -124,14 +124,7 @@ impl Cluster {
         let voters: BTreeMap<i32, String> = config
             .quorum_voters
             .iter()
-            .map(|v| {
-                let host = if v.host.contains(':') {
-                    format!("[{}]", v.host)
-                } else {
-                    v.host.clone()
-                };
-                (v.id, format!("{host}:{}", v.port))
-            })
+            .map(|v| (v.id, crate::config::address(&v.host, v.port)))
             .collect();
         let raft = Raft::new(
             node_id as u64,
@@ -150,7 +143,13 @@ impl Cluster {
         .map_err(|e| format!("cannot start the metadata quorum: {e}"))?;
         let (stop, stop_rx) = watch::channel(false);
         let (requests, requests_rx) = mpsc::channel(CONTROLLER_QUEUE);
-        let client = ControllerClient::new(node_id, raft.clone(), requests, voters.clone());
+        let bootstrap = config
+            .quorum_bootstrap_servers
+            .iter()
+            .map(|(host, port)| crate::config::address(host, *port))
+            .collect();
+        let client =
+            ControllerClient::new(node_id, raft.clone(), requests, voters.clone(), bootstrap);
         let mut tasks = Vec::new();
         // The controller listener: as configured, else this node's voter address.
         let controller_addr = match config.controller_listen {

@@ -2,7 +2,7 @@
 //! when the controller is in this process, else as a quorum service request (JSON, in the
 //! quorum's bounded frames) on the controller listener of the node that leads the quorum.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -79,9 +79,12 @@ pub(crate) enum ControllerReply {
         code: i16,
         message: String,
     },
-    /// This node does not lead the quorum (any more); `leader` is the one it knows of.
+    /// This node does not lead the quorum (any more); `leader` is the one it knows of, and
+    /// `leader_addr` its controller listener, if known (for callers that know no voters).
     NotController {
         leader: Option<i32>,
+        #[serde(default)]
+        leader_addr: Option<String>,
     },
 }
 
@@ -122,6 +125,13 @@ impl ControllerReply {
 
 pub(crate) type Call = (ControllerRequest, oneshot::Sender<ControllerReply>);
 
+/// Whom a request goes to: a voter by id, or a bootstrap server by address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Voter(i32),
+    Address(String),
+}
+
 /// Sends requests to whichever node leads the metadata quorum.
 #[derive(Clone)]
 pub(crate) struct ControllerClient {
@@ -131,6 +141,9 @@ pub(crate) struct ControllerClient {
     local: mpsc::Sender<Call>,
     /// Each voter's controller listener, `host:port`.
     voters: BTreeMap<i32, String>,
+    /// `controller.quorum.bootstrap.servers`: controller listeners to ask when no voter is
+    /// known (a broker-only node configured without `controller.quorum.voters`).
+    bootstrap: Vec<String>,
 }
 
 impl std::fmt::Debug for ControllerClient {
@@ -148,13 +161,30 @@ impl ControllerClient {
         raft: Raft,
         local: mpsc::Sender<Call>,
         voters: BTreeMap<i32, String>,
+        bootstrap: Vec<String>,
     ) -> Self {
         Self {
             node_id,
             raft,
             local,
             voters,
+            bootstrap,
         }
+    }
+
+    /// Where voter `id`'s controller listener is: this node's configuration, else the
+    /// membership this node has replayed.
+    fn address_of(&self, id: i32) -> Option<String> {
+        self.voters.get(&id).cloned().or_else(|| {
+            self.raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&(id as u64))
+                .map(|n| n.addr.clone())
+                .filter(|a| !a.is_empty())
+        })
     }
 
     /// The voter this node believes leads the quorum.
@@ -167,32 +197,46 @@ impl ControllerClient {
     }
 
     /// Sends `request` to the active controller: the leader this node knows of, else each
-    /// voter in turn, following their hints. `Err` says why it could not be asked (no voter
-    /// answered as the leader); a refusal is an `Ok`.
+    /// voter, then each bootstrap server, in turn, following the hints they give. `Err` says
+    /// why it could not be asked (no one answered as the leader); a refusal is an `Ok`.
     pub(crate) async fn call(&self, request: ControllerRequest) -> Result<ControllerReply, String> {
         let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
-        let mut tried = Vec::new();
-        let mut next = self.leader();
+        let mut queue: VecDeque<Target> = self.leader().map(Target::Voter).into_iter().collect();
+        queue.extend(self.voters.keys().map(|&id| Target::Voter(id)));
+        queue.extend(self.bootstrap.iter().cloned().map(Target::Address));
+        let mut tried: Vec<Target> = Vec::new();
         let mut last_error = "the metadata quorum has no leader yet".to_string();
-        // Every voter once, plus the hints they give: a bounded walk.
-        for _ in 0..=self.voters.len() * 2 {
-            let target = match next.take() {
-                Some(leader) if !tried.contains(&leader) => leader,
-                _ => match self.voters.keys().find(|id| !tried.contains(*id)) {
-                    Some(&id) => id,
-                    None => break,
-                },
+        // Every target once, plus the hints they give: a bounded walk.
+        let bound = (self.voters.len() + self.bootstrap.len()) * 2 + 1;
+        for _ in 0..bound {
+            let Some(target) = queue.pop_front() else {
+                break;
             };
-            tried.push(target);
-            let reply = if target == self.node_id {
-                self.call_local(request.clone()).await
-            } else {
-                self.call_remote(target, &body).await
+            if tried.contains(&target) {
+                continue;
+            }
+            tried.push(target.clone());
+            let reply = match &target {
+                Target::Voter(id) if *id == self.node_id => self.call_local(request.clone()).await,
+                Target::Voter(id) => match self.address_of(*id) {
+                    Some(addr) => self.call_remote(&addr, &body).await,
+                    None => Err(format!("no address for voter {id}")),
+                },
+                Target::Address(addr) => self.call_remote(addr, &body).await,
             };
             match reply {
-                Ok(ControllerReply::NotController { leader }) => {
-                    last_error = format!("node {target} does not lead the metadata quorum");
-                    next = leader;
+                Ok(ControllerReply::NotController {
+                    leader,
+                    leader_addr,
+                }) => {
+                    last_error = format!("{target:?} does not lead the metadata quorum");
+                    match (leader, leader_addr) {
+                        (Some(id), _) if self.address_of(id).is_some() || id == self.node_id => {
+                            queue.push_front(Target::Voter(id))
+                        }
+                        (_, Some(addr)) => queue.push_front(Target::Address(addr)),
+                        _ => {}
+                    }
                 }
                 Ok(reply) => return Ok(reply),
                 Err(e) => last_error = e,
@@ -201,17 +245,13 @@ impl ControllerClient {
         Err(last_error)
     }
 
-    /// Sends one encoded request to voter `target`'s controller listener.
-    async fn call_remote(&self, target: i32, body: &[u8]) -> Result<ControllerReply, String> {
-        let addr = self
-            .voters
-            .get(&target)
-            .ok_or_else(|| format!("the quorum leader {target} is not a known voter"))?;
+    /// Sends one encoded request to the controller listener at `addr`.
+    async fn call_remote(&self, addr: &str, body: &[u8]) -> Result<ControllerReply, String> {
         let answer = sluice_quorum::call_service(addr, body, REMOTE_CALL_TIMEOUT)
             .await
-            .map_err(|e| format!("controller {target} at {addr}: {e}"))?;
+            .map_err(|e| format!("controller at {addr}: {e}"))?;
         serde_json::from_slice(&answer)
-            .map_err(|e| format!("controller {target} answered what does not parse: {e}"))
+            .map_err(|e| format!("controller at {addr} answered what does not parse: {e}"))
     }
 
     /// Sends `request` to the controller in this process.
@@ -248,10 +288,15 @@ impl sluice_quorum::Service for ControllerService {
         let client = self.client.clone();
         Box::pin(async move {
             let reply = match serde_json::from_slice::<ControllerRequest>(&request) {
-                Ok(request) => client
-                    .call_local(request)
-                    .await
-                    .unwrap_or(ControllerReply::NotController { leader: None }),
+                Ok(request) => {
+                    client
+                        .call_local(request)
+                        .await
+                        .unwrap_or(ControllerReply::NotController {
+                            leader: None,
+                            leader_addr: None,
+                        })
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "a controller request that does not parse");
                     ControllerReply::invalid(format!("the request does not parse: {e}"))
