@@ -144,7 +144,9 @@ def fetch_batches(broker, topic, partition, high_watermark):
                 raw = records[pos:pos + 12 + blen]
                 attrs, last_delta = struct.unpack(">hi", raw[21:27])
                 pid, epoch, seq, count = struct.unpack(">qhii", raw[43:61])
+                (leader_epoch,) = struct.unpack(">i", raw[12:16])
                 batches.append({"base": base, "last": base + last_delta, "magic": raw[16],
+                                "leader_epoch": leader_epoch,
                                 "codec": CODECS.get(attrs & CODEC_MASK, attrs & CODEC_MASK),
                                 "transactional": bool(attrs & TRANSACTIONAL),
                                 "control": bool(attrs & CONTROL),

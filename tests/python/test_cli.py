@@ -468,6 +468,12 @@ def json_log_events(tmp_path, name, *args):
     b = make_broker(tmp_path / name, ["--log-format", "json", *args])
     b.start()
     try:
+        # Until it is ready (unfenced by its controller) the broker has not loaded its
+        # coordinators, whose lines the test looks for.
+        deadline = time.monotonic() + 30
+        while b"broker ready" not in open(b.log_path, "rb").read():
+            assert time.monotonic() < deadline, "the broker never became ready"
+            time.sleep(0.05)
         b.stop()
     finally:
         b.kill()

@@ -788,6 +788,11 @@ ALLOWED = [
                    "controller.listener.names and controller.quorum.voters (empty: this node "
                    "alone) have defaults, so DescribeConfigs reports them as defaults where "
                    "Kafka, which requires them in its file, reports them as static"),
+    Allowed("DescribeConfigs|CreateTopics",
+            r".*configs\[name=min\.insync\.replicas\]\.(config_source|synonyms.*)",
+            reason="min.insync.replicas is reported as a static broker config or its default; "
+                   "Kafka 4 reports it as a dynamic cluster-wide default (source 3), which its "
+                   "storage tool writes into the metadata log at format time"),
     Allowed("DescribeConfigs", B + r"\[name=queued\.max\.request\.bytes\]"
             r"(\.synonyms\[name=queued\.max\.request\.bytes\])?\.value",
             kafka="-1", sluice=str(256 << 20),

@@ -6,13 +6,15 @@
 //! the data directory, checking for shutdown between batches. How much one request may queue
 //! is `auto.create.topics.max.per.request`; how much may wait at once is [`QUEUE_MAX`].
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_partition::{EveryInterval, NewTopic};
+use kafka_protocol::ResponseError;
+use sluice_partition::EveryInterval;
 use tokio::sync::Notify;
 
+use crate::cluster::rpc::{ControllerRequest, WireNewTopic};
 use crate::config::BrokerConfig;
 use crate::BrokerState;
 
@@ -21,6 +23,9 @@ pub(crate) const QUEUE_MAX: usize = 10_000;
 
 /// The most partitions created in one batch, so that shutdown never waits long for one.
 const BATCH_PARTITIONS_MAX: usize = 1_000;
+
+/// How long one batch may wait for the controller and for this broker to apply it.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Creation failures are logged at most this often.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -120,41 +125,44 @@ async fn create_batch(state: &Arc<BrokerState>, batch: Vec<String>, partitions: 
             Err(_) => fit /= 2,
         }
     }
-    let topics: Vec<NewTopic> = batch[..fit]
+    let topics: Vec<WireNewTopic> = batch[..fit]
         .iter()
-        .map(|name| NewTopic {
+        .map(|name| WireNewTopic {
             name: name.clone(),
-            partitions: partitions as i32,
-            overrides: BTreeMap::new(),
+            topic_id: uuid::Uuid::new_v4(),
+            num_partitions: partitions as i32,
+            replication_factor: -1,
+            assignments: Vec::new(),
+            configs: Vec::new(),
+            leader_epoch: 0,
         })
         .collect();
-    let logs = state.replicas.clone();
-    let created = tokio::task::spawn_blocking(move || logs.create_topics(topics, false)).await;
-    let results = match created {
-        Ok(results) => results,
-        Err(e) => {
-            tracing::error!(error = %e, "auto-creating topics panicked");
-            Vec::new()
-        }
-    };
+    let asked = topics.len();
+    let outcomes = state
+        .cluster
+        .topic_request(ControllerRequest::CreateTopics { topics }, CREATE_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| vec![Some((ResponseError::RequestTimedOut.code(), e)); asked]);
     let mut made = 0;
-    for (name, result) in batch.iter().zip(&results) {
-        match result {
-            Ok(topic) => {
+    for (name, outcome) in batch.iter().zip(&outcomes) {
+        match outcome {
+            None => {
                 made += 1;
                 if batch.len() <= 10 {
-                    tracing::info!(
-                        topic = name,
-                        partitions = topic.partitions.len(),
-                        "auto-created topic"
-                    );
+                    tracing::info!(topic = name, partitions, "auto-created topic");
                 }
             }
             // Created meanwhile by a CreateTopics request: nothing to do.
-            Err(sluice_partition::StorageError::TopicExists(_)) => {}
-            Err(e) => {
+            Some((code, _)) if *code == ResponseError::TopicAlreadyExists.code() => {}
+            Some((code, message)) => {
                 if let Some(suppressed) = state.auto_create.failure_log.due() {
-                    tracing::warn!(topic = name, error = %e, suppressed, "cannot auto-create topic");
+                    tracing::warn!(
+                        topic = name,
+                        code,
+                        message,
+                        suppressed,
+                        "cannot auto-create topic"
+                    );
                 }
             }
         }

@@ -76,8 +76,10 @@ pub struct BrokerConfig {
     pub auto_create_topics_max_per_request: usize,
     /// `num.partitions`: partitions of auto-created topics and of CreateTopics with -1.
     pub num_partitions: i32,
-    /// `default.replication.factor`; a single node only accepts 1.
+    /// `default.replication.factor`: replicas of auto-created topics and CreateTopics with -1.
     pub default_replication_factor: i16,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
     /// `fetch.max.bytes`: cap on the bytes one Fetch response carries.
     pub fetch_max_bytes: usize,
     /// `log.flush.offset.checkpoint.interval.ms`: how often every log is flushed and the
@@ -151,6 +153,7 @@ impl Default for BrokerConfig {
             auto_create_topics_max_per_request: 1_000,
             num_partitions: 1,
             default_replication_factor: 1,
+            replica_lag_time_max_ms: 30_000,
             fetch_max_bytes: 55 * 1024 * 1024,
             checkpoint_interval_ms: 60_000,
             flush_scope: sluice_partition::SyncScope::File,
@@ -372,7 +375,7 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
     (
         "default.replication.factor",
         ConfigType::Int,
-        "Default replication factor (1 on one node).",
+        "Replicas of auto-created topics and of CreateTopics asking for -1.",
     ),
     (
         "fetch.max.bytes",
@@ -395,6 +398,23 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "log.segment.bytes",
         ConfigType::Int,
         "Default segment.bytes of topics.",
+    ),
+    (
+        "min.insync.replicas",
+        ConfigType::Int,
+        "Default min.insync.replicas of topics: an acks=all produce needs this many \
+         in-sync replicas.",
+    ),
+    (
+        "unclean.leader.election.enable",
+        ConfigType::Boolean,
+        "Default unclean.leader.election.enable of topics (false: only in-sync replicas \
+         are elected).",
+    ),
+    (
+        "replica.lag.time.max.ms",
+        ConfigType::Long,
+        "A follower not caught up for this long leaves the ISR.",
     ),
     (
         "log.roll.ms",
@@ -605,6 +625,8 @@ pub fn topic_config_for_broker_key(key: &str) -> Option<&'static str> {
         "log.cleaner.min.compaction.lag.ms" => "min.compaction.lag.ms",
         "log.cleaner.max.compaction.lag.ms" => "max.compaction.lag.ms",
         "compression.type" => "compression.type",
+        "min.insync.replicas" => "min.insync.replicas",
+        "unclean.leader.election.enable" => "unclean.leader.election.enable",
         _ => return None,
     })
 }
@@ -790,12 +812,15 @@ impl BrokerConfig {
             }
             "default.replication.factor" => {
                 let v: i16 = parse(key, value)?;
-                if v != 1 {
-                    return Err(format!("{key}: a single node supports only 1"));
+                if v < 1 {
+                    return Err(format!("{key} must be at least 1"));
                 }
                 self.default_replication_factor = v;
             }
             "fetch.max.bytes" => self.fetch_max_bytes = positive(key, value)?,
+            "replica.lag.time.max.ms" => {
+                self.replica_lag_time_max_ms = positive(key, value)? as u64
+            }
             "log.flush.scope" => {
                 self.flush_scope = match value {
                     "filesystem" => sluice_partition::SyncScope::FileSystem,
@@ -962,6 +987,7 @@ impl BrokerConfig {
                 self.auto_create_topics_max_per_request.to_string()
             }
             "num.partitions" => self.num_partitions.to_string(),
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms.to_string(),
             "default.replication.factor" => self.default_replication_factor.to_string(),
             "fetch.max.bytes" => self.fetch_max_bytes.to_string(),
             "log.flush.offset.checkpoint.interval.ms" => self.checkpoint_interval_ms.to_string(),
@@ -1295,7 +1321,7 @@ mod tests {
         assert!(config.set("process.roles", "").is_err());
         assert!(config.set("process.roles", "broker,leader").is_err());
         assert!(config.set("num.partitions", "0").is_err());
-        assert!(config.set("default.replication.factor", "3").is_err());
+        assert!(config.set("default.replication.factor", "0").is_err());
         assert!(config.set("no.such.key", "1").is_err());
         assert!(config.set("socket.request.max.bytes", "many").is_err());
     }

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use sluice_partition::{Partition, StorageError, Topic};
 use sluice_records::{BatchBuilder, BatchHeader, BatchIter, ControlType, NewRecord};
 
+use crate::cluster::rpc::{ControllerRequest, WireNewTopic};
 use crate::BrokerState;
+use sluice_metadata::codes;
 
 /// Bytes read from a partition at a time while loading.
 const LOAD_READ_BYTES: usize = 4 << 20;
@@ -17,7 +19,13 @@ const LOAD_READ_BYTES: usize = 4 << 20;
 /// The most decompressed bytes one stored batch may expand to while loading.
 const LOAD_BATCH_MAX_BYTES: usize = 64 << 20;
 
-/// The topic `name`, created compacted with `partitions` partitions if it does not exist.
+/// How long creating an internal topic may wait for the controller and for this broker to
+/// apply it.
+const CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The topic `name`, created compacted with `partitions` partitions if it does not exist:
+/// by the active controller, in the cluster metadata, like every topic. Blocks the calling
+/// thread (never a runtime worker's tasks) until this broker has its logs.
 pub(crate) fn ensure(
     state: &BrokerState,
     name: &str,
@@ -28,30 +36,44 @@ pub(crate) fn ensure(
     if let Some(topic) = state.replicas.topic(name) {
         return Ok(topic);
     }
-    let overrides = BTreeMap::from([
+    let configs = vec![
         ("cleanup.policy".to_string(), "compact".to_string()),
         ("segment.bytes".to_string(), segment_bytes.to_string()),
         (
             "max.message.bytes".to_string(),
             max_message_bytes.to_string(),
         ),
-    ]);
-    let created = tokio::task::block_in_place(|| {
-        state
-            .replicas
-            .create_topic(name, partitions, overrides, false)
+    ];
+    let request = ControllerRequest::CreateTopics {
+        topics: vec![WireNewTopic {
+            name: name.to_string(),
+            topic_id: uuid::Uuid::new_v4(),
+            num_partitions: partitions,
+            replication_factor: 1,
+            assignments: Vec::new(),
+            configs,
+            leader_epoch: 0,
+        }],
+    };
+    let asked = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current()
+            .block_on(state.cluster.topic_request(request, CREATE_TIMEOUT))
     });
-    match created {
-        Ok(topic) => {
-            tracing::info!(partitions, "created {name}");
-            Ok(topic)
+    match asked.as_ref().map(|o| o.first()) {
+        Ok(Some(None)) => tracing::info!(partitions, "created {name}"),
+        Ok(Some(Some((code, _)))) if *code == codes::TOPIC_ALREADY_EXISTS => {}
+        Ok(Some(Some((code, message)))) => {
+            return Err(StorageError::Io(format!(
+                "the controller refused to create {name} ({code}): {message}"
+            )))
         }
-        Err(StorageError::TopicExists(_)) => state
-            .replicas
-            .topic(name)
-            .ok_or_else(|| StorageError::Io(format!("{name} vanished"))),
-        Err(e) => Err(e),
+        Ok(None) => return Err(StorageError::Io(format!("no answer creating {name}"))),
+        Err(e) => return Err(StorageError::Io(format!("cannot create {name}: {e}"))),
     }
+    state
+        .replicas
+        .topic(name)
+        .ok_or_else(|| StorageError::Io(format!("{name} is not on this broker yet")))
 }
 
 /// A batch is closed once its keys and values reach this many bytes, so one coordinator call

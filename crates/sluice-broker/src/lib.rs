@@ -58,6 +58,30 @@ pub(crate) struct BrokerState {
     pub cluster: Arc<cluster::Cluster>,
 }
 
+impl BrokerState {
+    /// Whether this broker may serve `partition` to clients, as the cluster metadata says:
+    /// NOT_LEADER_OR_FOLLOWER where another broker (or none) leads it; where the client
+    /// names the leader epoch it knows (`current_leader_epoch`, -1 for none),
+    /// FENCED_LEADER_EPOCH if it is older than this leader's and UNKNOWN_LEADER_EPOCH if it
+    /// is newer (this broker has not heard of it yet).
+    pub(crate) fn leads(
+        &self,
+        partition: &sluice_partition::Partition,
+        current_leader_epoch: i32,
+    ) -> Result<(), i16> {
+        use kafka_protocol::ResponseError;
+        if partition.leader() != self.config.node_id {
+            return Err(ResponseError::NotLeaderOrFollower.code());
+        }
+        let epoch = partition.leader_epoch();
+        match current_leader_epoch {
+            e if e < 0 || e == epoch => Ok(()),
+            e if e < epoch => Err(ResponseError::FencedLeaderEpoch.code()),
+            _ => Err(ResponseError::UnknownLeaderEpoch.code()),
+        }
+    }
+}
+
 /// A broker that is accepting connections.
 pub struct RunningBroker {
     addr: SocketAddr,
@@ -253,7 +277,18 @@ async fn open(
         (None, Some(addr)) => (addr.ip().to_string(), addr.port()),
         (None, None) => (String::new(), 0),
     };
-    let cluster = cluster::Cluster::start(&config, advertised.clone(), shutdown_rx.clone()).await?;
+    // Topics the data directory holds before it first joined a cluster are given to the
+    // controller once (see `cluster::publisher`).
+    let migration_candidates = (!cluster::publisher::is_migrated(&config.data_dir))
+        .then(|| logs.topics().iter().map(|t| t.id).collect());
+    let cluster = cluster::Cluster::start(
+        &config,
+        advertised.clone(),
+        shutdown_rx.clone(),
+        migration_candidates,
+        logs.cluster_id(),
+    )
+    .await?;
     // What `RunningBroker::local_addr` reports: the Kafka listener, or a dedicated
     // controller's controller listener.
     let addr = kafka_addr
@@ -305,20 +340,11 @@ async fn open(
              ready"
         ),
     }
-    // The coordinator loads while connections are accepted: until it is done, group
-    // requests are answered with COORDINATOR_LOAD_IN_PROGRESS and clients retry.
-    let loading = state.clone();
-    // The transaction coordinator loads after the group coordinator: finishing a replayed
-    // transaction can write markers into `__consumer_offsets`, which the group coordinator
-    // must see.
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = loading.groups.load(&loading) {
-            tracing::error!(error = %e, "cannot load the group coordinator");
-        }
-        if let Err(e) = loading.txns.load(&loading) {
-            tracing::error!(error = %e, "cannot load the transaction coordinator");
-        }
-    });
+    if state.config.process_roles.broker {
+        tokio::spawn(cluster::publisher::run(state.clone()));
+        tokio::spawn(cluster::fetcher::run(state.clone()));
+        tokio::spawn(cluster::fetcher::isr_updates(state.clone()));
+    }
     tokio::spawn(groups::Groups::run_timers(state.clone()));
     tokio::spawn(every(
         state.clone(),
@@ -335,7 +361,22 @@ async fn open(
         tokio::spawn(every(state.clone(), period, cleaner_pass));
     }
     let task = match listener {
-        Some(listener) => tokio::spawn(server::serve(listener, state)),
+        Some(listener) => tokio::spawn(async move {
+            // Connections wait in the listener's backlog until the controller has unfenced
+            // this broker and its partitions follow the cluster metadata: before that it
+            // knows neither what it leads nor which topics exist.
+            if !state.cluster.ready(state.shutdown.clone()).await {
+                // Stopped before serving anyone: only the recovery checkpoint to write.
+                let logs = state.replicas.clone();
+                return tokio::task::spawn_blocking(move || logs.flush_and_checkpoint())
+                    .await
+                    .map_err(|e| format!("final flush panicked: {e}"))?
+                    .map_err(|e| format!("final flush failed: {e}"));
+            }
+            tracing::info!("broker ready: unfenced, partitions follow the cluster metadata");
+            load_coordinators(&state);
+            server::serve(listener, state).await
+        }),
         None => {
             let mut stop = state.shutdown.clone();
             tokio::spawn(async move {
@@ -356,6 +397,24 @@ async fn open(
         admin_task,
         cluster,
     })
+}
+
+/// Loads the group and transaction coordinators from their topics, off the runtime. Until
+/// each is done, its requests are answered with COORDINATOR_LOAD_IN_PROGRESS and clients
+/// retry.
+fn load_coordinators(state: &Arc<BrokerState>) {
+    let loading = state.clone();
+    // The transaction coordinator loads after the group coordinator: finishing a replayed
+    // transaction can write markers into `__consumer_offsets`, which the group coordinator
+    // must see.
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = loading.groups.load(&loading) {
+            tracing::error!(error = %e, "cannot load the group coordinator");
+        }
+        if let Err(e) = loading.txns.load(&loading) {
+            tracing::error!(error = %e, "cannot load the transaction coordinator");
+        }
+    });
 }
 
 /// Runs `tick` every `period` (the first time one period from now) until shutdown.

@@ -169,6 +169,7 @@ pub(crate) struct Metrics {
     connections_refused: Counter,
     cleaner_runs: Counter,
     cleaner_errors: Counter,
+    isr_changes: Counter,
     cleaner_bytes_read: Counter,
     cleaner_bytes_written: Counter,
     cleaner_records_removed: Counter,
@@ -234,6 +235,7 @@ impl Metrics {
             connections_refused: Counter::default(),
             cleaner_runs: Counter::default(),
             cleaner_errors: Counter::default(),
+            isr_changes: Counter::default(),
             cleaner_bytes_read: Counter::default(),
             cleaner_bytes_written: Counter::default(),
             cleaner_records_removed: Counter::default(),
@@ -330,6 +332,12 @@ impl Metrics {
             "cleaner_errors",
             "Log cleanings that failed",
             self.cleaner_errors.clone(),
+        );
+        r.register(
+            "isr_changes",
+            "ISR changes this broker asked the controller for as a leader, and got \
+             (Kafka's IsrShrinksPerSec plus IsrExpandsPerSec)",
+            self.isr_changes.clone(),
         );
         r.register_with_unit(
             "cleaner_read",
@@ -574,6 +582,12 @@ impl Metrics {
         }
     }
 
+    pub fn isr_changed(&self) {
+        if self.enabled {
+            self.isr_changes.inc();
+        }
+    }
+
     pub fn cleaner_failed(&self) {
         if self.enabled {
             self.cleaner_errors.inc();
@@ -657,6 +671,13 @@ pub(crate) fn encode(metrics: &Metrics, state: Option<&BrokerState>) -> String {
     let _ = prometheus_client::encoding::text::encode_registry(&mut out, &scraped);
     let _ = prometheus_client::encoding::text::encode_eof(&mut out);
     out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FollowerLabels {
+    topic: String,
+    partition: String,
+    follower: String,
 }
 
 fn partition_labels(topic: &str, partition: usize) -> PartitionLabels {
@@ -770,7 +791,57 @@ struct OriginLabels {
 }
 
 /// The metadata quorum, the controller and the brokers' membership, as this node sees them.
+/// Replication as this broker sees it: partitions it leads, those whose ISR is smaller than
+/// their replica set (Kafka's UnderReplicatedPartitions), and each follower's lag behind
+/// the leader's log end (Kafka's follower lag, measured on the leader).
+fn register_replication_gauges(registry: &mut Registry, state: &BrokerState) {
+    let mut leading = 0i64;
+    let mut under = 0i64;
+    let lag = Family::<FollowerLabels, Gauge>::default();
+    for topic in state.replicas.topics() {
+        for p in &topic.partitions {
+            let Some((replicas, followers)) = p.replica_lags() else {
+                continue;
+            };
+            leading += 1;
+            let in_sync = 1 + followers.iter().filter(|f| f.in_sync).count();
+            if in_sync < replicas {
+                under += 1;
+            }
+            for f in followers {
+                lag.get_or_create(&FollowerLabels {
+                    topic: topic.name.clone(),
+                    partition: p.index().to_string(),
+                    follower: f.follower.to_string(),
+                })
+                .set(f.behind);
+            }
+        }
+    }
+    let gauge = |v: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(v);
+        g
+    };
+    registry.register(
+        "partitions_led",
+        "Partitions this broker leads (Kafka's LeaderCount)",
+        gauge(leading),
+    );
+    registry.register(
+        "under_replicated_partitions",
+        "Partitions this broker leads whose ISR is smaller than their replica set",
+        gauge(under),
+    );
+    registry.register(
+        "replica_lag",
+        "Records a follower is behind the leader's log end, as its last fetch said",
+        lag,
+    );
+}
+
 fn register_cluster_gauges(registry: &mut Registry, state: &BrokerState) {
+    register_replication_gauges(registry, state);
     let status = state.cluster.status();
     let gauge = |v: i64| {
         let g = Gauge::<i64>::default();

@@ -173,6 +173,10 @@ impl Controller {
         }
     }
 
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
     /// The image with every record this controller has decided on applied.
     pub fn image(&self) -> &MetadataImage {
         &self.image
@@ -192,6 +196,24 @@ impl Controller {
             panic!("controller invariant broken: {e}");
         }
         (value, records)
+    }
+
+    /// Names the cluster `id` unless it is named already: the first active controller gives
+    /// the whole cluster its own data directory's id, so that every broker reports one.
+    pub fn ensure_cluster_id(&mut self, id: &str) -> Vec<MetadataRecord> {
+        let mut records = Vec::new();
+        if self.image.cluster_id().is_none() && !id.is_empty() && id.len() <= NAME_BYTES_MAX {
+            self.emit(
+                &mut records,
+                MetadataRecord::Config {
+                    resource_type: crate::records::RESOURCE_BROKER,
+                    resource_name: String::new(),
+                    name: crate::image::CLUSTER_ID_CONFIG.to_string(),
+                    value: Some(id.to_string()),
+                },
+            );
+        }
+        records
     }
 
     // ---- Cluster control: registration, heartbeats, fencing ----
@@ -538,6 +560,20 @@ impl Controller {
         &mut self,
         topic: NewTopic,
     ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        self.create_topic_at(topic, 0)
+    }
+
+    /// [`Controller::create_topic`] with every partition starting in `leader_epoch`: for a
+    /// topic whose logs exist already (a data directory that predates the metadata log),
+    /// whose batches carry epochs the new leaders must not go below.
+    pub fn create_topic_at(
+        &mut self,
+        topic: NewTopic,
+        leader_epoch: i32,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        if leader_epoch < 0 {
+            return refuse(codes::INVALID_REQUEST, "a negative leader epoch");
+        }
         validate_topic_name(&topic.name)?;
         if topic
             .configs
@@ -586,7 +622,7 @@ impl Controller {
                 ),
             );
         }
-        let new_partitions = self.new_partitions(topic.topic_id, 0, assignments)?;
+        let new_partitions = self.new_partitions(topic.topic_id, 0, assignments, leader_epoch)?;
         let mut records = Vec::new();
         self.emit(
             &mut records,
@@ -619,6 +655,7 @@ impl Controller {
         topic_id: Uuid,
         first: i32,
         assignments: Vec<Vec<i32>>,
+        leader_epoch: i32,
     ) -> Result<Vec<PartitionRecord>, ControllerError> {
         let mut out = Vec::with_capacity(assignments.len());
         for (i, replicas) in assignments.into_iter().enumerate() {
@@ -648,7 +685,7 @@ impl Controller {
                     replicas,
                     isr,
                     leader,
-                    leader_epoch: 0,
+                    leader_epoch,
                     partition_epoch: 0,
                 },
             });
@@ -801,7 +838,7 @@ impl Controller {
             assignments
         };
         // Every new partition is decided before any is applied: a refusal changes nothing.
-        let new_partitions = self.new_partitions(topic_id, current, assignments)?;
+        let new_partitions = self.new_partitions(topic_id, current, assignments, 0)?;
         let mut records = Vec::new();
         for partition in new_partitions {
             self.emit(&mut records, MetadataRecord::Partition(partition));

@@ -12,6 +12,9 @@ use crate::records::{
     MetadataRecord, PartitionChange, PartitionRecord, LEADER_UNCHANGED, NO_LEADER, RESOURCE_TOPIC,
 };
 
+/// The config under which the cluster's id is kept.
+pub const CLUSTER_ID_CONFIG: &str = "cluster.id";
+
 /// Kafka's longest topic name.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
@@ -128,6 +131,15 @@ impl MetadataImage {
         resource_name: &str,
     ) -> Option<&BTreeMap<String, String>> {
         self.configs.get(&(resource_type, resource_name.to_owned()))
+    }
+
+    /// The cluster's id, once the first active controller has written it (a cluster-wide
+    /// broker config, `cluster.id`, the way Kafka keeps cluster-wide dynamic configs).
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.configs
+            .get(&(crate::records::RESOURCE_BROKER, String::new()))
+            .and_then(|c| c.get(CLUSTER_ID_CONFIG))
+            .map(String::as_str)
     }
 
     pub fn last_broker_epoch(&self) -> i64 {

@@ -9,6 +9,7 @@
 
 mod flusher;
 mod partition;
+mod replica;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -18,7 +19,11 @@ use sluice_storage::{LogManager, UnifiedLog};
 use uuid::Uuid;
 
 pub use flusher::{FlushWait, SyncScope};
-pub use partition::{CommitOnAppend, CommitRule, ManualCommit, Partition, PartitionRead, Waiter};
+pub use partition::{
+    CommitOnAppend, CommitRule, ManualCommit, Partition, PartitionRead, Waiter, NO_LEADER,
+};
+pub use replica::{Assignment, ReplicaFetch};
+pub use sluice_replication::{AckStatus, IsrChange};
 // Values and errors the layer's callers speak in; never the logs themselves.
 pub use sluice_storage::{
     is_out_of_descriptors, open_file_count, validate_topic_name, ActiveProducer, AppendOutcome,

@@ -19,6 +19,9 @@ use tokio::sync::Notify;
 
 use crate::flusher::{FlushWait, Flusher};
 
+/// The leader of a partition no broker leads (Kafka's -1).
+pub const NO_LEADER: i32 = -1;
+
 /// When an appended batch counts as committed: the partition's high watermark moves to it.
 /// On a single node the leader is the only in-sync replica, so an append is committed at
 /// once ([`CommitOnAppend`]); with replication the rule waits for the in-sync replicas.
@@ -29,13 +32,14 @@ pub trait CommitRule: Send + Sync + fmt::Debug {
     fn appended(&self, partition: &Arc<Partition>, end_offset: i64);
 }
 
-/// The single-node rule: the leader is the whole in-sync replica set.
+/// The rule of the cluster: the leader's high watermark moves as far as its in-sync
+/// replicas hold the log (at once with an ISR of one; see [`Partition::assign`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CommitOnAppend;
 
 impl CommitRule for CommitOnAppend {
     fn appended(&self, partition: &Arc<Partition>, end_offset: i64) {
-        partition.advance_high_watermark(end_offset);
+        partition.commit_append(end_offset);
     }
 }
 
@@ -115,7 +119,7 @@ impl Waiter {
         Arc::new(Self::default())
     }
 
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.woken_at
             .lock()
             .expect("waiter lock")
@@ -139,14 +143,14 @@ impl Waiter {
 /// watermark wakes every one registered (and forgets them: a waiter registers again before
 /// it checks again, so no wake-up is lost between its check and its wait).
 #[derive(Default)]
-struct Waiters(Mutex<Vec<Weak<Waiter>>>);
+pub(crate) struct Waiters(Mutex<Vec<Weak<Waiter>>>);
 
 /// Dropped waiters (a fetch that timed out elsewhere) and repeated ones are swept whenever
 /// the list reaches a power of two from this on.
 pub(crate) const WAITERS_SWEEP_AT: usize = 64;
 
 impl Waiters {
-    fn register(&self, waiter: &Arc<Waiter>) {
+    pub(crate) fn register(&self, waiter: &Arc<Waiter>) {
         let mut list = self.0.lock().expect("waiters lock");
         if list.len() >= WAITERS_SWEEP_AT && list.len().is_power_of_two() {
             // Gone, or registered again since (a fetch re-registers each time it wakes).
@@ -156,7 +160,7 @@ impl Waiters {
         list.push(Arc::downgrade(waiter));
     }
 
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         let list = std::mem::take(&mut *self.0.lock().expect("waiters lock"));
         for waiter in list.iter().filter_map(Weak::upgrade) {
             waiter.wake();
@@ -172,10 +176,19 @@ impl Waiters {
 pub struct Partition {
     topic: Arc<str>,
     index: i32,
-    log: Arc<UnifiedLog>,
+    pub(crate) log: Arc<UnifiedLog>,
     leader_epoch: AtomicI32,
+    /// The broker the cluster metadata names as this partition's leader, or
+    /// [`NO_LEADER`] until the metadata says (or while no broker leads it).
+    pub(crate) leader: AtomicI32,
     high_watermark: AtomicI64,
-    waiters: Waiters,
+    pub(crate) waiters: Waiters,
+    /// Followers' fetches parked for the next append.
+    pub(crate) appended: Waiters,
+    /// Leader, follower or neither, as the cluster metadata says.
+    pub(crate) role: Mutex<crate::replica::Role>,
+    /// Whether the metadata has assigned this partition since it was opened.
+    pub(crate) assigned: std::sync::atomic::AtomicBool,
     commit: Arc<dyn CommitRule>,
     flusher: Flusher,
 }
@@ -186,6 +199,7 @@ impl fmt::Debug for Partition {
             .field("topic", &self.topic)
             .field("index", &self.index)
             .field("leader_epoch", &self.leader_epoch())
+            .field("leader", &self.leader())
             .field("high_watermark", &self.high_watermark())
             .field("log_end_offset", &self.log_end_offset())
             .finish()
@@ -213,8 +227,12 @@ impl Partition {
             index,
             log,
             leader_epoch: AtomicI32::new(leader_epoch),
+            leader: AtomicI32::new(NO_LEADER),
             high_watermark: AtomicI64::new(high_watermark),
             waiters: Waiters::default(),
+            appended: Waiters::default(),
+            role: Mutex::new(crate::replica::Role::default()),
+            assigned: std::sync::atomic::AtomicBool::new(false),
             commit,
             flusher,
         }
@@ -247,6 +265,27 @@ impl Partition {
             self.index
         );
         self.log.assign_leader_epoch(epoch);
+    }
+
+    /// The leader the cluster metadata names, or [`NO_LEADER`].
+    pub fn leader(&self) -> i32 {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    /// Takes this partition out of service: no broker leads it here (a log whose epochs
+    /// the metadata does not match). Epochs only grow.
+    pub fn set_no_leader(&self) {
+        self.leader.store(NO_LEADER, Ordering::Release);
+        *self.role.lock().expect("role lock") = crate::replica::Role::Unassigned;
+        self.waiters.wake();
+    }
+
+    /// Starts the high watermark again from `offset` (at most the log end): once, at the
+    /// first assignment of a replicated partition, before anyone reads it (handlers serve a
+    /// partition only once the metadata names this broker its leader).
+    pub(crate) fn reset_high_watermark(&self, offset: i64) {
+        let target = offset.clamp(0, self.log.log_end_offset());
+        self.high_watermark.store(target, Ordering::Release);
     }
 
     /// Where leader epoch `epoch` ends in this log (Kafka's `endOffsetFor`): the largest
@@ -305,14 +344,20 @@ impl Partition {
         records: &[u8],
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
+        if !self.may_append_locally() {
+            return Err(StorageError::NotLeader);
+        }
         let outcome = self
             .log
             .append_in_epoch(records, self.leader_epoch(), now_ms)?;
+        self.appended.wake();
         self.commit.appended(self, outcome.last_offset + 1);
         Ok(outcome)
     }
 
-    /// Appends a transaction marker (from the transaction coordinator only).
+    /// Appends a transaction marker (from the transaction coordinator only). Only where
+    /// this broker leads, or before the metadata has assigned the partition (a lone log):
+    /// a marker written into a follower's log would diverge from its leader's.
     pub fn append_marker(
         self: &Arc<Self>,
         producer_id: i64,
@@ -321,6 +366,9 @@ impl Partition {
         coordinator_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
+        if !self.may_append_locally() {
+            return Err(StorageError::NotLeader);
+        }
         let outcome = self.log.append_marker_in_epoch(
             producer_id,
             producer_epoch,
@@ -329,6 +377,7 @@ impl Partition {
             self.leader_epoch(),
             now_ms,
         )?;
+        self.appended.wake();
         self.commit.appended(self, outcome.last_offset + 1);
         Ok(outcome)
     }
@@ -357,6 +406,23 @@ impl Partition {
             self.register(&waiter);
             if self.high_watermark() >= offset {
                 return;
+            }
+            waiter.wait().await;
+        }
+    }
+
+    /// Completes with `true` once the high watermark reaches `offset` while `leader` leads
+    /// this partition, or `false` as soon as it no longer does (its appends may then never
+    /// be committed: a new leader may have cut them).
+    pub async fn wait_for_commit(&self, offset: i64, leader: i32) -> bool {
+        let waiter = Waiter::new();
+        loop {
+            self.register(&waiter);
+            if self.leader() != leader {
+                return false;
+            }
+            if self.high_watermark() >= offset {
+                return true;
             }
             waiter.wait().await;
         }

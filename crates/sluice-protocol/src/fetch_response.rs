@@ -62,6 +62,9 @@ pub struct FetchPartitionOut<R = Bytes> {
     /// null (`None`) for read_uncommitted and for a partition with an error, as Kafka sends.
     pub aborted: Option<Vec<(i64, i64)>>,
     pub records: Option<R>,
+    /// For a follower whose log diverges (v12+, KIP-320): the leader epoch and the offset
+    /// where it ends in the leader's log. A tagged field; absent when `None`.
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,8 +189,19 @@ impl<R: RecordSet> FetchResponseOut<R> {
                     chunks.push(Chunk::Encoded(cur.split().freeze()));
                     chunks.push(Chunk::Records(records.clone()));
                 }
-                if flexible {
-                    put_uvarint(&mut cur, 0);
+                match (flexible, p.diverging_epoch) {
+                    (true, Some((epoch, end_offset))) => {
+                        // One tagged field, tag 0: DivergingEpoch {epoch, end_offset}, with
+                        // its own (empty) tagged fields.
+                        put_uvarint(&mut cur, 1);
+                        put_uvarint(&mut cur, 0);
+                        put_uvarint(&mut cur, 4 + 8 + 1);
+                        cur.put_i32(epoch);
+                        cur.put_i64(end_offset);
+                        put_uvarint(&mut cur, 0);
+                    }
+                    (true, None) => put_uvarint(&mut cur, 0),
+                    (false, _) => {}
                 }
             }
             if flexible {
@@ -226,7 +240,7 @@ pub fn chunk_bytes(chunks: Vec<Chunk<Bytes>>) -> Vec<Bytes> {
 mod tests {
     use super::*;
     use kafka_protocol::messages::fetch_response::{
-        AbortedTransaction, FetchableTopicResponse, PartitionData,
+        AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
     };
     use kafka_protocol::messages::{ApiKey, BrokerId, FetchResponse, ProducerId, TopicName};
     use kafka_protocol::protocol::StrBytes;
@@ -267,6 +281,14 @@ mod tests {
                                     }))
                                     .with_preferred_read_replica(BrokerId(-1))
                                     .with_records(p.records.clone())
+                                    .with_diverging_epoch(match p.diverging_epoch {
+                                        Some((epoch, end_offset)) if version >= 12 => {
+                                            EpochEndOffset::default()
+                                                .with_epoch(epoch)
+                                                .with_end_offset(end_offset)
+                                        }
+                                        _ => EpochEndOffset::default(),
+                                    })
                             })
                             .collect(),
                     )
@@ -295,18 +317,23 @@ mod tests {
                 (any::<i64>(), any::<i64>()),
                 0..3,
             )),
+            // Kafka leaves the field out at its default (-1, -1); ours is absent as None.
+            proptest::option::of((0..i32::MAX, 0..i64::MAX)),
         )
-            .prop_map(|(partition, error_code, hw, lso, lst, records, aborted)| {
-                FetchPartitionOut {
-                    partition,
-                    error_code,
-                    high_watermark: hw,
-                    last_stable_offset: lso,
-                    log_start_offset: lst,
-                    aborted,
-                    records: records.map(Bytes::from),
-                }
-            })
+            .prop_map(
+                |(partition, error_code, hw, lso, lst, records, aborted, diverging)| {
+                    FetchPartitionOut {
+                        partition,
+                        error_code,
+                        high_watermark: hw,
+                        last_stable_offset: lso,
+                        log_start_offset: lst,
+                        aborted,
+                        records: records.map(Bytes::from),
+                        diverging_epoch: diverging,
+                    }
+                },
+            )
     }
 
     fn response() -> impl Strategy<Value = FetchResponseOut> {
@@ -363,6 +390,7 @@ mod tests {
                     log_start_offset: 0,
                     aborted: Some(vec![(5, 6)]),
                     records: Some(Bytes::from_static(b"msgs")),
+                    diverging_epoch: None,
                 }],
             }],
             ..FetchResponseOut::default()
@@ -407,6 +435,7 @@ mod tests {
                     log_start_offset: 0,
                     aborted: None,
                     records: Some(records.clone()),
+                    diverging_epoch: None,
                 }],
             }],
             ..FetchResponseOut::default()

@@ -157,6 +157,14 @@ impl LeaderState {
         self.high_watermark
     }
 
+    /// Each follower and the log end its last fetch reported (-1 before its first).
+    pub fn follower_log_ends(&self) -> Vec<(i32, i64)> {
+        self.followers
+            .iter()
+            .map(|(&b, f)| (b, f.log_end_offset))
+            .collect()
+    }
+
     /// Whether an acks=all produce may be appended: the ISR holds at least
     /// `min.insync.replicas` (else NOT_ENOUGH_REPLICAS).
     pub fn enough_replicas(&self, min_insync_replicas: usize) -> bool {

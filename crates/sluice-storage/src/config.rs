@@ -51,6 +51,12 @@ pub struct LogConfig {
     /// `compression.type`: the codec batches are stored in, or `None` for `producer` (as the
     /// client sent them).
     pub compression_type: Option<Compression>,
+    /// `min.insync.replicas`: an acks=all produce needs at least this many in-sync
+    /// replicas (kept with the topic; replication, not storage, reads it).
+    pub min_insync_replicas: i32,
+    /// `unclean.leader.election.enable`: whether a replica outside the ISR may be elected
+    /// (kept with the topic; the controller reads it).
+    pub unclean_leader_election_enable: bool,
 }
 
 impl Default for LogConfig {
@@ -70,6 +76,8 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             compression_type: None,
+            min_insync_replicas: 1,
+            unclean_leader_election_enable: false,
         }
     }
 }
@@ -85,11 +93,13 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "message.timestamp.type",
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
+    "min.insync.replicas",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
     "segment.index.bytes",
     "segment.ms",
+    "unclean.leader.election.enable",
 ];
 
 fn parse_int(name: &str, value: &str, min: i64) -> Result<i64, StorageError> {
@@ -122,6 +132,20 @@ impl LogConfig {
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), StorageError> {
         match name {
             "segment.bytes" => self.segment_bytes = parse_int(name, value, 14)? as u64,
+            "min.insync.replicas" => {
+                self.min_insync_replicas = parse_int(name, value, 1)?.min(i32::MAX as i64) as i32
+            }
+            "unclean.leader.election.enable" => {
+                self.unclean_leader_election_enable = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(StorageError::InvalidConfig(format!(
+                            "{name}={value} is not true or false"
+                        )))
+                    }
+                }
+            }
             "segment.ms" => self.segment_ms = parse_int(name, value, 1)?,
             "max.message.bytes" => {
                 self.max_message_bytes = parse_int(name, value, 0)?.min(i32::MAX as i64) as usize
@@ -210,6 +234,8 @@ impl LogConfig {
     pub fn get(&self, name: &str) -> Option<String> {
         Some(match name {
             "segment.bytes" => self.segment_bytes.to_string(),
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
+            "unclean.leader.election.enable" => self.unclean_leader_election_enable.to_string(),
             "segment.ms" => self.segment_ms.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
             "index.interval.bytes" => self.index_interval_bytes.to_string(),

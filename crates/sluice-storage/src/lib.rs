@@ -69,6 +69,10 @@ pub enum StorageError {
     },
     #[error("the log directory is offline after an I/O failure")]
     Offline,
+    /// Raised by the partition layer, never by storage itself: an append to a partition
+    /// this broker does not lead (its log follows the leader's).
+    #[error("this broker does not lead the partition")]
+    NotLeader,
     /// The process ran out of file descriptors: the operation did nothing and may be retried
     /// once descriptors are free again. Never takes the directory offline.
     #[error("out of file descriptors: {0}")]

@@ -47,6 +47,8 @@ pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
     pub overrides: BTreeMap<String, String>,
+    /// The topic's id as the cluster metadata gives it; `None` for a new random one.
+    pub id: Option<Uuid>,
 }
 
 fn stored(t: &Topic) -> StoredTopic {
@@ -503,6 +505,7 @@ impl LogManager {
             name: name.to_string(),
             partitions,
             overrides,
+            id: None,
         };
         self.create_topics(vec![topic], validate_only)
             .pop()
@@ -574,6 +577,7 @@ impl LogManager {
             name,
             partitions,
             overrides,
+            id,
         } = new;
         validate_topic_name(&name)?;
         if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
@@ -589,7 +593,7 @@ impl LogManager {
         }
         let topic = Topic {
             name: name.clone(),
-            id: Uuid::new_v4(),
+            id: id.unwrap_or_else(Uuid::new_v4),
             overrides,
             config,
             partitions: Vec::new(),

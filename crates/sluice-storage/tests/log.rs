@@ -1860,6 +1860,7 @@ fn a_topic_whose_partition_fails_is_created_not_at_all() {
         name: name.into(),
         partitions,
         overrides: BTreeMap::new(),
+        id: None,
     };
     let results = m.create_topics(
         vec![new("before", 2), new("half", 8), new("after", 3)],
@@ -1909,6 +1910,7 @@ fn topic_metadata_survives_restarts_across_journal_compaction() {
                 name: format!("t{i:04}"),
                 partitions: 1,
                 overrides: BTreeMap::new(),
+                id: None,
             })
             .collect();
         assert!(m.create_topics(batch, false).iter().all(Result::is_ok));

@@ -158,7 +158,7 @@ struct Cluster {
 async fn cluster(admin: Shared) -> ApiResult<Json<Cluster>> {
     let state = admin.state()?;
     Ok(Json(Cluster {
-        cluster_id: state.replicas.cluster_id().to_string(),
+        cluster_id: state.cluster.cluster_id(state.replicas.cluster_id()),
         controller_id: state.config.node_id,
         brokers: vec![broker_info(&admin, state)],
         membership: state.cluster.status(),
@@ -339,9 +339,7 @@ async fn create_topic(
         .with_replication_factor(new.replication_factor.unwrap_or(-1))
         .with_configs(configs)]);
     let name = new.name.clone();
-    let worker = state.clone();
-    let created =
-        off_the_runtime(move || crate::handlers::admin::create_topics(&worker, request)).await?;
+    let created = crate::handlers::admin::create_topics(state.clone(), request).await;
     let result = created
         .topics
         .first()
@@ -366,9 +364,7 @@ async fn delete_topic(
     topic(&state, &name)?;
     let request =
         DeleteTopicsRequest::default().with_topic_names(vec![TopicName(str_bytes(&name))]);
-    let worker = state.clone();
-    let deleted =
-        off_the_runtime(move || crate::handlers::admin::delete_topics(&worker, request)).await?;
+    let deleted = crate::handlers::admin::delete_topics(state.clone(), request).await;
     if let Some(r) = deleted.responses.first().filter(|r| r.error_code != 0) {
         let message = r.error_message.as_ref().map(|m| m.to_string());
         return Err(kafka_error(r.error_code, message));
@@ -444,11 +440,8 @@ async fn alter_topic_configs(
             .with_resource_name(str_bytes(&name))
             .with_configs(configs),
     ]);
-    let worker = state.clone();
-    let altered = off_the_runtime(move || {
-        crate::handlers::alter_configs::incremental_alter_configs(&worker, request)
-    })
-    .await?;
+    let altered =
+        crate::handlers::alter_configs::incremental_alter_configs(state.clone(), request).await;
     if let Some(r) = altered.responses.first().filter(|r| r.error_code != 0) {
         let message = r.error_message.as_ref().map(|m| m.to_string());
         return Err(kafka_error(r.error_code, message));

@@ -12,8 +12,8 @@
 use std::time::Duration;
 
 use sluice_metadata::{
-    records::encode_batch, Controller, ControllerConfig, Endpoint, Heartbeat, MetadataRecord,
-    RegistrationRequest,
+    codes, records::encode_batch, AlterPartition, Controller, ControllerConfig, ControllerError,
+    Endpoint, Heartbeat, MetadataRecord, NewTopic, RegistrationRequest,
 };
 use sluice_quorum::openraft::{self, ServerState};
 use sluice_quorum::{MetadataBatch, MetadataView, Raft};
@@ -39,6 +39,9 @@ pub(crate) struct ControllerShell {
     /// anything (`controller.quorum.election.timeout.ms`): a leader cut off from the
     /// majority keeps its state in openraft, and must not answer from it.
     pub lease: Duration,
+    /// This node's data directory's cluster id, which the first active controller gives
+    /// the cluster.
+    pub cluster_id: String,
 }
 
 /// The most learners (brokers that are not voters) the quorum takes: each is in every
@@ -294,7 +297,11 @@ impl ControllerShell {
             _ => None,
         };
         let (mut reply, records) = match request {
-            None => (None, controller.tick(now)),
+            None => {
+                let mut records = controller.ensure_cluster_id(&self.cluster_id);
+                records.extend(controller.tick(now));
+                (None, records)
+            }
             Some(request) => {
                 let (reply, records) = decide(controller, request, now);
                 (Some(reply), records)
@@ -309,6 +316,9 @@ impl ControllerShell {
             // A retry of a committed registration writes nothing: the broker has caught up
             // once it has replayed what is applied here, which holds the registration (the
             // controller only starts from a committed image).
+            if let Some(ControllerReply::Topics { log_index, .. }) = &mut reply {
+                *log_index = self.view.last_applied().map_or(0, |l| l.index);
+            }
             if let Some(ControllerReply::Registered { log_index, .. }) = &mut reply {
                 *log_index = self.view.last_applied().map_or(0, |l| l.index);
                 if let Some((id, addr)) = learner {
@@ -322,6 +332,9 @@ impl ControllerShell {
             match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.client_write(entry)).await {
                 Ok(Ok(written)) => {
                     log_decisions(&records);
+                    if let Some(ControllerReply::Topics { log_index, .. }) = &mut reply {
+                        *log_index = written.log_id.index;
+                    }
                     if let Some(ControllerReply::Registered { log_index, .. }) = &mut reply {
                         *log_index = written.log_id.index;
                         if let Some((id, addr)) = learner {
@@ -363,6 +376,71 @@ fn decide(
         ControllerRequest::DescribeQuorum => (
             ControllerReply::invalid("DescribeQuorum is not the controller's"),
             Vec::new(),
+        ),
+        ControllerRequest::CreateTopics { topics } => decide_each(
+            controller,
+            topics,
+            |c, t| {
+                let partitions = match (t.assignments.len(), t.num_partitions) {
+                    (0, -1) => c.config().num_partitions.max(0) as usize,
+                    (0, n) => n.max(0) as usize,
+                    (n, _) => n,
+                };
+                1 + partitions + t.configs.len()
+            },
+            |c, t| {
+                let topic = NewTopic {
+                    name: t.name,
+                    topic_id: t.topic_id,
+                    num_partitions: t.num_partitions,
+                    replication_factor: t.replication_factor,
+                    assignments: t.assignments,
+                    configs: t.configs,
+                };
+                c.create_topic_at(topic, t.leader_epoch)
+            },
+        ),
+        ControllerRequest::DeleteTopics { names } => {
+            decide_each(controller, names, |_, _| 1, |c, name| c.delete_topic(&name))
+        }
+        ControllerRequest::CreatePartitions { topics } => decide_each(
+            controller,
+            topics,
+            |c, (name, total, _)| {
+                let have = c
+                    .image()
+                    .topic_by_name(name)
+                    .map_or(0, |t| t.partitions.len() as i64);
+                (i64::from(*total) - have).max(0) as usize
+            },
+            |c, (name, total, assignments)| c.create_partitions(&name, total, assignments),
+        ),
+        ControllerRequest::AlterPartition {
+            broker_id,
+            broker_epoch,
+            changes,
+        } => decide_each(
+            controller,
+            changes,
+            |_, _| 1,
+            |c, ch| {
+                c.alter_partition(AlterPartition {
+                    broker_id,
+                    broker_epoch,
+                    topic_id: ch.topic_id,
+                    partition: ch.partition,
+                    leader_epoch: ch.leader_epoch,
+                    partition_epoch: ch.partition_epoch,
+                    new_isr: ch.new_isr,
+                })
+                .map(|(_, records)| records)
+            },
+        ),
+        ControllerRequest::AlterConfigs { topics } => decide_each(
+            controller,
+            topics,
+            |_, (_, changes)| changes.len(),
+            |c, (name, changes)| c.alter_topic_configs(&name, changes),
         ),
         ControllerRequest::Register {
             broker_id,
@@ -427,6 +505,46 @@ fn decide(
             }
         }
     }
+}
+
+/// Runs `each` for every item of a topic request, gathering one outcome per item and every
+/// record decided, into one metadata log entry. Items past what one entry may hold
+/// (`records_per_call_max`, counted with `estimate` before deciding) are refused.
+fn decide_each<T>(
+    controller: &mut Controller,
+    items: Vec<T>,
+    estimate: impl Fn(&Controller, &T) -> usize,
+    mut each: impl FnMut(&mut Controller, T) -> Result<Vec<MetadataRecord>, ControllerError>,
+) -> (ControllerReply, Vec<MetadataRecord>) {
+    let max = controller.config().records_per_call_max;
+    let mut records = Vec::new();
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        if records.len() + estimate(controller, &item) > max && !records.is_empty() {
+            outcomes.push(Some((
+                codes::POLICY_VIOLATION,
+                format!(
+                    "the request changes more than the {max} metadata records one request may \
+                     write: send fewer topics or partitions at once"
+                ),
+            )));
+            continue;
+        }
+        match each(controller, item) {
+            Ok(mut decided) => {
+                records.append(&mut decided);
+                outcomes.push(None);
+            }
+            Err(e) => outcomes.push(Some((e.code, e.message))),
+        }
+    }
+    (
+        ControllerReply::Topics {
+            outcomes,
+            log_index: 0,
+        },
+        records,
+    )
 }
 
 /// One line per broker state change the controller decided on, once committed.

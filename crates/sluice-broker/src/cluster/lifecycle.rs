@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_metadata::codes;
-use sluice_quorum::MetadataView;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -27,7 +26,8 @@ pub(crate) struct BrokerLifecycleTask {
     pub metadata_addr: Option<String>,
     pub heartbeat_interval: Duration,
     pub client: ControllerClient,
-    pub view: MetadataView,
+    /// The metadata log index the publisher has applied to this broker's partitions.
+    pub published: watch::Receiver<u64>,
     pub state: Arc<Mutex<BrokerLifecycle>>,
     pub shutdown: watch::Receiver<bool>,
     pub controlled_shutdown_max: Duration,
@@ -171,6 +171,7 @@ impl BrokerLifecycleTask {
             );
             self.update(|s| {
                 s.broker_epoch = Some(broker_epoch);
+                s.registered_at = Some(log_index);
                 s.fenced = true;
                 s.last_error = None;
             });
@@ -192,10 +193,7 @@ impl BrokerLifecycleTask {
 
     /// One heartbeat, and when the next one is due.
     async fn heartbeat(&self, broker_epoch: i64, log_index: u64, want_shut_down: bool) -> Next {
-        let caught_up = self
-            .view
-            .last_applied()
-            .is_some_and(|applied| applied.index >= log_index);
+        let caught_up = *self.published.borrow() >= log_index;
         let request = ControllerRequest::Heartbeat {
             broker_id: self.node_id,
             broker_epoch,
@@ -268,10 +266,7 @@ impl BrokerLifecycleTask {
             let request = ControllerRequest::Heartbeat {
                 broker_id: self.node_id,
                 broker_epoch,
-                caught_up: self
-                    .view
-                    .last_applied()
-                    .is_some_and(|applied| applied.index >= log_index),
+                caught_up: *self.published.borrow() >= log_index,
                 want_fence: false,
                 want_shut_down: true,
                 metadata_addr: self.metadata_addr.clone(),

@@ -14,7 +14,9 @@
 //! controller and the brokers' membership, visible in the admin API.
 
 mod controller;
+pub(crate) mod fetcher;
 mod lifecycle;
+pub(crate) mod publisher;
 pub(crate) mod rpc;
 
 use std::collections::BTreeMap;
@@ -55,6 +57,10 @@ pub(crate) struct BrokerLifecycle {
     /// When the controller last acknowledged a registration or heartbeat (ms since the
     /// epoch), if ever.
     pub last_ack_ms: Option<i64>,
+    /// The metadata log index of this process's registration: an image past it knows
+    /// everything the cluster knew when this broker joined.
+    #[serde(skip)]
+    pub registered_at: Option<u64>,
 }
 
 /// The node's cluster membership: its quorum voter, controller and broker lifecycle.
@@ -62,8 +68,15 @@ pub(crate) struct Cluster {
     pub node_id: i32,
     raft: Raft,
     sm: StateMachine,
-    view: MetadataView,
-    client: ControllerClient,
+    pub(crate) view: MetadataView,
+    pub(crate) client: ControllerClient,
+    /// The metadata log index the publisher has applied to this broker's partitions.
+    pub(crate) published: watch::Sender<u64>,
+    /// Whether the data directory's own topics are in the cluster metadata (see
+    /// [`publisher`]).
+    pub(crate) migrated: std::sync::atomic::AtomicBool,
+    /// The ids of the topics the data directory held when it was opened, before migration.
+    migration_candidates: Mutex<std::collections::HashSet<uuid::Uuid>>,
     lifecycle: Arc<Mutex<BrokerLifecycle>>,
     controller_addr: Option<SocketAddr>,
     voters: BTreeMap<i32, String>,
@@ -108,6 +121,8 @@ impl Cluster {
         config: &BrokerConfig,
         kafka: (String, u16),
         broker_shutdown: watch::Receiver<bool>,
+        migration_candidates: Option<std::collections::HashSet<uuid::Uuid>>,
+        local_cluster_id: &str,
     ) -> Result<Arc<Cluster>, String> {
         let node_id = config.node_id;
         if node_id < 0 {
@@ -220,12 +235,14 @@ impl Cluster {
             requests: requests_rx,
             stop: stop_rx,
             lease: Duration::from_millis(config.quorum_election_timeout_ms.max(100)),
+            cluster_id: local_cluster_id.to_string(),
         };
         tasks.push(tokio::spawn(shell.run()));
         let lifecycle = Arc::new(Mutex::new(BrokerLifecycle {
             fenced: true,
             ..BrokerLifecycle::default()
         }));
+        let (published, published_rx) = watch::channel(0u64);
         // A broker that is not a voter receives the metadata log at its controller
         // listener, which must therefore be an address the voters can reach.
         let metadata_addr = match (config.process_roles.controller, controller_addr) {
@@ -250,7 +267,7 @@ impl Cluster {
                 metadata_addr,
                 heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
                 client: client.clone(),
-                view: view.clone(),
+                published: published_rx,
                 state: lifecycle.clone(),
                 shutdown: broker_shutdown,
                 controlled_shutdown_max: CONTROLLED_SHUTDOWN_MAX
@@ -267,6 +284,9 @@ impl Cluster {
             sm,
             view,
             client,
+            published,
+            migrated: std::sync::atomic::AtomicBool::new(migration_candidates.is_none()),
+            migration_candidates: Mutex::new(migration_candidates.unwrap_or_default()),
             lifecycle,
             controller_addr,
             voters,
@@ -274,6 +294,82 @@ impl Cluster {
             tasks: Mutex::new(tasks),
             lifecycle_task: Mutex::new(lifecycle_task),
         }))
+    }
+
+    /// The cluster's id: the one the metadata log names, else (before the first controller
+    /// has named it) this data directory's.
+    pub(crate) fn cluster_id(&self, local: &str) -> String {
+        self.view
+            .read(|image| image.cluster_id().map(str::to_string))
+            .unwrap_or_else(|| local.to_string())
+    }
+
+    /// The metadata log index of this process's registration, once registered.
+    pub(crate) fn registered_at(&self) -> Option<u64> {
+        self.lifecycle.lock().expect("lifecycle lock").registered_at
+    }
+
+    /// The epoch of this broker's registration, once registered.
+    pub(crate) fn broker_epoch(&self) -> Option<i64> {
+        self.lifecycle.lock().expect("lifecycle lock").broker_epoch
+    }
+
+    /// Whether this broker is registered and unfenced.
+    pub(crate) fn unfenced(&self) -> bool {
+        let s = self.lifecycle.lock().expect("lifecycle lock");
+        s.broker_epoch.is_some() && !s.fenced
+    }
+
+    pub(crate) fn migration_candidates(&self) -> std::collections::HashSet<uuid::Uuid> {
+        self.migration_candidates
+            .lock()
+            .expect("cluster lock")
+            .clone()
+    }
+
+    /// Waits until the publisher has applied the metadata log up to `index`, or `bound`
+    /// passes; returns whether it did.
+    pub(crate) async fn wait_published(&self, index: u64, bound: Duration) -> bool {
+        let mut rx = self.published.subscribe();
+        tokio::time::timeout(bound, rx.wait_for(|p| *p >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until this broker may serve clients: unfenced, its partitions following an
+    /// image that holds its registration, and the data directory's own topics migrated.
+    /// Logs why it still waits every `LOG_EVERY`; returns false if shutdown starts first.
+    pub(crate) async fn ready(&self, mut shutdown: watch::Receiver<bool>) -> bool {
+        const LOG_EVERY: Duration = Duration::from_secs(10);
+        let mut published = self.published.subscribe();
+        let mut next_log = tokio::time::Instant::now() + LOG_EVERY;
+        loop {
+            let at = self.registered_at();
+            let ok = self.unfenced()
+                && at.is_some_and(|at| *published.borrow() >= at)
+                && self.migrated.load(std::sync::atomic::Ordering::Acquire);
+            if ok {
+                return true;
+            }
+            if tokio::time::Instant::now() >= next_log {
+                next_log += LOG_EVERY;
+                let s = self.lifecycle.lock().expect("lifecycle lock").clone();
+                tracing::info!(
+                    registered = s.broker_epoch.is_some(),
+                    fenced = s.fenced,
+                    last_error = s.last_error,
+                    "waiting for the controller to unfence this broker before serving clients"
+                );
+            }
+            tokio::select! {
+                _ = published.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return false;
+            }
+        }
     }
 
     /// The controller listener's bound address, if there is one.
@@ -299,6 +395,47 @@ impl Cluster {
         }
         for task in self.tasks.lock().expect("cluster lock").drain(..) {
             task.abort();
+        }
+    }
+
+    /// Sends a topic request to the active controller and, once it has answered, waits
+    /// (within `bound`) for this broker's publisher to apply the change, so that the client
+    /// finds the topics here as soon as it is answered. `Err` when no controller answered.
+    pub(crate) async fn topic_request(
+        &self,
+        request: rpc::ControllerRequest,
+        bound: Duration,
+    ) -> Result<Vec<rpc::TopicOutcome>, String> {
+        let started = tokio::time::Instant::now();
+        // Only a broker that serves (the admin API's requests can come earlier) asks: before,
+        // the controller would place partitions without it.
+        let (_never, stop) = watch::channel(false);
+        if tokio::time::timeout(bound, self.ready(stop)).await.is_err() {
+            return Err(format!(
+                "this broker is not serving yet (waiting for the controller to unfence it): \
+                 not ready within {bound:?}"
+            ));
+        }
+        let left = bound.saturating_sub(started.elapsed());
+        let reply = tokio::time::timeout(left, self.client.call(request))
+            .await
+            .map_err(|_| format!("the controller did not answer within {bound:?}"))??;
+        match reply {
+            rpc::ControllerReply::Topics {
+                outcomes,
+                log_index,
+            } => {
+                let left = bound.saturating_sub(started.elapsed());
+                if !self.wait_published(log_index, left).await {
+                    tracing::warn!(
+                        log_index,
+                        "a topic change committed, but this broker has not applied it in time"
+                    );
+                }
+                Ok(outcomes)
+            }
+            rpc::ControllerReply::Refused { code, message } => Err(format!("{code}: {message}")),
+            other => Err(format!("the controller answered {other:?}")),
         }
     }
 

@@ -57,7 +57,63 @@ pub(crate) enum ControllerRequest {
     },
     /// The quorum's state, as its leader knows it (Kafka's DescribeQuorum).
     DescribeQuorum,
+    /// Kafka's CreateTopics, as a broker forwards it: one answer per topic, in order.
+    CreateTopics { topics: Vec<WireNewTopic> },
+    /// Kafka's DeleteTopics, by name.
+    DeleteTopics { names: Vec<String> },
+    /// Kafka's CreatePartitions: each topic grows to `total` partitions, on the given replica
+    /// lists (one per new partition) or placed by the controller when empty.
+    CreatePartitions { topics: Vec<NewPartitions> },
+    /// Topic config changes (IncrementalAlterConfigs, AlterConfigs), checked by the broker
+    /// that forwards them: per topic, each config set to a value or removed (`None`).
+    AlterConfigs { topics: Vec<TopicConfigChanges> },
+    /// Kafka's AlterPartition: a leader's ISR changes, one per partition.
+    AlterPartition {
+        broker_id: i32,
+        broker_epoch: i64,
+        changes: Vec<WireIsrChange>,
+    },
 }
+
+/// One partition's ISR change, as its leader asks for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct WireIsrChange {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<i32>,
+}
+
+/// A topic's name and its config changes: a value to set, or `None` to remove.
+pub(crate) type TopicConfigChanges = (String, Vec<(String, Option<String>)>);
+
+/// A topic's name, the partition count it grows to, and the new partitions' replica lists
+/// (empty for placement by the controller).
+pub(crate) type NewPartitions = (String, i32, Vec<Vec<i32>>);
+
+/// A topic to create, as a broker forwards it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct WireNewTopic {
+    pub name: String,
+    /// Chosen by the broker that forwards the request (or the id a topic that predates the
+    /// cluster metadata already has).
+    pub topic_id: Uuid,
+    /// -1 for `num.partitions`.
+    pub num_partitions: i32,
+    /// -1 for `default.replication.factor`.
+    pub replication_factor: i16,
+    /// Replicas per partition, in partition order; empty for placement by the controller.
+    pub assignments: Vec<Vec<i32>>,
+    pub configs: Vec<(String, String)>,
+    /// The leader epoch every partition starts in: 0, or for a topic whose logs predate the
+    /// metadata log, past every epoch they hold.
+    #[serde(default)]
+    pub leader_epoch: i32,
+}
+
+/// One topic's answer: `None` when done, else the Kafka error code and a message.
+pub(crate) type TopicOutcome = Option<(i16, String)>;
 
 /// The controller's answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,6 +130,12 @@ pub(crate) enum ControllerReply {
         should_shut_down: bool,
     },
     Quorum(QuorumDescription),
+    /// The answers to a topic request, one per topic in order, and the metadata log index
+    /// holding the changes (a broker answers its client once it has applied it).
+    Topics {
+        outcomes: Vec<TopicOutcome>,
+        log_index: u64,
+    },
     /// Refused with a Kafka error code.
     Refused {
         code: i16,

@@ -18,9 +18,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 use sluice_partition::{LogConfig, StorageError, Topic, TOPIC_CONFIG_NAMES};
+use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 use super::str_bytes;
+use crate::cluster::rpc::{ControllerRequest, NewPartitions, TopicOutcome, WireNewTopic};
 use crate::config::{topic_config_for_broker_key, ConfigType, BROKER_CONFIGS};
 use crate::errors::error_code;
 use crate::{is_internal_topic, BrokerState};
@@ -44,7 +47,40 @@ fn storage_failure(e: &StorageError) -> (i16, Option<String>) {
 
 const INTERNAL: &str = "the topic is internal to the broker's coordinators";
 
-pub(crate) fn create_topics(state: &BrokerState, req: CreateTopicsRequest) -> CreateTopicsResponse {
+/// The most one topic request waits for the controller and for this broker to apply the
+/// change, whatever timeout the client gave.
+const TOPIC_REQUEST_MAX: Duration = Duration::from_secs(60);
+/// The least it waits: a client's timeout of 0 still gets the controller asked.
+const TOPIC_REQUEST_MIN: Duration = Duration::from_secs(1);
+
+fn topic_request_bound(timeout_ms: i32) -> Duration {
+    Duration::from_millis(timeout_ms.max(0) as u64).clamp(TOPIC_REQUEST_MIN, TOPIC_REQUEST_MAX)
+}
+
+/// Sends a topic request to the controller: one outcome per item, each `REQUEST_TIMED_OUT`
+/// when no controller answered.
+async fn ask_controller(
+    state: &BrokerState,
+    request: ControllerRequest,
+    items: usize,
+    bound: Duration,
+) -> Vec<TopicOutcome> {
+    match state.cluster.topic_request(request, bound).await {
+        Ok(outcomes) if outcomes.len() == items => outcomes,
+        Ok(outcomes) => {
+            let message = format!("the controller answered {} of {items}", outcomes.len());
+            vec![Some((ResponseError::UnknownServerError.code(), message)); items]
+        }
+        Err(e) => vec![Some((ResponseError::RequestTimedOut.code(), e)); items],
+    }
+}
+
+/// CreateTopics: each topic checked here (name, partitions, configs), then created by the
+/// active controller in the cluster metadata; answered once this broker has its logs.
+pub(crate) async fn create_topics(
+    state: Arc<BrokerState>,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = req
         .topics
@@ -54,47 +90,125 @@ pub(crate) fn create_topics(state: &BrokerState, req: CreateTopicsRequest) -> Cr
         .collect();
     // A name given twice is answered once, with INVALID_REQUEST, as Kafka answers it.
     let mut answered = HashSet::new();
-    let topics = req
+    let mut results = Vec::new();
+    // Checked topics to send to the controller: (index in `results`, topic, its validation).
+    let mut send: Vec<(usize, WireNewTopic, Arc<Topic>)> = Vec::new();
+    for t in req
         .topics
         .iter()
         .filter(|t| answered.insert(t.name.as_str().to_string()))
-        .map(|t| {
-            let name = t.name.as_str();
-            // Kafka's answer carries no message unless there is an error.
-            let result = CreatableTopicResult::default()
-                .with_name(t.name.clone())
-                .with_error_message(None);
-            if duplicates.contains(name) {
-                let msg = format!("topic {name} appears more than once in the request");
-                return with_error(result, failure(ResponseError::InvalidRequest.code(), msg));
+    {
+        let name = t.name.as_str();
+        // Kafka's answer carries no message unless there is an error.
+        let result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_error_message(None);
+        if duplicates.contains(name) {
+            let msg = format!("topic {name} appears more than once in the request");
+            results.push(with_error(
+                result,
+                failure(ResponseError::InvalidRequest.code(), msg),
+            ));
+            continue;
+        }
+        if is_internal_topic(name) {
+            let msg = format!("{name} is internal; its coordinator creates it");
+            results.push(with_error(
+                result,
+                failure(ResponseError::InvalidRequest.code(), msg),
+            ));
+            continue;
+        }
+        match check_one(&state, t, req.validate_only) {
+            Ok(topic) if req.validate_only => {
+                tracing::info!(topic = name, validate_only = true, "validated topic");
+                results.push(
+                    result
+                        .with_topic_id(Uuid::nil())
+                        .with_num_partitions(topic_partitions(t, &state, &topic))
+                        .with_replication_factor(match t.replication_factor {
+                            -1 => state.config.default_replication_factor,
+                            n => n,
+                        })
+                        .with_configs(Some(topic_configs(&state, &topic.config, &topic.overrides))),
+                );
             }
-            if is_internal_topic(name) {
-                let msg = format!("{name} is internal; its coordinator creates it");
-                return with_error(result, failure(ResponseError::InvalidRequest.code(), msg));
+            Ok(topic) => {
+                let wire = WireNewTopic {
+                    name: name.to_string(),
+                    topic_id: Uuid::new_v4(),
+                    num_partitions: if t.assignments.is_empty() {
+                        topic_partitions(t, &state, &topic)
+                    } else {
+                        -1
+                    },
+                    replication_factor: if t.assignments.is_empty() {
+                        t.replication_factor
+                    } else {
+                        -1
+                    },
+                    assignments: assignments_of(t),
+                    configs: topic
+                        .overrides
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    leader_epoch: 0,
+                };
+                send.push((results.len(), wire, topic));
+                results.push(result);
             }
-            match create_one(state, t, req.validate_only) {
-                Ok(topic) => {
+            Err(e) => results.push(with_error(result, e)),
+        }
+    }
+    if !send.is_empty() {
+        let topics: Vec<WireNewTopic> = send.iter().map(|(_, w, _)| w.clone()).collect();
+        let outcomes = ask_controller(
+            &state,
+            ControllerRequest::CreateTopics { topics },
+            send.len(),
+            topic_request_bound(req.timeout_ms),
+        )
+        .await;
+        for ((i, wire, topic), outcome) in send.into_iter().zip(outcomes) {
+            let result = std::mem::take(&mut results[i]);
+            results[i] = match outcome {
+                None => {
+                    let (partitions, factor) = state.cluster.view.read(|image| {
+                        image
+                            .topic(wire.topic_id)
+                            .map_or((wire.assignments.len() as i32, 1), |t| {
+                                let factor = t.partitions.get(&0).map_or(1, |p| p.replicas.len());
+                                (t.partitions.len() as i32, factor as i16)
+                            })
+                    });
                     tracing::info!(
-                        topic = name,
-                        partitions = topic.partitions.len(),
-                        validate_only = req.validate_only,
+                        topic = wire.name,
+                        partitions,
+                        replication_factor = factor,
                         "created topic"
                     );
                     result
-                        .with_topic_id(if req.validate_only {
-                            Uuid::nil()
-                        } else {
-                            topic.id
-                        })
-                        .with_num_partitions(topic_partitions(t, state, &topic))
-                        .with_replication_factor(1)
-                        .with_configs(Some(topic_configs(state, &topic.config, &topic.overrides)))
+                        .with_topic_id(wire.topic_id)
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(factor)
+                        .with_configs(Some(topic_configs(&state, &topic.config, &topic.overrides)))
                 }
-                Err(e) => with_error(result, e),
-            }
-        })
-        .collect();
-    CreateTopicsResponse::default().with_topics(topics)
+                Some((code, message)) => with_error(result, failure(code, message)),
+            };
+        }
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+/// The replica lists of a request's manual assignment, in partition order.
+fn assignments_of(t: &CreatableTopic) -> Vec<Vec<i32>> {
+    let mut assignments: Vec<_> = t.assignments.iter().collect();
+    assignments.sort_by_key(|a| a.partition_index);
+    assignments
+        .into_iter()
+        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+        .collect()
 }
 
 /// The partition count of the created (or validated) topic.
@@ -119,7 +233,6 @@ fn requested_partitions(
                     .into(),
             ));
         }
-        let node = state.config.node_id;
         let mut indexes: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
         indexes.sort_unstable();
         if indexes.iter().enumerate().any(|(i, &p)| p != i as i32) {
@@ -127,23 +240,14 @@ fn requested_partitions(
                 "partitions must be numbered 0..n without gaps",
             ));
         }
-        if t.assignments
-            .iter()
-            .any(|a| a.broker_ids.iter().map(|b| b.0).ne([node]))
-        {
-            return Err(invalid_assignment(
-                "every partition must be assigned to this one broker",
-            ));
-        }
         return Ok(t.assignments.len() as i32);
     }
-    if !matches!(t.replication_factor, -1 | 1) {
+    // The controller places replicas among the brokers it knows; this checks only what no
+    // cluster could satisfy.
+    if t.replication_factor == 0 || t.replication_factor < -1 {
         return Err(failure(
             ResponseError::InvalidReplicationFactor.code(),
-            format!(
-                "replication factor {} is larger than the 1 available broker",
-                t.replication_factor
-            ),
+            format!("replication factor {} is below 1", t.replication_factor),
         ));
     }
     Ok(if t.num_partitions == -1 {
@@ -153,11 +257,13 @@ fn requested_partitions(
     })
 }
 
-fn create_one(
+/// Checks one topic as the data directory would create it (name, partition count,
+/// configs), creating nothing: the controller creates it, then every broker its logs.
+fn check_one(
     state: &BrokerState,
     t: &CreatableTopic,
     validate_only: bool,
-) -> Result<std::sync::Arc<Topic>, (i16, Option<String>)> {
+) -> Result<Arc<Topic>, (i16, Option<String>)> {
     let partitions = requested_partitions(t, state)?;
     let mut overrides = BTreeMap::new();
     for c in &t.configs {
@@ -170,10 +276,19 @@ fn create_one(
     if !validate_only {
         room_for_partitions(state, partitions)?;
     }
+    if state
+        .cluster
+        .view
+        .read(|image| image.topic_by_name(t.name.as_str()).is_some())
+    {
+        return Err(storage_failure(&StorageError::TopicExists(
+            t.name.as_str().to_string(),
+        )));
+    }
     tokio::task::block_in_place(|| {
         state
             .replicas
-            .create_topic(t.name.as_str(), partitions, overrides, validate_only)
+            .create_topic(t.name.as_str(), partitions, overrides, true)
     })
     .map_err(|e| storage_failure(&e))
 }
@@ -302,6 +417,12 @@ fn topic_config_doc(name: &str) -> &'static str {
         "segment.bytes" => "The size at which a segment is rolled.",
         "segment.index.bytes" => "The size of either index at which a segment is rolled.",
         "segment.ms" => "The age at which a segment is rolled.",
+        "min.insync.replicas" => {
+            "The fewest in-sync replicas an acks=all produce needs (NOT_ENOUGH_REPLICAS otherwise)."
+        }
+        "unclean.leader.election.enable" => {
+            "Whether a replica outside the ISR may be elected leader, at the risk of losing records."
+        }
         _ => "",
     }
 }
@@ -337,7 +458,12 @@ fn topic_configs(
         .collect()
 }
 
-pub(crate) fn delete_topics(state: &BrokerState, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+/// DeleteTopics: resolved against the cluster metadata, deleted by the active controller;
+/// answered once this broker has removed the logs.
+pub(crate) async fn delete_topics(
+    state: Arc<BrokerState>,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     // v0-5 name topics; v6 names or ids them.
     let mut targets: Vec<(Option<String>, Uuid)> = req
         .topic_names
@@ -349,106 +475,161 @@ pub(crate) fn delete_topics(state: &BrokerState, req: DeleteTopicsRequest) -> De
             .iter()
             .map(|t| (t.name.as_ref().map(|n| n.as_str().to_string()), t.topic_id)),
     );
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
-            let resolved = match (&name, id) {
-                (Some(name), _) => state
-                    .replicas
-                    .topic(name)
-                    .ok_or(ResponseError::UnknownTopicOrPartition),
-                (None, id) => state
-                    .replicas
-                    .topic_by_id(id)
-                    .ok_or(ResponseError::UnknownTopicId),
-            };
-            let result = DeletableTopicResult::default()
-                .with_name(name.as_ref().map(|n| TopicName(str_bytes(n))))
-                .with_topic_id(id);
-            let topic = match resolved {
-                Ok(topic) => topic,
-                Err(e) => return result.with_error_code(e.code()),
-            };
-            let result = result
-                .with_name(Some(TopicName(str_bytes(&topic.name))))
-                .with_topic_id(topic.id);
-            if is_internal_topic(&topic.name) {
-                return result
-                    .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes(INTERNAL)));
+    let mut responses = Vec::new();
+    let mut send: Vec<(usize, String)> = Vec::new();
+    for (name, id) in targets {
+        let resolved = state.cluster.view.read(|image| match (&name, id) {
+            (Some(name), _) => image
+                .topic_by_name(name)
+                .map(|t| (t.name.clone(), t.topic_id))
+                .ok_or(ResponseError::UnknownTopicOrPartition),
+            (None, id) => image
+                .topic(id)
+                .map(|t| (t.name.clone(), t.topic_id))
+                .ok_or(ResponseError::UnknownTopicId),
+        });
+        let result = DeletableTopicResult::default()
+            .with_name(name.as_ref().map(|n| TopicName(str_bytes(n))))
+            .with_topic_id(id);
+        let (topic_name, topic_id) = match resolved {
+            Ok(found) => found,
+            Err(e) => {
+                responses.push(result.with_error_code(e.code()));
+                continue;
             }
-            match tokio::task::block_in_place(|| state.replicas.delete_topic(&topic.name)) {
-                Ok(_) => {
-                    tracing::info!(topic = topic.name, "deleted topic");
-                    state.metrics.topic_deleted(&topic.name);
-                    if state.groups.is_loaded() {
-                        let _ = state
-                            .groups
-                            .call(state, |c, _| c.delete_topic_offsets(&topic.name));
-                    }
-                    result
-                }
-                Err(e) => result
+        };
+        let result = result
+            .with_name(Some(TopicName(str_bytes(&topic_name))))
+            .with_topic_id(topic_id);
+        if is_internal_topic(&topic_name) {
+            responses.push(
+                result
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str_bytes(INTERNAL))),
+            );
+            continue;
+        }
+        if state.replicas.is_offline() {
+            // Answered once this broker has removed the logs, which it cannot now.
+            let e = StorageError::Offline;
+            responses.push(
+                result
                     .with_error_code(error_code(&e))
                     .with_error_message(Some(str_bytes(&e.to_string()))),
+            );
+            continue;
+        }
+        send.push((responses.len(), topic_name));
+        responses.push(result);
+    }
+    if !send.is_empty() {
+        let names: Vec<String> = send.iter().map(|(_, n)| n.clone()).collect();
+        let outcomes = ask_controller(
+            &state,
+            ControllerRequest::DeleteTopics { names },
+            send.len(),
+            topic_request_bound(req.timeout_ms),
+        )
+        .await;
+        for ((i, name), outcome) in send.into_iter().zip(outcomes) {
+            match outcome {
+                None => tracing::info!(topic = name, "deleted topic"),
+                Some((code, message)) => {
+                    let result = std::mem::take(&mut responses[i]);
+                    responses[i] = result
+                        .with_error_code(code)
+                        .with_error_message(Some(str_bytes(&message)));
+                }
             }
-        })
-        .collect();
+        }
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub(crate) fn create_partitions(
-    state: &BrokerState,
+/// CreatePartitions: checked here, added by the active controller; answered once this
+/// broker has the new partitions' logs.
+pub(crate) async fn create_partitions(
+    state: Arc<BrokerState>,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let node = state.config.node_id;
-    let results = req
-        .topics
-        .iter()
-        .map(|t| {
-            let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            if is_internal_topic(t.name.as_str()) {
-                // Groups are placed by partition count; changing it would orphan them.
-                return result
-                    .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes(INTERNAL)));
+    let mut results = Vec::new();
+    let mut send: Vec<(usize, NewPartitions)> = Vec::new();
+    for t in &req.topics {
+        let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let refuse = |code: i16, message: &str| {
+            result
+                .clone()
+                .with_error_code(code)
+                .with_error_message(Some(str_bytes(message)))
+        };
+        if is_internal_topic(t.name.as_str()) {
+            // Groups are placed by partition count; changing it would orphan them.
+            results.push(refuse(ResponseError::InvalidRequest.code(), INTERNAL));
+            continue;
+        }
+        let assignments: Vec<Vec<i32>> = t
+            .assignments
+            .iter()
+            .flatten()
+            .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+            .collect();
+        let have = state.cluster.view.read(|image| {
+            image
+                .topic_by_name(t.name.as_str())
+                .map(|topic| topic.partitions.len() as i32)
+        });
+        let Some(have) = have else {
+            results.push(refuse(
+                ResponseError::UnknownTopicOrPartition.code(),
+                &format!("Topic '{}' does not exist.", t.name.as_str()),
+            ));
+            continue;
+        };
+        if !req.validate_only {
+            if let Err((code, msg)) = room_for_partitions(&state, t.count - have) {
+                results.push(refuse(code, msg.as_deref().unwrap_or_default()));
+                continue;
             }
-            if let Some(assignments) = &t.assignments {
-                if assignments
-                    .iter()
-                    .any(|a| a.broker_ids.iter().map(|b| b.0).ne([node]))
-                {
-                    return result
-                        .with_error_code(ResponseError::InvalidReplicaAssignment.code())
-                        .with_error_message(Some(str_bytes(
-                            "every partition must be assigned to this one broker",
-                        )));
-                }
+        }
+        // The partition count's own checks, as the data directory makes them.
+        let checked = tokio::task::block_in_place(|| {
+            state
+                .replicas
+                .create_partitions(t.name.as_str(), t.count, true)
+        });
+        match checked {
+            Ok(_) if req.validate_only => results.push(result),
+            Ok(_) => {
+                send.push((
+                    results.len(),
+                    (t.name.as_str().to_string(), t.count, assignments),
+                ));
+                results.push(result);
             }
-            if !req.validate_only {
-                let have = state
-                    .replicas
-                    .topic(t.name.as_str())
-                    .map_or(0, |topic| topic.partitions.len() as i32);
-                if let Err((code, msg)) = room_for_partitions(state, t.count - have) {
-                    return result
+            Err(e) => results.push(refuse(error_code(&e), &e.to_string())),
+        }
+    }
+    if !send.is_empty() {
+        let topics: Vec<_> = send.iter().map(|(_, t)| t.clone()).collect();
+        let outcomes = ask_controller(
+            &state,
+            ControllerRequest::CreatePartitions { topics },
+            send.len(),
+            topic_request_bound(req.timeout_ms),
+        )
+        .await;
+        for ((i, (name, count, _)), outcome) in send.into_iter().zip(outcomes) {
+            match outcome {
+                None => tracing::info!(topic = name, partitions = count, "added partitions"),
+                Some((code, message)) => {
+                    let result = std::mem::take(&mut results[i]);
+                    results[i] = result
                         .with_error_code(code)
-                        .with_error_message(msg.map(|m| str_bytes(&m)));
+                        .with_error_message(Some(str_bytes(&message)));
                 }
             }
-            let created = tokio::task::block_in_place(|| {
-                state
-                    .replicas
-                    .create_partitions(t.name.as_str(), t.count, req.validate_only)
-            });
-            match created {
-                Ok(_) => result,
-                Err(e) => result
-                    .with_error_code(error_code(&e))
-                    .with_error_message(Some(str_bytes(&e.to_string()))),
-            }
-        })
-        .collect();
+        }
+    }
     CreatePartitionsResponse::default().with_results(results)
 }
 
@@ -457,9 +638,12 @@ fn topic_config_type(name: &str) -> i8 {
         "cleanup.policy" => ConfigType::List,
         "message.timestamp.type" | "compression.type" => ConfigType::String,
         "min.cleanable.dirty.ratio" => ConfigType::Double,
-        "max.message.bytes" | "segment.bytes" | "segment.index.bytes" | "index.interval.bytes" => {
-            ConfigType::Int
-        }
+        "max.message.bytes"
+        | "segment.bytes"
+        | "segment.index.bytes"
+        | "index.interval.bytes"
+        | "min.insync.replicas" => ConfigType::Int,
+        "unclean.leader.election.enable" => ConfigType::Boolean,
         _ => ConfigType::Long,
     }) as i8
 }

@@ -16,7 +16,9 @@ use sluice_partition::{StorageError, TOPIC_CONFIG_NAMES};
 
 use super::admin::RESOURCE_TOPIC;
 use super::str_bytes;
+use crate::cluster::rpc::ControllerRequest;
 use crate::BrokerState;
+use std::sync::Arc;
 
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
@@ -56,8 +58,7 @@ fn apply(
     resource_type: i8,
     name: &str,
     change: impl FnOnce(&sluice_partition::LogConfig, &mut BTreeMap<String, String>) -> Outcome,
-    validate_only: bool,
-) -> Outcome {
+) -> Result<ConfigChanges, Refusal> {
     if resource_type != RESOURCE_TOPIC {
         return Err(Refusal(
             ResponseError::InvalidRequest.code(),
@@ -70,10 +71,14 @@ fn apply(
             format!("{name} is internal to the broker's coordinators"),
         ));
     }
-    tokio::task::block_in_place(|| {
+    let mut before = BTreeMap::new();
+    // Checked as the data directory would apply it, changing nothing: the controller
+    // writes the change, and every broker applies it from the metadata log.
+    let after = tokio::task::block_in_place(|| {
         state.replicas.alter_topic_config(
             name,
             |overrides, config| {
+                before = overrides.clone();
                 let mut overrides = overrides.clone();
                 change(config, &mut overrides)?;
                 if let Some(unknown) = overrides
@@ -84,30 +89,88 @@ fn apply(
                 }
                 Ok(overrides)
             },
-            validate_only,
+            true,
         )
     })?;
-    if !validate_only {
-        tracing::info!(topic = name, "altered topic configs");
-    }
-    Ok(())
+    let mut changes: Vec<(String, Option<String>)> = before
+        .keys()
+        .filter(|k| !after.overrides.contains_key(*k))
+        .map(|k| (k.clone(), None))
+        .collect();
+    changes.extend(
+        after
+            .overrides
+            .iter()
+            .filter(|(k, v)| before.get(*k) != Some(v))
+            .map(|(k, v)| (k.clone(), Some(v.clone()))),
+    );
+    Ok((name.to_string(), changes))
 }
 
-fn error_fields(outcome: Outcome) -> (i16, Option<StrBytes>) {
-    match outcome {
-        Ok(()) => (0, None),
-        Err(Refusal(code, message)) => (code, Some(str_bytes(&message))),
+use crate::cluster::rpc::TopicConfigChanges as ConfigChanges;
+
+/// Sends the checked changes (`Ok` outcomes) to the controller, unless validating only,
+/// and turns each resource's outcome into its error fields.
+async fn write_changes(
+    state: &BrokerState,
+    outcomes: Vec<Result<ConfigChanges, Refusal>>,
+    validate_only: bool,
+    timeout: std::time::Duration,
+) -> Vec<(i16, Option<StrBytes>)> {
+    let changes: Vec<ConfigChanges> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok().cloned())
+        .collect();
+    let mut written = if validate_only || changes.is_empty() {
+        Vec::new()
+    } else {
+        let n = changes.len();
+        match state
+            .cluster
+            .topic_request(ControllerRequest::AlterConfigs { topics: changes }, timeout)
+            .await
+        {
+            Ok(o) if o.len() == n => o,
+            Ok(_) | Err(_) => vec![
+                Some((
+                    ResponseError::RequestTimedOut.code(),
+                    "the controller did not write the change".to_string()
+                ));
+                n
+            ],
+        }
     }
+    .into_iter();
+    outcomes
+        .into_iter()
+        .map(|o| match o {
+            Err(Refusal(code, message)) => (code, Some(str_bytes(&message))),
+            Ok((name, _)) if !validate_only => match written.next().flatten() {
+                None => {
+                    tracing::info!(topic = name, "altered topic configs");
+                    (0, None)
+                }
+                Some((code, message)) => (code, Some(str_bytes(&message))),
+            },
+            Ok(_) => (0, None),
+        })
+        .collect()
 }
+
+/// How long a config change may wait for the controller and this broker's publisher.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// AlterConfigs replaces every override of the topic: configs not named revert to defaults.
-pub(crate) fn alter_configs(state: &BrokerState, req: AlterConfigsRequest) -> AlterConfigsResponse {
-    let responses = req
+pub(crate) async fn alter_configs(
+    state: Arc<BrokerState>,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let outcomes = req
         .resources
         .iter()
         .map(|r| {
-            let outcome = apply(
-                state,
+            apply(
+                &state,
                 r.resource_type,
                 r.resource_name.as_str(),
                 |_, overrides| {
@@ -120,9 +183,15 @@ pub(crate) fn alter_configs(state: &BrokerState, req: AlterConfigsRequest) -> Al
                     }
                     Ok(())
                 },
-                req.validate_only,
-            );
-            let (code, message) = error_fields(outcome);
+            )
+        })
+        .collect();
+    let fields = write_changes(&state, outcomes, req.validate_only, WRITE_TIMEOUT).await;
+    let responses = req
+        .resources
+        .iter()
+        .zip(fields)
+        .map(|(r, (code, message))| {
             AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone())
@@ -142,16 +211,16 @@ fn list_items(value: &str) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn incremental_alter_configs(
-    state: &BrokerState,
+pub(crate) async fn incremental_alter_configs(
+    state: Arc<BrokerState>,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let responses = req
+    let outcomes = req
         .resources
         .iter()
         .map(|r| {
-            let outcome = apply(
-                state,
+            apply(
+                &state,
                 r.resource_type,
                 r.resource_name.as_str(),
                 |config, overrides| {
@@ -198,9 +267,15 @@ pub(crate) fn incremental_alter_configs(
                     }
                     Ok(())
                 },
-                req.validate_only,
-            );
-            let (code, message) = error_fields(outcome);
+            )
+        })
+        .collect();
+    let fields = write_changes(&state, outcomes, req.validate_only, WRITE_TIMEOUT).await;
+    let responses = req
+        .resources
+        .iter()
+        .zip(fields)
+        .map(|(r, (code, message))| {
             incremental::AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone())

@@ -28,6 +28,9 @@ pub(crate) fn handle(state: &BrokerState, req: DeleteRecordsRequest) -> DeleteRe
                     let Some(log) = log else {
                         return out.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
+                    if let Err(code) = state.leads(&log, -1) {
+                        return out.with_error_code(code);
+                    }
                     match tokio::task::block_in_place(|| {
                         state.replicas.delete_records(&log, p.offset)
                     }) {

@@ -169,18 +169,26 @@ pub(crate) fn describe_cluster(
     }
     let mut response = DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
-        .with_cluster_id(str_bytes(state.replicas.cluster_id()))
+        .with_cluster_id(str_bytes(
+            &state.cluster.cluster_id(state.replicas.cluster_id()),
+        ))
         .with_controller_id(node)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             CLUSTER_OPERATIONS
         } else {
             OPERATIONS_NOT_ASKED
         });
-    let (host, port) = &state.advertised;
-    response.brokers = vec![DescribeClusterBroker::default()
-        .with_broker_id(node)
-        .with_host(str_bytes(host))
-        .with_port(i32::from(*port))];
+    // The brokers Metadata names: every unfenced one, from the cluster metadata.
+    response.brokers = super::metadata::live_brokers(state)
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(b.node_id)
+                .with_host(b.host)
+                .with_port(b.port)
+                .with_rack(b.rack)
+        })
+        .collect();
     response
 }
 
@@ -240,16 +248,38 @@ pub(crate) fn describe_topic_partitions(
         };
         let count = topic.partitions.len();
         let last = count.min(first + budget);
+        // Leaders, replicas and ISRs as the cluster metadata has them.
+        let registrations = state.cluster.view.read(|image| {
+            image
+                .topic(topic.id)
+                .map(|t| t.partitions.clone())
+                .unwrap_or_default()
+        });
+        let ids = |v: &[i32]| v.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
         let partitions = topic.partitions[first..last]
             .iter()
             .map(|p| {
+                let (leader, epoch, replicas, isr) = match registrations.get(&p.index()) {
+                    Some(r) => (
+                        BrokerId(r.leader),
+                        r.leader_epoch,
+                        ids(&r.replicas),
+                        ids(&r.isr),
+                    ),
+                    None => (BrokerId(-1), p.leader_epoch(), vec![node], vec![node]),
+                };
+                let error = if leader.0 < 0 {
+                    ResponseError::LeaderNotAvailable.code()
+                } else {
+                    error
+                };
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_error_code(error)
                     .with_partition_index(p.index())
-                    .with_leader_id(node)
-                    .with_leader_epoch(p.leader_epoch())
-                    .with_replica_nodes(vec![node])
-                    .with_isr_nodes(vec![node])
+                    .with_leader_id(leader)
+                    .with_leader_epoch(epoch)
+                    .with_replica_nodes(replicas)
+                    .with_isr_nodes(isr)
                     .with_eligible_leader_replicas(Some(Vec::new()))
                     .with_last_known_elr(Some(Vec::new()))
             })

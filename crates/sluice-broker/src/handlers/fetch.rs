@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kafka_protocol::messages::{ApiKey, FetchRequest};
 use kafka_protocol::ResponseError;
-use sluice_partition::{Isolation, Waiter};
+use sluice_partition::{Isolation, ReplicaFetch, Waiter};
 use sluice_protocol::fetch_response::{
     FetchPartitionOut, FetchResponseOut, FetchTopicOut, RecordSet,
 };
@@ -202,6 +202,34 @@ fn record_metrics(state: &BrokerState, response: &FetchOut, read: Duration, wait
     }
 }
 
+/// Puts what a read found into the partition's answer, counting its bytes in `total`.
+fn attach(
+    out: &mut FetchPartitionOut<TopicRecords>,
+    records: Option<sluice_partition::FileSlice>,
+    topic: &Arc<str>,
+    total: &mut usize,
+) {
+    if let Some(slice) = records {
+        *total += slice.len();
+        out.records = Some(TopicRecords {
+            records: FetchedRecords::File(slice),
+            topic: topic.clone(),
+        });
+    }
+}
+
+/// The broker a fetch comes from, if it is a follower's (Kafka's replica id: a broker id;
+/// consumers send -1, and -2 or lower for tools that read like a follower without being
+/// one, which are served like consumers here).
+fn replica_id(req: &FetchRequest, version: i16) -> Option<i32> {
+    let id = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    (id >= 0).then_some(id)
+}
+
 /// Locates every requested partition's records once (their bytes stay in the segment
 /// files). Returns the response, its record bytes, and whether any partition had an error
 /// (which ends a long poll at once, as in Kafka).
@@ -223,6 +251,8 @@ fn collect(
     let mut total = 0usize;
     let mut errors = false;
     let mut topics = Vec::with_capacity(req.topics.len());
+    let replica = replica_id(req, version);
+    let now = crate::now_ms();
     for fetch_topic in &req.topics {
         // Fetch v13 names topics by id (KIP-516).
         let by_id = version >= 13;
@@ -251,6 +281,7 @@ fn collect(
                     records: FetchedRecords::Empty,
                     topic: name.clone(),
                 }),
+                diverging_epoch: None,
             };
             let log = topic.as_ref().and_then(|t| t.partition(p.partition));
             let Some(log) = log else {
@@ -263,6 +294,56 @@ fn collect(
                 partitions.push(out);
                 continue;
             };
+            if let Some(follower) = replica {
+                // A follower's fetch: it reports how far it holds the log (moving the high
+                // watermark), and copies whole batches up to the log end.
+                let last_fetched_epoch =
+                    (p.last_fetched_epoch >= 0).then_some(p.last_fetched_epoch);
+                let answer = log.on_replica_fetch(
+                    follower,
+                    p.fetch_offset,
+                    last_fetched_epoch,
+                    p.current_leader_epoch,
+                    now,
+                );
+                out.log_start_offset = log.log_start_offset();
+                out.high_watermark = log.high_watermark();
+                out.last_stable_offset = log.last_stable_offset();
+                match answer {
+                    ReplicaFetch::Records { high_watermark } => {
+                        out.high_watermark = high_watermark;
+                        if let Some(waiter) = park {
+                            log.register_for_append(waiter);
+                        }
+                        let budget = max_bytes.saturating_sub(total);
+                        let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
+                        match log.read_for_replica(p.fetch_offset, limit) {
+                            Ok(read) => attach(&mut out, read.records, &name, &mut total),
+                            Err(e) => {
+                                errors = true;
+                                out.error_code = error_code(&e);
+                            }
+                        }
+                    }
+                    ReplicaFetch::Diverging { epoch, end_offset } => {
+                        // An answer the follower acts on at once, like an error.
+                        errors = true;
+                        out.diverging_epoch = Some((epoch, end_offset));
+                    }
+                    ReplicaFetch::Error(code) => {
+                        errors = true;
+                        out.error_code = code;
+                    }
+                }
+                partitions.push(out);
+                continue;
+            }
+            if let Err(code) = state.leads(log, p.current_leader_epoch) {
+                errors = true;
+                out.error_code = code;
+                partitions.push(out);
+                continue;
+            }
             let budget = max_bytes.saturating_sub(total);
             let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
             // KIP-74: the first batch of the response is returned whole even past the limits,
@@ -277,13 +358,7 @@ fn collect(
                     out.last_stable_offset = read.last_stable_offset;
                     out.log_start_offset = read.log_start_offset;
                     out.aborted = (isolation == Isolation::ReadCommitted).then_some(read.aborted);
-                    if let Some(slice) = read.records {
-                        total += slice.len();
-                        out.records = Some(TopicRecords {
-                            records: FetchedRecords::File(slice),
-                            topic: name.clone(),
-                        });
-                    }
+                    attach(&mut out, read.records, &name, &mut total);
                 }
                 // As Kafka: a refused read leaves the offsets unknown (-1) and aborted null.
                 Err(e) => {

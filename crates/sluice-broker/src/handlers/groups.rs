@@ -29,10 +29,10 @@ use sluice_group::{
     SyncResponse,
 };
 
-use super::{ready, respond, str_bytes, Dispatched};
+use super::{coordinator_partition, ready, respond, str_bytes, CoordinatorKind, Dispatched};
 use crate::groups::{offsets_topic, Reply};
 use crate::BrokerState;
-use sluice_partition::StorageError;
+use sluice_partition::{StorageError, NO_LEADER};
 use sluice_protocol::ErrorResponse;
 
 const LOAD_IN_PROGRESS: i16 = codes::COORDINATOR_LOAD_IN_PROGRESS;
@@ -89,16 +89,42 @@ pub(crate) fn find_coordinator(
             }
         }
     };
-    let node = if error == 0 { state.config.node_id } else { -1 };
-    let (host, port) = if error == 0 {
-        (host, i32::from(port))
+    let kind = if req.key_type == 1 {
+        CoordinatorKind::Transaction
     } else {
-        (String::new(), -1)
+        CoordinatorKind::Group
+    };
+    // Each key's coordinator: the leader of the partition holding its state.
+    let locate = |key: &str| -> (i16, i32, String, i32) {
+        if error != 0 {
+            return (error, -1, String::new(), -1);
+        }
+        let leader = coordinator_partition(state, kind, key).map_or(NO_LEADER, |p| p.leader());
+        if leader == state.config.node_id {
+            return (0, leader, host.clone(), i32::from(port));
+        }
+        let endpoint = state.cluster.view.read(|image| {
+            image
+                .broker(leader)
+                .filter(|b| !b.fenced)
+                .and_then(|b| b.endpoints.first())
+                .map(|e| (e.host.clone(), i32::from(e.port)))
+        });
+        match endpoint {
+            Some((h, p)) => (0, leader, h, p),
+            None => (
+                ResponseError::CoordinatorNotAvailable.code(),
+                -1,
+                String::new(),
+                -1,
+            ),
+        }
     };
     if version >= 4 {
         let coordinators = keys
             .into_iter()
             .map(|key| {
+                let (error, node, host, port) = locate(key.as_str());
                 Coordinator::default()
                     .with_key(key)
                     .with_node_id(BrokerId(node))
@@ -109,6 +135,7 @@ pub(crate) fn find_coordinator(
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
+    let (error, node, host, port) = locate(keys.first().map_or("", |k| k.as_str()));
     // Kafka's v1-v3 answer names the error, "NONE" included.
     let message = (version >= 1 && error == 0).then(|| str_bytes("NONE"));
     FindCoordinatorResponse::default()

@@ -70,6 +70,10 @@ fn answer(state: &BrokerState, req: &ListOffsetsRequest, version: i16) -> ListOf
                     }
                     match log {
                         None => out.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                        Some(log) if state.leads(log, p.current_leader_epoch).is_err() => {
+                            let code = state.leads(log, p.current_leader_epoch).unwrap_err();
+                            out.with_error_code(code)
+                        }
                         Some(log) => {
                             let found = lookup(log, p.timestamp, req.isolation_level == 1, out);
                             // No epoch history is kept yet: every offset is in the current

@@ -1,26 +1,51 @@
-//! Metadata: this node as the only broker, controller and leader of every partition.
-
-use std::sync::Arc;
+//! Metadata, from the cluster metadata image: every unfenced broker, and each partition's
+//! leader, leader epoch, replicas and ISR as the controller decided them.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::ResponseError;
-use sluice_partition::{validate_topic_name, Topic};
+use sluice_partition::{validate_topic_name, NO_LEADER};
 use uuid::Uuid;
 
 use super::describe::{CLUSTER_OPERATIONS, OPERATIONS_NOT_ASKED, TOPIC_OPERATIONS};
 use super::str_bytes;
 use crate::{is_internal_topic, BrokerState};
 
+/// The brokers clients may use: every unfenced broker's first listener, and always this
+/// one (a client must find the broker it asked).
+pub(crate) fn live_brokers(state: &BrokerState) -> Vec<MetadataResponseBroker> {
+    let me = state.config.node_id;
+    let (host, port) = &state.advertised;
+    let mut brokers: Vec<MetadataResponseBroker> = state.cluster.view.read(|image| {
+        image
+            .brokers()
+            .filter(|b| !b.fenced && b.broker_id != me)
+            .filter_map(|b| {
+                let e = b.endpoints.first()?;
+                Some(
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.broker_id))
+                        .with_host(str_bytes(&e.host))
+                        .with_port(i32::from(e.port))
+                        .with_rack(b.rack.as_deref().map(str_bytes)),
+                )
+            })
+            .collect()
+    });
+    brokers.push(
+        MetadataResponseBroker::default()
+            .with_node_id(BrokerId(me))
+            .with_host(str_bytes(host))
+            .with_port(i32::from(*port)),
+    );
+    brokers.sort_by_key(|b| b.node_id.0);
+    brokers
+}
+
 pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> MetadataResponse {
     let node = BrokerId(state.config.node_id);
-    let (host, port) = &state.advertised;
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(node)
-        .with_host(str_bytes(host))
-        .with_port(i32::from(*port));
     // v0 used an empty list for "all topics"; later versions use null.
     let all = match &req.topics {
         None => true,
@@ -29,9 +54,16 @@ pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) ->
     let auto_create = state.config.auto_create_topics_enable && req.allow_auto_topic_creation;
     let mut topics = Vec::new();
     if all {
-        for topic in state.replicas.topics() {
-            topics.push(describe(state, &topic));
+        let ids: Vec<Uuid> = state
+            .cluster
+            .view
+            .read(|image| image.topics().map(|t| t.topic_id).collect());
+        for id in ids {
+            if let Some(t) = describe_id(state, id) {
+                topics.push(t);
+            }
         }
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
     } else {
         let mut asked_to_create = 0;
         for requested in req.topics.unwrap_or_default() {
@@ -51,8 +83,10 @@ pub(crate) fn handle(state: &BrokerState, req: MetadataRequest, version: i16) ->
         t.topic_authorized_operations = topic_ops;
     }
     MetadataResponse::default()
-        .with_brokers(vec![broker])
-        .with_cluster_id(Some(str_bytes(state.replicas.cluster_id())))
+        .with_brokers(live_brokers(state))
+        .with_cluster_id(Some(str_bytes(
+            &state.cluster.cluster_id(state.replicas.cluster_id()),
+        )))
         .with_controller_id(node)
         .with_topics(topics)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
@@ -76,8 +110,12 @@ fn by_name(
             .with_name(Some(TopicName(str_bytes(name))))
             .with_error_code(code)
     };
-    if let Some(topic) = state.replicas.topic(name) {
-        return describe(state, &topic);
+    let id = state
+        .cluster
+        .view
+        .read(|image| image.topic_by_name(name).map(|t| t.topic_id));
+    if let Some(t) = id.and_then(|id| describe_id(state, id)) {
+        return t;
     }
     if validate_topic_name(name).is_err() {
         return unknown(ResponseError::InvalidTopicException.code());
@@ -93,38 +131,48 @@ fn by_name(
 }
 
 fn by_id(state: &BrokerState, id: Uuid) -> MetadataResponseTopic {
-    match state.replicas.topic_by_id(id) {
-        Some(topic) => describe(state, &topic),
-        None => MetadataResponseTopic::default()
+    describe_id(state, id).unwrap_or_else(|| {
+        MetadataResponseTopic::default()
             .with_name(None)
             .with_topic_id(id)
-            .with_error_code(ResponseError::UnknownTopicId.code()),
-    }
+            .with_error_code(ResponseError::UnknownTopicId.code())
+    })
 }
 
-fn describe(state: &BrokerState, topic: &Arc<Topic>) -> MetadataResponseTopic {
-    let node = BrokerId(state.config.node_id);
-    let partition_error = if state.replicas.is_offline() {
-        ResponseError::KafkaStorageError.code()
-    } else {
-        0
-    };
-    let partitions = topic
-        .partitions
-        .iter()
-        .map(|p| {
-            MetadataResponsePartition::default()
-                .with_error_code(partition_error)
-                .with_partition_index(p.index())
-                .with_leader_id(node)
-                .with_leader_epoch(p.leader_epoch())
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
-        })
-        .collect();
-    MetadataResponseTopic::default()
-        .with_name(Some(TopicName(str_bytes(&topic.name))))
-        .with_topic_id(topic.id)
-        .with_is_internal(is_internal_topic(&topic.name))
-        .with_partitions(partitions)
+/// A topic of the image: each partition's leader (LEADER_NOT_AVAILABLE where none leads it),
+/// leader epoch, replicas and ISR.
+fn describe_id(state: &BrokerState, id: Uuid) -> Option<MetadataResponseTopic> {
+    let me = state.config.node_id;
+    let offline = state.replicas.is_offline();
+    state.cluster.view.read(|image| {
+        let topic = image.topic(id)?;
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|(&index, p)| {
+                let error = if p.leader == NO_LEADER {
+                    ResponseError::LeaderNotAvailable.code()
+                } else if offline && p.leader == me {
+                    ResponseError::KafkaStorageError.code()
+                } else {
+                    0
+                };
+                let ids = |v: &[i32]| v.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+                MetadataResponsePartition::default()
+                    .with_error_code(error)
+                    .with_partition_index(index)
+                    .with_leader_id(BrokerId(p.leader))
+                    .with_leader_epoch(p.leader_epoch)
+                    .with_replica_nodes(ids(&p.replicas))
+                    .with_isr_nodes(ids(&p.isr))
+            })
+            .collect();
+        Some(
+            MetadataResponseTopic::default()
+                .with_name(Some(TopicName(str_bytes(&topic.name))))
+                .with_topic_id(topic.topic_id)
+                .with_is_internal(is_internal_topic(&topic.name))
+                .with_partitions(partitions),
+        )
+    })
 }

@@ -124,6 +124,16 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
             return Err(format!("{e} (client_id {client}, correlation_id {corr})"));
         }
     };
+    if let Some((kind, key)) = coordinator_key(&request, version) {
+        if !coordinates(state, kind, key) {
+            return unsupported::error_response(
+                &request,
+                version,
+                corr,
+                ResponseError::NotCoordinator.code(),
+            );
+        }
+    }
     let call = Call {
         state,
         api: request.api(),
@@ -133,6 +143,78 @@ pub(crate) fn dispatch(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr)
         peer,
     };
     handle(&call, request)
+}
+
+/// Which coordinator a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CoordinatorKind {
+    Group,
+    Transaction,
+}
+
+/// The group id or transactional id a coordinator request names (the first, for the
+/// requests that name several: clients send those to one coordinator at a time).
+fn coordinator_key(request: &Request, version: i16) -> Option<(CoordinatorKind, &str)> {
+    use CoordinatorKind::*;
+    let key = match request {
+        Request::JoinGroup(r) => (Group, r.group_id.as_str()),
+        Request::SyncGroup(r) => (Group, r.group_id.as_str()),
+        Request::Heartbeat(r) => (Group, r.group_id.as_str()),
+        Request::LeaveGroup(r) => (Group, r.group_id.as_str()),
+        Request::OffsetCommit(r) => (Group, r.group_id.as_str()),
+        Request::OffsetDelete(r) => (Group, r.group_id.as_str()),
+        Request::TxnOffsetCommit(r) => (Group, r.group_id.as_str()),
+        Request::OffsetFetch(r) if version >= 8 => (Group, r.groups.first()?.group_id.as_str()),
+        Request::OffsetFetch(r) => (Group, r.group_id.as_str()),
+        Request::DescribeGroups(r) => (Group, r.groups.first()?.as_str()),
+        Request::DeleteGroups(r) => (Group, r.groups_names.first()?.as_str()),
+        Request::InitProducerId(r) => (Transaction, r.transactional_id.as_ref()?.as_str()),
+        Request::AddOffsetsToTxn(r) => (Transaction, r.transactional_id.as_str()),
+        Request::EndTxn(r) => (Transaction, r.transactional_id.as_str()),
+        Request::AddPartitionsToTxn(r) if version >= 4 => (
+            Transaction,
+            r.transactions.first()?.transactional_id.as_str(),
+        ),
+        Request::AddPartitionsToTxn(r) => (Transaction, r.v3_and_below_transactional_id.as_str()),
+        _ => return None,
+    };
+    Some(key)
+}
+
+/// The partition of the coordinator's topic that holds `key`'s state, and that topic's
+/// name, if it exists yet.
+pub(crate) fn coordinator_partition(
+    state: &BrokerState,
+    kind: CoordinatorKind,
+    key: &str,
+) -> Option<Arc<sluice_partition::Partition>> {
+    let (name, configured) = match kind {
+        CoordinatorKind::Group => (
+            crate::groups::OFFSETS_TOPIC,
+            state.config.groups.offsets_topic_partitions,
+        ),
+        CoordinatorKind::Transaction => (crate::txn::TXN_TOPIC, state.config.txn.state_partitions),
+    };
+    let topic = state.replicas.topic(name)?;
+    let partitions = if topic.partitions.is_empty() {
+        configured
+    } else {
+        topic.partitions.len() as i32
+    };
+    let index = match kind {
+        CoordinatorKind::Group => sluice_group::partition_for(key, partitions),
+        CoordinatorKind::Transaction => sluice_txn::partition_for(key, partitions),
+    };
+    topic.partition(index).cloned()
+}
+
+/// Whether this broker coordinates `key`: it leads the partition holding its state. Until
+/// that topic exists (it is made on first use, by FindCoordinator) this broker answers.
+fn coordinates(state: &BrokerState, kind: CoordinatorKind, key: &str) -> bool {
+    match coordinator_partition(state, kind, key) {
+        Some(p) => p.leader() == state.config.node_id,
+        None => true,
+    }
 }
 
 /// What a handler gets besides its request.
@@ -220,11 +302,11 @@ fn api_versions(c: &Call<'_>, _: ApiVersionsRequest) -> Dispatched {
 }
 
 fn create_topics(c: &Call<'_>, r: CreateTopicsRequest) -> Dispatched {
-    c.ready(admin::create_topics(c.state, r))
+    c.respond(admin::create_topics(c.state.clone(), r))
 }
 
 fn delete_topics(c: &Call<'_>, r: DeleteTopicsRequest) -> Dispatched {
-    c.ready(admin::delete_topics(c.state, r))
+    c.respond(admin::delete_topics(c.state.clone(), r))
 }
 
 fn describe_configs(c: &Call<'_>, r: DescribeConfigsRequest) -> Dispatched {
@@ -232,7 +314,7 @@ fn describe_configs(c: &Call<'_>, r: DescribeConfigsRequest) -> Dispatched {
 }
 
 fn create_partitions(c: &Call<'_>, r: CreatePartitionsRequest) -> Dispatched {
-    c.ready(admin::create_partitions(c.state, r))
+    c.respond(admin::create_partitions(c.state.clone(), r))
 }
 
 fn init_producer_id(c: &Call<'_>, r: InitProducerIdRequest) -> Dispatched {
@@ -288,11 +370,11 @@ fn delete_records(c: &Call<'_>, r: DeleteRecordsRequest) -> Dispatched {
 }
 
 fn alter_configs(c: &Call<'_>, r: AlterConfigsRequest) -> Dispatched {
-    c.ready(alter_configs::alter_configs(c.state, r))
+    c.respond(alter_configs::alter_configs(c.state.clone(), r))
 }
 
 fn incremental_alter_configs(c: &Call<'_>, r: IncrementalAlterConfigsRequest) -> Dispatched {
-    c.ready(alter_configs::incremental_alter_configs(c.state, r))
+    c.respond(alter_configs::incremental_alter_configs(c.state.clone(), r))
 }
 
 fn add_partitions_to_txn(c: &Call<'_>, r: AddPartitionsToTxnRequest) -> Dispatched {

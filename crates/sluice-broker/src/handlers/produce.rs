@@ -87,6 +87,17 @@ pub(crate) fn handle(
                     Err(ResponseError::UnknownTopicId.code())
                 }
                 (None, _) => Err(ResponseError::UnknownTopicOrPartition.code()),
+                (Some(log), _) if state.leads(log, -1).is_err() => {
+                    Err(ResponseError::NotLeaderOrFollower.code())
+                }
+                // acks=all needs min.insync.replicas in the ISR before anything is appended.
+                (Some(log), _)
+                    if acks == -1
+                        && !log
+                            .enough_replicas(log.config().min_insync_replicas.max(1) as usize) =>
+                {
+                    Err(ResponseError::NotEnoughReplicas.code())
+                }
                 (Some(_), None) => Err(ResponseError::CorruptMessage.code()),
                 (Some(log), Some(records)) => {
                     let mut append = || {
@@ -186,6 +197,7 @@ pub(crate) fn handle(
     // not our own fsync: a disk that hangs is bounded by the client's request timeout, and a
     // failed sync takes the directory offline.
     let metrics = state.metrics.clone();
+    let me = state.config.node_id;
     let timeout = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     respond(ApiKey::Produce, version, corr, async move {
         let mut response = response;
@@ -200,9 +212,18 @@ pub(crate) fn handle(
         for (t, p, wait, a) in waits {
             let result = match wait.wait().await {
                 Ok(()) => {
-                    let committed = a.log.wait_for_high_watermark(a.end_offset);
+                    // Committed: the high watermark passed it, so every in-sync replica holds
+                    // it (and has fsynced it before saying so).
+                    let committed = a.log.wait_for_commit(a.end_offset, me);
+                    let min_isr = a.log.config().min_insync_replicas.max(1) as usize;
                     match tokio::time::timeout_at(deadline, committed).await {
-                        Ok(()) => Ok(()),
+                        Ok(true) => match a.log.ack_status(a.end_offset, min_isr) {
+                            sluice_partition::AckStatus::NotEnoughReplicasAfterAppend => {
+                                Err(ResponseError::NotEnoughReplicasAfterAppend.code())
+                            }
+                            _ => Ok(()),
+                        },
+                        Ok(false) => Err(ResponseError::NotLeaderOrFollower.code()),
                         Err(_) => Err(ResponseError::RequestTimedOut.code()),
                     }
                 }

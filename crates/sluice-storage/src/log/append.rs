@@ -51,6 +51,97 @@ impl UnifiedLog {
         self.append_checked(records, headers, None, leader_epoch, now_ms)
     }
 
+    /// Appends batches a follower fetched from its leader, as they are: offsets, leader
+    /// epochs and timestamps were assigned there, so nothing is patched. Each batch must
+    /// be whole and intact (CRC), the first must start at this log's end and the rest
+    /// follow without gaps (a compacted leader log may skip offsets between batches, never
+    /// back). The leader epoch cache and producer state follow the batches' headers, as
+    /// recovery rebuilds them. Either every batch is appended or none is.
+    pub fn append_as_follower(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        self.check_open()?;
+        let mut headers = Vec::new();
+        for batch in BatchIter::new(records) {
+            headers.push(BatchHeader::validate_stored(batch?)?);
+        }
+        let Some(first) = headers.first() else {
+            return Err(StorageError::InvalidRecord("no record batches".into()));
+        };
+        let mut inner = lock(&self.inner);
+        self.check_open()?;
+        let base_offset = inner.log_end_offset;
+        if first.base_offset < base_offset {
+            return Err(StorageError::InvalidRecord(format!(
+                "replicated batch at offset {} is below the log end {base_offset}",
+                first.base_offset
+            )));
+        }
+        let mut expect = first.base_offset;
+        for h in &headers {
+            if h.base_offset < expect {
+                return Err(StorageError::InvalidRecord(format!(
+                    "replicated batches overlap at offset {}",
+                    h.base_offset
+                )));
+            }
+            expect = h.next_offset();
+        }
+        let count = expect - first.base_offset;
+        if count > i64::from(i32::MAX) {
+            return Err(StorageError::InvalidRecord(format!(
+                "one append may not span {count} offsets"
+            )));
+        }
+        // A gap (the leader compacted it away) starts a new segment at the first batch, so
+        // a segment's first batch is at its base offset.
+        if first.base_offset > base_offset {
+            inner.log_end_offset = first.base_offset;
+            if let Err(e) = self.roll(&mut inner, now_ms) {
+                inner.log_end_offset = base_offset;
+                return Err(e);
+            }
+        }
+        self.maybe_roll(&mut inner, records.len() as u64, count, now_ms)?;
+        let mut slices = vec![IoSlice::new(records)];
+        let interval = inner.config.index_interval_bytes;
+        if let Err(e) = inner.active().append(&mut slices, &headers, interval) {
+            return Err(self.dir_state.fail("segment write", &e));
+        }
+        inner.log_end_offset = expect;
+        let mut pos = 0usize;
+        for h in &headers {
+            let batch = &records[pos..pos + h.total_size()];
+            pos += h.total_size();
+            inner.epochs.assign(h.partition_leader_epoch, h.base_offset);
+            if h.is_control() {
+                let commit = match sluice_records::control_type(h, batch)? {
+                    sluice_records::ControlType::Commit => Some(true),
+                    sluice_records::ControlType::Abort => Some(false),
+                    sluice_records::ControlType::Other(_) => None,
+                };
+                if let Some(aborted) =
+                    commit.and_then(|c| inner.producers.record_marker(h, c, now_ms))
+                {
+                    if let Err(e) = inner.active().append_aborted(aborted) {
+                        return Err(self.dir_state.fail("transaction index write", &e));
+                    }
+                }
+            } else {
+                inner.producers.record(h, now_ms);
+            }
+        }
+        Ok(AppendOutcome {
+            base_offset: first.base_offset,
+            last_offset: expect - 1,
+            log_append_time: -1,
+            log_start_offset: inner.log_start_offset,
+            duplicate: false,
+        })
+    }
+
     /// Appends a transaction marker for producer `producer_id`: its open transaction on this
     /// partition commits or aborts. Markers come from the transaction coordinator only.
     pub fn append_marker(

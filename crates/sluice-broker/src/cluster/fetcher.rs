@@ -1,0 +1,486 @@
+//! Followers fetch from their leaders (Kafka's `ReplicaFetcherManager` and
+//! `ReplicaFetcherThread`): one task per leader broker fetches every partition this broker
+//! follows there, with Kafka's own Fetch request (v12, with this broker's id as the replica
+//! id, the leader epoch it knows and the epoch of its last record).
+//!
+//! What comes back is appended as it is (the leader assigned offsets and epochs), made
+//! durable (fsynced) before the next fetch reports the new log end to the leader, so that a
+//! record counts toward the high watermark only once it is on this broker's disk; then the
+//! follower takes the leader's high watermark as far as its log reaches. A leader that says
+//! the follower's log diverges (KIP-320) gets the divergent tail cut before the next fetch.
+//! Every response is bounded by the allocation guard before it is decoded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::ResponseError;
+use sluice_partition::Partition;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::BrokerState;
+
+/// The Fetch version followers send.
+const FETCH_VERSION: i16 = 12;
+/// How long the leader may hold a fetch with nothing new.
+const MAX_WAIT_MS: i32 = 500;
+/// The most one fetch response may carry, and one partition of it.
+const FETCH_MAX_BYTES: i32 = 16 << 20;
+const PARTITION_MAX_BYTES: i32 = 4 << 20;
+/// The largest response frame accepted, and what decoding it may allocate besides.
+const RESPONSE_MAX_BYTES: usize = 64 << 20;
+const RESPONSE_DECODE_BUDGET_BYTES: usize = 64 << 20;
+/// How long a fetch may take, connection included, beyond the leader's wait.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pauses after a failed fetch: the first, and the most.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How often the set of leaders to follow is checked besides metadata changes.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
+
+/// The partitions this broker follows, by leader.
+fn followed(state: &BrokerState) -> BTreeMap<i32, Vec<(String, Arc<Partition>)>> {
+    let mut out: BTreeMap<i32, Vec<(String, Arc<Partition>)>> = BTreeMap::new();
+    for topic in state.replicas.topics() {
+        for p in &topic.partitions {
+            if let Some(leader) = p.following() {
+                out.entry(leader)
+                    .or_default()
+                    .push((topic.name.clone(), p.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Runs until shutdown: keeps one fetching task per leader this broker follows.
+pub(crate) async fn run(state: Arc<BrokerState>) {
+    let mut shutdown = state.shutdown.clone();
+    let mut changes = state.cluster.published.subscribe();
+    let mut tasks: HashMap<i32, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        tasks.retain(|_, t| !t.is_finished());
+        for leader in followed(&state).into_keys() {
+            tasks
+                .entry(leader)
+                .or_insert_with(|| tokio::spawn(follow(state.clone(), leader)));
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            for (_, t) in tasks {
+                t.abort();
+            }
+            return;
+        }
+    }
+}
+
+/// A connection to one leader.
+struct Connection {
+    addr: String,
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Connection {
+    async fn open(addr: &str) -> Result<Self, String> {
+        let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("connecting to {addr} timed out"))?
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            addr: addr.to_string(),
+            stream,
+            correlation_id: 0,
+        })
+    }
+
+    async fn fetch(
+        &mut self,
+        node_id: i32,
+        request: &FetchRequest,
+    ) -> Result<FetchResponse, String> {
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let api = ApiKey::Fetch;
+        let header = RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(FETCH_VERSION)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_string(format!(
+                "sluice-replica-fetcher-{node_id}"
+            ))));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, api.request_header_version(FETCH_VERSION))
+            .map_err(|e| e.to_string())?;
+        request
+            .encode(&mut body, FETCH_VERSION)
+            .map_err(|e| e.to_string())?;
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        let wait = Duration::from_millis(MAX_WAIT_MS as u64) + IO_TIMEOUT;
+        let exchange = async {
+            self.stream
+                .write_all(&frame)
+                .await
+                .map_err(|e| format!("send to {}: {e}", self.addr))?;
+            let mut size = [0u8; 4];
+            self.stream
+                .read_exact(&mut size)
+                .await
+                .map_err(|e| format!("read from {}: {e}", self.addr))?;
+            let size = i32::from_be_bytes(size);
+            if size < 0 || size as usize > RESPONSE_MAX_BYTES {
+                return Err(format!(
+                    "a fetch response of {size} bytes from {}",
+                    self.addr
+                ));
+            }
+            let mut buf = vec![0u8; size as usize];
+            self.stream
+                .read_exact(&mut buf)
+                .await
+                .map_err(|e| format!("read from {}: {e}", self.addr))?;
+            Ok(buf)
+        };
+        let buf = tokio::time::timeout(wait, exchange)
+            .await
+            .map_err(|_| format!("fetch from {} timed out", self.addr))??;
+        sluice_protocol::guard::check_response(
+            api,
+            FETCH_VERSION,
+            &buf,
+            RESPONSE_DECODE_BUDGET_BYTES,
+        )
+        .map_err(|e| format!("fetch response from {} refused: {e}", self.addr))?;
+        let mut buf = Bytes::from(buf);
+        let header = ResponseHeader::decode(&mut buf, api.response_header_version(FETCH_VERSION))
+            .map_err(|e| e.to_string())?;
+        if header.correlation_id != self.correlation_id {
+            return Err(format!("{} answered another request", self.addr));
+        }
+        FetchResponse::decode(&mut buf, FETCH_VERSION).map_err(|e| e.to_string())
+    }
+}
+
+/// The leader's Kafka listener, from the metadata.
+fn leader_address(state: &BrokerState, leader: i32) -> Option<String> {
+    state.cluster.view.read(|image| {
+        image
+            .broker(leader)
+            .and_then(|b| b.endpoints.first())
+            .map(|e| crate::config::address(&e.host, e.port))
+    })
+}
+
+/// Fetches from `leader` until this broker follows nothing there, or shutdown.
+async fn follow(state: Arc<BrokerState>, leader: i32) {
+    let me = state.config.node_id;
+    let mut connection: Option<Connection> = None;
+    let mut backoff = BACKOFF_MIN;
+    let mut failure_logged = false;
+    loop {
+        if *state.shutdown.borrow() {
+            return;
+        }
+        let partitions = followed(&state).remove(&leader).unwrap_or_default();
+        if partitions.is_empty() {
+            return;
+        }
+        let result = match leader_address(&state, leader) {
+            None => Err(format!("no address for broker {leader}")),
+            Some(addr) => {
+                if connection.as_ref().is_some_and(|c| c.addr != addr) {
+                    connection = None;
+                }
+                let conn = match connection.take() {
+                    Some(c) => Ok(c),
+                    None => Connection::open(&addr).await,
+                };
+                match conn {
+                    Ok(mut conn) => {
+                        let outcome = fetch_once(me, &mut conn, &partitions).await;
+                        if outcome.is_ok() {
+                            connection = Some(conn);
+                        }
+                        outcome
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match result {
+            Ok(progress) => {
+                if failure_logged {
+                    tracing::info!(leader, "replica fetcher: fetching again");
+                    failure_logged = false;
+                }
+                backoff = BACKOFF_MIN;
+                if !progress {
+                    // Every partition answered with an error: wait for the metadata to move.
+                    let mut published = state.cluster.published.subscribe();
+                    let _ = tokio::time::timeout(backoff * 4, published.changed()).await;
+                }
+            }
+            Err(e) => {
+                if !failure_logged {
+                    tracing::warn!(leader, error = e, "replica fetcher: fetch failed; retrying");
+                    failure_logged = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// One fetch of every partition in `partitions` from their leader, and what follows from
+/// its answer. Returns whether any partition made progress or could (no error).
+async fn fetch_once(
+    me: i32,
+    conn: &mut Connection,
+    partitions: &[(String, Arc<Partition>)],
+) -> Result<bool, String> {
+    let mut by_topic: BTreeMap<&str, Vec<&Arc<Partition>>> = BTreeMap::new();
+    for (name, p) in partitions {
+        by_topic.entry(name.as_str()).or_default().push(p);
+    }
+    let topics = by_topic
+        .iter()
+        .map(|(name, parts)| {
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(name.to_string())))
+                .with_partitions(
+                    parts
+                        .iter()
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p.index())
+                                .with_current_leader_epoch(p.leader_epoch())
+                                .with_fetch_offset(p.log_end_offset())
+                                .with_last_fetched_epoch(p.latest_epoch().unwrap_or(-1))
+                                .with_log_start_offset(p.log_start_offset())
+                                .with_partition_max_bytes(PARTITION_MAX_BYTES)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(me))
+        .with_max_wait_ms(MAX_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(FETCH_MAX_BYTES)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(topics);
+    let response = conn.fetch(me, &request).await?;
+    if response.error_code != 0 {
+        return Err(format!("the leader answered error {}", response.error_code));
+    }
+    let mut progress = false;
+    for topic in response.responses {
+        let Some(parts) = by_topic.get(topic.topic.as_str()) else {
+            continue;
+        };
+        for data in topic.partitions {
+            let Some(p) = parts.iter().find(|p| p.index() == data.partition_index) else {
+                continue;
+            };
+            if p.following().is_none() {
+                continue; // the metadata moved on while the fetch was out
+            }
+            match apply(p, data).await {
+                Ok(moved) => progress |= moved,
+                Err(e) => tracing::warn!(
+                    topic = topic.topic.as_str(),
+                    partition = p.index(),
+                    error = e,
+                    "replica fetcher"
+                ),
+            }
+        }
+    }
+    Ok(progress)
+}
+
+/// Applies one partition's answer. Returns whether it made progress or could have (no
+/// error).
+async fn apply(
+    p: &Arc<Partition>,
+    data: kafka_protocol::messages::fetch_response::PartitionData,
+) -> Result<bool, String> {
+    if data.error_code != 0 {
+        let known = [
+            ResponseError::NotLeaderOrFollower.code(),
+            ResponseError::FencedLeaderEpoch.code(),
+            ResponseError::UnknownLeaderEpoch.code(),
+            ResponseError::UnknownTopicOrPartition.code(),
+        ];
+        if known.contains(&data.error_code) {
+            // The leader and this broker see different metadata: wait for it to move.
+            return Ok(false);
+        }
+        return Err(format!("the leader answered error {}", data.error_code));
+    }
+    let now = crate::now_ms();
+    if data.diverging_epoch.epoch >= 0 {
+        let offset =
+            p.truncation_offset(data.diverging_epoch.epoch, data.diverging_epoch.end_offset);
+        let partition = p.clone();
+        let cut = tokio::task::spawn_blocking(move || partition.truncate_to(offset, now))
+            .await
+            .map_err(|e| e.to_string())?;
+        return match cut {
+            Ok(end) => {
+                tracing::info!(
+                    topic = p.topic(),
+                    partition = p.index(),
+                    offset = end,
+                    "truncated a divergent tail before fetching on"
+                );
+                Ok(true)
+            }
+            Err(e) => Err(format!("cannot truncate to {offset}: {e}")),
+        };
+    }
+    let records = data.records.filter(|r| !r.is_empty());
+    if let Some(records) = records {
+        let partition = p.clone();
+        let appended = tokio::task::spawn_blocking(move || {
+            // A response may end in a partial batch; only whole batches are appended.
+            let whole = whole_batches(&records);
+            if whole == 0 {
+                return Ok(None);
+            }
+            partition
+                .append_as_follower(&records[..whole], now)
+                .map(Some)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        if let Some(outcome) = appended {
+            // Durable here before the next fetch tells the leader we hold it.
+            p.flush(outcome.last_offset + 1)
+                .wait()
+                .await
+                .map_err(|e| format!("fsync: {e}"))?;
+        }
+    }
+    p.follow_high_watermark(data.high_watermark);
+    Ok(true)
+}
+
+/// The length of the whole batches at the start of `records`.
+fn whole_batches(records: &[u8]) -> usize {
+    let mut pos = 0usize;
+    while records.len() - pos >= 12 {
+        let len = i32::from_be_bytes(records[pos + 8..pos + 12].try_into().expect("4 bytes"));
+        if len < 0 {
+            break;
+        }
+        let end = pos + 12 + len as usize;
+        if end > records.len() {
+            break;
+        }
+        pos = end;
+    }
+    pos
+}
+
+/// How often leaders check their ISRs.
+const ISR_CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How long one AlterPartition may wait for the controller and this broker's publisher.
+const ALTER_PARTITION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs until shutdown: every leader partition whose followers fell behind
+/// `replica.lag.time.max.ms` (or caught up) asks the controller to change its ISR (Kafka's
+/// AlterPartition), all of this broker's changes in one request.
+pub(crate) async fn isr_updates(state: Arc<BrokerState>) {
+    let mut shutdown = state.shutdown.clone();
+    let lag_max = state.config.replica_lag_time_max_ms as i64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ISR_CHECK_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(broker_epoch) = state.cluster.broker_epoch() else {
+            continue;
+        };
+        let now = crate::now_ms();
+        let mut asked = Vec::new();
+        for topic in state.replicas.topics() {
+            for p in &topic.partitions {
+                if let Some(change) = p.isr_change(now, lag_max) {
+                    asked.push((topic.id, p.clone(), change));
+                }
+            }
+        }
+        if asked.is_empty() {
+            continue;
+        }
+        let changes = asked
+            .iter()
+            .map(|(id, p, c)| super::rpc::WireIsrChange {
+                topic_id: *id,
+                partition: p.index(),
+                leader_epoch: c.leader_epoch,
+                partition_epoch: c.partition_epoch,
+                new_isr: c.new_isr.clone(),
+            })
+            .collect();
+        let request = super::rpc::ControllerRequest::AlterPartition {
+            broker_id: state.config.node_id,
+            broker_epoch,
+            changes,
+        };
+        let outcomes = state
+            .cluster
+            .topic_request(request, ALTER_PARTITION_TIMEOUT)
+            .await;
+        for (i, (_, p, change)) in asked.iter().enumerate() {
+            match outcomes.as_ref().map(|o| o.get(i).cloned().flatten()) {
+                // Committed, and applied by the publisher, which gave the leader the new
+                // ISR (and cleared the pending change) before the answer came here.
+                Ok(None) => {
+                    tracing::info!(topic = p.topic(), partition = p.index(),
+                        isr = ?change.new_isr, "ISR changed");
+                    state.metrics.isr_changed();
+                }
+                Ok(Some((code, message))) => {
+                    tracing::info!(
+                        topic = p.topic(),
+                        partition = p.index(),
+                        code,
+                        message,
+                        "the controller refused an ISR change"
+                    );
+                    p.on_isr_answer(change, None);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        topic = p.topic(),
+                        partition = p.index(),
+                        error = e,
+                        "an ISR change was not answered"
+                    );
+                    p.on_isr_answer(change, None);
+                }
+            }
+        }
+    }
+}

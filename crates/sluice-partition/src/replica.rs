@@ -1,0 +1,365 @@
+//! A partition's place in replication (Kafka's `Partition.makeLeader`/`makeFollower`): the
+//! cluster metadata makes this broker the partition's leader, one of its followers, or
+//! neither. On the leader, `sluice_replication::LeaderState` decides the high watermark from
+//! the followers' fetches and the ISR; appends and follower fetches move it. A follower
+//! appends what it fetched as it is, truncates a divergent tail, and takes the leader's high
+//! watermark as far as its own log reaches.
+
+use std::sync::atomic::Ordering;
+
+use sluice_replication::{
+    truncation_offset, AckStatus, Elected, EpochLog, FetchAnswer, IsrChange, LeaderState,
+};
+use sluice_storage::{AppendOutcome, StorageError, UnifiedLog};
+
+use crate::partition::{Partition, NO_LEADER};
+
+/// What this broker is for a partition.
+#[derive(Debug, Default)]
+pub(crate) enum Role {
+    /// The metadata has not named this broker leader or follower (yet).
+    #[default]
+    Unassigned,
+    Leader(LeaderState),
+    Follower {
+        leader: i32,
+    },
+}
+
+/// The log as replication sees it.
+pub(crate) struct LogView<'a>(pub &'a UnifiedLog);
+
+impl EpochLog for LogView<'_> {
+    fn log_end_offset(&self) -> i64 {
+        self.0.log_end_offset()
+    }
+
+    fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.0.end_offset_for_epoch(epoch)
+    }
+
+    fn latest_epoch(&self) -> Option<i32> {
+        self.0.latest_epoch()
+    }
+}
+
+/// The metadata's word on one partition, as the publisher hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct Assignment<'a> {
+    /// This broker.
+    pub me: i32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: &'a [i32],
+    pub isr: &'a [i32],
+}
+
+/// How far one follower is behind its leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerLag {
+    pub follower: i32,
+    pub in_sync: bool,
+    /// Records between its last fetch offset and the leader's log end.
+    pub behind: i64,
+}
+
+/// What the leader answers a follower's fetch of this partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaFetch {
+    /// Read from the fetch offset up to the log end; `high_watermark` is the leader's.
+    Records { high_watermark: i64 },
+    /// The follower's log diverges: it truncates at the end of `epoch`, `end_offset`.
+    Diverging { epoch: i32, end_offset: i64 },
+    /// Kafka's error code for the fetch.
+    Error(i16),
+}
+
+/// Kafka's error codes the replication answers use.
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const FENCED_LEADER_EPOCH: i16 = 74;
+const UNKNOWN_LEADER_EPOCH: i16 = 75;
+
+impl Partition {
+    /// Applies the cluster metadata: leader, follower or neither, in `leader_epoch`. A
+    /// change of leader epoch starts the role again; a new ISR in the same epoch reaches
+    /// the leader's state. The first assignment of a partition with more than one replica
+    /// starts its high watermark from nothing (a restarted replica does not know what was
+    /// committed; the leader learns it again from its followers' fetches, a follower from
+    /// the leader): everything recovered counts as committed only where this broker is the
+    /// only replica.
+    pub fn assign(&self, a: Assignment<'_>, now_ms: i64) {
+        let mut role = self.role.lock().expect("role lock");
+        if !self.assigned.swap(true, Ordering::AcqRel) && a.replicas.len() > 1 {
+            self.reset_high_watermark(self.log.log_start_offset());
+        }
+        let same_epoch = a.leader_epoch == self.leader_epoch();
+        if a.leader_epoch < self.leader_epoch() {
+            return;
+        }
+        if a.leader == a.me && a.isr.contains(&a.me) {
+            match &mut *role {
+                Role::Leader(state) if same_epoch => {
+                    state.on_partition_state(a.isr, a.partition_epoch, &LogView(&self.log));
+                }
+                _ => {
+                    self.set_leader_epoch(a.leader_epoch);
+                    let elected = Elected {
+                        leader_id: a.me,
+                        leader_epoch: a.leader_epoch,
+                        partition_epoch: a.partition_epoch,
+                        replicas: a.replicas,
+                        isr: a.isr,
+                    };
+                    let mut state = LeaderState::become_leader(
+                        elected,
+                        &LogView(&self.log),
+                        self.high_watermark(),
+                        now_ms,
+                    );
+                    // What the ISR as the metadata gives it already holds is committed:
+                    // with an ISR of this broker alone, its whole log.
+                    state.on_append(&LogView(&self.log));
+                    *role = Role::Leader(state);
+                }
+            }
+            let hw = match &*role {
+                Role::Leader(state) => state.high_watermark(),
+                _ => unreachable!("just made leader"),
+            };
+            self.leader.store(a.me, Ordering::Release);
+            drop(role);
+            self.advance_high_watermark(hw);
+            return;
+        }
+        self.set_leader_epoch(a.leader_epoch);
+        let was_leading = matches!(*role, Role::Leader(_));
+        self.leader.store(a.leader, Ordering::Release);
+        *role = if a.replicas.contains(&a.me) && a.leader != NO_LEADER {
+            Role::Follower { leader: a.leader }
+        } else {
+            Role::Unassigned
+        };
+        drop(role);
+        if was_leading {
+            // Produces parked here wait for a commit this broker no longer decides: wake
+            // them to see that it no longer leads.
+            self.waiters.wake();
+        }
+    }
+
+    /// Whether appends may go into this log: this broker leads the partition, or the
+    /// metadata has not assigned it at all (a lone log, in tests).
+    pub(crate) fn may_append_locally(&self) -> bool {
+        matches!(*self.role.lock().expect("role lock"), Role::Leader(_))
+            || !self.assigned.load(Ordering::Acquire)
+    }
+
+    /// The broker this one follows for this partition, if it is a follower.
+    pub fn following(&self) -> Option<i32> {
+        match &*self.role.lock().expect("role lock") {
+            Role::Follower { leader } => Some(*leader),
+            _ => None,
+        }
+    }
+
+    /// As leader: the replica count, and each follower's ISR membership and how many records
+    /// it is behind this log end (for metrics); `None` if this broker does not lead.
+    pub fn replica_lags(&self) -> Option<(usize, Vec<FollowerLag>)> {
+        match &*self.role.lock().expect("role lock") {
+            Role::Leader(state) => {
+                let end = self.log.log_end_offset();
+                let lags = state
+                    .follower_log_ends()
+                    .into_iter()
+                    .map(|(b, e)| FollowerLag {
+                        follower: b,
+                        in_sync: state.isr.contains(&b),
+                        behind: end - e.max(0),
+                    })
+                    .collect();
+                Some((state.replicas.len(), lags))
+            }
+            _ => None,
+        }
+    }
+
+    /// The ISR this broker has as leader, if it leads.
+    pub fn isr(&self) -> Option<Vec<i32>> {
+        match &*self.role.lock().expect("role lock") {
+            Role::Leader(state) => Some(state.isr.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether an acks=all produce may be appended: this broker leads and its ISR holds at
+    /// least `min_insync_replicas` (Kafka's NOT_ENOUGH_REPLICAS otherwise).
+    pub fn enough_replicas(&self, min_insync_replicas: usize) -> bool {
+        match &*self.role.lock().expect("role lock") {
+            Role::Leader(state) => state.enough_replicas(min_insync_replicas),
+            _ => true,
+        }
+    }
+
+    /// Where an acks=all produce ending at `end_offset` stands once the high watermark has
+    /// passed it: NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below
+    /// `min_insync_replicas` meanwhile.
+    pub fn ack_status(&self, end_offset: i64, min_insync_replicas: usize) -> AckStatus {
+        match &*self.role.lock().expect("role lock") {
+            Role::Leader(state) => state.ack_status(end_offset - 1, min_insync_replicas),
+            _ if self.high_watermark() >= end_offset => AckStatus::Committed,
+            _ => AckStatus::Waiting,
+        }
+    }
+
+    /// The commit rule of a replicated partition: an append moves the leader's high
+    /// watermark as far as its ISR holds the log (at once, with an ISR of one). A broker
+    /// that is not the leader commits nothing here; before the metadata has assigned the
+    /// partition at all, an append counts as committed (a lone log, in tests).
+    pub(crate) fn commit_append(&self, end_offset: i64) {
+        let hw = match &mut *self.role.lock().expect("role lock") {
+            Role::Leader(state) => {
+                state.on_append(&LogView(&self.log));
+                state.high_watermark()
+            }
+            Role::Unassigned if !self.assigned.load(Ordering::Acquire) => end_offset,
+            _ => return,
+        };
+        self.advance_high_watermark(hw);
+    }
+
+    /// A follower's fetch of this partition, on its leader: from `fetch_offset`, its last
+    /// record in `last_fetched_epoch`, knowing leader epoch `current_leader_epoch` (-1:
+    /// unknown). Moves the high watermark when the follower's progress allows.
+    pub fn on_replica_fetch(
+        &self,
+        follower: i32,
+        fetch_offset: i64,
+        last_fetched_epoch: Option<i32>,
+        current_leader_epoch: i32,
+        now_ms: i64,
+    ) -> ReplicaFetch {
+        let epoch = self.leader_epoch();
+        if current_leader_epoch >= 0 && current_leader_epoch < epoch {
+            return ReplicaFetch::Error(FENCED_LEADER_EPOCH);
+        }
+        if current_leader_epoch > epoch {
+            return ReplicaFetch::Error(UNKNOWN_LEADER_EPOCH);
+        }
+        let mut role = self.role.lock().expect("role lock");
+        let Role::Leader(state) = &mut *role else {
+            return ReplicaFetch::Error(NOT_LEADER_OR_FOLLOWER);
+        };
+        let answer = state.on_fetch(
+            follower,
+            fetch_offset,
+            last_fetched_epoch,
+            &LogView(&self.log),
+            now_ms,
+        );
+        let hw = state.high_watermark();
+        drop(role);
+        self.advance_high_watermark(hw);
+        match answer {
+            FetchAnswer::Records { high_watermark } => ReplicaFetch::Records { high_watermark },
+            FetchAnswer::Diverging { epoch, end_offset } => {
+                ReplicaFetch::Diverging { epoch, end_offset }
+            }
+            FetchAnswer::OffsetOutOfRange => ReplicaFetch::Error(OFFSET_OUT_OF_RANGE),
+            FetchAnswer::NotAReplica => ReplicaFetch::Error(NOT_LEADER_OR_FOLLOWER),
+        }
+    }
+
+    /// The ISR change this leader should ask the controller for now, if any.
+    pub fn isr_change(&self, now_ms: i64, replica_lag_time_max_ms: i64) -> Option<IsrChange> {
+        match &mut *self.role.lock().expect("role lock") {
+            Role::Leader(state) => state.isr_change(now_ms, replica_lag_time_max_ms),
+            _ => None,
+        }
+    }
+
+    /// The controller's answer to `change`: the committed ISR and partition epoch, or
+    /// `None` if it refused.
+    pub fn on_isr_answer(&self, change: &IsrChange, committed: Option<(&[i32], i32)>) {
+        let hw = match &mut *self.role.lock().expect("role lock") {
+            Role::Leader(state) => {
+                state.on_alter_answer(change, committed, &LogView(&self.log));
+                state.high_watermark()
+            }
+            _ => return,
+        };
+        self.advance_high_watermark(hw);
+    }
+
+    /// Appends batches fetched from the leader, as they are.
+    pub fn append_as_follower(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        let outcome = self.log.append_as_follower(records, now_ms)?;
+        self.appended.wake();
+        Ok(outcome)
+    }
+
+    /// A follower takes the leader's high watermark, as far as its own log reaches.
+    pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
+        let hw =
+            sluice_replication::follower_high_watermark(&LogView(&self.log), leader_high_watermark);
+        self.advance_high_watermark(hw);
+    }
+
+    /// Where this follower's log must be cut when the leader says it diverges at
+    /// `(epoch, end_offset)`.
+    pub fn truncation_offset(&self, epoch: i32, end_offset: i64) -> i64 {
+        truncation_offset(&LogView(&self.log), epoch, end_offset)
+    }
+
+    /// Cuts this follower's divergent tail at `offset`. Never below the high watermark:
+    /// what is committed is on every in-sync replica, and a leader that says otherwise was
+    /// elected uncleanly; that is refused, and the follower stops.
+    pub fn truncate_to(&self, offset: i64, now_ms: i64) -> Result<i64, StorageError> {
+        let hw = self.high_watermark();
+        if offset < hw {
+            return Err(StorageError::InvalidRecord(format!(
+                "refusing to truncate {}-{} to {offset}, below its high watermark {hw}",
+                self.topic(),
+                self.index()
+            )));
+        }
+        self.log.truncate_to(offset, now_ms)
+    }
+
+    /// The epoch of the last record, for a follower's fetch.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.log.latest_epoch()
+    }
+
+    /// Registers `waiter` to be woken at the next append (a follower's parked fetch).
+    pub fn register_for_append(&self, waiter: &std::sync::Arc<crate::partition::Waiter>) {
+        self.appended.register(waiter);
+    }
+
+    /// Whole batches from `offset` up to the log end, for a follower.
+    pub fn read_for_replica(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<crate::PartitionRead, StorageError> {
+        let read = self.log.read_slice_below(
+            offset,
+            i64::MAX,
+            max_bytes,
+            true,
+            sluice_storage::Isolation::ReadUncommitted,
+        )?;
+        Ok(crate::PartitionRead {
+            records: read.records,
+            high_watermark: self.high_watermark(),
+            last_stable_offset: self.last_stable_offset(),
+            log_start_offset: read.log_start_offset,
+            aborted: Vec::new(),
+        })
+    }
+}
