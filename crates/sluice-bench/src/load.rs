@@ -60,11 +60,22 @@ pub fn create_topic_with(
     partitions: i32,
     configs: &[(&str, &str)],
 ) -> Result<(), String> {
+    create_replicated_topic(bootstrap, name, partitions, 1, configs)
+}
+
+/// Creates a topic of `replicas` replicas per partition, with config overrides.
+pub fn create_replicated_topic(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replicas: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .map_err(|e| e.to_string())?;
-    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replicas));
     for (k, v) in configs {
         topic = topic.set(k, v);
     }

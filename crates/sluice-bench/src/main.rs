@@ -14,6 +14,7 @@ mod partitions;
 mod phases;
 mod quorum;
 mod reliability;
+mod replication;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -50,8 +51,8 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     sluice_bin: Option<PathBuf>,
     /// Run only these groups (produce, consume, latency, fan-in, memory, groups, transactions,
-    /// compaction, metrics, reliability, conversion; `partitions`, `large-log` and `quorum`
-    /// run only when named), for
+    /// compaction, metrics, reliability, conversion; `partitions`, `large-log`, `quorum` and
+    /// `replication` run only when named), for
     /// profiling one
     /// path; the ceilings are always measured.
     #[arg(long, value_name = "GROUP", value_delimiter = ',')]
@@ -666,6 +667,9 @@ fn run(args: &Args) -> Result<(), String> {
     }
     if let Some(bin) = bin.as_ref().filter(|_| named("quorum")) {
         quorum::run(bin, &args.data_dir, quick, &mut run)?;
+    }
+    if let Some(bin) = bin.as_ref().filter(|_| named("replication")) {
+        replication::run(bin, &args.data_dir, quick, &mut run)?;
     }
     if let Some(bin) = bin.as_ref().filter(|_| args.wants("compaction")) {
         // A log of 4,096 keys written as a plain log, then switched to compaction: one

@@ -73,7 +73,7 @@ fn fenced(admin: &str, broker: i64) -> bool {
     })
 }
 
-fn wait(what: &str, mut done: impl FnMut() -> bool) -> Result<Duration, String> {
+pub(crate) fn wait(what: &str, mut done: impl FnMut() -> bool) -> Result<Duration, String> {
     let started = Instant::now();
     while !done() {
         if started.elapsed() > WAIT_MAX {
@@ -89,8 +89,16 @@ fn free_port() -> Result<u16, String> {
     Ok(probe.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-/// One run: (time to a new leader, time until the dead broker is fenced), from the kill.
-fn failover_once(bin: &Path, dir: &Path) -> Result<(Duration, Duration), String> {
+/// Started nodes, by id.
+pub(crate) type Nodes = Vec<(i64, Broker)>;
+
+/// Three nodes on loopback, voters of one quorum with Kafka's default timings, each with
+/// `extra` settings; returns them with their admin listeners.
+pub(crate) fn start_cluster(
+    bin: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> Result<(Nodes, Vec<(i64, String)>), String> {
     let ids = [1i64, 2, 3];
     let ports: Vec<u16> = ids.iter().map(|_| free_port()).collect::<Result<_, _>>()?;
     let voters = ids
@@ -103,7 +111,7 @@ fn failover_once(bin: &Path, dir: &Path) -> Result<(Duration, Duration), String>
     for (id, port) in ids.iter().zip(&ports) {
         let node_dir = dir.join(format!("node{id}"));
         let _ = std::fs::remove_dir_all(&node_dir);
-        let args = [
+        let mut args = vec![
             "--node-id".to_string(),
             id.to_string(),
             "--set".to_string(),
@@ -111,6 +119,7 @@ fn failover_once(bin: &Path, dir: &Path) -> Result<(Duration, Duration), String>
             "--set".to_string(),
             format!("listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{port}"),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         nodes.push((*id, Broker::start(bin, &node_dir, &args)?));
     }
@@ -118,6 +127,16 @@ fn failover_once(bin: &Path, dir: &Path) -> Result<(Duration, Duration), String>
         .iter()
         .map(|(id, b)| Ok((*id, b.admin_addr().ok_or("no admin listener")?)))
         .collect::<Result<_, String>>()?;
+    wait("three unfenced brokers and one leader", || {
+        agreed(&admins, &ids).is_some()
+    })?;
+    Ok((nodes, admins))
+}
+
+/// One run: (time to a new leader, time until the dead broker is fenced), from the kill.
+fn failover_once(bin: &Path, dir: &Path) -> Result<(Duration, Duration), String> {
+    let ids = [1i64, 2, 3];
+    let (mut nodes, admins) = start_cluster(bin, dir, &[])?;
     let mut leader = None;
     wait("three unfenced brokers and one leader", || {
         leader = agreed(&admins, &ids);
@@ -147,7 +166,7 @@ fn failover_once(bin: &Path, dir: &Path) -> Result<(Duration, Duration), String>
     Ok((new_leader, fenced_after))
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
