@@ -14,10 +14,20 @@ Properties proven here:
   older leader epoch with FENCED_LEADER_EPOCH and a newer one with UNKNOWN_LEADER_EPOCH.
 - A consumer group bootstrapped at any broker commits and reads its offsets: FindCoordinator
   names the leader of the group's `__consumer_offsets` partition, the other brokers answer
-  NOT_COORDINATOR.
+  NOT_COORDINATOR. That topic has three replicas; when the coordinator is killed (-9) the
+  group's offsets are served by the new leader of its partition, which reloads the groups,
+  and they survive a restart of the whole cluster.
 - A topic deleted while a broker is down is removed from its disk when it returns, and one
   created meanwhile is created there; a deletion through any broker removes the logs
   everywhere.
+- A single node keeps its topics across restarts, in a higher leader epoch each time, and
+  fences a fetch naming an older one.
+- Replication (RF=3, min.insync.replicas=2, an idempotent acks=all producer through every
+  broker, checked by the history checker with Jepsen's anomalies, seeds printed): kill -9
+  and SIGSTOP of a partition leader (an in-sync follower takes over; the old leader
+  truncates and catches up), kill -9 and restart of a follower (it catches up and rejoins
+  the ISR), and a rolling restart of all three brokers; every replica ends with the same
+  log, and no acknowledged record is lost, duplicated or moved.
 
 Waiting is polling with a deadline, never a fixed sleep.
 """
@@ -70,6 +80,15 @@ def leaders(node, topic):
     if t is None or t.error is not None:
         return None
     return {p: (m.leader, tuple(m.replicas)) for p, m in t.partitions.items()}
+
+
+def isrs(node, topic):
+    """{partition: ISR} of `topic` in `node`'s Metadata ({} if absent)."""
+    md = admin(node).list_topics(timeout=WAIT_S)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None:
+        return {}
+    return {p: tuple(m.isrs) for p, m in t.partitions.items()}
 
 
 def agreed_leaders(nodes, topic, partitions):
@@ -324,6 +343,83 @@ def read_everything(node, topic, partitions, ends):
 
 
 FAULT_SEEDS = int(os.environ.get("SLUICE_CLUSTER_SEEDS", "2"))
+TOPIC, PARTITIONS = "replicated", 3
+
+
+class Load:
+    """An idempotent acks=all producer writing unique values to TOPIC through every broker,
+    recording each send and its outcome in a History."""
+
+    def __init__(self, nodes, seed):
+        self.seed, self.sent, self.history = seed, 0, History()
+        bootstrap = ",".join(n.bootstrap for n in nodes.values())
+        self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                                  "enable.idempotence": True, "linger.ms": 5,
+                                  "message.timeout.ms": 90000})
+
+    def _delivered(self, err, msg):
+        if err is None:
+            self.history.ok(msg.value(), msg.partition(), msg.offset())
+        else:
+            self.history.failed(msg.value())
+
+    def run_for(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            value = f"{self.seed}-{self.sent}".encode()
+            self.history.send(value)
+            self.producer.produce(TOPIC, value=value, key=str(self.sent % 11).encode(),
+                                  on_delivery=self._delivered)
+            self.sent += 1
+            self.producer.poll(0.002)
+
+    def check(self, nodes, reader):
+        """Flushes, waits for every replica to hold the same log, reads it all through
+        `reader` and runs the history checker over it."""
+        assert self.producer.flush(120) == 0, "the producer did not finish"
+        assert any(s.outcome == "ok" for s in self.history.sends.values())
+        ends = wait_for("every replica to hold the same log",
+                        converged(nodes.values(), TOPIC, PARTITIONS), timeout=60)
+        records = read_everything(reader, TOPIC, PARTITIONS,
+                                  {p: e for p, (e, _) in ends.items()})
+        self.history.poll("reader", records, restart=True,
+                          positions={p: 0 for p in range(PARTITIONS)})
+        assert_valid(self.history, {(p, o): v for p, o, v in records},
+                     require_all_seen=True)
+
+
+def under_load(tmp_path, name, scenario):
+    """Runs `scenario(nodes, view, load, rng)` on a fresh three-node cluster with TOPIC (RF=3,
+    min.insync.replicas=2) under an acks=all load, for SLUICE_CLUSTER_SEEDS seeds (printed;
+    SLUICE_CLUSTER_SEED replays one), then checks the history."""
+    for round_ in range(FAULT_SEEDS):
+        seed = int(os.environ.get("SLUICE_CLUSTER_SEED", random.SystemRandom().randrange(2**32)))
+        print(f"{name} round {round_} seed {seed}")
+        rng = random.Random(seed)
+        run_dir = tmp_path / f"round{round_}"
+        run_dir.mkdir()
+        ids = [1, 2, 3]
+        nodes = start_cluster(run_dir, ids, extra=["--set", "replica.lag.time.max.ms=2000"])
+        try:
+            start_all(nodes, ids)
+            a = admin(nodes[1])
+            a.create_topics([NewTopic(TOPIC, PARTITIONS, 3, config={
+                "min.insync.replicas": "2"})])[TOPIC].result(WAIT_S)
+            view = wait_for("every broker to list the leaders",
+                            agreed_leaders(nodes.values(), TOPIC, PARTITIONS))
+            load = Load(nodes, seed)
+            load.run_for(rng.uniform(0.5, 2.0))
+            reader = scenario(nodes, view, load, rng)
+            load.run_for(rng.uniform(0.5, 1.5))
+            load.check(nodes, reader)
+            assert agreed_leaders(nodes.values(), TOPIC, PARTITIONS)() is not None
+        finally:
+            stop_all(nodes)
+
+
+def new_leader(node, victim):
+    """A check for `wait_for`: partition 0 is led by a broker other than `victim`."""
+    return lambda: (leaders(node, TOPIC) or {}).get(0, (-1,))[0] not in (-1, victim)
 
 
 @pytest.mark.parametrize("fault", ["kill", "pause"])
@@ -335,78 +431,130 @@ def test_acknowledged_records_survive_the_loss_of_a_partition_leader(tmp_path, f
     that the new leader does not, and catches up. Every replica ends with the same log, and
     the history checker finds no acknowledged record lost, duplicated or moved, and no
     record seen that was not sent. Seeds: SLUICE_CLUSTER_SEEDS (default 2), printed."""
-    for round_ in range(FAULT_SEEDS):
-        seed = int(os.environ.get("SLUICE_CLUSTER_SEED", random.SystemRandom().randrange(2**32)))
-        print(f"{fault} round {round_} seed {seed}")
-        rng = random.Random(seed)
-        run_dir = tmp_path / f"round{round_}"
-        run_dir.mkdir()
-        ids = [1, 2, 3]
-        nodes = start_cluster(run_dir, ids, extra=["--set", "replica.lag.time.max.ms=2000"])
+    def scenario(nodes, view, load, rng):
+        victim = view[0][0]
+        if fault == "kill":
+            nodes[victim].kill()
+        else:
+            nodes[victim].proc.send_signal(signal.SIGSTOP)
         try:
-            start_all(nodes, ids)
-            topic, partitions = "replicated", 3
-            a = admin(nodes[1])
-            a.create_topics([NewTopic(topic, partitions, 3,
-                                      config={"min.insync.replicas": "2"})])[topic].result(WAIT_S)
-            view = wait_for("every broker to list the leaders",
-                            agreed_leaders(nodes.values(), topic, partitions))
-            victim = view[0][0]
-            bootstrap = ",".join(n.bootstrap for n in nodes.values())
-            history = History()
-            producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                                 "enable.idempotence": True, "linger.ms": 5,
-                                 "message.timeout.ms": 60000})
-
-            def delivered(err, msg):
-                if err is None:
-                    history.ok(msg.value(), msg.partition(), msg.offset())
-                else:
-                    history.failed(msg.value())
-
-            sent = 0
-
-            def produce_for(seconds):
-                nonlocal sent
-                end = time.monotonic() + seconds
-                while time.monotonic() < end:
-                    value = f"{seed}-{sent}".encode()
-                    history.send(value)
-                    producer.produce(topic, value=value, key=str(sent % 11).encode(),
-                                     on_delivery=delivered)
-                    sent += 1
-                    producer.poll(0.002)
-
-            produce_for(rng.uniform(0.5, 2.0))
-            if fault == "kill":
-                nodes[victim].kill()
-            else:
-                nodes[victim].proc.send_signal(signal.SIGSTOP)
-            try:
-                produce_for(rng.uniform(1.0, 3.0))
-                survivor = nodes[next(i for i in ids if i != victim)]
-                wait_for("an in-sync follower to take over partition 0",
-                         lambda: (leaders(survivor, topic) or {}).get(0, (-1,))[0]
-                         not in (-1, victim))
-                produce_for(rng.uniform(1.0, 2.0))
-            finally:
-                if fault == "kill":
-                    nodes[victim].start()
-                else:
-                    nodes[victim].proc.send_signal(signal.SIGCONT)
-            produce_for(rng.uniform(1.0, 2.0))
-            assert producer.flush(90) == 0, "the producer did not finish"
-            acked = sum(1 for s in history.sends.values() if s.outcome == "ok")
-            assert acked > 0
-            ends = wait_for("every replica to hold the same log",
-                            converged(nodes.values(), topic, partitions), timeout=60)
-            records = read_everything(nodes[ids[0] if ids[0] != victim else ids[1]], topic,
-                                      partitions, {p: e for p, (e, _) in ends.items()})
-            history.poll("reader", records, restart=True,
-                         positions={p: 0 for p in range(partitions)})
-            final = {(p, o): v for p, o, v in records}
-            assert_valid(history, final, require_all_seen=True)
-            new_view = agreed_leaders(nodes.values(), topic, partitions)()
-            assert new_view is not None
+            load.run_for(rng.uniform(1.0, 3.0))
+            survivor = nodes[next(i for i in nodes if i != victim)]
+            wait_for("an in-sync follower to take over partition 0",
+                     new_leader(survivor, victim))
+            load.run_for(rng.uniform(1.0, 2.0))
         finally:
-            stop_all(nodes)
+            if fault == "kill":
+                nodes[victim].start()
+            else:
+                nodes[victim].proc.send_signal(signal.SIGCONT)
+        return survivor
+    under_load(tmp_path, fault, scenario)
+
+
+def test_a_killed_follower_restarts_catches_up_and_rejoins_the_isr(tmp_path):
+    """A follower of partition 0 is killed (-9) under load: with min.insync.replicas=2 the
+    leader goes on acknowledging with the other follower once the dead one has left the ISR
+    (replica.lag.time.max.ms); restarted, it fetches what it missed, and the leader adds it
+    back to the ISR. No acknowledged record is lost."""
+    def scenario(nodes, view, load, rng):
+        leader, replicas = view[0]
+        victim = next(r for r in replicas if r != leader)
+        nodes[victim].kill()
+        load.run_for(rng.uniform(2.5, 4.0))
+        nodes[victim].start()
+        load.run_for(rng.uniform(0.5, 1.5))
+        wait_for("the restarted follower back in every ISR", lambda: all(
+            len(isr) == 3 for isr in isrs(nodes[leader], TOPIC).values()))
+        return nodes[leader]
+    under_load(tmp_path, "follower", scenario)
+
+
+def test_a_rolling_restart_of_every_broker_loses_nothing(tmp_path):
+    """Each broker in turn is stopped cleanly (SIGTERM: a controlled shutdown moves its
+    leaderships away first) and started again under load, the next one only once the
+    restarted broker is back in every ISR. No acknowledged record is lost or duplicated."""
+    def scenario(nodes, view, load, rng):
+        for i in sorted(nodes):
+            nodes[i].stop()
+            load.run_for(rng.uniform(0.5, 1.5))
+            nodes[i].start()
+            other = nodes[next(j for j in nodes if j != i)]
+            wait_for(f"broker {i} back in every ISR", lambda: all(
+                len(isr) == 3 for isr in isrs(other, TOPIC).values()))
+            load.run_for(rng.uniform(0.3, 1.0))
+        return nodes[1]
+    under_load(tmp_path, "rolling", scenario)
+
+
+def test_a_group_keeps_its_committed_offsets_when_its_coordinator_dies(tmp_path):
+    """`__consumer_offsets` has three replicas on three brokers (offsets.topic.replication.
+    factor, default 3): a group commits offsets (acknowledged once its in-sync replicas hold
+    them), its coordinator is killed (-9), the leadership of the group's partition moves to
+    an in-sync follower, whose coordinator reloads the groups from that log; the group's
+    offsets read back through another broker are exactly those committed, and the group goes
+    on committing there."""
+    ids = [1, 2, 3]
+    nodes = start_cluster(tmp_path, ids)
+    try:
+        start_all(nodes, ids)
+        topic = "grouped"
+        a = admin(nodes[1])
+        a.create_topics([NewTopic(topic, 3, 3, config={"min.insync.replicas": "2"})])[
+            topic].result(WAIT_S)
+        p = Producer({"bootstrap.servers": nodes[1].bootstrap, "acks": "all"})
+        for i in range(90):
+            p.produce(topic, value=f"m{i}".encode(), partition=i % 3)
+        assert p.flush(WAIT_S) == 0
+        group = "survivors"
+        c = Consumer({"bootstrap.servers": nodes[2].bootstrap, "group.id": group,
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe([topic])
+        got = 0
+        deadline = time.monotonic() + WAIT_S
+        while got < 45 and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got += 1
+        committed = {tp.partition: tp.offset for tp in c.commit(asynchronous=False)
+                     if tp.offset >= 0}
+        c.close()
+        assert sum(committed.values()) == 45, committed
+        offsets_rf = {len(r) for _, r in wait_for(
+            "the offsets topic in the metadata",
+            lambda: leaders(nodes[1], "__consumer_offsets")).values()}
+        assert offsets_rf == {3}, offsets_rf
+        coordinator = [i for i in ids if coordinator_error(nodes[i], group) != NOT_COORDINATOR]
+        assert len(coordinator) == 1, coordinator
+        dead = coordinator[0]
+        nodes[dead].kill()
+        survivor = nodes[next(i for i in ids if i != dead)]
+
+        def moved():
+            errors = {i: coordinator_error(nodes[i], group) for i in ids if i != dead}
+            return [i for i, e in errors.items() if e != NOT_COORDINATOR] or None
+        wait_for("another broker to coordinate the group", moved)
+        reader = Consumer({"bootstrap.servers": survivor.bootstrap, "group.id": group})
+        found = reader.committed([TopicPartition(topic, q) for q in committed], timeout=WAIT_S)
+        reader.close()
+        assert {tp.partition: tp.offset for tp in found} == committed
+        again = Consumer({"bootstrap.servers": survivor.bootstrap, "group.id": group,
+                          "enable.auto.commit": False})
+        moved_on = [TopicPartition(topic, q, o + 1) for q, o in committed.items()]
+        again.commit(offsets=moved_on, asynchronous=False)
+        after = again.committed([TopicPartition(topic, q) for q in committed], timeout=WAIT_S)
+        again.close()
+        assert {tp.partition: tp.offset for tp in after} == {q: o + 1 for q, o in
+                                                               committed.items()}
+        nodes[dead].start()
+        # A whole-cluster restart: every coordinator loads its partitions to their log
+        # end (their high watermarks start from nothing), and the offsets are there.
+        stop_all(nodes)
+        start_all(nodes, ids)
+        reader = Consumer({"bootstrap.servers": nodes[dead].bootstrap, "group.id": group})
+        final = reader.committed([TopicPartition(topic, q) for q in committed], timeout=WAIT_S)
+        reader.close()
+        assert {tp.partition: tp.offset for tp in final} == {q: o + 1 for q, o in
+                                                               committed.items()}
+    finally:
+        stop_all(nodes)

@@ -103,6 +103,9 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// The group coordinator's limits and timers (`group.*`, `offsets.*`).
     pub groups: CoordinatorConfig,
+    /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets` partitions, at
+    /// most as many as there are brokers when it is created.
+    pub offsets_topic_replication_factor: i16,
     /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` (small segments
     /// let the cleaner compact it sooner).
     pub offsets_topic_segment_bytes: u64,
@@ -165,6 +168,7 @@ impl Default for BrokerConfig {
             log: LogConfig::default(),
             groups: CoordinatorConfig::default(),
             offsets_topic_segment_bytes: 100 << 20,
+            offsets_topic_replication_factor: 3,
             txn: TxnConfig::default(),
             txn_topic_segment_bytes: 100 << 20,
             producer_id_expiration_ms: 24 * 60 * 60 * 1000,
@@ -258,6 +262,7 @@ pub enum ConfigType {
     Boolean = 1,
     String = 2,
     Int = 3,
+    Short = 4,
     Long = 5,
     Double = 6,
     List = 7,
@@ -520,6 +525,12 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "offsets.topic.segment.bytes",
         ConfigType::Int,
         "Segment size of __consumer_offsets, set when it is created.",
+    ),
+    (
+        "offsets.topic.replication.factor",
+        ConfigType::Short,
+        "Replicas of __consumer_offsets partitions (at most the brokers there are when it is \
+         created).",
     ),
     (
         "group.min.session.timeout.ms",
@@ -854,6 +865,13 @@ impl BrokerConfig {
                 }
                 self.groups.offsets_topic_partitions = v;
             }
+            "offsets.topic.replication.factor" => {
+                let v: i16 = parse(key, value)?;
+                if v < 1 {
+                    return Err(format!("{key} must be at least 1"));
+                }
+                self.offsets_topic_replication_factor = v;
+            }
             "offsets.topic.segment.bytes" => {
                 self.offsets_topic_segment_bytes = positive_i32(key, value)? as u64
             }
@@ -1005,6 +1023,7 @@ impl BrokerConfig {
                 java_double(self.cleaner.io_max_bytes_per_second)
             }
             "offsets.topic.num.partitions" => self.groups.offsets_topic_partitions.to_string(),
+            "offsets.topic.replication.factor" => self.offsets_topic_replication_factor.to_string(),
             "offsets.topic.segment.bytes" => self.offsets_topic_segment_bytes.to_string(),
             "transaction.state.log.num.partitions" => self.txn.state_partitions.to_string(),
             "transaction.state.log.segment.bytes" => self.txn_topic_segment_bytes.to_string(),

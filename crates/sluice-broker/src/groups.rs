@@ -71,16 +71,51 @@ pub(crate) enum Reply<T> {
     Later(oneshot::Receiver<T>),
 }
 
-/// Waits for the records a call appended to be durable.
-pub(crate) struct Durable(pub Vec<FlushWait>, pub Option<StorageError>);
+/// How long a coordinator's append may wait for its in-sync replicas.
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Records a coordinator appended to one partition of its topic, up to `end`.
+pub(crate) struct Appended {
+    partition: Arc<sluice_partition::Partition>,
+    end: i64,
+    /// The leader when they were appended: they count only if it still leads once committed.
+    leader: i32,
+    flush: FlushWait,
+}
+
+impl Appended {
+    pub(crate) fn new(partition: Arc<sluice_partition::Partition>, end: i64) -> Self {
+        let flush = partition.flush(end);
+        Self {
+            leader: partition.leader(),
+            partition,
+            end,
+            flush,
+        }
+    }
+}
+
+/// Waits for the records a call appended to be durable: fsynced here, and committed (on
+/// every in-sync replica of their partition), as acks=all is.
+pub(crate) struct Durable(pub Vec<Appended>, pub Option<StorageError>);
 
 impl Durable {
     pub async fn wait(self) -> Result<(), StorageError> {
         if let Some(e) = self.1 {
             return Err(e);
         }
-        for w in self.0 {
-            w.wait().await?;
+        for a in self.0 {
+            a.flush.wait().await?;
+            let committed = a.partition.wait_for_commit(a.end, a.leader);
+            match tokio::time::timeout(COMMIT_WAIT, committed).await {
+                Ok(true) => {}
+                Ok(false) => return Err(StorageError::NotLeader),
+                Err(_) => {
+                    return Err(StorageError::Io(format!(
+                        "not committed on the in-sync replicas within {COMMIT_WAIT:?}"
+                    )))
+                }
+            }
         }
         Ok(())
     }
@@ -291,8 +326,32 @@ impl Groups {
     /// Runs on a blocking thread at start-up; requests meanwhile get
     /// COORDINATOR_LOAD_IN_PROGRESS (and FindCoordinator COORDINATOR_NOT_AVAILABLE).
     pub fn load(&self, state: &BrokerState) -> Result<(), StorageError> {
+        let config = self.lock().coordinator.config().clone();
+        let coordinator = Self::replayed(state, config)?;
+        self.lock().coordinator = coordinator;
+        self.loaded.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Rebuilds the coordinator from `__consumer_offsets` again, holding it meanwhile (its
+    /// requests wait): when this broker becomes the leader of a partition of that topic,
+    /// the groups stored there are this coordinator's from now on, as their log holds them
+    /// (Kafka loads the partition; this replays all of them). Requests parked on the old
+    /// state are answered COORDINATOR_NOT_AVAILABLE, and their clients retry.
+    pub fn reload(&self, state: &BrokerState) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        let config = inner.coordinator.config().clone();
+        inner.coordinator = Self::replayed(state, config)?;
+        inner.waiters.clear();
+        Ok(())
+    }
+
+    /// A coordinator replayed from every partition of `__consumer_offsets`.
+    fn replayed(
+        state: &BrokerState,
+        mut config: CoordinatorConfig,
+    ) -> Result<GroupCoordinator, StorageError> {
         let started = std::time::Instant::now();
-        let mut config = self.lock().coordinator.config().clone();
         let topic = state.replicas.topic(OFFSETS_TOPIC);
         if let Some(topic) = &topic {
             let existing = topic.partitions.len() as i32;
@@ -342,8 +401,6 @@ impl Groups {
         coordinator.finish_loading(now);
         let offsets = coordinator.offset_count();
         let groups = coordinator.list_groups(&[]).len();
-        self.lock().coordinator = coordinator;
-        self.loaded.store(true, Ordering::Release);
         tracing::info!(
             records,
             skipped = bad,
@@ -352,7 +409,7 @@ impl Groups {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "group coordinator loaded"
         );
-        Ok(())
+        Ok(coordinator)
     }
 }
 
@@ -399,6 +456,7 @@ pub(crate) fn offsets_topic(
         state,
         OFFSETS_TOPIC,
         partitions,
+        state.config.offsets_topic_replication_factor,
         state.config.offsets_topic_segment_bytes,
         OFFSETS_TOPIC_MESSAGE_MAX_BYTES,
     )
@@ -408,8 +466,11 @@ fn append(
     state: &BrokerState,
     partitions: i32,
     records: Vec<Record>,
-) -> Result<Vec<FlushWait>, StorageError> {
+) -> Result<Vec<Appended>, StorageError> {
     let topic = offsets_topic(state, partitions)?;
     let ends = internal_topic::append(&topic, OFFSETS_TOPIC, records, now_ms())?;
-    Ok(ends.into_iter().map(|(log, end)| log.flush(end)).collect())
+    Ok(ends
+        .into_iter()
+        .map(|(log, end)| Appended::new(log, end))
+        .collect())
 }

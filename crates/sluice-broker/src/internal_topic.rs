@@ -23,13 +23,15 @@ const LOAD_BATCH_MAX_BYTES: usize = 64 << 20;
 /// apply it.
 const CREATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// The topic `name`, created compacted with `partitions` partitions if it does not exist:
-/// by the active controller, in the cluster metadata, like every topic. Blocks the calling
-/// thread (never a runtime worker's tasks) until this broker has its logs.
+/// The topic `name`, created compacted with `partitions` partitions of up to
+/// `replication_factor` replicas (as many as there are brokers) if it does not exist: by the
+/// active controller, in the cluster metadata, like every topic. Blocks the calling thread
+/// (never a runtime worker's tasks) until this broker has its logs.
 pub(crate) fn ensure(
     state: &BrokerState,
     name: &str,
     partitions: i32,
+    replication_factor: i16,
     segment_bytes: u64,
     max_message_bytes: usize,
 ) -> Result<Arc<Topic>, StorageError> {
@@ -49,7 +51,7 @@ pub(crate) fn ensure(
             name: name.to_string(),
             topic_id: uuid::Uuid::new_v4(),
             num_partitions: partitions,
-            replication_factor: 1,
+            replication_factor: replication_factor.min(eligible_brokers(state)).max(1),
             assignments: Vec::new(),
             configs,
             leader_epoch: 0,
@@ -74,6 +76,14 @@ pub(crate) fn ensure(
         .replicas
         .topic(name)
         .ok_or_else(|| StorageError::Io(format!("{name} is not on this broker yet")))
+}
+
+/// The brokers the controller may place replicas on, as this broker's image has them.
+fn eligible_brokers(state: &BrokerState) -> i16 {
+    state.cluster.view.read(|image| {
+        let n = image.brokers().filter(|b| b.is_eligible()).count();
+        i16::try_from(n).unwrap_or(i16::MAX)
+    })
 }
 
 /// A batch is closed once its keys and values reach this many bytes, so one coordinator call
@@ -190,7 +200,7 @@ pub(crate) struct ReplayCounts {
     pub skipped: u64,
 }
 
-/// Replays a partition of internal topic `name` from its start: every record goes to
+/// Replays a partition of internal topic `name` from its start to its log end: every record goes to
 /// `record` (which returns false to count it as skipped) and every transaction marker to
 /// `marker` as (producer id, commit). Recovery has checked every batch's CRC; a batch that
 /// still does not decode is skipped rather than leaving the coordinator unavailable.
@@ -202,9 +212,11 @@ pub(crate) fn replay(
     mut marker: impl FnMut(i64, bool),
 ) -> Result<(), StorageError> {
     let mut offset = log.log_start_offset();
-    let end = log.high_watermark();
+    // To the log end, as Kafka's coordinators load: where this broker leads, its log is
+    // what will be committed (a replicated partition's high watermark lags behind at first).
+    let end = log.log_end_offset();
     while offset < end {
-        let read = log.read_bytes(offset, LOAD_READ_BYTES)?;
+        let read = log.read_bytes_to_log_end(offset, LOAD_READ_BYTES)?;
         if read.is_empty() {
             break;
         }

@@ -218,7 +218,9 @@ fn settle(c: &mut TransactionCoordinator, state: &Arc<BrokerState>) -> Durable {
     }
     match appended {
         Ok(ends) => Durable(
-            ends.into_iter().map(|(log, end)| log.flush(end)).collect(),
+            ends.into_iter()
+                .map(|(log, end)| crate::groups::Appended::new(log, end))
+                .collect(),
             None,
         ),
         Err(e) => {
@@ -345,10 +347,13 @@ pub(crate) fn txn_topic(
     state: &BrokerState,
     partitions: i32,
 ) -> Result<Arc<sluice_partition::Topic>, StorageError> {
+    // One replica until the transaction coordinator moves with its partitions' leaders
+    // (markers to remote leaders are not written yet).
     internal_topic::ensure(
         state,
         TXN_TOPIC,
         partitions,
+        1,
         state.config.txn_topic_segment_bytes,
         TXN_TOPIC_MESSAGE_MAX_BYTES,
     )

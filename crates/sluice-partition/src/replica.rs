@@ -89,15 +89,17 @@ impl Partition {
     /// committed; the leader learns it again from its followers' fetches, a follower from
     /// the leader): everything recovered counts as committed only where this broker is the
     /// only replica.
-    pub fn assign(&self, a: Assignment<'_>, now_ms: i64) {
+    /// Returns whether this broker became the partition's leader.
+    pub fn assign(&self, a: Assignment<'_>, now_ms: i64) -> bool {
         let mut role = self.role.lock().expect("role lock");
         if !self.assigned.swap(true, Ordering::AcqRel) && a.replicas.len() > 1 {
             self.reset_high_watermark(self.log.log_start_offset());
         }
         let same_epoch = a.leader_epoch == self.leader_epoch();
         if a.leader_epoch < self.leader_epoch() {
-            return;
+            return false;
         }
+        let was_leading = matches!(*role, Role::Leader(_));
         if a.leader == a.me && a.isr.contains(&a.me) {
             match &mut *role {
                 Role::Leader(state) if same_epoch => {
@@ -131,10 +133,9 @@ impl Partition {
             self.leader.store(a.me, Ordering::Release);
             drop(role);
             self.advance_high_watermark(hw);
-            return;
+            return !was_leading;
         }
         self.set_leader_epoch(a.leader_epoch);
-        let was_leading = matches!(*role, Role::Leader(_));
         self.leader.store(a.leader, Ordering::Release);
         *role = if a.replicas.contains(&a.me) && a.leader != NO_LEADER {
             Role::Follower { leader: a.leader }
@@ -147,6 +148,7 @@ impl Partition {
             // them to see that it no longer leads.
             self.waiters.wake();
         }
+        false
     }
 
     /// Whether appends may go into this log: this broker leads the partition, or the
@@ -339,6 +341,21 @@ impl Partition {
     /// Registers `waiter` to be woken at the next append (a follower's parked fetch).
     pub fn register_for_append(&self, waiter: &std::sync::Arc<crate::partition::Waiter>) {
         self.appended.register(waiter);
+    }
+
+    /// Whole batches from `offset` up to the log end, into memory: for a coordinator loading
+    /// its internal partition, which reads to the log end as Kafka's does (on a new leader
+    /// what lies above the high watermark is what will be committed; its followers have not
+    /// fetched it yet).
+    pub fn read_bytes_to_log_end(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, StorageError> {
+        match self.read_for_replica(offset, max_bytes)?.records {
+            Some(slice) => Ok(slice.to_vec()?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Whole batches from `offset` up to the log end, for a follower.

@@ -71,6 +71,8 @@ fn plan_of(image: &MetadataImage) -> Vec<TopicPlan> {
 struct Pass {
     failures: Vec<String>,
     deleted: Vec<String>,
+    /// Topics of which this broker became the leader of some partition.
+    led_now: HashSet<String>,
 }
 
 /// Makes the data directory follow `plan`. `may_remove`: the image is new enough, and the
@@ -162,7 +164,7 @@ fn apply(state: &BrokerState, plan: &[TopicPlan], may_remove: bool) -> Pass {
                 ));
                 continue;
             }
-            partition.assign(
+            let became_leader = partition.assign(
                 Assignment {
                     me,
                     leader: p.leader,
@@ -173,6 +175,9 @@ fn apply(state: &BrokerState, plan: &[TopicPlan], may_remove: bool) -> Pass {
                 },
                 now,
             );
+            if became_leader {
+                pass.led_now.insert(t.name.clone());
+            }
         }
     }
     if may_remove {
@@ -226,6 +231,16 @@ pub(crate) async fn run(state: Arc<BrokerState>) {
                                 .call(&state, |c, _| c.delete_topic_offsets(&name));
                         });
                     }
+                }
+                if pass.led_now.contains(crate::groups::OFFSETS_TOPIC) && state.groups.is_loaded() {
+                    // The groups of the partitions this broker now leads are its own: load
+                    // them as their log holds them, off this task.
+                    let state = state.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = state.groups.reload(&state) {
+                            tracing::error!(error = %e, "cannot reload the group coordinator");
+                        }
+                    });
                 }
                 if pass.failures.is_empty() {
                     cluster.published.send_if_modified(|p| {

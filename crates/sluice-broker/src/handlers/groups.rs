@@ -424,6 +424,8 @@ pub(crate) fn offset_commit(
             tracing::warn!(error = %e, "offset commit not durable");
             let code = match e {
                 StorageError::MessageTooLarge { .. } => codes::INVALID_COMMIT_OFFSET_SIZE,
+                // The group's partition moved to another leader: the client finds it.
+                StorageError::NotLeader => ResponseError::NotCoordinator.code(),
                 _ => codes::COORDINATOR_NOT_AVAILABLE,
             };
             for c in committed.iter_mut().filter(|c| **c == 0) {

@@ -72,6 +72,9 @@ async fn settled<R>(result: Result<R, i16>, durable: Durable) -> Result<R, i16> 
     let value = result?;
     match durable.wait().await {
         Ok(()) => Ok(value),
+        Err(sluice_partition::StorageError::NotLeader) => {
+            Err(kafka_protocol::ResponseError::NotCoordinator.code())
+        }
         Err(e) => {
             tracing::warn!(error = %e, "transaction state not durable");
             Err(codes::COORDINATOR_NOT_AVAILABLE)
