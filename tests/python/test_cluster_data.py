@@ -22,6 +22,8 @@ Properties proven here:
   everywhere.
 - A single node keeps its topics across restarts, in a higher leader epoch each time, and
   fences a fetch naming an older one.
+- Leaders go back to their preferred replicas: through Kafka's `kafka-leader-election.sh`
+  (ElectLeaders), and by the controller itself (auto.leader.rebalance.enable).
 - Replication (RF=3, min.insync.replicas=2, an idempotent acks=all producer through every
   broker, checked by the history checker with Jepsen's anomalies, seeds printed): kill -9
   and SIGSTOP of a partition leader (an in-sync follower takes over; the old leader
@@ -49,6 +51,7 @@ from crosscheck import fetch_batches
 from history import History, assert_valid
 from test_cluster import start_all, start_cluster, stop_all, wait_for
 from test_hostile import connect, frame, recv_frame
+from test_java_clients import classpath, java_installed, run_jvm  # noqa: F401 (a fixture)
 
 WAIT_S = 30
 NOT_LEADER_OR_FOLLOWER = 6
@@ -556,5 +559,68 @@ def test_a_group_keeps_its_committed_offsets_when_its_coordinator_dies(tmp_path)
         reader.close()
         assert {tp.partition: tp.offset for tp in final} == {q: o + 1 for q, o in
                                                                committed.items()}
+    finally:
+        stop_all(nodes)
+
+
+LEADER_ELECTION_COMMAND = "org.apache.kafka.tools.LeaderElectionCommand"
+
+
+def move_leadership_away(nodes, view, partition):
+    """Stops the leader of `partition` cleanly (a controlled shutdown moves its leaderships
+    to in-sync followers) and starts it again; returns it once it is back in every ISR."""
+    leader = view[partition][0]
+    nodes[leader].stop()
+    nodes[leader].start()
+    other = nodes[next(i for i in nodes if i != leader)]
+    wait_for(f"broker {leader} back in every ISR",
+             lambda: all(len(isr) == 3 for isr in isrs(other, TOPIC).values()))
+    return leader
+
+
+def test_kafka_leader_election_tool_moves_leaders_back_to_preferred_replicas(
+        tmp_path, java_installed):  # noqa: F811 (a fixture)
+    """After a broker's controlled shutdown and return, its partitions are led by others
+    (auto.leader.rebalance.enable=false here); Kafka's own `kafka-leader-election.sh
+    --election-type PREFERRED --all-topic-partitions` (ElectLeaders through any broker)
+    gives every partition back to its preferred (first) replica."""
+    ids = [1, 2, 3]
+    nodes = start_cluster(tmp_path, ids, extra=["--set", "auto.leader.rebalance.enable=false"])
+    try:
+        start_all(nodes, ids)
+        a = admin(nodes[1])
+        a.create_topics([NewTopic(TOPIC, PARTITIONS, 3)])[TOPIC].result(WAIT_S)
+        view = wait_for("leaders", agreed_leaders(nodes.values(), TOPIC, PARTITIONS))
+        assert all(l == r[0] for l, r in view.values()), view
+        moved = move_leadership_away(nodes, view, 0)
+        now = leaders(nodes[1], TOPIC)
+        assert now[0][0] != moved, now
+        run = run_jvm(nodes[2], classpath("tools-4.4.0", classes=False),
+                      LEADER_ELECTION_COMMAND, "--bootstrap-server", nodes[2].bootstrap,
+                      "--election-type", "PREFERRED", "--all-topic-partitions")
+        assert run.returncode == 0, run.explain()
+        after = wait_for("every partition led by its preferred replica", lambda: (
+            lambda v: v if v and all(l == r[0] for l, r in v.values()) else None)(
+                agreed_leaders(nodes.values(), TOPIC, PARTITIONS)()))
+        assert after[0][0] == moved
+    finally:
+        stop_all(nodes)
+
+
+def test_the_controller_gives_leaderships_back_to_preferred_replicas_by_itself(tmp_path):
+    """With auto.leader.rebalance.enable (Kafka's default) and a short
+    leader.imbalance.check.interval.seconds, a broker that returns from a controlled
+    shutdown gets its preferred leaderships back without anyone asking."""
+    ids = [1, 2, 3]
+    nodes = start_cluster(tmp_path, ids,
+                          extra=["--set", "leader.imbalance.check.interval.seconds=1"])
+    try:
+        start_all(nodes, ids)
+        a = admin(nodes[1])
+        a.create_topics([NewTopic(TOPIC, PARTITIONS, 3)])[TOPIC].result(WAIT_S)
+        view = wait_for("leaders", agreed_leaders(nodes.values(), TOPIC, PARTITIONS))
+        moved = move_leadership_away(nodes, view, 0)
+        wait_for("the returned broker to lead its preferred partitions again", lambda: (
+            (leaders(nodes[1], TOPIC) or {}).get(0, (-1,))[0] == moved))
     finally:
         stop_all(nodes)

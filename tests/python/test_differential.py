@@ -788,6 +788,11 @@ ALLOWED = [
                    "controller.listener.names and controller.quorum.voters (empty: this node "
                    "alone) have defaults, so DescribeConfigs reports them as defaults where "
                    "Kafka, which requires them in its file, reports them as static"),
+    Allowed("DescribeConfigs", B + r"\[name=offsets\.topic\.replication\.factor\]"
+            r"\.(value|config_source|synonyms.*)",
+            reason="offsets.topic.replication.factor (default 3, as in Kafka) is capped at the "
+                   "number of brokers when __consumer_offsets is created, so a single node "
+                   "needs no setting (the Kafka oracle sets 1)"),
     Allowed("DescribeConfigs|CreateTopics",
             r".*configs\[name=min\.insync\.replicas\]\.(config_source|synonyms.*)",
             reason="min.insync.replicas is reported as a static broker config or its default; "

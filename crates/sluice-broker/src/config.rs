@@ -80,6 +80,12 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: u64,
+    /// `auto.leader.rebalance.enable`: the controller gives leaderships back to preferred
+    /// replicas.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`.
+    pub leader_imbalance_check_interval_seconds: u64,
+
     /// `fetch.max.bytes`: cap on the bytes one Fetch response carries.
     pub fetch_max_bytes: usize,
     /// `log.flush.offset.checkpoint.interval.ms`: how often every log is flushed and the
@@ -157,6 +163,9 @@ impl Default for BrokerConfig {
             num_partitions: 1,
             default_replication_factor: 1,
             replica_lag_time_max_ms: 30_000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+
             fetch_max_bytes: 55 * 1024 * 1024,
             checkpoint_interval_ms: 60_000,
             flush_scope: sluice_partition::SyncScope::File,
@@ -421,6 +430,17 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         ConfigType::Long,
         "A follower not caught up for this long leaves the ISR.",
     ),
+    (
+        "auto.leader.rebalance.enable",
+        ConfigType::Boolean,
+        "The controller gives leaderships back to preferred replicas.",
+    ),
+    (
+        "leader.imbalance.check.interval.seconds",
+        ConfigType::Long,
+        "How often the controller checks for leaderships away from preferred replicas.",
+    ),
+
     (
         "log.roll.ms",
         ConfigType::Long,
@@ -832,6 +852,17 @@ impl BrokerConfig {
             "replica.lag.time.max.ms" => {
                 self.replica_lag_time_max_ms = positive(key, value)? as u64
             }
+            "auto.leader.rebalance.enable" => {
+                self.auto_leader_rebalance_enable = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("{key}={value}: expected true or false")),
+                }
+            }
+            "leader.imbalance.check.interval.seconds" => {
+                self.leader_imbalance_check_interval_seconds = positive(key, value)? as u64
+            }
+
             "log.flush.scope" => {
                 self.flush_scope = match value {
                     "filesystem" => sluice_partition::SyncScope::FileSystem,
@@ -1006,6 +1037,11 @@ impl BrokerConfig {
             }
             "num.partitions" => self.num_partitions.to_string(),
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms.to_string(),
+            "auto.leader.rebalance.enable" => self.auto_leader_rebalance_enable.to_string(),
+            "leader.imbalance.check.interval.seconds" => {
+                self.leader_imbalance_check_interval_seconds.to_string()
+            }
+
             "default.replication.factor" => self.default_replication_factor.to_string(),
             "fetch.max.bytes" => self.fetch_max_bytes.to_string(),
             "log.flush.offset.checkpoint.interval.ms" => self.checkpoint_interval_ms.to_string(),

@@ -49,6 +49,14 @@ pub struct ControllerConfig {
     /// The most records one call may write: they go into one metadata log entry, which
     /// must stay within the quorum's frame bound (Kafka's `MAX_RECORDS_PER_USER_OP`).
     pub records_per_call_max: usize,
+    /// `auto.leader.rebalance.enable`: move leaderships back to preferred replicas.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`, in milliseconds.
+    pub leader_imbalance_check_interval_ms: i64,
+    /// The share (percent) of a broker's preferred leaderships held elsewhere above which
+    /// they are given back: 0, any (Kafka 4's controller; Kafka 3 had
+    /// `leader.imbalance.per.broker.percentage`, 10).
+    pub leader_imbalance_per_broker_percentage: i64,
 }
 
 impl Default for ControllerConfig {
@@ -60,6 +68,9 @@ impl Default for ControllerConfig {
             num_partitions: 1,
             topic_partitions_max: 1_000_000,
             records_per_call_max: 10_000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
+            leader_imbalance_per_broker_percentage: 0,
         }
     }
 }
@@ -159,6 +170,9 @@ pub struct Controller {
     /// Where automatic placement starts its round, moved on by every topic so that leaders
     /// spread over the brokers.
     placement_start: usize,
+    /// When leader imbalance was last checked (not in the log: a new controller waits one
+    /// interval from its start).
+    last_imbalance_check_ms: i64,
 }
 
 impl Controller {
@@ -170,6 +184,7 @@ impl Controller {
             image,
             last_contact_ms,
             placement_start: 0,
+            last_imbalance_check_ms: now_ms,
         }
     }
 
@@ -390,7 +405,65 @@ impl Controller {
         for (broker_id, epoch) in expired {
             self.fence(&mut records, broker_id, epoch);
         }
+        if self.config.auto_leader_rebalance_enable
+            && now_ms - self.last_imbalance_check_ms
+                >= self.config.leader_imbalance_check_interval_ms
+        {
+            self.last_imbalance_check_ms = now_ms;
+            self.rebalance_leaders(&mut records);
+        }
         self.done((), records).1
+    }
+
+    /// Kafka's automatic preferred-leader election: every broker whose share of the
+    /// partitions it prefers but does not lead is above
+    /// `leader.imbalance.per.broker.percentage` gets back each of them where it is in the
+    /// ISR and eligible. Bounded by what one log entry may hold.
+    fn rebalance_leaders(&mut self, records: &mut Vec<MetadataRecord>) {
+        let mut preferred: BTreeMap<i32, (usize, Vec<(Uuid, i32)>)> = BTreeMap::new();
+        for topic in self.image.topics() {
+            for (&partition, p) in &topic.partitions {
+                let entry = preferred.entry(p.preferred_leader()).or_default();
+                entry.0 += 1;
+                if p.leader != p.preferred_leader() {
+                    entry.1.push((topic.topic_id, partition));
+                }
+            }
+        }
+        let pct = self.config.leader_imbalance_per_broker_percentage;
+        let mut changes = Vec::new();
+        for (broker, (total, imbalanced)) in preferred {
+            if imbalanced.is_empty() || (imbalanced.len() as i64) * 100 <= pct * total as i64 {
+                continue;
+            }
+            if !self.is_eligible(broker) {
+                continue;
+            }
+            for (topic_id, partition) in imbalanced {
+                let Some(p) = self.image.partition(topic_id, partition).cloned() else {
+                    continue;
+                };
+                if !p.isr.contains(&broker) {
+                    continue;
+                }
+                let unclean = false;
+                let change = self.change_for(
+                    topic_id,
+                    partition,
+                    &p,
+                    p.isr.clone(),
+                    Some(ElectionType::Preferred),
+                    unclean,
+                );
+                changes.extend(change);
+                if changes.len() >= self.config.records_per_call_max / 2 {
+                    break;
+                }
+            }
+        }
+        for change in changes {
+            self.emit(records, MetadataRecord::PartitionChange(change));
+        }
     }
 
     /// Removes a broker's registration (UnregisterBroker), fencing it first. Where it was

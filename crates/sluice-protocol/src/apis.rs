@@ -71,6 +71,7 @@ macro_rules! for_each_api {
             AlterReplicaLogDirs(AlterReplicaLogDirsRequest)         0..=2  ALTER_REPLICA_LOG_DIRS from 2    => alter_replica_log_dirs;
             OffsetForLeaderEpoch(OffsetForLeaderEpochRequest)       0..=4  OFFSET_FOR_LEADER_EPOCH from 4   => offset_for_leader_epoch;
             DescribeQuorum(DescribeQuorumRequest)                   0..=2  DESCRIBE_QUORUM from 0           => describe_quorum;
+            ElectLeaders(ElectLeadersRequest)                       0..=2  ELECT_LEADERS from 2             => elect_leaders;
         }
     };
     (@table $callback:ident $(

@@ -785,6 +785,39 @@ impl ErrorResponse for OffsetForLeaderEpochRequest {
     }
 }
 
+impl ErrorResponse for ElectLeadersRequest {
+    type Response = ElectLeadersResponse;
+    /// Every named partition with the error (v1+: at the top level too); none named (all
+    /// partitions) leaves only the top-level error.
+    fn error_response(&self, version: i16, error_code: i16) -> Self::Response {
+        let results = self
+            .topic_partitions
+            .iter()
+            .flatten()
+            .map(|t| {
+                elect_leaders_response::ReplicaElectionResult::default()
+                    .with_topic(t.topic.clone())
+                    .with_partition_result(
+                        t.partitions
+                            .iter()
+                            .map(|&p| {
+                                elect_leaders_response::PartitionResult::default()
+                                    .with_partition_id(p)
+                                    .with_error_code(error_code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        let response = ElectLeadersResponse::default().with_replica_election_results(results);
+        if version >= 1 {
+            response.with_error_code(error_code)
+        } else {
+            response
+        }
+    }
+}
+
 impl ErrorResponse for DescribeQuorumRequest {
     type Response = DescribeQuorumResponse;
     /// Kafka answers a failed DescribeQuorum with the error at the top level only.

@@ -40,7 +40,7 @@ use kafka_protocol::messages::{
     delete_topics_request::DeleteTopicState,
     describe_configs_request::DescribeConfigsResource,
     describe_log_dirs_request, describe_producers_request, describe_quorum_request,
-    describe_topic_partitions_request,
+    describe_topic_partitions_request, elect_leaders_request,
     fetch_request::{FetchPartition, FetchTopic, ForgottenTopic},
     incremental_alter_configs_request as incremental,
     join_group_request::JoinGroupRequestProtocol,
@@ -548,6 +548,15 @@ const DESCRIBE_QUORUM: &[Field] = &[f(Structs(
     ],
     size_of::<describe_quorum_request::TopicData>(),
 ))];
+
+const ELECT_LEADERS: &[Field] = &[
+    since(1, I8),
+    f(Structs(
+        &[f(Str), f(I32s)],
+        size_of::<elect_leaders_request::TopicPartitions>(),
+    )),
+    f(I32),
+];
 
 const LIST_TRANSACTIONS: &[Field] = &[f(Strs), f(I64s), since(1, I64), since(2, Str)];
 
@@ -1213,6 +1222,17 @@ mod tests {
                                 .with_partition_index(0),
                         ]),
                 ]),
+                v,
+            ),
+            ApiKey::ElectLeaders => enc(
+                ElectLeadersRequest::default()
+                    .with_election_type(0)
+                    .with_topic_partitions(Some(vec![
+                        elect_leaders_request::TopicPartitions::default()
+                            .with_topic(topic("a"))
+                            .with_partitions(vec![0, 1]),
+                    ]))
+                    .with_timeout_ms(1000),
                 v,
             ),
             ApiKey::ListTransactions => enc(

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sluice_metadata::{
     codes, records::encode_batch, AlterPartition, Controller, ControllerConfig, ControllerError,
-    Endpoint, Heartbeat, MetadataRecord, NewTopic, RegistrationRequest,
+    ElectionType, Endpoint, Heartbeat, MetadataRecord, NewTopic, RegistrationRequest,
 };
 use sluice_quorum::openraft::{self, ServerState};
 use sluice_quorum::{MetadataBatch, MetadataView, Raft};
@@ -434,6 +434,22 @@ fn decide(
                     new_isr: ch.new_isr,
                 })
                 .map(|(_, records)| records)
+            },
+        ),
+        ControllerRequest::ElectLeaders {
+            partitions,
+            unclean,
+        } => decide_each(
+            controller,
+            partitions,
+            |_, _| 1,
+            |c, (topic_id, partition)| {
+                let election = if unclean {
+                    ElectionType::Unclean
+                } else {
+                    ElectionType::Preferred
+                };
+                c.elect_leader(topic_id, partition, election)
             },
         ),
         ControllerRequest::AlterConfigs { topics } => decide_each(

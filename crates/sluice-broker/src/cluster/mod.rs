@@ -225,6 +225,13 @@ impl Cluster {
             broker_session_timeout_ms: config.broker_session_timeout_ms as i64,
             default_replication_factor: config.default_replication_factor,
             num_partitions: config.num_partitions,
+            unclean_leader_election_enable: config.log.unclean_leader_election_enable,
+            auto_leader_rebalance_enable: config.auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_ms: config
+                .leader_imbalance_check_interval_seconds
+                .saturating_mul(1000)
+                .min(i64::MAX as u64) as i64,
+
             ..ControllerConfig::default()
         };
         let shell = controller::ControllerShell {

@@ -67,6 +67,12 @@ pub(crate) enum ControllerRequest {
     /// Topic config changes (IncrementalAlterConfigs, AlterConfigs), checked by the broker
     /// that forwards them: per topic, each config set to a value or removed (`None`).
     AlterConfigs { topics: Vec<TopicConfigChanges> },
+    /// Kafka's ElectLeaders: the preferred replica of each partition (or, `unclean`, any
+    /// eligible replica of a partition without a leader).
+    ElectLeaders {
+        partitions: Vec<(Uuid, i32)>,
+        unclean: bool,
+    },
     /// Kafka's AlterPartition: a leader's ISR changes, one per partition.
     AlterPartition {
         broker_id: i32,

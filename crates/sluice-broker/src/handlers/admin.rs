@@ -11,13 +11,15 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
+use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    TopicName,
+    ElectLeadersRequest, ElectLeadersResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 use sluice_partition::{LogConfig, StorageError, Topic, TOPIC_CONFIG_NAMES};
+use sluice_protocol::ErrorResponse;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -631,6 +633,89 @@ pub(crate) async fn create_partitions(
         }
     }
     CreatePartitionsResponse::default().with_results(results)
+}
+
+/// ElectLeaders (Kafka's preferred and unclean leader election, `kafka-leader-election.sh`):
+/// each named partition (every partition when none is named) is elected by the active
+/// controller; answered once this broker has applied the new leaders.
+pub(crate) async fn elect_leaders(
+    state: Arc<BrokerState>,
+    req: ElectLeadersRequest,
+    version: i16,
+) -> ElectLeadersResponse {
+    // v0 knows only the preferred election.
+    let unclean = version >= 1 && req.election_type == 1;
+    if version >= 1 && !matches!(req.election_type, 0 | 1) {
+        return req.error_response(version, ResponseError::InvalidRequest.code());
+    }
+    // (topic, partition) pairs, in the order named; all of them when none is named.
+    let named: Vec<(String, i32)> = match &req.topic_partitions {
+        Some(topics) => topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |&p| (t.topic.as_str().to_string(), p))
+            })
+            .collect(),
+        None => state.cluster.view.read(|image| {
+            image
+                .topics()
+                .flat_map(|t| t.partitions.keys().map(move |&p| (t.name.clone(), p)))
+                .collect()
+        }),
+    };
+    let mut outcomes: Vec<TopicOutcome> = vec![None; named.len()];
+    let mut send = Vec::new();
+    for (i, (topic, partition)) in named.iter().enumerate() {
+        let id = state
+            .cluster
+            .view
+            .read(|image| image.topic_by_name(topic).map(|t| t.topic_id));
+        match id {
+            Some(topic_id) => send.push((i, (topic_id, *partition))),
+            None => {
+                outcomes[i] = Some((
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    format!("no topic {topic}"),
+                ))
+            }
+        }
+    }
+    if !send.is_empty() {
+        let partitions = send.iter().map(|(_, p)| *p).collect();
+        let answers = ask_controller(
+            &state,
+            ControllerRequest::ElectLeaders {
+                partitions,
+                unclean,
+            },
+            send.len(),
+            topic_request_bound(req.timeout_ms),
+        )
+        .await;
+        for ((i, _), answer) in send.into_iter().zip(answers) {
+            outcomes[i] = answer;
+        }
+    }
+    // Grouped by topic, in the order first named.
+    let mut results: Vec<ReplicaElectionResult> = Vec::new();
+    for ((topic, partition), outcome) in named.into_iter().zip(outcomes) {
+        let (code, message) = outcome.unwrap_or((0, String::new()));
+        let result = PartitionResult::default()
+            .with_partition_id(partition)
+            .with_error_code(code)
+            .with_error_message((code != 0).then(|| str_bytes(&message)));
+        match results.iter_mut().find(|r| r.topic.as_str() == topic) {
+            Some(r) => r.partition_result.push(result),
+            None => results.push(
+                ReplicaElectionResult::default()
+                    .with_topic(TopicName(str_bytes(&topic)))
+                    .with_partition_result(vec![result]),
+            ),
+        }
+    }
+    ElectLeadersResponse::default().with_replica_election_results(results)
 }
 
 fn topic_config_type(name: &str) -> i8 {

@@ -59,6 +59,10 @@ error_codes! {
     IncrementalAlterConfigsResponse { each: responses.error_code; }
     DescribeClusterResponse { top: error_code; }
     DescribeQuorumResponse { top: error_code; nested: topics.partitions.error_code; }
+    ElectLeadersResponse {
+        top: error_code;
+        nested: replica_election_results.partition_result.error_code;
+    }
     DescribeTopicPartitionsResponse {
         each: topics.error_code;
         nested: topics.partitions.error_code;

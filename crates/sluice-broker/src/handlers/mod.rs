@@ -409,6 +409,10 @@ fn describe_quorum(c: &Call<'_>, r: DescribeQuorumRequest) -> Dispatched {
     c.respond(describe::describe_quorum(c.state.clone(), r, c.version))
 }
 
+fn elect_leaders(c: &Call<'_>, r: ElectLeadersRequest) -> Dispatched {
+    c.respond(admin::elect_leaders(c.state.clone(), r, c.version))
+}
+
 fn describe_producers(c: &Call<'_>, r: DescribeProducersRequest) -> Dispatched {
     c.ready(describe::describe_producers(c.state, r))
 }
