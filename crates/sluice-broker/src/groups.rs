@@ -78,16 +78,22 @@ const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 pub(crate) struct Appended {
     partition: Arc<sluice_partition::Partition>,
     end: i64,
-    /// The leader when they were appended: they count only if it still leads once committed.
+    /// The leader and leader epoch when they were appended: they count only if it still
+    /// leads in that epoch once committed.
     leader: i32,
+    epoch: i32,
     flush: FlushWait,
 }
 
 impl Appended {
+    /// Read right after the append, outside its lock: a change of leadership in between
+    /// makes the wait fail (the epoch moved on) rather than succeed wrongly, unless the
+    /// leadership left and came back in that instant.
     pub(crate) fn new(partition: Arc<sluice_partition::Partition>, end: i64) -> Self {
         let flush = partition.flush(end);
         Self {
             leader: partition.leader(),
+            epoch: partition.leader_epoch(),
             partition,
             end,
             flush,
@@ -106,7 +112,7 @@ impl Durable {
         }
         for a in self.0 {
             a.flush.wait().await?;
-            let committed = a.partition.wait_for_commit(a.end, a.leader);
+            let committed = a.partition.wait_for_commit(a.end, a.leader, a.epoch);
             match tokio::time::timeout(COMMIT_WAIT, committed).await {
                 Ok(true) => {}
                 Ok(false) => return Err(StorageError::NotLeader),
@@ -123,8 +129,11 @@ impl Durable {
 
 pub(crate) struct Groups {
     inner: Mutex<Inner>,
-    /// False until `__consumer_offsets` has been replayed.
+    /// False until `__consumer_offsets` has been replayed, and while it is again.
     loaded: AtomicBool,
+    /// Set when this broker gains the leadership of a partition of `__consumer_offsets`: a
+    /// replay under way must start again.
+    stale: AtomicBool,
 }
 
 impl std::fmt::Debug for Groups {
@@ -147,6 +156,7 @@ impl Groups {
                 next_waiter: 1,
             }),
             loaded: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
         }
     }
 
@@ -326,27 +336,52 @@ impl Groups {
     /// Runs on a blocking thread at start-up; requests meanwhile get
     /// COORDINATOR_LOAD_IN_PROGRESS (and FindCoordinator COORDINATOR_NOT_AVAILABLE).
     pub fn load(&self, state: &BrokerState) -> Result<(), StorageError> {
-        let config = self.lock().coordinator.config().clone();
-        let coordinator = Self::replayed(state, config)?;
-        self.lock().coordinator = coordinator;
+        loop {
+            self.stale.store(false, Ordering::Release);
+            let config = self.lock().coordinator.config().clone();
+            let coordinator = Self::replayed(state, config)?;
+            let mut inner = self.lock();
+            if self.stale.load(Ordering::Acquire) {
+                // This broker became the leader of a partition while it was read.
+                continue;
+            }
+            inner.coordinator = coordinator;
+            self.loaded.store(true, Ordering::Release);
+            return Ok(());
+        }
+    }
+
+    /// This broker became (or stopped being) the leader of a partition of
+    /// `__consumer_offsets`: the groups stored there are its own from now on, as their log
+    /// holds them (or no longer its own). From now until
+    /// [`Groups::reload`] has rebuilt the coordinator, requests are answered
+    /// COORDINATOR_LOAD_IN_PROGRESS. Returns whether the caller must run that reload (a
+    /// load already under way starts again by itself).
+    pub fn begin_reload(&self) -> bool {
+        self.stale.store(true, Ordering::Release);
+        self.loaded.swap(false, Ordering::AcqRel)
+    }
+
+    /// Rebuilds the coordinator from `__consumer_offsets` (Kafka loads the one partition;
+    /// this replays all of them), holding it meanwhile: a request that got past the loaded
+    /// check before [`Groups::begin_reload`] waits and then meets the new state. Requests
+    /// parked on the old state are answered COORDINATOR_NOT_AVAILABLE; clients retry.
+    pub fn reload(&self, state: &BrokerState) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        loop {
+            self.stale.store(false, Ordering::Release);
+            let config = inner.coordinator.config().clone();
+            inner.coordinator = Self::replayed(state, config)?;
+            if !self.stale.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        inner.waiters.clear();
         self.loaded.store(true, Ordering::Release);
         Ok(())
     }
 
-    /// Rebuilds the coordinator from `__consumer_offsets` again, holding it meanwhile (its
-    /// requests wait): when this broker becomes the leader of a partition of that topic,
-    /// the groups stored there are this coordinator's from now on, as their log holds them
-    /// (Kafka loads the partition; this replays all of them). Requests parked on the old
-    /// state are answered COORDINATOR_NOT_AVAILABLE, and their clients retry.
-    pub fn reload(&self, state: &BrokerState) -> Result<(), StorageError> {
-        let mut inner = self.lock();
-        let config = inner.coordinator.config().clone();
-        inner.coordinator = Self::replayed(state, config)?;
-        inner.waiters.clear();
-        Ok(())
-    }
-
-    /// A coordinator replayed from every partition of `__consumer_offsets`.
+    /// A coordinator replayed from every partition of `__consumer_offsets` this broker leads.
     fn replayed(
         state: &BrokerState,
         mut config: CoordinatorConfig,
@@ -370,6 +405,11 @@ impl Groups {
         let now = now_ms();
         let mut counts = ReplayCounts::default();
         for (index, log) in topic.iter().flat_map(|t| t.partitions.iter().enumerate()) {
+            // Only the partitions this broker leads: the groups of the others are other
+            // coordinators'.
+            if log.isr().is_none() {
+                continue;
+            }
             // Markers are handed over separately, so `coordinator` is shared by two closures.
             let coordinator = std::cell::RefCell::new(&mut coordinator);
             internal_topic::replay(

@@ -279,12 +279,15 @@ async fn open(
     };
     // Topics the data directory holds before it first joined a cluster are given to the
     // controller once (see `cluster::publisher`).
-    let migration_candidates = (!cluster::publisher::is_migrated(&config.data_dir))
+    let joined = cluster::publisher::joined_cluster(&config.data_dir);
+    let migration_candidates = joined
+        .is_none()
         .then(|| logs.topics().iter().map(|t| t.id).collect());
     let cluster = cluster::Cluster::start(
         &config,
         advertised.clone(),
         shutdown_rx.clone(),
+        joined,
         migration_candidates,
         logs.cluster_id(),
     )

@@ -1092,8 +1092,15 @@ impl Controller {
             false,
         );
         let mut records = Vec::new();
-        if let Some(change) = change {
-            self.emit(&mut records, MetadataRecord::PartitionChange(change));
+        match change {
+            Some(change) => self.emit(&mut records, MetadataRecord::PartitionChange(change)),
+            None if election == ElectionType::Unclean => {
+                return refuse(
+                    codes::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+                    "no replica of the partition is eligible",
+                )
+            }
+            None => {}
         }
         Ok(self.done((), records).1)
     }

@@ -275,6 +275,8 @@ impl Partition {
     /// Takes this partition out of service: no broker leads it here (a log whose epochs
     /// the metadata does not match). Epochs only grow.
     pub fn set_no_leader(&self) {
+        // Assigned: out of service, not a lone log that commits on append.
+        self.assigned.store(true, Ordering::Release);
         self.leader.store(NO_LEADER, Ordering::Release);
         *self.role.lock().expect("role lock") = crate::replica::Role::Unassigned;
         self.waiters.wake();
@@ -344,15 +346,28 @@ impl Partition {
         records: &[u8],
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
-        if !self.may_append_locally() {
+        self.append_in_epoch(records, now_ms)
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// [`Partition::append`], also returning the leader epoch the batches were stamped with:
+    /// the check that this broker leads, the epoch and the write happen under the role lock,
+    /// so that a change of leadership comes wholly before or wholly after them.
+    pub fn append_in_epoch(
+        self: &Arc<Self>,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<(AppendOutcome, i32), StorageError> {
+        let role = self.role.lock().expect("role lock");
+        if !self.may_append_under(&role) {
             return Err(StorageError::NotLeader);
         }
-        let outcome = self
-            .log
-            .append_in_epoch(records, self.leader_epoch(), now_ms)?;
+        let epoch = self.leader_epoch();
+        let outcome = self.log.append_in_epoch(records, epoch, now_ms)?;
+        drop(role);
         self.appended.wake();
         self.commit.appended(self, outcome.last_offset + 1);
-        Ok(outcome)
+        Ok((outcome, epoch))
     }
 
     /// Appends a transaction marker (from the transaction coordinator only). Only where
@@ -366,7 +381,8 @@ impl Partition {
         coordinator_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
-        if !self.may_append_locally() {
+        let role = self.role.lock().expect("role lock");
+        if !self.may_append_under(&role) {
             return Err(StorageError::NotLeader);
         }
         let outcome = self.log.append_marker_in_epoch(
@@ -377,6 +393,7 @@ impl Partition {
             self.leader_epoch(),
             now_ms,
         )?;
+        drop(role);
         self.appended.wake();
         self.commit.appended(self, outcome.last_offset + 1);
         Ok(outcome)
@@ -412,13 +429,14 @@ impl Partition {
     }
 
     /// Completes with `true` once the high watermark reaches `offset` while `leader` leads
-    /// this partition, or `false` as soon as it no longer does (its appends may then never
-    /// be committed: a new leader may have cut them).
-    pub async fn wait_for_commit(&self, offset: i64, leader: i32) -> bool {
+    /// this partition in `epoch` (the one the records were appended in), or `false` as soon
+    /// as it no longer does: its appends may then never be committed (a new leader may have
+    /// cut them, even if this broker leads again later).
+    pub async fn wait_for_commit(&self, offset: i64, leader: i32, epoch: i32) -> bool {
         let waiter = Waiter::new();
         loop {
             self.register(&waiter);
-            if self.leader() != leader {
+            if self.leader() != leader || self.leader_epoch() != epoch {
                 return false;
             }
             if self.high_watermark() >= offset {

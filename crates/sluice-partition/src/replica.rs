@@ -89,15 +89,16 @@ impl Partition {
     /// committed; the leader learns it again from its followers' fetches, a follower from
     /// the leader): everything recovered counts as committed only where this broker is the
     /// only replica.
-    /// Returns whether this broker became the partition's leader.
-    pub fn assign(&self, a: Assignment<'_>, now_ms: i64) -> bool {
+    /// Returns whether this broker became (`Some(true)`) or stopped being (`Some(false)`)
+    /// the partition's leader.
+    pub fn assign(&self, a: Assignment<'_>, now_ms: i64) -> Option<bool> {
         let mut role = self.role.lock().expect("role lock");
         if !self.assigned.swap(true, Ordering::AcqRel) && a.replicas.len() > 1 {
             self.reset_high_watermark(self.log.log_start_offset());
         }
         let same_epoch = a.leader_epoch == self.leader_epoch();
         if a.leader_epoch < self.leader_epoch() {
-            return false;
+            return None;
         }
         let was_leading = matches!(*role, Role::Leader(_));
         if a.leader == a.me && a.isr.contains(&a.me) {
@@ -133,7 +134,7 @@ impl Partition {
             self.leader.store(a.me, Ordering::Release);
             drop(role);
             self.advance_high_watermark(hw);
-            return !was_leading;
+            return (!was_leading).then_some(true);
         }
         self.set_leader_epoch(a.leader_epoch);
         self.leader.store(a.leader, Ordering::Release);
@@ -148,14 +149,13 @@ impl Partition {
             // them to see that it no longer leads.
             self.waiters.wake();
         }
-        false
+        was_leading.then_some(false)
     }
 
-    /// Whether appends may go into this log: this broker leads the partition, or the
-    /// metadata has not assigned it at all (a lone log, in tests).
-    pub(crate) fn may_append_locally(&self) -> bool {
-        matches!(*self.role.lock().expect("role lock"), Role::Leader(_))
-            || !self.assigned.load(Ordering::Acquire)
+    /// Whether appends may go into this log, with the role lock held: this broker leads
+    /// the partition, or the metadata has not assigned it at all (a lone log, in tests).
+    pub(crate) fn may_append_under(&self, role: &Role) -> bool {
+        matches!(role, Role::Leader(_)) || !self.assigned.load(Ordering::Acquire)
     }
 
     /// The broker this one follows for this partition, if it is a follower.
@@ -294,21 +294,42 @@ impl Partition {
         self.advance_high_watermark(hw);
     }
 
-    /// Appends batches fetched from the leader, as they are.
+    /// Appends batches fetched from `leader` in `epoch`, as they are, if this broker still
+    /// follows it in that epoch (checked under the role lock: a fetch answered before a
+    /// change of leadership must not write after it).
     pub fn append_as_follower(
         &self,
         records: &[u8],
+        leader: i32,
+        epoch: i32,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
+        let role = self.role.lock().expect("role lock");
+        self.still_following(&role, leader, epoch)?;
         let outcome = self.log.append_as_follower(records, now_ms)?;
+        drop(role);
         self.appended.wake();
         Ok(outcome)
     }
 
-    /// A follower takes the leader's high watermark, as far as its own log reaches.
-    pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
+    /// `Ok` if, with the role lock held, this broker follows `leader` in `epoch`.
+    fn still_following(&self, role: &Role, leader: i32, epoch: i32) -> Result<(), StorageError> {
+        match role {
+            Role::Follower { leader: l } if *l == leader && self.leader_epoch() == epoch => Ok(()),
+            _ => Err(StorageError::NotLeader),
+        }
+    }
+
+    /// A follower of `leader` in `epoch` takes the leader's high watermark, as far as its
+    /// own log reaches (nothing if it no longer follows it in that epoch).
+    pub fn follow_high_watermark(&self, leader: i32, epoch: i32, leader_high_watermark: i64) {
+        let role = self.role.lock().expect("role lock");
+        if self.still_following(&role, leader, epoch).is_err() {
+            return;
+        }
         let hw =
             sluice_replication::follower_high_watermark(&LogView(&self.log), leader_high_watermark);
+        drop(role);
         self.advance_high_watermark(hw);
     }
 
@@ -318,10 +339,19 @@ impl Partition {
         truncation_offset(&LogView(&self.log), epoch, end_offset)
     }
 
-    /// Cuts this follower's divergent tail at `offset`. Never below the high watermark:
+    /// Cuts this follower's divergent tail at `offset`, if it still follows `leader` in
+    /// `epoch`. Never below the high watermark:
     /// what is committed is on every in-sync replica, and a leader that says otherwise was
     /// elected uncleanly; that is refused, and the follower stops.
-    pub fn truncate_to(&self, offset: i64, now_ms: i64) -> Result<i64, StorageError> {
+    pub fn truncate_to(
+        &self,
+        offset: i64,
+        leader: i32,
+        epoch: i32,
+        now_ms: i64,
+    ) -> Result<i64, StorageError> {
+        let role = self.role.lock().expect("role lock");
+        self.still_following(&role, leader, epoch)?;
         let hw = self.high_watermark();
         if offset < hw {
             return Err(StorageError::InvalidRecord(format!(

@@ -2186,3 +2186,67 @@ fn a_version_1_producer_snapshot_keeps_its_producers_and_the_epochs_come_from_th
     let again = reopened.append(&idempotent_batch(7, 0, 0, 3), 0).unwrap();
     assert!(again.duplicate);
 }
+
+/// A follower copies its leader's batches as they are: byte-identical logs with the same
+/// offsets and epochs, built from whole fetched ranges; what does not start at its log end,
+/// overlaps, or holds a damaged batch is refused before anything is written; a gap (batches
+/// the leader's cleaner removed) starts a new segment.
+#[test]
+fn a_follower_appends_its_leaders_batches_as_they_are() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let leader = UnifiedLog::open(leader_dir.path(), config(4096), None, state(NoSync), 0).unwrap();
+    let follower =
+        UnifiedLog::open(follower_dir.path(), config(4096), None, state(NoSync), 0).unwrap();
+    for tag in 0..40u32 {
+        let epoch = 3 + (tag / 10) as i32;
+        leader
+            .append_in_epoch(&batch(tag, 1 + tag as usize % 3, 1000), epoch, 0)
+            .unwrap();
+    }
+    // Copy in fetch-sized pieces of whole batches, as the replica fetcher does.
+    let mut offset = 0;
+    while offset < leader.log_end_offset() {
+        let read = leader.read(offset, 700, true).unwrap();
+        let out = follower.append_as_follower(&read.records, 0).unwrap();
+        assert_eq!(out.base_offset, offset);
+        offset = out.last_offset + 1;
+    }
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+    let all = |log: &UnifiedLog| log.read(0, usize::MAX >> 1, true).unwrap().records;
+    assert_eq!(
+        all(&follower),
+        all(&leader),
+        "the same bytes at the same offsets"
+    );
+
+    // Refused, nothing written: a range that does not start at the log end...
+    let again = leader.read(0, 700, true).unwrap().records;
+    assert!(follower.append_as_follower(&again, 0).is_err());
+    // ...batches that overlap...
+    let mut overlapping = batch(90, 2, 1000);
+    overlapping[..8].copy_from_slice(&leader.log_end_offset().to_be_bytes());
+    let mut second = overlapping.clone();
+    second[..8].copy_from_slice(&leader.log_end_offset().to_be_bytes());
+    let mut both = overlapping.clone();
+    both.extend_from_slice(&second);
+    assert!(follower.append_as_follower(&both, 0).is_err());
+    // ...a damaged batch after a good one.
+    let mut damaged = overlapping.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    let mut mixed = overlapping.clone();
+    mixed.extend_from_slice(&damaged);
+    assert!(follower.append_as_follower(&mixed, 0).is_err());
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert_eq!(all(&follower), all(&leader));
+
+    // A gap: the next batch starts further on.
+    let end = follower.log_end_offset();
+    let mut later = batch(91, 1, 1000);
+    later[..8].copy_from_slice(&(end + 5).to_be_bytes());
+    let out = follower.append_as_follower(&later, 0).unwrap();
+    assert_eq!(out.base_offset, end + 5);
+    assert_eq!(follower.log_end_offset(), end + 6);
+}

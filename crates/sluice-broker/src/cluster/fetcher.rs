@@ -211,7 +211,7 @@ async fn follow(state: Arc<BrokerState>, leader: i32) {
                 };
                 match conn {
                     Ok(mut conn) => {
-                        let outcome = fetch_once(me, &mut conn, &partitions).await;
+                        let outcome = fetch_once(me, leader, &mut conn, &partitions).await;
                         if outcome.is_ok() {
                             connection = Some(conn);
                         }
@@ -250,12 +250,18 @@ async fn follow(state: Arc<BrokerState>, leader: i32) {
 /// its answer. Returns whether any partition made progress or could (no error).
 async fn fetch_once(
     me: i32,
+    leader: i32,
     conn: &mut Connection,
     partitions: &[(String, Arc<Partition>)],
 ) -> Result<bool, String> {
-    let mut by_topic: BTreeMap<&str, Vec<&Arc<Partition>>> = BTreeMap::new();
+    // Each partition with the leader epoch it is fetched in: what comes back applies only
+    // while this broker still follows `leader` in that epoch.
+    let mut by_topic: BTreeMap<&str, Vec<(&Arc<Partition>, i32)>> = BTreeMap::new();
     for (name, p) in partitions {
-        by_topic.entry(name.as_str()).or_default().push(p);
+        by_topic
+            .entry(name.as_str())
+            .or_default()
+            .push((p, p.leader_epoch()));
     }
     let topics = by_topic
         .iter()
@@ -265,10 +271,10 @@ async fn fetch_once(
                 .with_partitions(
                     parts
                         .iter()
-                        .map(|p| {
+                        .map(|(p, epoch)| {
                             FetchPartition::default()
                                 .with_partition(p.index())
-                                .with_current_leader_epoch(p.leader_epoch())
+                                .with_current_leader_epoch(*epoch)
                                 .with_fetch_offset(p.log_end_offset())
                                 .with_last_fetched_epoch(p.latest_epoch().unwrap_or(-1))
                                 .with_log_start_offset(p.log_start_offset())
@@ -297,13 +303,16 @@ async fn fetch_once(
             continue;
         };
         for data in topic.partitions {
-            let Some(p) = parts.iter().find(|p| p.index() == data.partition_index) else {
+            let Some((p, epoch)) = parts
+                .iter()
+                .find(|(p, _)| p.index() == data.partition_index)
+            else {
                 continue;
             };
-            if p.following().is_none() {
+            if p.following() != Some(leader) || p.leader_epoch() != *epoch {
                 continue; // the metadata moved on while the fetch was out
             }
-            match apply(p, data).await {
+            match apply(p, leader, *epoch, data).await {
                 Ok(moved) => progress |= moved,
                 Err(e) => tracing::warn!(
                     topic = topic.topic.as_str(),
@@ -321,6 +330,8 @@ async fn fetch_once(
 /// error).
 async fn apply(
     p: &Arc<Partition>,
+    leader: i32,
+    epoch: i32,
     data: kafka_protocol::messages::fetch_response::PartitionData,
 ) -> Result<bool, String> {
     if data.error_code != 0 {
@@ -341,9 +352,10 @@ async fn apply(
         let offset =
             p.truncation_offset(data.diverging_epoch.epoch, data.diverging_epoch.end_offset);
         let partition = p.clone();
-        let cut = tokio::task::spawn_blocking(move || partition.truncate_to(offset, now))
-            .await
-            .map_err(|e| e.to_string())?;
+        let cut =
+            tokio::task::spawn_blocking(move || partition.truncate_to(offset, leader, epoch, now))
+                .await
+                .map_err(|e| e.to_string())?;
         return match cut {
             Ok(end) => {
                 tracing::info!(
@@ -367,7 +379,7 @@ async fn apply(
                 return Ok(None);
             }
             partition
-                .append_as_follower(&records[..whole], now)
+                .append_as_follower(&records[..whole], leader, epoch, now)
                 .map(Some)
         })
         .await
@@ -381,7 +393,7 @@ async fn apply(
                 .map_err(|e| format!("fsync: {e}"))?;
         }
     }
-    p.follow_high_watermark(data.high_watermark);
+    p.follow_high_watermark(leader, epoch, data.high_watermark);
     Ok(true)
 }
 
@@ -413,6 +425,10 @@ const ALTER_PARTITION_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) async fn isr_updates(state: Arc<BrokerState>) {
     let mut shutdown = state.shutdown.clone();
     let lag_max = state.config.replica_lag_time_max_ms as i64;
+    // Changes the controller did not answer: they may have committed, so they stay pending
+    // (the high watermark counts the members they add, KIP-497) and are sent again until
+    // answered; one that did commit is then refused as stale, changing nothing.
+    let mut unanswered: Vec<(uuid::Uuid, Arc<Partition>, sluice_partition::IsrChange)> = Vec::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(ISR_CHECK_EVERY) => {}
@@ -422,7 +438,7 @@ pub(crate) async fn isr_updates(state: Arc<BrokerState>) {
             continue;
         };
         let now = crate::now_ms();
-        let mut asked = Vec::new();
+        let mut asked = std::mem::take(&mut unanswered);
         for topic in state.replicas.topics() {
             for p in &topic.partitions {
                 if let Some(change) = p.isr_change(now, lag_max) {
@@ -476,11 +492,13 @@ pub(crate) async fn isr_updates(state: Arc<BrokerState>) {
                         topic = p.topic(),
                         partition = p.index(),
                         error = e,
-                        "an ISR change was not answered"
+                        "an ISR change was not answered; asking again"
                     );
-                    p.on_isr_answer(change, None);
                 }
             }
+        }
+        if outcomes.is_err() {
+            unanswered = asked;
         }
     }
 }

@@ -77,6 +77,8 @@ pub(crate) struct Cluster {
     pub(crate) migrated: std::sync::atomic::AtomicBool,
     /// The ids of the topics the data directory held when it was opened, before migration.
     migration_candidates: Mutex<std::collections::HashSet<uuid::Uuid>>,
+    /// The cluster the data directory joined (its `metadata-migrated`), once it has.
+    pub(crate) joined: Mutex<Option<String>>,
     lifecycle: Arc<Mutex<BrokerLifecycle>>,
     controller_addr: Option<SocketAddr>,
     voters: BTreeMap<i32, String>,
@@ -121,6 +123,7 @@ impl Cluster {
         config: &BrokerConfig,
         kafka: (String, u16),
         broker_shutdown: watch::Receiver<bool>,
+        joined: Option<String>,
         migration_candidates: Option<std::collections::HashSet<uuid::Uuid>>,
         local_cluster_id: &str,
     ) -> Result<Arc<Cluster>, String> {
@@ -294,6 +297,7 @@ impl Cluster {
             published,
             migrated: std::sync::atomic::AtomicBool::new(migration_candidates.is_none()),
             migration_candidates: Mutex::new(migration_candidates.unwrap_or_default()),
+            joined: Mutex::new(joined),
             lifecycle,
             controller_addr,
             voters,
@@ -309,6 +313,16 @@ impl Cluster {
         self.view
             .read(|image| image.cluster_id().map(str::to_string))
             .unwrap_or_else(|| local.to_string())
+    }
+
+    /// Whether the data directory joined the cluster this node's image describes: `None`
+    /// until both are known; an empty id (an older marker) matches any cluster.
+    pub(crate) fn joined_this_cluster(&self) -> Option<bool> {
+        let joined = self.joined.lock().expect("cluster lock").clone()?;
+        let current = self
+            .view
+            .read(|image| image.cluster_id().map(str::to_string))?;
+        Some(joined.is_empty() || joined == current)
     }
 
     /// The metadata log index of this process's registration, once registered.

@@ -17,7 +17,10 @@
 //! `topics.json`) holds topics the image does not know. Once this broker is registered and
 //! unfenced, each such topic is created through the controller with its own id, partition
 //! count and configs, all its partitions on this broker; then `metadata-migrated` is written
-//! in the data directory and removals may start.
+//! in the data directory, naming the cluster's id, and removals may start. A data directory
+//! whose marker names another cluster (pointed at a new quorum) removes nothing, and a
+//! pre-cluster topic whose name the cluster already uses stops the migration: both are for
+//! an operator to decide.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -71,7 +74,7 @@ fn plan_of(image: &MetadataImage) -> Vec<TopicPlan> {
 struct Pass {
     failures: Vec<String>,
     deleted: Vec<String>,
-    /// Topics of which this broker became the leader of some partition.
+    /// Topics of which this broker became, or stopped being, the leader of some partition.
     led_now: HashSet<String>,
 }
 
@@ -164,7 +167,7 @@ fn apply(state: &BrokerState, plan: &[TopicPlan], may_remove: bool) -> Pass {
                 ));
                 continue;
             }
-            let became_leader = partition.assign(
+            let changed = partition.assign(
                 Assignment {
                     me,
                     leader: p.leader,
@@ -175,7 +178,7 @@ fn apply(state: &BrokerState, plan: &[TopicPlan], may_remove: bool) -> Pass {
                 },
                 now,
             );
-            if became_leader {
+            if changed.is_some() {
                 pass.led_now.insert(t.name.clone());
             }
         }
@@ -213,7 +216,19 @@ pub(crate) async fn run(state: Arc<BrokerState>) {
         let index = cluster.view.last_applied().map_or(0, |l| l.index);
         let plan = cluster.view.read(plan_of);
         let caught_up = cluster.registered_at().is_some_and(|at| index >= at);
-        let may_remove = caught_up && cluster.migrated.load(Ordering::Acquire);
+        let same_cluster = cluster.joined_this_cluster();
+        if caught_up && same_cluster == Some(false) {
+            if let Some(suppressed) = failure_log.due() {
+                tracing::error!(
+                    suppressed,
+                    "this data directory belongs to another cluster \
+                    (its metadata-migrated names another cluster id): its topics are kept, \
+                    none is removed"
+                );
+            }
+        }
+        let may_remove =
+            caught_up && cluster.migrated.load(Ordering::Acquire) && same_cluster == Some(true);
         let worker = state.clone();
         let pass = tokio::task::spawn_blocking(move || apply(&worker, &plan, may_remove)).await;
         match pass {
@@ -232,9 +247,12 @@ pub(crate) async fn run(state: Arc<BrokerState>) {
                         });
                     }
                 }
-                if pass.led_now.contains(crate::groups::OFFSETS_TOPIC) && state.groups.is_loaded() {
-                    // The groups of the partitions this broker now leads are its own: load
-                    // them as their log holds them, off this task.
+                if pass.led_now.contains(crate::groups::OFFSETS_TOPIC)
+                    && state.groups.begin_reload()
+                {
+                    // The groups of the partitions this broker now leads are its own, and
+                    // those it no longer leads are not: load them as the logs hold them,
+                    // off this task.
                     let state = state.clone();
                     tokio::task::spawn_blocking(move || {
                         if let Err(e) = state.groups.reload(&state) {
@@ -304,6 +322,29 @@ async fn migrate(state: &Arc<BrokerState>) {
                 .collect(),
         })
         .collect();
+    let clashes: Vec<String> = state
+        .replicas
+        .topics()
+        .into_iter()
+        .filter(|t| candidates.contains(&t.id) && known.contains(&t.name))
+        .filter(|t| {
+            cluster
+                .view
+                .read(|image| image.topic_by_name(&t.name).map(|i| i.topic_id))
+                != Some(t.id)
+        })
+        .map(|t| t.name.clone())
+        .collect();
+    if !clashes.is_empty() {
+        // Two data directories each with a topic of that name: which one is meant is for
+        // an operator to decide. Nothing is removed meanwhile.
+        tracing::error!(
+            ?clashes,
+            "this data directory's topics have the names of other \
+            topics of the cluster; not joining them (removals of deleted topics wait)"
+        );
+        return;
+    }
     let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
     if !topics.is_empty() {
         match cluster
@@ -341,23 +382,40 @@ async fn migrate(state: &Arc<BrokerState>) {
             }
         }
     }
+    let Some(cluster_id) = cluster
+        .view
+        .read(|image| image.cluster_id().map(str::to_string))
+    else {
+        return; // the first controller names it on its first tick
+    };
     let dir = state.config.data_dir.clone();
-    match tokio::task::spawn_blocking(move || write_marker(&dir)).await {
-        Ok(Ok(())) => cluster.migrated.store(true, Ordering::Release),
+    let id = cluster_id.clone();
+    match tokio::task::spawn_blocking(move || write_marker(&dir, &id)).await {
+        Ok(Ok(())) => {
+            *cluster.joined.lock().expect("cluster lock") = Some(cluster_id);
+            cluster.migrated.store(true, Ordering::Release)
+        }
         Ok(Err(e)) => tracing::error!(error = %e, "cannot write {MIGRATED_FILE}"),
         Err(e) => tracing::error!(error = %e, "writing {MIGRATED_FILE} panicked"),
     }
 }
 
-/// Writes the migration marker durably: file, then directory.
-fn write_marker(dir: &Path) -> std::io::Result<()> {
+/// Writes the migration marker durably (file, then directory): the id of the cluster this
+/// data directory belongs to from now on.
+fn write_marker(dir: &Path, cluster_id: &str) -> std::io::Result<()> {
+    use std::io::Write;
     let path = dir.join(MIGRATED_FILE);
-    let file = std::fs::File::create(&path)?;
+    let tmp = dir.join(format!("{MIGRATED_FILE}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(format!("{cluster_id}\n").as_bytes())?;
     file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Whether the data directory's own topics were already given to the controller.
-pub(crate) fn is_migrated(dir: &Path) -> bool {
-    dir.join(MIGRATED_FILE).exists()
+/// The cluster this data directory joined, if its own topics were already given to a
+/// controller (an empty id: a marker from before ids were kept).
+pub(crate) fn joined_cluster(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(MIGRATED_FILE)).ok()?;
+    Some(text.trim().chars().take(255).collect())
 }

@@ -21,6 +21,8 @@ struct Awaiting {
     partition: usize,
     log: Arc<Partition>,
     end_offset: i64,
+    /// The leader epoch the records were appended in.
+    epoch: i32,
 }
 
 pub(crate) fn handle(
@@ -101,20 +103,24 @@ pub(crate) fn handle(
                 (Some(_), None) => Err(ResponseError::CorruptMessage.code()),
                 (Some(log), Some(records)) => {
                     let mut append = || {
-                        log.append(records, now).map(|o| (log, o)).map_err(|e| {
-                            log_refusal(name, data.index, &e);
-                            // KIP-467: which records were refused, and why.
-                            if let StorageError::RecordErrors { message, records } = &e {
-                                let detail =
-                                    format!("{message} in topic partition {name}-{}.", data.index);
-                                refused_records = Some((records.clone(), detail));
-                            }
-                            let code = error_code(&e);
-                            if reports_log_start(code) {
-                                refused_log_start = log.log_start_offset();
-                            }
-                            code
-                        })
+                        log.append_in_epoch(records, now)
+                            .map(|o| (log, o))
+                            .map_err(|e| {
+                                log_refusal(name, data.index, &e);
+                                // KIP-467: which records were refused, and why.
+                                if let StorageError::RecordErrors { message, records } = &e {
+                                    let detail = format!(
+                                        "{message} in topic partition {name}-{}.",
+                                        data.index
+                                    );
+                                    refused_records = Some((records.clone(), detail));
+                                }
+                                let code = error_code(&e);
+                                if reports_log_start(code) {
+                                    refused_log_start = log.log_start_offset();
+                                }
+                                code
+                            })
                     };
                     match transactional_producer(records) {
                         Err(code) => Err(code),
@@ -138,7 +144,7 @@ pub(crate) fn handle(
                 }
             };
             match result {
-                Ok((log, outcome)) => {
+                Ok((log, (outcome, epoch))) => {
                     if !outcome.duplicate {
                         let bytes = data.records.as_ref().map_or(0, |r| r.len());
                         let messages = outcome.last_offset - outcome.base_offset + 1;
@@ -154,6 +160,7 @@ pub(crate) fn handle(
                             partition: pi,
                             log: log.clone(),
                             end_offset: outcome.last_offset + 1,
+                            epoch,
                         });
                     }
                 }
@@ -214,7 +221,7 @@ pub(crate) fn handle(
                 Ok(()) => {
                     // Committed: the high watermark passed it, so every in-sync replica holds
                     // it (and has fsynced it before saying so).
-                    let committed = a.log.wait_for_commit(a.end_offset, me);
+                    let committed = a.log.wait_for_commit(a.end_offset, me, a.epoch);
                     let min_isr = a.log.config().min_insync_replicas.max(1) as usize;
                     match tokio::time::timeout_at(deadline, committed).await {
                         Ok(true) => match a.log.ack_status(a.end_offset, min_isr) {

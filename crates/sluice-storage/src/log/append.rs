@@ -63,9 +63,33 @@ impl UnifiedLog {
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
         self.check_open()?;
+        // Everything is checked before anything is written: whole, intact batches, offsets
+        // that cannot overflow, control batches whose type can be read.
         let mut headers = Vec::new();
+        let mut commits = Vec::new();
         for batch in BatchIter::new(records) {
-            headers.push(BatchHeader::validate_stored(batch?)?);
+            let batch = batch?;
+            let h = BatchHeader::validate_stored(batch)?;
+            if h.base_offset < 0
+                || h.base_offset
+                    .checked_add(i64::from(h.last_offset_delta) + 1)
+                    .is_none()
+            {
+                return Err(StorageError::InvalidRecord(format!(
+                    "replicated batch at offset {} out of range",
+                    h.base_offset
+                )));
+            }
+            commits.push(if h.is_control() {
+                match sluice_records::control_type(&h, batch)? {
+                    sluice_records::ControlType::Commit => Some(true),
+                    sluice_records::ControlType::Abort => Some(false),
+                    sluice_records::ControlType::Other(_) => None,
+                }
+            } else {
+                None
+            });
+            headers.push(h);
         }
         let Some(first) = headers.first() else {
             return Err(StorageError::InvalidRecord("no record batches".into()));
@@ -111,17 +135,9 @@ impl UnifiedLog {
             return Err(self.dir_state.fail("segment write", &e));
         }
         inner.log_end_offset = expect;
-        let mut pos = 0usize;
-        for h in &headers {
-            let batch = &records[pos..pos + h.total_size()];
-            pos += h.total_size();
+        for (h, commit) in headers.iter().zip(commits) {
             inner.epochs.assign(h.partition_leader_epoch, h.base_offset);
             if h.is_control() {
-                let commit = match sluice_records::control_type(h, batch)? {
-                    sluice_records::ControlType::Commit => Some(true),
-                    sluice_records::ControlType::Abort => Some(false),
-                    sluice_records::ControlType::Other(_) => None,
-                };
                 if let Some(aborted) =
                     commit.and_then(|c| inner.producers.record_marker(h, c, now_ms))
                 {
