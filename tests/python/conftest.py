@@ -153,6 +153,99 @@ def broker(tmp_path):
     yield from running_broker(tmp_path)
 
 
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """Three `sluice` processes on 127.0.0.1 as one cluster (voters of one metadata quorum,
+    `default.replication.factor=3`), standing in for a Broker in client tests: `bootstrap`
+    names all three, `restart()` restarts each node in turn (a rolling restart)."""
+
+    def __init__(self, tmp_path, extra_args=()):
+        ids = [1, 2, 3]
+        ports = {i: _free_port() for i in ids}
+        # Fixed Kafka ports too, so that clients find the nodes again after a restart.
+        kafka = {i: _free_port() for i in ids}
+        voters = ",".join(f"{i}@127.0.0.1:{p}" for i, p in ports.items())
+        self.nodes = [
+            Broker(tmp_path / f"node{i}", tmp_path / f"node{i}.log",
+                   ["--node-id", str(i), "--set", f"controller.quorum.voters={voters}",
+                    "--set", f"listeners=PLAINTEXT://127.0.0.1:{kafka[i]},"
+                             f"CONTROLLER://127.0.0.1:{ports[i]}",
+                    "--set", "default.replication.factor=3",
+                    "--set", "broker.session.timeout.ms=2000",
+                    "--set", "broker.heartbeat.interval.ms=200",
+                    "--set", "controller.quorum.election.timeout.ms=300", *extra_args])
+            for i in ids]
+
+    @property
+    def bootstrap(self):
+        return ",".join(n.bootstrap for n in self.nodes)
+
+    def _serving(self):
+        """Whether every node's broker is registered and unfenced in every node's view."""
+        import json
+        import urllib.request
+        for n in self.nodes:
+            try:
+                body = urllib.request.urlopen(n.admin_url + "/api/v1/cluster", timeout=5).read()
+            except OSError:
+                return False
+            m = json.loads(body)["membership"]
+            live = {b["broker_id"] for b in m["brokers"] if not b["fenced"]}
+            if live != {1, 2, 3}:
+                return False
+        return True
+
+    def wait_serving(self):
+        import time
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._serving():
+            assert time.monotonic() < deadline, "the cluster's brokers were not all unfenced"
+            time.sleep(0.05)
+
+    def start(self):
+        for n in self.nodes:
+            n.start()
+        self.wait_serving()
+
+    def restart(self):
+        for n in self.nodes:
+            n.stop()
+            n.start()
+            self.wait_serving()
+
+    def stop(self):
+        for n in reversed(self.nodes):
+            try:
+                n.stop()
+            finally:
+                n.kill()
+
+
+def running_cluster(tmp_path, extra_args=()):
+    """Fixture body: a started three-node cluster, stopped after the test."""
+    c = Cluster(tmp_path, extra_args)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(params=["one node", "three nodes"])
+def any_broker(request, tmp_path):
+    """A single broker, then a three-node cluster: the client round trips run against both."""
+    if request.param == "one node":
+        yield from running_broker(tmp_path)
+    else:
+        yield from running_cluster(tmp_path)
+
+
 # -- what every client test checks --------------------------------------------------------
 
 Msg = collections.namedtuple("Msg", "partition offset key value headers timestamp")

@@ -1,5 +1,7 @@
 """kcat (librdkafka, Debian's package) against sluice: auto-created topics, produce in every
-codec with acks=all, consume, ListOffsets by timestamp, restart."""
+codec with acks=all, consume, ListOffsets by timestamp, restart; the round trip runs against
+one node and against a three-node cluster (conftest.Cluster: replicas on all three, a
+rolling restart)."""
 
 import json
 import subprocess
@@ -8,7 +10,7 @@ import time
 import pytest
 
 from conftest import (CODECS, Msg, check_round_trip, expected_messages,
-                      first_offset_at_or_after, running_broker)
+                      first_offset_at_or_after, running_broker, running_cluster)
 
 N = 10_000
 PARTITIONS = 3
@@ -34,10 +36,14 @@ def consume_all(bootstrap, topic):
     return msgs
 
 
-@pytest.fixture
-def broker3(tmp_path):
+@pytest.fixture(params=["one node", "three nodes"])
+def broker3(request, tmp_path):
     # kcat cannot create topics; it gets them auto-created with num.partitions.
-    yield from running_broker(tmp_path, ["--set", f"num.partitions={PARTITIONS}"])
+    args = ["--set", f"num.partitions={PARTITIONS}"]
+    if request.param == "one node":
+        yield from running_broker(tmp_path, args)
+    else:
+        yield from running_cluster(tmp_path, args)
 
 
 def test_kcat_round_trip_in_every_codec_survives_restart(broker3):

@@ -108,9 +108,7 @@ pub(crate) fn init_producer_id(
         .filter(|t| !t.is_empty());
     let Some(txn_id) = txn_id else {
         // An idempotent producer: a fresh producer id at epoch 0 every time, as Kafka does.
-        let result = tokio::task::block_in_place(|| state.replicas.allocate_producer_id())
-            .map(|id| (id, 0))
-            .map_err(|e| error_code(&e));
+        let result = cluster_producer_id(state).map(|id| (id, 0));
         return ready(api, version, corr, response(result));
     };
     if let Err(code) = ready_to_change(state) {
@@ -118,16 +116,30 @@ pub(crate) fn init_producer_id(
     }
     let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
     let timeout = req.transaction_timeout_ms;
-    let logs = state.replicas.clone();
     let (result, durable) = state.txns.call(state, |c, now| {
-        let mut allocate = || {
-            tokio::task::block_in_place(|| logs.allocate_producer_id()).map_err(|e| error_code(&e))
-        };
+        let mut allocate = || cluster_producer_id(state);
         c.init_producer_id(&txn_id, timeout, expected, now, &mut allocate)
     });
     respond(api, version, corr, async move {
         response(settled(result, durable).await)
     })
+}
+
+/// The most producer ids one broker hands out: its share of the id space.
+const PRODUCER_IDS_PER_BROKER: i64 = 1 << 32;
+
+/// A producer id unique in the cluster: this broker's own counter (kept in its data
+/// directory) within its share of the id space, `node.id << 32`, so that no two brokers
+/// ever hand out the same id without asking anyone (Kafka asks its controller for blocks;
+/// node 0, a single node's id, keeps the ids it always had).
+fn cluster_producer_id(state: &BrokerState) -> Result<i64, i16> {
+    let local = tokio::task::block_in_place(|| state.replicas.allocate_producer_id())
+        .map_err(|e| error_code(&e))?;
+    if !(0..PRODUCER_IDS_PER_BROKER).contains(&local) {
+        tracing::error!(local, "this broker's share of producer ids is used up");
+        return Err(ResponseError::UnknownServerError.code());
+    }
+    Ok(i64::from(state.config.node_id.max(0)) * PRODUCER_IDS_PER_BROKER + local)
 }
 
 /// Per requested topic, each partition's error code.
