@@ -788,6 +788,12 @@ ALLOWED = [
                    "controller.listener.names and controller.quorum.voters (empty: this node "
                    "alone) have defaults, so DescribeConfigs reports them as defaults where "
                    "Kafka, which requires them in its file, reports them as static"),
+    Allowed("Fetch", r"responses\[topic_id=<id of (idem-t|txn-t)>\]\.partitions\[.*\]"
+            r"\.records\[.*\]\.crc",
+            reason="Producer ids are node.id << 32 plus the broker's own counter (Kafka's "
+                   "controller hands out blocks from 0): the batches of idempotent and "
+                   "transactional producers carry other ids (masked here), so their CRCs "
+                   "differ"),
     Allowed("DescribeConfigs", B + r"\[name=offsets\.topic\.replication\.factor\]"
             r"\.(value|config_source|synonyms.*)",
             reason="offsets.topic.replication.factor (default 3, as in Kafka) is capped at the "
