@@ -794,10 +794,11 @@ ALLOWED = [
                    "controller hands out blocks from 0): the batches of idempotent and "
                    "transactional producers carry other ids (masked here), so their CRCs "
                    "differ"),
-    Allowed("DescribeConfigs", B + r"\[name=offsets\.topic\.replication\.factor\]"
-            r"\.(value|config_source|synonyms.*)",
-            reason="offsets.topic.replication.factor (default 3, as in Kafka) is capped at the "
-                   "number of brokers when __consumer_offsets is created, so a single node "
+    Allowed("DescribeConfigs", B + r"\[name=(offsets\.topic|transaction\.state\.log)"
+            r"\.replication\.factor\]\.(value|config_source|synonyms.*)",
+            reason="offsets.topic.replication.factor and transaction.state.log.replication."
+                   "factor (default 3, as in Kafka) are capped at the number of brokers when "
+                   "__consumer_offsets and __transaction_state are created, so a single node "
                    "needs no setting (the Kafka oracle sets 1)"),
     Allowed("DescribeConfigs|CreateTopics",
             r".*configs\[name=min\.insync\.replicas\]\.(config_source|synonyms.*)",

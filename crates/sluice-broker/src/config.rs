@@ -120,6 +120,9 @@ pub struct BrokerConfig {
     pub txn: TxnConfig,
     /// `transaction.state.log.segment.bytes`: segment size of `__transaction_state`.
     pub txn_topic_segment_bytes: u64,
+    /// `transaction.state.log.replication.factor`: replicas of `__transaction_state`
+    /// partitions, at most as many as there are brokers when it is created.
+    pub txn_topic_replication_factor: i16,
     /// `producer.id.expiration.ms`: a partition forgets an idempotent producer idle this long.
     pub producer_id_expiration_ms: i64,
     /// `admin.listen` (Sluice's own; `serve --admin-listen`): the admin HTTP listener for
@@ -180,6 +183,7 @@ impl Default for BrokerConfig {
             offsets_topic_replication_factor: 3,
             txn: TxnConfig::default(),
             txn_topic_segment_bytes: 100 << 20,
+            txn_topic_replication_factor: 3,
             producer_id_expiration_ms: 24 * 60 * 60 * 1000,
             admin_listen: Some("127.0.0.1:9644".parse().expect("valid address")),
             metrics_enabled: true,
@@ -603,6 +607,12 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "Partitions of __transaction_state (fixed once the topic exists).",
     ),
     (
+        "transaction.state.log.replication.factor",
+        ConfigType::Short,
+        "Replicas of __transaction_state partitions (at most the brokers there are when it is \
+         created).",
+    ),
+    (
         "transaction.state.log.segment.bytes",
         ConfigType::Int,
         "Segment size of __transaction_state, set when it is created.",
@@ -913,6 +923,13 @@ impl BrokerConfig {
                 }
                 self.txn.state_partitions = v;
             }
+            "transaction.state.log.replication.factor" => {
+                let v: i16 = parse(key, value)?;
+                if v < 1 {
+                    return Err(format!("{key} must be at least 1"));
+                }
+                self.txn_topic_replication_factor = v;
+            }
             "transaction.state.log.segment.bytes" => {
                 self.txn_topic_segment_bytes = positive_i32(key, value)? as u64
             }
@@ -1063,6 +1080,9 @@ impl BrokerConfig {
             "offsets.topic.segment.bytes" => self.offsets_topic_segment_bytes.to_string(),
             "transaction.state.log.num.partitions" => self.txn.state_partitions.to_string(),
             "transaction.state.log.segment.bytes" => self.txn_topic_segment_bytes.to_string(),
+            "transaction.state.log.replication.factor" => {
+                self.txn_topic_replication_factor.to_string()
+            }
             "transaction.max.timeout.ms" => self.txn.max_timeout_ms.to_string(),
             "transactional.id.expiration.ms" => self.txn.id_expiration_ms.to_string(),
             "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {

@@ -70,8 +70,14 @@ pub(crate) type ResponseResult = Result<Option<Answer>, String>;
 /// A response still being computed.
 pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = ResponseResult> + Send>>;
 
-/// A handler's response: already encoded, or still to come.
+/// Work a request must finish before its connection reads the next request, because it
+/// acts on state in request order (a transactional produce verified with a remote
+/// coordinator); it yields the response, or closes the connection, as a handler would.
+pub(crate) type Step = Pin<Box<dyn Future<Output = Result<Option<Response>, String>> + Send>>;
+
+/// A handler's response: already encoded, still to come, or after an ordered step.
 pub(crate) enum Response {
     Now(ResponseResult),
     Later(ResponseFuture),
+    First(Step),
 }

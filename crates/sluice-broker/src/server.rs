@@ -346,6 +346,9 @@ async fn connection(
         let received = timed.then(Instant::now);
         state.metrics.request(api_key);
         let dispatched = handlers::dispatch(&state, Bytes::from(frame), peer);
+        let Some(dispatched) = after_steps(dispatched, &mut shutdown).await else {
+            break;
+        };
         // The frame has been decoded and acted on; what the response still waits for (an
         // fsync, a long poll) must not keep its bytes counted.
         drop(request_bytes);
@@ -355,6 +358,10 @@ async fn connection(
                 // An answer computed now is counted now, before the next request is read.
                 let response = match response {
                     Response::Now(result) => Queued::Ready(Ready::charged(result, &budgets)),
+                    Response::First(_) => Queued::Ready(Ready::charged(
+                        Err("a step yielded another step".to_string()),
+                        &budgets,
+                    )),
                     Response::Later(future) => {
                         let budgets = budgets.clone();
                         Queued::Later(Box::pin(
@@ -384,6 +391,25 @@ async fn connection(
     }
     drop(pending_tx);
     let _ = (&mut writer.0).await;
+}
+
+/// Runs the ordered steps a request asked for (see [`Response::First`]) to the response
+/// they yield; `None` if the broker stops meanwhile.
+async fn after_steps(
+    mut dispatched: handlers::Dispatched,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<handlers::Dispatched> {
+    loop {
+        match dispatched {
+            Ok(Some(Response::First(step))) => {
+                dispatched = tokio::select! {
+                    d = step => d,
+                    _ = shutdown.changed() => return None,
+                };
+            }
+            other => return Some(other),
+        }
+    }
 }
 
 /// The connection's writer, aborted if the connection task is (at shutdown), with the

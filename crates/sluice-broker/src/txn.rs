@@ -38,8 +38,11 @@ const TXN_TOPIC_MESSAGE_MAX_BYTES: usize = 16 << 20;
 
 pub(crate) struct Transactions {
     coordinator: Mutex<TransactionCoordinator>,
-    /// False until `__transaction_state` has been replayed.
+    /// False until `__transaction_state` has been replayed, and while it is again.
     loaded: AtomicBool,
+    /// Set when this broker gains or loses the leadership of a partition of
+    /// `__transaction_state`: a replay under way must start again.
+    stale: AtomicBool,
     /// EndTxn requests waiting for their transaction's markers, by transactional id.
     completions: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
 }
@@ -57,6 +60,7 @@ impl Transactions {
         Self {
             coordinator: Mutex::new(TransactionCoordinator::new(config)),
             loaded: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
             completions: Mutex::new(HashMap::new()),
         }
     }
@@ -141,62 +145,111 @@ impl Transactions {
         }
     }
 
-    /// Rebuilds the coordinator from `__transaction_state`, then opens it for requests and
-    /// finishes the transactions that were being committed or aborted.
+    /// Rebuilds the coordinator from the partitions of `__transaction_state` this broker
+    /// leads, then opens it for requests and finishes the transactions that were being
+    /// committed or aborted. Runs on a blocking thread at start-up.
     pub fn load(&self, state: &Arc<BrokerState>) -> Result<(), StorageError> {
-        let started = std::time::Instant::now();
-        let mut config = self.lock().config().clone();
-        let topic = state.replicas.topic(TXN_TOPIC);
-        if let Some(topic) = &topic {
-            let existing = topic.partitions.len() as i32;
-            if existing != config.state_partitions {
-                tracing::warn!(
-                    configured = config.state_partitions,
-                    existing,
-                    "transaction.state.log.num.partitions differs from the existing \
-                     {TXN_TOPIC}; using the existing count"
-                );
-                config.state_partitions = existing;
+        loop {
+            self.stale.store(false, Ordering::Release);
+            let config = self.lock().config().clone();
+            let coordinator = replayed(state, config)?;
+            let mut c = self.lock();
+            if self.stale.load(Ordering::Acquire) {
+                continue; // the leadership moved while the log was read
+            }
+            *c = coordinator;
+            self.loaded.store(true, Ordering::Release);
+            // Transactions replayed in a Prepare state get their markers now.
+            let _ = settle(&mut c, state);
+            return Ok(());
+        }
+    }
+
+    /// This broker became (or stopped being) the leader of a partition of
+    /// `__transaction_state`: the transactional ids stored there are its own from now on (or
+    /// no longer). Until [`Transactions::reload`] has rebuilt the coordinator, requests are
+    /// answered COORDINATOR_LOAD_IN_PROGRESS. Returns whether the caller must run that
+    /// reload (a load already under way starts again by itself).
+    pub fn begin_reload(&self) -> bool {
+        self.stale.store(true, Ordering::Release);
+        self.loaded.swap(false, Ordering::AcqRel)
+    }
+
+    /// Rebuilds the coordinator from the partitions this broker now leads, holding it
+    /// meanwhile, so that a request that got past the loaded check before
+    /// [`Transactions::begin_reload`] meets the new state. Transactions found prepared get
+    /// their markers, as after a restart: the previous coordinator may have died between
+    /// its Prepare record and the markers.
+    pub fn reload(&self, state: &Arc<BrokerState>) -> Result<(), StorageError> {
+        let mut c = self.lock();
+        loop {
+            self.stale.store(false, Ordering::Release);
+            let config = c.config().clone();
+            *c = replayed(state, config)?;
+            if !self.stale.load(Ordering::Acquire) {
+                break;
             }
         }
-        let mut coordinator = TransactionCoordinator::new(config);
-        let mut counts = ReplayCounts::default();
-        for log in topic.iter().flat_map(|t| t.partitions.iter()) {
-            internal_topic::replay(
-                log,
-                TXN_TOPIC,
-                &mut counts,
-                |r| {
-                    coordinator
-                        .replay(r.key, r.value)
-                        .map_err(|e| {
-                            tracing::warn!(offset = r.offset, error = ?e,
-                                "skipping a record of {TXN_TOPIC}")
-                        })
-                        .is_ok()
-                },
-                |_, _| {},
-            )?;
-        }
-        let (records, bad) = (counts.records, counts.skipped);
-        let now = now_ms();
-        coordinator.finish_loading(now);
-        let ids = coordinator.len();
-        let mut c = self.lock();
-        *c = coordinator;
         self.loaded.store(true, Ordering::Release);
-        // Transactions replayed in a Prepare state get their markers now.
         let _ = settle(&mut c, state);
-        drop(c);
-        tracing::info!(
-            records,
-            skipped = bad,
-            transactional_ids = ids,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "transaction coordinator loaded"
-        );
         Ok(())
     }
+}
+
+/// A coordinator replayed from the partitions of `__transaction_state` this broker leads.
+fn replayed(
+    state: &Arc<BrokerState>,
+    mut config: TxnConfig,
+) -> Result<TransactionCoordinator, StorageError> {
+    let started = std::time::Instant::now();
+    let topic = state.replicas.topic(TXN_TOPIC);
+    if let Some(topic) = &topic {
+        let existing = topic.partitions.len() as i32;
+        if existing != config.state_partitions {
+            tracing::warn!(
+                configured = config.state_partitions,
+                existing,
+                "transaction.state.log.num.partitions differs from the existing \
+                 {TXN_TOPIC}; using the existing count"
+            );
+            config.state_partitions = existing;
+        }
+    }
+    let mut coordinator = TransactionCoordinator::new(config);
+    let mut counts = ReplayCounts::default();
+    let mut led = 0;
+    for log in topic.iter().flat_map(|t| t.partitions.iter()) {
+        // Only the partitions this broker leads: the other ids are other coordinators'.
+        if log.isr().is_none() {
+            continue;
+        }
+        led += 1;
+        internal_topic::replay(
+            log,
+            TXN_TOPIC,
+            &mut counts,
+            |r| {
+                coordinator
+                    .replay(r.key, r.value)
+                    .map_err(|e| {
+                        tracing::warn!(offset = r.offset, error = ?e,
+                            "skipping a record of {TXN_TOPIC}")
+                    })
+                    .is_ok()
+            },
+            |_, _| {},
+        )?;
+    }
+    coordinator.finish_loading(now_ms());
+    tracing::info!(
+        partitions = led,
+        records = counts.records,
+        skipped = counts.skipped,
+        transactional_ids = coordinator.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "transaction coordinator loaded"
+    );
+    Ok(coordinator)
 }
 
 /// Appends emitted records and starts marker jobs; returns the durability wait.
@@ -214,7 +267,11 @@ fn settle(c: &mut TransactionCoordinator, state: &Arc<BrokerState>) -> Durable {
     // markers are already durable: those jobs run too, with nothing to wait for.
     let prepare = appended.clone().unwrap_or_default();
     for job in jobs {
-        tokio::spawn(write_markers(state.clone(), job, prepare.clone()));
+        let prepare = prepare
+            .iter()
+            .map(|(log, end)| crate::groups::Appended::new(log.clone(), *end))
+            .collect();
+        tokio::spawn(write_markers(state.clone(), job, Durable(prepare, None)));
     }
     match appended {
         Ok(ends) => Durable(
@@ -235,22 +292,41 @@ fn settle(c: &mut TransactionCoordinator, state: &Arc<BrokerState>) -> Durable {
 const MARKER_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
 const MARKER_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Writes one job's markers once the records before it are durable, then reports them
-/// written (which emits the Complete record) and wakes the EndTxn waiting for them. A
-/// failure is retried with backoff until the markers are written, the data directory goes
-/// offline (a restart then redoes the job from the Prepare record) or the broker stops:
+/// How long a partition leader may take to answer WriteTxnMarkers (it waits for the
+/// markers' commit).
+const MARKER_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(40);
+
+/// Writes one job's markers once the records before it are committed, then reports them
+/// written (which emits the Complete record) and wakes the EndTxn waiting for them.
+///
+/// The Prepare record must be committed (on the in-sync replicas of its partition) before
+/// any marker is written: a coordinator that fails over to a replica without it would
+/// otherwise abort, on timeout, a transaction whose commit markers are already out. If it
+/// cannot be committed here (the leadership moved), this coordinator stops: the next one
+/// finds the Prepare record, if it survived, and writes the markers itself.
+///
+/// A failure to write the markers is retried with backoff until they are written, the data
+/// directory goes offline (a restart redoes the job from the Prepare record), this broker
+/// stops coordinating the transactional id (its new coordinator redoes it) or stops:
 /// until then the transaction's partitions cannot move their last stable offset.
-async fn write_markers(
-    state: Arc<BrokerState>,
-    job: MarkerJob,
-    prepare: Vec<(Arc<Partition>, i64)>,
-) {
+async fn write_markers(state: Arc<BrokerState>, job: MarkerJob, prepare: Durable) {
+    if let Err(e) = prepare.wait().await {
+        tracing::warn!(
+            transactional_id = job.transactional_id,
+            error = %e,
+            "the transaction's outcome is not committed here; its markers are left to the \
+             next coordinator"
+        );
+        return;
+    }
     let mut pause = MARKER_RETRY_FIRST;
     loop {
-        match try_write_markers(&state, &job, &prepare).await {
+        match try_write_markers(&state, &job).await {
             Ok(()) => break,
             Err(e) => {
-                let stopping = *state.shutdown.borrow() || state.replicas.is_offline();
+                let stopping = *state.shutdown.borrow()
+                    || state.replicas.is_offline()
+                    || coordinator_epoch(&state, &job.transactional_id).is_none();
                 tracing::error!(
                     transactional_id = job.transactional_id,
                     error = %e,
@@ -279,38 +355,25 @@ async fn write_markers(
     }
 }
 
-/// One attempt: the Prepare record durable, every marker appended, every marker durable.
-/// Repeating a marker after a partial attempt is harmless: the second one ends nothing.
-async fn try_write_markers(
-    state: &Arc<BrokerState>,
-    job: &MarkerJob,
-    prepare: &[(Arc<Partition>, i64)],
-) -> Result<(), StorageError> {
-    for (log, end) in prepare {
-        log.flush(*end).wait().await?;
-    }
-    let st = state.clone();
-    let j = job.clone();
-    let appended = tokio::task::spawn_blocking(move || append_markers(&st, &j))
-        .await
-        .map_err(|e| StorageError::Io(format!("marker task failed: {e}")))??;
-    // Register every partition first, so they share the flusher's next pass.
-    let waits: Vec<_> = appended
-        .into_iter()
-        .map(|(log, end)| log.flush(end))
-        .collect();
-    for w in waits {
-        w.wait().await?;
-    }
-    Ok(())
+/// The leader epoch of the `__transaction_state` partition holding `transactional_id`, while
+/// this broker leads it (the coordinator epoch its markers carry); `None` when another
+/// broker coordinates the id.
+fn coordinator_epoch(state: &BrokerState, transactional_id: &str) -> Option<i32> {
+    let topic = state.replicas.topic(TXN_TOPIC)?;
+    let index = sluice_txn::partition_for(transactional_id, topic.partitions.len() as i32);
+    let log = topic.partition(index)?;
+    (log.leader() == state.config.node_id).then(|| log.leader_epoch())
 }
 
-/// Appends the markers of `job`; returns each log with the offset to make durable.
-fn append_markers(
-    state: &BrokerState,
-    job: &MarkerJob,
-) -> Result<Vec<(Arc<Partition>, i64)>, StorageError> {
-    let mut ends = Vec::with_capacity(job.partitions.len());
+/// One attempt: every marker appended where this broker leads, sent to the leader where
+/// another broker does, and every one committed. Repeating a marker after a partial attempt
+/// is harmless: the second one ends nothing.
+async fn try_write_markers(state: &Arc<BrokerState>, job: &MarkerJob) -> Result<(), StorageError> {
+    let coordinator_epoch = coordinator_epoch(state, &job.transactional_id).unwrap_or(0);
+    // The partitions by their leader; those with none yet fail this attempt.
+    let me = state.config.node_id;
+    let mut local = Vec::new();
+    let mut remote: std::collections::BTreeMap<i32, Vec<(String, i32)>> = Default::default();
     for (topic, partition) in &job.partitions {
         let log = state
             .replicas
@@ -319,20 +382,157 @@ fn append_markers(
         let Some(log) = log else {
             continue; // the topic was deleted: nothing left to mark
         };
+        match log.leader() {
+            l if l == me => local.push((topic.clone(), log)),
+            sluice_partition::NO_LEADER => {
+                return Err(StorageError::Io(format!(
+                    "{topic}-{partition} has no leader for its transaction marker"
+                )))
+            }
+            l => remote
+                .entry(l)
+                .or_default()
+                .push((topic.clone(), *partition)),
+        }
+    }
+    let st = state.clone();
+    let j = job.clone();
+    let local_writes = async move {
+        let appended =
+            tokio::task::spawn_blocking(move || append_markers(&st, &j, &local, coordinator_epoch))
+                .await
+                .map_err(|e| StorageError::Io(format!("marker task failed: {e}")))??;
+        // Every partition registered first, so they share the flusher's next pass; then
+        // each committed on its in-sync replicas.
+        let durable = Durable(
+            appended
+                .into_iter()
+                .map(|(log, end)| crate::groups::Appended::new(log, end))
+                .collect(),
+            None,
+        );
+        durable.wait().await
+    };
+    let remote_writes = remote.into_iter().map(|(leader, partitions)| {
+        send_markers(state, job, leader, partitions, coordinator_epoch)
+    });
+    let (local, remote) = tokio::join!(local_writes, futures_util::future::join_all(remote_writes));
+    local?;
+    remote.into_iter().collect()
+}
+
+/// Sends the markers of `job` for `partitions` to their leader `leader` (WriteTxnMarkers)
+/// and reads its verdict on each.
+async fn send_markers(
+    state: &Arc<BrokerState>,
+    job: &MarkerJob,
+    leader: i32,
+    partitions: Vec<(String, i32)>,
+    coordinator_epoch: i32,
+) -> Result<(), StorageError> {
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    };
+    let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+    for (topic, p) in partitions {
+        by_topic.entry(topic).or_default().push(p);
+    }
+    let request =
+        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+            .with_producer_id(ProducerId(job.producer_id))
+            .with_producer_epoch(job.producer_epoch)
+            .with_transaction_result(job.commit)
+            .with_coordinator_epoch(coordinator_epoch)
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(name, ps)| {
+                        WritableTxnMarkerTopic::default()
+                            .with_name(TopicName(kafka_protocol::protocol::StrBytes::from_string(
+                                name,
+                            )))
+                            .with_partition_indexes(ps)
+                    })
+                    .collect(),
+            )]);
+    let response: WriteTxnMarkersResponse = crate::cluster::peer::call_once(
+        state,
+        leader,
+        ApiKey::WriteTxnMarkers,
+        1,
+        &request,
+        MARKER_REQUEST_TIMEOUT,
+    )
+    .await
+    .map_err(StorageError::Io)?;
+    let refused: Vec<String> = response
+        .markers
+        .iter()
+        .flat_map(|m| &m.topics)
+        .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
+        .filter(|(t, p)| {
+            // Ended there already (a newer producer epoch), or the topic is gone.
+            let done = [
+                0,
+                sluice_txn::codes::INVALID_PRODUCER_EPOCH,
+                kafka_protocol::ResponseError::UnknownTopicOrPartition.code(),
+            ];
+            if p.error_code == sluice_txn::codes::INVALID_PRODUCER_EPOCH {
+                tracing::warn!(
+                    topic = t.name.as_str(),
+                    partition = p.partition_index,
+                    "stale transaction marker skipped by its leader"
+                );
+            }
+            !done.contains(&p.error_code)
+        })
+        .map(|(t, p)| {
+            format!(
+                "{}-{}: error {}",
+                t.name.as_str(),
+                p.partition_index,
+                p.error_code
+            )
+        })
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(StorageError::Io(format!(
+            "broker {leader} refused markers: {}",
+            refused.join(", ")
+        )))
+    }
+}
+
+/// Appends the markers of `job` to `partitions` (led here); returns each log with the
+/// offset to make durable.
+fn append_markers(
+    state: &BrokerState,
+    job: &MarkerJob,
+    partitions: &[(String, Arc<Partition>)],
+    coordinator_epoch: i32,
+) -> Result<Vec<(Arc<Partition>, i64)>, StorageError> {
+    let mut ends = Vec::with_capacity(partitions.len());
+    for (topic, log) in partitions {
         let (pid, epoch, commit) = (job.producer_id, job.producer_epoch, job.commit);
         let outcome = if topic == OFFSETS_TOPIC {
             state
                 .groups
-                .write_marker(&log, *partition, pid, epoch, commit)
+                .write_marker(log, log.index(), pid, epoch, commit)
         } else {
-            log.append_marker(pid, epoch, commit, 0, now_ms())
+            log.append_marker(pid, epoch, commit, coordinator_epoch, now_ms())
         };
         match outcome {
-            Ok(o) => ends.push((log, o.last_offset + 1)),
+            Ok(o) => ends.push((log.clone(), o.last_offset + 1)),
             // The partition has seen a newer epoch of this producer: its transaction there
             // was already ended.
             Err(StorageError::InvalidProducerEpoch(e)) => {
-                tracing::warn!(topic, partition, error = %e, "stale transaction marker skipped")
+                tracing::warn!(topic, partition = log.index(), error = %e,
+                    "stale transaction marker skipped")
             }
             Err(StorageError::UnknownTopic(_)) => {}
             Err(e) => return Err(e),
@@ -347,13 +547,11 @@ pub(crate) fn txn_topic(
     state: &BrokerState,
     partitions: i32,
 ) -> Result<Arc<sluice_partition::Topic>, StorageError> {
-    // One replica until the transaction coordinator moves with its partitions' leaders
-    // (markers to remote leaders are not written yet).
     internal_topic::ensure(
         state,
         TXN_TOPIC,
         partitions,
-        1,
+        state.config.txn_topic_replication_factor,
         state.config.txn_topic_segment_bytes,
         TXN_TOPIC_MESSAGE_MAX_BYTES,
     )

@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 pub use flusher::{FlushWait, SyncScope};
 pub use partition::{
-    CommitOnAppend, CommitRule, ManualCommit, Partition, PartitionRead, Waiter, NO_LEADER,
+    CommitOnAppend, CommitRule, ManualCommit, Partition, PartitionRead, Verification, Waiter,
+    NO_LEADER,
 };
 pub use replica::{Assignment, ReplicaFetch};
 pub use sluice_replication::{AckStatus, IsrChange};

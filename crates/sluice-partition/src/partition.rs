@@ -172,6 +172,15 @@ impl Waiters {
     }
 }
 
+/// Where a transactional write stands while its remote coordinator verifies it (KIP-890).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// The producer's transaction is already open here: it stays valid until its marker.
+    InTransaction,
+    /// A guard token, valid until the producer's next marker here.
+    Guard(u64),
+}
+
 /// One partition of a topic, led by this broker.
 pub struct Partition {
     topic: Arc<str>,
@@ -189,6 +198,11 @@ pub struct Partition {
     pub(crate) role: Mutex<crate::replica::Role>,
     /// Whether the metadata has assigned this partition since it was opened.
     pub(crate) assigned: std::sync::atomic::AtomicBool,
+    /// KIP-890's verification guards: by producer id, the token of a transactional write
+    /// being verified with a remote transaction coordinator. A marker for the producer
+    /// removes it, so a write verified before the marker cannot land after it.
+    verifying: Mutex<std::collections::HashMap<i64, u64>>,
+    next_guard: std::sync::atomic::AtomicU64,
     commit: Arc<dyn CommitRule>,
     flusher: Flusher,
 }
@@ -233,6 +247,8 @@ impl Partition {
             appended: Waiters::default(),
             role: Mutex::new(crate::replica::Role::default()),
             assigned: std::sync::atomic::AtomicBool::new(false),
+            verifying: Mutex::new(std::collections::HashMap::new()),
+            next_guard: std::sync::atomic::AtomicU64::new(1),
             commit,
             flusher,
         }
@@ -362,12 +378,94 @@ impl Partition {
         if !self.may_append_under(&role) {
             return Err(StorageError::NotLeader);
         }
+        self.append_holding(role, records, now_ms)
+    }
+
+    /// The append itself, with the role lock held (and released before waking anyone).
+    fn append_holding(
+        self: &Arc<Self>,
+        role: std::sync::MutexGuard<'_, crate::replica::Role>,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<(AppendOutcome, i32), StorageError> {
         let epoch = self.leader_epoch();
         let outcome = self.log.append_in_epoch(records, epoch, now_ms)?;
         drop(role);
         self.appended.wake();
         self.commit.appended(self, outcome.last_offset + 1);
         Ok((outcome, epoch))
+    }
+
+    /// Starts the verification of a transactional write of `producer_id` at `epoch` with its
+    /// (remote) transaction coordinator; see [`Verification`].
+    pub fn begin_verification(&self, producer_id: i64, epoch: i16) -> Verification {
+        let _role = self.role.lock().expect("role lock");
+        if self.log.in_transaction(producer_id, epoch) {
+            return Verification::InTransaction;
+        }
+        let mut verifying = self.verifying.lock().expect("verification lock");
+        let token = *verifying.entry(producer_id).or_insert_with(|| {
+            self.next_guard
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        });
+        Verification::Guard(token)
+    }
+
+    /// The coordinator said the write is not part of the producer's transaction: its guard
+    /// goes (unless a newer verification replaced it).
+    pub fn end_verification(&self, producer_id: i64, verification: Verification) {
+        if let Verification::Guard(token) = verification {
+            let mut verifying = self.verifying.lock().expect("verification lock");
+            if verifying.get(&producer_id) == Some(&token) {
+                verifying.remove(&producer_id);
+            }
+        }
+    }
+
+    /// Whether a write verified as `verification` may still join the producer's transaction
+    /// here: it is open, or no marker came since the verification began. A caller that
+    /// appends after asking must keep markers out meanwhile (as [`Partition::append_verified`]
+    /// does with the role lock, and the group coordinator with its own).
+    pub fn verification_holds(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        verification: Verification,
+    ) -> bool {
+        self.log.in_transaction(producer_id, epoch)
+            || match verification {
+                Verification::Guard(token) => {
+                    self.verifying
+                        .lock()
+                        .expect("verification lock")
+                        .get(&producer_id)
+                        == Some(&token)
+                }
+                Verification::InTransaction => false,
+            }
+    }
+
+    /// [`Partition::append_in_epoch`] of a transactional write its coordinator verified:
+    /// refused with INVALID_TXN_STATE if the producer's transaction here ended since the
+    /// verification began (its marker came in between).
+    pub fn append_verified(
+        self: &Arc<Self>,
+        records: &[u8],
+        now_ms: i64,
+        producer_id: i64,
+        epoch: i16,
+        verification: Verification,
+    ) -> Result<(AppendOutcome, i32), StorageError> {
+        let role = self.role.lock().expect("role lock");
+        if !self.may_append_under(&role) {
+            return Err(StorageError::NotLeader);
+        }
+        if !self.verification_holds(producer_id, epoch, verification) {
+            return Err(StorageError::InvalidTxnState(format!(
+                "the transaction of producer {producer_id} ended while its write was verified"
+            )));
+        }
+        self.append_holding(role, records, now_ms)
     }
 
     /// Appends a transaction marker (from the transaction coordinator only). Only where
@@ -385,6 +483,10 @@ impl Partition {
         if !self.may_append_under(&role) {
             return Err(StorageError::NotLeader);
         }
+        self.verifying
+            .lock()
+            .expect("verification lock")
+            .remove(&producer_id);
         let outcome = self.log.append_marker_in_epoch(
             producer_id,
             producer_epoch,

@@ -228,3 +228,60 @@ fn topic_changes_keep_partitions_and_their_high_watermarks() {
     let again = topic(&replicas, "t", 1);
     assert_eq!(again.partitions[0].high_watermark(), 0);
 }
+
+/// One transactional batch of producer 7 at epoch 0, with sequence `seq`.
+fn txn_batch(seq: i32) -> Vec<u8> {
+    let mut b = BatchBuilder::new(1_000);
+    b.producer(7, 0, seq).transactional().push(NewRecord {
+        value: Some(b"t".to_vec()),
+        ..NewRecord::default()
+    });
+    b.build()
+}
+
+/// KIP-890's guard: a transactional write verified with a remote coordinator goes in only if
+/// no marker of its producer came between the start of the verification and the append, so
+/// a write checked before its transaction ended can never land after the marker (where no
+/// marker would ever end it).
+#[test]
+fn a_marker_during_a_verification_voids_the_verified_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = open(dir.path(), Arc::new(CommitOnAppend));
+    let p = topic(&replicas, "t", 1).partitions[0].clone();
+
+    // No marker in between: the write goes in, and opens the transaction.
+    let v = p.begin_verification(7, 0);
+    assert!(matches!(v, Verification::Guard(_)));
+    p.append_verified(&txn_batch(0), 1_000, 7, 0, v)
+        .expect("verified write");
+    // Open now: later writes need no guard, until the marker.
+    let open = p.begin_verification(7, 0);
+    assert_eq!(open, Verification::InTransaction);
+    p.append_marker(7, 0, true, 0, 1_000).expect("marker");
+    let refused = p.append_verified(&txn_batch(1), 1_000, 7, 0, open);
+    assert!(
+        matches!(refused, Err(StorageError::InvalidTxnState(_))),
+        "{refused:?}"
+    );
+
+    // A guard taken, then a marker (the transaction ended meanwhile): refused.
+    let v = p.begin_verification(7, 0);
+    p.append_marker(7, 0, false, 0, 1_000).expect("marker");
+    assert!(!p.verification_holds(7, 0, v));
+    let refused = p.append_verified(&txn_batch(1), 1_000, 7, 0, v);
+    assert!(
+        matches!(refused, Err(StorageError::InvalidTxnState(_))),
+        "{refused:?}"
+    );
+    let end = p.log_end_offset();
+
+    // A refused verification drops its guard; a new one gets a new token.
+    let v = p.begin_verification(7, 0);
+    p.end_verification(7, v);
+    assert!(!p.verification_holds(7, 0, v));
+    let w = p.begin_verification(7, 0);
+    assert_ne!(v, w);
+    p.append_verified(&txn_batch(1), 1_000, 7, 0, w)
+        .expect("fresh guard");
+    assert_eq!(p.log_end_offset(), end + 1);
+}

@@ -61,6 +61,8 @@ macro_rules! for_each_api {
             AddOffsetsToTxn(AddOffsetsToTxnRequest)                 0..=4  ADD_OFFSETS_TO_TXN from 3        => add_offsets_to_txn;
             EndTxn(EndTxnRequest)                                   0..=5  END_TXN from 3                   => end_txn;
             TxnOffsetCommit(TxnOffsetCommitRequest)                 0..=5  TXN_OFFSET_COMMIT from 3         => txn_offset_commit;
+            // Sent by transaction coordinators to partition leaders.
+            WriteTxnMarkers(WriteTxnMarkersRequest)                 1..=1  WRITE_TXN_MARKERS from 1         => write_txn_markers;
             DescribeTransactions(DescribeTransactionsRequest)       0..=0  DESCRIBE_TRANSACTIONS from 0     => describe_transactions;
             ListTransactions(ListTransactionsRequest)               0..=1  LIST_TRANSACTIONS from 0         => list_transactions;
             DescribeCluster(DescribeClusterRequest)                 0..=2  DESCRIBE_CLUSTER from 0          => describe_cluster;

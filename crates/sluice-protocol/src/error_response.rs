@@ -597,6 +597,43 @@ impl ErrorResponse for AddOffsetsToTxnRequest {
     }
 }
 
+impl ErrorResponse for WriteTxnMarkersRequest {
+    type Response = WriteTxnMarkersResponse;
+    fn error_response(&self, _version: i16, error_code: i16) -> Self::Response {
+        use write_txn_markers_response::{
+            WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+        };
+        let markers = self
+            .markers
+            .iter()
+            .map(|m| {
+                WritableTxnMarkerResult::default()
+                    .with_producer_id(m.producer_id)
+                    .with_topics(
+                        m.topics
+                            .iter()
+                            .map(|t| {
+                                WritableTxnMarkerTopicResult::default()
+                                    .with_name(t.name.clone())
+                                    .with_partitions(
+                                        t.partition_indexes
+                                            .iter()
+                                            .map(|&p| {
+                                                WritableTxnMarkerPartitionResult::default()
+                                                    .with_partition_index(p)
+                                                    .with_error_code(error_code)
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        WriteTxnMarkersResponse::default().with_markers(markers)
+    }
+}
+
 impl ErrorResponse for EndTxnRequest {
     type Response = EndTxnResponse;
     fn error_response(&self, _version: i16, error_code: i16) -> Self::Response {

@@ -466,6 +466,18 @@ const ADD_PARTITIONS_TO_TXN: &[Field] = &[
 
 const ADD_OFFSETS_TO_TXN: &[Field] = &[f(Str), f(I64), f(I16), f(Str)];
 
+/// `markers: [{producer_id, producer_epoch, transaction_result, topics: [{name,
+/// partition_indexes}], coordinator_epoch}]`.
+const WRITE_TXN_MARKERS: &[Field] = &[f(Structs(
+    &[f(I64), f(I16), f(I8), f(TXN_MARKER_TOPICS), f(I32)],
+    size_of::<kafka_protocol::messages::write_txn_markers_request::WritableTxnMarker>(),
+))];
+
+const TXN_MARKER_TOPICS: Kind = Structs(
+    &[f(Str), f(I32s)],
+    size_of::<kafka_protocol::messages::write_txn_markers_request::WritableTxnMarkerTopic>(),
+);
+
 const END_TXN: &[Field] = &[f(Str), f(I64), f(I16), f(I8)];
 
 const TXN_OFFSET_COMMIT: &[Field] = &[
@@ -1107,6 +1119,22 @@ mod tests {
                     .with_group_id(GroupId(s("g"))),
                 v,
             ),
+            ApiKey::WriteTxnMarkers => {
+                use kafka_protocol::messages::write_txn_markers_request::{
+                    WritableTxnMarker, WritableTxnMarkerTopic,
+                };
+                enc(
+                    WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                        .with_producer_id(ProducerId(7))
+                        .with_producer_epoch(2)
+                        .with_transaction_result(true)
+                        .with_coordinator_epoch(4)
+                        .with_topics(vec![WritableTxnMarkerTopic::default()
+                            .with_name(TopicName(s("t")))
+                            .with_partition_indexes(vec![0, 1])])]),
+                    v,
+                )
+            }
             ApiKey::EndTxn => enc(
                 EndTxnRequest::default()
                     .with_transactional_id(TransactionalId(s("t")))

@@ -297,6 +297,13 @@ impl ProducerStateManager {
     }
 
     /// Open transactions on this partition: (producer id, first offset), oldest first.
+    /// Whether `producer_id` has a transaction open on this partition at `epoch`.
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.epoch == epoch && e.txn_first_offset.is_some())
+    }
+
     pub fn open_transactions(&self) -> Vec<(i64, i64)> {
         self.ongoing
             .iter()

@@ -14,17 +14,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_partition::Partition;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::peer::{broker_address, PeerConnection};
 use crate::BrokerState;
 
 /// The Fetch version followers send.
@@ -34,9 +30,6 @@ const MAX_WAIT_MS: i32 = 500;
 /// The most one fetch response may carry, and one partition of it.
 const FETCH_MAX_BYTES: i32 = 16 << 20;
 const PARTITION_MAX_BYTES: i32 = 4 << 20;
-/// The largest response frame accepted, and what decoding it may allocate besides.
-const RESPONSE_MAX_BYTES: usize = 64 << 20;
-const RESPONSE_DECODE_BUDGET_BYTES: usize = 64 << 20;
 /// How long a fetch may take, connection included, beyond the leader's wait.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pauses after a failed fetch: the first, and the most.
@@ -86,109 +79,10 @@ pub(crate) async fn run(state: Arc<BrokerState>) {
     }
 }
 
-/// A connection to one leader.
-struct Connection {
-    addr: String,
-    stream: TcpStream,
-    correlation_id: i32,
-}
-
-impl Connection {
-    async fn open(addr: &str) -> Result<Self, String> {
-        let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| format!("connecting to {addr} timed out"))?
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        Ok(Self {
-            addr: addr.to_string(),
-            stream,
-            correlation_id: 0,
-        })
-    }
-
-    async fn fetch(
-        &mut self,
-        node_id: i32,
-        request: &FetchRequest,
-    ) -> Result<FetchResponse, String> {
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let api = ApiKey::Fetch;
-        let header = RequestHeader::default()
-            .with_request_api_key(api as i16)
-            .with_request_api_version(FETCH_VERSION)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_string(format!(
-                "sluice-replica-fetcher-{node_id}"
-            ))));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, api.request_header_version(FETCH_VERSION))
-            .map_err(|e| e.to_string())?;
-        request
-            .encode(&mut body, FETCH_VERSION)
-            .map_err(|e| e.to_string())?;
-        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
-        let wait = Duration::from_millis(MAX_WAIT_MS as u64) + IO_TIMEOUT;
-        let exchange = async {
-            self.stream
-                .write_all(&frame)
-                .await
-                .map_err(|e| format!("send to {}: {e}", self.addr))?;
-            let mut size = [0u8; 4];
-            self.stream
-                .read_exact(&mut size)
-                .await
-                .map_err(|e| format!("read from {}: {e}", self.addr))?;
-            let size = i32::from_be_bytes(size);
-            if size < 0 || size as usize > RESPONSE_MAX_BYTES {
-                return Err(format!(
-                    "a fetch response of {size} bytes from {}",
-                    self.addr
-                ));
-            }
-            let mut buf = vec![0u8; size as usize];
-            self.stream
-                .read_exact(&mut buf)
-                .await
-                .map_err(|e| format!("read from {}: {e}", self.addr))?;
-            Ok(buf)
-        };
-        let buf = tokio::time::timeout(wait, exchange)
-            .await
-            .map_err(|_| format!("fetch from {} timed out", self.addr))??;
-        sluice_protocol::guard::check_response(
-            api,
-            FETCH_VERSION,
-            &buf,
-            RESPONSE_DECODE_BUDGET_BYTES,
-        )
-        .map_err(|e| format!("fetch response from {} refused: {e}", self.addr))?;
-        let mut buf = Bytes::from(buf);
-        let header = ResponseHeader::decode(&mut buf, api.response_header_version(FETCH_VERSION))
-            .map_err(|e| e.to_string())?;
-        if header.correlation_id != self.correlation_id {
-            return Err(format!("{} answered another request", self.addr));
-        }
-        FetchResponse::decode(&mut buf, FETCH_VERSION).map_err(|e| e.to_string())
-    }
-}
-
-/// The leader's Kafka listener, from the metadata.
-fn leader_address(state: &BrokerState, leader: i32) -> Option<String> {
-    state.cluster.view.read(|image| {
-        image
-            .broker(leader)
-            .and_then(|b| b.endpoints.first())
-            .map(|e| crate::config::address(&e.host, e.port))
-    })
-}
-
 /// Fetches from `leader` until this broker follows nothing there, or shutdown.
 async fn follow(state: Arc<BrokerState>, leader: i32) {
     let me = state.config.node_id;
-    let mut connection: Option<Connection> = None;
+    let mut connection: Option<PeerConnection> = None;
     let mut backoff = BACKOFF_MIN;
     let mut failure_logged = false;
     loop {
@@ -199,7 +93,7 @@ async fn follow(state: Arc<BrokerState>, leader: i32) {
         if partitions.is_empty() {
             return;
         }
-        let result = match leader_address(&state, leader) {
+        let result = match broker_address(&state, leader) {
             None => Err(format!("no address for broker {leader}")),
             Some(addr) => {
                 if connection.as_ref().is_some_and(|c| c.addr != addr) {
@@ -207,7 +101,9 @@ async fn follow(state: Arc<BrokerState>, leader: i32) {
                 }
                 let conn = match connection.take() {
                     Some(c) => Ok(c),
-                    None => Connection::open(&addr).await,
+                    None => {
+                        PeerConnection::open(&addr, format!("sluice-replica-fetcher-{me}")).await
+                    }
                 };
                 match conn {
                     Ok(mut conn) => {
@@ -251,7 +147,7 @@ async fn follow(state: Arc<BrokerState>, leader: i32) {
 async fn fetch_once(
     me: i32,
     leader: i32,
-    conn: &mut Connection,
+    conn: &mut PeerConnection,
     partitions: &[(String, Arc<Partition>)],
 ) -> Result<bool, String> {
     // Each partition with the leader epoch it is fetched in: what comes back applies only
@@ -293,7 +189,10 @@ async fn fetch_once(
         .with_session_id(0)
         .with_session_epoch(-1)
         .with_topics(topics);
-    let response = conn.fetch(me, &request).await?;
+    let wait = Duration::from_millis(MAX_WAIT_MS as u64) + IO_TIMEOUT;
+    let response: FetchResponse = conn
+        .call(ApiKey::Fetch, FETCH_VERSION, &request, wait)
+        .await?;
     if response.error_code != 0 {
         return Err(format!("the leader answered error {}", response.error_code));
     }

@@ -16,6 +16,7 @@
 mod controller;
 pub(crate) mod fetcher;
 mod lifecycle;
+pub(crate) mod peer;
 pub(crate) mod publisher;
 pub(crate) mod rpc;
 

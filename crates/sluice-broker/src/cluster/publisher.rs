@@ -260,6 +260,17 @@ pub(crate) async fn run(state: Arc<BrokerState>) {
                         }
                     });
                 }
+                if pass.led_now.contains(crate::txn::TXN_TOPIC) && state.txns.begin_reload() {
+                    // The same for the transactional ids, whose prepared transactions the
+                    // new coordinator finishes.
+                    let state = state.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = state.txns.reload(&state) {
+                            tracing::error!(error = %e,
+                                "cannot reload the transaction coordinator");
+                        }
+                    });
+                }
                 if pass.failures.is_empty() {
                     cluster.published.send_if_modified(|p| {
                         let moved = index > *p;

@@ -117,3 +117,13 @@ impl ErrorCodes for AddPartitionsToTxnResponse {
         }
     }
 }
+
+impl ErrorCodes for WriteTxnMarkersResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        for marker in &self.markers {
+            for topic in &marker.topics {
+                errors(out, topic.partitions.iter().map(|p| p.error_code));
+            }
+        }
+    }
+}

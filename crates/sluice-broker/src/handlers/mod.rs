@@ -389,6 +389,10 @@ fn end_txn(c: &Call<'_>, r: EndTxnRequest) -> Dispatched {
     txn::end_txn(c.state, r, c.version, c.corr)
 }
 
+fn write_txn_markers(c: &Call<'_>, r: WriteTxnMarkersRequest) -> Dispatched {
+    txn::write_txn_markers(c.state, r, c.version, c.corr)
+}
+
 fn txn_offset_commit(c: &Call<'_>, r: TxnOffsetCommitRequest) -> Dispatched {
     txn::txn_offset_commit(c.state, r, c.version, c.corr)
 }

@@ -8,7 +8,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
-use sluice_partition::{Partition, StorageError, MAX_DECOMPRESSED_BATCH_BYTES};
+use sluice_partition::{Partition, StorageError, Verification, MAX_DECOMPRESSED_BATCH_BYTES};
 use sluice_protocol::ErrorResponse;
 
 use super::{ready, respond, str_bytes, Dispatched};
@@ -37,6 +37,112 @@ pub(crate) fn handle(
         let response = req.error_response(version, code);
         return ready(ApiKey::Produce, version, corr, response);
     }
+    remote_verification(state, req, version, corr)
+}
+
+/// Where this request carries transactional batches whose coordinator is another broker
+/// (KIP-890): an ordered step that has the coordinator verify each partition is in the
+/// producer's transaction, then appends (see [`append_all`]). Otherwise the append now.
+/// The guards are taken before the question is sent, so a marker that arrives while it is
+/// out voids them.
+fn remote_verification(
+    state: &Arc<BrokerState>,
+    req: ProduceRequest,
+    version: i16,
+    corr: i32,
+) -> Dispatched {
+    let coordinator = req
+        .transactional_id
+        .as_ref()
+        .filter(|t| !t.is_empty() && version >= 3)
+        .and_then(|t| super::txn::remote_coordinator(state, t.as_str()));
+    let Some(coordinator) = coordinator else {
+        return append_all(state, &req, version, corr, None);
+    };
+    // Every partition led here with transactional batches of one producer, guarded now.
+    let mut guarded = Vec::new();
+    let mut producer = None;
+    for topic_data in &req.topic_data {
+        let topic = if version >= 13 {
+            state.replicas.topic_by_id(topic_data.topic_id)
+        } else {
+            state.replicas.topic(topic_data.name.as_str())
+        };
+        let Some(topic) = topic else { continue };
+        for data in &topic_data.partition_data {
+            let Some(log) = topic.partition(data.index) else {
+                continue;
+            };
+            let Some(records) = data.records.as_deref() else {
+                continue;
+            };
+            if state.leads(log, -1).is_err() {
+                continue;
+            }
+            if let Ok(Some((pid, epoch))) = transactional_producer(records) {
+                if producer.is_some_and(|p| p != (pid, epoch)) {
+                    continue; // refused when appended: one producer per request
+                }
+                producer = Some((pid, epoch));
+                let verification = log.begin_verification(pid, epoch);
+                guarded.push((topic.name.clone(), data.index, log.clone(), verification));
+            }
+        }
+    }
+    let Some((pid, epoch)) = producer else {
+        return append_all(state, &req, version, corr, None);
+    };
+    let state = state.clone();
+    let txn_id = req
+        .transactional_id
+        .as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    Ok(Some(crate::response::Response::First(Box::pin(
+        async move {
+            let partitions: Vec<(String, i32)> =
+                guarded.iter().map(|(t, p, _, _)| (t.clone(), *p)).collect();
+            let codes =
+                super::txn::verify_remote(&state, coordinator, &txn_id, pid, epoch, &partitions)
+                    .await;
+            let mut verdicts = Verdicts::new();
+            for (topic, index, log, verification) in guarded {
+                let code = codes
+                    .get(&(topic.clone(), index))
+                    .copied()
+                    .unwrap_or(ResponseError::NotEnoughReplicas.code());
+                if code == 0 {
+                    verdicts.insert((topic, index), Ok(verification));
+                } else {
+                    log.end_verification(pid, verification);
+                    tracing::info!(
+                        topic,
+                        partition = index,
+                        code,
+                        "transactional produce refused by its coordinator"
+                    );
+                    verdicts.insert((topic, index), Err(code));
+                }
+            }
+            append_all(&state, &req, version, corr, Some(&verdicts))
+        },
+    ))))
+}
+
+/// A remote coordinator's verdict on each partition of a transactional produce: the guard
+/// to append under, or the error to answer.
+type Verdicts = std::collections::HashMap<(String, i32), Result<Verification, i16>>;
+
+/// Validates and appends every partition of `req`; transactional batches are checked with
+/// the local coordinator, or against `verdicts` when a remote one verified them.
+fn append_all(
+    state: &Arc<BrokerState>,
+    req: &ProduceRequest,
+    version: i16,
+    corr: i32,
+    verdicts: Option<&Verdicts>,
+) -> Dispatched {
+    let acks = req.acks;
     let now = now_ms();
     let mut awaiting = Vec::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
@@ -102,34 +208,32 @@ pub(crate) fn handle(
                 }
                 (Some(_), None) => Err(ResponseError::CorruptMessage.code()),
                 (Some(log), Some(records)) => {
-                    let mut append = || {
-                        log.append_in_epoch(records, now)
-                            .map(|o| (log, o))
-                            .map_err(|e| {
-                                log_refusal(name, data.index, &e);
-                                // KIP-467: which records were refused, and why.
-                                if let StorageError::RecordErrors { message, records } = &e {
-                                    let detail = format!(
-                                        "{message} in topic partition {name}-{}.",
-                                        data.index
-                                    );
-                                    refused_records = Some((records.clone(), detail));
-                                }
-                                let code = error_code(&e);
-                                if reports_log_start(code) {
-                                    refused_log_start = log.log_start_offset();
-                                }
-                                code
-                            })
+                    let mut append_with = |appended: Result<_, StorageError>| {
+                        appended.map(|o| (log, o)).map_err(|e| {
+                            log_refusal(name, data.index, &e);
+                            // KIP-467: which records were refused, and why.
+                            if let StorageError::RecordErrors { message, records } = &e {
+                                let detail =
+                                    format!("{message} in topic partition {name}-{}.", data.index);
+                                refused_records = Some((records.clone(), detail));
+                            }
+                            let code = error_code(&e);
+                            if reports_log_start(code) {
+                                refused_log_start = log.log_start_offset();
+                            }
+                            code
+                        })
                     };
-                    match transactional_producer(records) {
-                        Err(code) => Err(code),
+                    match (transactional_producer(records), verdicts) {
+                        (Err(code), _) => Err(code),
                         // A transactional batch goes in only if its partition was added to
                         // the producer's ongoing transaction (checked and appended under the
                         // transaction coordinator's lock).
-                        Ok(Some((pid, epoch))) => state
+                        (Ok(Some((pid, epoch))), None) => state
                             .txns
-                            .verified(pid, epoch, name, data.index, append)
+                            .verified(pid, epoch, name, data.index, || {
+                                append_with(log.append_in_epoch(records, now))
+                            })
                             .unwrap_or_else(|code| {
                                 tracing::info!(
                                     topic = name,
@@ -137,9 +241,29 @@ pub(crate) fn handle(
                                     code,
                                     "transactional produce outside the producer's transaction"
                                 );
+                                // A coordinator (re)loading: a produce error clients retry.
+                                if code == sluice_txn::codes::COORDINATOR_LOAD_IN_PROGRESS {
+                                    return Err(ResponseError::NotEnoughReplicas.code());
+                                }
                                 Err(super::txn::abortable_for(code, version, 11))
                             }),
-                        Ok(None) => append(),
+                        // Checked by the remote coordinator; appended only if no marker of
+                        // the producer came since the check began.
+                        (Ok(Some((pid, epoch))), Some(verdicts)) => {
+                            match verdicts.get(&(name.to_string(), data.index)) {
+                                Some(Ok(v)) => {
+                                    append_with(log.append_verified(records, now, pid, epoch, *v))
+                                        .map_err(|code| {
+                                            super::txn::abortable_for(code, version, 11)
+                                        })
+                                }
+                                Some(Err(code)) => {
+                                    Err(super::txn::abortable_for(*code, version, 11))
+                                }
+                                None => Err(ResponseError::InvalidRecord.code()),
+                            }
+                        }
+                        (Ok(None), _) => append_with(log.append_in_epoch(records, now)),
                     }
                 }
             };

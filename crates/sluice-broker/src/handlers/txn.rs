@@ -17,7 +17,8 @@ use kafka_protocol::messages::{
     AddPartitionsToTxnResponse, ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse,
     EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse,
     ListTransactionsRequest, ListTransactionsResponse, ProducerId, TopicName, TransactionalId,
-    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse,
 };
 use kafka_protocol::ResponseError;
 use sluice_group::{CommitOffset, TxnCommitRequest};
@@ -434,42 +435,89 @@ pub(crate) fn txn_offset_commit(
     // Only the producer's ongoing transaction, with this group's offsets partition added,
     // may commit offsets; the check and the append happen under the coordinator's lock.
     let offsets_partition = state.groups.read(|c| c.partition_for(&group_id));
-    let verified = state.txns.verified(
-        commit.producer_id,
-        commit.producer_epoch,
-        OFFSETS_TOPIC,
-        offsets_partition,
-        || {
-            state
-                .groups
-                .call(state, |c, now| c.txn_commit_offsets(commit, now))
-        },
-    );
-    let (result, durable) = match verified {
-        Ok(called) => called,
-        Err(code) => {
-            let code = abortable_for(fenced_for(code, version, 3), version, 4);
-            return ready(
-                api,
-                version,
-                corr,
-                answer(&mut std::iter::repeat_n(code, count)),
-            );
-        }
-    };
-    respond(api, version, corr, async move {
-        let codes: Vec<i16> = match result {
-            Err(code) => vec![code; count],
-            Ok(codes) => match durable.wait().await {
-                Ok(()) => codes,
-                Err(e) => {
-                    tracing::warn!(error = %e, "transactional offset commit not durable");
-                    vec![codes::COORDINATOR_NOT_AVAILABLE; count]
-                }
-            },
+    let (pid, epoch) = (commit.producer_id, commit.producer_epoch);
+    let finish = move |verified: Result<(Result<Vec<i16>, i16>, Durable), i16>| -> Dispatched {
+        let (result, durable) = match verified {
+            Ok(called) => called,
+            Err(code) => {
+                let code = abortable_for(fenced_for(code, version, 3), version, 4);
+                return ready(
+                    api,
+                    version,
+                    corr,
+                    answer(&mut std::iter::repeat_n(code, count)),
+                );
+            }
         };
-        answer(&mut codes.into_iter())
-    })
+        respond(api, version, corr, async move {
+            let codes: Vec<i16> = match result {
+                Err(code) => vec![abortable_for(code, version, 4); count],
+                Ok(codes) => match durable.wait().await {
+                    Ok(()) => codes,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "transactional offset commit not durable");
+                        vec![codes::COORDINATOR_NOT_AVAILABLE; count]
+                    }
+                },
+            };
+            answer(&mut codes.into_iter())
+        })
+    };
+    let txn_id = req.transactional_id.to_string();
+    let offsets_log = state.replicas.partition(OFFSETS_TOPIC, offsets_partition);
+    let remote = remote_coordinator(state, &txn_id);
+    let (Some(coordinator), Some(log)) = (remote, offsets_log) else {
+        return finish(
+            state
+                .txns
+                .verified(pid, epoch, OFFSETS_TOPIC, offsets_partition, || {
+                    state
+                        .groups
+                        .call(state, |c, now| c.txn_commit_offsets(commit, now))
+                }),
+        );
+    };
+    // The transaction coordinator is another broker: it verifies the offsets partition is
+    // in the transaction (KIP-890), and the commit goes in only if no marker came since the
+    // check began (markers into the offsets topic are written under the group lock too).
+    let verification = log.begin_verification(pid, epoch);
+    let state = state.clone();
+    Ok(Some(crate::response::Response::First(Box::pin(
+        async move {
+            let key = (OFFSETS_TOPIC.to_string(), offsets_partition);
+            let codes = verify_remote(
+                &state,
+                coordinator,
+                &txn_id,
+                pid,
+                epoch,
+                std::slice::from_ref(&key),
+            )
+            .await;
+            let code = codes
+                .get(&key)
+                .copied()
+                .unwrap_or(ResponseError::NotEnoughReplicas.code());
+            if code != 0 {
+                log.end_verification(pid, verification);
+                // Retriable here is COORDINATOR_LOAD_IN_PROGRESS: what clients retry an offset
+                // commit on (NOT_ENOUGH_REPLICAS is a produce error).
+                let code = if code == ResponseError::NotEnoughReplicas.code() {
+                    codes::COORDINATOR_LOAD_IN_PROGRESS
+                } else {
+                    code
+                };
+                return finish(Err(code));
+            }
+            finish(Ok(state.groups.call(&state, |c, now| {
+                if log.verification_holds(pid, epoch, verification) {
+                    c.txn_commit_offsets(commit, now)
+                } else {
+                    Err(codes::INVALID_TXN_STATE)
+                }
+            })))
+        },
+    ))))
 }
 
 pub(crate) fn end_txn(
@@ -597,4 +645,237 @@ pub(crate) fn list_transactions(
     ListTransactionsResponse::default()
         .with_unknown_state_filters(unknown)
         .with_transaction_states(states)
+}
+
+/// How long a partition leader waits for a marker to be committed before it answers the
+/// coordinator (which retries).
+const MARKER_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// WriteTxnMarkers (from a transaction coordinator): appends each marker to the partitions
+/// this broker leads and answers once it is committed (fsynced and on the in-sync replicas),
+/// as Kafka answers it with acks=all. A partition that has seen a newer epoch of the producer
+/// answers INVALID_PRODUCER_EPOCH: the coordinator takes its transaction there as ended.
+pub(crate) fn write_txn_markers(
+    state: &Arc<BrokerState>,
+    req: WriteTxnMarkersRequest,
+    version: i16,
+    corr: i32,
+) -> Dispatched {
+    use kafka_protocol::messages::write_txn_markers_response::{
+        WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+    };
+    let api = ApiKey::WriteTxnMarkers;
+    let now = crate::now_ms();
+    // Per marker, per topic, per partition: an error now, or a commit to wait for.
+    type Outcome = Result<(Arc<sluice_partition::Partition>, i64, i32), i16>;
+    type TopicOutcomes = Vec<(TopicName, Vec<(i32, Outcome)>)>;
+    let mut outcomes: Vec<(ProducerId, TopicOutcomes)> = Vec::new();
+    for marker in &req.markers {
+        let (pid, epoch, commit) = (
+            marker.producer_id.0,
+            marker.producer_epoch,
+            marker.transaction_result,
+        );
+        let mut topics = Vec::with_capacity(marker.topics.len());
+        for t in &marker.topics {
+            let name = t.name.as_str();
+            let topic = state.replicas.topic(name);
+            let mut partitions = Vec::with_capacity(t.partition_indexes.len());
+            for &p in &t.partition_indexes {
+                let log = topic.as_ref().and_then(|t| t.partition(p)).cloned();
+                let outcome = match log {
+                    None => Err(ResponseError::UnknownTopicOrPartition.code()),
+                    Some(_) if name == TXN_TOPIC => Err(ResponseError::InvalidRequest.code()),
+                    Some(log) => match state.leads(&log, -1) {
+                        Err(code) => Err(code),
+                        Ok(()) => {
+                            let leader_epoch = log.leader_epoch();
+                            let appended = if name == OFFSETS_TOPIC {
+                                state.groups.write_marker(&log, p, pid, epoch, commit)
+                            } else {
+                                log.append_marker(pid, epoch, commit, marker.coordinator_epoch, now)
+                            };
+                            match appended {
+                                Ok(o) => Ok((log, o.last_offset + 1, leader_epoch)),
+                                Err(e) => {
+                                    tracing::info!(topic = name, partition = p, error = %e,
+                                        "transaction marker refused");
+                                    Err(error_code(&e))
+                                }
+                            }
+                        }
+                    },
+                };
+                partitions.push((p, outcome));
+            }
+            topics.push((t.name.clone(), partitions));
+        }
+        outcomes.push((marker.producer_id, topics));
+    }
+    let me = state.config.node_id;
+    respond(api, version, corr, async move {
+        // Register every flush first, so they share the flusher's next pass.
+        let flushes: Vec<Vec<Vec<Option<sluice_partition::FlushWait>>>> = outcomes
+            .iter()
+            .map(|(_, topics)| {
+                topics
+                    .iter()
+                    .map(|(_, ps)| {
+                        ps.iter()
+                            .map(|(_, o)| o.as_ref().ok().map(|(log, end, _)| log.flush(*end)))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut markers = Vec::with_capacity(outcomes.len());
+        for ((pid, topics), flushes) in outcomes.into_iter().zip(flushes) {
+            let mut results = Vec::with_capacity(topics.len());
+            for ((name, partitions), flushes) in topics.into_iter().zip(flushes) {
+                let mut ps = Vec::with_capacity(partitions.len());
+                for ((p, outcome), flush) in partitions.into_iter().zip(flushes) {
+                    let code = match (outcome, flush) {
+                        (Err(code), _) => code,
+                        (Ok((log, end, epoch)), Some(flush)) => match flush.wait().await {
+                            Err(e) => error_code(&e),
+                            Ok(()) => {
+                                let committed = log.wait_for_commit(end, me, epoch);
+                                match tokio::time::timeout(MARKER_COMMIT_WAIT, committed).await {
+                                    Ok(true) => 0,
+                                    Ok(false) => ResponseError::NotLeaderOrFollower.code(),
+                                    Err(_) => ResponseError::RequestTimedOut.code(),
+                                }
+                            }
+                        },
+                        (Ok(_), None) => ResponseError::UnknownServerError.code(),
+                    };
+                    ps.push(
+                        WritableTxnMarkerPartitionResult::default()
+                            .with_partition_index(p)
+                            .with_error_code(code),
+                    );
+                }
+                results.push(
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(name)
+                        .with_partitions(ps),
+                );
+            }
+            markers.push(
+                WritableTxnMarkerResult::default()
+                    .with_producer_id(pid)
+                    .with_topics(results),
+            );
+        }
+        WriteTxnMarkersResponse::default().with_markers(markers)
+    })
+}
+
+/// How long a partition leader waits for a remote coordinator's verification.
+const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The broker coordinating `transactional_id` when it is not this one ([`sluice_partition::NO_LEADER`]
+/// while its partition has no leader); `None` when this broker coordinates it (or the
+/// transaction topic does not exist yet, and the local coordinator answers).
+pub(crate) fn remote_coordinator(state: &BrokerState, transactional_id: &str) -> Option<i32> {
+    let partition =
+        super::coordinator_partition(state, super::CoordinatorKind::Transaction, transactional_id)?;
+    let leader = partition.leader();
+    (leader != state.config.node_id).then_some(leader)
+}
+
+/// Asks `coordinator` whether each of `partitions` belongs to the ongoing transaction of
+/// `producer_id` at `epoch` (AddPartitionsToTxn v4, verify only: KIP-890's check). Returns
+/// each partition's code as a produce or offset commit answers it: 0, the coordinator's
+/// verdict (INVALID_TXN_STATE, INVALID_PRODUCER_EPOCH, ...), or NOT_ENOUGH_REPLICAS when
+/// the coordinator cannot be asked now, which clients retry (Kafka answers the same).
+pub(crate) async fn verify_remote(
+    state: &BrokerState,
+    coordinator: i32,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> std::collections::HashMap<(String, i32), i16> {
+    use kafka_protocol::messages::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    let retriable = ResponseError::NotEnoughReplicas.code();
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for (t, p) in partitions {
+        by_topic.entry(t.as_str()).or_default().push(*p);
+    }
+    let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(str_bytes(transactional_id)))
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch)
+            .with_verify_only(true)
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        AddPartitionsToTxnTopic::default()
+                            .with_name(TopicName(str_bytes(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            ),
+    ]);
+    let answer: Result<AddPartitionsToTxnResponse, String> = if coordinator < 0 {
+        Err("the transaction coordinator's partition has no leader".to_string())
+    } else {
+        crate::cluster::peer::call_once(
+            state,
+            coordinator,
+            ApiKey::AddPartitionsToTxn,
+            4,
+            &request,
+            VERIFY_TIMEOUT,
+        )
+        .await
+    };
+    let mut codes: std::collections::HashMap<(String, i32), i16> =
+        partitions.iter().map(|k| (k.clone(), retriable)).collect();
+    let response = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(
+                coordinator,
+                error = e,
+                "cannot verify a transactional write"
+            );
+            return codes;
+        }
+    };
+    let coordinator_unavailable = |code: i16| {
+        [
+            ResponseError::NotCoordinator.code(),
+            ResponseError::CoordinatorNotAvailable.code(),
+            ResponseError::CoordinatorLoadInProgress.code(),
+        ]
+        .contains(&code)
+    };
+    if response.error_code != 0 {
+        let code = response.error_code;
+        if !coordinator_unavailable(code) {
+            codes.values_mut().for_each(|c| *c = code);
+        }
+        return codes;
+    }
+    for txn in &response.results_by_transaction {
+        for t in &txn.topic_results {
+            for p in &t.results_by_partition {
+                let key = (t.name.to_string(), p.partition_index);
+                if let Some(c) = codes.get_mut(&key) {
+                    *c = if coordinator_unavailable(p.partition_error_code) {
+                        retriable
+                    } else {
+                        p.partition_error_code
+                    };
+                }
+            }
+        }
+    }
+    codes
 }

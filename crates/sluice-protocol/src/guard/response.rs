@@ -18,11 +18,13 @@ use kafka_protocol::messages::{
     leave_group_response as leave_group, list_groups_response as list_groups,
     list_offsets_response as list_offsets, metadata_response as metadata,
     offset_commit_response as offset_commit, offset_fetch_response as offset_fetch,
-    produce_response as produce, ApiKey,
+    produce_response as produce, write_txn_markers_response as txn_markers, ApiKey,
 };
 
+use kafka_protocol::messages::add_partitions_to_txn_response as add_partitions;
+
 use super::Kind::{Bytes, I32s, Str, Struct, Structs, Uuid, I16, I32, I64, I8};
-use super::{f, tagged, Field, GuardError, Walker};
+use super::{f, since, tagged, Field, GuardError, Walker};
 
 /// `[{name: string, partitions: [{fields}]}]`, the shape most per-partition answers take,
 /// given the decoded topic and partition types.
@@ -282,6 +284,40 @@ const DESCRIBE_QUORUM: &[Field] = &[
     )),
 ];
 
+/// AddPartitionsToTxn v4+ (KIP-890), as partition leaders read the coordinator's verdict:
+/// per transaction, per topic, per partition an error code.
+const ADD_PARTITIONS_TO_TXN: &[Field] = &[
+    f(I32),
+    since(4, I16),
+    since(
+        4,
+        Structs(
+            &[
+                f(Str),
+                f(per_topic!(
+                    add_partitions::AddPartitionsToTxnTopicResult,
+                    add_partitions::AddPartitionsToTxnPartitionResult,
+                    [f(I32), f(I16)]
+                )),
+            ],
+            size_of::<add_partitions::AddPartitionsToTxnResult>(),
+        ),
+    ),
+];
+
+/// WriteTxnMarkers v1, as a transaction coordinator reads a partition leader's answer.
+const WRITE_TXN_MARKERS: &[Field] = &[f(Structs(
+    &[
+        f(I64),
+        f(per_topic!(
+            txn_markers::WritableTxnMarkerTopicResult,
+            txn_markers::WritableTxnMarkerPartitionResult,
+            [f(I32), f(I16)]
+        )),
+    ],
+    size_of::<txn_markers::WritableTxnMarkerResult>(),
+))];
+
 /// Every response with a schema: `(api, min_version, max_version, body)`. The range is what
 /// the tests check against the codec, so far the versions the CLI speaks; widen it only
 /// together with the fields' version bounds and the tests' samples.
@@ -309,6 +345,8 @@ const RESPONSE_SCHEMAS: &[(ApiKey, i16, i16, &[Field])] = &[
     (ApiKey::Heartbeat, 4, 4, HEARTBEAT),
     (ApiKey::LeaveGroup, 4, 4, LEAVE_GROUP),
     (ApiKey::DescribeQuorum, 1, 1, DESCRIBE_QUORUM),
+    (ApiKey::AddPartitionsToTxn, 4, 5, ADD_PARTITIONS_TO_TXN),
+    (ApiKey::WriteTxnMarkers, 1, 1, WRITE_TXN_MARKERS),
 ];
 
 /// The versions of `api` whose responses [`check_response`] can walk.
@@ -580,6 +618,45 @@ mod tests {
                             .with_high_watermark(9)
                             .with_current_voters(vec![replica.clone()])
                             .with_observers(vec![replica])])]),
+                )
+            }
+            ApiKey::AddPartitionsToTxn => {
+                use kafka_protocol::messages::add_partitions_to_txn_response::{
+                    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult,
+                    AddPartitionsToTxnTopicResult,
+                };
+                frame(
+                    api,
+                    v,
+                    &AddPartitionsToTxnResponse::default()
+                        .with_error_code(1)
+                        .with_results_by_transaction(vec![AddPartitionsToTxnResult::default()
+                            .with_transactional_id(TransactionalId(s("x")))
+                            .with_topic_results(vec![AddPartitionsToTxnTopicResult::default()
+                                .with_name(TopicName(s("t")))
+                                .with_results_by_partition(vec![
+                                    AddPartitionsToTxnPartitionResult::default()
+                                        .with_partition_error_code(48),
+                                ])])]),
+                )
+            }
+            ApiKey::WriteTxnMarkers => {
+                use kafka_protocol::messages::write_txn_markers_response::{
+                    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult,
+                    WritableTxnMarkerTopicResult,
+                };
+                frame(
+                    api,
+                    v,
+                    &WriteTxnMarkersResponse::default().with_markers(vec![
+                        WritableTxnMarkerResult::default()
+                            .with_producer_id(ProducerId(9))
+                            .with_topics(vec![WritableTxnMarkerTopicResult::default()
+                                .with_name(TopicName(s("t")))
+                                .with_partitions(vec![
+                                    WritableTxnMarkerPartitionResult::default().with_error_code(6),
+                                ])]),
+                    ]),
                 )
             }
             other => panic!("no sample for {other:?}"),

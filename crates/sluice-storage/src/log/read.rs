@@ -79,6 +79,13 @@ impl UnifiedLog {
             .clamp(inner.log_start_offset, inner.log_end_offset)
     }
 
+    /// Whether `producer_id` has a transaction open on this partition at `epoch`.
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        lock(&self.inner)
+            .producers
+            .in_transaction(producer_id, epoch)
+    }
+
     /// Open transactions on this partition: (producer id, first offset), oldest first.
     pub fn open_transactions(&self) -> Vec<(i64, i64)> {
         lock(&self.inner).producers.open_transactions()
