@@ -35,6 +35,7 @@ Waiting is polling with a deadline, never a fixed sleep.
 """
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -46,11 +47,12 @@ import uuid
 import pytest
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from conftest import Broker
 from crosscheck import fetch_batches
 from history import History, assert_valid
-from test_cluster import start_all, start_cluster, stop_all, wait_for
+from test_cluster import free_port, start_all, start_cluster, stop_all, wait_for
 from test_hostile import connect, frame, recv_frame
 from test_java_clients import classpath, java_installed, run_jvm  # noqa: F401 (a fixture)
 
@@ -426,9 +428,11 @@ def under_load(tmp_path, name, scenario):
             load = Load(nodes, seed)
             load.run_for(rng.uniform(0.5, 2.0))
             reader = scenario(nodes, view, load, rng)
+            # A scenario may name the brokers that end up holding the replicas.
+            reader, members = reader if isinstance(reader, tuple) else (reader, list(nodes))
             load.run_for(rng.uniform(0.5, 1.5))
-            load.check(nodes, reader)
-            assert agreed_leaders(nodes.values(), TOPIC, PARTITIONS)() is not None
+            load.check({i: nodes[i] for i in members}, reader)
+            assert agreed_leaders([nodes[i] for i in members], TOPIC, PARTITIONS)() is not None
         finally:
             stop_all(nodes)
 
@@ -580,6 +584,146 @@ def test_a_group_keeps_its_committed_offsets_when_its_coordinator_dies(tmp_path)
         reader.close()
         assert {tp.partition: tp.offset for tp in final} == {q: o + 1 for q, o in
                                                                committed.items()}
+    finally:
+        stop_all(nodes)
+
+
+REASSIGN_COMMAND = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
+
+
+def add_broker(nodes, run_dir, node_id):
+    """Starts a broker-only node (`process.roles=broker`) that joins the running cluster
+    of `nodes` (the same voters), and waits until every node sees it unfenced."""
+    voters = next(a.split("=", 1)[1] for a in nodes[1].extra_args
+                  if a.startswith("controller.quorum.voters="))
+    port = free_port()
+    args = ["--node-id", str(node_id), "--set", "process.roles=broker",
+            "--set", f"controller.quorum.voters={voters}",
+            "--set", f"listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{port}",
+            "--set", "broker.session.timeout.ms=2000",
+            "--set", "broker.heartbeat.interval.ms=200",
+            "--set", "replica.lag.time.max.ms=2000"]
+    node = Broker(run_dir / f"node{node_id}", run_dir / f"node{node_id}.log", args)
+    nodes[node_id] = node
+    node.start()
+
+    def registered():
+        md = admin(nodes[1]).list_topics(timeout=WAIT_S)
+        return node_id in md.brokers
+    wait_for(f"broker {node_id} to register unfenced", registered)
+    return node
+
+
+def reassign(nodes, at, plan, tmp_dir, *flags, topic=TOPIC):
+    """Runs Kafka's `kafka-reassign-partitions.sh` through broker `at` with `plan`
+    ({partition: replicas} of `topic`) and `flags` (--execute, --verify, --cancel)."""
+    path = tmp_dir / "reassignment.json"
+    path.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": topic, "partition": p, "replicas": r} for p, r in sorted(plan.items())]}))
+    return run_jvm(nodes[at], classpath("tools-4.4.0", classes=False), REASSIGN_COMMAND,
+                   "--bootstrap-server", nodes[at].bootstrap,
+                   "--reassignment-json-file", str(path), *flags)
+
+
+def test_a_broker_added_under_load_takes_over_the_partitions_of_a_drained_one(
+        tmp_path, java_installed):  # noqa: F811 (a fixture)
+    """Under the acks=all load, broker 4 joins the cluster (`process.roles=broker`) and
+    Kafka's own `kafka-reassign-partitions.sh --execute` moves every replica broker 1 holds
+    onto it (AlterPartitionReassignments): broker 4 catches up as a follower, joins the ISR,
+    and only then does broker 1 leave each partition (a leadership it held goes to a target
+    replica in a new leader epoch); `--verify` (ListPartitionReassignments) reports every
+    partition complete. Broker 1 then stops. The history checker finds no acknowledged
+    record lost or duplicated, and brokers 2, 3 and 4 hold the same bytes."""
+    def scenario(nodes, view, load, rng):
+        run_dir = nodes[1].data_dir.parent
+        add_broker(nodes, run_dir, 4)
+        load.run_for(rng.uniform(0.3, 1.0))
+        plan = {p: [4 if b == 1 else b for b in replicas] for p, (_, replicas) in view.items()}
+        run = reassign(nodes, 2, plan, run_dir, "--execute")
+        assert run.returncode == 0, run.explain()
+        load.run_for(rng.uniform(0.5, 1.5))
+
+        def complete():
+            load.producer.poll(0)
+            now = leaders(nodes[2], TOPIC) or {}
+            return now if all(tuple(plan[p]) == r for p, (_, r) in now.items()) else None
+        moved = wait_for("every partition on its target replicas", complete, timeout=60)
+        assert all(leader != 1 for leader, _ in moved.values()), moved
+        run = reassign(nodes, 3, plan, run_dir, "--verify")
+        assert run.returncode == 0, run.explain()
+        assert sum("is completed" in line for line in run.lines) == PARTITIONS, run.explain()
+        load.run_for(rng.uniform(0.3, 1.0))
+        nodes[1].stop()
+        return nodes[4], [2, 3, 4]
+    under_load(tmp_path, "reassign", scenario)
+
+
+def broker_config(node, broker_id, key):
+    """A broker config's value and source as DescribeConfigs reports it through `node`."""
+    a = admin(node)
+    resource = ConfigResource(ConfigResource.Type.BROKER, str(broker_id))
+    entry = a.describe_configs([resource])[resource].result(WAIT_S)[key]
+    return entry.value, entry.source
+
+
+def test_a_throttled_reassignment_copies_no_faster_than_its_rate(
+        tmp_path, java_installed):  # noqa: F811 (a fixture)
+    """`kafka-reassign-partitions.sh --execute --throttle RATE` moves a partition holding
+    about 3 MB onto a broker that joined empty: the tool sets the leader and follower
+    throttle rates (dynamic broker configs, IncrementalAlterConfigs on BROKER resources)
+    and the topic's throttled-replica lists, and the new replica, out of sync, copies no
+    faster than RATE: from its first record to its last, moving B bytes takes at least
+    (B - 2 RATE) / RATE seconds (the meter allows about a second's worth at once). Once in
+    the ISR, the reassignment completes; `--verify` reports it and removes every throttle
+    (DescribeConfigs shows the default rate again), and the moved replica holds the same
+    bytes as the one it replaced."""
+    ids = [1, 2, 3]
+    nodes = start_cluster(tmp_path, ids, extra=["--set", "replica.lag.time.max.ms=2000"])
+    topic, rate, records, size = "throttled", 500_000, 3000, 1000
+    try:
+        start_all(nodes, ids)
+        a = admin(nodes[1])
+        a.create_topics([NewTopic(topic, num_partitions=1,
+                                  replica_assignment=[[1, 2]])])[topic].result(WAIT_S)
+        wait_for("the topic's leader", lambda: leaders(nodes[1], topic))
+        p = Producer({"bootstrap.servers": nodes[1].bootstrap, "acks": "all",
+                      "linger.ms": 20})
+        for i in range(records):
+            p.produce(topic, value=bytes([i % 256]) * size, partition=0)
+            p.poll(0)
+        assert p.flush(WAIT_S) == 0
+        add_broker(nodes, tmp_path, 4)
+        run = reassign(nodes, 2, {0: [4, 2]}, tmp_path, "--execute", "--throttle", str(rate),
+                       topic=topic)
+        assert run.returncode == 0, run.explain()
+        value, _ = broker_config(nodes[2], 4, "follower.replication.throttled.rate")
+        assert value == str(rate), value
+        # Broker 4's log end, sampled: when the first records arrived, and when the last.
+        first = last = None
+        deadline = time.monotonic() + 120
+        while last is None:
+            assert time.monotonic() < deadline, "the new replica never caught up"
+            end = log_ends(nodes[4], topic).get(0, (0, 0))[0]
+            now = time.monotonic()
+            if first is None and end > 0:
+                first = (now, end)
+            if end >= records:
+                last = (now, end)
+            time.sleep(0.05)
+        copied = (last[1] - first[1]) * size
+        took = last[0] - first[0]
+        print(f"copied {copied} bytes in {took:.2f} s under a {rate} B/s throttle")
+        assert took >= (copied - 2 * rate) / rate, (copied, took)
+        wait_for("the reassignment to complete", lambda: (
+            leaders(nodes[2], topic) or {}).get(0, (None, ()))[1] == (4, 2), timeout=60)
+        run = reassign(nodes, 3, {0: [4, 2]}, tmp_path, "--verify", topic=topic)
+        assert run.returncode == 0, run.explain()
+        assert any("is completed" in line for line in run.lines), run.explain()
+        for broker in (1, 2, 4):
+            value, _ = broker_config(nodes[3], broker, "leader.replication.throttled.rate")
+            assert value == str(2**63 - 1), (broker, value)
+        assert wait_for("the same bytes on both replicas",
+                        converged([nodes[2], nodes[4]], topic, 1), timeout=WAIT_S)
     finally:
         stop_all(nodes)
 

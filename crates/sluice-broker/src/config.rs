@@ -281,8 +281,37 @@ pub enum ConfigType {
     List = 7,
 }
 
+/// Broker configs that change while the broker runs (IncrementalAlterConfigs or
+/// AlterConfigs on a BROKER resource, as `kafka-reassign-partitions.sh --throttle` and
+/// `kafka-configs.sh --entity-type brokers` set them): stored in the metadata log, for one
+/// broker (resource name its id) or for every broker (resource name empty); the
+/// broker's own value wins. Their embedded default is no limit (`Long.MAX_VALUE`).
+pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+];
+
 /// Broker config names Sluice understands, with their types and one-line documentation.
 pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
+    (
+        "leader.replication.throttled.rate",
+        ConfigType::Long,
+        "Bytes per second a leader sends to the replicas its topics list in \
+         leader.replication.throttled.replicas while they are out of sync (dynamic).",
+    ),
+    (
+        "follower.replication.throttled.rate",
+        ConfigType::Long,
+        "Bytes per second a follower fetches for the replicas its topics list in \
+         follower.replication.throttled.replicas while they are out of sync (dynamic).",
+    ),
+    (
+        "replica.alter.log.dirs.io.max.bytes.per.second",
+        ConfigType::Long,
+        "Accepted for Kafka's tools; Sluice has one log directory, so nothing moves between \
+         directories (dynamic).",
+    ),
     ("node.id", ConfigType::Int, "The id of this broker."),
     (
         "listeners",
@@ -748,6 +777,12 @@ impl BrokerConfig {
     /// Sets one config by its Kafka name. Unknown names are errors, so typos do not pass
     /// silently.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        if DYNAMIC_BROKER_CONFIGS.contains(&key) {
+            return Err(format!(
+                "{key} is set while the broker runs (kafka-configs.sh --entity-type brokers, \
+                 or IncrementalAlterConfigs), not at start-up"
+            ));
+        }
         if let Some(topic_key) = topic_config_for_broker_key(key) {
             return self
                 .log
@@ -987,6 +1022,10 @@ impl BrokerConfig {
     pub fn get(&self, key: &str) -> Option<String> {
         if let Some(topic_key) = topic_config_for_broker_key(key) {
             return self.log.get(topic_key);
+        }
+        if DYNAMIC_BROKER_CONFIGS.contains(&key) {
+            // Set only dynamically: the embedded default, no limit.
+            return Some(i64::MAX.to_string());
         }
         Some(match key {
             "node.id" => self.node_id.to_string(),
@@ -1247,6 +1286,10 @@ mod tests {
                 .get(key)
                 .unwrap_or_else(|| panic!("{key} has no value"));
             let mut copy = config.clone();
+            if DYNAMIC_BROKER_CONFIGS.contains(key) {
+                assert!(copy.set(key, &value).is_err(), "{key} is dynamic only");
+                continue;
+            }
             copy.set(key, &value)
                 .unwrap_or_else(|e| panic!("{key}: {e}"));
             assert_eq!(copy.get(key), Some(value), "{key}");

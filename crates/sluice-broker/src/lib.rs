@@ -56,6 +56,8 @@ pub(crate) struct BrokerState {
     pub version_log: handlers::VersionLog,
     /// This node's metadata quorum voter, controller and broker registration.
     pub cluster: Arc<cluster::Cluster>,
+    /// The replication throttle's rates and meters (KIP-73).
+    pub throttle: cluster::throttle::ReplicationThrottle,
 }
 
 impl BrokerState {
@@ -315,6 +317,7 @@ async fn open(
         shutdown: shutdown_rx,
         metrics,
         cluster: cluster.clone(),
+        throttle: Default::default(),
     });
     let (admin_addr, admin_task) = match admin {
         Some((admin, task)) => {

@@ -622,6 +622,8 @@ impl Controller {
             },
             isr: (isr != p.isr).then_some(isr),
             replicas: None,
+            removing_replicas: None,
+            adding_replicas: None,
         })
     }
 
@@ -757,6 +759,8 @@ impl Controller {
                 registration: PartitionRegistration {
                     replicas,
                     isr,
+                    removing_replicas: Vec::new(),
+                    adding_replicas: Vec::new(),
                     leader,
                     leader_epoch,
                     partition_epoch: 0,
@@ -932,6 +936,17 @@ impl Controller {
                 format!("no topic '{name}'"),
             );
         }
+        self.set_configs(RESOURCE_TOPIC, name, changes)
+    }
+
+    /// Writes the config changes of one resource that change something, within the bounds
+    /// one call may write.
+    fn set_configs(
+        &mut self,
+        resource_type: i8,
+        resource_name: &str,
+        changes: Vec<(String, Option<String>)>,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
         if changes.len() > self.config.records_per_call_max {
             return refuse(codes::POLICY_VIOLATION, "too many config changes at once");
         }
@@ -945,7 +960,7 @@ impl Controller {
         for (key, value) in changes {
             let current = self
                 .image
-                .configs(RESOURCE_TOPIC, name)
+                .configs(resource_type, resource_name)
                 .and_then(|set| set.get(&key).cloned());
             if current == value {
                 continue;
@@ -953,14 +968,37 @@ impl Controller {
             self.emit(
                 &mut records,
                 MetadataRecord::Config {
-                    resource_type: RESOURCE_TOPIC,
-                    resource_name: name.to_string(),
+                    resource_type,
+                    resource_name: resource_name.to_string(),
                     name: key,
                     value,
                 },
             );
         }
         Ok(self.done((), records).1)
+    }
+
+    /// Sets or removes dynamic broker configs of broker `resource_name` (its id), or of
+    /// every broker (`""`). The broker that forwards the change checked names and values;
+    /// the cluster id, which lives among them, cannot be changed.
+    pub fn alter_broker_configs(
+        &mut self,
+        resource_name: &str,
+        changes: Vec<(String, Option<String>)>,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        if !resource_name.is_empty() && resource_name.parse::<i32>().is_err() {
+            return refuse(
+                codes::INVALID_REQUEST,
+                format!("'{resource_name}' is not a broker id"),
+            );
+        }
+        if changes
+            .iter()
+            .any(|(key, _)| key == crate::image::CLUSTER_ID_CONFIG)
+        {
+            return refuse(codes::INVALID_REQUEST, "the cluster id cannot be changed");
+        }
+        self.set_configs(crate::records::RESOURCE_BROKER, resource_name, changes)
     }
 
     /// Deletes a topic.
@@ -1043,8 +1081,12 @@ impl Controller {
                     leader: LEADER_UNCHANGED,
                     isr: Some(isr),
                     replicas: None,
+                    removing_replicas: None,
+                    adding_replicas: None,
                 }),
             );
+            // The added replicas may all be in sync now.
+            self.complete_reassignment(&mut records, request.topic_id, request.partition);
         }
         let now = self
             .image
@@ -1103,6 +1145,166 @@ impl Controller {
             None => {}
         }
         Ok(self.done((), records).1)
+    }
+}
+
+impl Controller {
+    // ---- Reassignment (KIP-455) ----
+
+    /// AlterPartitionReassignments for one partition: `Some(target)` moves it to those
+    /// replicas, `None` cancels the reassignment under way. The partition's replicas become
+    /// the target followed by the original replicas not in it; the added ones catch up as
+    /// followers, and once every target replica is in the ISR
+    /// ([`Controller::complete_reassignment`], run on every ISR change) the others leave.
+    /// Cancelling goes back to the original replicas.
+    pub fn alter_reassignment(
+        &mut self,
+        topic_id: Uuid,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let Some(p) = self.image.partition(topic_id, partition).cloned() else {
+            return refuse(codes::UNKNOWN_TOPIC_OR_PARTITION, "unknown partition");
+        };
+        let original = p.original_replicas();
+        let (replicas, adding, removing) = match target {
+            None if !p.is_reassigning() => {
+                return refuse(
+                    codes::NO_REASSIGNMENT_IN_PROGRESS,
+                    "no reassignment is in progress",
+                )
+            }
+            None => (original.clone(), Vec::new(), Vec::new()),
+            Some(target) => {
+                let duplicated = target
+                    .iter()
+                    .enumerate()
+                    .any(|(i, b)| target[..i].contains(b));
+                if target.is_empty() || duplicated {
+                    return refuse(
+                        codes::INVALID_REPLICA_ASSIGNMENT,
+                        "the target replicas must be distinct and at least one",
+                    );
+                }
+                if let Some(b) = target.iter().find(|&&b| self.image.broker(b).is_none()) {
+                    return refuse(
+                        codes::INVALID_REPLICA_ASSIGNMENT,
+                        format!("broker {b} is not registered"),
+                    );
+                }
+                let mut replicas = target.clone();
+                replicas.extend(original.iter().filter(|b| !target.contains(b)));
+                let adding = target
+                    .iter()
+                    .copied()
+                    .filter(|b| !original.contains(b))
+                    .collect();
+                let removing = original
+                    .iter()
+                    .copied()
+                    .filter(|b| !target.contains(b))
+                    .collect();
+                (replicas, adding, removing)
+            }
+        };
+        // Replicas a cancellation drops leave the ISR; a leader among them hands over.
+        let isr: Vec<i32> = p
+            .isr
+            .iter()
+            .copied()
+            .filter(|b| replicas.contains(b))
+            .collect();
+        if isr.is_empty() {
+            return refuse(
+                codes::INVALID_REPLICA_ASSIGNMENT,
+                "no in-sync replica would remain",
+            );
+        }
+        let leader = if isr.contains(&p.leader) {
+            LEADER_UNCHANGED
+        } else {
+            replicas
+                .iter()
+                .copied()
+                .find(|b| isr.contains(b) && self.is_eligible(*b))
+                .unwrap_or(NO_LEADER)
+        };
+        let mut records = Vec::new();
+        self.emit(
+            &mut records,
+            MetadataRecord::PartitionChange(PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                isr: (isr != p.isr).then_some(isr),
+                replicas: Some(replicas),
+                removing_replicas: Some(removing),
+                adding_replicas: Some(adding),
+            }),
+        );
+        self.complete_reassignment(&mut records, topic_id, partition);
+        Ok(self.done((), records).1)
+    }
+
+    /// Ends the reassignment of a partition once every target replica is in its ISR: the
+    /// removed replicas leave the replicas and the ISR, and a leader among them hands over
+    /// to the first target replica in the ISR (Kafka's rule).
+    pub(crate) fn complete_reassignment(
+        &mut self,
+        records: &mut Vec<MetadataRecord>,
+        topic_id: Uuid,
+        partition: i32,
+    ) {
+        let Some(p) = self.image.partition(topic_id, partition).cloned() else {
+            return;
+        };
+        if !p.is_reassigning() {
+            return;
+        }
+        let target = p.target_replicas();
+        if !target.iter().all(|b| p.isr.contains(b)) {
+            return;
+        }
+        let isr: Vec<i32> = p
+            .isr
+            .iter()
+            .copied()
+            .filter(|b| target.contains(b))
+            .collect();
+        let leader = if target.contains(&p.leader) {
+            LEADER_UNCHANGED
+        } else {
+            target
+                .iter()
+                .copied()
+                .find(|b| isr.contains(b) && self.is_eligible(*b))
+                .unwrap_or(NO_LEADER)
+        };
+        self.emit(
+            records,
+            MetadataRecord::PartitionChange(PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                isr: (isr != p.isr).then_some(isr),
+                replicas: Some(target),
+                removing_replicas: Some(Vec::new()),
+                adding_replicas: Some(Vec::new()),
+            }),
+        );
+    }
+
+    /// Every partition being reassigned: (topic id, partition, registration).
+    pub fn reassignments(&self) -> Vec<(Uuid, i32, PartitionRegistration)> {
+        self.image
+            .topics()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|(_, p)| p.is_reassigning())
+                    .map(|(&i, p)| (t.topic_id, i, p.clone()))
+            })
+            .collect()
     }
 }
 

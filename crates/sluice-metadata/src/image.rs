@@ -65,7 +65,40 @@ impl PartitionRegistration {
         if self.leader_epoch < 0 || self.partition_epoch < 0 {
             return Err("a negative epoch".into());
         }
+        let moving = self.removing_replicas.iter().chain(&self.adding_replicas);
+        if let Some(b) = moving.clone().find(|b| !self.replicas.contains(b)) {
+            return Err(format!("reassigned broker {b} is not a replica"));
+        }
+        if has_duplicates(&moving.copied().collect::<Vec<_>>()) {
+            return Err("a broker both added and removed".into());
+        }
+        if self.replicas.len() <= self.removing_replicas.len() {
+            return Err("a reassignment removing every replica".into());
+        }
         Ok(())
+    }
+
+    /// Whether a reassignment is under way.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas a reassignment under way moves to (all of them when none is).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.removing_replicas.contains(b))
+            .collect()
+    }
+
+    /// The replicas before the reassignment under way (all of them when none is).
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.adding_replicas.contains(b))
+            .collect()
     }
 
     /// The preferred leader: the first assigned replica.
@@ -295,6 +328,12 @@ impl MetadataImage {
         }
         if let Some(isr) = &c.isr {
             next.isr = isr.clone();
+        }
+        if let Some(removing) = &c.removing_replicas {
+            next.removing_replicas = removing.clone();
+        }
+        if let Some(adding) = &c.adding_replicas {
+            next.adding_replicas = adding.clone();
         }
         if c.leader != LEADER_UNCHANGED {
             if c.leader < NO_LEADER {

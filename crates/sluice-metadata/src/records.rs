@@ -17,16 +17,23 @@
 //!  2 Topic                   string name | uuid topic id
 //!  3 Partition               uuid topic id | i32 partition | [i32] replicas | [i32] isr
 //!                            | i32 leader (-1 = none) | i32 leader epoch | i32 partition epoch
+//!                            | v1: [i32] removing replicas | [i32] adding replicas
 //!  4 Config                  i8 resource type | string resource name | string name
 //!                            | string value (null = delete)
 //!  5 PartitionChange         uuid topic id | i32 partition | i32 leader (-2 = unchanged,
 //!                            -1 = none) | [i32] isr (null = unchanged)
 //!                            | [i32] replicas (null = unchanged)
+//!                            | v1: [i32] removing replicas | [i32] adding replicas
+//!                              (each null = unchanged)
 //!  7 FenceBroker             i32 broker id | i64 broker epoch
 //!  8 UnfenceBroker           i32 broker id | i64 broker epoch
 //!  9 RemoveTopic             uuid topic id
 //! 17 BrokerRegistrationChange i32 broker id | i64 broker epoch | bool in controlled shutdown
 //! ```
+//!
+//! Partition and PartitionChange are written at version 1 (a reassignment's adding and
+//! removing replicas, as Kafka's records carry them); version 0 of them still reads, with
+//! no reassignment. Every other type is version 0.
 //!
 //! For example `FenceBroker` of broker 2 at epoch 5 is
 //! `00 07 | 00 00 | 00 00 00 02 | 00 00 00 00 00 00 00 05`.
@@ -42,8 +49,10 @@ use uuid::Uuid;
 
 pub use sluice_records::kv::BadRecord;
 
-/// The only record version Sluice writes and reads.
+/// The record version Sluice writes, but for the partition records.
 const VERSION: i16 = 0;
+/// The version of `Partition` and `PartitionChange` Sluice writes (version 0 still reads).
+const PARTITION_VERSION: i16 = 1;
 
 /// `PartitionChange`'s leader field: the leader stays as it is.
 pub const LEADER_UNCHANGED: i32 = -2;
@@ -85,6 +94,10 @@ pub struct PartitionRegistration {
     pub replicas: Vec<i32>,
     /// The in-sync replicas: those that hold every committed record.
     pub isr: Vec<i32>,
+    /// During a reassignment (KIP-455): replicas that leave once it completes, and replicas
+    /// being added (both among `replicas`); empty otherwise.
+    pub removing_replicas: Vec<i32>,
+    pub adding_replicas: Vec<i32>,
     pub leader: i32,
     /// Grows by one each time the leader changes.
     pub leader_epoch: i32,
@@ -108,6 +121,8 @@ pub struct PartitionChange {
     pub leader: i32,
     pub isr: Option<Vec<i32>>,
     pub replicas: Option<Vec<i32>>,
+    pub removing_replicas: Option<Vec<i32>>,
+    pub adding_replicas: Option<Vec<i32>>,
 }
 
 /// One entry of the metadata log.
@@ -177,7 +192,10 @@ impl MetadataRecord {
     /// names (topics at 249 bytes, as Kafka) before it makes a record of them.
     pub fn encode_into(&self, out: &mut BytesMut) {
         out.put_i16(self.type_id());
-        out.put_i16(VERSION);
+        out.put_i16(match self {
+            Self::Partition(_) | Self::PartitionChange(_) => PARTITION_VERSION,
+            _ => VERSION,
+        });
         match self {
             Self::RegisterBroker(b) => {
                 out.put_i32(b.broker_id);
@@ -222,6 +240,8 @@ impl MetadataRecord {
                 out.put_i32(r.leader);
                 out.put_i32(r.leader_epoch);
                 out.put_i32(r.partition_epoch);
+                put_ids(out, &r.removing_replicas);
+                put_ids(out, &r.adding_replicas);
             }
             Self::Config {
                 resource_type,
@@ -240,6 +260,8 @@ impl MetadataRecord {
                 out.put_i32(c.leader);
                 put_opt_ids(out, c.isr.as_deref());
                 put_opt_ids(out, c.replicas.as_deref());
+                put_opt_ids(out, c.removing_replicas.as_deref());
+                put_opt_ids(out, c.adding_replicas.as_deref());
             }
             Self::RemoveTopic { topic_id } => put_uuid(out, topic_id),
             Self::BrokerRegistrationChange {
@@ -264,9 +286,13 @@ impl MetadataRecord {
     /// Reads one record from `reader`, leaving it after the record.
     pub fn decode_from(reader: &mut Reader<'_>) -> Result<Self, BadRecord> {
         let type_id = reader.i16()?;
-        if reader.i16()? != VERSION {
+        let version = reader.i16()?;
+        let known =
+            version == VERSION || (matches!(type_id, 3 | 5) && version == PARTITION_VERSION);
+        if !known {
             return Err(BadRecord("unknown metadata record version"));
         }
+        let v1 = version >= 1;
         let record = match type_id {
             0 => {
                 let broker_id = reader.i32()?;
@@ -307,30 +333,59 @@ impl MetadataRecord {
                 name: reader.str()?,
                 topic_id: get_uuid(reader)?,
             },
-            3 => Self::Partition(PartitionRecord {
-                topic_id: get_uuid(reader)?,
-                partition: reader.i32()?,
-                registration: PartitionRegistration {
-                    replicas: get_ids(reader)?,
-                    isr: get_ids(reader)?,
-                    leader: reader.i32()?,
-                    leader_epoch: reader.i32()?,
-                    partition_epoch: reader.i32()?,
-                },
-            }),
+            3 => {
+                let topic_id = get_uuid(reader)?;
+                let partition = reader.i32()?;
+                let replicas = get_ids(reader)?;
+                let isr = get_ids(reader)?;
+                let (leader, leader_epoch, partition_epoch) =
+                    (reader.i32()?, reader.i32()?, reader.i32()?);
+                let (removing_replicas, adding_replicas) = if v1 {
+                    (get_ids(reader)?, get_ids(reader)?)
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                Self::Partition(PartitionRecord {
+                    topic_id,
+                    partition,
+                    registration: PartitionRegistration {
+                        replicas,
+                        isr,
+                        removing_replicas,
+                        adding_replicas,
+                        leader,
+                        leader_epoch,
+                        partition_epoch,
+                    },
+                })
+            }
             4 => Self::Config {
                 resource_type: reader.i8()?,
                 resource_name: reader.str()?,
                 name: reader.str()?,
                 value: reader.opt_str()?,
             },
-            5 => Self::PartitionChange(PartitionChange {
-                topic_id: get_uuid(reader)?,
-                partition: reader.i32()?,
-                leader: reader.i32()?,
-                isr: get_opt_ids(reader)?,
-                replicas: get_opt_ids(reader)?,
-            }),
+            5 => {
+                let topic_id = get_uuid(reader)?;
+                let partition = reader.i32()?;
+                let leader = reader.i32()?;
+                let isr = get_opt_ids(reader)?;
+                let replicas = get_opt_ids(reader)?;
+                let (removing_replicas, adding_replicas) = if v1 {
+                    (get_opt_ids(reader)?, get_opt_ids(reader)?)
+                } else {
+                    (None, None)
+                };
+                Self::PartitionChange(PartitionChange {
+                    topic_id,
+                    partition,
+                    leader,
+                    isr,
+                    replicas,
+                    removing_replicas,
+                    adding_replicas,
+                })
+            }
             7 => Self::FenceBroker {
                 broker_id: reader.i32()?,
                 broker_epoch: reader.i64()?,
@@ -515,21 +570,27 @@ mod tests {
                 ids(),
                 any::<i32>(),
                 any::<i32>(),
-                any::<i32>()
+                any::<i32>(),
+                ids(),
+                ids()
             )
-                .prop_map(|(topic_id, partition, replicas, isr, leader, le, pe)| {
-                    MetadataRecord::Partition(PartitionRecord {
-                        topic_id,
-                        partition,
-                        registration: PartitionRegistration {
-                            replicas,
-                            isr,
-                            leader,
-                            leader_epoch: le,
-                            partition_epoch: pe,
-                        },
-                    })
-                }),
+                .prop_map(
+                    |(topic_id, partition, replicas, isr, leader, le, pe, rm, add)| {
+                        MetadataRecord::Partition(PartitionRecord {
+                            topic_id,
+                            partition,
+                            registration: PartitionRegistration {
+                                replicas,
+                                isr,
+                                removing_replicas: rm,
+                                adding_replicas: add,
+                                leader,
+                                leader_epoch: le,
+                                partition_epoch: pe,
+                            },
+                        })
+                    }
+                ),
             (
                 any::<i8>(),
                 "[a-z]{0,8}",
@@ -549,15 +610,19 @@ mod tests {
                 any::<i32>(),
                 any::<i32>(),
                 prop::option::of(ids()),
+                prop::option::of(ids()),
+                prop::option::of(ids()),
                 prop::option::of(ids())
             )
-                .prop_map(|(topic_id, partition, leader, isr, replicas)| {
+                .prop_map(|(topic_id, partition, leader, isr, replicas, rm, add)| {
                     MetadataRecord::PartitionChange(PartitionChange {
                         topic_id,
                         partition,
                         leader,
                         isr,
                         replicas,
+                        removing_replicas: rm,
+                        adding_replicas: add,
                     })
                 }),
             (any::<i32>(), any::<i64>()).prop_map(|(broker_id, broker_epoch)| {

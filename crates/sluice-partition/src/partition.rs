@@ -600,6 +600,21 @@ impl Partition {
         self.log.config()
     }
 
+    /// Whether the topic lists this partition's replica on `broker` as throttled: as a
+    /// leader sending to out-of-sync followers (`leader.replication.throttled.replicas`),
+    /// or, with `leader` false, as an out-of-sync follower fetching
+    /// (`follower.replication.throttled.replicas`), as Kafka reads those lists.
+    pub fn throttled_replica(&self, leader: bool, broker: i32) -> bool {
+        self.log.with_config(|c| {
+            let listed = if leader {
+                &c.leader_replication_throttled_replicas
+            } else {
+                &c.follower_replication_throttled_replicas
+            };
+            listed.contains(self.index, broker)
+        })
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.log.size_bytes()
     }

@@ -104,6 +104,7 @@ impl Partition {
         if a.leader == a.me && a.isr.contains(&a.me) {
             match &mut *role {
                 Role::Leader(state) if same_epoch => {
+                    state.on_replicas(a.replicas, now_ms);
                     state.on_partition_state(a.isr, a.partition_epoch, &LogView(&self.log));
                 }
                 _ => {

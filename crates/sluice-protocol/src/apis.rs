@@ -74,6 +74,8 @@ macro_rules! for_each_api {
             OffsetForLeaderEpoch(OffsetForLeaderEpochRequest)       0..=4  OFFSET_FOR_LEADER_EPOCH from 4   => offset_for_leader_epoch;
             DescribeQuorum(DescribeQuorumRequest)                   0..=2  DESCRIBE_QUORUM from 0           => describe_quorum;
             ElectLeaders(ElectLeadersRequest)                       0..=2  ELECT_LEADERS from 2             => elect_leaders;
+            AlterPartitionReassignments(AlterPartitionReassignmentsRequest) 0..=1 ALTER_PARTITION_REASSIGNMENTS from 0 => alter_partition_reassignments;
+            ListPartitionReassignments(ListPartitionReassignmentsRequest) 0..=0 LIST_PARTITION_REASSIGNMENTS from 0 => list_partition_reassignments;
         }
     };
     (@table $callback:ident $(

@@ -822,6 +822,45 @@ impl ErrorResponse for OffsetForLeaderEpochRequest {
     }
 }
 
+impl ErrorResponse for AlterPartitionReassignmentsRequest {
+    type Response = AlterPartitionReassignmentsResponse;
+    /// The error at the top and on every named partition.
+    fn error_response(&self, _version: i16, error_code: i16) -> Self::Response {
+        use alter_partition_reassignments_response::{
+            ReassignablePartitionResponse, ReassignableTopicResponse,
+        };
+        let responses = self
+            .topics
+            .iter()
+            .map(|t| {
+                ReassignableTopicResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                ReassignablePartitionResponse::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(error_code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        AlterPartitionReassignmentsResponse::default()
+            .with_error_code(error_code)
+            .with_allow_replication_factor_change(self.allow_replication_factor_change)
+            .with_responses(responses)
+    }
+}
+
+impl ErrorResponse for ListPartitionReassignmentsRequest {
+    type Response = ListPartitionReassignmentsResponse;
+    fn error_response(&self, _version: i16, error_code: i16) -> Self::Response {
+        ListPartitionReassignmentsResponse::default().with_error_code(error_code)
+    }
+}
+
 impl ErrorResponse for ElectLeadersRequest {
     type Response = ElectLeadersResponse;
     /// Every named partition with the error (v1+: at the top level too); none named (all

@@ -33,7 +33,7 @@ use std::mem::size_of;
 use kafka_protocol::messages::{
     add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction},
     alter_configs_request::{AlterConfigsResource, AlterableConfig},
-    alter_replica_log_dirs_request,
+    alter_partition_reassignments_request, alter_replica_log_dirs_request,
     create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic},
     create_topics_request::{CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig},
     delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic},
@@ -46,6 +46,7 @@ use kafka_protocol::messages::{
     join_group_request::JoinGroupRequestProtocol,
     leave_group_request::MemberIdentity,
     list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
+    list_partition_reassignments_request,
     metadata_request::MetadataRequestTopic,
     offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
     offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic},
@@ -568,6 +569,32 @@ const ELECT_LEADERS: &[Field] = &[
         size_of::<elect_leaders_request::TopicPartitions>(),
     )),
     f(I32),
+];
+
+/// `timeout_ms, v1: allow_replication_factor_change, topics: [{name, partitions:
+/// [{partition_index, replicas (null = cancel)}]}]`.
+const ALTER_PARTITION_REASSIGNMENTS: &[Field] = &[
+    f(I32),
+    since(1, I8),
+    f(Structs(
+        &[
+            f(Str),
+            f(Structs(
+                &[f(I32), f(I32s)],
+                size_of::<alter_partition_reassignments_request::ReassignablePartition>(),
+            )),
+        ],
+        size_of::<alter_partition_reassignments_request::ReassignableTopic>(),
+    )),
+];
+
+/// `timeout_ms, topics (null = all): [{name, partition_indexes}]`.
+const LIST_PARTITION_REASSIGNMENTS: &[Field] = &[
+    f(I32),
+    f(Structs(
+        &[f(Str), f(I32s)],
+        size_of::<list_partition_reassignments_request::ListPartitionReassignmentsTopics>(),
+    )),
 ];
 
 const LIST_TRANSACTIONS: &[Field] = &[f(Strs), f(I64s), since(1, I64), since(2, Str)];
@@ -1261,6 +1288,34 @@ mod tests {
                             .with_partitions(vec![0, 1]),
                     ]))
                     .with_timeout_ms(1000),
+                v,
+            ),
+            ApiKey::AlterPartitionReassignments => enc(
+                AlterPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(1000)
+                    .with_allow_replication_factor_change(true)
+                    .with_topics(vec![
+                        alter_partition_reassignments_request::ReassignableTopic::default()
+                            .with_name(topic("a"))
+                            .with_partitions(vec![
+                                alter_partition_reassignments_request::ReassignablePartition::default()
+                                    .with_partition_index(1)
+                                    .with_replicas(Some(vec![BrokerId(2), BrokerId(3)])),
+                                alter_partition_reassignments_request::ReassignablePartition::default()
+                                    .with_partition_index(2)
+                                    .with_replicas(None),
+                            ]),
+                    ]),
+                v,
+            ),
+            ApiKey::ListPartitionReassignments => enc(
+                ListPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(1000)
+                    .with_topics(Some(vec![
+                        list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                            .with_name(topic("a"))
+                            .with_partition_indexes(vec![0, 1]),
+                    ])),
                 v,
             ),
             ApiKey::ListTransactions => enc(

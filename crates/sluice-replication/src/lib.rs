@@ -340,6 +340,29 @@ impl LeaderState {
         self.advance_high_watermark(log);
     }
 
+    /// The partition's replicas changed in this leader epoch (a reassignment adds replicas,
+    /// then removes others): a new follower is tracked from `now_ms` on (it joins the ISR
+    /// once caught up), a removed one is forgotten (it leaves the ISR through the
+    /// controller, which removes it with the reassignment).
+    pub fn on_replicas(&mut self, replicas: &[i32], now_ms: i64) {
+        if replicas == self.replicas.as_slice() {
+            return;
+        }
+        self.followers
+            .retain(|b, _| replicas.contains(b) || self.isr.contains(b));
+        for &r in replicas {
+            if r != self.leader_id {
+                self.followers.entry(r).or_insert(FollowerProgress {
+                    log_end_offset: -1,
+                    caught_up_ms: now_ms,
+                    last_fetch_leader_end: -1,
+                    last_fetch_ms: now_ms,
+                });
+            }
+        }
+        self.replicas = replicas.to_vec();
+    }
+
     /// The controller's answer to `change`: the ISR and partition epoch it committed, or
     /// `None` for a refusal (a stale epoch, an ineligible replica). An answer to anything
     /// but the change pending now is late and changes nothing: clearing a newer pending

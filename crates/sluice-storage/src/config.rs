@@ -57,6 +57,67 @@ pub struct LogConfig {
     /// `unclean.leader.election.enable`: whether a replica outside the ISR may be elected
     /// (kept with the topic; the controller reads it).
     pub unclean_leader_election_enable: bool,
+    /// `leader.replication.throttled.replicas` and `follower.replication.throttled.replicas`:
+    /// the replicas whose catching up the leader (resp. the follower) throttles to the
+    /// broker's `*.replication.throttled.rate` (kept with the topic; replication reads it).
+    pub leader_replication_throttled_replicas: ThrottledReplicas,
+    pub follower_replication_throttled_replicas: ThrottledReplicas,
+}
+
+/// Which replicas of a topic are throttled: none, every one (`*`), or the listed
+/// `partition:broker` pairs, as Kafka writes them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ThrottledReplicas {
+    #[default]
+    None,
+    All,
+    Listed(Vec<(i32, i32)>),
+}
+
+impl ThrottledReplicas {
+    fn parse(name: &str, value: &str) -> Result<Self, StorageError> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(Self::None);
+        }
+        if value == "*" {
+            return Ok(Self::All);
+        }
+        let pairs = value
+            .split(',')
+            .map(|pair| {
+                let (p, b) = pair.trim().split_once(':')?;
+                Some((p.trim().parse().ok()?, b.trim().parse().ok()?))
+            })
+            .collect::<Option<Vec<(i32, i32)>>>()
+            .ok_or_else(|| {
+                StorageError::InvalidConfig(format!(
+                    "{name}={value}: expected * or partition:broker pairs separated by commas"
+                ))
+            })?;
+        Ok(Self::Listed(pairs))
+    }
+
+    /// Whether the replica of `partition` on `broker` is throttled.
+    pub fn contains(&self, partition: i32, broker: i32) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::Listed(pairs) => pairs.contains(&(partition, broker)),
+        }
+    }
+
+    fn to_config(&self) -> String {
+        match self {
+            Self::None => String::new(),
+            Self::All => "*".into(),
+            Self::Listed(pairs) => pairs
+                .iter()
+                .map(|(p, b)| format!("{p}:{b}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -78,6 +139,8 @@ impl Default for LogConfig {
             compression_type: None,
             min_insync_replicas: 1,
             unclean_leader_election_enable: false,
+            leader_replication_throttled_replicas: ThrottledReplicas::None,
+            follower_replication_throttled_replicas: ThrottledReplicas::None,
         }
     }
 }
@@ -87,7 +150,9 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
     "compression.type",
     "delete.retention.ms",
+    "follower.replication.throttled.replicas",
     "index.interval.bytes",
+    "leader.replication.throttled.replicas",
     "max.compaction.lag.ms",
     "max.message.bytes",
     "message.timestamp.type",
@@ -145,6 +210,13 @@ impl LogConfig {
                         )))
                     }
                 }
+            }
+            "leader.replication.throttled.replicas" => {
+                self.leader_replication_throttled_replicas = ThrottledReplicas::parse(name, value)?
+            }
+            "follower.replication.throttled.replicas" => {
+                self.follower_replication_throttled_replicas =
+                    ThrottledReplicas::parse(name, value)?
             }
             "segment.ms" => self.segment_ms = parse_int(name, value, 1)?,
             "max.message.bytes" => {
@@ -236,6 +308,12 @@ impl LogConfig {
             "segment.bytes" => self.segment_bytes.to_string(),
             "min.insync.replicas" => self.min_insync_replicas.to_string(),
             "unclean.leader.election.enable" => self.unclean_leader_election_enable.to_string(),
+            "leader.replication.throttled.replicas" => {
+                self.leader_replication_throttled_replicas.to_config()
+            }
+            "follower.replication.throttled.replicas" => {
+                self.follower_replication_throttled_replicas.to_config()
+            }
             "segment.ms" => self.segment_ms.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
@@ -287,6 +365,29 @@ mod tests {
         assert!(bad.set("segment.bytes", "3").is_err());
         assert!(bad.set("no.such.config", "1").is_err());
         assert!(bad.set("message.timestamp.type", "Whenever").is_err());
+        assert!(bad
+            .set("leader.replication.throttled.replicas", "0:1,x")
+            .is_err());
+        assert!(bad
+            .set("follower.replication.throttled.replicas", "0-1")
+            .is_err());
+    }
+
+    #[test]
+    fn throttled_replicas_are_none_all_or_listed_pairs() {
+        let mut c = LogConfig::default();
+        assert!(!c.leader_replication_throttled_replicas.contains(0, 1));
+        c.set("leader.replication.throttled.replicas", " 0:1, 2:3 ")
+            .unwrap();
+        let listed = &c.leader_replication_throttled_replicas;
+        assert!(listed.contains(0, 1) && listed.contains(2, 3) && !listed.contains(1, 0));
+        assert_eq!(
+            c.get("leader.replication.throttled.replicas").as_deref(),
+            Some("0:1,2:3")
+        );
+        c.set("follower.replication.throttled.replicas", "*")
+            .unwrap();
+        assert!(c.follower_replication_throttled_replicas.contains(7, 9));
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod segment;
 mod topic_journal;
 mod txn_index;
 
-pub use config::{LogConfig, TimestampPolicy, TOPIC_CONFIG_NAMES};
+pub use config::{LogConfig, ThrottledReplicas, TimestampPolicy, TOPIC_CONFIG_NAMES};
 pub use durability::{syncfs_supported, Durability, FailAfter, Fsync};
 pub use epoch_cache::{EpochEntry, LeaderEpochCache};
 pub use files::{

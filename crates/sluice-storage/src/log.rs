@@ -396,6 +396,11 @@ impl UnifiedLog {
         lock(&self.inner).config.clone()
     }
 
+    /// Reads the config without copying it.
+    pub fn with_config<R>(&self, f: impl FnOnce(&LogConfig) -> R) -> R {
+        f(&lock(&self.inner).config)
+    }
+
     pub fn segment_count(&self) -> usize {
         lock(&self.inner).segments.len()
     }

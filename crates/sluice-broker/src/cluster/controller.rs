@@ -452,6 +452,18 @@ fn decide(
                 c.elect_leader(topic_id, partition, election)
             },
         ),
+        ControllerRequest::AlterReassignments { partitions } => decide_each(
+            controller,
+            partitions,
+            |_, _| 2,
+            |c, (topic_id, partition, target)| c.alter_reassignment(topic_id, partition, target),
+        ),
+        ControllerRequest::AlterBrokerConfigs { brokers } => decide_each(
+            controller,
+            brokers,
+            |_, (_, changes)| changes.len(),
+            |c, (name, changes)| c.alter_broker_configs(&name, changes),
+        ),
         ControllerRequest::AlterConfigs { topics } => decide_each(
             controller,
             topics,

@@ -35,6 +35,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pauses after a failed fetch: the first, and the most.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a follower whose every partition waits for the throttle pauses.
+const THROTTLED_PAUSE: Duration = Duration::from_millis(100);
 /// How often the set of leaders to follow is checked besides metadata changes.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
 
@@ -107,7 +109,7 @@ async fn follow(state: Arc<BrokerState>, leader: i32) {
                 };
                 match conn {
                     Ok(mut conn) => {
-                        let outcome = fetch_once(me, leader, &mut conn, &partitions).await;
+                        let outcome = fetch_once(&state, leader, &mut conn, &partitions).await;
                         if outcome.is_ok() {
                             connection = Some(conn);
                         }
@@ -142,22 +144,49 @@ async fn follow(state: Arc<BrokerState>, leader: i32) {
     }
 }
 
+/// A partition in a fetch: the leader epoch it is fetched in, and whether it is throttled.
+type Fetched<'a> = (&'a Arc<Partition>, i32, bool);
+
 /// One fetch of every partition in `partitions` from their leader, and what follows from
 /// its answer. Returns whether any partition made progress or could (no error).
 async fn fetch_once(
-    me: i32,
+    state: &BrokerState,
     leader: i32,
     conn: &mut PeerConnection,
     partitions: &[(String, Arc<Partition>)],
 ) -> Result<bool, String> {
+    let me = state.config.node_id;
+    let meter = &state.throttle.follower;
+    // KIP-73: replicas this follower throttles while out of sync are fetched a piece at a
+    // time, and not at all while the meter is above follower.replication.throttled.rate.
+    let throttled = |name: &str, p: &Partition| {
+        meter.limit().is_some()
+            && p.throttled_replica(false, me)
+            && !state.cluster.view.read(|image| {
+                image
+                    .topic_by_name(name)
+                    .and_then(|t| t.partitions.get(&p.index()))
+                    .is_some_and(|r| r.isr.contains(&me))
+            })
+    };
     // Each partition with the leader epoch it is fetched in: what comes back applies only
     // while this broker still follows `leader` in that epoch.
-    let mut by_topic: BTreeMap<&str, Vec<(&Arc<Partition>, i32)>> = BTreeMap::new();
+    let mut by_topic: BTreeMap<&str, Vec<Fetched<'_>>> = BTreeMap::new();
+    let waiting = meter.exceeded();
     for (name, p) in partitions {
+        let slow = throttled(name, p);
+        if slow && waiting {
+            continue;
+        }
         by_topic
             .entry(name.as_str())
             .or_default()
-            .push((p, p.leader_epoch()));
+            .push((p, p.leader_epoch(), slow));
+    }
+    if by_topic.is_empty() {
+        // Everything here waits for the throttle.
+        tokio::time::sleep(THROTTLED_PAUSE).await;
+        return Ok(true);
     }
     let topics = by_topic
         .iter()
@@ -167,14 +196,19 @@ async fn fetch_once(
                 .with_partitions(
                     parts
                         .iter()
-                        .map(|(p, epoch)| {
+                        .map(|(p, epoch, slow)| {
+                            let max_bytes = if *slow {
+                                meter.piece(PARTITION_MAX_BYTES as usize) as i32
+                            } else {
+                                PARTITION_MAX_BYTES
+                            };
                             FetchPartition::default()
                                 .with_partition(p.index())
                                 .with_current_leader_epoch(*epoch)
                                 .with_fetch_offset(p.log_end_offset())
                                 .with_last_fetched_epoch(p.latest_epoch().unwrap_or(-1))
                                 .with_log_start_offset(p.log_start_offset())
-                                .with_partition_max_bytes(PARTITION_MAX_BYTES)
+                                .with_partition_max_bytes(max_bytes)
                         })
                         .collect(),
                 )
@@ -202,14 +236,17 @@ async fn fetch_once(
             continue;
         };
         for data in topic.partitions {
-            let Some((p, epoch)) = parts
+            let Some((p, epoch, slow)) = parts
                 .iter()
-                .find(|(p, _)| p.index() == data.partition_index)
+                .find(|(p, _, _)| p.index() == data.partition_index)
             else {
                 continue;
             };
             if p.following() != Some(leader) || p.leader_epoch() != *epoch {
                 continue; // the metadata moved on while the fetch was out
+            }
+            if *slow {
+                meter.record(data.records.as_ref().map_or(0, |r| r.len()));
             }
             match apply(p, leader, *epoch, data).await {
                 Ok(moved) => progress |= moved,

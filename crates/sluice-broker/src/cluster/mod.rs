@@ -19,6 +19,7 @@ mod lifecycle;
 pub(crate) mod peer;
 pub(crate) mod publisher;
 pub(crate) mod rpc;
+pub(crate) mod throttle;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -215,6 +215,9 @@ pub(crate) async fn run(state: Arc<BrokerState>) {
         // index never claims more than was applied.
         let index = cluster.view.last_applied().map_or(0, |l| l.index);
         let plan = cluster.view.read(plan_of);
+        cluster
+            .view
+            .read(|image| state.throttle.refresh(image, state.config.node_id));
         let caught_up = cluster.registered_at().is_some_and(|at| index >= at);
         let same_cluster = cluster.joined_this_cluster();
         if caught_up && same_cluster == Some(false) {

@@ -67,11 +67,19 @@ pub(crate) enum ControllerRequest {
     /// Topic config changes (IncrementalAlterConfigs, AlterConfigs), checked by the broker
     /// that forwards them: per topic, each config set to a value or removed (`None`).
     AlterConfigs { topics: Vec<TopicConfigChanges> },
+    /// Dynamic broker config changes, checked by the forwarding broker: per broker id (or
+    /// `""` for every broker), each config set or removed.
+    AlterBrokerConfigs { brokers: Vec<TopicConfigChanges> },
     /// Kafka's ElectLeaders: the preferred replica of each partition (or, `unclean`, any
     /// eligible replica of a partition without a leader).
     ElectLeaders {
         partitions: Vec<(Uuid, i32)>,
         unclean: bool,
+    },
+    /// Kafka's AlterPartitionReassignments (KIP-455): each partition to its target
+    /// replicas, or `None` to cancel its reassignment.
+    AlterReassignments {
+        partitions: Vec<(Uuid, i32, Option<Vec<i32>>)>,
     },
     /// Kafka's AlterPartition: a leader's ISR changes, one per partition.
     AlterPartition {

@@ -13,9 +13,11 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    ElectLeadersRequest, ElectLeadersResponse, TopicName,
+    ElectLeadersRequest, ElectLeadersResponse, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 use sluice_partition::{LogConfig, StorageError, Topic, TOPIC_CONFIG_NAMES};
@@ -26,7 +28,9 @@ use uuid::Uuid;
 
 use super::str_bytes;
 use crate::cluster::rpc::{ControllerRequest, NewPartitions, TopicOutcome, WireNewTopic};
-use crate::config::{topic_config_for_broker_key, ConfigType, BROKER_CONFIGS};
+use crate::config::{
+    topic_config_for_broker_key, ConfigType, BROKER_CONFIGS, DYNAMIC_BROKER_CONFIGS,
+};
 use crate::errors::error_code;
 use crate::{is_internal_topic, BrokerState};
 
@@ -368,6 +372,48 @@ fn topic_config_synonyms(
     out
 }
 
+/// Kafka's sources of dynamic broker configs: this broker's own, and every broker's.
+const SOURCE_DYNAMIC_BROKER_CONFIG: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG: i8 = 3;
+
+/// A dynamic broker config's values in the metadata image, most specific first: this
+/// broker's own, then the one for every broker.
+pub(crate) fn dynamic_broker_config(state: &BrokerState, key: &str) -> Vec<(String, i8)> {
+    let me = state.config.node_id.to_string();
+    state.cluster.view.read(|image| {
+        [
+            (me.as_str(), SOURCE_DYNAMIC_BROKER_CONFIG),
+            ("", SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG),
+        ]
+        .into_iter()
+        .filter_map(|(name, source)| {
+            let v = image.configs(RESOURCE_BROKER, name)?.get(key)?;
+            Some((v.clone(), source))
+        })
+        .collect()
+    })
+}
+
+/// The synonyms of a dynamic broker config: its dynamic values, then the default.
+fn dynamic_synonyms(
+    state: &BrokerState,
+    key: &str,
+    set: Vec<(String, i8)>,
+) -> Vec<DescribeConfigsSynonym> {
+    set.into_iter()
+        .chain(std::iter::once((
+            state.config.get(key).unwrap_or_default(),
+            SOURCE_DEFAULT_CONFIG,
+        )))
+        .map(|(value, source)| {
+            DescribeConfigsSynonym::default()
+                .with_name(str_bytes(key))
+                .with_value(Some(str_bytes(&value)))
+                .with_source(source)
+        })
+        .collect()
+}
+
 /// Where a broker config's value comes from, most specific first, as Kafka lists synonyms:
 /// the static setting if there is one, then the default (for configs that have one).
 fn broker_config_synonyms(
@@ -424,6 +470,12 @@ fn topic_config_doc(name: &str) -> &'static str {
         }
         "unclean.leader.election.enable" => {
             "Whether a replica outside the ISR may be elected leader, at the risk of losing records."
+        }
+        "leader.replication.throttled.replicas" => {
+            "Replicas (partition:broker, or *) whose leader throttles their catching up to leader.replication.throttled.rate."
+        }
+        "follower.replication.throttled.replicas" => {
+            "Replicas (partition:broker, or *) that throttle their own catching up to follower.replication.throttled.rate."
         }
         _ => "",
     }
@@ -720,7 +772,9 @@ pub(crate) async fn elect_leaders(
 
 fn topic_config_type(name: &str) -> i8 {
     (match name {
-        "cleanup.policy" => ConfigType::List,
+        "cleanup.policy"
+        | "leader.replication.throttled.replicas"
+        | "follower.replication.throttled.replicas" => ConfigType::List,
         "message.timestamp.type" | "compression.type" => ConfigType::String,
         "min.cleanable.dirty.ratio" => ConfigType::Double,
         "max.message.bytes"
@@ -812,6 +866,19 @@ pub(crate) fn describe_configs(
                             .iter()
                             .filter(|(k, _, _)| wanted(k))
                             .map(|(key, ty, doc)| {
+                                if DYNAMIC_BROKER_CONFIGS.contains(key) {
+                                    let set = dynamic_broker_config(state, key);
+                                    let (value, source) = set.first().cloned().unwrap_or((
+                                        state.config.get(key).unwrap_or_default(),
+                                        SOURCE_DEFAULT_CONFIG,
+                                    ));
+                                    let e = entry(key, Some(value), source, *ty as i8, false, doc);
+                                    return if version >= 1 && req.include_synonyms {
+                                        e.with_synonyms(dynamic_synonyms(state, key, set))
+                                    } else {
+                                        e
+                                    };
+                                }
                                 let source = if state.config.is_default(key) {
                                     SOURCE_DEFAULT_CONFIG
                                 } else {
@@ -837,4 +904,143 @@ pub(crate) fn describe_configs(
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// AlterPartitionReassignments (KIP-455, `kafka-reassign-partitions.sh --execute`): each
+/// named partition moves to its target replicas (or its reassignment is cancelled) through
+/// the active controller; answered once this broker has applied the change. The added
+/// replicas catch up as followers and the others leave once every target replica is in the
+/// ISR (ListPartitionReassignments shows the partitions still moving).
+pub(crate) async fn alter_partition_reassignments(
+    state: Arc<BrokerState>,
+    req: AlterPartitionReassignmentsRequest,
+    version: i16,
+) -> AlterPartitionReassignmentsResponse {
+    use kafka_protocol::messages::alter_partition_reassignments_response::{
+        ReassignablePartitionResponse, ReassignableTopicResponse,
+    };
+    // (topic, partition, target) in the order named, with an outcome known now or asked.
+    let named: Vec<(TopicName, i32, Option<Vec<i32>>)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                let target = p
+                    .replicas
+                    .as_ref()
+                    .map(|r| r.iter().map(|b| b.0).collect::<Vec<i32>>());
+                (t.name.clone(), p.partition_index, target)
+            })
+        })
+        .collect();
+    let mut outcomes: Vec<TopicOutcome> = vec![None; named.len()];
+    let mut send = Vec::new();
+    for (i, (topic, partition, target)) in named.iter().enumerate() {
+        let current = state.cluster.view.read(|image| {
+            let t = image.topic_by_name(topic.as_str())?;
+            let p = t.partitions.get(partition)?;
+            Some((t.topic_id, p.target_replicas().len()))
+        });
+        match current {
+            None => {
+                outcomes[i] = Some((
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    format!("no partition {}-{partition}", topic.as_str()),
+                ))
+            }
+            // KIP-860: v1 clients may forbid changing the replication factor.
+            Some((_, factor))
+                if version >= 1
+                    && !req.allow_replication_factor_change
+                    && target.as_ref().is_some_and(|t| t.len() != factor) =>
+            {
+                outcomes[i] = Some((
+                    ResponseError::InvalidReplicationFactor.code(),
+                    format!("the reassignment would change the replication factor from {factor}"),
+                ))
+            }
+            Some((topic_id, _)) => send.push((i, (topic_id, *partition, target.clone()))),
+        }
+    }
+    if !send.is_empty() {
+        let partitions = send.iter().map(|(_, p)| p.clone()).collect();
+        let answers = ask_controller(
+            &state,
+            ControllerRequest::AlterReassignments { partitions },
+            send.len(),
+            topic_request_bound(req.timeout_ms),
+        )
+        .await;
+        for ((i, _), answer) in send.into_iter().zip(answers) {
+            outcomes[i] = answer;
+        }
+    }
+    let mut responses: Vec<ReassignableTopicResponse> = Vec::new();
+    for ((topic, partition, _), outcome) in named.into_iter().zip(outcomes) {
+        let (code, message) = outcome.unwrap_or((0, String::new()));
+        let result = ReassignablePartitionResponse::default()
+            .with_partition_index(partition)
+            .with_error_code(code)
+            .with_error_message((code != 0).then(|| str_bytes(&message)));
+        match responses.iter_mut().find(|r| r.name == topic) {
+            Some(r) => r.partitions.push(result),
+            None => responses.push(
+                ReassignableTopicResponse::default()
+                    .with_name(topic)
+                    .with_partitions(vec![result]),
+            ),
+        }
+    }
+    AlterPartitionReassignmentsResponse::default()
+        .with_allow_replication_factor_change(req.allow_replication_factor_change)
+        .with_responses(responses)
+}
+
+/// ListPartitionReassignments: the partitions of the named topics (all topics when none is
+/// named) whose reassignment is under way, with their replicas and the ones being added
+/// and removed, from this broker's metadata image.
+pub(crate) fn list_partition_reassignments(
+    state: &BrokerState,
+    req: ListPartitionReassignmentsRequest,
+) -> ListPartitionReassignmentsResponse {
+    use kafka_protocol::messages::list_partition_reassignments_response::{
+        OngoingPartitionReassignment, OngoingTopicReassignment,
+    };
+    use kafka_protocol::messages::BrokerId;
+    let ids = |v: &[i32]| v.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+    let topics = state.cluster.view.read(|image| {
+        let wanted: Vec<(String, Option<Vec<i32>>)> = match &req.topics {
+            Some(ts) => ts
+                .iter()
+                .map(|t| (t.name.to_string(), Some(t.partition_indexes.clone())))
+                .collect(),
+            None => image.topics().map(|t| (t.name.clone(), None)).collect(),
+        };
+        wanted
+            .into_iter()
+            .filter_map(|(name, only)| {
+                let topic = image.topic_by_name(&name)?;
+                let partitions: Vec<OngoingPartitionReassignment> = topic
+                    .partitions
+                    .iter()
+                    .filter(|(i, p)| {
+                        p.is_reassigning() && only.as_ref().is_none_or(|o| o.contains(i))
+                    })
+                    .map(|(&i, p)| {
+                        OngoingPartitionReassignment::default()
+                            .with_partition_index(i)
+                            .with_replicas(ids(&p.replicas))
+                            .with_adding_replicas(ids(&p.adding_replicas))
+                            .with_removing_replicas(ids(&p.removing_replicas))
+                    })
+                    .collect();
+                (!partitions.is_empty()).then(|| {
+                    OngoingTopicReassignment::default()
+                        .with_name(TopicName(str_bytes(&name)))
+                        .with_partitions(partitions)
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    ListPartitionReassignmentsResponse::default().with_topics(topics)
 }

@@ -1,5 +1,6 @@
 //! AlterConfigs (replace a topic's overrides) and IncrementalAlterConfigs (set, delete, append
-//! to or subtract from single configs) for topics. Changes are validated as a whole, written
+//! to or subtract from single configs) for topics, and for the dynamic broker configs
+//! (replication throttle rates), per broker or for all. Changes are validated as a whole, written
 //! durably to `topics.json`, and applied to the running logs without a restart.
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use sluice_partition::{StorageError, TOPIC_CONFIG_NAMES};
 use super::admin::RESOURCE_TOPIC;
 use super::str_bytes;
 use crate::cluster::rpc::ControllerRequest;
+use crate::config::DYNAMIC_BROKER_CONFIGS;
 use crate::BrokerState;
 use std::sync::Arc;
 
@@ -27,7 +29,11 @@ const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
 /// Topic configs whose values are lists, the only ones APPEND and SUBTRACT apply to.
-const LIST_CONFIGS: &[&str] = &["cleanup.policy"];
+const LIST_CONFIGS: &[&str] = &[
+    "cleanup.policy",
+    "leader.replication.throttled.replicas",
+    "follower.replication.throttled.replicas",
+];
 
 /// Why a resource's change was refused: a Kafka error code and a message.
 struct Refusal(i16, String);
@@ -58,13 +64,89 @@ fn apply(
     resource_type: i8,
     name: &str,
     change: impl FnOnce(&sluice_partition::LogConfig, &mut BTreeMap<String, String>) -> Outcome,
+) -> Result<(i8, ConfigChanges), Refusal> {
+    match resource_type {
+        RESOURCE_TOPIC => apply_topic(state, name, change).map(|c| (RESOURCE_TOPIC, c)),
+        RESOURCE_BROKER => apply_broker(state, name, change).map(|c| (RESOURCE_BROKER, c)),
+        other => Err(Refusal(
+            ResponseError::InvalidRequest.code(),
+            format!("resource type {other}: only topic and broker configs can be altered"),
+        )),
+    }
+}
+
+/// Kafka's config resource type for brokers.
+const RESOURCE_BROKER: i8 = 4;
+
+/// Changes the dynamic configs of broker `name` (its id, or `""` for every broker): only
+/// [`DYNAMIC_BROKER_CONFIGS`], each a non-negative long.
+fn apply_broker(
+    state: &BrokerState,
+    name: &str,
+    change: impl FnOnce(&sluice_partition::LogConfig, &mut BTreeMap<String, String>) -> Outcome,
 ) -> Result<ConfigChanges, Refusal> {
-    if resource_type != RESOURCE_TOPIC {
+    if !name.is_empty() && name.parse::<i32>().is_err() {
         return Err(Refusal(
             ResponseError::InvalidRequest.code(),
-            format!("resource type {resource_type}: only topic configs can be altered"),
+            format!("'{name}' is not a broker id"),
         ));
     }
+    let before: BTreeMap<String, String> = state.cluster.view.read(|image| {
+        image
+            .configs(RESOURCE_BROKER, name)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| DYNAMIC_BROKER_CONFIGS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    });
+    let mut after = before.clone();
+    change(state.replicas.defaults(), &mut after)?;
+    let fixed: Vec<&str> = after
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !DYNAMIC_BROKER_CONFIGS.contains(k))
+        .collect();
+    if !fixed.is_empty() {
+        return Err(Refusal(
+            ResponseError::InvalidRequest.code(),
+            format!("Cannot update these configs dynamically: {fixed:?}"),
+        ));
+    }
+    for (k, v) in &after {
+        if v.trim().parse::<i64>().map_or(true, |n| n < 0) {
+            return Err(invalid_config(format!(
+                "{k}={v} is not a non-negative long"
+            )));
+        }
+    }
+    Ok((name.to_string(), diff(&before, &after)))
+}
+
+/// The changes that turn `before` into `after`: removals, then new or changed values.
+fn diff(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> Vec<(String, Option<String>)> {
+    let mut changes: Vec<(String, Option<String>)> = before
+        .keys()
+        .filter(|k| !after.contains_key(*k))
+        .map(|k| (k.clone(), None))
+        .collect();
+    changes.extend(
+        after
+            .iter()
+            .filter(|(k, v)| before.get(*k) != Some(v))
+            .map(|(k, v)| (k.clone(), Some(v.clone()))),
+    );
+    changes
+}
+
+fn apply_topic(
+    state: &BrokerState,
+    name: &str,
+    change: impl FnOnce(&sluice_partition::LogConfig, &mut BTreeMap<String, String>) -> Outcome,
+) -> Result<ConfigChanges, Refusal> {
     if crate::is_internal_topic(name) {
         return Err(Refusal(
             ResponseError::InvalidRequest.code(),
@@ -92,19 +174,7 @@ fn apply(
             true,
         )
     })?;
-    let mut changes: Vec<(String, Option<String>)> = before
-        .keys()
-        .filter(|k| !after.overrides.contains_key(*k))
-        .map(|k| (k.clone(), None))
-        .collect();
-    changes.extend(
-        after
-            .overrides
-            .iter()
-            .filter(|(k, v)| before.get(*k) != Some(v))
-            .map(|(k, v)| (k.clone(), Some(v.clone()))),
-    );
-    Ok((name.to_string(), changes))
+    Ok((name.to_string(), diff(&before, &after.overrides)))
 }
 
 use crate::cluster::rpc::TopicConfigChanges as ConfigChanges;
@@ -113,48 +183,74 @@ use crate::cluster::rpc::TopicConfigChanges as ConfigChanges;
 /// and turns each resource's outcome into its error fields.
 async fn write_changes(
     state: &BrokerState,
-    outcomes: Vec<Result<ConfigChanges, Refusal>>,
+    outcomes: Vec<Result<(i8, ConfigChanges), Refusal>>,
     validate_only: bool,
     timeout: std::time::Duration,
 ) -> Vec<(i16, Option<StrBytes>)> {
-    let changes: Vec<ConfigChanges> = outcomes
-        .iter()
-        .filter_map(|o| o.as_ref().ok().cloned())
-        .collect();
-    let mut written = if validate_only || changes.is_empty() {
-        Vec::new()
-    } else {
-        let n = changes.len();
-        match state
-            .cluster
-            .topic_request(ControllerRequest::AlterConfigs { topics: changes }, timeout)
-            .await
-        {
-            Ok(o) if o.len() == n => o,
-            Ok(_) | Err(_) => vec![
-                Some((
-                    ResponseError::RequestTimedOut.code(),
-                    "the controller did not write the change".to_string()
-                ));
-                n
-            ],
-        }
-    }
+    let of_type = |ty: i8| -> Vec<ConfigChanges> {
+        outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok())
+            .filter(|(t, _)| *t == ty)
+            .map(|(_, c)| c.clone())
+            .collect()
+    };
+    let (topics, brokers) = (of_type(RESOURCE_TOPIC), of_type(RESOURCE_BROKER));
+    let mut written_topics = send(state, validate_only, timeout, topics, |topics| {
+        ControllerRequest::AlterConfigs { topics }
+    })
+    .await
+    .into_iter();
+    let mut written_brokers = send(state, validate_only, timeout, brokers, |brokers| {
+        ControllerRequest::AlterBrokerConfigs { brokers }
+    })
+    .await
     .into_iter();
     outcomes
         .into_iter()
         .map(|o| match o {
             Err(Refusal(code, message)) => (code, Some(str_bytes(&message))),
-            Ok((name, _)) if !validate_only => match written.next().flatten() {
-                None => {
-                    tracing::info!(topic = name, "altered topic configs");
-                    (0, None)
+            Ok((ty, (name, _))) if !validate_only => {
+                let written = if ty == RESOURCE_TOPIC {
+                    written_topics.next()
+                } else {
+                    written_brokers.next()
+                };
+                match written.flatten() {
+                    None => {
+                        tracing::info!(resource_type = ty, name, "altered configs");
+                        (0, None)
+                    }
+                    Some((code, message)) => (code, Some(str_bytes(&message))),
                 }
-                Some((code, message)) => (code, Some(str_bytes(&message))),
-            },
+            }
             Ok(_) => (0, None),
         })
         .collect()
+}
+
+/// Sends one kind of config change to the controller: one outcome per resource.
+async fn send(
+    state: &BrokerState,
+    validate_only: bool,
+    timeout: std::time::Duration,
+    changes: Vec<ConfigChanges>,
+    request: impl FnOnce(Vec<ConfigChanges>) -> ControllerRequest,
+) -> Vec<crate::cluster::rpc::TopicOutcome> {
+    if validate_only || changes.is_empty() {
+        return Vec::new();
+    }
+    let n = changes.len();
+    match state.cluster.topic_request(request(changes), timeout).await {
+        Ok(o) if o.len() == n => o,
+        Ok(_) | Err(_) => vec![
+            Some((
+                ResponseError::RequestTimedOut.code(),
+                "the controller did not write the change".to_string()
+            ));
+            n
+        ],
+    }
 }
 
 /// How long a config change may wait for the controller and this broker's publisher.

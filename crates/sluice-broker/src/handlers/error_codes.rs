@@ -127,3 +127,18 @@ impl ErrorCodes for WriteTxnMarkersResponse {
         }
     }
 }
+
+impl ErrorCodes for AlterPartitionReassignmentsResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        errors(out, [self.error_code]);
+        for topic in &self.responses {
+            errors(out, topic.partitions.iter().map(|p| p.error_code));
+        }
+    }
+}
+
+impl ErrorCodes for ListPartitionReassignmentsResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        errors(out, [self.error_code]);
+    }
+}

@@ -316,9 +316,32 @@ fn collect(
                             log.register_for_append(waiter);
                         }
                         let budget = max_bytes.saturating_sub(total);
-                        let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
-                        match log.read_for_replica(p.fetch_offset, limit) {
-                            Ok(read) => attach(&mut out, read.records, &name, &mut total),
+                        let mut limit = (p.partition_max_bytes.max(0) as usize).min(budget);
+                        // KIP-73: where the topic throttles this leader's replica
+                        // (leader.replication.throttled.replicas names it), an out-of-sync
+                        // follower gets its share of leader.replication.throttled.rate, a
+                        // piece at a time.
+                        let meter = &state.throttle.leader;
+                        let throttled = meter.limit().is_some()
+                            && log.throttled_replica(true, state.config.node_id)
+                            && !log.isr().is_some_and(|isr| isr.contains(&follower));
+                        if throttled {
+                            limit = meter.piece(limit);
+                        }
+                        let read = if throttled && meter.exceeded() {
+                            Ok(None) // over the rate: nothing this time
+                        } else {
+                            log.read_for_replica(p.fetch_offset, limit).map(Some)
+                        };
+                        match read {
+                            Ok(None) => {}
+                            Ok(Some(read)) => {
+                                let before = total;
+                                attach(&mut out, read.records, &name, &mut total);
+                                if throttled {
+                                    meter.record(total - before);
+                                }
+                            }
                             Err(e) => {
                                 errors = true;
                                 out.error_code = error_code(&e);

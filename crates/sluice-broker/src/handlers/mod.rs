@@ -417,6 +417,21 @@ fn elect_leaders(c: &Call<'_>, r: ElectLeadersRequest) -> Dispatched {
     c.respond(admin::elect_leaders(c.state.clone(), r, c.version))
 }
 
+fn alter_partition_reassignments(
+    c: &Call<'_>,
+    r: AlterPartitionReassignmentsRequest,
+) -> Dispatched {
+    c.respond(admin::alter_partition_reassignments(
+        c.state.clone(),
+        r,
+        c.version,
+    ))
+}
+
+fn list_partition_reassignments(c: &Call<'_>, r: ListPartitionReassignmentsRequest) -> Dispatched {
+    c.ready(admin::list_partition_reassignments(c.state, r))
+}
+
 fn describe_producers(c: &Call<'_>, r: DescribeProducersRequest) -> Dispatched {
     c.ready(describe::describe_producers(c.state, r))
 }

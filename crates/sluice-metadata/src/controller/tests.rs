@@ -498,3 +498,113 @@ fn topic_configs_are_set_and_removed_and_unchanged_values_write_nothing() {
         .unwrap_err();
     assert_eq!(err.code, codes::INVALID_REQUEST);
 }
+
+/// KIP-455: a reassignment adds the target replicas first (replicas = target, then the
+/// original ones), and only once every target replica is in the ISR do the others leave,
+/// with the leadership handed to a target replica in the ISR in a new leader epoch.
+#[test]
+fn a_reassignment_adds_replicas_first_and_removes_the_old_ones_once_in_sync() {
+    let (mut c, epochs) = cluster(4);
+    c.create_topic(NewTopic {
+        assignments: vec![vec![1, 2, 3]],
+        num_partitions: -1,
+        replication_factor: -1,
+        ..topic("t", 1, 3)
+    })
+    .unwrap();
+    let topic_id = c.image().topic_by_name("t").unwrap().topic_id;
+    let before = partition(&c, "t", 0);
+    assert_eq!((before.leader, before.isr.clone()), (1, vec![1, 2, 3]));
+
+    c.alter_reassignment(topic_id, 0, Some(vec![2, 3, 4]))
+        .unwrap();
+    let moving = partition(&c, "t", 0);
+    assert_eq!(moving.replicas, vec![2, 3, 4, 1]);
+    assert_eq!(
+        (
+            moving.adding_replicas.clone(),
+            moving.removing_replicas.clone()
+        ),
+        (vec![4], vec![1])
+    );
+    assert_eq!(
+        (moving.leader, moving.leader_epoch),
+        (1, before.leader_epoch)
+    );
+    assert_eq!(c.reassignments().len(), 1);
+
+    // The ISR grows to take the new replica in: the reassignment completes with it.
+    let (after, records) = c
+        .alter_partition(AlterPartition {
+            broker_id: 1,
+            broker_epoch: epochs[&1],
+            topic_id,
+            partition: 0,
+            leader_epoch: moving.leader_epoch,
+            partition_epoch: moving.partition_epoch,
+            new_isr: vec![1, 2, 3, 4],
+        })
+        .unwrap();
+    assert_eq!(records.len(), 2, "the ISR change, then the completion");
+    assert_eq!(after.replicas, vec![2, 3, 4]);
+    assert_eq!(after.isr, vec![2, 3, 4]);
+    assert!(!after.is_reassigning());
+    assert_eq!(
+        (after.leader, after.leader_epoch),
+        (2, before.leader_epoch + 1)
+    );
+    assert!(c.reassignments().is_empty());
+    let err = c.alter_reassignment(topic_id, 0, None).unwrap_err();
+    assert_eq!(err.code, codes::NO_REASSIGNMENT_IN_PROGRESS);
+}
+
+/// Cancelling goes back to the original replicas (the added ones leave the ISR), and a
+/// target naming an unknown broker or a broker twice is refused without a change.
+#[test]
+fn a_reassignment_can_be_cancelled_and_bad_targets_change_nothing() {
+    let (mut c, epochs) = cluster(4);
+    c.create_topic(NewTopic {
+        assignments: vec![vec![1, 2, 3]],
+        num_partitions: -1,
+        replication_factor: -1,
+        ..topic("t", 1, 3)
+    })
+    .unwrap();
+    let topic_id = c.image().topic_by_name("t").unwrap().topic_id;
+    let before = partition(&c, "t", 0);
+    for bad in [vec![1, 9], vec![2, 2], vec![]] {
+        let err = c.alter_reassignment(topic_id, 0, Some(bad)).unwrap_err();
+        assert_eq!(err.code, codes::INVALID_REPLICA_ASSIGNMENT);
+    }
+    assert_eq!(partition(&c, "t", 0), before);
+
+    c.alter_reassignment(topic_id, 0, Some(vec![4])).unwrap();
+    let moving = partition(&c, "t", 0);
+    assert_eq!(moving.replicas, vec![4, 1, 2, 3]);
+    // Cancelled while 4 is still behind (not in the ISR).
+    c.alter_reassignment(topic_id, 0, None).unwrap();
+    let back = partition(&c, "t", 0);
+    assert_eq!(back.replicas, vec![1, 2, 3]);
+    assert_eq!(back.isr, vec![1, 2, 3]);
+    assert!(!back.is_reassigning());
+    assert_eq!(back.leader, 1);
+
+    // Moving every replica away hands the leadership over once the new one is in sync.
+    c.alter_reassignment(topic_id, 0, Some(vec![4])).unwrap();
+    let moving = partition(&c, "t", 0);
+    let (after, _) = c
+        .alter_partition(AlterPartition {
+            broker_id: 1,
+            broker_epoch: epochs[&1],
+            topic_id,
+            partition: 0,
+            leader_epoch: moving.leader_epoch,
+            partition_epoch: moving.partition_epoch,
+            new_isr: vec![1, 2, 3, 4],
+        })
+        .unwrap();
+    assert_eq!(
+        (after.replicas.clone(), after.isr.clone(), after.leader),
+        (vec![4], vec![4], 4)
+    );
+}

@@ -176,7 +176,8 @@ impl Sim {
             54..=61 => self.create_topic()?,
             62..=63 => self.delete_topic(),
             64..=85 => return self.alter_isr(),
-            86..=90 => self.preferred_election()?,
+            86..=88 => self.preferred_election()?,
+            89..=90 => self.reassign()?,
             91..=94 => self.stale_heartbeat()?,
             _ => {
                 self.note("controller fails over from a snapshot".into());
@@ -444,6 +445,43 @@ impl Sim {
         }
     }
 
+    /// A reassignment of a random partition to random registered brokers, or its
+    /// cancellation.
+    fn reassign(&mut self) -> Check {
+        let Some((topic_id, partition, p)) = self.random_partition() else {
+            return Ok(());
+        };
+        let target = if p.is_reassigning() && self.chance(30) {
+            None
+        } else {
+            let mut ids: Vec<i32> = self.nodes.iter().map(|n| n.id).collect();
+            let size = 1 + self.below(ids.len().min(3) as u64) as usize;
+            let mut target = Vec::new();
+            while target.len() < size {
+                let i = self.below(ids.len() as u64) as usize;
+                target.push(ids.swap_remove(i));
+            }
+            Some(target)
+        };
+        match self
+            .controller
+            .alter_reassignment(topic_id, partition, target.clone())
+        {
+            Ok(records) => {
+                self.note(format!("reassignment of {partition} to {target:?}"));
+                self.commit(records);
+                Ok(())
+            }
+            Err(e)
+                if e.code == codes::INVALID_REPLICA_ASSIGNMENT
+                    || e.code == codes::NO_REASSIGNMENT_IN_PROGRESS =>
+            {
+                Ok(())
+            }
+            Err(e) => self.fail(format!("reassignment refused: {e:?}")),
+        }
+    }
+
     fn stale_heartbeat(&mut self) -> Check {
         let i = self.below(self.nodes.len() as u64) as usize;
         let Some(&old) = self.nodes[i].old_epochs.last() else {
@@ -481,7 +519,15 @@ impl Sim {
                 if p.leader_epoch < old.leader_epoch || p.partition_epoch < old.partition_epoch {
                     return self.fail(format!("{at}: an epoch went backwards: {old:?} -> {p:?}"));
                 }
-                if p.leader != old.leader && p.leader != NO_LEADER && !old.isr.contains(&p.leader) {
+                // A leader must come from the ISR; one the leader's own request just added
+                // counts (a reassignment completing hands the leadership to a new replica
+                // in the same step).
+                let asked = grew_by_request.contains(&(topic.topic_id, partition));
+                if p.leader != old.leader
+                    && p.leader != NO_LEADER
+                    && !old.isr.contains(&p.leader)
+                    && !(asked && old.is_reassigning())
+                {
                     return self.fail(format!("{at}: unclean election: {old:?} -> {p:?}"));
                 }
                 let grew: Vec<i32> = p
