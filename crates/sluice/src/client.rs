@@ -43,6 +43,9 @@ const VERSIONS: &[(ApiKey, i16)] = &[
     (ApiKey::Heartbeat, 4),
     (ApiKey::LeaveGroup, 4),
     (ApiKey::DescribeQuorum, 1),
+    (ApiKey::AlterPartitionReassignments, 0),
+    (ApiKey::ListPartitionReassignments, 0),
+    (ApiKey::ElectLeaders, 1),
 ];
 
 fn version(api: ApiKey) -> Option<i16> {

@@ -45,7 +45,7 @@ enum Command {
     Produce(produce_cmd::ProduceArgs),
     /// Print the records of a topic, alone or as a member of a consumer group.
     Consume(consume_cmd::ConsumeArgs),
-    /// The cluster id, the controller, the brokers, and how many topics and partitions.
+    /// The cluster id, the controller and the brokers; reassignments and leader elections.
     Cluster(cluster_cmd::ClusterArgs),
 }
 

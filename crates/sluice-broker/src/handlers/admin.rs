@@ -865,6 +865,11 @@ pub(crate) fn describe_configs(
                         BROKER_CONFIGS
                             .iter()
                             .filter(|(k, _, _)| wanted(k))
+                            // As Kafka: a dynamic-only config is listed once it is set.
+                            .filter(|(k, _, _)| {
+                                !DYNAMIC_BROKER_CONFIGS.contains(k)
+                                    || !dynamic_broker_config(state, k).is_empty()
+                            })
                             .map(|(key, ty, doc)| {
                                 if DYNAMIC_BROKER_CONFIGS.contains(key) {
                                     let set = dynamic_broker_config(state, key);

@@ -22,6 +22,9 @@ use kafka_protocol::messages::{
 };
 
 use kafka_protocol::messages::add_partitions_to_txn_response as add_partitions;
+use kafka_protocol::messages::alter_partition_reassignments_response as alter_reassignments;
+use kafka_protocol::messages::elect_leaders_response as elect_leaders;
+use kafka_protocol::messages::list_partition_reassignments_response as list_reassignments;
 
 use super::Kind::{Bytes, I32s, Str, Struct, Structs, Uuid, I16, I32, I64, I8};
 use super::{f, since, tagged, Field, GuardError, Walker};
@@ -318,6 +321,43 @@ const WRITE_TXN_MARKERS: &[Field] = &[f(Structs(
     size_of::<txn_markers::WritableTxnMarkerResult>(),
 ))];
 
+/// AlterPartitionReassignments v0-1: a top-level error, then per topic, per partition an
+/// error and its message.
+const ALTER_PARTITION_REASSIGNMENTS: &[Field] = &[
+    f(I32),
+    since(1, I8),
+    f(I16),
+    f(Str),
+    f(per_topic!(
+        alter_reassignments::ReassignableTopicResponse,
+        alter_reassignments::ReassignablePartitionResponse,
+        [f(I32), f(I16), f(Str)]
+    )),
+];
+
+/// ListPartitionReassignments v0: per topic, per partition its replicas, adding and removing.
+const LIST_PARTITION_REASSIGNMENTS: &[Field] = &[
+    f(I32),
+    f(I16),
+    f(Str),
+    f(per_topic!(
+        list_reassignments::OngoingTopicReassignment,
+        list_reassignments::OngoingPartitionReassignment,
+        [f(I32), f(I32s), f(I32s), f(I32s)]
+    )),
+];
+
+/// ElectLeaders v1-2: a top-level error, then per topic, per partition an error and message.
+const ELECT_LEADERS: &[Field] = &[
+    f(I32),
+    since(1, I16),
+    f(per_topic!(
+        elect_leaders::ReplicaElectionResult,
+        elect_leaders::PartitionResult,
+        [f(I32), f(I16), f(Str)]
+    )),
+];
+
 /// Every response with a schema: `(api, min_version, max_version, body)`. The range is what
 /// the tests check against the codec, so far the versions the CLI speaks; widen it only
 /// together with the fields' version bounds and the tests' samples.
@@ -347,6 +387,19 @@ const RESPONSE_SCHEMAS: &[(ApiKey, i16, i16, &[Field])] = &[
     (ApiKey::DescribeQuorum, 1, 1, DESCRIBE_QUORUM),
     (ApiKey::AddPartitionsToTxn, 4, 5, ADD_PARTITIONS_TO_TXN),
     (ApiKey::WriteTxnMarkers, 1, 1, WRITE_TXN_MARKERS),
+    (
+        ApiKey::AlterPartitionReassignments,
+        0,
+        1,
+        ALTER_PARTITION_REASSIGNMENTS,
+    ),
+    (
+        ApiKey::ListPartitionReassignments,
+        0,
+        0,
+        LIST_PARTITION_REASSIGNMENTS,
+    ),
+    (ApiKey::ElectLeaders, 1, 2, ELECT_LEADERS),
 ];
 
 /// The versions of `api` whose responses [`check_response`] can walk.
@@ -657,6 +710,55 @@ mod tests {
                                     WritableTxnMarkerPartitionResult::default().with_error_code(6),
                                 ])]),
                     ]),
+                )
+            }
+            ApiKey::AlterPartitionReassignments => {
+                use kafka_protocol::messages::alter_partition_reassignments_response::{
+                    ReassignablePartitionResponse, ReassignableTopicResponse,
+                };
+                frame(
+                    api,
+                    v,
+                    &AlterPartitionReassignmentsResponse::default()
+                        .with_error_message(Some(s("m")))
+                        .with_responses(vec![ReassignableTopicResponse::default()
+                            .with_name(TopicName(s("t")))
+                            .with_partitions(vec![ReassignablePartitionResponse::default()
+                                .with_error_code(39)
+                                .with_error_message(Some(s("bad")))])]),
+                )
+            }
+            ApiKey::ListPartitionReassignments => {
+                use kafka_protocol::messages::list_partition_reassignments_response::{
+                    OngoingPartitionReassignment, OngoingTopicReassignment,
+                };
+                frame(
+                    api,
+                    v,
+                    &ListPartitionReassignmentsResponse::default().with_topics(vec![
+                        OngoingTopicReassignment::default()
+                            .with_name(TopicName(s("t")))
+                            .with_partitions(vec![OngoingPartitionReassignment::default()
+                                .with_replicas(vec![BrokerId(4), BrokerId(1)])
+                                .with_adding_replicas(vec![BrokerId(4)])
+                                .with_removing_replicas(vec![BrokerId(1)])]),
+                    ]),
+                )
+            }
+            ApiKey::ElectLeaders => {
+                use kafka_protocol::messages::elect_leaders_response::{
+                    PartitionResult, ReplicaElectionResult,
+                };
+                frame(
+                    api,
+                    v,
+                    &ElectLeadersResponse::default()
+                        .with_error_code(1)
+                        .with_replica_election_results(vec![ReplicaElectionResult::default()
+                            .with_topic(TopicName(s("t")))
+                            .with_partition_result(vec![PartitionResult::default()
+                                .with_error_code(84)
+                                .with_error_message(Some(s("no")))])]),
                 )
             }
             other => panic!("no sample for {other:?}"),
