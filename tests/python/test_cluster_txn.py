@@ -9,7 +9,8 @@ as read_committed / read_uncommitted readers:
   together with offsets sent to a consumer group whose coordinator is yet another broker
   than the transaction's: read_committed readers see exactly the committed transactions'
   records, each once, in order, and none of the aborted ones; read_uncommitted readers see
-  every record once; the group's committed offsets are the last committed transaction's;
+  every record once; the history checker (`history.py`, Jepsen's anomalies: aborted read,
+  lost write, duplicate, ...) finds nothing in the sends and those reads; the group's committed offsets are the last committed transaction's;
   every replica of every partition holds the same bytes.
 - A transaction whose coordinator dies (kill -9) between its PrepareCommit record and its
   markers (a partition leader is held with SIGSTOP so that its marker cannot be written,
@@ -32,6 +33,7 @@ import time
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
+from history import History, assert_valid
 from test_cluster import scrape, start_all, start_cluster, stop_all, wait_for
 from test_cluster_data import admin, agreed_leaders, converged, leaders, log_ends
 from test_groups import kstr, request
@@ -98,18 +100,49 @@ def txn_producer(nodes, txn_id):
     return p
 
 
-def assert_exactly(nodes, committed, everything):
+class TxnHistory:
+    """Every transactional send with its transaction and its acknowledgement, for the
+    history checker."""
+
+    def __init__(self):
+        self.history = History()
+
+    def produce(self, producer, value, partition, txn):
+        self.history.send(value, txn=txn)
+
+        def delivered(err, msg):
+            if err is None:
+                self.history.ok(msg.value(), msg.partition(), msg.offset())
+            else:
+                self.history.failed(msg.value())
+        producer.produce(TOPIC, value=value, partition=partition, on_delivery=delivered)
+
+
+def assert_exactly(nodes, committed, everything, txns):
     """read_committed readers (through every broker) see exactly `committed`
     ({partition: [values]}, in order); read_uncommitted readers see `everything` (each value
-    once, in order); every replica holds the same bytes."""
+    once, in order); the history checker finds no anomaly in the sends of `txns` and those
+    reads (Jepsen's aborted read among them) against the read_uncommitted log; every replica
+    holds the same bytes."""
+    history = txns.history
     for n in nodes.values():
         got = read_all(n, TOPIC, PARTITIONS, "read_committed")
         assert {p: values(v) for p, v in got.items()} == committed, f"through {n.bootstrap}"
+        history.poll(f"read_committed@{n.bootstrap}",
+                     [(p, o, v) for p, recs in got.items() for o, v in recs],
+                     restart=True, read_committed=True,
+                     positions={p: 0 for p in range(PARTITIONS)})
     got = read_all(nodes[1], TOPIC, PARTITIONS, "read_uncommitted")
     for p in range(PARTITIONS):
         assert values(got[p]) == everything[p], (
             f"partition {p}: missing {set(everything[p]) - set(values(got[p]))}, "
             f"extra {set(values(got[p])) - set(everything[p])}")
+    # The final log is the data records; the offsets of control records (markers) are not
+    # in it, so jumping over them is no skip.
+    final_log = {(p, o): v for p, recs in got.items() for o, v in recs}
+    for p, recs in got.items():
+        history.poll("read_uncommitted", [(p, o, v) for o, v in recs], restart=True)
+    assert_valid(history, final_log, require_all_seen=True)
     wait_for("every replica to hold the same log",
              converged(nodes.values(), TOPIC, PARTITIONS), timeout=WAIT_S)
 
@@ -133,12 +166,13 @@ def test_transactions_span_partitions_led_by_other_brokers(tmp_path):
                      if group_coordinator(nodes.values(), g) != coordinator)
         committed = {p: [] for p in range(PARTITIONS)}
         everything = {p: [] for p in range(PARTITIONS)}
+        txns = TxnHistory()
         for t in range(6):
             producer.begin_transaction()
             batch = {p: [f"t{t}-p{p}-{i}".encode() for i in range(5)] for p in range(PARTITIONS)}
             for p, vs in batch.items():
                 for v in vs:
-                    producer.produce(TOPIC, value=v, partition=p)
+                    txns.produce(producer, v, p, f"t{t}")
                 everything[p] += vs
             consumer_offsets = [TopicPartition(TOPIC, p, 100 * (t + 1) + p)
                                 for p in range(PARTITIONS)]
@@ -149,12 +183,14 @@ def test_transactions_span_partitions_led_by_other_brokers(tmp_path):
                 # what the producer still holds), for read_committed readers to skip.
                 assert producer.flush(WAIT_S) == 0
                 producer.abort_transaction(WAIT_S)
+                txns.history.abort(f"t{t}")
             else:
                 producer.commit_transaction(WAIT_S)
                 last_offsets = {tp.partition: tp.offset for tp in consumer_offsets}
                 for p, vs in batch.items():
                     committed[p] += vs
-        assert_exactly(nodes, committed, everything)
+        assert producer.flush(WAIT_S) == 0
+        assert_exactly(nodes, committed, everything, txns)
         c = Consumer({"bootstrap.servers": nodes[1].bootstrap, "group.id": group})
         found = c.committed([TopicPartition(TOPIC, p) for p in range(PARTITIONS)],
                             timeout=WAIT_S)
@@ -205,13 +241,14 @@ def _coordinator_dies_between_prepare_and_markers(tmp_path, rng):
         # One committed transaction first, so the partitions hold data before and after.
         committed = {p: [] for p in range(PARTITIONS)}
         everything = {p: [] for p in range(PARTITIONS)}
+        txns = TxnHistory()
 
         def one_transaction(prod, tag, commit=True):
             prod.begin_transaction()
             for p in range(PARTITIONS):
                 vs = [f"{tag}-p{p}-{i}".encode() for i in range(rng.randrange(1, 20))]
                 for v in vs:
-                    prod.produce(TOPIC, value=v, partition=p)
+                    txns.produce(prod, v, p, tag)
                 everything[p] += vs
                 if commit:
                     committed[p] += vs
@@ -264,6 +301,6 @@ def _coordinator_dies_between_prepare_and_markers(tmp_path, rng):
         # A successor with the same transactional id fences the first producer and commits.
         successor = txn_producer(nodes, txn_id)
         one_transaction(successor, "after").commit_transaction(WAIT_S)
-        assert_exactly(nodes, committed, everything)
+        assert_exactly(nodes, committed, everything, txns)
     finally:
         stop_all(nodes)

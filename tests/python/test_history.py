@@ -2,6 +2,8 @@
 one, and nothing in a history without any: so a fault test that passes it has shown
 something."""
 
+import dataclasses
+
 import pytest
 
 from history import History, check
@@ -77,6 +79,21 @@ def test_reading_an_aborted_transaction_read_committed_is_an_aborted_read():
     log[(1, 1)] = b"t0"
     h.poll("c4", [(1, 1, b"t0")], restart=True, read_committed=True)
     assert only(check(h, log)) == {"aborted-read"}
+
+
+def test_a_read_committed_reader_jumps_over_aborted_records_but_not_committed_ones():
+    h, log = clean()
+    h.send(b"t0", txn="tx1")
+    h.abort("tx1")
+    h.send(b"t1", txn="tx2")
+    h.send(b"b1")
+    log[(1, 1)], log[(1, 2)], log[(1, 3)] = b"t0", b"t1", b"b1"
+    h.poll("rc", [(1, 0, b"b0"), (1, 3, b"b1")], restart=True, read_committed=True)
+    found = check(h, log)
+    assert only(found) == {"poll-skip"}
+    assert found["poll-skip"] == ["rc jumped from 1/0 to 1/3 over [2]"], found["poll-skip"]
+    h.polls[-1] = dataclasses.replace(h.polls[-1], read_committed=False)
+    assert check(h, log)["poll-skip"] == ["rc jumped from 1/0 to 1/3 over [1, 2]"]
 
 
 def test_a_value_nobody_sent_is_a_phantom():

@@ -86,6 +86,18 @@ pub(crate) struct Appended {
 }
 
 impl Appended {
+    /// The same wait once more (a wait is used up by waiting): for the same records, leader
+    /// and epoch.
+    pub(crate) fn again(&self) -> Self {
+        Self {
+            partition: self.partition.clone(),
+            end: self.end,
+            leader: self.leader,
+            epoch: self.epoch,
+            flush: self.partition.flush(self.end),
+        }
+    }
+
     /// Read right after the append, outside its lock: a change of leadership in between
     /// makes the wait fail (the epoch moved on) rather than succeed wrongly, unless the
     /// leadership left and came back in that instant.
@@ -358,27 +370,47 @@ impl Groups {
     /// COORDINATOR_LOAD_IN_PROGRESS. Returns whether the caller must run that reload (a
     /// load already under way starts again by itself).
     pub fn begin_reload(&self) -> bool {
-        self.stale.store(true, Ordering::Release);
-        self.loaded.swap(false, Ordering::AcqRel)
+        self.stale.store(true, Ordering::SeqCst);
+        self.loaded.swap(false, Ordering::SeqCst)
     }
 
     /// Rebuilds the coordinator from `__consumer_offsets` (Kafka loads the one partition;
     /// this replays all of them), holding it meanwhile: a request that got past the loaded
     /// check before [`Groups::begin_reload`] waits and then meets the new state. Requests
     /// parked on the old state are answered COORDINATOR_NOT_AVAILABLE; clients retry.
+    /// A replay that fails is tried again every second until it succeeds or the broker
+    /// stops; a leadership change that comes between the last check and the opening found
+    /// nothing to reload, and is taken here.
     pub fn reload(&self, state: &BrokerState) -> Result<(), StorageError> {
-        let mut inner = self.lock();
         loop {
-            self.stale.store(false, Ordering::Release);
-            let config = inner.coordinator.config().clone();
-            inner.coordinator = Self::replayed(state, config)?;
-            if !self.stale.load(Ordering::Acquire) {
-                break;
+            let mut inner = self.lock();
+            let replayed = loop {
+                self.stale.store(false, Ordering::SeqCst);
+                let config = inner.coordinator.config().clone();
+                match Self::replayed(state, config) {
+                    Ok(c) if !self.stale.load(Ordering::SeqCst) => break Ok(c),
+                    Ok(_) => continue,
+                    Err(e) => break Err(e),
+                }
+            };
+            match replayed {
+                Ok(coordinator) => inner.coordinator = coordinator,
+                Err(e) if *state.shutdown.borrow() => return Err(e),
+                Err(e) => {
+                    drop(inner);
+                    tracing::error!(error = %e, "cannot load the group coordinator; retrying");
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    continue;
+                }
             }
+            inner.waiters.clear();
+            self.loaded.store(true, Ordering::SeqCst);
+            drop(inner);
+            if self.stale.load(Ordering::SeqCst) && self.loaded.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            return Ok(());
         }
-        inner.waiters.clear();
-        self.loaded.store(true, Ordering::Release);
-        Ok(())
     }
 
     /// A coordinator replayed from every partition of `__consumer_offsets` this broker leads.

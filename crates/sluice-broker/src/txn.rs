@@ -43,6 +43,9 @@ pub(crate) struct Transactions {
     /// Set when this broker gains or loses the leadership of a partition of
     /// `__transaction_state`: a replay under way must start again.
     stale: AtomicBool,
+    /// Grows with every (re)load: a marker job of an older load stops (the newer load runs
+    /// its own for the transactions it found prepared).
+    generation: std::sync::atomic::AtomicU64,
     /// EndTxn requests waiting for their transaction's markers, by transactional id.
     completions: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
 }
@@ -61,6 +64,7 @@ impl Transactions {
             coordinator: Mutex::new(TransactionCoordinator::new(config)),
             loaded: AtomicBool::new(false),
             stale: AtomicBool::new(false),
+            generation: std::sync::atomic::AtomicU64::new(0),
             completions: Mutex::new(HashMap::new()),
         }
     }
@@ -149,20 +153,7 @@ impl Transactions {
     /// leads, then opens it for requests and finishes the transactions that were being
     /// committed or aborted. Runs on a blocking thread at start-up.
     pub fn load(&self, state: &Arc<BrokerState>) -> Result<(), StorageError> {
-        loop {
-            self.stale.store(false, Ordering::Release);
-            let config = self.lock().config().clone();
-            let coordinator = replayed(state, config)?;
-            let mut c = self.lock();
-            if self.stale.load(Ordering::Acquire) {
-                continue; // the leadership moved while the log was read
-            }
-            *c = coordinator;
-            self.loaded.store(true, Ordering::Release);
-            // Transactions replayed in a Prepare state get their markers now.
-            let _ = settle(&mut c, state);
-            return Ok(());
-        }
+        self.rebuild(state)
     }
 
     /// This broker became (or stopped being) the leader of a partition of
@@ -171,28 +162,84 @@ impl Transactions {
     /// answered COORDINATOR_LOAD_IN_PROGRESS. Returns whether the caller must run that
     /// reload (a load already under way starts again by itself).
     pub fn begin_reload(&self) -> bool {
-        self.stale.store(true, Ordering::Release);
-        self.loaded.swap(false, Ordering::AcqRel)
+        self.stale.store(true, Ordering::SeqCst);
+        self.loaded.swap(false, Ordering::SeqCst)
     }
 
-    /// Rebuilds the coordinator from the partitions this broker now leads, holding it
-    /// meanwhile, so that a request that got past the loaded check before
-    /// [`Transactions::begin_reload`] meets the new state. Transactions found prepared get
-    /// their markers, as after a restart: the previous coordinator may have died between
-    /// its Prepare record and the markers.
+    /// Rebuilds the coordinator from the partitions this broker now leads; transactions
+    /// found prepared get their markers, as after a restart (the previous coordinator may
+    /// have died between its Prepare record and the markers). A failed replay is tried
+    /// again every second until it succeeds or the broker stops: meanwhile requests are
+    /// answered COORDINATOR_LOAD_IN_PROGRESS.
     pub fn reload(&self, state: &Arc<BrokerState>) -> Result<(), StorageError> {
-        let mut c = self.lock();
         loop {
-            self.stale.store(false, Ordering::Release);
-            let config = c.config().clone();
-            *c = replayed(state, config)?;
-            if !self.stale.load(Ordering::Acquire) {
-                break;
+            match self.rebuild(state) {
+                Ok(()) => return Ok(()),
+                Err(e) if *state.shutdown.borrow() => return Err(e),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot load the transaction coordinator; retrying");
+                    std::thread::sleep(RELOAD_RETRY);
+                }
             }
         }
-        self.loaded.store(true, Ordering::Release);
-        let _ = settle(&mut c, state);
-        Ok(())
+    }
+
+    /// Replays the log without holding the coordinator, swaps it in unless a leadership
+    /// change came meanwhile (then replays again), and opens it. A change that comes
+    /// between that check and the opening found nothing to reload; it is taken here.
+    fn rebuild(&self, state: &Arc<BrokerState>) -> Result<(), StorageError> {
+        loop {
+            self.stale.store(false, Ordering::SeqCst);
+            let config = self.lock().config().clone();
+            let coordinator = replayed(state, config)?;
+            let mut c = self.lock();
+            if self.stale.load(Ordering::SeqCst) {
+                continue; // the leadership moved while the log was read
+            }
+            *c = coordinator;
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.loaded.store(true, Ordering::SeqCst);
+            // Transactions replayed in a Prepare state get their markers now.
+            let _ = settle(&mut c, state);
+            drop(c);
+            if self.stale.load(Ordering::SeqCst) && self.loaded.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            return Ok(());
+        }
+    }
+
+    /// Whether `job`'s transaction is still the one this coordinator, in load `generation`,
+    /// is ending: the same producer, epoch and start, in the Prepare state of its outcome.
+    fn still_ending(&self, job: &Job) -> bool {
+        self.generation.load(Ordering::SeqCst) == job.generation && self.read(|c| job.matches(c))
+    }
+}
+
+/// How long a failed coordinator load waits before it is tried again.
+const RELOAD_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A marker job, with what identifies its transaction: the load it came from and when the
+/// transaction started (a later transaction of the same producer epoch starts later).
+struct Job {
+    markers: MarkerJob,
+    generation: u64,
+    started_ms: i64,
+}
+
+impl Job {
+    fn matches(&self, c: &TransactionCoordinator) -> bool {
+        let want = if self.markers.commit {
+            sluice_txn::TxnState::PrepareCommit
+        } else {
+            sluice_txn::TxnState::PrepareAbort
+        };
+        c.describe(&self.markers.transactional_id).is_some_and(|d| {
+            d.state == want
+                && d.producer_id == self.markers.producer_id
+                && d.producer_epoch == self.markers.producer_epoch
+                && d.transaction_start_ms == self.started_ms
+        })
     }
 }
 
@@ -266,11 +313,23 @@ fn settle(c: &mut TransactionCoordinator, state: &Arc<BrokerState>) -> Durable {
     // After a failed append the coordinator re-queues the completion of transactions whose
     // markers are already durable: those jobs run too, with nothing to wait for.
     let prepare = appended.clone().unwrap_or_default();
-    for job in jobs {
+    let generation = state.txns.generation.load(Ordering::SeqCst);
+    for markers in jobs {
+        // Only the job's own Prepare record: its partition of the transaction topic.
+        let own = c.partition_for(&markers.transactional_id);
         let prepare = prepare
             .iter()
+            .filter(|(log, _)| log.index() == own)
             .map(|(log, end)| crate::groups::Appended::new(log.clone(), *end))
             .collect();
+        let started_ms = c
+            .describe(&markers.transactional_id)
+            .map_or(-1, |d| d.transaction_start_ms);
+        let job = Job {
+            markers,
+            generation,
+            started_ms,
+        };
         tokio::spawn(write_markers(state.clone(), job, Durable(prepare, None)));
     }
     match appended {
@@ -296,62 +355,98 @@ const MARKER_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10)
 /// markers' commit).
 const MARKER_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(40);
 
-/// Writes one job's markers once the records before it are committed, then reports them
+/// Writes one job's markers once its Prepare record is committed, then reports them
 /// written (which emits the Complete record) and wakes the EndTxn waiting for them.
 ///
 /// The Prepare record must be committed (on the in-sync replicas of its partition) before
 /// any marker is written: a coordinator that fails over to a replica without it would
-/// otherwise abort, on timeout, a transaction whose commit markers are already out. If it
-/// cannot be committed here (the leadership moved), this coordinator stops: the next one
-/// finds the Prepare record, if it survived, and writes the markers itself.
+/// otherwise abort, on timeout, a transaction whose commit markers are already out. The
+/// wait goes on (a slow follower leaves the ISR within `replica.lag.time.max.ms`) until it
+/// commits, or this broker loses the partition (the next coordinator finds the Prepare
+/// record, if it survived, and writes the markers itself).
 ///
-/// A failure to write the markers is retried with backoff until they are written, the data
-/// directory goes offline (a restart redoes the job from the Prepare record), this broker
-/// stops coordinating the transactional id (its new coordinator redoes it) or stops:
+/// Before every attempt, and when reporting, the job checks that its transaction is still
+/// the one this coordinator is ending (same load, producer, epoch and start): a job of an
+/// older load, or for a transaction another coordinator has finished meanwhile, stops
+/// rather than end a later transaction of the same producer epoch. A failed attempt is
+/// retried with backoff until the markers are written, the data directory goes offline (a
+/// restart redoes the job from the Prepare record), the job stops so, or the broker stops:
 /// until then the transaction's partitions cannot move their last stable offset.
-async fn write_markers(state: Arc<BrokerState>, job: MarkerJob, prepare: Durable) {
-    if let Err(e) = prepare.wait().await {
-        tracing::warn!(
-            transactional_id = job.transactional_id,
-            error = %e,
-            "the transaction's outcome is not committed here; its markers are left to the \
-             next coordinator"
-        );
-        return;
-    }
+async fn write_markers(state: Arc<BrokerState>, job: Job, prepare: Durable) {
+    let id = job.markers.transactional_id.clone();
     let mut pause = MARKER_RETRY_FIRST;
-    loop {
-        match try_write_markers(&state, &job).await {
-            Ok(()) => break,
-            Err(e) => {
-                let stopping = *state.shutdown.borrow()
-                    || state.replicas.is_offline()
-                    || coordinator_epoch(&state, &job.transactional_id).is_none();
-                tracing::error!(
-                    transactional_id = job.transactional_id,
-                    error = %e,
-                    retry_in_ms = if stopping { None } else { Some(pause.as_millis() as u64) },
-                    "cannot write transaction markers"
-                );
-                if stopping {
+    let prepare_appended = prepare.0;
+    for appended in prepare_appended {
+        loop {
+            let once = Durable(vec![appended.again()], None);
+            match once.wait().await {
+                Ok(()) => break,
+                Err(StorageError::NotLeader) => {
+                    tracing::warn!(
+                        transactional_id = id,
+                        "this broker lost the transaction's partition before its outcome \
+                         committed; its markers are left to the next coordinator"
+                    );
                     return;
                 }
+                Err(e) => {
+                    if *state.shutdown.borrow() || !state.txns.still_ending(&job) {
+                        return;
+                    }
+                    tracing::warn!(transactional_id = id, error = %e,
+                        "the transaction's outcome is not committed yet; waiting on");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MARKER_RETRY_MAX);
+                }
+            }
+        }
+    }
+    pause = MARKER_RETRY_FIRST;
+    loop {
+        let stopping = *state.shutdown.borrow()
+            || state.replicas.is_offline()
+            || !state.txns.still_ending(&job);
+        let Some(coordinator_epoch) = coordinator_epoch(&state, &id).filter(|_| !stopping) else {
+            tracing::info!(
+                transactional_id = id,
+                "marker job stopped: this coordinator no longer ends the transaction"
+            );
+            return;
+        };
+        match try_write_markers(&state, &job.markers, coordinator_epoch).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::error!(
+                    transactional_id = id,
+                    error = %e,
+                    retry_in_ms = pause.as_millis() as u64,
+                    "cannot write transaction markers"
+                );
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MARKER_RETRY_MAX);
             }
         }
     }
-    let (_, durable) = state.txns.call(&state, |c, now| {
-        c.markers_written(
-            &job.transactional_id,
-            job.producer_id,
-            job.producer_epoch,
-            now,
-        )
-    });
-    state.txns.completed(&job.transactional_id);
-    if let Err(e) = durable.wait().await {
-        tracing::warn!(error = %e, "transaction completion not durable");
+    // Off the runtime: a reload may hold the coordinator for a while.
+    let st = state.clone();
+    let reported = tokio::task::spawn_blocking(move || {
+        let generation = st.txns.generation.load(Ordering::SeqCst);
+        st.txns.call(&st, |c, now| {
+            let m = &job.markers;
+            if generation == job.generation && job.matches(c) {
+                c.markers_written(&m.transactional_id, m.producer_id, m.producer_epoch, now);
+            }
+        })
+    })
+    .await;
+    state.txns.completed(&id);
+    match reported {
+        Ok((_, durable)) => {
+            if let Err(e) = durable.wait().await {
+                tracing::warn!(error = %e, "transaction completion not durable");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "the marker report failed"),
     }
 }
 
@@ -368,8 +463,11 @@ fn coordinator_epoch(state: &BrokerState, transactional_id: &str) -> Option<i32>
 /// One attempt: every marker appended where this broker leads, sent to the leader where
 /// another broker does, and every one committed. Repeating a marker after a partial attempt
 /// is harmless: the second one ends nothing.
-async fn try_write_markers(state: &Arc<BrokerState>, job: &MarkerJob) -> Result<(), StorageError> {
-    let coordinator_epoch = coordinator_epoch(state, &job.transactional_id).unwrap_or(0);
+async fn try_write_markers(
+    state: &Arc<BrokerState>,
+    job: &MarkerJob,
+    coordinator_epoch: i32,
+) -> Result<(), StorageError> {
     // The partitions by their leader; those with none yet fail this attempt.
     let me = state.config.node_id;
     let mut local = Vec::new();

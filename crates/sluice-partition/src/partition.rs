@@ -411,6 +411,11 @@ impl Partition {
         Verification::Guard(token)
     }
 
+    /// Drops every verification guard (the leader epoch changed).
+    pub(crate) fn clear_verifications(&self) {
+        self.verifying.lock().expect("verification lock").clear();
+    }
+
     /// The coordinator said the write is not part of the producer's transaction: its guard
     /// goes (unless a newer verification replaced it).
     pub fn end_verification(&self, producer_id: i64, verification: Verification) {

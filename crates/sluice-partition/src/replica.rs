@@ -100,12 +100,18 @@ impl Partition {
         if a.leader_epoch < self.leader_epoch() {
             return None;
         }
+        if !same_epoch {
+            // Markers written under another leader never reached these guards: a write
+            // verified before the change must be verified again.
+            self.clear_verifications();
+        }
         let was_leading = matches!(*role, Role::Leader(_));
         if a.leader == a.me && a.isr.contains(&a.me) {
             match &mut *role {
                 Role::Leader(state) if same_epoch => {
-                    state.on_replicas(a.replicas, now_ms);
+                    // The ISR first: a replica a reassignment removed is out of both.
                     state.on_partition_state(a.isr, a.partition_epoch, &LogView(&self.log));
+                    state.on_replicas(a.replicas, now_ms);
                 }
                 _ => {
                     self.set_leader_epoch(a.leader_epoch);

@@ -342,14 +342,13 @@ impl LeaderState {
 
     /// The partition's replicas changed in this leader epoch (a reassignment adds replicas,
     /// then removes others): a new follower is tracked from `now_ms` on (it joins the ISR
-    /// once caught up), a removed one is forgotten (it leaves the ISR through the
-    /// controller, which removes it with the reassignment).
+    /// once caught up), a removed one is forgotten (the controller took it out of the ISR
+    /// with the reassignment; apply that ISR first).
     pub fn on_replicas(&mut self, replicas: &[i32], now_ms: i64) {
         if replicas == self.replicas.as_slice() {
             return;
         }
-        self.followers
-            .retain(|b, _| replicas.contains(b) || self.isr.contains(b));
+        self.followers.retain(|b, _| replicas.contains(b));
         for &r in replicas {
             if r != self.leader_id {
                 self.followers.entry(r).or_insert(FollowerProgress {

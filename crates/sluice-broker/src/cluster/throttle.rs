@@ -92,11 +92,15 @@ impl Meter {
         }
     }
 
-    /// The most a throttled partition reads in one fetch: a tenth of a second's worth.
+    /// The most a throttled partition reads in one fetch: a tenth of a second's worth (at
+    /// least [`PIECE_MIN_BYTES`]), never more than `max`.
     pub(crate) fn piece(&self, max: usize) -> usize {
         match self.limit() {
             None => max,
-            Some(limit) => ((limit / 10) as usize).clamp(PIECE_MIN_BYTES, max.max(1)),
+            Some(limit) => usize::try_from(limit / 10)
+                .unwrap_or(usize::MAX)
+                .max(PIECE_MIN_BYTES)
+                .min(max),
         }
     }
 }
@@ -166,5 +170,9 @@ mod tests {
         assert!(m.exceeded(), "past one second's worth");
         m.limit.store(1, Ordering::Relaxed);
         assert_eq!(m.piece(4 << 20), PIECE_MIN_BYTES);
+        // A response with no room left: nothing, never a panic.
+        assert_eq!(m.piece(0), 0);
+        m.limit.store(u64::MAX - 1, Ordering::Relaxed);
+        assert_eq!(m.piece(1000), 1000);
     }
 }

@@ -92,6 +92,19 @@ fn remote_verification(
     let Some((pid, epoch)) = producer else {
         return append_all(state, &req, version, corr, None);
     };
+    // A partition where the producer's transaction is open needs no question: the guard
+    // holds until its marker (KIP-890 asks only for the first write of a transaction).
+    let mut verdicts = Verdicts::new();
+    guarded.retain(|(topic, index, _, verification)| {
+        let open = *verification == Verification::InTransaction;
+        if open {
+            verdicts.insert((topic.clone(), *index), Ok(*verification));
+        }
+        !open
+    });
+    if guarded.is_empty() {
+        return append_all(state, &req, version, corr, Some(&verdicts));
+    }
     let state = state.clone();
     let txn_id = req
         .transactional_id
@@ -105,7 +118,7 @@ fn remote_verification(
             let codes =
                 super::txn::verify_remote(&state, coordinator, &txn_id, pid, epoch, &partitions)
                     .await;
-            let mut verdicts = Verdicts::new();
+            let mut verdicts = verdicts;
             for (topic, index, log, verification) in guarded {
                 let code = codes
                     .get(&(topic.clone(), index))

@@ -481,6 +481,16 @@ pub(crate) fn txn_offset_commit(
     // in the transaction (KIP-890), and the commit goes in only if no marker came since the
     // check began (markers into the offsets topic are written under the group lock too).
     let verification = log.begin_verification(pid, epoch);
+    if verification == sluice_partition::Verification::InTransaction {
+        // Already in the transaction here: no question to ask (KIP-890).
+        return finish(Ok(state.groups.call(state, |c, now| {
+            if log.verification_holds(pid, epoch, verification) {
+                c.txn_commit_offsets(commit, now)
+            } else {
+                Err(codes::INVALID_TXN_STATE)
+            }
+        })));
+    }
     let state = state.clone();
     Ok(Some(crate::response::Response::First(Box::pin(
         async move {
