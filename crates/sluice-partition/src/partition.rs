@@ -273,6 +273,13 @@ impl Partition {
 
     /// Moves to a new leader epoch. Epochs only grow.
     pub fn set_leader_epoch(&self, epoch: i32) {
+        self.follow_leader_epoch(epoch);
+        self.log.assign_leader_epoch(epoch);
+    }
+
+    /// The partition's leader epoch moves to `epoch` (never back) without marking it in the
+    /// log's epoch cache: what a follower does, whose cache only the copied batches fill.
+    pub(crate) fn follow_leader_epoch(&self, epoch: i32) {
         let before = self.leader_epoch.fetch_max(epoch, Ordering::AcqRel);
         assert!(
             epoch >= before,
@@ -280,7 +287,6 @@ impl Partition {
             self.topic,
             self.index
         );
-        self.log.assign_leader_epoch(epoch);
     }
 
     /// The leader the cluster metadata names, or [`NO_LEADER`].

@@ -143,7 +143,11 @@ impl Partition {
             self.advance_high_watermark(hw);
             return (!was_leading).then_some(true);
         }
-        self.set_leader_epoch(a.leader_epoch);
+        // A follower learns the epoch but writes nothing into its epoch cache: only the
+        // batches it copies do. Stamping the new epoch at its own log end would hide an
+        // unreplicated tail of the old epoch from the leader's divergence check (KIP-320),
+        // and that tail would never be truncated.
+        self.follow_leader_epoch(a.leader_epoch);
         self.leader.store(a.leader, Ordering::Release);
         *role = if a.replicas.contains(&a.me) && a.leader != NO_LEADER {
             Role::Follower { leader: a.leader }

@@ -285,3 +285,40 @@ fn a_marker_during_a_verification_voids_the_verified_write() {
         .expect("fresh guard");
     assert_eq!(p.log_end_offset(), end + 1);
 }
+
+/// A leader that lost its leadership with a tail the others never got must find that tail
+/// when it follows: taking the new leader epoch must not stamp the epoch cache at its own
+/// log end (only a leader does), or its next fetch would claim the new epoch for the old
+/// tail and the leader would see no divergence (KIP-320) to truncate.
+#[test]
+fn a_demoted_leader_keeps_its_old_epoch_for_the_divergence_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = open(dir.path(), Arc::new(CommitOnAppend));
+    let p = topic(&replicas, "t", 1).partitions[0].clone();
+    let replicas_ids = [1, 2, 3];
+    let lead = Assignment {
+        me: 1,
+        leader: 1,
+        leader_epoch: 4,
+        partition_epoch: 0,
+        replicas: &replicas_ids,
+        isr: &replicas_ids,
+    };
+    p.assign(lead, 1_000);
+    p.append(&batch(&["a", "b"]), 1_000).unwrap();
+    assert_eq!(p.latest_epoch(), Some(4));
+    let follow = Assignment {
+        me: 1,
+        leader: 2,
+        leader_epoch: 5,
+        partition_epoch: 1,
+        ..lead
+    };
+    p.assign(follow, 2_000);
+    assert_eq!(p.leader_epoch(), 5, "the partition knows the new epoch");
+    assert_eq!(
+        p.latest_epoch(),
+        Some(4),
+        "but its log's last epoch is still the one its records carry"
+    );
+}
