@@ -499,11 +499,8 @@ fn topic_configs_are_set_and_removed_and_unchanged_values_write_nothing() {
     assert_eq!(err.code, codes::INVALID_REQUEST);
 }
 
-/// KIP-455: a reassignment adds the target replicas first (replicas = target, then the
-/// original ones), and only once every target replica is in the ISR do the others leave,
-/// with the leadership handed to a target replica in the ISR in a new leader epoch.
-#[test]
-fn a_reassignment_adds_replicas_first_and_removes_the_old_ones_once_in_sync() {
+/// Four brokers and topic "t" with one partition on brokers 1, 2 and 3, led by 1.
+fn one_partition_on_1_2_3_of_4() -> (Controller, BTreeMap<i32, i64>, Uuid) {
     let (mut c, epochs) = cluster(4);
     c.create_topic(NewTopic {
         assignments: vec![vec![1, 2, 3]],
@@ -513,6 +510,15 @@ fn a_reassignment_adds_replicas_first_and_removes_the_old_ones_once_in_sync() {
     })
     .unwrap();
     let topic_id = c.image().topic_by_name("t").unwrap().topic_id;
+    (c, epochs, topic_id)
+}
+
+/// KIP-455: a reassignment adds the target replicas first (replicas = target, then the
+/// original ones), and only once every target replica is in the ISR do the others leave,
+/// with the leadership handed to a target replica in the ISR in a new leader epoch.
+#[test]
+fn a_reassignment_adds_replicas_first_and_removes_the_old_ones_once_in_sync() {
+    let (mut c, epochs, topic_id) = one_partition_on_1_2_3_of_4();
     let before = partition(&c, "t", 0);
     assert_eq!((before.leader, before.isr.clone()), (1, vec![1, 2, 3]));
 
@@ -562,15 +568,7 @@ fn a_reassignment_adds_replicas_first_and_removes_the_old_ones_once_in_sync() {
 /// target naming an unknown broker or a broker twice is refused without a change.
 #[test]
 fn a_reassignment_can_be_cancelled_and_bad_targets_change_nothing() {
-    let (mut c, epochs) = cluster(4);
-    c.create_topic(NewTopic {
-        assignments: vec![vec![1, 2, 3]],
-        num_partitions: -1,
-        replication_factor: -1,
-        ..topic("t", 1, 3)
-    })
-    .unwrap();
-    let topic_id = c.image().topic_by_name("t").unwrap().topic_id;
+    let (mut c, epochs, topic_id) = one_partition_on_1_2_3_of_4();
     let before = partition(&c, "t", 0);
     for bad in [vec![1, 9], vec![2, 2], vec![]] {
         let err = c.alter_reassignment(topic_id, 0, Some(bad)).unwrap_err();
