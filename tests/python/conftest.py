@@ -16,9 +16,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("SLUICE_BIN", str(ROOT / "target" / "debug" / "sluice"))
-LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(rb"listening on [0-9.]+:(\d+)")
 # Logged before LISTENING: the admin HTTP listener binds before the logs are recovered.
-ADMIN_LISTENING = re.compile(rb"admin listening on http://127\.0\.0\.1:(\d+)")
+ADMIN_LISTENING = re.compile(rb"admin listening on http://[0-9.]+:(\d+)")
 # What a dedicated controller (process.roles=controller, no Kafka listener) logs instead.
 CONTROLLER_READY = re.compile(rb"dedicated controller .* controller ready")
 START_TIMEOUT_S = 60
@@ -30,12 +30,17 @@ CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 class Broker:
     """One sluice process at a time over one data directory."""
 
-    def __init__(self, data_dir, log_path, extra_args=(), preexec_fn=None):
+    def __init__(self, data_dir, log_path, extra_args=(), preexec_fn=None, host="127.0.0.1",
+                 wrapper=()):
         self.data_dir = data_dir
         self.log_path = log_path
         self.extra_args = list(extra_args)
         # Run in the child before exec (to set resource limits, say).
         self.preexec_fn = preexec_fn
+        # The address it listens on, and a command prefix to run it with (a network
+        # namespace of its own, say).
+        self.host = host
+        self.wrapper = list(wrapper)
         self.proc = None
         self.port = 0
         self.admin_port = 0
@@ -43,21 +48,21 @@ class Broker:
 
     @property
     def bootstrap(self):
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def admin_url(self):
         """Base URL of the admin HTTP listener (metrics, JSON API, console)."""
-        return f"http://127.0.0.1:{self.admin_port}"
+        return f"http://{self.host}:{self.admin_port}"
 
     def start(self):
         assert self.proc is None, "broker already running"
         if not os.path.exists(BIN):
             pytest.fail(f"{BIN} does not exist: build it with `cargo build -p sluice` first")
         # After the first start, reuse the ports so clients keep their addresses.
-        args = [BIN, "serve", "--data-dir", str(self.data_dir),
-                "--listen", f"127.0.0.1:{self.port}",
-                "--admin-listen", f"127.0.0.1:{self.admin_port}", *self.extra_args]
+        args = [*self.wrapper, BIN, "serve", "--data-dir", str(self.data_dir),
+                "--listen", f"{self.host}:{self.port}",
+                "--admin-listen", f"{self.host}:{self.admin_port}", *self.extra_args]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      preexec_fn=self.preexec_fn)
         ready = threading.Event()

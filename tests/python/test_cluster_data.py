@@ -26,10 +26,14 @@ Properties proven here:
   (ElectLeaders), and by the controller itself (auto.leader.rebalance.enable).
 - Replication (RF=3, min.insync.replicas=2, an idempotent acks=all producer through every
   broker, checked by the history checker with Jepsen's anomalies, seeds printed): kill -9
-  and SIGSTOP of a partition leader (an in-sync follower takes over; the old leader
-  truncates and catches up), kill -9 and restart of a follower (it catches up and rejoins
-  the ISR), and a rolling restart of all three brokers; every replica ends with the same
-  log, and no acknowledged record is lost, duplicated or moved.
+  and SIGSTOP of a partition leader, and a leader cut off from the other brokers by a
+  network partition (network namespaces) while clients still reach it (an in-sync follower
+  takes over; the old leader truncates and catches up), kill -9 and restart of a follower
+  (it catches up and rejoins the ISR), and a rolling restart of all three brokers; every
+  replica ends with the same log, and no acknowledged record is lost, duplicated or moved.
+- A follower whose leader's log starts past its end (DeleteRecords while it was down), and
+  a new replica a reassignment adds, start their logs at the leader's log start; every
+  follower's log start follows its leader's. Every broker checkpoints its high watermarks.
 
 Waiting is polling with a deadline, never a fixed sleep.
 """
@@ -368,12 +372,12 @@ class Load:
     """An idempotent acks=all producer writing unique values to TOPIC through every broker,
     recording each send and its outcome in a History."""
 
-    def __init__(self, nodes, seed):
+    def __init__(self, nodes, seed, **config):
         self.seed, self.sent, self.history = seed, 0, History()
         bootstrap = ",".join(n.bootstrap for n in nodes.values())
         self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
                                   "enable.idempotence": True, "linger.ms": 5,
-                                  "message.timeout.ms": 90000})
+                                  "message.timeout.ms": 90000, **config})
 
     def _delivered(self, err, msg):
         if err is None:
@@ -406,10 +410,11 @@ class Load:
                      require_all_seen=True)
 
 
-def under_load(tmp_path, name, scenario):
+def under_load(tmp_path, name, scenario, make_cluster=None, producer_config=None):
     """Runs `scenario(nodes, view, load, rng)` on a fresh three-node cluster with TOPIC (RF=3,
     min.insync.replicas=2) under an acks=all load, for SLUICE_CLUSTER_SEEDS seeds (printed;
-    SLUICE_CLUSTER_SEED replays one), then checks the history."""
+    SLUICE_CLUSTER_SEED replays one), then checks the history. `make_cluster(run_dir, ids,
+    extra)` returns the nodes (three on 127.0.0.1 by default)."""
     for round_ in range(FAULT_SEEDS):
         seed = int(os.environ.get("SLUICE_CLUSTER_SEED", random.SystemRandom().randrange(2**32)))
         print(f"{name} round {round_} seed {seed}")
@@ -417,7 +422,8 @@ def under_load(tmp_path, name, scenario):
         run_dir = tmp_path / f"round{round_}"
         run_dir.mkdir()
         ids = [1, 2, 3]
-        nodes = start_cluster(run_dir, ids, extra=["--set", "replica.lag.time.max.ms=2000"])
+        nodes = (make_cluster or start_cluster)(
+            run_dir, ids, extra=["--set", "replica.lag.time.max.ms=2000"])
         try:
             start_all(nodes, ids)
             a = admin(nodes[1])
@@ -425,7 +431,7 @@ def under_load(tmp_path, name, scenario):
                 "min.insync.replicas": "2"})])[TOPIC].result(WAIT_S)
             view = wait_for("every broker to list the leaders",
                             agreed_leaders(nodes.values(), TOPIC, PARTITIONS))
-            load = Load(nodes, seed)
+            load = Load(nodes, seed, **(producer_config or {}))
             load.run_for(rng.uniform(0.5, 2.0))
             reader = scenario(nodes, view, load, rng)
             # A scenario may name the brokers that end up holding the replicas.
@@ -442,21 +448,61 @@ def new_leader(node, victim):
     return lambda: (leaders(node, TOPIC) or {}).get(0, (-1,))[0] not in (-1, victim)
 
 
-@pytest.mark.parametrize("fault", ["kill", "pause"])
+class NamespacedClusters:
+    """Makes three-node clusters for `under_load` whose brokers each run in a network
+    namespace of their own (netns.py), reachable by clients in the root namespace; one at a
+    time, the last one's namespaces removed when the next is made and by `close`."""
+
+    def __init__(self):
+        self.net = None
+
+    def __call__(self, run_dir, ids, extra):
+        from netns import Net
+        self.close()  # the last round's, whose nodes have stopped
+        self.net = net = Net(ids)
+        voters = ",".join(f"{i}@{net.host[i]}:19093" for i in ids)
+        return {i: Broker(run_dir / f"node{i}", run_dir / f"node{i}.log", [
+            "--node-id", str(i), "--set", f"controller.quorum.voters={voters}",
+            "--set", f"listeners=PLAINTEXT://{net.host[i]}:19092,"
+                     f"CONTROLLER://{net.host[i]}:19093",
+            "--set", "broker.session.timeout.ms=2000",
+            "--set", "broker.heartbeat.interval.ms=200",
+            "--set", "controller.quorum.election.timeout.ms=300", *extra],
+            host=net.host[i], wrapper=net.wrapper(i)) for i in ids}
+
+    def close(self):
+        if self.net is not None:
+            self.net.close()
+            self.net = None
+
+
+@pytest.mark.parametrize("fault", ["kill", "pause", "cut"])
 def test_acknowledged_records_survive_the_loss_of_a_partition_leader(tmp_path, fault):
     """RF=3, min.insync.replicas=2, acks=all with an idempotent producer: the leader of
-    partition 0 is killed (-9) or paused (SIGSTOP) while records are produced, at a moment
-    the seed picks. The controller fences it and elects an in-sync follower; the producer
-    goes on there; the old leader returns (restart, or SIGCONT), truncates whatever it held
-    that the new leader does not, and catches up. Every replica ends with the same log, and
-    the history checker finds no acknowledged record lost, duplicated or moved, and no
-    record seen that was not sent. Seeds: SLUICE_CLUSTER_SEEDS (default 2), printed."""
+    partition 0 is killed (-9), paused (SIGSTOP) or cut off from the other two brokers
+    while records are produced, at a moment the seed picks. The controller fences it and
+    elects an in-sync follower; the producer goes on there; the old leader returns
+    (restart, SIGCONT, or the network healed), truncates whatever it held that the new
+    leader does not, and catches up. Every replica ends with the same log, and the history
+    checker finds no acknowledged record lost, duplicated or moved, and no record seen that
+    was not sent. Seeds: SLUICE_CLUSTER_SEEDS (default 2), printed.
+
+    The cut: each broker runs in a network namespace of its own and every packet between
+    the leader and the other two is dropped (replication, transaction markers and the
+    metadata quorum alike), while clients, in the root namespace, still reach it. It can
+    acknowledge nothing more: its followers no longer fetch, and the controller that would
+    shrink its ISR is out of reach (or, if it leads the quorum, cannot commit without a
+    majority); what it appends meanwhile is truncated when it rejoins."""
+    clusters = NamespacedClusters() if fault == "cut" else None
+
     def scenario(nodes, view, load, rng):
         victim = view[0][0]
         if fault == "kill":
             nodes[victim].kill()
-        else:
+        elif fault == "pause":
             nodes[victim].proc.send_signal(signal.SIGSTOP)
+        else:
+            clusters.net.isolate(victim)
         try:
             load.run_for(rng.uniform(1.0, 3.0))
             survivor = nodes[next(i for i in nodes if i != victim)]
@@ -466,10 +512,18 @@ def test_acknowledged_records_survive_the_loss_of_a_partition_leader(tmp_path, f
         finally:
             if fault == "kill":
                 nodes[victim].start()
-            else:
+            elif fault == "pause":
                 nodes[victim].proc.send_signal(signal.SIGCONT)
+            else:
+                clusters.net.isolate(victim, cut=False)
         return survivor
-    under_load(tmp_path, fault, scenario)
+    try:
+        # Requests a cut-off leader holds time out soon, and the producer goes elsewhere.
+        under_load(tmp_path, fault, scenario, make_cluster=clusters,
+                   producer_config={"request.timeout.ms": 5000} if clusters else None)
+    finally:
+        if clusters:
+            clusters.close()
 
 
 def test_a_killed_follower_restarts_catches_up_and_rejoins_the_isr(tmp_path):
@@ -837,5 +891,163 @@ def test_the_controller_gives_leaderships_back_to_preferred_replicas_by_itself(t
         moved = move_leadership_away(nodes, view, 0)
         wait_for("the returned broker to lead its preferred partitions again", lambda: (
             (leaders(nodes[1], TOPIC) or {}).get(0, (-1,))[0] == moved))
+    finally:
+        stop_all(nodes)
+
+
+def log_starts(node, topic):
+    """{partition: log start offset} of `topic` on `node`, from its metrics."""
+    out = {}
+    text = urllib.request.urlopen(node.admin_url + "/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith("sluice_log_start_offset{") and f'topic="{topic}"' in line:
+            p = int(line.split('partition="')[1].split('"')[0])
+            out[p] = int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def test_a_replica_behind_its_leaders_log_start_starts_there_and_catches_up(tmp_path):
+    """A follower (broker 3, the preferred leader) is killed (-9); records are produced and
+    acknowledged without it, then DeleteRecords (librdkafka's admin client) moves the
+    log start past everything it holds. The in-sync follower's log start follows the
+    leader's (the Fetch response's log start offset). Restarted, broker 3 is answered
+    OFFSET_OUT_OF_RANGE: it empties its log, starts it at the leader's log start (at the
+    batch holding it, which the leader sends whole), copies the rest, rejoins the ISR and
+    takes the leader's log start. Led by it again (`sluice cluster elect-leaders`), it
+    serves exactly the acknowledged records from the log start on. A broker that joins
+    empty and is reassigned the partition (`sluice cluster reassign`) starts there too,
+    and the reassignment completes: with the old segments deleted, it could not copy
+    them."""
+    ids = [1, 2, 3]
+    nodes = start_cluster(tmp_path, ids, extra=["--set", "replica.lag.time.max.ms=2000",
+                                                "--set", "auto.leader.rebalance.enable=false"])
+    topic = "trimmed"
+    acked = {}
+
+    def delivered(err, msg):
+        assert err is None, err
+        acked[msg.offset()] = msg.value()
+
+    def produce(n):
+        base = len(acked)
+        for i in range(n):
+            p.produce(topic, value=f"{base + i:06d}".encode() * 16, partition=0,
+                      on_delivery=delivered)
+            p.poll(0)
+        assert p.flush(WAIT_S) == 0
+    try:
+        start_all(nodes, ids)
+        a = admin(nodes[1])
+        a.create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[3, 1, 2]],
+                                  config={"segment.bytes": "16384"})])[topic].result(WAIT_S)
+        wait_for("broker 3 to lead", lambda: (leaders(nodes[1], topic) or {}).get(0, (-1,))[0]
+                 == 3)
+        bootstrap = ",".join(n.bootstrap for n in nodes.values())
+        # Batches of at most 50 records: the one holding the log start begins within 50
+        # offsets below it.
+        p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20,
+                      "enable.idempotence": True, "batch.num.messages": 50})
+        produce(300)
+        nodes[3].kill()
+        wait_for("broker 3 out of the ISR", lambda: isrs(nodes[1], topic).get(0) in
+                 ((1, 2), (2, 1)))
+        produce(1500)
+        end = len(acked)
+        assert sorted(acked) == list(range(end))
+        cut = 1001
+        low = a.delete_records([TopicPartition(topic, 0, cut)])
+        assert next(iter(low.values())).result(WAIT_S).low_watermark == cut
+        wait_for("the in-sync follower to take the leader's log start", lambda: all(
+            log_starts(nodes[i], topic).get(0) == cut for i in (1, 2)))
+        nodes[3].start()
+        wait_for("broker 3 back in the ISR", lambda: len(isrs(nodes[1], topic).get(0, ())) == 3)
+        wait_for("broker 3 at the leader's log start and end", lambda: (
+            log_starts(nodes[3], topic).get(0) == cut
+            and log_ends(nodes[3], topic).get(0) == (end, end)))
+        # Its log starts at the batch holding the log start: nothing of what it held before.
+        first = min(int(f.stem) for f in (nodes[3].data_dir / f"{topic}-0").glob("*.log"))
+        assert cut - 50 < first <= cut, first
+        elected = json.loads(sluice_cli(nodes[1], "cluster", "elect-leaders", "--partition",
+                                        f"{topic}:0", "--output", "json"))
+        assert elected == [{"topic": topic, "partition": 0, "result": "elected"}], elected
+        wait_for("broker 3 to lead again", lambda: (leaders(nodes[2], topic) or {}).get(
+            0, (-1,))[0] == 3)
+        c = Consumer({"bootstrap.servers": nodes[3].bootstrap, "group.id": "trimmed-reader",
+                      "enable.auto.commit": False})
+        c.assign([TopicPartition(topic, 0, -2)])  # OFFSET_BEGINNING: the log start
+        read = {}
+        deadline = time.monotonic() + WAIT_S
+        while len(read) < end - cut:
+            assert time.monotonic() < deadline, f"read {len(read)} of {end - cut}"
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                read[m.offset()] = m.value()
+        c.close()
+        assert read == {o: v for o, v in acked.items() if o >= cut}
+        add_broker(nodes, tmp_path, 4)
+        sluice_cli(nodes[1], "cluster", "reassign", "--move", f"{topic}:0=3,1,4")
+        wait_for("the move onto broker 4 to complete", lambda: (
+            (leaders(nodes[1], topic) or {}).get(0, (-1, ()))[1] == (3, 1, 4)), timeout=60)
+        assert log_starts(nodes[4], topic).get(0) == cut
+        assert log_ends(nodes[4], topic).get(0) == (end, end)
+    finally:
+        stop_all(nodes)
+
+
+def checkpointed_high_watermark(node, topic, partition):
+    """The high watermark of one partition in `node`'s replication-offset-checkpoint (Kafka's
+    format: version, count, then `topic partition offset` lines), or None."""
+    path = node.data_dir / "replication-offset-checkpoint"
+    if not path.exists():
+        return None
+    lines = path.read_text().splitlines()
+    assert lines[0] == "0" and int(lines[1]) == len(lines) - 2, lines
+    for line in lines[2:]:
+        t, p, offset = line.rsplit(" ", 2)
+        if (t, int(p)) == (topic, partition):
+            return int(offset)
+    return None
+
+
+def test_every_broker_checkpoints_the_high_watermarks_it_holds(tmp_path):
+    """RF=3: every broker writes the high watermark of each replica it holds to
+    replication-offset-checkpoint in Kafka's format, every
+    log.flush.offset.checkpoint.interval.ms, leader and followers alike. After kill -9 of
+    all three and a restart the checkpoint is read (a restarted replica starts its high
+    watermark there; the partition layer's unit tests prove what it changes) and every
+    acknowledged record is read back."""
+    ids = [1, 2, 3]
+    nodes = start_cluster(tmp_path, ids, extra=[
+        "--set", "log.flush.offset.checkpoint.interval.ms=200"])
+    topic, count = "checkpointed", 200
+    try:
+        start_all(nodes, ids)
+        a = admin(nodes[1])
+        a.create_topics([NewTopic(topic, num_partitions=1,
+                                  replica_assignment=[[1, 2, 3]])])[topic].result(WAIT_S)
+        wait_for("the topic's leader", lambda: leaders(nodes[1], topic))
+        p = Producer({"bootstrap.servers": nodes[1].bootstrap, "acks": "all"})
+        for i in range(count):
+            p.produce(topic, value=f"v{i}".encode(), partition=0)
+            p.poll(0)
+        assert p.flush(WAIT_S) == 0
+        wait_for("every broker to checkpoint the high watermark", lambda: all(
+            checkpointed_high_watermark(nodes[i], topic, 0) == count for i in ids))
+        for i in ids:
+            nodes[i].kill()
+        start_all(nodes, ids)
+        wait_for("the topic's leader", lambda: leaders(nodes[2], topic))
+        c = Consumer({"bootstrap.servers": nodes[2].bootstrap, "group.id": "checkpointed",
+                      "enable.auto.commit": False})
+        c.assign([TopicPartition(topic, 0, 0)])
+        read = []
+        deadline = time.monotonic() + WAIT_S
+        while len(read) < count:
+            assert time.monotonic() < deadline, f"read {len(read)} of {count}"
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                read.append(m.value())
+        c.close()
+        assert read == [f"v{i}".encode() for i in range(count)]
     finally:
         stop_all(nodes)

@@ -13,7 +13,7 @@ mod replica;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use sluice_storage::{LogManager, UnifiedLog};
 use uuid::Uuid;
@@ -67,7 +67,17 @@ pub struct ReplicaManager {
     flusher: flusher::Flusher,
     /// Views of the storage topics, made on first use and remade when storage's changes.
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// The high watermarks the last run checkpointed, by topic and partition: each is taken
+    /// by its partition when the view is first made, and dropped with its topic.
+    restored_high_watermarks: Mutex<HashMap<(String, i32), i64>>,
+    /// Serialises high watermark checkpoints (each snapshot is written before the next is
+    /// taken, so a deleted topic's entries never come back), and holds the entries last
+    /// written, so that an unchanged set is not written again.
+    high_watermark_checkpoint: Mutex<Option<Vec<(String, i32, i64)>>>,
 }
+
+/// Kafka's name for the high watermark checkpoint of a data directory.
+const HIGH_WATERMARK_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
 
 impl ReplicaManager {
     /// Opens (and recovers) the data directory, with every fsync going through `durability`
@@ -83,11 +93,14 @@ impl ReplicaManager {
     ) -> Result<Self, StorageError> {
         let logs = LogManager::open_bounded(data_dir, defaults, durability, segment_files_max)?;
         let flusher = flusher::Flusher::start(sync_scope)?;
+        let restored = logs.read_offset_checkpoint(HIGH_WATERMARK_CHECKPOINT_FILE);
         Ok(Self {
             logs,
             commit,
             flusher,
             topics: RwLock::new(HashMap::new()),
+            restored_high_watermarks: Mutex::new(restored),
+            high_watermark_checkpoint: Mutex::new(None),
         })
     }
 
@@ -139,11 +152,17 @@ impl ReplicaManager {
         {
             return p.clone();
         }
+        let restored = self
+            .restored_high_watermarks
+            .lock()
+            .expect("restored high watermarks lock")
+            .remove(&(name.to_string(), index as i32));
         Arc::new(Partition::new(
             name.clone(),
             index as i32,
             log.clone(),
             INITIAL_LEADER_EPOCH,
+            restored,
             self.commit.clone(),
             self.flusher.clone(),
         ))
@@ -268,7 +287,13 @@ impl ReplicaManager {
     pub fn delete_topic(&self, name: &str) -> Result<(), StorageError> {
         let deleted = self.logs.delete_topic(name);
         self.forget(name);
-        deleted.map(|_| ())
+        deleted?;
+        // A topic created again under this name must not start from these high watermarks.
+        self.restored_high_watermarks
+            .lock()
+            .expect("restored high watermarks lock")
+            .retain(|(topic, _), _| topic != name);
+        self.checkpoint_high_watermarks()
     }
 
     /// Changes a topic's config overrides (see [`LogManager::alter_topic_config`]).
@@ -333,9 +358,60 @@ impl ReplicaManager {
         self.logs.delete_records(partition.log(), target)
     }
 
-    /// Flushes every log and writes the recovery checkpoint.
+    /// A follower takes its leader's log start offset (Kafka's `maybeIncrementLogStartOffset`
+    /// for `LeaderOffsetIncremented`): records the leader's retention or DeleteRecords
+    /// removed go here too, so that the replicas of a partition start where its leader
+    /// does. Only as far as this follower's high watermark, and only where the topic's
+    /// cleanup policy deletes (a compacted-only log keeps its start, as on the leader).
+    /// Returns the new log start, if it moved; durable when this returns.
+    pub fn follow_log_start(
+        &self,
+        partition: &Partition,
+        leader_log_start: i64,
+    ) -> Result<Option<i64>, StorageError> {
+        let target = leader_log_start.min(partition.high_watermark());
+        if target <= partition.log_start_offset() || !partition.config().is_deleted_by_retention() {
+            return Ok(None);
+        }
+        self.logs.delete_records(partition.log(), target).map(Some)
+    }
+
+    /// Flushes every log and writes the recovery checkpoint, then the high watermarks'.
     pub fn flush_and_checkpoint(&self) -> Result<(), StorageError> {
-        self.logs.flush_and_checkpoint()
+        self.logs.flush_and_checkpoint()?;
+        self.checkpoint_high_watermarks()
+    }
+
+    /// Writes the high watermark of every replicated partition (Kafka's
+    /// `replication-offset-checkpoint`), so that a restarted replica starts from what was
+    /// committed, not from its log start: a partition whose other replicas stay away would
+    /// otherwise serve nothing until its ISR shrank. A partition the metadata has not
+    /// assigned yet keeps the value it was restored with (its high watermark is then its
+    /// log end, which nothing has committed); a lone log writes none.
+    pub fn checkpoint_high_watermarks(&self) -> Result<(), StorageError> {
+        let mut written = self
+            .high_watermark_checkpoint
+            .lock()
+            .expect("high watermark checkpoint lock");
+        let mut entries = Vec::new();
+        for t in self.topics() {
+            for p in &t.partitions {
+                if let Some(hw) = p.checkpointable_high_watermark() {
+                    entries.push((t.name.clone(), p.index(), hw));
+                }
+            }
+        }
+        if written.as_ref() == Some(&entries) {
+            return Ok(());
+        }
+        let lines: Vec<(&str, i32, i64)> = entries
+            .iter()
+            .map(|(t, p, hw)| (t.as_str(), *p, *hw))
+            .collect();
+        self.logs
+            .write_offset_checkpoint(HIGH_WATERMARK_CHECKPOINT_FILE, &lines)?;
+        *written = Some(entries);
+        Ok(())
     }
 }
 

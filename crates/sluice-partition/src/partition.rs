@@ -203,6 +203,9 @@ pub struct Partition {
     /// removes it, so a write verified before the marker cannot land after it.
     verifying: Mutex<std::collections::HashMap<i64, u64>>,
     next_guard: std::sync::atomic::AtomicU64,
+    /// The high watermark the last run checkpointed (-1: none): where a replicated
+    /// partition's starts at its first assignment.
+    pub(crate) restored_high_watermark: AtomicI64,
     commit: Arc<dyn CommitRule>,
     flusher: Flusher,
 }
@@ -228,6 +231,7 @@ impl Partition {
         index: i32,
         log: Arc<UnifiedLog>,
         leader_epoch: i32,
+        restored_high_watermark: Option<i64>,
         commit: Arc<dyn CommitRule>,
         flusher: Flusher,
     ) -> Self {
@@ -249,6 +253,7 @@ impl Partition {
             assigned: std::sync::atomic::AtomicBool::new(false),
             verifying: Mutex::new(std::collections::HashMap::new()),
             next_guard: std::sync::atomic::AtomicU64::new(1),
+            restored_high_watermark: AtomicI64::new(restored_high_watermark.unwrap_or(-1)),
             commit,
             flusher,
         }
@@ -304,9 +309,10 @@ impl Partition {
         self.waiters.wake();
     }
 
-    /// Starts the high watermark again from `offset` (at most the log end): once, at the
-    /// first assignment of a replicated partition, before anyone reads it (handlers serve a
-    /// partition only once the metadata names this broker its leader).
+    /// Starts the high watermark again from `offset` (at most the log end), back if need
+    /// be: at the first assignment of a replicated partition, before anyone reads it
+    /// (handlers serve a partition only once the metadata names this broker its leader),
+    /// and on a follower whose emptied log starts again below it.
     pub(crate) fn reset_high_watermark(&self, offset: i64) {
         let target = offset.clamp(0, self.log.log_end_offset());
         self.high_watermark.store(target, Ordering::Release);

@@ -85,16 +85,18 @@ impl Partition {
     /// Applies the cluster metadata: leader, follower or neither, in `leader_epoch`. A
     /// change of leader epoch starts the role again; a new ISR in the same epoch reaches
     /// the leader's state. The first assignment of a partition with more than one replica
-    /// starts its high watermark from nothing (a restarted replica does not know what was
-    /// committed; the leader learns it again from its followers' fetches, a follower from
-    /// the leader): everything recovered counts as committed only where this broker is the
-    /// only replica.
+    /// starts its high watermark from the one checkpointed before the restart (as far as
+    /// the recovered log reaches), or from the log start without one: what was recovered
+    /// past it may never have been committed, and the leader learns the rest again from
+    /// its followers' fetches, a follower from the leader. Everything recovered counts as
+    /// committed only where this broker is the only replica.
     /// Returns whether this broker became (`Some(true)`) or stopped being (`Some(false)`)
     /// the partition's leader.
     pub fn assign(&self, a: Assignment<'_>, now_ms: i64) -> Option<bool> {
         let mut role = self.role.lock().expect("role lock");
         if !self.assigned.swap(true, Ordering::AcqRel) && a.replicas.len() > 1 {
-            self.reset_high_watermark(self.log.log_start_offset());
+            let restored = self.restored_high_watermark.load(Ordering::Acquire);
+            self.reset_high_watermark(restored.max(self.log.log_start_offset()));
         }
         let same_epoch = a.leader_epoch == self.leader_epoch();
         if a.leader_epoch < self.leader_epoch() {
@@ -161,6 +163,21 @@ impl Partition {
             self.waiters.wake();
         }
         was_leading.then_some(false)
+    }
+
+    /// The high watermark to checkpoint: the current one once the metadata has assigned a
+    /// replicated partition (as leader, follower or neither), the restored one before
+    /// that; none for a lone log, which commits everything it holds.
+    pub fn checkpointable_high_watermark(&self) -> Option<i64> {
+        let role = self.role.lock().expect("role lock");
+        let restored = self.restored_high_watermark.load(Ordering::Acquire);
+        if !self.assigned.load(Ordering::Acquire) {
+            return (restored >= 0).then_some(restored);
+        }
+        match &*role {
+            Role::Leader(state) if state.replicas.len() <= 1 => None,
+            _ => Some(self.high_watermark()),
+        }
     }
 
     /// Whether appends may go into this log, with the role lock held: this broker leads
@@ -317,6 +334,17 @@ impl Partition {
     ) -> Result<AppendOutcome, StorageError> {
         let role = self.role.lock().expect("role lock");
         self.still_following(&role, leader, epoch)?;
+        let first_base = records
+            .get(..8)
+            .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")));
+        let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
+        if let Some(base) = first_base.filter(|&b| b < end && start == end && b >= 0) {
+            // A log started at its leader's log start, which lies inside a batch: the leader
+            // sends that batch whole, so the log starts at it (Kafka's follower does the same
+            // on UnexpectedAppendOffsetException); the log start then follows the leader's.
+            self.log.truncate_fully_and_start_at(base, now_ms)?;
+            self.reset_high_watermark(base);
+        }
         let outcome = self.log.append_as_follower(records, now_ms)?;
         drop(role);
         self.appended.wake();
@@ -372,6 +400,31 @@ impl Partition {
             )));
         }
         self.log.truncate_to(offset, now_ms)
+    }
+
+    /// Empties this follower's log and starts it at `leader_log_start`, if it still follows
+    /// `leader` in `epoch` and its log ends before that offset (Kafka's
+    /// `truncateFullyAndStartAt` on OFFSET_OUT_OF_RANGE): the leader no longer holds the
+    /// offsets this follower would fetch next (retention or DeleteRecords removed them), so
+    /// it starts where the leader's log does. Everything below the leader's log start was
+    /// committed there, so the high watermark moves to it. Returns whether it truncated.
+    pub fn truncate_fully_and_start_at(
+        &self,
+        leader_log_start: i64,
+        leader: i32,
+        epoch: i32,
+        now_ms: i64,
+    ) -> Result<bool, StorageError> {
+        let role = self.role.lock().expect("role lock");
+        self.still_following(&role, leader, epoch)?;
+        if leader_log_start <= self.log.log_end_offset() {
+            return Ok(false);
+        }
+        self.log
+            .truncate_fully_and_start_at(leader_log_start, now_ms)?;
+        drop(role);
+        self.advance_high_watermark(leader_log_start);
+        Ok(true)
     }
 
     /// The epoch of the last record, for a follower's fetch.

@@ -322,3 +322,130 @@ fn a_demoted_leader_keeps_its_old_epoch_for_the_divergence_check() {
         "but its log's last epoch is still the one its records carry"
     );
 }
+
+/// `batch` with its base offset set (the base offset lies outside the batch's CRC).
+fn batch_at(base: i64, values: &[&str]) -> Vec<u8> {
+    let mut b = batch(values);
+    b[..8].copy_from_slice(&base.to_be_bytes());
+    b
+}
+
+/// A follower whose leader's log starts past its own end empties its log and starts it at
+/// the leader's log start; the leader then sends the whole batch holding that offset, and
+/// the log starts at that batch instead; the log start then follows the leader's. Nothing
+/// of the old log is served afterwards, and a log that reaches the leader's log start is
+/// left alone.
+#[test]
+fn a_follower_behind_its_leaders_log_start_starts_again_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = open(dir.path(), Arc::new(CommitOnAppend));
+    let p = topic(&replicas, "t", 1).partitions[0].clone();
+    let ids = [1, 2];
+    let follow = Assignment {
+        me: 1,
+        leader: 2,
+        leader_epoch: 3,
+        partition_epoch: 0,
+        replicas: &ids,
+        isr: &ids,
+    };
+    p.assign(follow, 1_000);
+    p.append_as_follower(&batch_at(0, &["a", "b", "c"]), 2, 3, 1_000)
+        .unwrap();
+    p.follow_high_watermark(2, 3, 3);
+    assert!(
+        !p.truncate_fully_and_start_at(3, 2, 3, 1_000).unwrap(),
+        "a log that reaches the leader's log start keeps its records"
+    );
+    assert!(
+        p.truncate_fully_and_start_at(10, 9, 3, 1_000).is_err(),
+        "only while it follows that leader"
+    );
+    assert!(p.truncate_fully_and_start_at(10, 2, 3, 1_000).unwrap());
+    assert_eq!(
+        (p.log_start_offset(), p.log_end_offset(), p.high_watermark()),
+        (10, 10, 10)
+    );
+    assert_eq!(
+        p.latest_epoch(),
+        None,
+        "the old records' epochs went with them"
+    );
+    // The leader's log start lies inside its batch 8..12: that batch comes whole.
+    p.append_as_follower(&batch_at(8, &["i", "j", "k", "l"]), 2, 3, 2_000)
+        .unwrap();
+    p.follow_high_watermark(2, 3, 12);
+    assert_eq!((p.log_start_offset(), p.log_end_offset()), (8, 12));
+    assert_eq!(
+        offsets(&p.read_for_replica(8, 1 << 20).unwrap()),
+        vec![8, 9, 10, 11]
+    );
+    assert_eq!(replicas.follow_log_start(&p, 10).unwrap(), Some(10));
+    assert_eq!(p.log_start_offset(), 10);
+    assert_eq!(replicas.follow_log_start(&p, 10).unwrap(), None, "once");
+    assert!(p.high_watermark() <= p.log_end_offset());
+}
+
+/// A replicated partition's high watermark survives a restart through the checkpoint
+/// (`replication-offset-checkpoint`): the restarted leader starts from it, where without
+/// one it would start from the log start and serve nothing until every ISR member fetched
+/// again. A partition not yet assigned checkpoints the value it was restored with (its
+/// log end was never committed), and a deleted topic's entries go with it, so a topic
+/// created again under its name starts from nothing.
+#[test]
+fn the_high_watermark_is_checkpointed_and_restored_at_the_first_assignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = [1, 2, 3];
+    let lead = Assignment {
+        me: 1,
+        leader: 1,
+        leader_epoch: 1,
+        partition_epoch: 0,
+        replicas: &ids,
+        isr: &ids,
+    };
+    {
+        let replicas = open(dir.path(), Arc::new(CommitOnAppend));
+        let p = topic(&replicas, "t", 1).partitions[0].clone();
+        p.assign(lead, 1_000);
+        p.append(&batch(&["a", "b", "c", "d"]), 1_000).unwrap();
+        p.on_replica_fetch(2, 3, Some(1), 1, 1_000);
+        p.on_replica_fetch(3, 3, Some(1), 1, 1_000);
+        assert_eq!((p.high_watermark(), p.log_end_offset()), (3, 4));
+        replicas.flush_and_checkpoint().unwrap();
+    }
+    let replicas = open(dir.path(), Arc::new(CommitOnAppend));
+    let p = replicas.partition("t", 0).unwrap();
+    // Unassigned, its high watermark is its log end; the checkpoint keeps what was committed.
+    replicas.flush_and_checkpoint().unwrap();
+    drop(p);
+    drop(replicas);
+    let replicas = open(dir.path(), Arc::new(CommitOnAppend));
+    let p = replicas.partition("t", 0).unwrap();
+    p.assign(
+        Assignment {
+            leader_epoch: 2,
+            ..lead
+        },
+        2_000,
+    );
+    assert_eq!(
+        p.high_watermark(),
+        3,
+        "the restarted leader starts from the checkpointed high watermark, not 0 nor 4"
+    );
+    replicas.delete_topic("t").unwrap();
+    topic(&replicas, "t", 1);
+    drop(replicas);
+    let replicas = open(dir.path(), Arc::new(CommitOnAppend));
+    let p = replicas.partition("t", 0).unwrap();
+    p.append(&batch(&["x", "y"]), 3_000).unwrap();
+    p.assign(
+        Assignment {
+            leader_epoch: 3,
+            ..lead
+        },
+        3_000,
+    );
+    assert_eq!(p.high_watermark(), 0, "the new topic inherits nothing");
+}

@@ -872,6 +872,38 @@ impl LogManager {
         Ok(())
     }
 
+    /// Writes `entries` (topic, partition, offset) to the data directory's file `name`, in
+    /// Kafka's offset checkpoint format, atomically and durably: for the layers above, which
+    /// keep offsets of their own per partition (the partition layer's high watermarks).
+    /// `name` must not be one of storage's own files.
+    pub fn write_offset_checkpoint(
+        &self,
+        name: &str,
+        entries: &[(&str, i32, i64)],
+    ) -> Result<(), StorageError> {
+        assert!(
+            ![RECOVERY_CHECKPOINT_FILE, LOG_START_CHECKPOINT_FILE].contains(&name),
+            "{name} is storage's own checkpoint"
+        );
+        let mut text = format!("0\n{}\n", entries.len());
+        for (topic, partition, offset) in entries {
+            text.push_str(&format!("{topic} {partition} {offset}\n"));
+        }
+        write_atomically(
+            self.dir_state.fs.as_ref(),
+            &self.data_dir,
+            name,
+            text.as_bytes(),
+        )
+        .map_err(|e| self.dir_state.fail("checkpoint write", &e))
+    }
+
+    /// The entries of the data directory's offset checkpoint file `name`, by topic and
+    /// partition; none if it is missing or unreadable (reported).
+    pub fn read_offset_checkpoint(&self, name: &str) -> HashMap<(String, i32), i64> {
+        read_recovery_checkpoint(self.dir_state.fs.as_ref(), &self.data_dir.join(name))
+    }
+
     /// One retention pass over every log ([`UnifiedLog::apply_retention`]); checkpoints the
     /// new log start offsets if anything was deleted. Returns the segments and bytes deleted.
     pub fn apply_retention(&self, now_ms: i64) -> Result<(usize, u64), StorageError> {

@@ -6,8 +6,10 @@
 //! What comes back is appended as it is (the leader assigned offsets and epochs), made
 //! durable (fsynced) before the next fetch reports the new log end to the leader, so that a
 //! record counts toward the high watermark only once it is on this broker's disk; then the
-//! follower takes the leader's high watermark as far as its log reaches. A leader that says
-//! the follower's log diverges (KIP-320) gets the divergent tail cut before the next fetch.
+//! follower takes the leader's high watermark as far as its log reaches, and its log start
+//! offset as far as that. A leader that says the follower's log diverges (KIP-320) gets the
+//! divergent tail cut before the next fetch; a leader whose log starts past the follower's
+//! end (OFFSET_OUT_OF_RANGE) gets the follower's log emptied and started at that log start.
 //! Every response is bounded by the allocation guard before it is decoded.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +20,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use sluice_partition::Partition;
+use sluice_partition::{Partition, ReplicaManager};
 
 use super::peer::{broker_address, PeerConnection};
 use crate::BrokerState;
@@ -248,7 +250,7 @@ async fn fetch_once(
             if *slow {
                 meter.record(data.records.as_ref().map_or(0, |r| r.len()));
             }
-            match apply(p, leader, *epoch, data).await {
+            match apply(&state.replicas, p, leader, *epoch, data).await {
                 Ok(moved) => progress |= moved,
                 Err(e) => tracing::warn!(
                     topic = topic.topic.as_str(),
@@ -265,11 +267,36 @@ async fn fetch_once(
 /// Applies one partition's answer. Returns whether it made progress or could have (no
 /// error).
 async fn apply(
+    replicas: &Arc<ReplicaManager>,
     p: &Arc<Partition>,
     leader: i32,
     epoch: i32,
     data: kafka_protocol::messages::fetch_response::PartitionData,
 ) -> Result<bool, String> {
+    let now = crate::now_ms();
+    if data.error_code == ResponseError::OffsetOutOfRange.code()
+        && data.log_start_offset > p.log_end_offset()
+    {
+        // The leader's log starts past this one's end: retention or DeleteRecords removed
+        // what this follower would fetch next. Start again where the leader's log starts.
+        let partition = p.clone();
+        let start = data.log_start_offset;
+        let done = tokio::task::spawn_blocking(move || {
+            partition.truncate_fully_and_start_at(start, leader, epoch, now)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot start the log again at {start}: {e}"))?;
+        if done {
+            tracing::info!(
+                topic = p.topic(),
+                partition = p.index(),
+                offset = start,
+                "the leader's log starts past this one's end: emptied it to start there"
+            );
+        }
+        return Ok(true);
+    }
     if data.error_code != 0 {
         let known = [
             ResponseError::NotLeaderOrFollower.code(),
@@ -283,7 +310,6 @@ async fn apply(
         }
         return Err(format!("the leader answered error {}", data.error_code));
     }
-    let now = crate::now_ms();
     if data.diverging_epoch.epoch >= 0 {
         let offset =
             p.truncation_offset(data.diverging_epoch.epoch, data.diverging_epoch.end_offset);
@@ -330,6 +356,24 @@ async fn apply(
         }
     }
     p.follow_high_watermark(leader, epoch, data.high_watermark);
+    if data.log_start_offset > p.log_start_offset() {
+        let (replicas, partition) = (replicas.clone(), p.clone());
+        let leader_start = data.log_start_offset;
+        let moved = tokio::task::spawn_blocking(move || {
+            replicas.follow_log_start(&partition, leader_start)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot follow the leader's log start {leader_start}: {e}"))?;
+        if let Some(start) = moved {
+            tracing::debug!(
+                topic = p.topic(),
+                partition = p.index(),
+                start,
+                "the log start follows the leader's"
+            );
+        }
+    }
     Ok(true)
 }
 

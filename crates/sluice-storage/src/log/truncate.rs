@@ -87,6 +87,73 @@ impl UnifiedLog {
         Ok(new_end)
     }
 
+    /// Empties the log and starts it again at `offset`, past its end (Kafka's
+    /// `truncateFullyAndStartAt`): what a follower does when its leader no longer holds the
+    /// offsets between this log's end and the leader's log start. An empty segment at
+    /// `offset` is created and made durable first, so that the directory never lies empty
+    /// (recovery would start an empty log at 0 there, under segment files whose unlinks a
+    /// crash may yet undo); then the old segments go, newest first, each unlink durable
+    /// before the next. A power cut leaves a prefix of the old log, a gap, and the new
+    /// segment: the offsets the leader no longer has are absent, everything else is what was
+    /// written there. Producer state and leader epochs go with the records. An offset at or
+    /// below the end of a log that holds records is refused: that is
+    /// [`UnifiedLog::truncate_to`]'s job. A log that holds none may start again anywhere (a
+    /// follower that started at its leader's log start, and is sent the whole batch holding
+    /// it, starts at that batch).
+    pub fn truncate_fully_and_start_at(
+        &self,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        self.check_open()?;
+        let _flush = lock(&self.flush_lock);
+        let mut inner = lock(&self.inner);
+        self.check_open()?;
+        let empty = inner.log_start_offset == inner.log_end_offset;
+        if offset < 0 || (offset <= inner.log_end_offset && !empty) {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: inner.log_start_offset,
+                log_end: inner.log_end_offset,
+            });
+        }
+        self.replace_all_segments(&mut inner, offset, now_ms)
+            .map_err(|e| self.dir_state.fail("full truncation", &e))?;
+        inner.log_start_offset = offset;
+        inner.log_end_offset = offset;
+        inner.producers = crate::ProducerStateManager::default();
+        inner.epochs = crate::LeaderEpochCache::default();
+        inner.checkpointed_offset = -1;
+        self.flushed_offset.store(offset, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Creates the empty segment at `offset`, durably, then deletes every older one (and
+    /// the producer snapshot, which describes them), newest first, each step durable.
+    fn replace_all_segments(
+        &self,
+        inner: &mut LogInner,
+        offset: i64,
+        now_ms: i64,
+    ) -> io::Result<()> {
+        let fs = self.dir_state.fs.clone();
+        let dir_handle = fs.open_dir(&self.dir)?;
+        let segment = LogSegment::create(&fs, &self.dir_state.handles, &self.dir, offset, now_ms)?;
+        segment.file().get()?.sync_data()?;
+        dir_handle.sync()?;
+        let old: Vec<i64> = inner.segments.keys().copied().collect();
+        inner.segments.insert(offset, segment.without_index_files());
+        inner.dir_dirty = false;
+        crate::fs::remove_if_present(fs.as_ref(), &self.dir.join(PRODUCER_SNAPSHOT_FILE))?;
+        dir_handle.sync()?;
+        for b in old.into_iter().rev() {
+            let gone = inner.segments.remove(&b).expect("listed above");
+            gone.delete_files()?;
+            dir_handle.sync()?;
+        }
+        Ok(())
+    }
+
     /// Cuts the files at the batch holding `offset`; returns where the log now ends.
     fn cut_files(&self, inner: &mut LogInner, offset: i64) -> io::Result<i64> {
         let fs = self.dir_state.fs.clone();

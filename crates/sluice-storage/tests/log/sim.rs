@@ -1,5 +1,6 @@
 //! Crash simulation: seeded schedules of appends, acknowledgements, rolls, retention,
 //! compaction, DeleteRecords, truncation from the end (as a follower cuts a divergent tail),
+//! full truncation (as a follower whose leader's log starts past its end starts again),
 //! checkpoints, clean restarts and power cuts run against a
 //! `LogManager` on `SimFs`, with EIO and ENOSPC injected into any file operation. After every
 //! restart the log is compared with a model of what was acknowledged:
@@ -127,6 +128,8 @@ struct Schedule {
     epoch: i32,
     /// Truncations that cut records off.
     truncations: u64,
+    /// Full truncations that succeeded.
+    full_truncations: u64,
     trace: Vec<String>,
 }
 
@@ -159,6 +162,7 @@ impl Schedule {
             next_value: 0,
             epoch: 0,
             truncations: 0,
+            full_truncations: 0,
             trace: Vec::new(),
         }
     }
@@ -474,6 +478,25 @@ impl Schedule {
                 self.model.removed_below = self.model.removed_below.max(target);
                 m.delete_records(&log, target)?;
             }
+            90 => {
+                // A follower whose leader's log starts past this log's end: everything goes,
+                // and the log starts again at the leader's log start. Until that is done
+                // nothing of the old log must survive (a crash may leave any prefix of it,
+                // or nothing), but what survives is still what was appended.
+                let target = log.log_end_offset() + 1 + self.rng.below(50) as i64;
+                self.trace
+                    .push(format!("truncate fully and start at {target}"));
+                self.model.acked_end = 0;
+                self.model.removed_below = self.model.removed_below.max(target);
+                log.truncate_fully_and_start_at(target, now)?;
+                self.full_truncations += 1;
+                self.model.records.clear();
+                self.model.timestamps.clear();
+                self.model.lost.clear();
+                self.model.cleaned_upto = target;
+                // Durable when it returns: the log may not start or end before `target`.
+                self.model.acked_end = target;
+            }
             _ => {
                 let target = log.log_end_offset();
                 self.trace.push(format!("flush and checkpoint at {target}"));
@@ -562,11 +585,13 @@ fn acknowledged_records_survive_every_simulated_crash() {
     // Replaying one seed also prints every file operation.
     let replay = count == 1;
     let mut truncations = 0;
+    let mut full_truncations = 0;
     for seed in seeds {
         let mut schedule = Schedule::new(seed);
         schedule.fs.trace(replay);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| schedule.run()));
         truncations += schedule.truncations;
+        full_truncations += schedule.full_truncations;
         let failure = match outcome {
             Ok(Ok(())) => continue,
             Ok(Err(failure)) => failure,
@@ -591,11 +616,13 @@ fn acknowledged_records_survive_every_simulated_crash() {
         );
     }
     eprintln!(
-        "{count} simulated schedules in {:?}, {truncations} truncations",
+        "{count} simulated schedules in {:?}, {truncations} truncations, {full_truncations} \
+         full truncations",
         started.elapsed()
     );
     if count >= 100 {
         assert!(truncations > 0, "no schedule truncated anything");
+        assert!(full_truncations > 0, "no schedule truncated a log fully");
     }
 }
 
