@@ -33,6 +33,7 @@ from kafka.errors import TransactionalIdNotFoundError
 from kafka.structs import OffsetAndMetadata
 
 from conftest import running_broker, uvarint
+from crosscheck import fetch_batches
 from test_groups import cstr, flexible_request, kstr, wait_for
 from test_hostile import connect, frame, recv_frame
 
@@ -892,3 +893,70 @@ def test_pending_transactional_offsets_are_unstable_per_partition(broker):
     assert offset_fetch_v7(broker, group, "unstable-in", [0, 1], True) == (0, {0: (5, 0),
                                                                                1: (-1, 0)})
     member.close()
+
+
+WRITE_TXN_MARKERS, TRANSACTION_COORDINATOR_FENCED = 27, 52
+
+
+def write_txn_marker(broker, topic, partition, producer_id, epoch, commit, coordinator_epoch):
+    """One WriteTxnMarkers v1 marker, sent as a transaction coordinator sends it; returns the
+    partition's error code."""
+    body = uvarint(2)  # one marker
+    body += struct.pack(">qhb", producer_id, epoch, int(commit))
+    body += uvarint(2) + cstr(topic) + uvarint(2) + struct.pack(">i", partition) + b"\x00"
+    body += struct.pack(">i", coordinator_epoch) + b"\x00"
+    body += b"\x00"
+    resp = flexible_request(broker, WRITE_TXN_MARKERS, 1, body)
+
+    def partition_result():
+        index, code = resp.take(">i"), resp.take(">h")
+        resp.tags()
+        return index, code
+
+    def topic_result():
+        name = resp.str()
+        parts = resp.array(partition_result)
+        resp.tags()
+        return name, parts
+
+    def marker_result():
+        pid = resp.take(">q")
+        topics = resp.array(topic_result)
+        resp.tags()
+        return pid, topics
+
+    [(pid, [(name, [(index, code)])])] = resp.array(marker_result)
+    assert (pid, name, index) == (producer_id, topic, partition)
+    return code
+
+
+def test_a_marker_from_an_older_coordinator_than_the_last_one_is_fenced(broker):
+    """A partition remembers, per producer, the coordinator epoch of the last transaction
+    marker it wrote (Kafka's ProducerStateEntry.coordinatorEpoch, rebuilt from the markers
+    in the log after a restart): a marker carrying an older coordinator epoch is a zombie
+    coordinator's (one that lost its `__transaction_state` partition and does not know
+    yet), refused with TRANSACTION_COORDINATOR_FENCED and not written, even at the
+    producer's epoch, where it would end the producer's next transaction. Here a
+    confluent-kafka transaction's records are ended by a marker from coordinator epoch
+    1000 (a later coordinator); a marker from epoch 999 is then fenced, before and after a
+    restart, and one from epoch 1000 is accepted."""
+    topic = "fenced-markers"
+    # The real coordinator's own markers (its epoch is far below 1000) are fenced too: the
+    # transaction is never ended by it, and this broker is the test's alone.
+    b = broker
+    create_topic(b, topic, 1)
+    p = txn_producer(b, "zombie-target")
+    p.begin_transaction()
+    produce_acked(p, topic, 0, [b"in-txn"])
+    [batch] = fetch_batches(b, topic, 0, 1)
+    pid, epoch = batch["producer_id"], batch["epoch"]
+    assert write_txn_marker(b, topic, 0, pid, epoch, True, 1000) == 0
+    assert values(read_all(b, topic, 1, "read_committed")[0]) == [b"in-txn"]
+    code = write_txn_marker(b, topic, 0, pid, epoch, False, 999)
+    assert code == TRANSACTION_COORDINATOR_FENCED, code
+    b.restart()
+    code = write_txn_marker(b, topic, 0, pid, epoch, False, 999)
+    assert code == TRANSACTION_COORDINATOR_FENCED, code
+    assert [x["control"] for x in fetch_batches(b, topic, 0, 2)] == [False, True]
+    assert write_txn_marker(b, topic, 0, pid, epoch, False, 1000) == 0
+    assert [x["control"] for x in fetch_batches(b, topic, 0, 3)] == [False, True, True]

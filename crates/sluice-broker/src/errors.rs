@@ -28,6 +28,7 @@ pub fn error_code(e: &StorageError) -> i16 {
         StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         StorageError::PolicyViolation(_) => ResponseError::PolicyViolation,
         StorageError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        StorageError::CoordinatorFenced(_) => ResponseError::TransactionCoordinatorFenced,
         StorageError::NotLeader => ResponseError::NotLeaderOrFollower,
     };
     kafka.code()

@@ -69,6 +69,24 @@ pub fn control_type(header: &BatchHeader, batch: &[u8]) -> Result<ControlType, B
     })
 }
 
+/// What a transaction marker says: `Some((commit, coordinator epoch))` for a commit or an
+/// abort (the epoch -1 where the value does not carry one), `None` for another control
+/// record.
+pub fn marker_of(header: &BatchHeader, batch: &[u8]) -> Result<Option<(bool, i32)>, BatchError> {
+    let commit = match control_type(header, batch)? {
+        ControlType::Commit => true,
+        ControlType::Abort => false,
+        ControlType::Other(_) => return Ok(None),
+    };
+    let records = header.records(batch, CONTROL_BATCH_MAX_BYTES)?;
+    let coordinator_epoch = records
+        .first()
+        .and_then(|r| r.value.as_deref())
+        .filter(|v| v.len() >= 6)
+        .map_or(-1, |v| i32::from_be_bytes([v[2], v[3], v[4], v[5]]));
+    Ok(Some((commit, coordinator_epoch)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +96,7 @@ mod tests {
         for commit in [false, true] {
             let batch = marker_batch(42, 7, commit, 3, 1_000);
             let header = BatchHeader::validate_stored(&batch).unwrap();
+            assert_eq!(marker_of(&header, &batch).unwrap(), Some((commit, 3)));
             assert!(header.is_control() && header.is_transactional());
             assert_eq!((header.producer_id, header.producer_epoch), (42, 7));
             assert_eq!(header.base_sequence, -1);

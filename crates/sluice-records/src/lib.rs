@@ -45,7 +45,7 @@ pub use batch::{
 };
 pub use builder::{BatchBuilder, NewRecord};
 pub use compression::{compress, recompress};
-pub use control::{control_type, marker_batch, ControlType};
+pub use control::{control_type, marker_batch, marker_of, ControlType};
 pub use counter::RecordCounter;
 pub use record::{Header, Record};
 

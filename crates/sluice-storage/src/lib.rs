@@ -101,6 +101,10 @@ pub enum StorageError {
     PolicyViolation(String),
     #[error("invalid transaction state: {0}")]
     InvalidTxnState(String),
+    /// A transaction marker from a coordinator older than one whose marker the partition
+    /// already holds for the producer: a zombie coordinator's.
+    #[error("transaction coordinator fenced: {0}")]
+    CoordinatorFenced(String),
 }
 
 impl From<std::io::Error> for StorageError {

@@ -40,6 +40,14 @@ struct ProducerEntry {
     /// The first offset of this producer's open transaction on the partition.
     #[serde(default)]
     txn_first_offset: Option<i64>,
+    /// The coordinator epoch of the last transaction marker for this producer here (-1:
+    /// none): a marker from an older coordinator is a zombie's.
+    #[serde(default = "no_coordinator_epoch")]
+    coordinator_epoch: i32,
+}
+
+fn no_coordinator_epoch() -> i32 {
+    -1
 }
 
 impl ProducerEntry {
@@ -51,6 +59,7 @@ impl ProducerEntry {
             last_append_ms,
             batches: VecDeque::new(),
             txn_first_offset: None,
+            coordinator_epoch: -1,
         }
     }
 }
@@ -251,14 +260,28 @@ impl ProducerStateManager {
         }
     }
 
-    /// Checks a transaction marker against the producer's epoch: a marker from an older
-    /// epoch than the partition has seen is a zombie coordinator's, and refused.
-    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), StorageError> {
+    /// Checks a transaction marker against the producer's epoch and the coordinator epoch
+    /// of its last marker here (Kafka's checks): a marker from an older producer epoch than
+    /// the partition has seen, or from an older coordinator than the last marker's, is a
+    /// zombie coordinator's, and refused.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), StorageError> {
         match self.producers.get(&producer_id) {
             Some(e) if e.epoch > epoch => Err(StorageError::InvalidProducerEpoch(format!(
                 "marker for producer {producer_id} at epoch {epoch}, older than {}",
                 e.epoch
             ))),
+            Some(e) if e.coordinator_epoch > coordinator_epoch => {
+                Err(StorageError::CoordinatorFenced(format!(
+                    "marker for producer {producer_id} from coordinator epoch \
+                     {coordinator_epoch}, older than {}",
+                    e.coordinator_epoch
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -269,12 +292,14 @@ impl ProducerStateManager {
         &mut self,
         h: &BatchHeader,
         commit: bool,
+        coordinator_epoch: i32,
         now_ms: i64,
     ) -> Option<AbortedTxn> {
         let entry = self
             .producers
             .entry(h.producer_id)
             .or_insert_with(|| ProducerEntry::new(h, now_ms));
+        entry.coordinator_epoch = entry.coordinator_epoch.max(coordinator_epoch);
         if h.producer_epoch > entry.epoch {
             // The coordinator bumped the epoch (a timed-out transaction): fence the old one.
             entry.epoch = h.producer_epoch;
@@ -513,9 +538,9 @@ mod tests {
         state.record(&txn(2, 0, 12), 0);
         state.record(&txn(1, 2, 14), 0);
         assert_eq!(state.first_unstable_offset(), Some(10));
-        assert_eq!(state.record_marker(&marker(1, 0, 16), true, 0), None);
+        assert_eq!(state.record_marker(&marker(1, 0, 16), true, 0, 0), None);
         assert_eq!(state.first_unstable_offset(), Some(12));
-        let aborted = state.record_marker(&marker(2, 0, 17), false, 0).unwrap();
+        let aborted = state.record_marker(&marker(2, 0, 17), false, 0, 0).unwrap();
         assert_eq!(
             aborted,
             AbortedTxn {
@@ -527,7 +552,7 @@ mod tests {
         );
         assert_eq!(state.first_unstable_offset(), None);
         // A marker for a producer with nothing open here ends nothing.
-        assert_eq!(state.record_marker(&marker(2, 0, 18), false, 0), None);
+        assert_eq!(state.record_marker(&marker(2, 0, 18), false, 0, 0), None);
     }
 
     #[test]
@@ -550,13 +575,36 @@ mod tests {
     fn a_bumped_marker_fences_the_old_epoch() {
         let mut state = ProducerStateManager::default();
         state.record(&txn(5, 0, 0), 0);
-        assert!(state.record_marker(&marker(5, 1, 2), false, 0).is_some());
+        assert!(state.record_marker(&marker(5, 1, 2), false, 0, 0).is_some());
         assert!(matches!(
             state.check_append(&[txn(5, 2, -1)]),
             Err(StorageError::InvalidProducerEpoch(_))
         ));
-        assert!(state.check_marker(5, 0).is_err());
-        assert!(state.check_marker(5, 1).is_ok());
+        assert!(state.check_marker(5, 0, 0).is_err());
+        assert!(state.check_marker(5, 1, 0).is_ok());
+    }
+
+    /// A marker from a coordinator older than the one whose marker the partition holds for
+    /// the producer (a zombie that lost its `__transaction_state` partition) is refused,
+    /// even at the same producer epoch (a transaction protocol v1 producer keeps its epoch
+    /// across transactions: the zombie's stale marker would end its next one); the
+    /// coordinator epoch survives a snapshot.
+    #[test]
+    fn a_newer_coordinators_marker_fences_an_older_coordinator() {
+        let mut state = ProducerStateManager::default();
+        state.record(&txn(7, 0, 0), 0);
+        assert!(state.check_marker(7, 0, 3).is_ok());
+        state.record_marker(&marker(7, 0, 2), true, 3, 0);
+        state.record(&txn(7, 2, 3), 0);
+        assert!(matches!(
+            state.check_marker(7, 0, 2),
+            Err(StorageError::CoordinatorFenced(_))
+        ));
+        assert!(state.check_marker(7, 0, 3).is_ok());
+        assert!(state.check_marker(7, 0, 4).is_ok());
+        let bytes = serde_json::to_vec(&state.to_snapshot(5)).unwrap();
+        let back = ProducerStateManager::from_snapshot(serde_json::from_slice(&bytes).unwrap());
+        assert!(back.check_marker(7, 0, 2).is_err());
     }
 
     #[test]

@@ -273,13 +273,9 @@ impl LogSegment {
                         }
                         let mut batch = vec![0u8; h.total_size()];
                         self.file.get()?.read_exact_at(&mut batch, pos)?;
-                        let commit = match sluice_records::control_type(&h, &batch)? {
-                            sluice_records::ControlType::Commit => Some(true),
-                            sluice_records::ControlType::Abort => Some(false),
-                            sluice_records::ControlType::Other(_) => None,
-                        };
+                        let marker = sluice_records::marker_of(&h, &batch)?;
                         if let Some(aborted) =
-                            commit.and_then(|c| state.record_marker(&h, c, now_ms))
+                            marker.and_then(|(c, ce)| state.record_marker(&h, c, ce, now_ms))
                         {
                             self.aborted.push(aborted);
                             changed = true;

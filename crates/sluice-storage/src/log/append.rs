@@ -81,11 +81,7 @@ impl UnifiedLog {
                 )));
             }
             commits.push(if h.is_control() {
-                match sluice_records::control_type(&h, batch)? {
-                    sluice_records::ControlType::Commit => Some(true),
-                    sluice_records::ControlType::Abort => Some(false),
-                    sluice_records::ControlType::Other(_) => None,
-                }
+                sluice_records::marker_of(&h, batch)?
             } else {
                 None
             });
@@ -139,7 +135,7 @@ impl UnifiedLog {
             inner.epochs.assign(h.partition_leader_epoch, h.base_offset);
             if h.is_control() {
                 if let Some(aborted) =
-                    commit.and_then(|c| inner.producers.record_marker(h, c, now_ms))
+                    commit.and_then(|(c, ce)| inner.producers.record_marker(h, c, ce, now_ms))
                 {
                     if let Err(e) = inner.active().append_aborted(aborted) {
                         return Err(self.dir_state.fail("transaction index write", &e));
@@ -197,15 +193,17 @@ impl UnifiedLog {
             now_ms,
         );
         let header = BatchHeader::validate_stored(&batch)?;
-        self.append_checked(&batch, vec![header], Some(commit), leader_epoch, now_ms)
+        let marker = Some((commit, coordinator_epoch));
+        self.append_checked(&batch, vec![header], marker, leader_epoch, now_ms)
     }
 
-    /// Appends validated batches; `marker` is `Some(commit)` for a transaction marker.
+    /// Appends validated batches; `marker` is `Some((commit, coordinator epoch))` for a
+    /// transaction marker.
     fn append_checked(
         &self,
         records: &[u8],
         mut headers: Vec<BatchHeader>,
-        marker: Option<bool>,
+        marker: Option<(bool, i32)>,
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
@@ -260,10 +258,10 @@ impl UnifiedLog {
         }
         let log_append =
             config.timestamp_type == TimestampPolicy::LogAppendTime && marker.is_none();
-        let check = match &headers[..] {
-            [h] if marker.is_some() => inner
+        let check = match (&headers[..], marker) {
+            ([h], Some((_, coordinator_epoch))) => inner
                 .producers
-                .check_marker(h.producer_id, h.producer_epoch)
+                .check_marker(h.producer_id, h.producer_epoch, coordinator_epoch)
                 .map(|()| SequenceCheck::Append)?,
             _ => inner.producers.check_append(&headers)?,
         };
@@ -287,7 +285,7 @@ impl UnifiedLog {
             .map(|h| i64::from(h.last_offset_delta) + 1)
             .sum();
         self.maybe_roll(&mut inner, records.len() as u64, count, now_ms)?;
-        if marker == Some(false) {
+        if matches!(marker, Some((false, _))) {
             // An abort marker's index entry must not fail for want of a descriptor once the
             // marker is written: open the index first.
             inner
@@ -344,8 +342,12 @@ impl UnifiedLog {
         }
         inner.log_end_offset = offset;
         inner.epochs.assign(leader_epoch, base_offset);
-        if let Some(commit) = marker {
-            if let Some(aborted) = inner.producers.record_marker(&headers[0], commit, now_ms) {
+        if let Some((commit, coordinator_epoch)) = marker {
+            let recorded =
+                inner
+                    .producers
+                    .record_marker(&headers[0], commit, coordinator_epoch, now_ms);
+            if let Some(aborted) = recorded {
                 // Synced with the segment by the flush that makes the marker durable.
                 if let Err(e) = inner.active().append_aborted(aborted) {
                     return Err(self.dir_state.fail("transaction index write", &e));
