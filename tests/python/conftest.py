@@ -51,6 +51,11 @@ class Broker:
         return f"{self.host}:{self.port}"
 
     @property
+    def log_paths(self):
+        """Where its output goes (a Cluster has one per node)."""
+        return [self.log_path]
+
+    @property
     def admin_url(self):
         """Base URL of the admin HTTP listener (metrics, JSON API, console)."""
         return f"http://{self.host}:{self.admin_port}"
@@ -191,6 +196,10 @@ class Cluster:
     def bootstrap(self):
         return ",".join(n.bootstrap for n in self.nodes)
 
+    @property
+    def log_paths(self):
+        return [n.log_path for n in self.nodes]
+
     def _serving(self):
         """Whether every node's broker is registered and unfenced in every node's view."""
         import json
@@ -326,3 +335,28 @@ def sluice_cli(broker, *args, ok=True, timeout=60):
                          capture_output=True, text=True, timeout=timeout)
     assert (out.returncode == 0) == ok, out.stderr + out.stdout
     return out.stdout + out.stderr
+
+
+def log_sizes(broker):
+    """{path: size} of the output of `broker` (each node of a Cluster): where to read from
+    for what a run causes."""
+    sizes = {}
+    for path in broker.log_paths:
+        try:
+            sizes[path] = os.path.getsize(path)
+        except OSError:
+            sizes[path] = 0
+    return sizes
+
+
+def log_since(sizes):
+    """What the logs measured by `log_sizes` gained since, every node's in turn."""
+    text = []
+    for path, start in sizes.items():
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                text.append(f.read().decode(errors="replace"))
+        except OSError:
+            pass
+    return "".join(text)

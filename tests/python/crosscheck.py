@@ -22,8 +22,19 @@ CONTROL = 0x20
 
 
 def create_topic(broker, name, partitions, configs=None):
+    """Creates a topic with the broker's default replication factor (3 on a Cluster)."""
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1, config=configs or {})])[name].result(WAIT_S)
+    admin.create_topics([NewTopic(name, partitions, config=configs or {})])[name].result(WAIT_S)
+
+
+def leader_of(broker, topic, partition):
+    """The node of `broker` (a Broker, or a Cluster of them) that leads one partition."""
+    nodes = getattr(broker, "nodes", None)
+    if nodes is None:
+        return broker
+    md = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(topic, timeout=WAIT_S)
+    leader = md.brokers[md.topics[topic].partitions[partition].leader]
+    return next(n for n in nodes if n.port == leader.port)
 
 
 def topic_partitions(broker, name):
@@ -116,7 +127,7 @@ def fetch_batches(broker, topic, partition, high_watermark):
     """Every record batch of one partition (Fetch v4, read_uncommitted, so control batches
     too) up to `high_watermark`, as dicts of the batch header fields."""
     name = topic.encode()
-    s = connect(broker)
+    s = connect(leader_of(broker, topic, partition))
     batches, offset, corr = [], 0, 0
     deadline = time.monotonic() + WAIT_S
     try:

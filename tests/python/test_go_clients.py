@@ -17,7 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import crosscheck
-from conftest import ROOT, running_broker
+from conftest import ROOT, running_broker, running_cluster
 
 GO_BIN = ROOT / "tests" / "go" / ".cache" / "bin"
 RUN_TIMEOUT_S = 120
@@ -36,6 +36,18 @@ def shared(tmp_path_factory):
                                "--set", "group.initial.rebalance.delay.ms=0"])
 
 
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory):
+    """Three nodes for the module (default.replication.factor=3), with `shared`'s settings."""
+    yield from running_cluster(tmp_path_factory.mktemp("go-clients-cluster"),
+                               ["--set", f"num.partitions={PARTITIONS}",
+                                "--set", "group.initial.rebalance.delay.ms=0"])
+
+
+# The tests that also run against three nodes.
+ONE_AND_THREE = pytest.mark.parametrize("where", ["shared", "shared_cluster"])
+
+
 # -- running the Go programs ---------------------------------------------------------------
 
 def go_program(name):
@@ -48,7 +60,7 @@ def go_program(name):
 def unsupported_requests(broker, client_id):
     """(api, version) of every request the broker logged as at an unsupported version for
     `client_id`, without repeats, in the order first seen."""
-    text = pathlib.Path(broker.log_path).read_text(errors="replace")
+    text = "".join(pathlib.Path(p).read_text(errors="replace") for p in broker.log_paths)
     seen = []
     for api, version, client in UNSUPPORTED.findall(text):
         if client == client_id and (api, int(version)) not in seen:
@@ -70,7 +82,9 @@ def run_go(broker, name, cmd, *args, client_id, timeout=RUN_TIMEOUT_S):
     """Runs `name cmd -bootstrap ... -client-id client_id args`, asserts it exited 0 and
     printed exactly one line of JSON, and returns that JSON. A failure shows the program's
     stderr and the requests the broker refused from this client id."""
-    argv = [go_program(name), cmd, "-bootstrap", broker.bootstrap, "-client-id", client_id,
+    # One seed broker (the programs take one address): a client finds the others from it.
+    seed = broker.bootstrap.split(",")[0]
+    argv = [go_program(name), cmd, "-bootstrap", seed, "-client-id", client_id,
             *map(str, args)]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -97,7 +111,7 @@ def expected(tag, n):
 
 def create_topic(broker, name, partitions=PARTITIONS):
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(WAIT_S)
+    admin.create_topics([NewTopic(name, partitions)])[name].result(WAIT_S)
 
 
 def produce(broker, topic, pairs):
@@ -181,12 +195,15 @@ ROUND_TRIP_CLIENTS = {
 }
 
 
-@pytest.mark.parametrize("client", list(ROUND_TRIP_CLIENTS))
-def test_go_client_produce_and_group_consume_round_trip(shared, client):
+@pytest.mark.parametrize("client,where", [(c, "shared") for c in ROUND_TRIP_CLIENTS] + [
+    (c, "shared_cluster") for c in ("franz-go", "sarama-kafka-4.0", "kafka-go")])
+def test_go_client_produce_and_group_consume_round_trip(request, client, where):
     """The client's producer (acks=all) gets every record stored once, in order per key, at
     the partition and offset it was told (where the client reports them); a group member of
     the same client then reads exactly what was stored and commits the end offsets, which
-    confluent-kafka reads back as the group's committed offsets."""
+    confluent-kafka reads back as the group's committed offsets. Every client on one node;
+    franz-go, sarama and kafka-go on three too."""
+    shared = request.getfixturevalue(where)
     program, flags, client_id = ROUND_TRIP_CLIENTS[client]
     topic, group, n = f"rt-{client}", f"rt-{client}-group", 60
     create_topic(shared, topic)
@@ -211,10 +228,13 @@ def test_go_client_produce_and_group_consume_round_trip(shared, client):
 
 # -- franz-go: transactions ----------------------------------------------------------------
 
-def test_franz_transaction_commit_is_visible_and_abort_is_not(shared):
+@ONE_AND_THREE
+def test_franz_transaction_commit_is_visible_and_abort_is_not(request, where):
     """A franz-go transactional producer's committed transaction is what read_committed
     readers see, at the offsets franz-go was told; its aborted transaction stays in the log
-    (read_uncommitted sees it) but never reaches read_committed readers."""
+    (read_uncommitted sees it) but never reaches read_committed readers. On one node and on
+    three."""
+    shared = request.getfixturevalue(where)
     topic, n = "franz-txn", 20
     create_topic(shared, topic)
     out = run_go(shared, "franz", "txn", "-topic", topic, "-txid", "franz-txn-id", "-n", n,
@@ -231,10 +251,12 @@ def test_franz_transaction_commit_is_visible_and_abort_is_not(shared):
         committed_records + aborted_records)
 
 
-def test_franz_group_transact_session_copies_exactly_once(shared):
+@ONE_AND_THREE
+def test_franz_group_transact_session_copies_exactly_once(request, where):
     """franz-go's GroupTransactSession (consume in a group, produce, commit the offsets in the
     same transaction) copies every input record to the output exactly once, and the group's
-    committed offsets are the input's end offsets."""
+    committed offsets are the input's end offsets. On one node and on three."""
+    shared = request.getfixturevalue(where)
     src, dst, group, n = "franz-eos-in", "franz-eos-out", "franz-eos-group", 40
     create_topic(shared, src)
     create_topic(shared, dst)

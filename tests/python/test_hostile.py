@@ -25,7 +25,7 @@ def frame(api_key, version, corr, body=b"", client_id=b"hostile", flexible=False
 
 
 def connect(broker):
-    s = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
+    s = socket.create_connection((getattr(broker, "host", "127.0.0.1"), broker.port), timeout=10)
     s.settimeout(10)
     return s
 

@@ -22,7 +22,7 @@ import pytest
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from conftest import running_broker
+from conftest import log_since, log_sizes, running_broker, running_cluster
 from crosscheck import fetch_batches
 
 JAVA_DIR = pathlib.Path(__file__).resolve().parents[1] / "java"
@@ -53,6 +53,20 @@ def shared_broker(tmp_path_factory, java_installed):
     """One broker for the module; groups rebalance at once when their first member joins."""
     yield from running_broker(tmp_path_factory.mktemp("java-clients"),
                               ["--set", "group.initial.rebalance.delay.ms=0"])
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory, java_installed):
+    """Three nodes for the module (default.replication.factor=3), each topic's partitions
+    led by different brokers, and the coordinators on whichever leads their partition."""
+    yield from running_cluster(tmp_path_factory.mktemp("java-clients-cluster"),
+                               ["--set", "group.initial.rebalance.delay.ms=0"])
+
+
+# The tests that also run against three nodes: transactions, where the transaction
+# coordinator, the group coordinator and the partition leaders are on different brokers,
+# and a group's rebalances.
+ONE_AND_THREE = pytest.mark.parametrize("where", ["shared_broker", "shared_cluster"])
 
 
 def classpath(jar_set, classes=True):
@@ -89,17 +103,10 @@ class JavaRun:
         assert self.returncode == 0 and not self.fields("FAIL"), self.explain()
 
 
-def broker_log_size(broker):
-    try:
-        return os.path.getsize(broker.log_path)
-    except OSError:
-        return 0
-
-
 def run_jvm(broker, cp, main, *args, stdin=None, timeout=JAVA_TIMEOUT_S):
     """Runs `java -cp CP MAIN ARGS` to completion (killed after `timeout` seconds)."""
     argv = [*JVM, "-cp", cp, main, *map(str, args)]
-    start = broker_log_size(broker)
+    start = log_sizes(broker)
     try:
         out = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
         code, stdout, stderr = out.returncode, out.stdout, out.stderr
@@ -108,9 +115,7 @@ def run_jvm(broker, cp, main, *args, stdin=None, timeout=JAVA_TIMEOUT_S):
         code = "killed after timeout"
         stdout, stderr = (x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
                           for x in (e.stdout, e.stderr))
-    with open(broker.log_path, "rb") as f:
-        f.seek(start)
-        log = f.read().decode(errors="replace")
+    log = log_since(start)
     unsupported = [line for line in log.splitlines() if "unsupported version" in line]
     return JavaRun(argv, code, stdout, stderr, unsupported)
 
@@ -139,7 +144,7 @@ def conversions(broker):
 
 def create_topic(broker, name, partitions):
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+    admin.create_topics([NewTopic(name, partitions)])[name].result(30)
 
 
 def confluent_read(broker, topic, partitions, isolation="read_uncommitted"):
@@ -237,7 +242,8 @@ def test_java_idempotent_producer_writes_each_record_once_in_order_with_sequence
     assert len(producer_ids) == 1, producer_ids
 
 
-def test_java_transactions_commit_abort_fence_and_read_committed(shared_broker):
+@ONE_AND_THREE
+def test_java_transactions_commit_abort_fence_and_read_committed(request, where):
     """Java transactions over two partitions: a committed transaction, an aborted one whose
     records were acknowledged first, a committed one carrying the group's offset
     (sendOffsetsToTransaction), then a second producer with the same transactional.id fences
@@ -245,7 +251,8 @@ def test_java_transactions_commit_abort_fence_and_read_committed(shared_broker):
     reads exactly the committed records at their offsets (every transaction marker takes one);
     read_uncommitted reads the aborted ones too; the fenced producer's record is nowhere;
     librdkafka sees the same in both isolation levels, and the group's offset is the one
-    committed in the transaction."""
+    committed in the transaction. On one node and on three."""
+    shared_broker = request.getfixturevalue(where)
     topic, group = "j-txn", "j-txn-group"
     create_topic(shared_broker, topic, 2)
     run = java_clients(shared_broker, "transactions", shared_broker.bootstrap, topic, group)
@@ -296,14 +303,18 @@ def rebalance_events(run):
     return events
 
 
-@pytest.mark.parametrize("assignor", ["range", "cooperative-sticky"])
-def test_java_consumer_group_rebalances_as_members_join_and_leave(shared_broker, assignor):
+@pytest.mark.parametrize("assignor,where", [
+    ("range", "shared_broker"), ("cooperative-sticky", "shared_broker"),
+    ("cooperative-sticky", "shared_cluster")])
+def test_java_consumer_group_rebalances_as_members_join_and_leave(request, assignor, where):
     """Two Java consumers in one group over four partitions (A alone, then A and B, then A
     after B leaves with LeaveGroup): each phase's records are consumed exactly once across the
     group, only by the member that owns the partition, and the committed offsets end at the
     log end. The rebalance follows the assignor's protocol: range (eager) revokes everything
     and hands out contiguous halves; cooperative-sticky moves only the two partitions B takes
-    (two rebalances) and gives them back without revoking A's own."""
+    (two rebalances) and gives them back without revoking A's own. Cooperative-sticky on
+    three nodes too."""
+    shared_broker = request.getfixturevalue(where)
     topic, group = f"j-group-{assignor}", f"j-group-{assignor}"
     create_topic(shared_broker, topic, 4)
     run = java_clients(shared_broker, "group", shared_broker.bootstrap, topic, group, assignor)

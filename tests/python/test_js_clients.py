@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from conftest import check_round_trip, expected_messages, running_broker
+from conftest import (check_round_trip, expected_messages, log_since, log_sizes, running_broker,
+                      running_cluster)
 from crosscheck import (broker_ids, check_wire_batches, committed, create_topic, end_offsets,
                         read_all, topic_configs, topic_partitions, watermarks)
 
@@ -52,6 +53,17 @@ def shared(tmp_path_factory, js_installed):
                               ["--set", "group.initial.rebalance.delay.ms=0"])
 
 
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory, js_installed):
+    """Three nodes for the module (default.replication.factor=3), with `shared`'s settings."""
+    yield from running_cluster(tmp_path_factory.mktemp("js-clients-cluster"),
+                               ["--set", "group.initial.rebalance.delay.ms=0"])
+
+
+# The tests that also run against three nodes.
+ONE_AND_THREE = pytest.mark.parametrize("where", ["shared", "shared_cluster"])
+
+
 # -- running client.js ---------------------------------------------------------------------
 
 def collapse(text, limit=60):
@@ -81,9 +93,10 @@ def run_js(broker, scenario, spec, client_id, lib="current"):
     """Runs `node client.js SCENARIO` with `spec` (plus the broker and client id) on stdin;
     fails the test with kafkajs's log and the broker's complaints unless it exits 0 with the
     broker having refused none of its requests as at an unsupported version."""
-    spec = {"bootstrap": broker.bootstrap, "client_id": client_id, "lib": lib,
+    # One seed broker (client.js takes one address): kafkajs finds the others from it.
+    spec = {"bootstrap": broker.bootstrap.split(",")[0], "client_id": client_id, "lib": lib,
             "wait_ms": WAIT_MS, "deadline_ms": (RUN_TIMEOUT_S - 10) * 1000, **spec}
-    log_start = log_size(broker)
+    log_start = log_sizes(broker)
     argv = ["node", str(CLIENT), scenario]
     try:
         out = subprocess.run(argv, input=json.dumps(spec), capture_output=True, text=True,
@@ -93,7 +106,7 @@ def run_js(broker, scenario, spec, client_id, lib="current"):
         code = "killed after timeout"
         stdout, stderr = (x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
                           for x in (e.stdout, e.stderr))
-    complaints = broker_complaints(broker, log_start, client_id)
+    complaints = broker_complaints(log_start, client_id)
     explain = (f"node client.js {scenario} ({lib}, {client_id}): exit {code}\n"
                f"--- stdout\n{stdout[-6000:]}\n--- stderr (kafkajs log)\n{collapse(stderr)}\n"
                f"--- broker log: warnings and errors meanwhile\n" +
@@ -106,20 +119,10 @@ def run_js(broker, scenario, spec, client_id, lib="current"):
     return run
 
 
-def log_size(broker):
-    try:
-        return pathlib.Path(broker.log_path).stat().st_size
-    except OSError:
-        return 0
-
-
-def broker_complaints(broker, start, client_id):
-    """Broker log lines written since `start` that are warnings or errors, or that name
-    `client_id`."""
-    with open(broker.log_path, "rb") as f:
-        f.seek(start)
-        text = f.read().decode(errors="replace")
-    return [line for line in text.splitlines()
+def broker_complaints(since, client_id):
+    """Broker log lines written since `since` (`log_sizes`) that are warnings or errors, or
+    that name `client_id`."""
+    return [line for line in log_since(since).splitlines()
             if " WARN " in line or " ERROR " in line or f'"{client_id}"' in line]
 
 
@@ -286,14 +289,16 @@ def test_kafkajs_admin_creates_describes_alters_grows_lists_offsets_and_deletes(
     assert topic_partitions(shared, topic) is None
 
 
-def test_kafkajs_idempotent_gzip_producer_and_two_member_group(shared):
+@ONE_AND_THREE
+def test_kafkajs_idempotent_gzip_producer_and_two_member_group(request, where):
     """An idempotent kafkajs producer (acks -1) sends keyed records in four gzip batches and
     one uncompressed: each send is told the offsets its records got; librdkafka reads every
     record once, dense per partition, in send order, one partition per key; the stored batches
     keep kafkajs's codec, its one producer id and sequences from 0. Then two kafkajs consumers
     in one group split the partitions between them and read everything exactly once, each
     partition in order by its owner, and commit the end offsets, which kafkajs's admin
-    (fetchOffsets, describeGroups) and librdkafka read back."""
+    (fetchOffsets, describeGroups) and librdkafka read back. On one node and on three."""
+    shared = request.getfixturevalue(where)
     topic, group, partitions = "kjs-idem", "kjs-idem-group", 3
     create_topic(shared, topic, partitions)
     gz, plain = expected_messages("gzip", 120), expected_messages("none", 30)
@@ -318,13 +323,16 @@ def test_kafkajs_idempotent_gzip_producer_and_two_member_group(shared):
     assert committed(shared, group, topic, partitions) == end_offsets(stored)
 
 
-def test_kafkajs_transactions_commit_abort_send_offsets_and_read_committed(shared):
+@ONE_AND_THREE
+def test_kafkajs_transactions_commit_abort_send_offsets_and_read_committed(request, where):
     """A kafkajs transactional producer (maxInFlightRequests 1, idempotent) commits a
     transaction carrying group offsets (sendOffsets), aborts one carrying other offsets, and
     commits a third: the log holds all three, each closed by a control batch in every
     partition it touched; read_committed readers (kafkajs's default consumer, and librdkafka)
     see exactly the committed records, read_uncommitted ones everything; the group's offsets
-    are those of the committed transactions only, as kafkajs and librdkafka read them."""
+    are those of the committed transactions only, as kafkajs and librdkafka read them. On
+    one node and on three."""
+    shared = request.getfixturevalue(where)
     topic, source, group = "kjs-txn", "kjs-txn-source", "kjs-txn-group"
     partitions = 3
     create_topic(shared, topic, partitions)

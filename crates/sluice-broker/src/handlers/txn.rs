@@ -784,12 +784,22 @@ pub(crate) fn write_txn_markers(
 /// How long a partition leader waits for a remote coordinator's verification.
 const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The broker coordinating `transactional_id` when it is not this one ([`sluice_partition::NO_LEADER`]
-/// while its partition has no leader); `None` when this broker coordinates it (or the
-/// transaction topic does not exist yet, and the local coordinator answers).
+/// The broker coordinating `transactional_id` when it is not this one
+/// ([`sluice_partition::NO_LEADER`] while its partition has no leader, or while this broker
+/// does not hold the transaction topic yet in a cluster of several: its metadata lags the
+/// coordinator that created it, and the caller answers a retriable error); `None` when this
+/// broker coordinates it (or, alone, has no transaction topic yet: the local coordinator
+/// answers).
 pub(crate) fn remote_coordinator(state: &BrokerState, transactional_id: &str) -> Option<i32> {
-    let partition =
-        super::coordinator_partition(state, super::CoordinatorKind::Transaction, transactional_id)?;
+    let Some(partition) =
+        super::coordinator_partition(state, super::CoordinatorKind::Transaction, transactional_id)
+    else {
+        let others = state
+            .cluster
+            .view
+            .read(|image| image.brokers().any(|b| b.broker_id != state.config.node_id));
+        return others.then_some(sluice_partition::NO_LEADER);
+    };
     let leader = partition.leader();
     (leader != state.config.node_id).then_some(leader)
 }
