@@ -645,7 +645,7 @@ def test_a_group_keeps_its_committed_offsets_when_its_coordinator_dies(tmp_path)
 REASSIGN_COMMAND = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
 
 
-def add_broker(nodes, run_dir, node_id):
+def add_broker(nodes, run_dir, node_id, extra=()):
     """Starts a broker-only node (`process.roles=broker`) that joins the running cluster
     of `nodes` (the same voters), and waits until every node sees it unfenced."""
     voters = next(a.split("=", 1)[1] for a in nodes[1].extra_args
@@ -656,7 +656,7 @@ def add_broker(nodes, run_dir, node_id):
             "--set", f"listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{port}",
             "--set", "broker.session.timeout.ms=2000",
             "--set", "broker.heartbeat.interval.ms=200",
-            "--set", "replica.lag.time.max.ms=2000"]
+            "--set", "replica.lag.time.max.ms=2000", *extra]
     node = Broker(run_dir / f"node{node_id}", run_dir / f"node{node_id}.log", args)
     nodes[node_id] = node
     node.start()
@@ -1012,13 +1012,13 @@ def checkpointed_high_watermark(node, topic, partition):
 def test_every_broker_checkpoints_the_high_watermarks_it_holds(tmp_path):
     """RF=3: every broker writes the high watermark of each replica it holds to
     replication-offset-checkpoint in Kafka's format, every
-    log.flush.offset.checkpoint.interval.ms, leader and followers alike. After kill -9 of
+    replica.high.watermark.checkpoint.interval.ms, leader and followers alike. After kill -9 of
     all three and a restart the checkpoint is read (a restarted replica starts its high
     watermark there; the partition layer's unit tests prove what it changes) and every
     acknowledged record is read back."""
     ids = [1, 2, 3]
     nodes = start_cluster(tmp_path, ids, extra=[
-        "--set", "log.flush.offset.checkpoint.interval.ms=200"])
+        "--set", "replica.high.watermark.checkpoint.interval.ms=200"])
     topic, count = "checkpointed", 200
     try:
         start_all(nodes, ids)
@@ -1049,5 +1049,105 @@ def test_every_broker_checkpoints_the_high_watermarks_it_holds(tmp_path):
                 read.append(m.value())
         c.close()
         assert read == [f"v{i}".encode() for i in range(count)]
+    finally:
+        stop_all(nodes)
+
+
+TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
+
+
+def describe_partition(node, topic):
+    """Partition 0's line of Kafka's `kafka-topics.sh --describe` (DescribeTopicPartitions)
+    through `node`: {field: value}."""
+    run = run_jvm(node, classpath("tools-4.4.0", classes=False), TOPIC_COMMAND,
+                  "--bootstrap-server", node.bootstrap, "--describe", "--topic", topic)
+    assert run.returncode == 0, run.explain()
+    line = next(x for x in run.lines if "Partition: 0" in x)
+    fields = {}
+    for part in line.strip().split("\t"):
+        key, _, value = part.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def test_an_eligible_leader_replica_takes_over_from_the_last_in_sync_replica(
+        tmp_path, java_installed):  # noqa: F811 (a fixture)
+    """KIP-966, RF=3 and min.insync.replicas=2, on brokers 4, 5 and 6 (broker-only nodes
+    beside the three that hold the metadata quorum, which stays up). Broker 6 dies: the ISR
+    shrinks to {4, 5}, still the minimum. Broker 5 dies: the ISR is {4}, below the minimum,
+    so 5 (which held every committed record when it left) becomes an eligible leader
+    replica, as Kafka's `kafka-topics.sh --describe` shows (Elr: 5), and leader 4's high
+    watermark stands still: records it acknowledges with acks=1 from then on are not
+    readable. Broker 4, the last in-sync replica, dies too; broker 5 returns and is elected
+    cleanly, alone, where without KIP-966 the partition would wait for broker 4. Through
+    broker 5 (its high watermark restored from its checkpoint) a consumer reads exactly the
+    records acknowledged with acks=all, and nothing of the acks=1 tail that was never
+    committed. Brokers 4 and 6 return, truncate what the new
+    leader does not hold, and every replica ends with the same log."""
+    ids = [1, 2, 3]
+    nodes = start_cluster(tmp_path, ids, extra=["--set", "replica.lag.time.max.ms=2000",
+                                                "--set", "auto.leader.rebalance.enable=false"])
+    topic = "eligible"
+    try:
+        start_all(nodes, ids)
+        for b in (4, 5, 6):
+            add_broker(nodes, tmp_path, b,
+                       ["--set", "replica.high.watermark.checkpoint.interval.ms=200"])
+        a = admin(nodes[1])
+        a.create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[4, 5, 6]],
+                                  config={"min.insync.replicas": "2"})])[topic].result(WAIT_S)
+        wait_for("broker 4 to lead", lambda: (leaders(nodes[1], topic) or {}).get(
+            0, (-1,))[0] == 4)
+
+        def produce(acks, values):
+            p = Producer({"bootstrap.servers": nodes[4].bootstrap, "acks": acks,
+                          "linger.ms": 5})
+            for v in values:
+                p.produce(topic, value=v, partition=0)
+            assert p.flush(WAIT_S) == 0
+        committed = [f"all-{i}".encode() for i in range(100)]
+        produce("all", committed)
+        nodes[6].kill()
+        wait_for("the ISR to shrink to {4, 5}", lambda: sorted(
+            isrs(nodes[1], topic).get(0, ())) == [4, 5])
+        assert describe_partition(nodes[1], topic).get("Elr", "") == "", "at the minimum"
+        # Broker 5 returns knowing what was committed (its checkpointed high watermark):
+        # alone in the ISR, below the minimum, its high watermark cannot move.
+        wait_for("broker 5 to checkpoint the high watermark", lambda: (
+            checkpointed_high_watermark(nodes[5], topic, 0) == len(committed)))
+        nodes[5].kill()
+        wait_for("the ISR to shrink to {4}", lambda: isrs(nodes[1], topic).get(0) == (4,))
+        described = describe_partition(nodes[1], topic)
+        assert (described["Isr"], described["Elr"]) == ("4", "5"), described
+        produce("1", [f"one-{i}".encode() for i in range(20)])
+        c = Consumer({"bootstrap.servers": nodes[1].bootstrap, "group.id": "eligible"})
+        low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=WAIT_S)
+        c.close()
+        assert (low, high) == (0, len(committed)), "the high watermark stands still"
+        nodes[4].kill()
+        nodes[5].start()
+        wait_for("broker 5, eligible, to be elected", lambda: (
+            leaders(nodes[1], topic) or {}).get(0, (-1,))[0] == 5)
+        described = describe_partition(nodes[2], topic)
+        assert (described["Isr"], described["Elr"]) == ("5", "4"), described
+        c = Consumer({"bootstrap.servers": nodes[1].bootstrap, "group.id": "eligible",
+                      "enable.auto.commit": False})
+        c.assign([TopicPartition(topic, 0, 0)])
+        read = []
+        deadline = time.monotonic() + WAIT_S
+        while len(read) < len(committed):
+            assert time.monotonic() < deadline, f"read {len(read)} of {len(committed)}"
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                read.append(m.value())
+        low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=WAIT_S)
+        c.close()
+        assert read == committed and high == len(committed), (read[-3:], high)
+        nodes[4].start()
+        nodes[6].start()
+        wait_for("every replica back in the ISR", lambda: len(
+            isrs(nodes[1], topic).get(0, ())) == 3, timeout=60)
+        assert wait_for("the same log on every replica", converged(
+            [nodes[b] for b in (4, 5, 6)], topic, 1), timeout=60)
     finally:
         stop_all(nodes)

@@ -91,6 +91,9 @@ pub struct BrokerConfig {
     /// `log.flush.offset.checkpoint.interval.ms`: how often every log is flushed and the
     /// recovery points checkpointed.
     pub checkpoint_interval_ms: u64,
+    /// `replica.high.watermark.checkpoint.interval.ms`: how often the high watermarks of
+    /// replicated partitions are checkpointed (when one moved).
+    pub high_watermark_checkpoint_interval_ms: u64,
     /// `log.flush.scope` (Sluice's own): `file` (the default) makes acks=all appends durable
     /// with a sync of each partition's files, `filesystem` with one sync of the data
     /// directory's file system for every partition waiting.
@@ -171,6 +174,7 @@ impl Default for BrokerConfig {
 
             fetch_max_bytes: 55 * 1024 * 1024,
             checkpoint_interval_ms: 60_000,
+            high_watermark_checkpoint_interval_ms: 5_000,
             flush_scope: sluice_partition::SyncScope::File,
             shutdown_timeout_ms: 10_000,
             retention_check_interval_ms: 300_000,
@@ -433,6 +437,11 @@ pub const BROKER_CONFIGS: &[(&str, ConfigType, &str)] = &[
         "log.flush.offset.checkpoint.interval.ms",
         ConfigType::Int,
         "How often logs are flushed and recovery points checkpointed.",
+    ),
+    (
+        "replica.high.watermark.checkpoint.interval.ms",
+        ConfigType::Long,
+        "How often the high watermarks of replicated partitions are checkpointed.",
     ),
     (
         "log.flush.scope",
@@ -918,6 +927,9 @@ impl BrokerConfig {
             "log.flush.offset.checkpoint.interval.ms" => {
                 self.checkpoint_interval_ms = positive(key, value)? as u64
             }
+            "replica.high.watermark.checkpoint.interval.ms" => {
+                self.high_watermark_checkpoint_interval_ms = positive(key, value)? as u64
+            }
             "shutdown.timeout.ms" => self.shutdown_timeout_ms = parse(key, value)?,
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = positive(key, value)? as u64
@@ -1101,6 +1113,9 @@ impl BrokerConfig {
             "default.replication.factor" => self.default_replication_factor.to_string(),
             "fetch.max.bytes" => self.fetch_max_bytes.to_string(),
             "log.flush.offset.checkpoint.interval.ms" => self.checkpoint_interval_ms.to_string(),
+            "replica.high.watermark.checkpoint.interval.ms" => {
+                self.high_watermark_checkpoint_interval_ms.to_string()
+            }
             "log.flush.scope" => match self.flush_scope {
                 sluice_partition::SyncScope::FileSystem => "filesystem",
                 sluice_partition::SyncScope::File => "file",

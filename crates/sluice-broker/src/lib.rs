@@ -359,6 +359,8 @@ async fn open(
     ));
     let period = millis(state.config.checkpoint_interval_ms);
     tokio::spawn(every(state.clone(), period, checkpoint_pass));
+    let period = millis(state.config.high_watermark_checkpoint_interval_ms);
+    tokio::spawn(every(state.clone(), period, high_watermark_checkpoint_pass));
     tokio::spawn(auto_create::run(state.clone()));
     let period = millis(state.config.retention_check_interval_ms);
     tokio::spawn(every(state.clone(), period, retention_pass));
@@ -496,6 +498,16 @@ async fn cleaner_pass(state: Arc<BrokerState>) {
     .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "cleaner task panicked");
+    }
+}
+
+/// Writes the high watermark checkpoint (when a high watermark moved), on a blocking thread.
+async fn high_watermark_checkpoint_pass(state: Arc<BrokerState>) {
+    let replicas = state.replicas.clone();
+    match tokio::task::spawn_blocking(move || replicas.checkpoint_high_watermarks()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "high watermark checkpoint failed"),
+        Err(e) => tracing::error!(error = %e, "high watermark checkpoint panicked"),
     }
 }
 

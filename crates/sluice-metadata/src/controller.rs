@@ -40,6 +40,9 @@ pub struct ControllerConfig {
     pub broker_session_timeout_ms: i64,
     /// `unclean.leader.election.enable`: the cluster default for topics that do not set it.
     pub unclean_leader_election_enable: bool,
+    /// `min.insync.replicas`: the cluster default for topics that do not set it, below which
+    /// replicas leaving an ISR become eligible leader replicas (KIP-966).
+    pub min_insync_replicas: i32,
     /// `default.replication.factor`, for CreateTopics asking for -1.
     pub default_replication_factor: i16,
     /// `num.partitions`, for CreateTopics asking for -1.
@@ -64,6 +67,7 @@ impl Default for ControllerConfig {
         Self {
             broker_session_timeout_ms: 9_000,
             unclean_leader_election_enable: false,
+            min_insync_replicas: 1,
             default_replication_factor: 1,
             num_partitions: 1,
             topic_partitions_max: 1_000_000,
@@ -524,8 +528,49 @@ impl Controller {
             .unwrap_or(self.config.unclean_leader_election_enable)
     }
 
+    /// `min.insync.replicas` of a topic as KIP-966 applies it: its config, else the cluster
+    /// default, and never more than its `replicas` (a partition of fewer replicas is never
+    /// below it).
+    fn min_insync_replicas(&self, topic_name: &str, replicas: usize) -> usize {
+        let configured = self
+            .image
+            .configs(RESOURCE_TOPIC, topic_name)
+            .and_then(|c| c.get("min.insync.replicas"))
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(self.config.min_insync_replicas);
+        (configured.max(1) as usize).min(replicas)
+    }
+
+    /// KIP-966's eligible leader replicas of partition `p` once its ISR is `isr` and its
+    /// replicas `replicas`. While the ISR is below `min.insync.replicas` its leader's high
+    /// watermark does not move, so every replica that was in sync (or eligible) and no longer
+    /// is in the ISR still holds every committed record: those are eligible. Once the ISR
+    /// reaches `min.insync.replicas` the high watermark moves again and the set is empty.
+    fn next_elr(
+        &self,
+        topic_id: Uuid,
+        p: &PartitionRegistration,
+        isr: &[i32],
+        replicas: &[i32],
+    ) -> Vec<i32> {
+        let Some(topic) = self.image.topic(topic_id) else {
+            return Vec::new();
+        };
+        if isr.len() >= self.min_insync_replicas(&topic.name, replicas.len()) {
+            return Vec::new();
+        }
+        let mut elr = Vec::new();
+        for &b in p.elr.iter().chain(&p.isr) {
+            if !isr.contains(&b) && replicas.contains(&b) && !elr.contains(&b) {
+                elr.push(b);
+            }
+        }
+        elr
+    }
+
     /// Takes a broker that can no longer serve out of every ISR it is in (but never empties
-    /// an ISR) and elects new leaders where it led.
+    /// an ISR: the last member stays, and may become eligible when another is elected) and
+    /// elects new leaders where it led.
     fn move_leadership_away(&mut self, records: &mut Vec<MetadataRecord>, broker_id: i32) {
         let mut changes = Vec::new();
         for topic in self.image.topics() {
@@ -578,23 +623,32 @@ impl Controller {
         isr: &[i32],
         prefer: Option<ElectionType>,
         unclean_allowed: bool,
-    ) -> (i32, Vec<i32>) {
+    ) -> (i32, Vec<i32>, bool) {
         let usable = |b: &i32| isr.contains(b) && self.is_eligible(*b);
         if prefer == Some(ElectionType::Preferred) && usable(&p.preferred_leader()) {
-            return (p.preferred_leader(), isr.to_vec());
+            return (p.preferred_leader(), isr.to_vec(), true);
         }
         if p.leader != NO_LEADER && usable(&p.leader) {
-            return (p.leader, isr.to_vec());
+            return (p.leader, isr.to_vec(), true);
         }
         if let Some(&b) = p.replicas.iter().find(|b| usable(b)) {
-            return (b, isr.to_vec());
+            return (b, isr.to_vec(), true);
+        }
+        // KIP-966: no in-sync replica can lead, but an eligible leader replica holds every
+        // committed record: a clean election, with an ISR of it alone.
+        if let Some(&b) = p
+            .replicas
+            .iter()
+            .find(|&&b| p.elr.contains(&b) && !isr.contains(&b) && self.is_eligible(b))
+        {
+            return (b, vec![b], true);
         }
         if unclean_allowed || prefer == Some(ElectionType::Unclean) {
             if let Some(&b) = p.replicas.iter().find(|&&b| self.is_eligible(b)) {
-                return (b, vec![b]);
+                return (b, vec![b], false);
             }
         }
-        (NO_LEADER, isr.to_vec())
+        (NO_LEADER, isr.to_vec(), true)
     }
 
     /// The change that gives a partition `isr` and the leader [`Controller::elect`] picks for
@@ -608,8 +662,14 @@ impl Controller {
         prefer: Option<ElectionType>,
         unclean_allowed: bool,
     ) -> Option<PartitionChange> {
-        let (leader, isr) = self.elect(p, &isr, prefer, unclean_allowed);
-        if leader == p.leader && isr == p.isr {
+        let (leader, isr, clean) = self.elect(p, &isr, prefer, unclean_allowed);
+        // An unclean election may lose committed records: nothing is eligible after it.
+        let elr = if clean {
+            self.next_elr(topic_id, p, &isr, &p.replicas)
+        } else {
+            Vec::new()
+        };
+        if leader == p.leader && isr == p.isr && elr == p.elr {
             return None;
         }
         Some(PartitionChange {
@@ -620,6 +680,7 @@ impl Controller {
             } else {
                 leader
             },
+            elr: (elr != p.elr).then_some(elr),
             isr: (isr != p.isr).then_some(isr),
             replicas: None,
             removing_replicas: None,
@@ -761,6 +822,7 @@ impl Controller {
                     isr,
                     removing_replicas: Vec::new(),
                     adding_replicas: Vec::new(),
+                    elr: Vec::new(),
                     leader,
                     leader_epoch,
                     partition_epoch: 0,
@@ -930,13 +992,47 @@ impl Controller {
         name: &str,
         changes: Vec<(String, Option<String>)>,
     ) -> Result<Vec<MetadataRecord>, ControllerError> {
-        if self.image.topic_by_name(name).is_none() {
+        let Some(topic_id) = self.image.topic_by_name(name).map(|t| t.topic_id) else {
             return refuse(
                 codes::UNKNOWN_TOPIC_OR_PARTITION,
                 format!("no topic '{name}'"),
             );
+        };
+        let mut records = self.set_configs(RESOURCE_TOPIC, name, changes)?;
+        // A lower min.insync.replicas lets high watermarks move where an ISR now reaches
+        // it: replicas out of that ISR are no longer sure to hold what gets committed.
+        self.settle_elr(&mut records, topic_id);
+        Ok(self.done((), records).1)
+    }
+
+    /// Empties the eligible leader replicas of every partition of `topic_id` whose ISR
+    /// reaches its `min.insync.replicas`.
+    fn settle_elr(&mut self, records: &mut Vec<MetadataRecord>, topic_id: Uuid) {
+        let Some(topic) = self.image.topic(topic_id) else {
+            return;
+        };
+        let stale: Vec<(i32, Vec<i32>)> = topic
+            .partitions
+            .iter()
+            .filter(|(_, p)| !p.elr.is_empty())
+            .map(|(&i, p)| (i, self.next_elr(topic_id, p, &p.isr, &p.replicas)))
+            .filter(|(i, elr)| *elr != topic.partitions[i].elr)
+            .collect();
+        for (partition, elr) in stale {
+            self.emit(
+                records,
+                MetadataRecord::PartitionChange(PartitionChange {
+                    topic_id,
+                    partition,
+                    leader: LEADER_UNCHANGED,
+                    elr: Some(elr),
+                    isr: None,
+                    replicas: None,
+                    removing_replicas: None,
+                    adding_replicas: None,
+                }),
+            );
         }
-        self.set_configs(RESOURCE_TOPIC, name, changes)
     }
 
     /// Writes the config changes of one resource that change something, within the bounds
@@ -1073,12 +1169,14 @@ impl Controller {
         }
         let mut records = Vec::new();
         if isr != p.isr {
+            let elr = self.next_elr(request.topic_id, &p, &isr, &p.replicas);
             self.emit(
                 &mut records,
                 MetadataRecord::PartitionChange(PartitionChange {
                     topic_id: request.topic_id,
                     partition: request.partition,
                     leader: LEADER_UNCHANGED,
+                    elr: (elr != p.elr).then_some(elr),
                     isr: Some(isr),
                     replicas: None,
                     removing_replicas: None,
@@ -1230,12 +1328,14 @@ impl Controller {
                 .unwrap_or(NO_LEADER)
         };
         let mut records = Vec::new();
+        let elr = self.next_elr(topic_id, &p, &isr, &replicas);
         self.emit(
             &mut records,
             MetadataRecord::PartitionChange(PartitionChange {
                 topic_id,
                 partition,
                 leader,
+                elr: (elr != p.elr).then_some(elr),
                 isr: (isr != p.isr).then_some(isr),
                 replicas: Some(replicas),
                 removing_replicas: Some(removing),
@@ -1280,12 +1380,14 @@ impl Controller {
                 .find(|b| isr.contains(b) && self.is_eligible(*b))
                 .unwrap_or(NO_LEADER)
         };
+        let elr = self.next_elr(topic_id, &p, &isr, &target);
         self.emit(
             records,
             MetadataRecord::PartitionChange(PartitionChange {
                 topic_id,
                 partition,
                 leader,
+                elr: (elr != p.elr).then_some(elr),
                 isr: (isr != p.isr).then_some(isr),
                 replicas: Some(target),
                 removing_replicas: Some(Vec::new()),

@@ -45,7 +45,8 @@ impl BrokerRegistration {
 
 impl PartitionRegistration {
     /// The invariants every partition satisfies after every record: replicas distinct and not
-    /// empty, the ISR a non-empty subset of them, the leader in the ISR or none.
+    /// empty, the ISR a non-empty subset of them, the leader in the ISR or none, the eligible
+    /// leader replicas distinct replicas out of the ISR.
     fn check(&self) -> Result<(), String> {
         if self.replicas.is_empty() {
             return Err("no replicas".into());
@@ -74,6 +75,18 @@ impl PartitionRegistration {
         }
         if self.replicas.len() <= self.removing_replicas.len() {
             return Err("a reassignment removing every replica".into());
+        }
+        if has_duplicates(&self.elr) {
+            return Err("an eligible leader replica listed twice".into());
+        }
+        if let Some(b) = self
+            .elr
+            .iter()
+            .find(|b| !self.replicas.contains(b) || self.isr.contains(b))
+        {
+            return Err(format!(
+                "eligible leader replica {b} is not a replica, or is in the ISR"
+            ));
         }
         Ok(())
     }
@@ -334,6 +347,9 @@ impl MetadataImage {
         }
         if let Some(adding) = &c.adding_replicas {
             next.adding_replicas = adding.clone();
+        }
+        if let Some(elr) = &c.elr {
+            next.elr = elr.clone();
         }
         if c.leader != LEADER_UNCHANGED {
             if c.leader < NO_LEADER {

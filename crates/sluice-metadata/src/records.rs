@@ -18,6 +18,7 @@
 //!  3 Partition               uuid topic id | i32 partition | [i32] replicas | [i32] isr
 //!                            | i32 leader (-1 = none) | i32 leader epoch | i32 partition epoch
 //!                            | v1: [i32] removing replicas | [i32] adding replicas
+//!                            | v2: [i32] eligible leader replicas
 //!  4 Config                  i8 resource type | string resource name | string name
 //!                            | string value (null = delete)
 //!  5 PartitionChange         uuid topic id | i32 partition | i32 leader (-2 = unchanged,
@@ -25,15 +26,17 @@
 //!                            | [i32] replicas (null = unchanged)
 //!                            | v1: [i32] removing replicas | [i32] adding replicas
 //!                              (each null = unchanged)
+//!                            | v2: [i32] eligible leader replicas (null = unchanged)
 //!  7 FenceBroker             i32 broker id | i64 broker epoch
 //!  8 UnfenceBroker           i32 broker id | i64 broker epoch
 //!  9 RemoveTopic             uuid topic id
 //! 17 BrokerRegistrationChange i32 broker id | i64 broker epoch | bool in controlled shutdown
 //! ```
 //!
-//! Partition and PartitionChange are written at version 1 (a reassignment's adding and
-//! removing replicas, as Kafka's records carry them); version 0 of them still reads, with
-//! no reassignment. Every other type is version 0.
+//! Partition and PartitionChange are written at version 2 (version 1 added a reassignment's
+//! adding and removing replicas, version 2 KIP-966's eligible leader replicas, as Kafka's
+//! records carry them); versions 0 and 1 of them still read, with none of what they lack.
+//! Every other type is version 0.
 //!
 //! For example `FenceBroker` of broker 2 at epoch 5 is
 //! `00 07 | 00 00 | 00 00 00 02 | 00 00 00 00 00 00 00 05`.
@@ -52,7 +55,7 @@ pub use sluice_records::kv::BadRecord;
 /// The record version Sluice writes, but for the partition records.
 const VERSION: i16 = 0;
 /// The version of `Partition` and `PartitionChange` Sluice writes (version 0 still reads).
-const PARTITION_VERSION: i16 = 1;
+const PARTITION_VERSION: i16 = 2;
 
 /// `PartitionChange`'s leader field: the leader stays as it is.
 pub const LEADER_UNCHANGED: i32 = -2;
@@ -98,6 +101,11 @@ pub struct PartitionRegistration {
     /// being added (both among `replicas`); empty otherwise.
     pub removing_replicas: Vec<i32>,
     pub adding_replicas: Vec<i32>,
+    /// KIP-966's eligible leader replicas: replicas that left the ISR while it was below
+    /// `min.insync.replicas`, since when the high watermark has not moved, so each holds
+    /// every committed record and may be elected cleanly. Never in the ISR; empty whenever
+    /// the ISR reaches `min.insync.replicas`.
+    pub elr: Vec<i32>,
     pub leader: i32,
     /// Grows by one each time the leader changes.
     pub leader_epoch: i32,
@@ -123,6 +131,7 @@ pub struct PartitionChange {
     pub replicas: Option<Vec<i32>>,
     pub removing_replicas: Option<Vec<i32>>,
     pub adding_replicas: Option<Vec<i32>>,
+    pub elr: Option<Vec<i32>>,
 }
 
 /// One entry of the metadata log.
@@ -242,6 +251,7 @@ impl MetadataRecord {
                 out.put_i32(r.partition_epoch);
                 put_ids(out, &r.removing_replicas);
                 put_ids(out, &r.adding_replicas);
+                put_ids(out, &r.elr);
             }
             Self::Config {
                 resource_type,
@@ -262,6 +272,7 @@ impl MetadataRecord {
                 put_opt_ids(out, c.replicas.as_deref());
                 put_opt_ids(out, c.removing_replicas.as_deref());
                 put_opt_ids(out, c.adding_replicas.as_deref());
+                put_opt_ids(out, c.elr.as_deref());
             }
             Self::RemoveTopic { topic_id } => put_uuid(out, topic_id),
             Self::BrokerRegistrationChange {
@@ -287,12 +298,12 @@ impl MetadataRecord {
     pub fn decode_from(reader: &mut Reader<'_>) -> Result<Self, BadRecord> {
         let type_id = reader.i16()?;
         let version = reader.i16()?;
-        let known =
-            version == VERSION || (matches!(type_id, 3 | 5) && version == PARTITION_VERSION);
+        let known = version == VERSION
+            || (matches!(type_id, 3 | 5) && (1..=PARTITION_VERSION).contains(&version));
         if !known {
             return Err(BadRecord("unknown metadata record version"));
         }
-        let v1 = version >= 1;
+        let (v1, v2) = (version >= 1, version >= 2);
         let record = match type_id {
             0 => {
                 let broker_id = reader.i32()?;
@@ -345,6 +356,7 @@ impl MetadataRecord {
                 } else {
                     (Vec::new(), Vec::new())
                 };
+                let elr = if v2 { get_ids(reader)? } else { Vec::new() };
                 Self::Partition(PartitionRecord {
                     topic_id,
                     partition,
@@ -353,6 +365,7 @@ impl MetadataRecord {
                         isr,
                         removing_replicas,
                         adding_replicas,
+                        elr,
                         leader,
                         leader_epoch,
                         partition_epoch,
@@ -376,6 +389,7 @@ impl MetadataRecord {
                 } else {
                     (None, None)
                 };
+                let elr = if v2 { get_opt_ids(reader)? } else { None };
                 Self::PartitionChange(PartitionChange {
                     topic_id,
                     partition,
@@ -384,6 +398,7 @@ impl MetadataRecord {
                     replicas,
                     removing_replicas,
                     adding_replicas,
+                    elr,
                 })
             }
             7 => Self::FenceBroker {
@@ -515,6 +530,40 @@ mod tests {
         );
     }
 
+    /// A metadata log written before eligible leader replicas (versions 1 and 0 of the
+    /// partition records) still replays: those records read with none.
+    #[test]
+    fn partition_records_of_older_versions_read_without_what_they_lack() {
+        let record = MetadataRecord::Partition(PartitionRecord {
+            topic_id: Uuid::from_u128(9),
+            partition: 2,
+            registration: PartitionRegistration {
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2],
+                removing_replicas: Vec::new(),
+                adding_replicas: Vec::new(),
+                elr: Vec::new(),
+                leader: 1,
+                leader_epoch: 4,
+                partition_epoch: 7,
+            },
+        });
+        let v2 = record.encode();
+        assert_eq!(&v2[..4], [0, 3, 0, 2]);
+        let mut v1 = v2[..v2.len() - 4].to_vec();
+        v1[3] = 1;
+        assert_eq!(MetadataRecord::decode(&v1).unwrap(), record);
+        let mut v0 = v2[..v2.len() - 12].to_vec();
+        v0[3] = 0;
+        assert_eq!(MetadataRecord::decode(&v0).unwrap(), record);
+        let mut v3 = v2.to_vec();
+        v3[3] = 3;
+        assert!(
+            MetadataRecord::decode(&v3).is_err(),
+            "a newer version is refused"
+        );
+    }
+
     fn ids() -> impl Strategy<Value = Vec<i32>> {
         prop::collection::vec(-1i32..10, 0..5)
     }
@@ -572,10 +621,10 @@ mod tests {
                 any::<i32>(),
                 any::<i32>(),
                 ids(),
-                ids()
+                (ids(), ids())
             )
                 .prop_map(
-                    |(topic_id, partition, replicas, isr, leader, le, pe, rm, add)| {
+                    |(topic_id, partition, replicas, isr, leader, le, pe, rm, (add, elr))| {
                         MetadataRecord::Partition(PartitionRecord {
                             topic_id,
                             partition,
@@ -584,6 +633,7 @@ mod tests {
                                 isr,
                                 removing_replicas: rm,
                                 adding_replicas: add,
+                                elr,
                                 leader,
                                 leader_epoch: le,
                                 partition_epoch: pe,
@@ -612,19 +662,22 @@ mod tests {
                 prop::option::of(ids()),
                 prop::option::of(ids()),
                 prop::option::of(ids()),
-                prop::option::of(ids())
+                (prop::option::of(ids()), prop::option::of(ids()))
             )
-                .prop_map(|(topic_id, partition, leader, isr, replicas, rm, add)| {
-                    MetadataRecord::PartitionChange(PartitionChange {
-                        topic_id,
-                        partition,
-                        leader,
-                        isr,
-                        replicas,
-                        removing_replicas: rm,
-                        adding_replicas: add,
-                    })
-                }),
+                .prop_map(
+                    |(topic_id, partition, leader, isr, replicas, rm, (add, elr))| {
+                        MetadataRecord::PartitionChange(PartitionChange {
+                            topic_id,
+                            partition,
+                            leader,
+                            isr,
+                            replicas,
+                            removing_replicas: rm,
+                            adding_replicas: add,
+                            elr,
+                        })
+                    }
+                ),
             (any::<i32>(), any::<i64>()).prop_map(|(broker_id, broker_epoch)| {
                 MetadataRecord::FenceBroker {
                     broker_id,

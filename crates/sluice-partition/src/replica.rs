@@ -41,6 +41,11 @@ impl EpochLog for LogView<'_> {
     fn latest_epoch(&self) -> Option<i32> {
         self.0.latest_epoch()
     }
+
+    fn min_insync_replicas(&self) -> usize {
+        self.0
+            .with_config(|c| c.min_insync_replicas.max(1) as usize)
+    }
 }
 
 /// The metadata's word on one partition, as the publisher hands it over.

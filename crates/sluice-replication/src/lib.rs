@@ -32,6 +32,13 @@ pub trait EpochLog {
 
     /// The epoch of the last record, if any.
     fn latest_epoch(&self) -> Option<i32>;
+
+    /// The partition's `min.insync.replicas`: while its ISR is smaller (and it has at least
+    /// that many replicas) the high watermark does not move (KIP-966), so that the replicas
+    /// that left the ISR keep holding every committed record and stay eligible to lead.
+    fn min_insync_replicas(&self) -> usize {
+        1
+    }
 }
 
 /// What a follower is known to hold, from its fetches.
@@ -199,8 +206,15 @@ impl LeaderState {
         members
     }
 
-    /// Moves the high watermark to the lowest log end of the maximal ISR, never back.
+    /// Moves the high watermark to the lowest log end of the maximal ISR, never back; not at
+    /// all while the ISR is below `min.insync.replicas` (KIP-966: the controller counts the
+    /// replicas that left it as eligible leaders, which they stay only while nothing more
+    /// is committed).
     fn advance_high_watermark(&mut self, log: &impl EpochLog) {
+        if self.isr.len() < log.min_insync_replicas().min(self.replicas.len()) {
+            self.check(log);
+            return;
+        }
         let lowest = self
             .maximal_isr()
             .iter()

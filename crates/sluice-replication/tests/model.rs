@@ -15,9 +15,13 @@
 //!   and a leader the ISR the controller changed without it (by fencing a member).
 //!
 //! In every state reached it checks that
-//! - every acknowledged record is in the log of every replica in the controller's ISR, at
+//! - every acknowledged record is in the log of every replica in the controller's ISR and
+//!   of every eligible leader replica (KIP-966: the high watermark stands still while the
+//!   ISR is below `min.insync.replicas`, and the controller may elect one of them), at
 //!   its offset, with its epoch (so whoever is elected next has it), and on at least
 //!   `min.insync.replicas` replicas;
+//! - every record a leader's high watermark passed, acknowledged or not (consumers may have
+//!   read it), is in the log of every ISR member and eligible leader replica;
 //! - two logs that hold a record of the same epoch at the same offset agree on everything
 //!   before it (Kafka's log matching);
 //! - no two brokers act as leader in the same epoch (a deposed one acts in an older one);
@@ -75,6 +79,10 @@ impl EpochLog for VecLog<'_> {
     fn latest_epoch(&self) -> Option<i32> {
         self.0.last().map(|r| r.0)
     }
+
+    fn min_insync_replicas(&self) -> usize {
+        MIN_INSYNC_REPLICAS
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -115,11 +123,16 @@ struct World {
     /// Appended, not answered yet: (offset, epoch, value).
     pending_acks: Vec<(i64, i32, u8)>,
     acked: Vec<(i64, i32, u8)>,
+    /// Records a leader's high watermark passed, acknowledged or not (an acks=all produce
+    /// answered NOT_ENOUGH_REPLICAS_AFTER_APPEND): consumers may have read them.
+    visible: Vec<(i64, i32, u8)>,
     now: i64,
     appends: u8,
     crashes: u8,
     ticks: u8,
     leader_changes: u8,
+    /// Leaders the controller elected from the eligible leader replicas (KIP-966).
+    elr_elections: u8,
 }
 
 fn index(broker: i32) -> usize {
@@ -128,8 +141,11 @@ fn index(broker: i32) -> usize {
 
 impl World {
     fn new() -> Self {
-        let mut controller =
-            Controller::new(ControllerConfig::default(), MetadataImage::default(), 0);
+        let config = ControllerConfig {
+            min_insync_replicas: MIN_INSYNC_REPLICAS as i32,
+            ..ControllerConfig::default()
+        };
+        let mut controller = Controller::new(config, MetadataImage::default(), 0);
         let mut replicas = Vec::new();
         for b in BROKERS {
             let (epoch, _) = controller
@@ -165,24 +181,27 @@ impl World {
             answers: Vec::new(),
             pending_acks: Vec::new(),
             acked: Vec::new(),
+            visible: Vec::new(),
             now: 0,
             appends: 0,
             crashes: 0,
             ticks: 0,
             leader_changes: 0,
+            elr_elections: 0,
         }
     }
 
     /// Everything that determines what can happen next.
     fn key(&self) -> String {
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{}",
             self.controller.image(),
             self.replicas,
             self.alter,
             self.answers,
             self.pending_acks,
             self.acked,
+            self.visible,
             self.now,
             self.appends,
             self.crashes,
@@ -202,7 +221,7 @@ impl World {
     /// lost its leadership (the client retries, as a new record).
     fn settle_acks(&mut self) {
         let replicas = &self.replicas;
-        let mut acked = Vec::new();
+        let (mut acked, mut visible) = (Vec::new(), Vec::new());
         self.pending_acks.retain(|&(offset, epoch, value)| {
             let leader = replicas
                 .iter()
@@ -215,14 +234,19 @@ impl World {
                     AckStatus::Waiting => true,
                     AckStatus::Committed => {
                         acked.push((offset, epoch, value));
+                        visible.push((offset, epoch, value));
                         false
                     }
-                    AckStatus::NotEnoughReplicasAfterAppend => false,
+                    AckStatus::NotEnoughReplicasAfterAppend => {
+                        visible.push((offset, epoch, value));
+                        false
+                    }
                 },
                 _ => false,
             }
         });
         self.acked.extend(acked);
+        self.visible.extend(visible);
     }
 
     fn check(&self) -> Result<(), String> {
@@ -239,12 +263,27 @@ impl World {
                      fewer than min.insync.replicas"
                 ));
             }
-            for &b in &p.isr {
+            for &b in p.isr.iter().chain(&p.elr) {
                 let log = &self.replicas[index(b)].log;
                 if log.get(offset as usize) != Some(&(epoch, value)) {
                     return Err(format!(
                         "acknowledged record {value} (offset {offset}, epoch {epoch}) is not on \
-                         ISR member {b}: {log:?}"
+                         ISR or eligible member {b} (ISR {:?}, ELR {:?}): {log:?}",
+                        p.isr, p.elr
+                    ));
+                }
+            }
+        }
+        // What consumers may have read stays readable: it is on whoever may be elected.
+        for &(offset, epoch, value) in &self.visible {
+            for &b in p.isr.iter().chain(&p.elr) {
+                let log = &self.replicas[index(b)].log;
+                if log.get(offset as usize) != Some(&(epoch, value)) {
+                    return Err(format!(
+                        "record {value} (offset {offset}, epoch {epoch}), below a leader's high \
+                         watermark, is not on ISR or eligible member {b} (ISR {:?}, ELR {:?}): \
+                         {log:?}",
+                        p.isr, p.elr
                     ));
                 }
             }
@@ -355,7 +394,12 @@ impl World {
                         want_fence: true,
                         ..beat(b, epoch, true)
                     };
+                    let before = w.partition();
                     w.controller.heartbeat(fence, w.now).expect("fences");
+                    let after = w.partition();
+                    if after.leader != before.leader && before.elr.contains(&after.leader) {
+                        w.elr_elections = w.elr_elections.saturating_add(1);
+                    }
                     next.push((format!("controller fences {b}"), w));
                 } else {
                     next.push((format!("{b} restarts"), self.restart(b)));
@@ -628,13 +672,14 @@ fn beat(b: i32, broker_epoch: i64, want_fence: bool) -> Heartbeat {
 }
 
 /// Explores every state within `bounds`; returns (states, states with a record acknowledged
-/// after a leader change) or the first violation with the steps that led to it.
-fn explore(bounds: Bounds) -> Result<(usize, usize), String> {
+/// after a leader change, states after a leader elected from the eligible leader replicas
+/// with a record acknowledged) or the first violation with the steps that led to it.
+fn explore(bounds: Bounds) -> Result<(usize, usize, usize), String> {
     let start = World::new();
     let mut seen = HashSet::new();
     seen.insert(start.key());
     let mut queue = VecDeque::from([(start, Vec::<String>::new())]);
-    let mut interesting = 0;
+    let (mut interesting, mut eligible) = (0, 0);
     while let Some((world, path)) = queue.pop_front() {
         for (step, next) in world.successors(bounds) {
             let mut path = path.clone();
@@ -654,11 +699,14 @@ fn explore(bounds: Bounds) -> Result<(usize, usize), String> {
                 if next.leader_changes > 0 && !next.acked.is_empty() {
                     interesting += 1;
                 }
+                if next.elr_elections > 0 && !next.acked.is_empty() {
+                    eligible += 1;
+                }
                 queue.push_back((next, path));
             }
         }
     }
-    Ok((seen.len(), interesting))
+    Ok((seen.len(), interesting, eligible))
 }
 
 #[test]
@@ -679,10 +727,17 @@ fn every_interleaving_keeps_acknowledged_records_on_the_isr_and_logs_matching() 
             ticks: 1,
         },
     };
-    let (states, interesting) = explore(bounds).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{states} states; {interesting} with a record acknowledged and a leader change");
+    let (states, interesting, eligible) = explore(bounds).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "{states} states; {interesting} with a record acknowledged and a leader change, \
+         {eligible} of them after a leader elected from the eligible leader replicas"
+    );
     assert!(
         interesting > 0,
         "the exploration never acknowledged a record across a leader change"
+    );
+    assert!(
+        eligible > 0,
+        "the exploration never elected an eligible leader replica after an acknowledgement"
     );
 }

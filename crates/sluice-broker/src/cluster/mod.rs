@@ -231,6 +231,7 @@ impl Cluster {
             default_replication_factor: config.default_replication_factor,
             num_partitions: config.num_partitions,
             unclean_leader_election_enable: config.log.unclean_leader_election_enable,
+            min_insync_replicas: config.log.min_insync_replicas,
             auto_leader_rebalance_enable: config.auto_leader_rebalance_enable,
             leader_imbalance_check_interval_ms: config
                 .leader_imbalance_check_interval_seconds

@@ -259,14 +259,21 @@ pub(crate) fn describe_topic_partitions(
         let partitions = topic.partitions[first..last]
             .iter()
             .map(|p| {
-                let (leader, epoch, replicas, isr) = match registrations.get(&p.index()) {
+                let (leader, epoch, replicas, isr, elr) = match registrations.get(&p.index()) {
                     Some(r) => (
                         BrokerId(r.leader),
                         r.leader_epoch,
                         ids(&r.replicas),
                         ids(&r.isr),
+                        ids(&r.elr),
                     ),
-                    None => (BrokerId(-1), p.leader_epoch(), vec![node], vec![node]),
+                    None => (
+                        BrokerId(-1),
+                        p.leader_epoch(),
+                        vec![node],
+                        vec![node],
+                        vec![],
+                    ),
                 };
                 let error = if leader.0 < 0 {
                     ResponseError::LeaderNotAvailable.code()
@@ -280,7 +287,7 @@ pub(crate) fn describe_topic_partitions(
                     .with_leader_epoch(epoch)
                     .with_replica_nodes(replicas)
                     .with_isr_nodes(isr)
-                    .with_eligible_leader_replicas(Some(Vec::new()))
+                    .with_eligible_leader_replicas(Some(elr))
                     .with_last_known_elr(Some(Vec::new()))
             })
             .collect();

@@ -606,3 +606,113 @@ fn a_reassignment_can_be_cancelled_and_bad_targets_change_nothing() {
         (vec![4], vec![4], 4)
     );
 }
+
+/// A topic on brokers 1, 2 and 3 with `min.insync.replicas=2`, led by 1.
+fn min_isr_two(c: &mut Controller) -> Uuid {
+    c.create_topic(NewTopic {
+        assignments: vec![vec![1, 2, 3]],
+        num_partitions: -1,
+        replication_factor: -1,
+        configs: vec![("min.insync.replicas".into(), "2".into())],
+        ..topic("t", 0, 0)
+    })
+    .unwrap();
+    c.image().topic_by_name("t").unwrap().topic_id
+}
+
+/// The leader's AlterPartition giving partition 0 of "t" the ISR `isr`.
+fn set_isr(c: &mut Controller, epochs: &BTreeMap<i32, i64>, topic_id: Uuid, isr: Vec<i32>) {
+    let p = partition(c, "t", 0);
+    c.alter_partition(AlterPartition {
+        broker_id: p.leader,
+        broker_epoch: epochs[&p.leader],
+        topic_id,
+        partition: 0,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        new_isr: isr,
+    })
+    .unwrap();
+}
+
+fn fence(c: &mut Controller, epochs: &BTreeMap<i32, i64>, broker: i32) {
+    c.heartbeat(
+        Heartbeat {
+            want_fence: true,
+            ..beat(broker, epochs[&broker])
+        },
+        T0,
+    )
+    .unwrap();
+}
+
+/// KIP-966: a replica that leaves an ISR that is then below `min.insync.replicas` holds
+/// every committed record (the leader's high watermark stands still from then on), so it
+/// is an eligible leader replica; one that left while the ISR was still at the minimum
+/// may lack later commits and is not. When the last in-sync replica fails, an eligible one
+/// is elected cleanly, and the failed one becomes eligible; once the ISR reaches the
+/// minimum again nobody is.
+#[test]
+fn replicas_leaving_an_isr_below_min_insync_replicas_stay_eligible_to_lead() {
+    let (mut c, epochs) = cluster(3);
+    let topic_id = min_isr_two(&mut c);
+    set_isr(&mut c, &epochs, topic_id, vec![1, 2]);
+    assert!(
+        partition(&c, "t", 0).elr.is_empty(),
+        "the ISR is at the minimum"
+    );
+    set_isr(&mut c, &epochs, topic_id, vec![1]);
+    assert_eq!(partition(&c, "t", 0).elr, vec![2]);
+    fence(&mut c, &epochs, 1);
+    let p = partition(&c, "t", 0);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.elr.clone()),
+        (2, vec![2], vec![1])
+    );
+    set_isr(&mut c, &epochs, topic_id, vec![2, 3]);
+    assert!(partition(&c, "t", 0).elr.is_empty());
+    // Without an eligible replica alive, the last in-sync one stays, and the partition
+    // waits for it (unclean election is off).
+    set_isr(&mut c, &epochs, topic_id, vec![2]);
+    fence(&mut c, &epochs, 3);
+    fence(&mut c, &epochs, 2);
+    let p = partition(&c, "t", 0);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.elr.clone()),
+        (NO_LEADER, vec![2], vec![3])
+    );
+    let loaded = decode_snapshot(&encode_snapshot(c.image())).unwrap();
+    assert_eq!(
+        loaded.topic_by_name("t").unwrap().partitions[&0],
+        p,
+        "eligible leader replicas are in the snapshot"
+    );
+}
+
+/// A lower `min.insync.replicas` that an ISR now reaches lets its high watermark move: the
+/// partition's eligible leader replicas are dropped with the change. An unclean election
+/// (which may lose committed records) leaves none either.
+#[test]
+fn eligible_leader_replicas_go_when_the_minimum_falls_or_an_election_is_unclean() {
+    let (mut c, epochs) = cluster(3);
+    let topic_id = min_isr_two(&mut c);
+    set_isr(&mut c, &epochs, topic_id, vec![1]);
+    assert_eq!(partition(&c, "t", 0).elr, vec![2, 3]);
+    c.alter_topic_configs("t", vec![("min.insync.replicas".into(), Some("1".into()))])
+        .unwrap();
+    assert!(partition(&c, "t", 0).elr.is_empty());
+    c.alter_topic_configs("t", vec![("min.insync.replicas".into(), Some("3".into()))])
+        .unwrap();
+    set_isr(&mut c, &epochs, topic_id, vec![1, 2]);
+    set_isr(&mut c, &epochs, topic_id, vec![1]);
+    assert_eq!(partition(&c, "t", 0).elr, vec![2]);
+    fence(&mut c, &epochs, 2);
+    fence(&mut c, &epochs, 1);
+    assert_eq!(partition(&c, "t", 0).leader, NO_LEADER);
+    c.elect_leader(topic_id, 0, ElectionType::Unclean).unwrap();
+    let p = partition(&c, "t", 0);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.elr.clone()),
+        (3, vec![3], vec![])
+    );
+}

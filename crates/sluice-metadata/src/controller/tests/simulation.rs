@@ -9,8 +9,12 @@
 //! - it equals the controller's own image (one replay path), and its snapshot loads to it;
 //! - every leader is a registered, unfenced broker;
 //! - leader and partition epochs never go backwards;
-//! - a new leader was in the ISR before the step (no unclean election: none is enabled);
-//! - an ISR grows only when its leader asked (AlterPartition), only by eligible brokers;
+//! - a new leader was in the ISR or among the eligible leader replicas before the step (no
+//!   unclean election: none is enabled); half the seeds run with `min.insync.replicas=2`,
+//!   where replicas leave ISRs into the eligible leader replicas (KIP-966) and some are
+//!   elected from there;
+//! - an ISR grows only when its leader asked (AlterPartition), only by eligible brokers, or
+//!   to an eligible leader replica elected;
 //! - a heartbeat from a replaced process is refused as STALE_BROKER_EPOCH;
 //!
 //! and, after a quiet period in which every broker runs and heartbeats, that every broker is
@@ -47,6 +51,8 @@ struct Sim {
     committed: MetadataImage,
     nodes: Vec<Node>,
     topics_made: u32,
+    /// Leaders elected from the eligible leader replicas.
+    elr_elections: usize,
     trace: Vec<String>,
     verbose: bool,
 }
@@ -55,7 +61,10 @@ type Check = Result<(), String>;
 
 impl Sim {
     fn new(seed: u64, verbose: bool) -> Self {
-        let config = ControllerConfig::default();
+        let config = ControllerConfig {
+            min_insync_replicas: if seed.is_multiple_of(2) { 2 } else { 1 },
+            ..ControllerConfig::default()
+        };
         let nodes = (1..=BROKERS)
             .map(|id| Node {
                 id,
@@ -76,6 +85,7 @@ impl Sim {
             committed: MetadataImage::default(),
             nodes,
             topics_made: 0,
+            elr_elections: 0,
             trace: Vec::new(),
             verbose,
         }
@@ -137,13 +147,16 @@ impl Sim {
         true
     }
 
-    fn run(mut self) -> Check {
+    /// Runs the schedule; returns how many leaders it elected from eligible replicas.
+    fn run(mut self) -> Result<usize, String> {
         for _ in 0..CHAOS_STEPS {
             let before = self.committed.clone();
             let grew_by_request = self.step()?;
             self.check(&before, grew_by_request)?;
+            self.elr_elections += elected_from_elr(&before, &self.committed);
         }
-        self.settle()
+        let elected = self.elr_elections;
+        self.settle().map(|()| elected)
     }
 
     /// One random action; returns the partitions whose ISR a leader asked to grow.
@@ -526,6 +539,7 @@ impl Sim {
                 if p.leader != old.leader
                     && p.leader != NO_LEADER
                     && !old.isr.contains(&p.leader)
+                    && !old.elr.contains(&p.leader)
                     && !(asked && old.is_reassigning())
                 {
                     return self.fail(format!("{at}: unclean election: {old:?} -> {p:?}"));
@@ -536,7 +550,11 @@ impl Sim {
                     .copied()
                     .filter(|b| !old.isr.contains(b))
                     .collect();
-                if !grew.is_empty() {
+                // An eligible leader replica elected forms an ISR of its own (KIP-966), which
+                // it may keep as the last member once fenced in the same step.
+                let elected_eligible =
+                    p.isr.len() == 1 && grew == p.isr && old.elr.contains(&grew[0]);
+                if !grew.is_empty() && !elected_eligible {
                     if !grew_by_request.contains(&(topic.topic_id, partition)) {
                         return self.fail(format!("{at}: ISR grew unasked: {old:?} -> {p:?}"));
                     }
@@ -597,9 +615,16 @@ fn random_schedules_keep_leaders_in_sync_epochs_growing_and_settle() {
             ((0..n).collect(), false)
         }
     };
+    let mut elr_elections = 0;
     let failures: Vec<String> = seeds
         .iter()
-        .filter_map(|&seed| Sim::new(seed, verbose).run().err())
+        .filter_map(|&seed| match Sim::new(seed, verbose).run() {
+            Ok(elected) => {
+                elr_elections += elected;
+                None
+            }
+            Err(e) => Some(e),
+        })
         .collect();
     assert!(
         failures.is_empty(),
@@ -613,4 +638,32 @@ fn random_schedules_keep_leaders_in_sync_epochs_growing_and_settle() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    eprintln!(
+        "{} seeds; {elr_elections} leaders elected from eligible leader replicas",
+        seeds.len()
+    );
+    if seeds.len() >= 100 {
+        assert!(
+            elr_elections > 0,
+            "no seed elected an eligible leader replica"
+        );
+    }
+}
+
+/// Partitions whose leader in `after` was, in `before`, an eligible leader replica.
+fn elected_from_elr(before: &MetadataImage, after: &MetadataImage) -> usize {
+    after
+        .topics()
+        .filter_map(|t| Some((t, before.topic(t.topic_id)?)))
+        .map(|(t, old)| {
+            t.partitions
+                .iter()
+                .filter(|(i, p)| {
+                    old.partitions
+                        .get(i)
+                        .is_some_and(|o| p.leader != o.leader && o.elr.contains(&p.leader))
+                })
+                .count()
+        })
+        .sum()
 }
