@@ -288,6 +288,13 @@ impl Controller {
                 }
                 self.fence(&mut records, request.broker_id, existing.broker_epoch);
             }
+            if request.previous_broker_epoch != existing.broker_epoch {
+                // Not the process whose data the last registration vouched for (a new or
+                // wiped data directory): it may lack committed records, so it is no longer
+                // an eligible leader replica anywhere (KIP-966's rule for an unclean start;
+                // a crash keeps what a follower reported, as followers fsync first).
+                self.drop_from_elr(&mut records, request.broker_id);
+            }
         }
         let broker_epoch = self.image.last_broker_epoch() + 1;
         self.emit(
@@ -566,6 +573,30 @@ impl Controller {
             }
         }
         elr
+    }
+
+    /// Removes `broker_id` from the eligible leader replicas of every partition.
+    fn drop_from_elr(&mut self, records: &mut Vec<MetadataRecord>, broker_id: i32) {
+        let mut changes = Vec::new();
+        for topic in self.image.topics() {
+            for (&partition, p) in &topic.partitions {
+                if p.elr.contains(&broker_id) {
+                    changes.push(PartitionChange {
+                        topic_id: topic.topic_id,
+                        partition,
+                        leader: LEADER_UNCHANGED,
+                        elr: Some(p.elr.iter().copied().filter(|&b| b != broker_id).collect()),
+                        isr: None,
+                        replicas: None,
+                        removing_replicas: None,
+                        adding_replicas: None,
+                    });
+                }
+            }
+        }
+        for change in changes {
+            self.emit(records, MetadataRecord::PartitionChange(change));
+        }
     }
 
     /// Takes a broker that can no longer serve out of every ISR it is in (but never empties

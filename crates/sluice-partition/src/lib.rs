@@ -334,7 +334,12 @@ impl ReplicaManager {
 
     /// One retention pass over every log: (segments, bytes) deleted.
     pub fn apply_retention(&self, now_ms: i64) -> Result<(usize, u64), StorageError> {
-        self.logs.apply_retention(now_ms)
+        // As Kafka: never past the high watermark, so that every replica's log start stays
+        // within what its partition committed.
+        self.logs.apply_retention_below(now_ms, |topic, partition| {
+            self.partition(topic, partition)
+                .map_or(i64::MIN, |p| p.high_watermark())
+        })
     }
 
     /// DeleteRecords for one partition: `offset` (-1: the high watermark) becomes the log
@@ -363,7 +368,8 @@ impl ReplicaManager {
     /// removed go here too, so that the replicas of a partition start where its leader
     /// does. Only as far as this follower's high watermark, and only where the topic's
     /// cleanup policy deletes (a compacted-only log keeps its start, as on the leader).
-    /// Returns the new log start, if it moved; durable when this returns.
+    /// Returns the new log start, if it moved. In memory, as Kafka's follower: the next
+    /// checkpoint makes it durable (after a crash the follower keeps more, harmlessly).
     pub fn follow_log_start(
         &self,
         partition: &Partition,
@@ -373,7 +379,39 @@ impl ReplicaManager {
         if target <= partition.log_start_offset() || !partition.config().is_deleted_by_retention() {
             return Ok(None);
         }
-        self.logs.delete_records(partition.log(), target).map(Some)
+        partition.log().delete_records_before(target).map(Some)
+    }
+
+    /// Empties a follower's log and starts it at `offset`
+    /// ([`Partition::truncate_fully_and_start_at`]), checkpointing the recovery points
+    /// before anything is appended there. Returns whether it truncated.
+    pub fn start_follower_log_at(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        leader_high_watermark: i64,
+        (leader, epoch): (i32, i32),
+        now_ms: i64,
+    ) -> Result<bool, StorageError> {
+        partition.truncate_fully_and_start_at(
+            offset,
+            leader_high_watermark,
+            (leader, epoch),
+            now_ms,
+            &self.logs,
+        )
+    }
+
+    /// Cuts a follower's divergent tail at `offset` ([`Partition::truncate_to`]),
+    /// checkpointing the recovery points before anything is appended. Returns the new log end.
+    pub fn truncate_follower_to(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        (leader, epoch): (i32, i32),
+        now_ms: i64,
+    ) -> Result<i64, StorageError> {
+        partition.truncate_to(offset, (leader, epoch), now_ms, &self.logs)
     }
 
     /// Flushes every log and writes the recovery checkpoint, then the high watermarks'.

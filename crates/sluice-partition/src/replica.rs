@@ -58,6 +58,8 @@ pub struct Assignment<'a> {
     pub partition_epoch: i32,
     pub replicas: &'a [i32],
     pub isr: &'a [i32],
+    /// KIP-966's eligible leader replicas, as the controller lists them.
+    pub elr: &'a [i32],
 }
 
 /// How far one follower is behind its leader.
@@ -119,6 +121,7 @@ impl Partition {
                     // The ISR first: a replica a reassignment removed is out of both.
                     state.on_partition_state(a.isr, a.partition_epoch, &LogView(&self.log));
                     state.on_replicas(a.replicas, now_ms);
+                    state.on_eligible_leaders(!a.elr.is_empty());
                 }
                 _ => {
                     self.set_leader_epoch(a.leader_epoch);
@@ -135,6 +138,7 @@ impl Partition {
                         self.high_watermark(),
                         now_ms,
                     );
+                    state.on_eligible_leaders(!a.elr.is_empty());
                     // What the ISR as the metadata gives it already holds is committed:
                     // with an ISR of this broker alone, its whole log.
                     state.on_append(&LogView(&self.log));
@@ -339,17 +343,6 @@ impl Partition {
     ) -> Result<AppendOutcome, StorageError> {
         let role = self.role.lock().expect("role lock");
         self.still_following(&role, leader, epoch)?;
-        let first_base = records
-            .get(..8)
-            .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")));
-        let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
-        if let Some(base) = first_base.filter(|&b| b < end && start == end && b >= 0) {
-            // A log started at its leader's log start, which lies inside a batch: the leader
-            // sends that batch whole, so the log starts at it (Kafka's follower does the same
-            // on UnexpectedAppendOffsetException); the log start then follows the leader's.
-            self.log.truncate_fully_and_start_at(base, now_ms)?;
-            self.reset_high_watermark(base);
-        }
         let outcome = self.log.append_as_follower(records, now_ms)?;
         drop(role);
         self.appended.wake();
@@ -387,12 +380,14 @@ impl Partition {
     /// `epoch`. Never below the high watermark:
     /// what is committed is on every in-sync replica, and a leader that says otherwise was
     /// elected uncleanly; that is refused, and the follower stops.
-    pub fn truncate_to(
+    /// The recovery points are checkpointed before the role lock is let go, so nothing is
+    /// appended while a checkpoint from before may name a recovery point past the new end.
+    pub(crate) fn truncate_to(
         &self,
         offset: i64,
-        leader: i32,
-        epoch: i32,
+        (leader, epoch): (i32, i32),
         now_ms: i64,
+        logs: &sluice_storage::LogManager,
     ) -> Result<i64, StorageError> {
         let role = self.role.lock().expect("role lock");
         self.still_following(&role, leader, epoch)?;
@@ -404,31 +399,36 @@ impl Partition {
                 self.index()
             )));
         }
-        self.log.truncate_to(offset, now_ms)
+        logs.truncate_to(&self.log, offset, now_ms)
     }
 
-    /// Empties this follower's log and starts it at `leader_log_start`, if it still follows
-    /// `leader` in `epoch` and its log ends before that offset (Kafka's
-    /// `truncateFullyAndStartAt` on OFFSET_OUT_OF_RANGE): the leader no longer holds the
-    /// offsets this follower would fetch next (retention or DeleteRecords removed them), so
-    /// it starts where the leader's log does. Everything below the leader's log start was
-    /// committed there, so the high watermark moves to it. Returns whether it truncated.
-    pub fn truncate_fully_and_start_at(
+    /// Empties this follower's log and starts it at `offset`, if it still follows `leader`
+    /// in `epoch` (Kafka's `truncateFullyAndStartAt`), checkpointing the recovery points
+    /// (so that none from before names an offset of the new log) under the role lock. Two cases: the leader's log starts past this log's end
+    /// (OFFSET_OUT_OF_RANGE: retention or DeleteRecords removed what this follower would
+    /// fetch next), and a log emptied so restarting below its start (the leader sent the
+    /// whole batch holding its log start, which begins before it; Kafka's follower does the
+    /// same on UnexpectedAppendOffsetException). The high watermark goes to `offset`, or to
+    /// the leader's if lower. Returns whether it truncated (a log that reaches `offset` and
+    /// holds records keeps them).
+    pub(crate) fn truncate_fully_and_start_at(
         &self,
-        leader_log_start: i64,
-        leader: i32,
-        epoch: i32,
+        offset: i64,
+        leader_high_watermark: i64,
+        (leader, epoch): (i32, i32),
         now_ms: i64,
+        logs: &sluice_storage::LogManager,
     ) -> Result<bool, StorageError> {
         let role = self.role.lock().expect("role lock");
         self.still_following(&role, leader, epoch)?;
-        if leader_log_start <= self.log.log_end_offset() {
+        let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
+        let past_end = offset > end;
+        let restart_empty = start == end && offset != end;
+        if !(past_end || restart_empty) {
             return Ok(false);
         }
-        self.log
-            .truncate_fully_and_start_at(leader_log_start, now_ms)?;
-        drop(role);
-        self.advance_high_watermark(leader_log_start);
+        logs.truncate_fully_and_start_at(&self.log, offset, now_ms)?;
+        self.reset_high_watermark(offset.min(leader_high_watermark));
         Ok(true)
     }
 

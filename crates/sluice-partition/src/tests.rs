@@ -303,6 +303,7 @@ fn a_demoted_leader_keeps_its_old_epoch_for_the_divergence_check() {
         partition_epoch: 0,
         replicas: &replicas_ids,
         isr: &replicas_ids,
+        elr: &[],
     };
     p.assign(lead, 1_000);
     p.append(&batch(&["a", "b"]), 1_000).unwrap();
@@ -348,20 +349,27 @@ fn a_follower_behind_its_leaders_log_start_starts_again_there() {
         partition_epoch: 0,
         replicas: &ids,
         isr: &ids,
+        elr: &[],
     };
     p.assign(follow, 1_000);
     p.append_as_follower(&batch_at(0, &["a", "b", "c"]), 2, 3, 1_000)
         .unwrap();
     p.follow_high_watermark(2, 3, 3);
     assert!(
-        !p.truncate_fully_and_start_at(3, 2, 3, 1_000).unwrap(),
+        !replicas
+            .start_follower_log_at(&p, 3, 12, (2, 3), 1_000)
+            .unwrap(),
         "a log that reaches the leader's log start keeps its records"
     );
     assert!(
-        p.truncate_fully_and_start_at(10, 9, 3, 1_000).is_err(),
+        replicas
+            .start_follower_log_at(&p, 10, 12, (9, 3), 1_000)
+            .is_err(),
         "only while it follows that leader"
     );
-    assert!(p.truncate_fully_and_start_at(10, 2, 3, 1_000).unwrap());
+    assert!(replicas
+        .start_follower_log_at(&p, 10, 12, (2, 3), 1_000)
+        .unwrap());
     assert_eq!(
         (p.log_start_offset(), p.log_end_offset(), p.high_watermark()),
         (10, 10, 10)
@@ -371,7 +379,14 @@ fn a_follower_behind_its_leaders_log_start_starts_again_there() {
         None,
         "the old records' epochs went with them"
     );
-    // The leader's log start lies inside its batch 8..12: that batch comes whole.
+    // The leader's log start lies inside its batch 8..12: that batch comes whole, and the
+    // emptied log starts again at it (as the fetcher does before appending it).
+    assert!(
+        replicas
+            .start_follower_log_at(&p, 8, 12, (2, 3), 2_000)
+            .unwrap(),
+        "an emptied log starts again below its start"
+    );
     p.append_as_follower(&batch_at(8, &["i", "j", "k", "l"]), 2, 3, 2_000)
         .unwrap();
     p.follow_high_watermark(2, 3, 12);
@@ -384,6 +399,13 @@ fn a_follower_behind_its_leaders_log_start_starts_again_there() {
     assert_eq!(p.log_start_offset(), 10);
     assert_eq!(replicas.follow_log_start(&p, 10).unwrap(), None, "once");
     assert!(p.high_watermark() <= p.log_end_offset());
+    assert!(
+        !replicas
+            .start_follower_log_at(&p, 5, 12, (2, 3), 3_000)
+            .unwrap(),
+        "a log holding records never starts again below its end"
+    );
+    assert_eq!(p.log_end_offset(), 12);
 }
 
 /// A replicated partition's high watermark survives a restart through the checkpoint
@@ -403,6 +425,7 @@ fn the_high_watermark_is_checkpointed_and_restored_at_the_first_assignment() {
         partition_epoch: 0,
         replicas: &ids,
         isr: &ids,
+        elr: &[],
     };
     {
         let replicas = open(dir.path(), Arc::new(CommitOnAppend));

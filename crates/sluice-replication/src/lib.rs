@@ -113,6 +113,10 @@ pub struct LeaderState {
     /// holds this epoch's first offset, so it no longer holds another leader's tail.
     epoch_start_offset: i64,
     high_watermark: i64,
+    /// The controller lists eligible leader replicas for the partition (KIP-966): it holds
+    /// the ISR below its `min.insync.replicas`, whatever this broker's own setting says,
+    /// so the high watermark stands still.
+    eligible_leaders: bool,
 }
 
 impl LeaderState {
@@ -155,6 +159,7 @@ impl LeaderState {
             followers,
             epoch_start_offset: log.log_end_offset(),
             high_watermark: high_watermark.min(log.log_end_offset()),
+            eligible_leaders: false,
         };
         state.check(log);
         state
@@ -211,7 +216,8 @@ impl LeaderState {
     /// replicas that left it as eligible leaders, which they stay only while nothing more
     /// is committed).
     fn advance_high_watermark(&mut self, log: &impl EpochLog) {
-        if self.isr.len() < log.min_insync_replicas().min(self.replicas.len()) {
+        let below_minimum = self.isr.len() < log.min_insync_replicas().min(self.replicas.len());
+        if below_minimum || self.eligible_leaders {
             self.check(log);
             return;
         }
@@ -352,6 +358,15 @@ impl LeaderState {
         self.partition_epoch = partition_epoch;
         self.pending = None;
         self.advance_high_watermark(log);
+    }
+
+    /// Whether the controller lists eligible leader replicas for the partition (its
+    /// metadata, applied with the ISR): while it does, the high watermark stands still,
+    /// so a mismatched `min.insync.replicas` between this broker and the controller costs
+    /// availability, never an eligible replica's committed records. Nothing moves here:
+    /// the next append or fetch moves the high watermark (as the commit rule allows).
+    pub fn on_eligible_leaders(&mut self, listed: bool) {
+        self.eligible_leaders = listed;
     }
 
     /// The partition's replicas changed in this leader epoch (a reassignment adds replicas,

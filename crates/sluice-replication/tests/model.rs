@@ -108,9 +108,10 @@ struct Replica {
     incarnation: u8,
 }
 
-/// What the controller committed for an AlterPartition: the ISR, the partition epoch and
-/// the leader epoch; `None` in its place is a refusal.
-type Committed = (Vec<i32>, i32, i32);
+/// What the controller committed for an AlterPartition: the ISR, the partition epoch, the
+/// leader epoch and whether it lists eligible leader replicas; `None` in its place is a
+/// refusal.
+type Committed = (Vec<i32>, i32, i32, bool);
 
 #[derive(Clone)]
 struct World {
@@ -476,6 +477,7 @@ impl World {
         if let Role::Leader(l) = &mut r.role {
             if l.leader_epoch == p.leader_epoch {
                 l.on_partition_state(&p.isr, p.partition_epoch, &VecLog(&r.log));
+                l.on_eligible_leaders(!p.elr.is_empty());
                 return w;
             }
         }
@@ -488,12 +490,9 @@ impl World {
                 replicas: &p.replicas,
                 isr: &p.isr,
             };
-            Role::Leader(LeaderState::become_leader(
-                elected,
-                &VecLog(&r.log),
-                r.high_watermark,
-                now,
-            ))
+            let mut l = LeaderState::become_leader(elected, &VecLog(&r.log), r.high_watermark, now);
+            l.on_eligible_leaders(!p.elr.is_empty());
+            Role::Leader(l)
         } else if p.leader == NO_LEADER {
             Role::Unknown
         } else {
@@ -538,7 +537,7 @@ impl World {
         let answer = w.controller.alter_partition(request);
         let answer = answer
             .ok()
-            .map(|(p, _)| (p.isr, p.partition_epoch, p.leader_epoch));
+            .map(|(p, _)| (p.isr, p.partition_epoch, p.leader_epoch, !p.elr.is_empty()));
         w.answers.push((b, change.clone(), answer));
         w
     }
@@ -553,8 +552,17 @@ impl World {
             let committed = answer
                 .as_ref()
                 .filter(|a| a.2 == l.leader_epoch)
-                .map(|(isr, partition_epoch, _)| (isr.as_slice(), *partition_epoch));
+                .map(|(isr, partition_epoch, _, _)| (isr.as_slice(), *partition_epoch));
             l.on_alter_answer(&change, committed, &VecLog(&r.log));
+            // The broker's publisher applies the committed state (eligible leader replicas
+            // with it) before the answer reaches the leader.
+            if let Some((_, partition_epoch, _, eligible)) =
+                answer.filter(|a| a.2 == l.leader_epoch)
+            {
+                if partition_epoch == l.partition_epoch {
+                    l.on_eligible_leaders(eligible);
+                }
+            }
         }
         w
     }

@@ -907,10 +907,20 @@ impl LogManager {
     /// One retention pass over every log ([`UnifiedLog::apply_retention`]); checkpoints the
     /// new log start offsets if anything was deleted. Returns the segments and bytes deleted.
     pub fn apply_retention(&self, now_ms: i64) -> Result<(usize, u64), StorageError> {
+        self.apply_retention_below(now_ms, |_, _| i64::MAX)
+    }
+
+    /// [`LogManager::apply_retention`], each log deleting only segments that end at or
+    /// below `upper(topic, partition)` (its high watermark).
+    pub fn apply_retention_below(
+        &self,
+        now_ms: i64,
+        upper: impl Fn(&str, i32) -> i64,
+    ) -> Result<(usize, u64), StorageError> {
         let (mut segments, mut bytes) = (0, 0);
         for t in self.topics() {
-            for log in &t.partitions {
-                match log.apply_retention(now_ms) {
+            for (i, log) in t.partitions.iter().enumerate() {
+                match log.apply_retention_below(now_ms, upper(&t.name, i as i32)) {
                     Ok(o) => {
                         segments += o.deleted_segments;
                         bytes += o.deleted_bytes;
@@ -925,6 +935,34 @@ impl LogManager {
             self.checkpoint_recovery_points()?;
         }
         Ok((segments, bytes))
+    }
+
+    /// Truncates `log` from the end ([`UnifiedLog::truncate_to`]) and checkpoints the
+    /// recovery points before this returns: a checkpoint from before may name a recovery
+    /// point past the new end, and recovery would trust whatever is appended there next
+    /// (a torn batch below it, in a segment the next one follows, is never scanned).
+    /// Returns the new log end. Nothing may be appended to `log` until this returns.
+    pub fn truncate_to(
+        &self,
+        log: &UnifiedLog,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<i64, StorageError> {
+        let end = log.truncate_to(offset, now_ms)?;
+        self.checkpoint_recovery_points()?;
+        Ok(end)
+    }
+
+    /// Empties `log` and starts it at `offset` ([`UnifiedLog::truncate_fully_and_start_at`])
+    /// and checkpoints the recovery points before this returns, as [`LogManager::truncate_to`].
+    pub fn truncate_fully_and_start_at(
+        &self,
+        log: &UnifiedLog,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        log.truncate_fully_and_start_at(offset, now_ms)?;
+        self.checkpoint_recovery_points()
     }
 
     /// DeleteRecords for one partition: the new log start offset, checkpointed before this

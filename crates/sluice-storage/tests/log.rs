@@ -1008,6 +1008,38 @@ fn retention_by_bytes_deletes_the_oldest_whole_segments_and_keeps_the_limit() {
     );
 }
 
+/// Retention in a cluster stops at the high watermark (Kafka's rule): an expired segment
+/// goes only once every record in it is below the bound, so a log never starts past what
+/// its partition committed (a follower starting again at its leader's log start would
+/// otherwise take uncommitted offsets as committed).
+#[test]
+fn retention_deletes_nothing_past_the_bound_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_ms: 1_000,
+        ..config(1000)
+    };
+    let log = UnifiedLog::open(dir.path(), cfg, None, state(NoSync), 0).unwrap();
+    for tag in 0..40 {
+        log.append(&batch(tag, 2, 1_000), 0).unwrap();
+    }
+    let bases = segment_bases(dir.path());
+    assert!(bases.len() > 3, "{bases:?}");
+    // Every segment expired; the bound falls inside the third.
+    let bound = bases[2] + 1;
+    let outcome = log.apply_retention_below(1_000_000, bound).unwrap();
+    assert_eq!(outcome.deleted_segments, 2);
+    assert_eq!(log.log_start_offset(), bases[2]);
+    assert_eq!(log.log_end_offset(), 80, "the tail is untouched");
+    let outcome = log.apply_retention_below(1_000_000, 80).unwrap();
+    assert!(outcome.deleted_segments > 0);
+    assert_eq!(
+        log.log_start_offset(),
+        80,
+        "with everything committed, all of it goes"
+    );
+}
+
 #[test]
 fn retention_by_time_deletes_expired_segments_and_rolls_an_expired_active_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -279,10 +279,10 @@ async fn apply(
     {
         // The leader's log starts past this one's end: retention or DeleteRecords removed
         // what this follower would fetch next. Start again where the leader's log starts.
-        let partition = p.clone();
-        let start = data.log_start_offset;
+        let (replicas, partition) = (replicas.clone(), p.clone());
+        let (start, leader_hw) = (data.log_start_offset, data.high_watermark);
         let done = tokio::task::spawn_blocking(move || {
-            partition.truncate_fully_and_start_at(start, leader, epoch, now)
+            replicas.start_follower_log_at(&partition, start, leader_hw, (leader, epoch), now)
         })
         .await
         .map_err(|e| e.to_string())?
@@ -313,11 +313,12 @@ async fn apply(
     if data.diverging_epoch.epoch >= 0 {
         let offset =
             p.truncation_offset(data.diverging_epoch.epoch, data.diverging_epoch.end_offset);
-        let partition = p.clone();
-        let cut =
-            tokio::task::spawn_blocking(move || partition.truncate_to(offset, leader, epoch, now))
-                .await
-                .map_err(|e| e.to_string())?;
+        let (replicas, partition) = (replicas.clone(), p.clone());
+        let cut = tokio::task::spawn_blocking(move || {
+            replicas.truncate_follower_to(&partition, offset, (leader, epoch), now)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         return match cut {
             Ok(end) => {
                 tracing::info!(
@@ -333,12 +334,25 @@ async fn apply(
     }
     let records = data.records.filter(|r| !r.is_empty());
     if let Some(records) = records {
-        let partition = p.clone();
+        let (replicas, partition) = (replicas.clone(), p.clone());
+        let leader_hw = data.high_watermark;
         let appended = tokio::task::spawn_blocking(move || {
             // A response may end in a partial batch; only whole batches are appended.
             let whole = whole_batches(&records);
             if whole == 0 {
                 return Ok(None);
+            }
+            // A log emptied to start at its leader's log start gets the whole batch holding
+            // that offset, which begins before it: the log starts again at that batch.
+            let base = i64::from_be_bytes(records[..8].try_into().expect("a whole batch"));
+            if base < partition.log_end_offset() {
+                replicas.start_follower_log_at(
+                    &partition,
+                    base,
+                    leader_hw,
+                    (leader, epoch),
+                    now,
+                )?;
             }
             partition
                 .append_as_follower(&records[..whole], leader, epoch, now)

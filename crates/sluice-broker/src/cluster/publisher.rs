@@ -175,6 +175,7 @@ fn apply(state: &BrokerState, plan: &[TopicPlan], may_remove: bool) -> Pass {
                     partition_epoch: p.partition_epoch,
                     replicas: &p.replicas,
                     isr: &p.isr,
+                    elr: &p.elr,
                 },
                 now,
             );

@@ -716,3 +716,33 @@ fn eligible_leader_replicas_go_when_the_minimum_falls_or_an_election_is_unclean(
         (3, vec![3], vec![])
     );
 }
+
+/// A broker that comes back without the data its last registration vouched for (a new or
+/// wiped data directory: it does not name that registration's epoch) may lack committed
+/// records: it is no longer an eligible leader replica. One that names it (a restart,
+/// even after kill -9: followers fsync what they report) stays eligible.
+#[test]
+fn a_broker_returning_without_its_data_is_no_longer_eligible() {
+    let (mut c, epochs) = cluster(3);
+    let topic_id = min_isr_two(&mut c);
+    set_isr(&mut c, &epochs, topic_id, vec![1]);
+    assert_eq!(partition(&c, "t", 0).elr, vec![2, 3]);
+    let restart = |c: &mut Controller, id: i32, previous: i64, now: i64| {
+        c.register_broker(
+            RegistrationRequest {
+                broker_id: id,
+                incarnation_id: incarnation(id, 1),
+                endpoints: vec![endpoint(id)],
+                rack: None,
+                previous_broker_epoch: previous,
+            },
+            now,
+        )
+        .unwrap()
+    };
+    restart(&mut c, 2, epochs[&2], T0);
+    assert_eq!(partition(&c, "t", 0).elr, vec![2, 3], "its own restart");
+    // (Another process may register the id once its session expired.)
+    restart(&mut c, 3, -1, T0 + 10_000);
+    assert_eq!(partition(&c, "t", 0).elr, vec![2], "a new data directory");
+}

@@ -49,7 +49,7 @@ use crate::{CountedFile, Fs, OpenMode, StorageError};
 
 /// Suffix of a segment being rewritten.
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
-const CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+pub(super) const CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 
 /// What one entry of the offset map costs: a 16-byte key hash, an 8-byte offset, and the hash
 /// table's own overhead.

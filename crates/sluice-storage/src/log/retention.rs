@@ -23,6 +23,18 @@ impl UnifiedLog {
     ///
     /// The log start offset moves to the first remaining offset.
     pub fn apply_retention(&self, now_ms: i64) -> Result<RetentionOutcome, StorageError> {
+        self.apply_retention_below(now_ms, i64::MAX)
+    }
+
+    /// [`UnifiedLog::apply_retention`], deleting only segments that end at or below
+    /// `upper` (the partition's high watermark, as Kafka bounds retention): records not yet
+    /// committed stay, so a follower that starts again at this log's start never finds
+    /// its start past what its leader committed.
+    pub fn apply_retention_below(
+        &self,
+        now_ms: i64,
+        upper: i64,
+    ) -> Result<RetentionOutcome, StorageError> {
         self.check_open()?;
         let mut inner = lock(&self.inner);
         // Deleted while we waited for the lock: its directory may already be gone.
@@ -57,6 +69,16 @@ impl UnifiedLog {
             .copied()
             .take_while(|b| expired(&inner.segments[b]))
             .collect();
+        // Only segments wholly at or below `upper`: each ends where the next begins, the
+        // active one at the log end.
+        let log_end = inner.log_end_offset;
+        let end_of = |i: usize| bases.get(i + 1).copied().unwrap_or(log_end);
+        let committed = doomed
+            .iter()
+            .enumerate()
+            .take_while(|&(i, _)| end_of(i) <= upper)
+            .count();
+        doomed.truncate(committed);
         if doomed.last() == Some(&active_base) {
             self.roll(&mut inner, now_ms)?;
         }
@@ -68,9 +90,9 @@ impl UnifiedLog {
             let mut excess = kept as i64 - config.retention_bytes;
             // Closed segments only: when everything expired above, there are none left.
             let closed_end = (bases.len() - 1).max(doomed.len());
-            for b in &bases[doomed.len()..closed_end] {
+            for (i, b) in bases.iter().enumerate().take(closed_end).skip(doomed.len()) {
                 let size = inner.segments[b].size() as i64;
-                if excess - size < 0 {
+                if excess - size < 0 || end_of(i) > upper {
                     break;
                 }
                 excess -= size;

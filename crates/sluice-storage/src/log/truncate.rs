@@ -96,10 +96,11 @@ impl UnifiedLog {
     /// before the next. A power cut leaves a prefix of the old log, a gap, and the new
     /// segment: the offsets the leader no longer has are absent, everything else is what was
     /// written there. Producer state and leader epochs go with the records. An offset at or
-    /// below the end of a log that holds records is refused: that is
+    /// below the end of a log that holds any bytes is refused: that is
     /// [`UnifiedLog::truncate_to`]'s job. A log that holds none may start again anywhere (a
     /// follower that started at its leader's log start, and is sent the whole batch holding
-    /// it, starts at that batch).
+    /// it, starts at that batch). The cleaner's checkpoint goes too: offsets it names may
+    /// lie in the new log, whose segments have no gaps.
     pub fn truncate_fully_and_start_at(
         &self,
         offset: i64,
@@ -109,8 +110,10 @@ impl UnifiedLog {
         let _flush = lock(&self.flush_lock);
         let mut inner = lock(&self.inner);
         self.check_open()?;
-        let empty = inner.log_start_offset == inner.log_end_offset;
-        if offset < 0 || (offset <= inner.log_end_offset && !empty) {
+        // Starting again at or below the end only for a log that holds no bytes at all (one
+        // emptied so a moment ago): its segments hold nothing to overlap the new one.
+        let holds_nothing = inner.segments.values().all(|s| s.size() == 0);
+        if offset < 0 || (offset <= inner.log_end_offset && !holds_nothing) {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start: inner.log_start_offset,
@@ -124,12 +127,14 @@ impl UnifiedLog {
         inner.producers = crate::ProducerStateManager::default();
         inner.epochs = crate::LeaderEpochCache::default();
         inner.checkpointed_offset = -1;
+        inner.cleaner_checkpoint = 0;
         self.flushed_offset.store(offset, Ordering::SeqCst);
         Ok(())
     }
 
     /// Creates the empty segment at `offset`, durably, then deletes every older one (and
-    /// the producer snapshot, which describes them), newest first, each step durable.
+    /// the producer snapshot and cleaner checkpoint, which describe them), newest first,
+    /// each step durable.
     fn replace_all_segments(
         &self,
         inner: &mut LogInner,
@@ -144,7 +149,9 @@ impl UnifiedLog {
         let old: Vec<i64> = inner.segments.keys().copied().collect();
         inner.segments.insert(offset, segment.without_index_files());
         inner.dir_dirty = false;
-        crate::fs::remove_if_present(fs.as_ref(), &self.dir.join(PRODUCER_SNAPSHOT_FILE))?;
+        for name in [PRODUCER_SNAPSHOT_FILE, cleaner::CHECKPOINT_FILE] {
+            crate::fs::remove_if_present(fs.as_ref(), &self.dir.join(name))?;
+        }
         dir_handle.sync()?;
         for b in old.into_iter().rev() {
             let gone = inner.segments.remove(&b).expect("listed above");

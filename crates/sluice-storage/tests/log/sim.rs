@@ -128,8 +128,10 @@ struct Schedule {
     epoch: i32,
     /// Truncations that cut records off.
     truncations: u64,
-    /// Full truncations that succeeded.
+    /// Full truncations that succeeded, and those of them that started an emptied log
+    /// again below its start.
     full_truncations: u64,
+    restarts_below: u64,
     trace: Vec<String>,
 }
 
@@ -163,6 +165,7 @@ impl Schedule {
             epoch: 0,
             truncations: 0,
             full_truncations: 0,
+            restarts_below: 0,
             trace: Vec::new(),
         }
     }
@@ -447,7 +450,7 @@ impl Schedule {
                 if low < end {
                     let target = low + self.rng.below((end - low) as u64) as i64;
                     self.trace.push(format!("truncate to {target}"));
-                    let new_end = match log.truncate_to(target, now) {
+                    let new_end = match m.truncate_to(&log, target, now) {
                         // Below what the cleaner compacted: refused, nothing changed.
                         Err(StorageError::PolicyViolation(why)) => {
                             self.trace.push(format!("  refused: {why}"));
@@ -478,24 +481,36 @@ impl Schedule {
                 self.model.removed_below = self.model.removed_below.max(target);
                 m.delete_records(&log, target)?;
             }
-            90 => {
+            90..=91 => {
                 // A follower whose leader's log starts past this log's end: everything goes,
-                // and the log starts again at the leader's log start. Until that is done
-                // nothing of the old log must survive (a crash may leave any prefix of it,
-                // or nothing), but what survives is still what was appended.
-                let target = log.log_end_offset() + 1 + self.rng.below(50) as i64;
+                // and the log starts again at the leader's log start; or, on a log emptied
+                // so, again below its start (at the batch holding the leader's log start).
+                // Until that is done nothing of the old log must survive (a crash may leave
+                // any prefix of it, or nothing), but what survives is still what was
+                // appended.
+                let (start, end) = (log.log_start_offset(), log.log_end_offset());
+                // (Only a log emptied so a moment ago holds no bytes at all.)
+                let below =
+                    start == end && end > 0 && log.size_bytes() == 0 && self.rng.below(2) == 0;
+                let target = if below {
+                    end - 1 - self.rng.below(end.min(50) as u64) as i64
+                } else {
+                    end + 1 + self.rng.below(50) as i64
+                };
                 self.trace
                     .push(format!("truncate fully and start at {target}"));
                 self.model.acked_end = 0;
                 self.model.removed_below = self.model.removed_below.max(target);
-                log.truncate_fully_and_start_at(target, now)?;
+                m.truncate_fully_and_start_at(&log, target, now)?;
                 self.full_truncations += 1;
+                self.restarts_below += u64::from(below);
                 self.model.records.clear();
                 self.model.timestamps.clear();
                 self.model.lost.clear();
                 self.model.cleaned_upto = target;
                 // Durable when it returns: the log may not start or end before `target`.
                 self.model.acked_end = target;
+                self.model.removed_below = target;
             }
             _ => {
                 let target = log.log_end_offset();
@@ -586,12 +601,14 @@ fn acknowledged_records_survive_every_simulated_crash() {
     let replay = count == 1;
     let mut truncations = 0;
     let mut full_truncations = 0;
+    let mut restarts_below = 0;
     for seed in seeds {
         let mut schedule = Schedule::new(seed);
         schedule.fs.trace(replay);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| schedule.run()));
         truncations += schedule.truncations;
         full_truncations += schedule.full_truncations;
+        restarts_below += schedule.restarts_below;
         let failure = match outcome {
             Ok(Ok(())) => continue,
             Ok(Err(failure)) => failure,
@@ -617,12 +634,16 @@ fn acknowledged_records_survive_every_simulated_crash() {
     }
     eprintln!(
         "{count} simulated schedules in {:?}, {truncations} truncations, {full_truncations} \
-         full truncations",
+         full truncations ({restarts_below} below the start of an emptied log)",
         started.elapsed()
     );
     if count >= 100 {
         assert!(truncations > 0, "no schedule truncated anything");
         assert!(full_truncations > 0, "no schedule truncated a log fully");
+        assert!(
+            restarts_below > 0,
+            "no schedule started an emptied log below its start"
+        );
     }
 }
 
