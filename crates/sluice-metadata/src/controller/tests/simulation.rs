@@ -1,5 +1,6 @@
 //! A seeded simulation of brokers around one controller: registrations, heartbeats at random
-//! intervals, crashes (the process stops without a word), restarts as new processes,
+//! intervals, crashes (the process stops without a word), restarts as new processes (most
+//! with their data, naming their last registration; some without),
 //! controlled shutdowns, topic creation and deletion, leaders shrinking and growing their
 //! ISRs (sometimes with stale epochs), preferred elections, heartbeats from replaced
 //! processes, controller failover from a snapshot, and calls whose records are lost because
@@ -206,11 +207,15 @@ impl Sim {
     }
 
     fn start(&mut self, i: usize) -> Check {
+        // Three starts in four keep their data directory and name the registration it
+        // last held (a broker's `broker-epoch.json`); the fourth comes back without it.
+        let keeps_data = self.below(4) != 0;
         let node = &mut self.nodes[i];
         node.incarnation += 1;
         node.running = true;
         node.shutting_down = false;
-        if let Some(old) = node.epoch.take() {
+        let previous = node.epoch.take();
+        if let Some(old) = previous {
             node.old_epochs.push(old);
         }
         let request = RegistrationRequest {
@@ -218,7 +223,7 @@ impl Sim {
             incarnation_id: incarnation(node.id, node.incarnation),
             endpoints: vec![endpoint(node.id)],
             rack: None,
-            previous_broker_epoch: -1,
+            previous_broker_epoch: previous.filter(|_| keeps_data).unwrap_or(-1),
         };
         let id = node.id;
         self.register(i, request)?;
