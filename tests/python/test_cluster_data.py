@@ -686,7 +686,9 @@ def test_a_broker_added_under_load_takes_over_the_partitions_of_a_drained_one(
     onto it (AlterPartitionReassignments): broker 4 catches up as a follower, joins the ISR,
     and only then does broker 1 leave each partition (a leadership it held goes to a target
     replica in a new leader epoch); `--verify` (ListPartitionReassignments) reports every
-    partition complete. Broker 1 then stops. The history checker finds no acknowledged
+    partition complete; broker 1's logs of the topic then hold no records, and
+    `kafka-log-dirs.sh` (DescribeLogDirs) lists every partition on broker 4 and none on
+    broker 1. Broker 1 then stops. The history checker finds no acknowledged
     record lost or duplicated, and brokers 2, 3 and 4 hold the same bytes."""
     def scenario(nodes, view, load, rng):
         run_dir = nodes[1].data_dir.parent
@@ -706,10 +708,37 @@ def test_a_broker_added_under_load_takes_over_the_partitions_of_a_drained_one(
         run = reassign(nodes, 3, plan, run_dir, "--verify")
         assert run.returncode == 0, run.explain()
         assert sum("is completed" in line for line in run.lines) == PARTITIONS, run.explain()
+        # Broker 1 holds no replica of the topic now: its logs of it lose their records (as
+        # Kafka deletes a stray replica's log), and Kafka's `kafka-log-dirs.sh --describe`
+        # (DescribeLogDirs) lists none of its partitions there, all of them on broker 4.
+        wait_for("broker 1's logs of the topic to hold no records",
+                 lambda: record_bytes(nodes[1], TOPIC) == 0, timeout=30)
+        listed = described_log_dirs(nodes, 2, [1, 4], TOPIC)
+        assert listed == {1: [], 4: list(range(PARTITIONS))}, listed
         load.run_for(rng.uniform(0.3, 1.0))
         nodes[1].stop()
         return nodes[4], [2, 3, 4]
     under_load(tmp_path, "reassign", scenario)
+
+
+def record_bytes(node, topic):
+    """Bytes of the segment files of `topic`'s partition logs on `node`."""
+    return sum(f.stat().st_size for d in log_dirs(node, topic)
+               for f in (node.data_dir / d).glob("*.log"))
+
+
+def described_log_dirs(nodes, at, brokers, topic):
+    """The partitions of `topic` that Kafka's `kafka-log-dirs.sh --describe`, run through
+    broker `at`, lists on each of `brokers`."""
+    run = run_jvm(nodes[at], classpath("tools-4.4.0", classes=False),
+                  "org.apache.kafka.tools.LogDirsCommand",
+                  "--bootstrap-server", nodes[at].bootstrap, "--describe",
+                  "--broker-list", ",".join(map(str, brokers)), "--topic-list", topic)
+    assert run.returncode == 0, run.explain()
+    (line,) = [line for line in run.lines if line.startswith("{")]
+    return {b["broker"]: sorted(int(p["partition"].rsplit("-", 1)[1])
+                                for d in b["logDirs"] for p in d["partitions"])
+            for b in json.loads(line)["brokers"]}
 
 
 def broker_config(node, broker_id, key):

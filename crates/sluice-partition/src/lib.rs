@@ -402,6 +402,19 @@ impl ReplicaManager {
         )
     }
 
+    /// Empties the log of a partition the metadata no longer places on this broker
+    /// (Kafka deletes such a stray replica's log) and starts it again at 0, so that a
+    /// drained broker keeps no copy of what it no longer serves. Returns whether it
+    /// removed anything. The caller decides only from metadata that is current: a stale
+    /// image could name a broker's replica as not hosted.
+    pub fn remove_stray_records(
+        &self,
+        partition: &Partition,
+        now_ms: i64,
+    ) -> Result<bool, StorageError> {
+        partition.remove_stray_records(now_ms, &self.logs)
+    }
+
     /// Cuts a follower's divergent tail at `offset` ([`Partition::truncate_to`]),
     /// checkpointing the recovery points before anything is appended. Returns the new log end.
     pub fn truncate_follower_to(

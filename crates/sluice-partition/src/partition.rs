@@ -198,6 +198,9 @@ pub struct Partition {
     pub(crate) role: Mutex<crate::replica::Role>,
     /// Whether the metadata has assigned this partition since it was opened.
     pub(crate) assigned: std::sync::atomic::AtomicBool,
+    /// Whether the metadata's last word placed a replica of this partition on this broker
+    /// (true until the metadata speaks).
+    pub(crate) hosted: std::sync::atomic::AtomicBool,
     /// KIP-890's verification guards: by producer id, the token of a transactional write
     /// being verified with a remote transaction coordinator. A marker for the producer
     /// removes it, so a write verified before the marker cannot land after it.
@@ -251,6 +254,7 @@ impl Partition {
             appended: Waiters::default(),
             role: Mutex::new(crate::replica::Role::default()),
             assigned: std::sync::atomic::AtomicBool::new(false),
+            hosted: std::sync::atomic::AtomicBool::new(true),
             verifying: Mutex::new(std::collections::HashMap::new()),
             next_guard: std::sync::atomic::AtomicU64::new(1),
             restored_high_watermark: AtomicI64::new(restored_high_watermark.unwrap_or(-1)),

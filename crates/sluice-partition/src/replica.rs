@@ -101,6 +101,8 @@ impl Partition {
     /// the partition's leader.
     pub fn assign(&self, a: Assignment<'_>, now_ms: i64) -> Option<bool> {
         let mut role = self.role.lock().expect("role lock");
+        self.hosted
+            .store(a.replicas.contains(&a.me), Ordering::Release);
         if !self.assigned.swap(true, Ordering::AcqRel) && a.replicas.len() > 1 {
             let restored = self.restored_high_watermark.load(Ordering::Acquire);
             self.reset_high_watermark(restored.max(self.log.log_start_offset()));
@@ -172,6 +174,38 @@ impl Partition {
             self.waiters.wake();
         }
         was_leading.then_some(false)
+    }
+
+    /// Whether this broker holds a replica of the partition, as the metadata last said (a
+    /// lone log the metadata never assigned is held).
+    pub fn is_hosted(&self) -> bool {
+        !self.assigned.load(Ordering::Acquire) || self.hosted.load(Ordering::Acquire)
+    }
+
+    /// Empties the log of a partition the metadata no longer places on this broker, and
+    /// starts it again at 0 as a new log ([`sluice_storage::UnifiedLog::remove_all_records`]),
+    /// checkpointing the recovery points, all under the role lock: only while the
+    /// partition is assigned, not hosted and neither led nor followed, so that nothing is
+    /// appended meanwhile. Returns whether it removed anything (a log that is empty at 0
+    /// already is left as it is).
+    pub(crate) fn remove_stray_records(
+        &self,
+        now_ms: i64,
+        logs: &sluice_storage::LogManager,
+    ) -> Result<bool, StorageError> {
+        let role = self.role.lock().expect("role lock");
+        let stray = self.assigned.load(Ordering::Acquire)
+            && !self.hosted.load(Ordering::Acquire)
+            && matches!(*role, Role::Unassigned);
+        let empty_at_zero = self.log.log_start_offset() == 0
+            && self.log.log_end_offset() == 0
+            && self.log.size_bytes() == 0;
+        if !stray || empty_at_zero {
+            return Ok(false);
+        }
+        logs.remove_all_records(&self.log, now_ms)?;
+        self.reset_high_watermark(0);
+        Ok(true)
     }
 
     /// The high watermark to checkpoint: the current one once the metadata has assigned a

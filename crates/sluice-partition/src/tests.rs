@@ -472,3 +472,89 @@ fn the_high_watermark_is_checkpointed_and_restored_at_the_first_assignment() {
     );
     assert_eq!(p.high_watermark(), 0, "the new topic inherits nothing");
 }
+
+/// A replica the metadata moves off this broker (a reassignment drained it) loses its
+/// records, for good: the log is empty at 0 then and after a restart, with no old
+/// directory left behind. A replica still hosted keeps its records, and a partition moved
+/// back here starts again from offset 0 as a new replica does.
+#[test]
+fn a_replica_moved_off_this_broker_empties_its_log_and_may_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = open(dir.path(), Arc::new(CommitOnAppend));
+    let p = topic(&replicas, "t", 1).partitions[0].clone();
+    let here = [1, 2];
+    let follow = Assignment {
+        me: 1,
+        leader: 2,
+        leader_epoch: 3,
+        partition_epoch: 0,
+        replicas: &here,
+        isr: &here,
+        elr: &[],
+    };
+    p.assign(follow, 1_000);
+    p.append_as_follower(&batch_at(0, &["a", "b", "c"]), 2, 3, 1_000)
+        .unwrap();
+    p.follow_high_watermark(2, 3, 3);
+    assert!(p.is_hosted());
+    assert!(
+        !replicas.remove_stray_records(&p, 1_000).unwrap(),
+        "a hosted replica keeps its records"
+    );
+    assert_eq!(p.log_end_offset(), 3);
+
+    let elsewhere = [2, 3];
+    p.assign(
+        Assignment {
+            partition_epoch: 1,
+            replicas: &elsewhere,
+            isr: &elsewhere,
+            ..follow
+        },
+        2_000,
+    );
+    assert!(!p.is_hosted());
+    assert!(replicas.remove_stray_records(&p, 2_000).unwrap());
+    assert_eq!(
+        (
+            p.log_start_offset(),
+            p.log_end_offset(),
+            p.high_watermark(),
+            p.size_bytes()
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(p.latest_epoch(), None);
+    assert!(
+        !replicas.remove_stray_records(&p, 2_000).unwrap(),
+        "an empty log at 0 is left alone"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with("-delete"))
+        .collect();
+    assert!(leftovers.is_empty(), "old directories left: {leftovers:?}");
+
+    // Back here: the new replica copies from offset 0.
+    p.assign(
+        Assignment {
+            partition_epoch: 2,
+            ..follow
+        },
+        3_000,
+    );
+    assert!(p.is_hosted());
+    p.append_as_follower(&batch_at(0, &["x", "y"]), 2, 3, 3_000)
+        .unwrap();
+    assert_eq!(
+        offsets(&p.read_for_replica(0, 1 << 20).unwrap()),
+        vec![0, 1]
+    );
+    replicas.flush_and_checkpoint().unwrap();
+    drop(p);
+    drop(replicas);
+    let reopened = open(dir.path(), Arc::new(CommitOnAppend));
+    let p = reopened.partition("t", 0).unwrap();
+    assert_eq!((p.log_start_offset(), p.log_end_offset()), (0, 2));
+}

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sluice_records::{
@@ -306,6 +306,9 @@ pub struct UnifiedLog {
     /// Set when the topic is deleted: the directory is going away, and nothing may write to
     /// it (or to a new topic's directory of the same name) again.
     closed: AtomicBool,
+    /// Counts truncations and replacements of the log's contents, so that a cleaner pass
+    /// that began before one writes nothing about segments that are gone.
+    replaced: AtomicU64,
 }
 
 mod append;

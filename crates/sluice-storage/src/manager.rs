@@ -183,6 +183,14 @@ fn delete_dir_name(topic: &str, partition: i32) -> String {
     format!("{}{suffix}", &topic[..keep])
 }
 
+/// Where the directory of partition log `dir` goes to be removed: a `-delete` name beside
+/// it, which start-up removes. `None` if `dir` is not named as a partition's.
+pub(crate) fn doomed_dir(dir: &Path) -> Option<PathBuf> {
+    let name = dir.file_name()?.to_str()?;
+    let (topic, partition) = parse_partition_dir(name)?;
+    Some(dir.with_file_name(delete_dir_name(topic, partition)))
+}
+
 /// Removes a deleted partition's directory: renamed first, so that a crash midway leaves a
 /// `-delete` directory that start-up removes, never a partial one under the live name. If the
 /// rename fails, the directory is removed where it is; if that fails too, start-up removes it
@@ -962,6 +970,13 @@ impl LogManager {
         now_ms: i64,
     ) -> Result<(), StorageError> {
         log.truncate_fully_and_start_at(offset, now_ms)?;
+        self.checkpoint_recovery_points()
+    }
+
+    /// Empties `log` and starts it again at 0 ([`UnifiedLog::remove_all_records`]), then
+    /// checkpoints the recovery points, so that none names an offset of the old log.
+    pub fn remove_all_records(&self, log: &UnifiedLog, now_ms: i64) -> Result<(), StorageError> {
+        log.remove_all_records(now_ms)?;
         self.checkpoint_recovery_points()
     }
 

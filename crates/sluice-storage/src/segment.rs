@@ -691,19 +691,20 @@ impl LogSegment {
                     })
                 }
             };
-            // Only the cleaner leaves gaps, and the CRC does not cover the base offset: outside
-            // compacted segments a batch that does not start where the previous one ended is
-            // damaged; inside them it must at least not go back.
-            let in_place = match gaps_below {
-                Some(end) => {
-                    header.base_offset >= self.next_offset
+            // Only the cleaner leaves gaps, and the CRC does not cover the base offset: a batch
+            // that does not start where the previous one ended is damaged, unless it lies in
+            // a compacted segment, below where the cleaner's gaps end, and does not go back.
+            // (A batch that does start there is in place wherever it lies: a log truncated,
+            // or emptied only in part before a crash, may append below or across the end of
+            // gaps that a cleaner pass of the records it no longer holds wrote down.)
+            let in_place = header.base_offset == self.next_offset
+                || gaps_below.is_some_and(|end| {
+                    header.base_offset > self.next_offset
                         && header
                             .base_offset
                             .checked_add(i64::from(header.last_offset_delta))
                             .is_some_and(|last| last < end)
-                }
-                None => header.base_offset == self.next_offset,
-            };
+                });
             if !in_place {
                 let err = BatchError::Corrupt("base offset does not follow the previous batch");
                 return Ok(ScanOutcome {

@@ -5,6 +5,9 @@
 //! and tells every partition who leads it and in which leader epoch, so that handlers answer
 //! NOT_LEADER_OR_FOLLOWER for the partitions this broker does not lead.
 //!
+//! It also empties the log of a partition whose replicas no longer include this broker
+//! (a reassignment moved it away), as Kafka deletes a stray replica's log.
+//!
 //! Removing is the one step that can lose data, so it waits until the image has replayed
 //! this broker's own registration (an image at least as new as the cluster when this
 //! process joined it: a topic missing from it was deleted, not yet unseen), and until the
@@ -181,6 +184,24 @@ fn apply(state: &BrokerState, plan: &[TopicPlan], may_remove: bool) -> Pass {
             );
             if changed.is_some() {
                 pass.led_now.insert(t.name.clone());
+            }
+            if may_remove && !p.replicas.contains(&me) {
+                // Moved off this broker (a reassignment drained it): its records go, as
+                // Kafka deletes a stray replica's log. Only from an image that knows this
+                // broker's registration, as removals of topics.
+                match replicas.remove_stray_records(partition, now) {
+                    Ok(true) => tracing::info!(
+                        topic = t.name,
+                        partition = partition.index(),
+                        "removed the records of a replica no longer on this broker"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => pass.failures.push(format!(
+                        "removing the records of {}-{}, no longer on this broker: {e}",
+                        t.name,
+                        partition.index()
+                    )),
+                }
             }
         }
     }

@@ -370,6 +370,11 @@ pub(crate) fn describe_log_dirs(
             .iter()
             .filter_map(|&p| {
                 let log = topic.partitions.get(usize::try_from(p).ok()?)?;
+                // Only the replicas this broker holds, as Kafka lists them: the log of a
+                // partition placed elsewhere is an empty stand-in.
+                if !log.is_hosted() {
+                    return None;
+                }
                 Some(
                     DescribeLogDirsPartition::default()
                         .with_partition_index(p)

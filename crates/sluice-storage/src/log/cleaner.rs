@@ -270,8 +270,9 @@ impl UnifiedLog {
     ) -> Result<Option<CleanStats>, StorageError> {
         self.check_open()?;
         let started = Instant::now();
-        let (config, closed, first_dirty, aborted) = {
+        let (config, closed, first_dirty, aborted, generation) = {
             let inner = lock(&self.inner);
+            let generation = self.replaced.load(std::sync::atomic::Ordering::SeqCst);
             let config = inner.config.clone();
             if !config.is_compacted() {
                 return Ok(None);
@@ -300,7 +301,7 @@ impl UnifiedLog {
                 .collect();
             let first_dirty = inner.cleaner_checkpoint.max(inner.log_start_offset);
             let aborted = AbortedRanges::of(inner.segments.values().flat_map(|s| s.aborted()));
-            (config, closed, first_dirty, aborted)
+            (config, closed, first_dirty, aborted, generation)
         };
         let total: u64 = closed.iter().map(|s| s.size).sum();
         let dirty: Vec<&Closed> = closed
@@ -353,7 +354,12 @@ impl UnifiedLog {
         }
 
         // Recovery must accept gaps below `mapped_to` before any segment there has one.
-        self.while_open(|| self.write_checkpoint(first_dirty, mapped_to))?;
+        if self
+            .while_open(generation, || self.write_checkpoint(first_dirty, mapped_to))?
+            .is_none()
+        {
+            return Ok(None);
+        }
 
         // 2 and 3. Rewrite and swap every closed segment below `mapped_to`.
         let tombstone_horizon = now_ms.saturating_sub(config.delete_retention_ms);
@@ -367,7 +373,7 @@ impl UnifiedLog {
             self.rewrite_segment(seg, &keep, throttle, &mut stats, now_ms)?;
         }
         // 4. The checkpoint: what the next pass need not map again.
-        self.while_open(|| {
+        let written = self.while_open(generation, || {
             let dir = self
                 .dir_state
                 .fs
@@ -377,22 +383,37 @@ impl UnifiedLog {
                 .map_err(|e| self.dir_state.fail("directory sync", &e))?;
             self.write_checkpoint(mapped_to, mapped_to)
         })?;
-        lock(&self.inner).cleaner_checkpoint = mapped_to;
+        if written.is_none() {
+            return Ok(None);
+        }
+        {
+            let mut inner = lock(&self.inner);
+            if self.replaced.load(std::sync::atomic::Ordering::SeqCst) != generation {
+                return Ok(None);
+            }
+            inner.cleaner_checkpoint = mapped_to;
+        }
         stats.cleaned_to = mapped_to;
         stats.elapsed = started.elapsed();
         Ok(Some(stats))
     }
 
-    /// Runs `f` unless the log has been closed (its topic deleted), keeping it from being
-    /// closed meanwhile: `close` takes `flush_lock` too, so the directory `f` writes to is
-    /// still this log's.
+    /// Runs `f` unless the log has been closed (its topic deleted), or truncated or
+    /// replaced since `generation` (then `None`: the pass stops, having swapped no segment
+    /// that is not still the log's), keeping both from happening meanwhile: they take
+    /// `flush_lock` too, so the directory `f` writes to is still this log's, and the
+    /// segments the pass read are still the log's.
     fn while_open<T>(
         &self,
+        generation: u64,
         f: impl FnOnce() -> Result<T, StorageError>,
-    ) -> Result<T, StorageError> {
+    ) -> Result<Option<T>, StorageError> {
         let _flush = lock(&self.flush_lock);
         self.check_open()?;
-        f()
+        if self.replaced.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            return Ok(None);
+        }
+        f().map(Some)
     }
 
     fn write_checkpoint(&self, first_dirty: i64, gaps_below: i64) -> Result<(), StorageError> {

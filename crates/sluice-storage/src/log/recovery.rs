@@ -142,6 +142,7 @@ impl UnifiedLog {
             dir_state,
             recovery_scanned_bytes: scanned,
             closed: AtomicBool::new(false),
+            replaced: AtomicU64::new(0),
         };
         if recovered_any || (dir_dirty && !fresh) {
             // What survived recovery may still sit only in the page cache.

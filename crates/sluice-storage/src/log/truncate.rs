@@ -44,6 +44,7 @@ impl UnifiedLog {
                 inner.cleaner_checkpoint
             )));
         }
+        self.replaced.fetch_add(1, Ordering::SeqCst);
         let result = self.cut_files(&mut inner, offset);
         let new_end = match result {
             Ok(end) => end,
@@ -120,8 +121,68 @@ impl UnifiedLog {
                 log_end: inner.log_end_offset,
             });
         }
+        self.replaced.fetch_add(1, Ordering::SeqCst);
         self.replace_all_segments(&mut inner, offset, now_ms)
             .map_err(|e| self.dir_state.fail("full truncation", &e))?;
+        self.start_empty_at(&mut inner, offset);
+        Ok(())
+    }
+
+    /// Empties the log and starts it again at offset 0, as a newly created log: what a
+    /// broker does with the log of a partition the cluster metadata no longer places on it
+    /// (Kafka deletes such a replica's log), so that a drained broker keeps no copy of the
+    /// records it no longer serves. Should the partition come back to this broker, it
+    /// copies everything from its leader again, as a new replica does.
+    ///
+    /// All at once, as Kafka deletes a log: the directory is renamed to a `-delete` name
+    /// (which start-up removes) and the rename made durable, then a new directory gets an
+    /// empty segment at 0, then the old one is removed. A power cut leaves either the old
+    /// log whole or an empty one at 0 (a missing or empty directory opens as one), never a
+    /// part of the old log that later appends would extend.
+    pub fn remove_all_records(&self, now_ms: i64) -> Result<(), StorageError> {
+        self.check_open()?;
+        let _flush = lock(&self.flush_lock);
+        let mut inner = lock(&self.inner);
+        self.check_open()?;
+        let doomed = crate::manager::doomed_dir(&self.dir)
+            .ok_or_else(|| StorageError::Io(format!("{} is no partition", self.dir.display())))?;
+        let segment = self
+            .switch_to_new_dir(&doomed, now_ms)
+            .map_err(|e| self.dir_state.fail("removing a replica's records", &e))?;
+        self.replaced.fetch_add(1, Ordering::SeqCst);
+        // The old segments' files are in the doomed directory now; their handles close
+        // as they drop.
+        inner.segments.clear();
+        inner.segments.insert(0, segment.without_index_files());
+        inner.dir_dirty = false;
+        self.start_empty_at(&mut inner, 0);
+        drop(inner);
+        if let Err(e) = self.dir_state.fs.remove_dir_all(&doomed) {
+            tracing::warn!(dir = %doomed.display(), error = %e,
+                "could not remove a replica's old log; start-up will");
+        }
+        Ok(())
+    }
+
+    /// Renames this log's directory to `doomed`, durably, then makes a new one holding an
+    /// empty segment at 0, durably.
+    fn switch_to_new_dir(&self, doomed: &Path, now_ms: i64) -> io::Result<LogSegment> {
+        let fs = self.dir_state.fs.clone();
+        let parent = self.dir.parent().unwrap_or(Path::new("."));
+        let parent_handle = fs.open_dir(parent)?;
+        fs.rename(&self.dir, doomed)?;
+        parent_handle.sync()?;
+        fs.create_dir_all(&self.dir)?;
+        let segment = LogSegment::create(&fs, &self.dir_state.handles, &self.dir, 0, now_ms)?;
+        segment.file().get()?.sync_data()?;
+        fs.open_dir(&self.dir)?.sync()?;
+        parent_handle.sync()?;
+        Ok(segment)
+    }
+
+    /// The in-memory state of a log whose segments were just replaced by one empty
+    /// segment at `offset`.
+    fn start_empty_at(&self, inner: &mut LogInner, offset: i64) {
         inner.log_start_offset = offset;
         inner.log_end_offset = offset;
         inner.producers = crate::ProducerStateManager::default();
@@ -129,12 +190,22 @@ impl UnifiedLog {
         inner.checkpointed_offset = -1;
         inner.cleaner_checkpoint = 0;
         self.flushed_offset.store(offset, Ordering::SeqCst);
-        Ok(())
     }
 
-    /// Creates the empty segment at `offset`, durably, then deletes every older one (and
-    /// the producer snapshot and cleaner checkpoint, which describe them), newest first,
-    /// each step durable.
+    /// Removes the cleaner's checkpoint, durably: only once no segment it describes is
+    /// left. While one is, recovery needs it, as it tells which segments compaction left
+    /// with gaps between offsets; without it recovery would cut such a segment at its first
+    /// gap, and with it whatever a log that kept the segment (after a full truncation that
+    /// failed midway) appended since.
+    fn remove_cleaner_checkpoint(&self, dir_handle: &dyn crate::fs::FsDir) -> io::Result<()> {
+        let fs = self.dir_state.fs.as_ref();
+        crate::fs::remove_if_present(fs, &self.dir.join(cleaner::CHECKPOINT_FILE))?;
+        dir_handle.sync()
+    }
+
+    /// Creates the empty segment at `offset`, durably, then deletes the producer snapshot
+    /// and every older segment, newest first, and last the cleaner checkpoint, which
+    /// describes them, each step durable.
     fn replace_all_segments(
         &self,
         inner: &mut LogInner,
@@ -149,16 +220,14 @@ impl UnifiedLog {
         let old: Vec<i64> = inner.segments.keys().copied().collect();
         inner.segments.insert(offset, segment.without_index_files());
         inner.dir_dirty = false;
-        for name in [PRODUCER_SNAPSHOT_FILE, cleaner::CHECKPOINT_FILE] {
-            crate::fs::remove_if_present(fs.as_ref(), &self.dir.join(name))?;
-        }
+        crate::fs::remove_if_present(fs.as_ref(), &self.dir.join(PRODUCER_SNAPSHOT_FILE))?;
         dir_handle.sync()?;
         for b in old.into_iter().rev() {
             let gone = inner.segments.remove(&b).expect("listed above");
             gone.delete_files()?;
             dir_handle.sync()?;
         }
-        Ok(())
+        self.remove_cleaner_checkpoint(dir_handle.as_ref())
     }
 
     /// Cuts the files at the batch holding `offset`; returns where the log now ends.

@@ -1,6 +1,7 @@
 //! Crash simulation: seeded schedules of appends, acknowledgements, rolls, retention,
 //! compaction, DeleteRecords, truncation from the end (as a follower cuts a divergent tail),
 //! full truncation (as a follower whose leader's log starts past its end starts again),
+//! removal of every record (as a replica moved off this broker starts again at 0),
 //! checkpoints, clean restarts and power cuts run against a
 //! `LogManager` on `SimFs`, with EIO and ENOSPC injected into any file operation. After every
 //! restart the log is compared with a model of what was acknowledged:
@@ -81,6 +82,12 @@ struct Model {
     /// a segment whose unsynced batches were lost, followed by one whose file survived). An
     /// acknowledgement later does not cover them.
     lost: BTreeSet<i64>,
+    /// Records a restart forgot because they lay past the log end it found, with their
+    /// append times: if an operation that failed had unlinked their segment without making
+    /// the unlink durable, a power cut before the next sync of the directory (the first
+    /// flush after a restart does one) brings that segment back, over whatever was appended
+    /// at those offsets since and not acknowledged. Forgotten at each acknowledgement.
+    ghosts: BTreeMap<i64, (Rec, Option<i64>)>,
     /// The log end at the last cleaning: the cleaner may have used any record below it to
     /// drop older ones, so truncation stays at or above it (a cluster cleans below the high
     /// watermark and never truncates below it).
@@ -132,6 +139,8 @@ struct Schedule {
     /// again below its start.
     full_truncations: u64,
     restarts_below: u64,
+    /// Logs emptied and started again at 0 (a replica moved off this broker).
+    removals: u64,
     trace: Vec<String>,
 }
 
@@ -166,6 +175,7 @@ impl Schedule {
             truncations: 0,
             full_truncations: 0,
             restarts_below: 0,
+            removals: 0,
             trace: Vec::new(),
         }
     }
@@ -226,9 +236,12 @@ impl Schedule {
             .ok_or("the topic is gone after a restart")?;
         let end = log.log_end_offset();
         // Offsets past the end are reused by the next appends.
-        self.model.records.split_off(&end);
+        let mut timestamps = self.model.timestamps.split_off(&end);
+        for (offset, rec) in self.model.records.split_off(&end) {
+            let ts = timestamps.remove(&offset);
+            self.model.ghosts.insert(offset, (rec, ts));
+        }
         self.model.lost.split_off(&end);
-        self.model.timestamps.split_off(&end);
         self.check(&log)?;
         // DeleteRecords past what survived: the log start is the log end now.
         self.model.removed_below = self.model.removed_below.min(end);
@@ -243,6 +256,27 @@ impl Schedule {
 
     /// Compares the log with the model (faults off: the checker is not under test).
     fn check(&mut self, log: &UnifiedLog) -> Result<(), Failure> {
+        let mut ghosts_back = Vec::new();
+        let result = self.check_against_model(log, &mut ghosts_back);
+        // What came back is in the log again, as if appended there.
+        for offset in ghosts_back {
+            if let Some((rec, ts)) = self.model.ghosts.remove(&offset) {
+                self.model.records.insert(offset, rec);
+                self.model.lost.remove(&offset);
+                match ts {
+                    Some(ts) => self.model.timestamps.insert(offset, ts),
+                    None => self.model.timestamps.remove(&offset),
+                };
+            }
+        }
+        result
+    }
+
+    fn check_against_model(
+        &mut self,
+        log: &UnifiedLog,
+        ghosts_back: &mut Vec<i64>,
+    ) -> Result<(), Failure> {
         let model = &self.model;
         let start = log.log_start_offset();
         let end = log.log_end_offset();
@@ -287,6 +321,11 @@ impl Schedule {
                     };
                     match model.records.get(&r.offset) {
                         Some(expected) if *expected == rec => {}
+                        _ if r.offset >= model.acked_end
+                            && model.ghosts.get(&r.offset).is_some_and(|(g, _)| *g == rec) =>
+                        {
+                            ghosts_back.push(r.offset);
+                        }
                         Some(expected) => {
                             return Err(format!(
                                 "offset {} holds {:?}={:?}, appended as {:?}={:?}",
@@ -413,6 +452,7 @@ impl Schedule {
                     outcomes.remove(0)?;
                 }
                 self.model.acked_end = self.model.acked_end.max(target);
+                self.model.ghosts.clear();
             }
             65..=71 => {
                 self.trace.push("checkpoint recovery points".into());
@@ -481,6 +521,31 @@ impl Schedule {
                 self.model.removed_below = self.model.removed_below.max(target);
                 m.delete_records(&log, target)?;
             }
+            90..=91 if self.rng.below(3) == 0 => {
+                // A replica the cluster moved off this broker: the log empties and starts
+                // again at 0. Until that is done a crash may leave any prefix of the old
+                // log, or nothing; what survives is still what was appended.
+                self.trace.push("remove all records".into());
+                self.model.acked_end = 0;
+                self.model.removed_below = log.log_end_offset();
+                m.remove_all_records(&log, now)?;
+                self.removals += 1;
+                self.model.ghosts.clear();
+                self.model.records.clear();
+                self.model.timestamps.clear();
+                self.model.lost.clear();
+                self.model.cleaned_upto = 0;
+                self.model.removed_below = 0;
+                if log.log_start_offset() != 0 || log.log_end_offset() != 0 || log.size_bytes() != 0
+                {
+                    return Err(StorageError::Io(format!(
+                        "after removing every record the log spans {}..{} in {} bytes",
+                        log.log_start_offset(),
+                        log.log_end_offset(),
+                        log.size_bytes()
+                    )));
+                }
+            }
             90..=91 => {
                 // A follower whose leader's log starts past this log's end: everything goes,
                 // and the log starts again at the leader's log start; or, on a log emptied
@@ -504,6 +569,7 @@ impl Schedule {
                 m.truncate_fully_and_start_at(&log, target, now)?;
                 self.full_truncations += 1;
                 self.restarts_below += u64::from(below);
+                self.model.ghosts.clear();
                 self.model.records.clear();
                 self.model.timestamps.clear();
                 self.model.lost.clear();
@@ -517,6 +583,7 @@ impl Schedule {
                 self.trace.push(format!("flush and checkpoint at {target}"));
                 m.flush_and_checkpoint()?;
                 self.model.acked_end = self.model.acked_end.max(target);
+                self.model.ghosts.clear();
             }
         }
         Ok(())
@@ -536,6 +603,7 @@ impl Schedule {
                     let target = manager.partition(TOPIC, 0).expect("topic").log_end_offset();
                     if manager.flush_and_checkpoint().is_ok() {
                         self.model.acked_end = self.model.acked_end.max(target);
+                        self.model.ghosts.clear();
                     }
                     drop(manager);
                     m = Some(self.reopen()?);
@@ -602,6 +670,7 @@ fn acknowledged_records_survive_every_simulated_crash() {
     let mut truncations = 0;
     let mut full_truncations = 0;
     let mut restarts_below = 0;
+    let mut removals = 0;
     for seed in seeds {
         let mut schedule = Schedule::new(seed);
         schedule.fs.trace(replay);
@@ -609,6 +678,7 @@ fn acknowledged_records_survive_every_simulated_crash() {
         truncations += schedule.truncations;
         full_truncations += schedule.full_truncations;
         restarts_below += schedule.restarts_below;
+        removals += schedule.removals;
         let failure = match outcome {
             Ok(Ok(())) => continue,
             Ok(Err(failure)) => failure,
@@ -634,7 +704,8 @@ fn acknowledged_records_survive_every_simulated_crash() {
     }
     eprintln!(
         "{count} simulated schedules in {:?}, {truncations} truncations, {full_truncations} \
-         full truncations ({restarts_below} below the start of an emptied log)",
+         full truncations ({restarts_below} below the start of an emptied log), {removals} \
+         logs emptied to start again at 0",
         started.elapsed()
     );
     if count >= 100 {
@@ -643,6 +714,10 @@ fn acknowledged_records_survive_every_simulated_crash() {
         assert!(
             restarts_below > 0,
             "no schedule started an emptied log below its start"
+        );
+        assert!(
+            removals > 0,
+            "no schedule emptied a log to start again at 0"
         );
     }
 }
