@@ -37,6 +37,7 @@ from history import History, assert_valid
 from test_cluster import scrape, start_all, start_cluster, stop_all, wait_for
 from test_cluster_data import admin, agreed_leaders, converged, leaders, log_ends
 from test_groups import kstr, request
+from test_java_clients import classpath, java_installed, run_jvm  # noqa: F401 (a fixture)
 from test_transactions import describe_transactions, read_all, values
 
 WAIT_S = 60
@@ -147,7 +148,11 @@ def assert_exactly(nodes, committed, everything, txns):
              converged(nodes.values(), TOPIC, PARTITIONS), timeout=WAIT_S)
 
 
-def test_transactions_span_partitions_led_by_other_brokers(tmp_path):
+def test_transactions_span_partitions_led_by_other_brokers(
+        tmp_path, java_installed):  # noqa: F811 (a fixture)
+    """Transactions whose partitions, offsets and coordinator sit on different brokers
+    commit and abort whole (read_committed readers and the history checker agree), the
+    offsets they carry are committed with them, and only the coordinator describes them."""
     ids = [1, 2, 3]
     nodes, view = cluster_with_topic(tmp_path, ids)
     try:
@@ -196,6 +201,23 @@ def test_transactions_span_partitions_led_by_other_brokers(tmp_path):
                             timeout=WAIT_S)
         c.close()
         assert {tp.partition: tp.offset for tp in found} == last_offsets
+        # DescribeTransactions is the coordinator's to answer: another broker says
+        # NOT_COORDINATOR (16), as Kafka's does, and Kafka's `kafka-transactions.sh describe`
+        # through that broker finds the coordinator and describes the transaction.
+        other = next(i for i in ids if i != coordinator)
+        described = describe_transactions(nodes[coordinator], [txn_id])[txn_id]
+        # (The last of the six, t5, was aborted.)
+        assert (described["error"], described["state"]) == (0, "CompleteAbort"), described
+        assert describe_transactions(nodes[other], [txn_id])[txn_id]["error"] == 16
+        run = run_jvm(nodes[other], classpath("tools-4.4.0", classes=False),
+                      "org.apache.kafka.tools.TransactionsCommand",
+                      "--bootstrap-server", nodes[other].bootstrap,
+                      "describe", "--transactional-id", txn_id)
+        assert run.returncode == 0, run.explain()
+        header, row = (line.split() for line in run.lines[-2:])
+        table = dict(zip(header, row))
+        assert (table["CoordinatorId"], table["TransactionalId"], table["TransactionState"]) \
+            == (str(coordinator), txn_id, "CompleteAbort"), run.explain()
         # The markers crossed brokers, and so did the verifications of transactional writes.
         served = {api: sum(scrape(n).get(f'sluice_requests_total{{api="{api}"}}', 0)
                            for n in nodes.values())

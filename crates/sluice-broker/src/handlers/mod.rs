@@ -210,7 +210,7 @@ pub(crate) fn coordinator_partition(
 
 /// Whether this broker coordinates `key`: it leads the partition holding its state. Until
 /// that topic exists (it is made on first use, by FindCoordinator) this broker answers.
-fn coordinates(state: &BrokerState, kind: CoordinatorKind, key: &str) -> bool {
+pub(crate) fn coordinates(state: &BrokerState, kind: CoordinatorKind, key: &str) -> bool {
     match coordinator_partition(state, kind, key) {
         Some(p) => p.leader() == state.config.node_id,
         None => true,

@@ -596,6 +596,11 @@ pub(crate) fn describe_transactions(
             if !loaded {
                 return out.with_error_code(codes::COORDINATOR_LOAD_IN_PROGRESS);
             }
+            // An id another broker coordinates is that broker's to describe, as Kafka
+            // answers it (the admin client then looks the coordinator up again).
+            if !super::coordinates(state, super::CoordinatorKind::Transaction, id.as_str()) {
+                return out.with_error_code(ResponseError::NotCoordinator.code());
+            }
             let Some(d) = state.txns.read(|c| c.describe(id.as_str())) else {
                 return out.with_error_code(codes::TRANSACTIONAL_ID_NOT_FOUND);
             };
