@@ -45,7 +45,7 @@ from kafka.structs import OffsetAndMetadata
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from conftest import BIN, ROOT, make_broker, running_broker
+from conftest import BIN, ROOT, Cluster, make_broker, running_broker
 from test_hostile import connect, frame, parse_produce_v3, recv_frame
 from test_transactions import read_all
 
@@ -778,6 +778,64 @@ def test_cluster_and_brokers_agree_with_kafka_metadata(node3_broker):
     create_topic(api, "led", partitions=2)
     for p in api.get("/api/v1/topics/{name}/partitions", name="led").body:
         assert (p["leader"], p["replicas"], p["isr"]) == (3, [3], [3]), p
+
+
+def test_every_node_of_a_cluster_describes_topics_from_the_metadata_and_its_own_replicas(
+        tmp_path):
+    """On a three-node cluster, a topic of 3 partitions with 2 replicas each (so every node
+    holds some partitions and not others): every node's /api/v1/topics/{name} and its
+    topic list give replication factor 2 and, per partition, the leader, replicas and ISR
+    that confluent-kafka's metadata reports; `hosted` says whether the node is one of the
+    replicas. A hosted partition's high watermark reaches the records produced with
+    acks=all and its messages are those records, read from that node's replica (a
+    follower's too); a partition the node does not hold has no offsets, size or segments
+    (null), and its messages are 421 not_hosted."""
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start()
+        a = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        a.create_topics([NewTopic("spread", 3, 2)])["spread"].result(WAIT_S)
+        produced = {p: [f"v{p}-{i}" for i in range(4 + p)] for p in range(3)}
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+        for p, values in produced.items():
+            for v in values:
+                producer.produce("spread", v.encode(), partition=p)
+        assert producer.flush(WAIT_S) == 0
+        md = a.list_topics("spread", timeout=WAIT_S).topics["spread"].partitions
+        placed = {p: (m.leader, m.replicas, m.isrs) for p, m in md.items()}
+        assert {len(r) for _, r, _ in placed.values()} == {2}, placed
+        for i, node in enumerate(cluster.nodes, start=1):
+            api = AdminApi(node)
+            ours = {p for p, (_, replicas, _) in placed.items() if i in replicas}
+            assert ours and len(ours) < 3, (i, placed)
+
+            def caught_up():
+                d = api.get("/api/v1/topics/{name}", name="spread").body
+                hws = {q["partition"]: q["high_watermark"] for q in d["partitions"]}
+                return d if all(hws[p] == len(produced[p]) for p in ours) else None
+            detail = wait_until(f"node {i}'s replicas to reach the produced records",
+                                caught_up)
+            assert detail["replication_factor"] == 2
+            (listed,) = [t for t in api.get("/api/v1/topics").body if t["name"] == "spread"]
+            assert listed["replication_factor"] == 2
+            for q in detail["partitions"]:
+                p = q["partition"]
+                assert (q["leader"], q["replicas"], q["isr"]) == placed[p], (i, q)
+                assert q["hosted"] == (p in ours), (i, q)
+                figures = [q[k] for k in ("log_start_offset", "high_watermark",
+                                          "last_stable_offset", "size_bytes", "segments")]
+                if p in ours:
+                    assert figures[:3] == [0, len(produced[p]), len(produced[p])], (i, q)
+                    assert figures[3] > 0 and figures[4] >= 1, (i, q)
+                    page = messages(api, "spread", p)
+                    assert [m["value"]["text"] for m in page["messages"]] == produced[p]
+                else:
+                    assert figures == [None] * 5, (i, q)
+                    assert_error(api.get("/api/v1/topics/{name}/partitions/{partition}/messages",
+                                         name="spread", partition=p),
+                                 421, "not_hosted", f"node {i}, partition {p}")
+    finally:
+        cluster.stop()
 
 
 # -- topics ----------------------------------------------------------------------------------

@@ -205,11 +205,14 @@ pub(super) struct PartitionInfo {
     leader: i32,
     replicas: Vec<i32>,
     isr: Vec<i32>,
-    log_start_offset: i64,
-    high_watermark: i64,
-    last_stable_offset: i64,
-    size_bytes: u64,
-    segments: usize,
+    /// Whether this broker holds a replica; the figures below are that replica's (a
+    /// follower's high watermark may trail its leader's), `None` where it holds none.
+    hosted: bool,
+    log_start_offset: Option<i64>,
+    high_watermark: Option<i64>,
+    last_stable_offset: Option<i64>,
+    size_bytes: Option<u64>,
+    segments: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -220,17 +223,39 @@ struct TopicDetail {
     configs: BTreeMap<String, String>,
 }
 
-fn summary(t: &Topic) -> TopicSummary {
+/// Where the cluster metadata places each partition of `topic`: (leader, replicas, ISR),
+/// by partition.
+fn placement(state: &BrokerState, topic: &str) -> BTreeMap<i32, (i32, Vec<i32>, Vec<i32>)> {
+    state.cluster.view.read(|image| {
+        image
+            .topic_by_name(topic)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|(&p, r)| (p, (r.leader, r.replicas.clone(), r.isr.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+/// The topic as this broker sees it: its replication factor from the metadata, its size
+/// and records over the replicas this broker holds.
+fn summary(state: &BrokerState, t: &Topic) -> TopicSummary {
+    let replication_factor = placement(state, &t.name)
+        .values()
+        .map(|(_, replicas, _)| replicas.len())
+        .max()
+        .map_or(1, |n| n as i32);
+    let hosted = || t.partitions.iter().filter(|l| l.is_hosted());
     TopicSummary {
         name: t.name.clone(),
         topic_id: t.id.to_string(),
         internal: crate::is_internal_topic(&t.name),
         partition_count: t.partitions.len(),
-        replication_factor: 1,
-        size_bytes: t.partitions.iter().map(|l| l.size_bytes()).sum(),
-        messages: t
-            .partitions
-            .iter()
+        replication_factor,
+        size_bytes: hosted().map(|l| l.size_bytes()).sum(),
+        messages: hosted()
             .map(|l| l.high_watermark() - l.log_start_offset())
             .sum(),
         cleanup_policy: t.config.get("cleanup.policy").unwrap_or_default(),
@@ -239,26 +264,38 @@ fn summary(t: &Topic) -> TopicSummary {
 
 fn partitions(state: &BrokerState, t: &Topic) -> Vec<PartitionInfo> {
     let node = state.config.node_id;
+    let placed = placement(state, &t.name);
     t.partitions
         .iter()
         .enumerate()
-        .map(|(p, log)| PartitionInfo {
-            partition: p,
-            leader: node,
-            replicas: vec![node],
-            isr: vec![node],
-            log_start_offset: log.log_start_offset(),
-            high_watermark: log.high_watermark(),
-            last_stable_offset: log.last_stable_offset(),
-            size_bytes: log.size_bytes(),
-            segments: log.segment_count(),
+        .map(|(p, log)| {
+            // A log the metadata has not placed yet (a moment after its creation) is this
+            // broker's alone.
+            let (leader, replicas, isr) = placed
+                .get(&(p as i32))
+                .cloned()
+                .unwrap_or_else(|| (node, vec![node], vec![node]));
+            let hosted = log.is_hosted();
+            let here = |v| hosted.then_some(v);
+            PartitionInfo {
+                partition: p,
+                leader,
+                replicas,
+                isr,
+                hosted,
+                log_start_offset: here(log.log_start_offset()),
+                high_watermark: here(log.high_watermark()),
+                last_stable_offset: here(log.last_stable_offset()),
+                size_bytes: hosted.then(|| log.size_bytes()),
+                segments: hosted.then(|| log.segment_count()),
+            }
         })
         .collect()
 }
 
 fn detail(state: &BrokerState, t: &Topic) -> TopicDetail {
     TopicDetail {
-        summary: summary(t),
+        summary: summary(state, t),
         partitions: partitions(state, t),
         configs: TOPIC_CONFIG_NAMES
             .iter()
@@ -269,7 +306,12 @@ fn detail(state: &BrokerState, t: &Topic) -> TopicDetail {
 
 async fn list_topics(admin: Shared) -> ApiResult<Json<Vec<TopicSummary>>> {
     let state = admin.state()?;
-    let mut topics: Vec<_> = state.replicas.topics().iter().map(|t| summary(t)).collect();
+    let mut topics: Vec<_> = state
+        .replicas
+        .topics()
+        .iter()
+        .map(|t| summary(state, t))
+        .collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(topics))
 }

@@ -132,6 +132,15 @@ async fn browse(
     let log = state.replicas.partition(&topic, partition).ok_or_else(|| {
         ApiError::not_found(format!("unknown topic or partition {topic}-{partition}"))
     })?;
+    if !log.is_hosted() {
+        // Its records are on its replicas only: ask one of them.
+        return Err(ApiError::not_hosted(format!(
+            "{topic}-{partition} has no replica on this broker (node {}); its leader is \
+             node {}",
+            state.config.node_id,
+            log.leader()
+        )));
+    }
     // Decoding is bounded per request; this bounds how many decode at once.
     let _turn = admin
         .browses

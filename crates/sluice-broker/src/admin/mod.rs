@@ -108,6 +108,16 @@ impl ApiError {
         }
     }
 
+    /// The partition asked for lives on other brokers of the cluster (421 Misdirected
+    /// Request: the same request to one of them is answered).
+    pub fn not_hosted(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::MISDIRECTED_REQUEST,
+            code: "not_hosted",
+            message: message.into(),
+        }
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
