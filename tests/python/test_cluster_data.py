@@ -56,7 +56,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from conftest import Broker, sluice_cli
 from crosscheck import fetch_batches
 from history import History, assert_valid
-from test_cluster import free_port, start_all, start_cluster, stop_all, wait_for
+from test_cluster import free_port, scrape, start_all, start_cluster, stop_all, wait_for
 from test_hostile import connect, frame, recv_frame
 from test_java_clients import classpath, java_installed, run_jvm  # noqa: F401 (a fixture)
 
@@ -530,12 +530,22 @@ def test_a_killed_follower_restarts_catches_up_and_rejoins_the_isr(tmp_path):
     """A follower of partition 0 is killed (-9) under load: with min.insync.replicas=2 the
     leader goes on acknowledging with the other follower once the dead one has left the ISR
     (replica.lag.time.max.ms); restarted, it fetches what it missed, and the leader adds it
-    back to the ISR. No acknowledged record is lost."""
+    back to the ISR. No acknowledged record is lost. The replication metrics say so: the
+    leader's under-replicated partitions rise above 0 and its ISR changes grow while the
+    follower is away, its replica lag names the follower, and once it is back no broker
+    reports a partition under-replicated and the follower has timed its fetches."""
     def scenario(nodes, view, load, rng):
         leader, replicas = view[0]
         victim = next(r for r in replicas if r != leader)
+        changes_before = scrape(nodes[leader])["sluice_isr_changes_total"]
+        lag_label = f'follower="{victim}"'
+        assert any(lag_label in k for k in scrape(nodes[leader])
+                   if k.startswith("sluice_replica_lag{")), "no replica lag for the follower"
         nodes[victim].kill()
         load.run_for(rng.uniform(2.5, 4.0))
+        wait_for("the leader to report an under-replicated partition", lambda: scrape(
+            nodes[leader])["sluice_under_replicated_partitions"] >= 1)
+        assert scrape(nodes[leader])["sluice_isr_changes_total"] > changes_before
         # The leader went on acknowledging with two replicas in the ISR.
         acked_before = sum(1 for v in load.history.sends.values() if v.outcome == "ok")
         load.run_for(0.5)
@@ -546,6 +556,11 @@ def test_a_killed_follower_restarts_catches_up_and_rejoins_the_isr(tmp_path):
         load.run_for(rng.uniform(0.5, 1.5))
         wait_for("the restarted follower back in every ISR", lambda: all(
             len(isr) == 3 for isr in isrs(nodes[leader], TOPIC).values()))
+        wait_for("no broker to report an under-replicated partition", lambda: all(
+            scrape(n)["sluice_under_replicated_partitions"] == 0 for n in nodes.values()))
+        timed = scrape(nodes[victim])
+        assert all(timed[f'sluice_replica_fetch_phase_duration_seconds_count{{phase="{p}"}}']
+                   > 0 for p in ("call", "append", "fsync")), "the follower timed no fetch"
         return nodes[leader]
     under_load(tmp_path, "follower", scenario)
 

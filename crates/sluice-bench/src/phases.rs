@@ -12,14 +12,18 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 /// The histograms summarised, in the order printed: (metric, label prefix shown).
-const FAMILIES: [(&str, &str); 3] = [
+const FAMILIES: [(&str, &str); 4] = [
     ("sluice_produce_phase_duration_seconds", "produce"),
     ("sluice_fetch_phase_duration_seconds", "fetch"),
+    (
+        "sluice_replica_fetch_phase_duration_seconds",
+        "follower fetch",
+    ),
     ("sluice_fsync_duration_seconds", "fsync"),
 ];
 
 /// Phases in the order a request goes through them; others follow alphabetically.
-const PHASE_ORDER: [&str; 6] = ["queue", "append", "read", "wakeup", "wait", "fsync"];
+const PHASE_ORDER: [&str; 7] = ["queue", "call", "append", "read", "wakeup", "wait", "fsync"];
 
 /// The most a scrape may return: the exposition of a broker with a few thousand partitions.
 const SCRAPE_BYTES_MAX: u64 = 64 << 20;

@@ -156,7 +156,7 @@ pub fn run(bin: &Path, data_dir: &Path, quick: bool, run: &mut Run) -> Result<()
         bytes >> 20
     );
     {
-        let (mut nodes, _admins) = start_cluster(bin, &dir, &[])?;
+        let (mut nodes, admins) = start_cluster(bin, &dir, &[])?;
         let bootstrap = nodes
             .iter()
             .map(|(_, b)| b.bootstrap())
@@ -203,6 +203,12 @@ pub fn run(bin: &Path, data_dir: &Path, quick: bool, run: &mut Run) -> Result<()
         )?;
         let rate = (max_msg_s * 0.5).max(100.0);
         let secs = if quick { 5 } else { 15 };
+        // Where the time goes, per broker (each leads one partition and follows two).
+        let scrapers: Vec<(i64, crate::phases::Scraper)> = admins
+            .iter()
+            .map(|(id, admin)| (*id, crate::phases::Scraper::new(admin.clone())))
+            .collect();
+        let before: Vec<_> = scrapers.iter().map(|(_, s)| s.snapshot()).collect();
         let l = load::latency(
             &bootstrap,
             "rf3-latency",
@@ -226,6 +232,17 @@ pub fn run(bin: &Path, data_dir: &Path, quick: bool, run: &mut Run) -> Result<()
                 l.achieved_msg_s, l.acked_p99_ms
             ),
         );
+        for ((id, scraper), before) in scrapers.iter().zip(before) {
+            let (Some(before), Some(after)) = (before, scraper.snapshot()) else {
+                continue;
+            };
+            run.row(
+                "phases",
+                format!("replication factor 3 at 50% of its maximum, broker {id}"),
+                crate::phases::describe(&crate::phases::breakdown(&before, &after)),
+                String::new(),
+            );
+        }
         for (_, node) in &mut nodes {
             node.stop()?;
         }

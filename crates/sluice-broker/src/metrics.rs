@@ -90,10 +90,17 @@ struct PhaseHandles {
     fetch_wait: Histogram,
     fetch_wakeup: Histogram,
     fetch_send: Histogram,
+    replica_fetch_call: Histogram,
+    replica_fetch_append: Histogram,
+    replica_fetch_fsync: Histogram,
 }
 
 impl PhaseHandles {
-    fn new(produce: &Histograms<PhaseLabels>, fetch: &Histograms<PhaseLabels>) -> Self {
+    fn new(
+        produce: &Histograms<PhaseLabels>,
+        fetch: &Histograms<PhaseLabels>,
+        replica_fetch: &Histograms<PhaseLabels>,
+    ) -> Self {
         let get = |family: &Histograms<PhaseLabels>, phase| {
             family.get_or_create(&PhaseLabels { phase }).clone()
         };
@@ -107,6 +114,9 @@ impl PhaseHandles {
             fetch_wait: get(fetch, "wait"),
             fetch_wakeup: get(fetch, "wakeup"),
             fetch_send: get(fetch, "send"),
+            replica_fetch_call: get(replica_fetch, "call"),
+            replica_fetch_append: get(replica_fetch, "append"),
+            replica_fetch_fsync: get(replica_fetch, "fsync"),
         }
     }
 }
@@ -157,6 +167,7 @@ pub(crate) struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     produce_phase: Histograms<PhaseLabels>,
     fetch_phase: Histograms<PhaseLabels>,
+    replica_fetch_phase: Histograms<PhaseLabels>,
     phases: PhaseHandles,
     fsync_seconds: Histogram,
     topics: RwLock<HashMap<String, TopicHandles>>,
@@ -212,7 +223,9 @@ impl Metrics {
         let produce_phase: Histograms<PhaseLabels> =
             Family::new_with_constructor(latency_histogram);
         let fetch_phase: Histograms<PhaseLabels> = Family::new_with_constructor(latency_histogram);
-        let phases = PhaseHandles::new(&produce_phase, &fetch_phase);
+        let replica_fetch_phase: Histograms<PhaseLabels> =
+            Family::new_with_constructor(latency_histogram);
+        let phases = PhaseHandles::new(&produce_phase, &fetch_phase, &replica_fetch_phase);
         let mut metrics = Self {
             enabled,
             started: Instant::now(),
@@ -223,6 +236,7 @@ impl Metrics {
             errors: Family::default(),
             produce_phase,
             fetch_phase,
+            replica_fetch_phase,
             phases,
             fsync_seconds: latency_histogram(),
             topics: RwLock::new(HashMap::new()),
@@ -279,6 +293,14 @@ impl Metrics {
              part of a wait from the append that ended it to the fetch running again",
             Unit::Seconds,
             self.fetch_phase.clone(),
+        );
+        r.register_with_unit(
+            "replica_fetch_phase_duration",
+            "A follower's fetches from its leaders by phase: call (request sent to response \
+             read, the leader's long poll included), append (the records fetched), fsync \
+             (waiting for them to be durable, before the next fetch reports them)",
+            Unit::Seconds,
+            self.replica_fetch_phase.clone(),
         );
         r.register_with_unit(
             "fsync_duration",
@@ -461,6 +483,18 @@ impl Metrics {
         if self.enabled {
             self.phases.fetch_read.observe(read.as_secs_f64());
             self.phases.fetch_wait.observe(wait.as_secs_f64());
+        }
+    }
+
+    /// One fetch of a follower from its leader: the round trip, the appends of what it
+    /// brought, and the wait for them to be durable.
+    pub fn replica_fetched(&self, call: Duration, append: Duration, fsync: Duration) {
+        if self.enabled {
+            self.phases.replica_fetch_call.observe(call.as_secs_f64());
+            self.phases
+                .replica_fetch_append
+                .observe(append.as_secs_f64());
+            self.phases.replica_fetch_fsync.observe(fsync.as_secs_f64());
         }
     }
 

@@ -4,7 +4,8 @@
 //! id, the leader epoch it knows and the epoch of its last record).
 //!
 //! What comes back is appended as it is (the leader assigned offsets and epochs), made
-//! durable (fsynced) before the next fetch reports the new log end to the leader, so that a
+//! durable (fsynced; the syncs of every partition of one response asked for together)
+//! before the next fetch reports the new log end to the leader, so that a
 //! record counts toward the high watermark only once it is on this broker's disk; then the
 //! follower takes the leader's high watermark as far as its log reaches, and its log start
 //! offset as far as that. A leader that says the follower's log diverges (KIP-320) gets the
@@ -226,13 +227,16 @@ async fn fetch_once(
         .with_session_epoch(-1)
         .with_topics(topics);
     let wait = Duration::from_millis(MAX_WAIT_MS as u64) + IO_TIMEOUT;
+    let called = std::time::Instant::now();
     let response: FetchResponse = conn
         .call(ApiKey::Fetch, FETCH_VERSION, &request, wait)
         .await?;
+    let answered = std::time::Instant::now();
     if response.error_code != 0 {
         return Err(format!("the leader answered error {}", response.error_code));
     }
     let mut progress = false;
+    let mut appended = Vec::new();
     for topic in response.responses {
         let Some(parts) = by_topic.get(topic.topic.as_str()) else {
             continue;
@@ -251,7 +255,8 @@ async fn fetch_once(
                 meter.record(data.records.as_ref().map_or(0, |r| r.len()));
             }
             match apply(&state.replicas, p, leader, *epoch, data).await {
-                Ok(moved) => progress |= moved,
+                Ok(Applied::Done(moved)) => progress |= moved,
+                Ok(Applied::Appended(pending)) => appended.push(pending),
                 Err(e) => tracing::warn!(
                     topic = topic.topic.as_str(),
                     partition = p.index(),
@@ -261,18 +266,86 @@ async fn fetch_once(
             }
         }
     }
+    // Every partition's sync was asked for before any is waited for, so that one sync (or
+    // a few at once) covers them all, not one after another.
+    let syncing = std::time::Instant::now();
+    let any_appended = !appended.is_empty();
+    for pending in appended {
+        let p = pending.partition.clone();
+        match pending.finish(&state.replicas, leader).await {
+            Ok(()) => progress = true,
+            Err(e) => tracing::warn!(
+                topic = p.topic(),
+                partition = p.index(),
+                error = e,
+                "replica fetcher"
+            ),
+        }
+    }
+    if any_appended {
+        state
+            .metrics
+            .replica_fetched(answered - called, syncing - answered, syncing.elapsed());
+    }
     Ok(progress)
 }
 
-/// Applies one partition's answer. Returns whether it made progress or could have (no
-/// error).
+/// Where applying one partition's answer got to.
+enum Applied {
+    /// All done; whether it made progress or could have (no error).
+    Done(bool),
+    /// Records appended, their sync asked for: [`Pending::finish`] completes it.
+    Appended(Pending),
+}
+
+/// A partition whose fetched records are appended and being synced: the follower takes
+/// the leader's high watermark and log start only once they are durable.
+struct Pending {
+    partition: Arc<Partition>,
+    epoch: i32,
+    flush: Option<sluice_partition::FlushWait>,
+    leader_high_watermark: i64,
+    leader_log_start: i64,
+}
+
+impl Pending {
+    async fn finish(self, replicas: &Arc<ReplicaManager>, leader: i32) -> Result<(), String> {
+        let p = self.partition;
+        if let Some(flush) = self.flush {
+            // Durable here before the next fetch tells the leader we hold it.
+            flush.wait().await.map_err(|e| format!("fsync: {e}"))?;
+        }
+        p.follow_high_watermark(leader, self.epoch, self.leader_high_watermark);
+        if self.leader_log_start > p.log_start_offset() {
+            let (replicas, partition) = (replicas.clone(), p.clone());
+            let leader_start = self.leader_log_start;
+            let moved = tokio::task::spawn_blocking(move || {
+                replicas.follow_log_start(&partition, leader_start)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot follow the leader's log start {leader_start}: {e}"))?;
+            if let Some(start) = moved {
+                tracing::debug!(
+                    topic = p.topic(),
+                    partition = p.index(),
+                    start,
+                    "the log start follows the leader's"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies one partition's answer, as far as asking for the sync of what it appended.
 async fn apply(
     replicas: &Arc<ReplicaManager>,
     p: &Arc<Partition>,
     leader: i32,
     epoch: i32,
     data: kafka_protocol::messages::fetch_response::PartitionData,
-) -> Result<bool, String> {
+) -> Result<Applied, String> {
     let now = crate::now_ms();
     if data.error_code == ResponseError::OffsetOutOfRange.code()
         && data.log_start_offset > p.log_end_offset()
@@ -295,7 +368,7 @@ async fn apply(
                 "the leader's log starts past this one's end: emptied it to start there"
             );
         }
-        return Ok(true);
+        return Ok(Applied::Done(true));
     }
     if data.error_code != 0 {
         let known = [
@@ -306,7 +379,7 @@ async fn apply(
         ];
         if known.contains(&data.error_code) {
             // The leader and this broker see different metadata: wait for it to move.
-            return Ok(false);
+            return Ok(Applied::Done(false));
         }
         return Err(format!("the leader answered error {}", data.error_code));
     }
@@ -327,11 +400,12 @@ async fn apply(
                     offset = end,
                     "truncated a divergent tail before fetching on"
                 );
-                Ok(true)
+                Ok(Applied::Done(true))
             }
             Err(e) => Err(format!("cannot truncate to {offset}: {e}")),
         };
     }
+    let mut flush = None;
     let records = data.records.filter(|r| !r.is_empty());
     if let Some(records) = records {
         let (replicas, partition) = (replicas.clone(), p.clone());
@@ -361,34 +435,15 @@ async fn apply(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-        if let Some(outcome) = appended {
-            // Durable here before the next fetch tells the leader we hold it.
-            p.flush(outcome.last_offset + 1)
-                .wait()
-                .await
-                .map_err(|e| format!("fsync: {e}"))?;
-        }
+        flush = appended.map(|outcome| p.flush(outcome.last_offset + 1));
     }
-    p.follow_high_watermark(leader, epoch, data.high_watermark);
-    if data.log_start_offset > p.log_start_offset() {
-        let (replicas, partition) = (replicas.clone(), p.clone());
-        let leader_start = data.log_start_offset;
-        let moved = tokio::task::spawn_blocking(move || {
-            replicas.follow_log_start(&partition, leader_start)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot follow the leader's log start {leader_start}: {e}"))?;
-        if let Some(start) = moved {
-            tracing::debug!(
-                topic = p.topic(),
-                partition = p.index(),
-                start,
-                "the log start follows the leader's"
-            );
-        }
-    }
-    Ok(true)
+    Ok(Applied::Appended(Pending {
+        partition: p.clone(),
+        epoch,
+        flush,
+        leader_high_watermark: data.high_watermark,
+        leader_log_start: data.log_start_offset,
+    }))
 }
 
 /// The length of the whole batches at the start of `records`.
