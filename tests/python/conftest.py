@@ -200,6 +200,11 @@ class Cluster:
     def log_paths(self):
         return [n.log_path for n in self.nodes]
 
+    def log_text(self):
+        """The tail of every node's log, for failure messages."""
+        return "\n".join(f"--- node {i}\n{n.log_text()}"
+                         for i, n in enumerate(self.nodes, start=1))
+
     def _serving(self):
         """Whether every node's broker is registered and unfenced in every node's view."""
         import json

@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from conftest import running_broker
+from conftest import running_broker, running_cluster
 from jvm_process import JvmProcess
 from test_java_clients import classpath, java_installed  # noqa: F401 (a fixture)
 
@@ -42,10 +42,16 @@ WORDS = ("kafka sluice stream table topic partition offset record batch broker "
 CONVERGE_S = 120
 
 
-@pytest.fixture
-def broker(tmp_path, java_installed):
-    """A broker whose groups rebalance at once when their first member joins."""
-    yield from running_broker(tmp_path, ["--set", "group.initial.rebalance.delay.ms=0"])
+@pytest.fixture(params=["one node", "three nodes"])
+def broker(request, tmp_path, java_installed):
+    """A broker whose groups rebalance at once when their first member joins, then a
+    three-node cluster of such brokers (its topics with three replicas, `restart` a rolling
+    restart of every node)."""
+    args = ["--set", "group.initial.rebalance.delay.ms=0"]
+    if request.param == "one node":
+        yield from running_broker(tmp_path, args)
+    else:
+        yield from running_cluster(tmp_path, args)
 
 
 class App(JvmProcess):
@@ -277,15 +283,19 @@ def test_streams_word_count_is_exact_across_app_kill_and_broker_restart(broker, 
     """A Kafka Streams word count with exactly_once_v2 (repartition topic, RocksDB store,
     changelog) commits, in its output read with read_committed, exactly the counts of every
     line produced: after SIGKILL mid-transaction and a restart that restores its store from the
-    changelog, and after a broker restart (SIGTERM, same ports) while input keeps arriving. No
+    changelog, and after a broker restart (SIGTERM, same ports; on three nodes, each node in
+    turn, so that every leadership and coordinator moves) while input keeps arriving. No
     committed count ever exceeds the true count or repeats; the changelog and repartition topics
     exist (the changelog compacted) and the changelog holds the same final counts."""
     seed = random.randrange(1 << 32)
     print(f"seed {seed}")
     rng = random.Random(seed)
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    # Every node holds a replica on a cluster (Streams' own topics get the brokers'
+    # default.replication.factor, three there).
+    replicas = len(getattr(broker, "nodes", [broker]))
     for name, parts in ((INPUT, INPUT_PARTITIONS), (OUTPUT, OUTPUT_PARTITIONS)):
-        admin.create_topics([NewTopic(name, parts, 1)])[name].result(30)
+        admin.create_topics([NewTopic(name, parts, replicas)])[name].result(30)
 
     app = App(broker, tmp_path)
     feeder = Feeder(broker)
