@@ -22,7 +22,7 @@ import urllib.request
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from conftest import ROOT, running_broker
+from conftest import ROOT, running_broker, running_cluster
 from test_go_clients import (WAIT_S, as_tuples, check_log, collapse, committed, create_topic,
                              end_offsets, expected, produce, read_all, run_go,
                              unsupported_requests)
@@ -43,13 +43,19 @@ BURROW_OFFSETS_WAIT_S = 20
 BURROW_LAG_WAIT_S = 60
 
 
-@pytest.fixture(scope="module")
-def old(tmp_path_factory):
+@pytest.fixture(scope="module", params=["one node", "three nodes"])
+def old(request, tmp_path_factory):
     """One broker for the old Go clients and kcat, each test with its own topics, groups
-    and client ids."""
-    yield from running_broker(tmp_path_factory.mktemp("old-clients"),
-                              ["--set", f"num.partitions={PARTITIONS}",
-                               "--set", "group.initial.rebalance.delay.ms=0"])
+    and client ids; then a three-node cluster (auto-created topics with three replicas),
+    where the old clients find the partition leaders and the group coordinator through
+    Metadata v0 and GroupCoordinator v0 from one seed broker."""
+    args = ["--set", f"num.partitions={PARTITIONS}",
+            "--set", "group.initial.rebalance.delay.ms=0"]
+    where = tmp_path_factory.mktemp("old-clients")
+    if request.param == "one node":
+        yield from running_broker(where, args)
+    else:
+        yield from running_cluster(where, args)
 
 
 def old_go(broker, program, cmd, *args, client_id):
