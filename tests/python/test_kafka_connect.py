@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from conftest import running_broker
+from conftest import running_broker, running_cluster
 from jvm_process import JvmProcess
 from test_java_clients import classpath, java_installed  # noqa: F401 (a fixture)
 
@@ -52,11 +52,20 @@ logger.config.level = WARN
 """
 
 
-@pytest.fixture
-def broker(tmp_path, java_installed):
+@pytest.fixture(params=["one node", "three nodes"])
+def broker(request, tmp_path, java_installed):
     """A broker whose groups rebalance at once when their first member joins (the Connect
-    worker's group and the sink's)."""
-    yield from running_broker(tmp_path, ["--set", "group.initial.rebalance.delay.ms=0"])
+    worker's group and the sink's), then a three-node cluster of such brokers."""
+    args = ["--set", "group.initial.rebalance.delay.ms=0"]
+    if request.param == "one node":
+        yield from running_broker(tmp_path, args)
+    else:
+        yield from running_cluster(tmp_path, args)
+
+
+def replicas_of(broker):
+    """The replication factor the test's topics get: every node's (one, or three)."""
+    return len(getattr(broker, "nodes", [broker]))
 
 
 class Worker(JvmProcess):
@@ -79,9 +88,9 @@ class Worker(JvmProcess):
             "config.storage.topic": CONFIG_TOPIC,
             "offset.storage.topic": OFFSET_TOPIC,
             "status.storage.topic": STATUS_TOPIC,
-            "config.storage.replication.factor": 1,
-            "offset.storage.replication.factor": 1,
-            "status.storage.replication.factor": 1,
+            "config.storage.replication.factor": replicas_of(broker),
+            "offset.storage.replication.factor": replicas_of(broker),
+            "status.storage.replication.factor": replicas_of(broker),
             # Port 0: the worker logs the port it got.
             "listeners": "http://127.0.0.1:0",
             "rest.advertised.host.name": "127.0.0.1",
@@ -203,10 +212,10 @@ def append(path, lines):
 
 def test_connect_distributed_copies_a_file_through_sluice(broker, tmp_path):
     """A distributed Kafka Connect worker runs on sluice: it creates its config, offset and
-    status topics there (replication factor 1, compacted), a file source and a file sink
-    connector created through REST both report RUNNING, every line appended to the source file
-    appears in the sink file exactly once and in order (including lines appended while they
-    run), the source's file position is stored in the offsets topic, the sink's consumer group
+    status topics there (compacted, with one replica per node: one, then three), a file
+    source and a file sink connector created through REST both report RUNNING, every line
+    appended to the source file appears in the sink file exactly once and in order
+    (including lines appended while they run), the source's file position is stored in the offsets topic, the sink's consumer group
     commits the end of the topic, and the worker stops cleanly on SIGTERM."""
     source_file, sink_file = tmp_path / "source.txt", tmp_path / "sink.txt"
     first = [f"line {i:03d} {'x' * (i % 13)}" for i in range(100)] + ["naïve café ✓ 🚰"]
@@ -214,7 +223,7 @@ def test_connect_distributed_copies_a_file_through_sluice(broker, tmp_path):
     source_file.write_text("")
     append(source_file, first)
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    admin.create_topics([NewTopic(DATA_TOPIC, 1, 1)])[DATA_TOPIC].result(30)
+    admin.create_topics([NewTopic(DATA_TOPIC, 1, replicas_of(broker))])[DATA_TOPIC].result(30)
 
     worker = Worker(broker, tmp_path)
     try:
@@ -302,7 +311,8 @@ def test_connect_distributed_copies_a_file_through_sluice(broker, tmp_path):
         for topic, partitions in INTERNAL_PARTITIONS.items():
             assert topic in topics, sorted(topics)
             assert len(topics[topic].partitions) == partitions, topic
-            assert all(len(p.replicas) == 1 for p in topics[topic].partitions.values()), topic
+            assert all(len(p.replicas) == replicas_of(broker)
+                       for p in topics[topic].partitions.values()), topic
             res = ConfigResource(ConfigResource.Type.TOPIC, topic)
             assert admin.describe_configs([res])[res].result(30)["cleanup.policy"].value \
                 == "compact", topic
