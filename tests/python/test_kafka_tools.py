@@ -2,7 +2,9 @@
 `java -cp 'lib/*' MAIN_CLASS`) against sluice: TopicCommand, ConfigCommand, the console
 producer and consumer, ConsumerGroupCommand, DeleteRecordsCommand and the producer and consumer
 perf tests. Their printed output is parsed strictly and checked against what confluent-kafka
-(librdkafka) sees. One broker serves the module; every test uses its own topics and groups.
+(librdkafka) sees. One broker serves the module, then a three-node cluster (the tools
+bootstrap from every node; leadership, coordinators and DeleteRecords reach the right
+brokers through them); every test uses its own topics and groups.
 """
 
 import collections
@@ -12,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
 
-from conftest import running_broker
+from conftest import running_broker, running_cluster
 from test_java_clients import (classpath, confluent_committed, confluent_read, create_topic,
                                ensure_internal_topics, java_installed,  # noqa: F401 (a fixture)
                                run_jvm, watermarks)
@@ -28,11 +30,31 @@ PRODUCER_PERF = "org.apache.kafka.tools.ProducerPerformance"
 CONSUMER_PERF = "org.apache.kafka.tools.ConsumerPerformance"
 
 
-@pytest.fixture(scope="module")
-def tools_broker(tmp_path_factory, java_installed):
-    """One broker for the module; groups rebalance at once when their first member joins."""
-    yield from running_broker(tmp_path_factory.mktemp("kafka-tools"),
-                              ["--set", "group.initial.rebalance.delay.ms=0"])
+@pytest.fixture(scope="module", params=["one node", "three nodes"])
+def tools_broker(request, tmp_path_factory, java_installed):
+    """One broker for the module, then a three-node cluster (the tools get every node as
+    their bootstrap servers, and topics three replicas); groups rebalance at once when their
+    first member joins."""
+    args = ["--set", "group.initial.rebalance.delay.ms=0"]
+    where = tmp_path_factory.mktemp("kafka-tools")
+    if request.param == "one node":
+        yield from running_broker(where, args)
+    else:
+        yield from running_cluster(where, args)
+
+
+def nodes_of(broker):
+    """How many nodes serve: the replication factor the tests' topics get."""
+    return len(getattr(broker, "nodes", [broker]))
+
+
+def placement(broker, topic):
+    """{partition: (leader, replicas, isr)} as librdkafka's metadata reports them, in
+    TopicCommand's notation (node ids, comma-separated)."""
+    meta = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(topic, timeout=10)
+    join = ",".join
+    return {p: (str(m.leader), join(map(str, m.replicas)), join(map(str, m.isrs)))
+            for p, m in meta.topics[topic].partitions.items()}
 
 
 def tool(broker, main, *args, stdin=None, ok=True):
@@ -83,28 +105,30 @@ def parse_describe(run):
 
 
 def test_topic_command_creates_describes_alters_and_deletes_a_topic(tools_broker):
-    """TopicCommand creates a topic with a config (and refuses a second create with
-    TopicExistsException, exit 1), describes it (two partitions led by this node, one replica
-    in sync, the config override listed), adds partitions (librdkafka then sees four) and
-    deletes it (librdkafka then sees it gone)."""
+    """TopicCommand creates a topic with a config and one replica per node (and refuses a
+    second create with TopicExistsException, exit 1), describes it (two partitions, their
+    leader, replicas and ISR as librdkafka's metadata has them, every replica in sync, the
+    config override listed), adds partitions (librdkafka then sees four) and deletes it
+    (librdkafka then sees it gone)."""
     b, topic = tools_broker, "tools-topic"
+    rf = str(nodes_of(b))
     run = tool(b, TOPIC_COMMAND, "--create", "--topic", topic, "--partitions", "2",
-               "--replication-factor", "1", "--config", "retention.ms=3600000")
+               "--replication-factor", rf, "--config", "retention.ms=3600000")
     assert run.lines == [f"Created topic {topic}."], run.explain()
     run = tool(b, TOPIC_COMMAND, "--create", "--topic", topic, "--partitions", "2",
-               "--replication-factor", "1", ok=False)
+               "--replication-factor", rf, ok=False)
     assert run.returncode == 1
     assert "org.apache.kafka.common.errors.TopicExistsException" in run.stderr, run.explain()
 
     run = tool(b, TOPIC_COMMAND, "--describe", "--topic", topic)
     head, parts = parse_describe(run)
-    assert (head["Topic"], head["PartitionCount"], head["ReplicationFactor"]) == (topic, "2", "1")
+    assert (head["Topic"], head["PartitionCount"], head["ReplicationFactor"]) == (topic, "2", rf)
     assert "retention.ms=3600000" in head["Configs"].split(","), run.explain()
     assert len(head["TopicId"]) == 22 and head["TopicId"] != "A" * 22, run.explain()
-    node = str(next(iter(AdminClient({"bootstrap.servers": b.bootstrap})
-                         .list_topics(timeout=10).brokers)))
+    placed = placement(b, topic)
     assert [(p["Topic"], p["Partition"], p["Leader"], p["Replicas"], p["Isr"]) for p in parts] == \
-        [(topic, str(i), node, node, node) for i in range(2)], run.explain()
+        [(topic, str(i), *placed[i]) for i in range(2)], run.explain()
+    assert all(len(p["Isr"].split(",")) == nodes_of(b) for p in parts), run.explain()
 
     tool(b, TOPIC_COMMAND, "--alter", "--topic", topic, "--partitions", "4")
     assert partition_count(b, topic) == 4
@@ -116,7 +140,9 @@ def test_topic_command_creates_describes_alters_and_deletes_a_topic(tools_broker
 def test_topic_command_lists_and_describes_the_internal_topics(tools_broker):
     """TopicCommand --list shows the user's topics and both internal topics (once they
     exist), as with Kafka; --describe of the internal topics shows each with 50 partitions,
-    one replica, every partition led by this node, and cleanup.policy=compact."""
+    one replica per node (their replication factor defaults to 3, capped by the brokers
+    there are), leaders, replicas and ISR as librdkafka's metadata has them, and
+    cleanup.policy=compact."""
     b = tools_broker
     ensure_internal_topics(b)
     create_topic(b, "tools-listed", 1)
@@ -125,18 +151,19 @@ def test_topic_command_lists_and_describes_the_internal_topics(tools_broker):
             "__transaction_state"} <= set(run.lines), run.explain()
 
     run = tool(b, TOPIC_COMMAND, "--describe", "--topic", "__consumer_offsets|__transaction_state")
-    node = str(next(iter(AdminClient({"bootstrap.servers": b.bootstrap})
-                         .list_topics(timeout=10).brokers)))
+    placed = {t: placement(b, t) for t in ("__consumer_offsets", "__transaction_state")}
     heads = {}
     for line in run.lines:
         fields = parse_describe_line(line)
         if not line.startswith("\t"):
             heads[fields["Topic"]] = fields
             continue
-        assert (fields["Leader"], fields["Replicas"], fields["Isr"]) == (node, node, node), line
+        assert (fields["Leader"], fields["Replicas"], fields["Isr"]) == \
+            placed[fields["Topic"]][int(fields["Partition"])], line
     assert set(heads) == {"__consumer_offsets", "__transaction_state"}, run.explain()
     for name, head in heads.items():
-        assert (head["PartitionCount"], head["ReplicationFactor"]) == ("50", "1"), run.explain()
+        assert (head["PartitionCount"], head["ReplicationFactor"]) == \
+            ("50", str(nodes_of(b))), run.explain()
         assert "cleanup.policy=compact" in head["Configs"].split(","), run.explain()
     assert len([line for line in run.lines if line.startswith("\t")]) == 100, run.explain()
 
