@@ -35,6 +35,8 @@ import time
 import urllib.request
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import BIN, Broker, sluice_cli
 from test_java_clients import classpath, java_installed, run_jvm  # noqa: F401 (a fixture)
@@ -255,6 +257,38 @@ def test_settings_kafka_refuses_are_refused_at_start(tmp_path, args, message):
                          capture_output=True, timeout=60)
     assert run.returncode != 0
     assert message in (run.stdout + run.stderr).decode(errors="replace")
+
+
+def test_a_data_directory_belongs_to_the_node_id_that_joined_with_it(tmp_path):
+    """Once a node has joined its cluster, its data directory names its node.id (as Kafka's
+    meta.properties does): started again under another node.id it refuses to start, saying
+    which id it belongs to, instead of taking every replica it holds for one placed
+    elsewhere and emptying it; under its own id it starts and still holds its records."""
+    b = Broker(tmp_path / "data", tmp_path / "broker.log", ["--node-id", "3"])
+    b.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic("kept", 1, 1)])["kept"].result(30)
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all"})
+        p.produce("kept", b"v")
+        assert p.flush(30) == 0
+        wait_for("the data directory to join its cluster",
+                 lambda: (b.data_dir / "metadata-migrated").exists())
+    finally:
+        b.stop()
+    run = subprocess.run([BIN, "serve", "--data-dir", str(b.data_dir), "--listen",
+                          "127.0.0.1:0", "--admin-listen", "off", "--node-id", "4"],
+                         capture_output=True, timeout=60)
+    assert run.returncode != 0
+    assert "belongs to node 3" in (run.stdout + run.stderr).decode(errors="replace")
+    b.start()
+    try:
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "kept-reader"})
+        low, high = c.get_watermark_offsets(TopicPartition("kept", 0), timeout=30)
+        c.close()
+        assert (low, high) == (0, 1)
+    finally:
+        b.stop()
 
 
 # -- Kafka's own tool: kafka-metadata-quorum.sh ----------------------------------------------

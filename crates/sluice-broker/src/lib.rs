@@ -281,7 +281,28 @@ async fn open(
     };
     // Topics the data directory holds before it first joined a cluster are given to the
     // controller once (see `cluster::publisher`).
-    let joined = cluster::publisher::joined_cluster(&config.data_dir);
+    let joined = match cluster::publisher::joined_cluster(&config.data_dir) {
+        // The data directory is this node's in its cluster, as Kafka's meta.properties
+        // pins a log directory to a node.id: under another id every replica it holds
+        // would count as placed elsewhere, and be emptied.
+        Some((_, Some(owner))) if owner != config.node_id => {
+            return Err(format!(
+                "the data directory {} belongs to node {owner} ({}), not to node.id {}: \
+                 start it with node.id={owner}, or give this node another data directory",
+                config.data_dir.display(),
+                cluster::publisher::MIGRATED_FILE,
+                config.node_id
+            ));
+        }
+        Some((cluster_id, None)) => {
+            // A marker from before node ids were kept: this node's from now on.
+            cluster::publisher::write_marker(&config.data_dir, &cluster_id, config.node_id)
+                .map_err(|e| format!("cannot write {}: {e}", cluster::publisher::MIGRATED_FILE))?;
+            Some(cluster_id)
+        }
+        Some((cluster_id, Some(_))) => Some(cluster_id),
+        None => None,
+    };
     let migration_candidates = joined
         .is_none()
         .then(|| logs.topics().iter().map(|t| t.id).collect());

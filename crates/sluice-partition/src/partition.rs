@@ -198,6 +198,10 @@ pub struct Partition {
     pub(crate) role: Mutex<crate::replica::Role>,
     /// Whether the metadata has assigned this partition since it was opened.
     pub(crate) assigned: std::sync::atomic::AtomicBool,
+    /// Held while the high watermark moves and while the log shrinks under it (a full
+    /// truncation or a replica's removal, which then set it back): an advance computed
+    /// against the log before it shrank can then never land after it.
+    hw_lock: Mutex<()>,
     /// Whether the metadata's last word placed a replica of this partition on this broker
     /// (true until the metadata speaks).
     pub(crate) hosted: std::sync::atomic::AtomicBool,
@@ -255,6 +259,7 @@ impl Partition {
             role: Mutex::new(crate::replica::Role::default()),
             assigned: std::sync::atomic::AtomicBool::new(false),
             hosted: std::sync::atomic::AtomicBool::new(true),
+            hw_lock: Mutex::new(()),
             verifying: Mutex::new(std::collections::HashMap::new()),
             next_guard: std::sync::atomic::AtomicU64::new(1),
             restored_high_watermark: AtomicI64::new(restored_high_watermark.unwrap_or(-1)),
@@ -318,8 +323,25 @@ impl Partition {
     /// (handlers serve a partition only once the metadata names this broker its leader),
     /// and on a follower whose emptied log starts again below it.
     pub(crate) fn reset_high_watermark(&self, offset: i64) {
+        let _moving = self.hw_lock.lock().expect("high watermark lock");
         let target = offset.clamp(0, self.log.log_end_offset());
         self.high_watermark.store(target, Ordering::Release);
+    }
+
+    /// Runs `shrink` (which may cut the log below the high watermark) and then sets the
+    /// high watermark to what `reset` gives, with no advance in between.
+    pub(crate) fn shrink_log<T>(
+        &self,
+        shrink: impl FnOnce() -> Result<T, StorageError>,
+        reset: impl FnOnce(&T) -> Option<i64>,
+    ) -> Result<T, StorageError> {
+        let _moving = self.hw_lock.lock().expect("high watermark lock");
+        let done = shrink()?;
+        if let Some(offset) = reset(&done) {
+            let target = offset.clamp(0, self.log.log_end_offset());
+            self.high_watermark.store(target, Ordering::Release);
+        }
+        Ok(done)
     }
 
     /// Where leader epoch `epoch` ends in this log (Kafka's `endOffsetFor`): the largest
@@ -337,6 +359,7 @@ impl Partition {
     /// Advances the high watermark to `offset` (capped by the log end offset; never back) and
     /// wakes the operations parked on this partition if it moved.
     pub fn advance_high_watermark(&self, offset: i64) {
+        let _moving = self.hw_lock.lock().expect("high watermark lock");
         let log_end = self.log.log_end_offset();
         let target = offset.min(log_end);
         let before = self.high_watermark.fetch_max(target, Ordering::AcqRel);
@@ -520,6 +543,11 @@ impl Partition {
         self.appended.wake();
         self.commit.appended(self, outcome.last_offset + 1);
         Ok(outcome)
+    }
+
+    /// Every offset below this is durable on this broker's disk.
+    pub fn durable_end(&self) -> i64 {
+        self.log.recovery_point()
     }
 
     /// Registers a wait for every offset below `end_offset` to be durable on this broker's

@@ -203,8 +203,7 @@ impl Partition {
         if !stray || empty_at_zero {
             return Ok(false);
         }
-        logs.remove_all_records(&self.log, now_ms)?;
-        self.reset_high_watermark(0);
+        self.shrink_log(|| logs.remove_all_records(&self.log, now_ms), |_| Some(0))?;
         Ok(true)
     }
 
@@ -433,7 +432,8 @@ impl Partition {
                 self.index()
             )));
         }
-        logs.truncate_to(&self.log, offset, now_ms)
+        // (At or above the high watermark: it stays where it is.)
+        self.shrink_log(|| logs.truncate_to(&self.log, offset, now_ms), |_| None)
     }
 
     /// Empties this follower's log and starts it at `offset`, if it still follows `leader`
@@ -461,8 +461,10 @@ impl Partition {
         if !(past_end || restart_empty) {
             return Ok(false);
         }
-        logs.truncate_fully_and_start_at(&self.log, offset, now_ms)?;
-        self.reset_high_watermark(offset.min(leader_high_watermark));
+        self.shrink_log(
+            || logs.truncate_fully_and_start_at(&self.log, offset, now_ms),
+            |_| Some(offset.min(leader_high_watermark)),
+        )?;
         Ok(true)
     }
 

@@ -137,6 +137,17 @@ impl DirState {
         StorageError::Offline
     }
 
+    /// Takes the directory offline whatever the error, running out of descriptors included:
+    /// for a failure after a change that cannot be taken back in place (a log directory
+    /// renamed away), where [`DirState::fail`]'s promise that nothing changed yet does not
+    /// hold.
+    pub(crate) fn fail_after_change(&self, what: &str, err: &io::Error) -> StorageError {
+        if !self.offline.swap(true, Ordering::SeqCst) {
+            tracing::error!(error = %err, "{what} failed: log directory taken offline");
+        }
+        StorageError::Offline
+    }
+
     /// The open directory [`sync_together`] syncs the file system through, opened on first
     /// use as the parent of `log_dir` (the data directory); `None` once this file system
     /// turned out not to sync as a whole.

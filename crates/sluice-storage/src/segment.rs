@@ -90,6 +90,16 @@ pub(crate) struct RecoveryContext {
     pub interval_bytes: u64,
 }
 
+/// Where the batches of a compacted segment may lie (see [`LogSegment::scan_from`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanBounds {
+    /// Every batch ends before this (the next segment's base), if given.
+    pub end_before: Option<i64>,
+    /// Only a batch ending before this may start past the previous one's end (the
+    /// cleaner's gap marker).
+    pub gaps_below: i64,
+}
+
 /// What scanning a run of batches found.
 #[derive(Debug)]
 pub(crate) struct ScanOutcome {
@@ -516,9 +526,9 @@ impl LogSegment {
         // Compacted segments lie wholly below the marker; their batches must still end before
         // the next segment (or the marker, for the last one).
         let compacted = base_offset < at.gaps_below;
-        let bound = compacted.then(|| {
-            at.next_base
-                .map_or(at.gaps_below, |nb| nb.min(at.gaps_below))
+        let bound = compacted.then_some(ScanBounds {
+            end_before: at.next_base,
+            gaps_below: at.gaps_below,
         });
         let outcome = segment.scan_from(0, at.interval_bytes, bound)?;
         if compacted && outcome.corruption.is_none() {
@@ -633,15 +643,16 @@ impl LogSegment {
     }
 
     /// Validates batches from `start` to the end of the file, tracking each valid one in the
-    /// indexes. Stops at the first batch that is torn, corrupt or out of order. With
-    /// `gaps_below: Some(end)` (a compacted segment) a batch may start after the previous one
-    /// ended but must end before `end`; otherwise it must start exactly where the previous
-    /// one ended.
+    /// indexes. Stops at the first batch that is torn, corrupt or out of order. Without
+    /// `bounds` every batch must start exactly where the previous one ended. With them (a
+    /// compacted segment) a batch may also start after the previous one ended if it ends
+    /// below `gaps_below` (and below `end_before`); one that starts where the previous one
+    /// ended must end below `end_before`, wherever the gaps end.
     pub fn scan_from(
         &mut self,
         start: u64,
         interval_bytes: u64,
-        gaps_below: Option<i64>,
+        bounds: Option<ScanBounds>,
     ) -> io::Result<ScanOutcome> {
         let file_len = self.file.get()?.size()?;
         let mut pos = start;
@@ -697,14 +708,19 @@ impl LogSegment {
             // (A batch that does start there is in place wherever it lies: a log truncated,
             // or emptied only in part before a crash, may append below or across the end of
             // gaps that a cleaner pass of the records it no longer holds wrote down.)
-            let in_place = header.base_offset == self.next_offset
-                || gaps_below.is_some_and(|end| {
+            let last = header
+                .base_offset
+                .checked_add(i64::from(header.last_offset_delta));
+            let below = |end: Option<i64>| end.is_none_or(|end| last.is_some_and(|l| l < end));
+            let in_place = match bounds {
+                None => header.base_offset == self.next_offset,
+                Some(b) if header.base_offset == self.next_offset => below(b.end_before),
+                Some(b) => {
                     header.base_offset > self.next_offset
-                        && header
-                            .base_offset
-                            .checked_add(i64::from(header.last_offset_delta))
-                            .is_some_and(|last| last < end)
-                });
+                        && below(b.end_before)
+                        && below(Some(b.gaps_below))
+                }
+            };
             if !in_place {
                 let err = BatchError::Corrupt("base offset does not follow the previous batch");
                 return Ok(ScanOutcome {

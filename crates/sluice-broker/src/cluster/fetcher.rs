@@ -176,7 +176,29 @@ async fn fetch_once(
     // while this broker still follows `leader` in that epoch.
     let mut by_topic: BTreeMap<&str, Vec<Fetched<'_>>> = BTreeMap::new();
     let waiting = meter.exceeded();
-    for (name, p) in partitions {
+    // A fetch offset tells the leader this broker holds everything below it: only what is
+    // durable may be reported. Records not yet durable (a sync that failed without taking
+    // the directory offline, or a log recovered after a restart, before its first sync) are
+    // synced first; a partition whose sync fails stays out of this fetch.
+    let unsynced: Vec<(usize, sluice_partition::FlushWait)> = partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, p))| p.durable_end() < p.log_end_offset())
+        .map(|(i, (_, p))| (i, p.flush(p.log_end_offset())))
+        .collect();
+    let mut held_back = Vec::new();
+    for (i, flush) in unsynced {
+        if let Err(e) = flush.wait().await {
+            let p = &partitions[i].1;
+            tracing::warn!(topic = p.topic(), partition = p.index(), error = %e,
+                "replica fetcher: records not durable, not reported");
+            held_back.push(i);
+        }
+    }
+    for (i, (name, p)) in partitions.iter().enumerate() {
+        if held_back.contains(&i) {
+            continue;
+        }
         let slow = throttled(name, p);
         if slow && waiting {
             continue;

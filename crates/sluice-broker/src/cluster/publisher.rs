@@ -426,7 +426,8 @@ async fn migrate(state: &Arc<BrokerState>) {
     };
     let dir = state.config.data_dir.clone();
     let id = cluster_id.clone();
-    match tokio::task::spawn_blocking(move || write_marker(&dir, &id)).await {
+    let node = state.config.node_id;
+    match tokio::task::spawn_blocking(move || write_marker(&dir, &id, node)).await {
         Ok(Ok(())) => {
             *cluster.joined.lock().expect("cluster lock") = Some(cluster_id);
             cluster.migrated.store(true, Ordering::Release)
@@ -437,21 +438,25 @@ async fn migrate(state: &Arc<BrokerState>) {
 }
 
 /// Writes the migration marker durably (file, then directory): the id of the cluster this
-/// data directory belongs to from now on.
-fn write_marker(dir: &Path, cluster_id: &str) -> std::io::Result<()> {
+/// data directory belongs to from now on, and the node it belongs to in that cluster.
+pub(crate) fn write_marker(dir: &Path, cluster_id: &str, node_id: i32) -> std::io::Result<()> {
     use std::io::Write;
     let path = dir.join(MIGRATED_FILE);
     let tmp = dir.join(format!("{MIGRATED_FILE}.tmp"));
     let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(format!("{cluster_id}\n").as_bytes())?;
+    file.write_all(format!("{cluster_id}\n{node_id}\n").as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     std::fs::File::open(dir)?.sync_all()
 }
 
 /// The cluster this data directory joined, if its own topics were already given to a
-/// controller (an empty id: a marker from before ids were kept).
-pub(crate) fn joined_cluster(dir: &Path) -> Option<String> {
+/// controller (an empty id: a marker from before ids were kept), and the node id it joined
+/// as (`None`: a marker from before node ids were kept).
+pub(crate) fn joined_cluster(dir: &Path) -> Option<(String, Option<i32>)> {
     let text = std::fs::read_to_string(dir.join(MIGRATED_FILE)).ok()?;
-    Some(text.trim().chars().take(255).collect())
+    let mut lines = text.lines().map(str::trim);
+    let cluster = lines.next().unwrap_or_default().chars().take(255).collect();
+    let node = lines.next().and_then(|n| n.parse().ok());
+    Some((cluster, node))
 }

@@ -515,7 +515,11 @@ impl UnifiedLog {
             now_ms,
         )?;
         let interval = lock(&self.inner).config.index_interval_bytes;
-        let scan = cleaned.scan_from(0, interval, Some(seg.next_offset))?;
+        let bounds = crate::segment::ScanBounds {
+            end_before: Some(seg.next_offset),
+            gaps_below: seg.next_offset,
+        };
+        let scan = cleaned.scan_from(0, interval, Some(bounds))?;
         if let Some((pos, reason)) = scan.corruption {
             fs.remove_file(&cleaned_path)?;
             return Err(StorageError::Corrupt(format!(

@@ -21,15 +21,26 @@ impl UnifiedLog {
     /// The directory's pending entry changes are covered too, but its `dir_dirty` flag is
     /// left set: a checkpoint syncing this log meanwhile must still sync the directory itself
     /// before it advances the recovery point (the next one-log sync does it once more).
-    fn mark_for_sync(&self) -> Result<i64, StorageError> {
+    /// Also returns how many times the log had been truncated or replaced: a sync that
+    /// one overtakes covers files that are no longer the log's.
+    fn mark_for_sync(&self) -> Result<(i64, u64), StorageError> {
         self.check_open()?;
-        Ok(lock(&self.inner).log_end_offset)
+        let inner = lock(&self.inner);
+        Ok((inner.log_end_offset, self.replaced.load(Ordering::SeqCst)))
     }
 
-    /// Records a file-system sync that started after [`Self::mark_for_sync`] and succeeded.
-    fn synced(&self, end: i64) {
-        debug_assert!(end <= self.log_end_offset(), "durable beyond the log end");
-        self.flushed_offset.fetch_max(end, Ordering::SeqCst);
+    /// Records a file-system sync that started after [`Self::mark_for_sync`] and succeeded,
+    /// unless the log was truncated or replaced meanwhile (those take the log's lock, as
+    /// this does): its recovery point is then the truncation's, and what the sync covered
+    /// may be another log's files.
+    fn synced(&self, (end, generation): (i64, u64)) {
+        let inner = lock(&self.inner);
+        if self.replaced.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        debug_assert!(end <= inner.log_end_offset, "durable beyond the log end");
+        self.flushed_offset
+            .fetch_max(end.min(inner.log_end_offset), Ordering::SeqCst);
     }
 
     /// Syncs everything appended so far. The caller holds `flush_lock`.
@@ -179,7 +190,7 @@ fn sync_group(
     logs: &[Arc<UnifiedLog>],
     group: &[usize],
 ) -> Option<Vec<Result<(), StorageError>>> {
-    let marks: Vec<Result<i64, StorageError>> =
+    let marks: Vec<Result<(i64, u64), StorageError>> =
         group.iter().map(|&i| logs[i].mark_for_sync()).collect();
     let outcome = root.sync_filesystem();
     if matches!(&outcome, Err(e) if e.kind() == io::ErrorKind::Unsupported) {
@@ -192,7 +203,7 @@ fn sync_group(
             .iter()
             .zip(marks)
             .map(|(&i, mark)| match &failed {
-                None => mark.map(|end| logs[i].synced(end)),
+                None => mark.map(|m| logs[i].synced(m)),
                 Some(e) => Err(e.clone()),
             })
             .collect(),

@@ -141,15 +141,26 @@ impl UnifiedLog {
     /// part of the old log that later appends would extend.
     pub fn remove_all_records(&self, now_ms: i64) -> Result<(), StorageError> {
         self.check_open()?;
-        let _flush = lock(&self.flush_lock);
+        let flush = lock(&self.flush_lock);
         let mut inner = lock(&self.inner);
         self.check_open()?;
         let doomed = crate::manager::doomed_dir(&self.dir)
             .ok_or_else(|| StorageError::Io(format!("{} is no partition", self.dir.display())))?;
-        let segment = self
-            .switch_to_new_dir(&doomed, now_ms)
-            .map_err(|e| self.dir_state.fail("removing a replica's records", &e))?;
+        let fs = self.dir_state.fs.clone();
+        let parent = self.dir.parent().unwrap_or(Path::new("."));
+        // Everything that can fail without changing anything, first.
+        let what = "removing a replica's records";
+        let parent_handle = fs
+            .open_dir(parent)
+            .map_err(|e| self.dir_state.fail(what, &e))?;
+        fs.rename(&self.dir, &doomed)
+            .map_err(|e| self.dir_state.fail(what, &e))?;
+        // From here on the live name holds no log, or a new one: any failure takes the
+        // directory offline (a restart opens a missing or empty directory as an empty log).
         self.replaced.fetch_add(1, Ordering::SeqCst);
+        let segment = self
+            .fill_new_dir(parent_handle.as_ref(), now_ms)
+            .map_err(|e| self.dir_state.fail_after_change(what, &e))?;
         // The old segments' files are in the doomed directory now; their handles close
         // as they drop.
         inner.segments.clear();
@@ -157,20 +168,22 @@ impl UnifiedLog {
         inner.dir_dirty = false;
         self.start_empty_at(&mut inner, 0);
         drop(inner);
-        if let Err(e) = self.dir_state.fs.remove_dir_all(&doomed) {
+        drop(flush);
+        if let Err(e) = fs.remove_dir_all(&doomed) {
             tracing::warn!(dir = %doomed.display(), error = %e,
                 "could not remove a replica's old log; start-up will");
         }
         Ok(())
     }
 
-    /// Renames this log's directory to `doomed`, durably, then makes a new one holding an
+    /// Makes the rename of this log's directory durable, then a new directory holding an
     /// empty segment at 0, durably.
-    fn switch_to_new_dir(&self, doomed: &Path, now_ms: i64) -> io::Result<LogSegment> {
+    fn fill_new_dir(
+        &self,
+        parent_handle: &dyn crate::fs::FsDir,
+        now_ms: i64,
+    ) -> io::Result<LogSegment> {
         let fs = self.dir_state.fs.clone();
-        let parent = self.dir.parent().unwrap_or(Path::new("."));
-        let parent_handle = fs.open_dir(parent)?;
-        fs.rename(&self.dir, doomed)?;
         parent_handle.sync()?;
         fs.create_dir_all(&self.dir)?;
         let segment = LogSegment::create(&fs, &self.dir_state.handles, &self.dir, 0, now_ms)?;
