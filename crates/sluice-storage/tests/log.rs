@@ -880,6 +880,76 @@ fn recovery_rejects_a_damaged_base_offset() {
     assert_eq!(log.log_end_offset(), 4);
 }
 
+/// Where the cleaner's checkpoint says segments may have gaps (its second line), recovery
+/// still reads a segment whose batches follow one another: a batch that starts where the
+/// previous one ended is in place even across the marker (a log truncated below a stale
+/// marker appends there), but never past the next segment's base (an overlap, as a segment
+/// whose unlink did not persist could make): the log is cut there, as at any invalid batch,
+/// and nothing is served twice.
+#[test]
+fn recovery_under_a_gap_marker_keeps_contiguous_batches_only_before_the_next_segment() {
+    let marker = |dir: &Path, gaps: i64| {
+        fs::write(
+            dir.join("cleaner-offset-checkpoint"),
+            format!("1\n0\n{gaps}\n"),
+        )
+        .unwrap()
+    };
+    // Contiguous batches across a marker at 3: all kept.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = UnifiedLog::open(dir.path(), config(1 << 20), None, state(NoSync), 0).unwrap();
+        for t in 0..5u32 {
+            log.append(&batch(t, 2, 100), 0).unwrap();
+        }
+    }
+    marker(dir.path(), 3);
+    let log = UnifiedLog::open(dir.path(), config(1 << 20), None, state(NoSync), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 10);
+    assert_eq!(read_all(&log, 0).len(), 5);
+    drop(log);
+
+    // Two segments under a marker at 100; the first gets a copy of the second's first
+    // batch, contiguous with its own end but reaching past the second's base: cut there.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = UnifiedLog::open(dir.path(), config(600), None, state(NoSync), 0).unwrap();
+        for t in 0..8u32 {
+            log.append(&batch(t, 2, 100), 0).unwrap();
+        }
+    }
+    let bases = segment_bases(dir.path());
+    assert!(bases.len() >= 2, "{bases:?}");
+    let first = dir.path().join(format!("{:020}.log", bases[0]));
+    let second = fs::read(dir.path().join(format!("{:020}.log", bases[1]))).unwrap();
+    let first_len = fs::metadata(&first).unwrap().len();
+    let overlap = &second[..12 + i32::from_be_bytes(second[8..12].try_into().unwrap()) as usize];
+    assert_eq!(
+        i64::from_be_bytes(overlap[..8].try_into().unwrap()),
+        bases[1]
+    );
+    let mut bytes = fs::read(&first).unwrap();
+    bytes.extend_from_slice(overlap);
+    fs::write(&first, &bytes).unwrap();
+    for index in ["index", "timeindex"] {
+        let _ = fs::remove_file(dir.path().join(format!("{:020}.{index}", bases[0])));
+    }
+    marker(dir.path(), 100);
+    let log = UnifiedLog::open(dir.path(), config(600), None, state(NoSync), 0).unwrap();
+    assert_eq!(
+        fs::metadata(&first).unwrap().len(),
+        first_len,
+        "the overlapping batch was kept"
+    );
+    let headers = read_all(&log, 0);
+    let bases_read: Vec<i64> = headers.iter().map(|h| h.base_offset).collect();
+    let mut unique = bases_read.clone();
+    unique.dedup();
+    assert_eq!(bases_read, unique, "a batch served twice");
+    // As at any invalid batch, the log ends there and later segments go.
+    assert_eq!(log.log_end_offset(), bases[1]);
+}
+
 /// A compressed batch's record count is not checked against its (undecoded) body, so one
 /// batch may claim up to i32::MAX offsets; an append may not span more than a segment's
 /// 32-bit relative offsets, and the next append rolls a new segment.
